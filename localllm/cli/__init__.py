@@ -1,0 +1,89 @@
+"""The command-line shell: parses arguments, calls the core, maps core errors to one line.
+
+Only ``argparse`` and the command table are imported here, so ``localllm --help`` stays instant;
+each command's module (and through it llama.cpp, gguf, textual) is imported when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .. import __version__
+
+# name -> (module under localllm.cli, one-line help). Each module has add_arguments(parser) and
+# run(args) -> int; add_arguments must only touch argparse (it runs for --help).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "answer one prompt and stream the reply to stdout"),
+    "inspect": ("inspect", "show what is inside a GGUF model file"),
+}
+
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="localllm",
+        description="Run open-weight language models privately on this machine.",
+        epilog="Run 'localllm COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"localllm {__version__}")
+    _add_common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        _add_common(command, suppress=True)
+        importlib.import_module(f"{__name__}.{module}").add_arguments(command)
+    return parser
+
+
+def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    default = argparse.SUPPRESS if suppress else False
+    parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
+    parser.add_argument(
+        "--verbose", action="store_true", default=default, help="show llama.cpp's log on stderr"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from ..errors import LocalLLMError
+
+    module = importlib.import_module(f"{__name__}.{COMMANDS[args.command][0]}")
+    try:
+        return module.run(args)
+    except LocalLLMError as exc:
+        if args.debug:
+            raise
+        print_error(str(exc), exc.hint)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print_error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def print_error(message: str, hint: str | None = None) -> None:
+    line = f"localllm: error: {message}"
+    if hint:
+        line += f" ({hint})"
+    print(line, file=sys.stderr, flush=True)
+
+
+def entry_point() -> None:
+    """The ``localllm`` console script."""
+    try:
+        code = main()
+    except BrokenPipeError:
+        # The reader went away (``| head``): say nothing, like other Unix tools.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141
+    sys.exit(code)

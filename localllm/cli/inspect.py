@@ -1,0 +1,66 @@
+"""``localllm inspect``: what is inside a GGUF file, read from its header alone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="catalog name[:QUANT], owner/repo[:QUANT] or a local .gguf file")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inspect import describe
+    from ..resolve import resolve
+
+    resolved = resolve(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
+    info = describe(resolved.path, resolved.entry)
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=2))
+        return 0
+    print(format_text(info))
+    return 0
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return ""  # unreachable
+
+
+def _count(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit} ({n:,})"
+    return str(n)
+
+
+def format_text(info: dict) -> str:
+    rows = [
+        ("file", info["path"]),
+        ("size", _size(info["file_size"])),
+        ("name", info.get("name") or "-"),
+        ("architecture", info["architecture"]),
+        ("parameters", _count(info["parameters"])),
+        ("quantization", f"{info['file_type']} ({info['bits_per_weight']:.2f} bits per weight)"),
+        ("tensor types", ", ".join(f"{k} {v:.0%}" for k, v in info["tensor_types"].items())),
+        ("context length", f"{info['context_length']:,}" if info["context_length"] else "-"),
+        ("layers", info["layers"]),
+        ("attention heads", f"{info['head_count']} (KV heads: {info['head_count_kv']})"),
+        ("embedding size", info["embedding_length"]),
+        ("vocabulary", f"{info['vocab_size']:,} tokens" if info["vocab_size"] else "-"),
+        ("license", info.get("license") or "-"),
+        ("GGUF version", info["gguf_version"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    template = info.get("chat_template")
+    lines.append(f"{'chat template':<{width}}  " + ("(none: replies will use a plain transcript)" if not template else ""))
+    if template:
+        lines.extend("    " + line for line in template.splitlines())
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""Exceptions raised by the core.
+
+Every error a user can cause is a subclass of :class:`LocalLLMError`. The message is one line that
+says what went wrong; ``hint`` says what the user can do next. The shells print both and exit with
+``exit_code``; they never show a traceback unless asked (``--debug``).
+"""
+
+from __future__ import annotations
+
+
+class LocalLLMError(Exception):
+    """Base of every error the shells turn into one line on stderr."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(LocalLLMError):
+    """The command line or its input is wrong."""
+
+    exit_code = 2
+
+
+class CatalogError(LocalLLMError):
+    """models.toml is malformed; the message names the entry and field."""
+
+
+class ModelNotFoundError(LocalLLMError):
+    """A model reference matches nothing (catalog, installed models, files)."""
+
+    def __init__(self, message: str, hint: str | None = None, suggestions: list[str] | None = None):
+        super().__init__(message, hint)
+        self.suggestions = suggestions or []
+
+
+class ModelFileError(LocalLLMError):
+    """A model file is missing, unreadable, or not usable."""
+
+
+class NotAGGUFError(ModelFileError):
+    """The file is not a GGUF file at all."""
+
+
+class CorruptModelError(ModelFileError):
+    """The file is a GGUF but truncated or damaged."""
+
+
+class UnsupportedArchitectureError(ModelFileError):
+    """llama.cpp does not know the model's architecture."""
+
+
+class ModelLoadError(ModelFileError):
+    """llama.cpp refused to load the model for another reason (memory, format)."""
+
+
+class ContextOverflowError(LocalLLMError):
+    """The prompt does not fit in the context window."""
+
+
+class GenerationError(LocalLLMError):
+    """llama.cpp failed while evaluating or generating."""
+
+
+class StarterModelError(LocalLLMError):
+    """The starter model could not be fetched through pip."""
+
+
+class NetworkError(LocalLLMError):
+    """A network operation failed (no connection, server error)."""
