@@ -171,7 +171,7 @@ def test_unsupported_architecture(cli, tmp_path, smollm2_path):
 
 
 def test_prompt_longer_than_context(cli, installed_starter):
-    result = cli("run", "--ctx", "64", "word " * 200)
+    result = cli("run", "--ctx", "64", "word " * 600)
     assert result.returncode == 1
     assert "context" in result.stderr and "--ctx" in result.stderr
     assert result.stderr.count("\n") == 1
