@@ -50,6 +50,10 @@ def resolve(reference: str | None, *, notice: Notice | None = None) -> ResolvedM
         path = refs.require_file(ref)
         return ResolvedModel(path=path, label=path.name)
     if ref.kind == "catalog":
+        if cat.find(ref.name) is None:  # an imported model has a name of its own
+            found = store.find_installed(ref.name, ref.quant)
+            if found is not None:
+                return _from_installed(found)
         entry = cat.get(ref.name)  # unknown names raise with suggestions
         found = store.find_installed(entry.name, ref.quant)
         if found is not None:

