@@ -270,9 +270,9 @@ def _fetch(url: str, part: Path, side: Path, *, size: int, sha256: str | None, h
     import httpx2
 
     if session is None:
-        from huggingface_hub.utils import get_session
+        from .hub import http_session
 
-        session = get_session()
+        session = http_session()
 
     info = _read_sidecar(side)
     have = part.stat().st_size if part.exists() else 0
@@ -335,7 +335,7 @@ def _fetch(url: str, part: Path, side: Path, *, size: int, sha256: str | None, h
                     if status >= 400:
                         from .hub import status_error
 
-                        raise status_error(status, label)
+                        raise status_error(status, label, response.headers.get("X-Error-Code"))
                     if have and status != 206:
                         # The server ignored the range: start over rather than append a second copy.
                         have = 0
@@ -348,7 +348,7 @@ def _fetch(url: str, part: Path, side: Path, *, size: int, sha256: str | None, h
                     if etag and etag != info.get("etag"):
                         info["etag"] = etag
                         _write_sidecar(side, info)
-                    for chunk in response.iter_raw(CHUNK):
+                    for chunk in response.iter_raw():  # as it arrives: a drop loses nothing
                         if have + len(chunk) > size:
                             chunk = chunk[: size - have]
                         _write(out, chunk, label, have)

@@ -184,27 +184,22 @@ def map_error(exc: BaseException, repo: str) -> LocalLLMError | None:
     """The HubError for a huggingface_hub / httpx exception; None for anything else."""
     from huggingface_hub import errors as hf
 
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    token_hint = "create a token at https://huggingface.co/settings/tokens and set HF_TOKEN (or run `hf auth login`)"
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    code = response.headers.get("X-Error-Code") if response is not None else None
     # GatedRepoError subclasses RepositoryNotFoundError: check it first.
     if isinstance(exc, hf.GatedRepoError):
-        return GatedRepoError(
-            f"{repo} is gated: its licence must be accepted on the Hub before download",
-            hint=f"open https://huggingface.co/{repo}, accept the licence while logged in, then {token_hint}",
-        )
+        return status_error(status or 401, repo, "GatedRepo")
     if isinstance(exc, (hf.RevisionNotFoundError, hf.EntryNotFoundError, hf.RemoteEntryNotFoundError)):
         return HubFileNotFoundError(f"{repo}: not found on the Hub ({_short(exc)})", hint="check the file name or revision")
     if isinstance(exc, hf.RepositoryNotFoundError):
-        if status == 401:
-            return HubAuthError(
-                f"{repo}: not authorized (401): the repository does not exist, is private, or the token is invalid",
-                hint=f"check the name; for a private repository {token_hint}",
-            )
-        return RepoNotFoundError(f"repository {repo} not found on the Hub", hint="check the owner/repo spelling")
+        if code is None and status == 401:  # a 401 without the Hub's code: a bad token
+            return status_error(401, repo)
+        return status_error(status or 404, repo, "RepoNotFound")
     if isinstance(exc, hf.OfflineModeIsEnabled):
         return OfflineError("offline mode is on: no request to the Hub is made")
     if isinstance(exc, hf.HfHubHTTPError) or status is not None:
-        return status_error(status or 0, repo)
+        return status_error(status or 0, repo, code)
     import httpx2
 
     if isinstance(exc, httpx2.TransportError):
@@ -214,19 +209,42 @@ def map_error(exc: BaseException, repo: str) -> LocalLLMError | None:
     return None
 
 
-def status_error(status: int, what: str) -> HubError:
+def status_error(status: int, what: str, code: str | None = None) -> HubError:
+    """The error for an HTTP status and the Hub's ``X-Error-Code`` (when it sent one)."""
+    token_hint = "create a token at https://huggingface.co/settings/tokens and set HF_TOKEN (or run `hf auth login`)"
+    if code == "GatedRepo":
+        return GatedRepoError(
+            f"{what} is gated: its licence must be accepted on the Hub before download",
+            hint=f"open the model's page on the Hub, accept the licence while logged in, then {token_hint}",
+        )
+    if code == "RepoNotFound":
+        return RepoNotFoundError(
+            f"repository {what} not found on the Hub",
+            hint=f"check the owner/repo spelling; if it is private, {token_hint}",
+        )
+    if code in ("EntryNotFound", "RevisionNotFound") or status == 404:
+        return HubFileNotFoundError(f"{what}: not found on the Hub", hint="check the file name or revision")
     if status == 401:
-        return HubAuthError(f"{what}: not authorized (401)", hint="set HF_TOKEN to a valid token (or run `hf auth login`)")
+        return HubAuthError(f"{what}: not authorized (401)", hint=f"the token is missing or invalid: {token_hint}")
     if status == 403:
         return HubAuthError(
             f"{what}: access forbidden (403)",
             hint="your token lacks access: accept the model's licence on the Hub or use a token with read access",
         )
-    if status == 404:
-        return HubFileNotFoundError(f"{what}: not found (404)")
     if status >= 500:
         return HubServerError(f"{what}: the Hub answered {status} (server error) after retries", hint="try again later")
     return HubError(f"{what}: the Hub answered {status}")
+
+
+def http_session():
+    """huggingface_hub's shared httpx client (the user's proxies, certificates, client factory)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if is_offline():
+        raise OfflineError("offline mode is on: no request to the Hub is made")
+    constants.HF_HUB_OFFLINE = False  # frozen at import; the live environment decided above
+    return get_session()
 
 
 def no_network_error(exc: BaseException) -> NoNetworkError:
