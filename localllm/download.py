@@ -317,7 +317,6 @@ def _fetch(url: str, part: Path, side: Path, *, size: int, sha256: str | None, h
             eta = (size - have) / rate if rate > 0 else None
             progress(Progress(label, have, size, rate, eta, resumed_from))
 
-        report(force=True)
         while have < size:
             if cancel is not None and cancel.is_set():
                 raise DownloadCancelled(f"download of {label} stopped", hint=_resume_hint(have, size))
@@ -335,7 +334,9 @@ def _fetch(url: str, part: Path, side: Path, *, size: int, sha256: str | None, h
                     if status >= 400:
                         from .hub import status_error
 
-                        raise status_error(status, label, response.headers.get("X-Error-Code"))
+                        code = response.headers.get("X-Error-Code")
+                        what = meta.get("repo") if code in ("GatedRepo", "RepoNotFound") else None
+                        raise status_error(status, what or label, code)
                     if have and status != 206:
                         # The server ignored the range: start over rather than append a second copy.
                         have = 0

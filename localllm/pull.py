@@ -205,7 +205,7 @@ def execute(
             progress=progress,
             cancel=cancel,
             policy=policy,
-            meta={"model": pull.name, "quant": pull.quant, "file": planned.relative},
+            meta={"model": pull.name, "quant": pull.quant, "file": planned.relative, "repo": pull.repo},
             on_wait=notice,
         )
         staged.append(done)

@@ -59,6 +59,7 @@ class Request:
     path: str
     range: str | None
     authorization: str | None
+    sent: int = 0  # file bytes sent in answer to this request
 
 
 @dataclass
@@ -181,8 +182,9 @@ def _handler(hub: HubServer):
         def _dispatch(self) -> None:
             url = urlsplit(self.path)
             path = unquote(url.path)
+            self.record = Request(self.command, path, self.headers.get("Range"), self.headers.get("Authorization"))
             with hub.lock:
-                hub.requests.append(Request(self.command, path, self.headers.get("Range"), self.headers.get("Authorization")))
+                hub.requests.append(self.record)
             length = int(self.headers.get("Content-Length") or 0)
             form = self.rfile.read(length) if length else b""
             fault = hub.take_fault(self.command, path)
@@ -266,6 +268,7 @@ def _handler(hub: HubServer):
                         return
                     with hub.lock:
                         hub.body_bytes += sent
+                        self.record.sent += sent
                     return
                 f.seek(start)
                 pos = start
@@ -281,6 +284,7 @@ def _handler(hub: HubServer):
                         pos += len(block)
                         with hub.lock:
                             hub.body_bytes += len(block)
+                            self.record.sent += len(block)
                         if fault.rate:
                             ahead = (pos - start) / fault.rate - (time.monotonic() - began)
                             if ahead > 0:
