@@ -6,6 +6,7 @@ comes from the header's file type. The parts of a split GGUF come along with the
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -31,8 +32,8 @@ def default_name(path: Path, quant: str | None) -> str:
 def split_parts(path: Path) -> list[Path]:
     if not is_split_part(path.name):
         return [path]
-    prefix = path.name[: path.name.lower().rindex("-00")]
-    parts = sorted(p for p in path.parent.glob(f"{prefix}-*-of-*.gguf") if is_split_part(p.name))
+    prefix = re.sub(r"-\d{5}-of-\d{5}\.gguf$", "", path.name, flags=re.IGNORECASE)
+    parts = sorted(p for p in path.parent.glob(f"{glob.escape(prefix)}-*-of-*.gguf") if is_split_part(p.name))
     count = int(path.name[-10:-5])
     if len(parts) != count:
         raise ModelFileError(f"{path.name} is one of {count} parts but {len(parts)} are in {path.parent}",

@@ -9,6 +9,7 @@ file into place and records the model; a model with several parts appears only o
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,8 +121,8 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True) -> PullPlan:
             raise HubFileNotFoundError(f"{repo} has no file {ref.filename}", hint=_offered(names))
         chosen = [wanted.path]
         if is_split_part(wanted.path):
-            prefix = wanted.path[: wanted.path.lower().rindex("-00")]
-            chosen = sorted(n for n in names if n.startswith(prefix) and is_split_part(n))
+            prefix = re.sub(r"-\d{5}-of-\d{5}\.gguf$", "", wanted.path, flags=re.IGNORECASE)
+            chosen = sorted(n for n in names if n.startswith(prefix + "-") and is_split_part(n))
         quant = discover.guess_quant(wanted.path)
     else:
         if quant is None:

@@ -156,3 +156,24 @@ def test_list_json_after_pull(cli, hub):
     cli("pull", f"{REPO}:Q4_K_M")
     rows = json.loads(cli("list", "--json").stdout)
     assert [(r["name"], r["quant"]) for r in rows] == [(REPO, "Q4_K_M")]
+
+
+def test_hf_file_reference_to_one_part_pulls_all_parts(cli, hub):
+    result = cli("pull", f"{SPLIT_REPO}/Q4_K_M/Tiny-Q4_K_M-00002-of-00002.gguf")
+    assert result.returncode == 0, result.stderr
+    assert len(store.find_installed(SPLIT_REPO, "Q4_K_M").files) == 2
+
+
+def test_store_core_stays_free_of_shells_and_list_of_heavy_imports():
+    code = (
+        "import localllm.hub, localllm.download, localllm.pull, localllm.discover, localllm.importing, localllm.locks\n"
+        "import sys; bad = [m for m in sys.modules if m.startswith(('textual', 'localllm.cli'))]; print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    listing = subprocess.run(
+        [sys.executable, "-c", "import sys; from localllm.cli import main; main(['list']); "
+         "print([m for m in sys.modules if m.split('.')[0] in ('huggingface_hub', 'gguf', 'numpy', 'httpx2', 'llama_cpp')])"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert listing.strip().splitlines()[-1] == "[]"
