@@ -236,17 +236,6 @@ def status_error(status: int, what: str, code: str | None = None) -> HubError:
     return HubError(f"{what}: the Hub answered {status}")
 
 
-def http_session():
-    """huggingface_hub's shared httpx client (the user's proxies, certificates, client factory)."""
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
-
-    if is_offline():
-        raise OfflineError("offline mode is on: no request to the Hub is made")
-    constants.HF_HUB_OFFLINE = False  # frozen at import; the live environment decided above
-    return get_session()
-
-
 def no_network_error(exc: BaseException) -> NoNetworkError:
     return NoNetworkError(
         f"cannot reach the Hub at {endpoint()}: {_short(exc)}",
