@@ -18,6 +18,8 @@ from .. import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "answer one prompt and stream the reply to stdout"),
     "inspect": ("inspect", "show what is inside a GGUF model file"),
+    "batch": ("batch", "complete every line of a JSONL file, several at once, resumably"),
+    "bench": ("bench", "measure prompt, generation and batched tokens/s like llama-bench"),
 }
 
 EXIT_INTERRUPTED = 130
