@@ -11,6 +11,8 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="model reference or .gguf file (default: the last model used)")
     parser.add_argument("-r", "--reps", type=int, default=5, help="repetitions of pp512 and tg128 (default 5)")
+    parser.add_argument("-p", "--n-prompt", type=int, default=512, help="prompt tokens of the pp test (default 512)")
+    parser.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens of the tg test (default 128)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     parser.add_argument("--parallel", default="1,2,4,8",
                         help="sequence counts for the batched test, comma-separated (default 1,2,4,8)")
@@ -33,6 +35,8 @@ def _parallel_list(text: str) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
 
+    if args.n_prompt < 1 or args.n_gen < 1:
+        raise UsageError("--n-prompt and --n-gen must be at least 1")
     if args.reps < 1:
         raise UsageError("--reps must be at least 1")
     if args.threads is not None and args.threads < 1:
@@ -61,13 +65,14 @@ def run(args: argparse.Namespace) -> int:
                 sd = f" ± {row['sd']:.2f}" if "sd" in row else ""
                 print(f"{row['test']:<22} {row['tokens_per_s']:>10.2f}{sd}", flush=True)
 
-        pp, tg = engine.bench_pp_tg(model, n_prompt=512, n_gen=0, reps=args.reps, n_threads=threads)
-        emit(_stat("pp512", pp))
-        _, tg = engine.bench_pp_tg(model, n_prompt=0, n_gen=128, reps=args.reps, n_threads=threads)
-        emit(_stat("tg128", tg))
+        pp, _ = engine.bench_pp_tg(model, n_prompt=args.n_prompt, n_gen=0, reps=args.reps, n_threads=threads)
+        emit(_stat(f"pp{args.n_prompt}", pp))
+        _, tg = engine.bench_pp_tg(model, n_prompt=0, n_gen=args.n_gen, reps=args.reps, n_threads=threads)
+        emit(_stat(f"tg{args.n_gen}", tg))
+        # llama-batched-bench's shape: N prompts of n_gen tokens, then n_gen tokens for each.
         for n in parallel:
-            result = engine.bench_batched(model, n, n_prompt=128, n_gen=128, n_threads=threads)
-            emit({"test": f"batched pp128+tg128 N={n}", "n_parallel": n,
+            result = engine.bench_batched(model, n, n_prompt=args.n_gen, n_gen=args.n_gen, n_threads=threads)
+            emit({"test": f"batched pp{args.n_gen}+tg{args.n_gen} N={n}", "n_parallel": n,
                   "tokens_per_s": round(result.generation_tokens_per_s, 2),
                   "prompt_tokens_per_s": round(result.n_parallel * result.n_prompt / result.prompt_s, 2),
                   "total_tokens_per_s": round(result.tokens_per_s, 2)})
