@@ -361,7 +361,9 @@ def run_batch(
                 if req.schema is not None:
                     schema_text = json.dumps(req.schema, sort_keys=True)
                     if schema_text not in grammars:
-                        grammars[schema_text] = engine.json_schema_grammar(req.schema)
+                        grammar = engine.json_schema_grammar(req.schema)
+                        session.check_grammar(grammar)
+                        grammars[schema_text] = grammar
                     grammar = grammars[schema_text]
                 prompt = model.render_chat(req.messages)
                 tokens = model.tokenize(prompt, add_special=not model.has_chat_template, parse_special=True)

@@ -730,6 +730,9 @@ class BatchSession:
         self._ctx = _context(
             model, n_ctx=wanted * n_parallel, n_seq_max=n_parallel, n_batch=n_batch,
             n_ubatch=n_ubatch, n_threads=n_threads, kv_unified=False,
+            # A step needs logits for at most one token per sequence: a vocabulary-wide row each,
+            # not one per batch slot (512 x 128k-vocabulary floats would be 256 MiB).
+            n_outputs_max=n_parallel,
         )
         self._memory = L.llama_get_memory(self._ctx)
         self.n_ctx_seq = L.llama_n_ctx_seq(self._ctx)
@@ -747,6 +750,10 @@ class BatchSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def check_grammar(self, grammar: str) -> None:
+        """Raise :class:`GrammarError` if llama.cpp cannot use ``grammar``."""
+        L.llama_sampler_free(self.model._make_sampler(SamplingOptions(temperature=0), grammar))
 
     def check(self, tokens: Sequence[int]) -> None:
         """Raise :class:`ContextOverflowError` if a prompt cannot fit one sequence's context."""

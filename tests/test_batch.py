@@ -86,6 +86,7 @@ def test_bad_lines_become_error_records_and_the_batch_goes_on(cli, smollm2_path,
         {"id": "c", "prompt": "word " * 600},
         {"id": "d", "prompt": "Say bye.", "max_tokens": 0},
         {"id": "e", "prompt": "Say yes.", "max_tokens": 4},
+        {"id": "f", "prompt": "Say no.", "json_schema": {"type": "wat"}},
     ))
     result = batch_cli(cli, smollm2_path, str(src), "-o", str(out))
     assert result.returncode == 0, result.stderr
@@ -93,14 +94,15 @@ def test_bad_lines_become_error_records_and_the_batch_goes_on(cli, smollm2_path,
     answered = sorted(r["id"] for r in records if "text" in r)
     errors = {r["line"]: r for r in records if "error" in r}
     assert answered == ["a", "e"]
-    assert set(errors) == {1, 2, 4, 5, 6, 7}
+    assert set(errors) == {1, 2, 4, 5, 6, 7, 9}
     assert "not valid JSON" in errors[1]["error"]
     assert '"id"' in errors[2]["error"]
     assert '"prompt"' in errors[4]["error"] and errors[4]["id"] == "b"
     assert "duplicate id" in errors[5]["error"]
     assert "context" in errors[6]["error"] and errors[6]["id"] == "c"
     assert "max_tokens" in errors[7]["error"]
-    assert "2 done, 6 errors" in result.stderr
+    assert "JSON schema" in errors[9]["error"] and errors[9]["id"] == "f"
+    assert "2 done, 7 errors" in result.stderr
 
 
 def test_rerun_skips_what_the_output_holds(cli, smollm2_path, tmp_path):
