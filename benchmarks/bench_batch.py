@@ -4,7 +4,7 @@
                                                [--npp 128] [--ntg 128] [--parallel 1,2,4,8]
                                                [--determinism 32]
 
-Side by side in one run, same model, same threads, weight repacking set as localllm sets it
+Side by side in one run (the two tools alternate over --rounds), same model, same threads, weight repacking set as localllm sets it
 (off on builds with AMX, see engine.build_has_amx), KV cache per sequence (no unified KV):
 
 1. pp512 / tg128: `llama-bench` vs `localllm bench` (mean ± sd over --reps).
@@ -121,7 +121,7 @@ def synthetic_1b(tokenizer_from: Path) -> Path:
 # -- llama.cpp's tools -----------------------------------------------------------------------------
 
 
-def llama_bench(model: Path, threads: int, reps: int, repack: bool) -> dict[str, tuple[float, float]]:
+def llama_bench(model: Path, threads: int, reps: int, repack: bool) -> dict[str, list[float]]:
     out = subprocess.run(
         [str(BIN / "llama-bench"), "-m", str(model), "-t", str(threads), "-p", "512", "-n", "128",
          "-r", str(reps), "--repack", "1" if repack else "0", "-o", "json"],
@@ -130,7 +130,7 @@ def llama_bench(model: Path, threads: int, reps: int, repack: bool) -> dict[str,
     results = {}
     for row in json.loads(out):
         name = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
-        results[name] = (row["avg_ts"], row["stddev_ts"])
+        results[name] = list(row["samples_ts"])
     return results
 
 
@@ -216,6 +216,7 @@ def main() -> None:
     parser.add_argument("--synthetic-1b", action="store_true", help="the random-weight 1.1B Q4_K_M model")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the two tools (default 3)")
     parser.add_argument("--npp", type=int, default=128)
     parser.add_argument("--ntg", type=int, default=128)
     parser.add_argument("--parallel", default="1,2,4,8")
@@ -229,40 +230,53 @@ def main() -> None:
 
     repack = not engine.build_has_amx()
     t = args.threads
-    print(f"model: {model.name}, threads: {t}, repack: {int(repack)}, reps: {args.reps}, "
+    print(f"model: {model.name}, threads: {t}, repack: {int(repack)}, reps: {args.reps}, rounds: {args.rounds}, "
           f"batched: npp {args.npp}, ntg {args.ntg}", flush=True)
 
+    # The machine is shared: each comparison alternates the two tools over --rounds rounds, so a
+    # burst of load elsewhere hits both alike, and pools the samples.
+    bench_rows: dict[int, list[float]] = {}
     if "pptg" not in skip:
-        ref = llama_bench(model, t, args.reps, repack)
-        ours = localllm_bench(model, t, args.reps, args.npp, args.ntg, npl)
-        print(f"\n{'test':<8} {'llama-bench t/s':>18} {'localllm bench t/s':>20} {'ratio':>7}")
+        ref: dict[str, list[float]] = {"pp512": [], "tg128": []}
+        ours: dict[str, list[float]] = {"pp512": [], "tg128": []}
+        for _ in range(args.rounds):
+            for test, samples in llama_bench(model, t, args.reps, repack).items():
+                ref[test] += samples
+            for test, row in localllm_bench(model, t, args.reps, args.npp, args.ntg, npl).items():
+                if test in ours:
+                    ours[test] += row["samples"]
+                elif "n_parallel" in row and args.npp == args.ntg == 128:
+                    bench_rows.setdefault(row["n_parallel"], []).append(row["tokens_per_s"])
+        print(f"\n{'test':<8} {'llama-bench t/s':>18} {'localllm bench t/s':>20} {'ratio':>7}   "
+              f"({args.rounds} rounds x {args.reps} reps)")
         for test in ("pp512", "tg128"):
-            (r, rsd), row = ref[test], ours[test]
-            print(f"{test:<8} {r:>10.2f} ± {rsd:<5.2f} {row['tokens_per_s']:>12.2f} ± {row['sd']:<5.2f} "
-                  f"{row['tokens_per_s'] / r:>6.1%}", flush=True)
-        bench_rows = ({row["n_parallel"]: row for row in ours.values() if "n_parallel" in row}
-                      if args.npp == args.ntg == 128 else {})
-    else:
-        bench_rows = {}
+            r, o = ref[test], ours[test]
+            print(f"{test:<8} {statistics.mean(r):>10.2f} ± {statistics.stdev(r):<5.2f} "
+                  f"{statistics.mean(o):>12.2f} ± {statistics.stdev(o):<5.2f} "
+                  f"{statistics.mean(o) / statistics.mean(r):>6.1%}", flush=True)
 
     if "batched" not in skip:
-        ref_b = llama_batched_bench(model, t, args.npp, args.ntg, npl, repack)
-        print(f"\nbatched: N prompts of {args.npp} tokens, {args.ntg} generated each (ignore EOS)")
+        print(f"\nbatched: N prompts of {args.npp} tokens, {args.ntg} generated each (ignore EOS), "
+              f"mean of {args.rounds} rounds")
         print(f"{'N':>2} {'batched-bench S':>16} {'localllm batch S':>17} {'ratio':>7} "
               f"{'b-bench gen t/s':>16} {'batch gen t/s':>14} {'b-bench S_TG':>13} {'bench S_TG':>11}")
         for n in npl:
             records = [{"id": i, "messages": calibrated_messages(model, args.npp, i), "max_tokens": args.ntg,
                         "ignore_eos": True, "temperature": 0.8, "seed": i} for i in range(n)]
-            stats, _ = localllm_batch(model, t, records, n, args.npp + args.ntg + 8)
-            assert stats["prompt_tokens"] == n * args.npp and stats["completion_tokens"] == n * args.ntg, stats
-            row = ref_b[n]
-            ref_s = n * (args.npp + args.ntg) / row["t"]
-            our_s = n * (args.npp + args.ntg) / stats["wall_s"]
-            ref_gen = n * args.ntg / row["t"]
-            our_gen = n * args.ntg / stats["wall_s"]
-            bench_tg = bench_rows.get(n, {}).get("tokens_per_s", float("nan"))
+            ref_t, ref_tg, our_t = [], [], []
+            for _ in range(args.rounds):
+                row = llama_batched_bench(model, t, args.npp, args.ntg, [n], repack)[n]
+                ref_t.append(row["t"])
+                ref_tg.append(row["speed_tg"])
+                stats, _ = localllm_batch(model, t, records, n, args.npp + args.ntg + 8)
+                assert stats["prompt_tokens"] == n * args.npp and stats["completion_tokens"] == n * args.ntg, stats
+                our_t.append(stats["wall_s"])
+            work = n * (args.npp + args.ntg)
+            ref_s, our_s = work / statistics.mean(ref_t), work / statistics.mean(our_t)
+            ref_gen, our_gen = n * args.ntg / statistics.mean(ref_t), n * args.ntg / statistics.mean(our_t)
+            bench_tg = statistics.mean(bench_rows[n]) if n in bench_rows else float("nan")
             print(f"{n:>2} {ref_s:>16.2f} {our_s:>17.2f} {our_s / ref_s:>6.1%} {ref_gen:>16.2f} "
-                  f"{our_gen:>14.2f} {row['speed_tg']:>13.2f} {bench_tg:>11.2f}", flush=True)
+                  f"{our_gen:>14.2f} {statistics.mean(ref_tg):>13.2f} {bench_tg:>11.2f}", flush=True)
 
     if "seq" not in skip:
         records = [{"id": i, "messages": calibrated_messages(model, 48, 100 + i), "max_tokens": 64,

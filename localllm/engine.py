@@ -908,7 +908,8 @@ def _decode_tokens(ctx, tokens: list[int], n_batch: int) -> None:
 
 
 def bench_pp_tg(model: Model, *, n_prompt: int = 512, n_gen: int = 128, reps: int = 5,
-                n_threads: int | None = None, seed: int = 1) -> tuple[list[float], list[float]]:
+                n_threads: int | None = None, seed: int = 1, n_batch: int = 2048,
+                n_ubatch: int = 512) -> tuple[list[float], list[float]]:
     """Tokens/s of each repetition of llama-bench's ppN and tgN tests.
 
     As llama-bench does: one warm-up of each test, then per repetition the cache is cleared; pp is
@@ -917,9 +918,10 @@ def bench_pp_tg(model: Model, *, n_prompt: int = 512, n_gen: int = 128, reps: in
     import random
 
     rng = random.Random(seed)
-    n_batch = max(n_prompt, 1)
-    ctx = _context(model, n_ctx=n_prompt + n_gen, n_seq_max=1, n_batch=n_batch, n_ubatch=512,
+    # llama-bench's defaults: n_batch 2048, n_ubatch 512, n_ctx = n_prompt + n_gen.
+    ctx = _context(model, n_ctx=n_prompt + n_gen, n_seq_max=1, n_batch=n_batch, n_ubatch=n_ubatch,
                    n_threads=n_threads, kv_unified=False)
+    n_batch = L.llama_n_batch(ctx)
     memory = L.llama_get_memory(ctx)
     add_bos = L.llama_vocab_get_add_bos(model._vocab)
     bos = L.llama_vocab_bos(model._vocab)

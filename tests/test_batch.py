@@ -278,3 +278,21 @@ def test_batch_rejects_bad_options(cli, smollm2_path, tmp_path):
     assert result.returncode == 2 and "not the output of localllm batch" in result.stderr
     assert foreign.read_text() == "hello world\n"
     assert os.path.getsize(foreign) == 12
+
+
+def test_progress_bar_and_summary_show_counts_speed_and_eta(capsys):
+    from localllm.cli.batch import ProgressBar, summary_line
+
+    state = batch.BatchProgress(total=10, done=3, errors=1, skipped=2, prompt_tokens=400, completion_tokens=120)
+    state.wall_s = 4.0
+    bar = ProgressBar(enabled=True)
+    bar(state)
+    bar.end()
+    line = capsys.readouterr().err
+    assert "4/10" in line and "30.0 tok/s" in line and "ETA 0:06" in line and "1 errors" in line
+    assert summary_line(state) == (
+        "batch finished: 3 done, 1 errors, 2 skipped (already in the output), "
+        "400 prompt + 120 generated tokens in 4.0 s, 30.0 tok/s generated"
+    )
+    ProgressBar(enabled=False)(state)
+    assert capsys.readouterr().err == ""
