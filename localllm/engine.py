@@ -987,33 +987,32 @@ def bench_batched(model: Model, n_parallel: int, *, n_prompt: int = 128, n_gen: 
     memory = L.llama_get_memory(ctx)
     batch = L.llama_batch_init(max(n_batch, n_parallel), 0, 1)
 
-    def fill(entries: list[tuple[int, int, int]]) -> None:
-        for i, (token, position, seq) in enumerate(entries):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, position, 1, 0
-            batch.seq_id[i][0] = seq
-        batch.n_tokens = len(entries)
-
-    def run(entries: list[tuple[int, int, int]], last_logits: bool) -> None:
+    def run(entries: list[tuple[int, int, int, bool]]) -> None:
+        """Decode (token, position, sequence, wants logits) entries, n_batch at a time."""
         for start in range(0, len(entries), n_batch):
-            fill(entries[start : start + n_batch])
-            if last_logits:
-                batch.logits[batch.n_tokens - 1] = 1
+            chunk = entries[start : start + n_batch]
+            for i, (token, position, seq, wants) in enumerate(chunk):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, position, 1, wants
+                batch.seq_id[i][0] = seq
+            batch.n_tokens = len(chunk)
             rc = L.llama_decode(ctx, batch)
             if rc != 0:
                 raise GenerationError(f"llama_decode failed (code {rc})")
         L.llama_synchronize(ctx)
 
     try:
-        run([(t, i, 0) for i, t in enumerate(_random_tokens(model, 16, rng))], True)  # warm-up
+        run([(t, i, 0, i == 15) for i, t in enumerate(_random_tokens(model, 16, rng))])  # warm-up
         L.llama_memory_clear(memory, False)
-        prompt = [(t, i % n_prompt, i // n_prompt)
+        # As llama-batched-bench: logits for each sequence's last prompt token, then for every
+        # generated token (a real batch samples every sequence at every step).
+        prompt = [(t, i % n_prompt, i // n_prompt, i % n_prompt == n_prompt - 1)
                   for i, t in enumerate(_random_tokens(model, n_parallel * n_prompt, rng))]
         started = time.perf_counter()
-        run(prompt, True)
+        run(prompt)
         prompt_s = time.perf_counter() - started
         started = time.perf_counter()
         for step in range(n_gen):
-            run([(t, n_prompt + step, s) for s, t in enumerate(_random_tokens(model, n_parallel, rng))], True)
+            run([(t, n_prompt + step, s, True) for s, t in enumerate(_random_tokens(model, n_parallel, rng))])
         generation_s = time.perf_counter() - started
         return BatchedBench(n_parallel, n_prompt, n_gen, prompt_s, generation_s)
     finally:

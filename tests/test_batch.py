@@ -296,3 +296,24 @@ def test_progress_bar_and_summary_show_counts_speed_and_eta(capsys):
     )
     ProgressBar(enabled=False)(state)
     assert capsys.readouterr().err == ""
+
+
+def test_cancel_stops_between_steps_and_frees_the_sequences(model):
+    import threading
+
+    from localllm import engine
+
+    cancel = threading.Event()
+    prompt = model.tokenize(model.render_chat([{"role": "user", "content": "Tell a story."}]), add_special=False)
+    requests = [engine.BatchRequest(i, prompt, engine.SamplingOptions(max_tokens=4 + 4 * i, ignore_eos=True, seed=i))
+                for i in range(6)]
+    with engine.BatchSession(model, 2, 256, n_threads=1) as session:
+        finished = []
+        for result in session.run(requests, cancel=cancel):
+            finished.append(result.key)
+            cancel.set()
+        assert finished == [0]
+        # The session is usable again: nothing of the cancelled run is left in its cache.
+        again = list(session.run(requests[:2]))
+        assert sorted(r.key for r in again) == [0, 1]
+        assert [r.completion_tokens for r in sorted(again, key=lambda r: r.key)] == [4, 8]
