@@ -20,7 +20,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from . import ggufmeta
 from .errors import (
     ContextOverflowError,
     GenerationError,
+    GrammarError,
     ModelLoadError,
     UnsupportedArchitectureError,
 )
@@ -409,10 +410,12 @@ class Model:
         tokens = self.tokenize(prompt, add_special=True, parse_special=False)
         return Generation(self, tokens, sampling or SamplingOptions(), cancel)
 
-    def _make_sampler(self, sampling: SamplingOptions):
+    def _make_sampler(self, sampling: SamplingOptions, grammar: str | None = None):
         params = L.llama_sampler_chain_default_params()
         params.no_perf = True
         chain = L.llama_sampler_chain_init(params)
+        if grammar is not None:
+            _add_grammar(chain, self._vocab, grammar)
         if sampling.repeat_penalty and sampling.repeat_penalty != 1.0:
             L.llama_sampler_chain_add(
                 chain, L.llama_sampler_init_penalties(64, sampling.repeat_penalty, 0.0, 0.0)
@@ -614,3 +617,424 @@ def system_info() -> str:
 
 def build_has_amx() -> bool:
     return "AMX_INT8 = 1" in system_info()
+
+
+# --------------------------------------------------------------------------------------------
+# Batch decoding: several sequences in one context, admitted as others finish (issue 6)
+#
+# Everything below is used by ``localllm batch`` and ``localllm bench``. It shares the loaded
+# weights of a :class:`Model` but decodes in its own context, sized for N sequences.
+
+
+def json_schema_grammar(schema: object) -> str:
+    """The GBNF grammar of JSON text that matches ``schema`` (a dict or its JSON text)."""
+    import json
+
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    text = schema if isinstance(schema, str) else json.dumps(schema)
+    try:
+        return json_schema_to_gbnf(text)
+    except Exception as exc:  # the converter raises ValueError, KeyError, TypeError, ...
+        raise GrammarError(
+            f"the JSON schema cannot be turned into a grammar: {exc}",
+            hint="use a plain JSON schema (type, properties, required, enum, items)",
+        ) from exc
+
+
+def _add_grammar(chain, vocab, grammar: str) -> None:
+    """Put a grammar constraint first in a sampler chain; frees the chain if llama.cpp refuses it."""
+    constraint = L.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    if not constraint:
+        L.llama_sampler_free(chain)
+        raise GrammarError("llama.cpp rejected the grammar", hint="run with --verbose to see why")
+    L.llama_sampler_chain_add(chain, constraint)
+
+
+def _context(model: Model, *, n_ctx: int, n_seq_max: int, n_batch: int, n_ubatch: int,
+             n_threads: int | None, kv_unified: bool = False, n_outputs_max: int = 0):
+    """A new llama.cpp context over ``model``'s weights, with the model's KV and attention options."""
+    threads = n_threads or model.n_threads
+    cparams = L.llama_context_default_params()
+    cparams.n_ctx = n_ctx
+    cparams.n_batch = n_batch
+    cparams.n_ubatch = min(n_ubatch, n_batch)
+    cparams.n_seq_max = n_seq_max
+    cparams.kv_unified = kv_unified
+    cparams.n_outputs_max = n_outputs_max
+    cparams.n_threads = threads
+    cparams.n_threads_batch = threads
+    cparams.no_perf = True
+    if model.options.flash_attn is not None:
+        cparams.flash_attn_type = (
+            L.LLAMA_FLASH_ATTN_TYPE_ENABLED if model.options.flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+    cparams.type_k = _KV_TYPES[model.options.type_k]
+    cparams.type_v = _KV_TYPES[model.options.type_v]
+    marker = LOG.mark()
+    ctx = L.llama_init_from_model(model._model, cparams)
+    if not ctx:
+        raise _load_failure(model.path, LOG.since(marker), "create a batch context for")
+    return ctx
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One prompt to complete. ``key`` is the caller's handle, given back in the result."""
+
+    key: object
+    tokens: Sequence[int]
+    sampling: SamplingOptions = SamplingOptions()
+    grammar: str | None = None  # GBNF (see json_schema_grammar)
+
+
+@dataclass
+class BatchResult:
+    key: object
+    text: str
+    finish_reason: str  # "stop" (end of text or a stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+    wait_s: float  # from the start of the run to the sequence's admission
+    prompt_s: float  # from admission to its first token
+    generation_s: float  # from its first token to its last
+
+
+class _Sequence:
+    __slots__ = (
+        "request", "seq_id", "sampler", "fed", "pos", "next_token", "index", "decoder", "text",
+        "generated", "limit", "admitted", "first_at",
+    )
+
+
+class BatchSession:
+    """Decodes up to ``n_parallel`` sequences together in one llama.cpp context.
+
+    Continuous batching: each :meth:`run` step packs one generated token of every running sequence
+    and then prompt chunks of newly admitted ones into a batch of at most ``n_batch`` tokens, and
+    calls ``llama_decode`` once. A finished sequence's KV cells are freed at once and the next
+    request takes its sequence id. Each sequence has its own KV stream of ``n_ctx_seq`` cells
+    (``kv_unified`` off), so one sequence never waits for another's room.
+
+    The order in which requests are admitted and batched depends only on the requests and
+    ``n_parallel``, never on timing, so a run repeats exactly. Not thread-safe.
+    """
+
+    def __init__(self, model: Model, n_parallel: int, n_ctx_seq: int | None = None, *,
+                 n_batch: int = 512, n_ubatch: int = 512, n_threads: int | None = None) -> None:
+        if n_parallel < 1:
+            raise ValueError("n_parallel must be at least 1")
+        self.model = model
+        self.n_parallel = n_parallel
+        wanted = n_ctx_seq or min(DEFAULT_CTX, model.n_ctx_train or DEFAULT_CTX)
+        self._ctx = _context(
+            model, n_ctx=wanted * n_parallel, n_seq_max=n_parallel, n_batch=n_batch,
+            n_ubatch=n_ubatch, n_threads=n_threads, kv_unified=False,
+            # A step needs logits for at most one token per sequence: a vocabulary-wide row each,
+            # not one per batch slot (512 x 128k-vocabulary floats would be 256 MiB).
+            n_outputs_max=n_parallel,
+        )
+        self._memory = L.llama_get_memory(self._ctx)
+        self.n_ctx_seq = L.llama_n_ctx_seq(self._ctx)
+        self.n_batch = L.llama_n_batch(self._ctx)
+        self._batch = L.llama_batch_init(self.n_batch, 0, 1)
+
+    def close(self) -> None:
+        if self._ctx:
+            L.llama_batch_free(self._batch)
+            L.llama_free(self._ctx)
+            self._ctx = None
+
+    def __enter__(self) -> BatchSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check_grammar(self, grammar: str) -> None:
+        """Raise :class:`GrammarError` if llama.cpp cannot use ``grammar``."""
+        L.llama_sampler_free(self.model._make_sampler(SamplingOptions(temperature=0), grammar))
+
+    def check(self, tokens: Sequence[int]) -> None:
+        """Raise :class:`ContextOverflowError` if a prompt cannot fit one sequence's context."""
+        if not tokens:
+            raise GenerationError("the prompt is empty")
+        if len(tokens) >= self.n_ctx_seq:
+            raise ContextOverflowError(
+                f"the prompt is {len(tokens)} tokens but each sequence's context holds {self.n_ctx_seq}",
+                hint="shorten the prompt or raise --ctx",
+            )
+
+    def _admit(self, seq_id: int, request: BatchRequest, now: float, started: float) -> _Sequence:
+        self.check(request.tokens)
+        s = _Sequence()
+        s.request, s.seq_id = request, seq_id
+        s.sampler = self.model._make_sampler(request.sampling, request.grammar)
+        s.fed = 0  # prompt tokens already in the batch
+        s.pos = 0  # position of the next token fed
+        s.next_token = None  # the sampled token to feed next step (None while in the prompt)
+        s.index = -1  # batch index whose logits this sequence samples from, -1: none this step
+        s.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        s.text = ""
+        s.generated = 0
+        room = self.n_ctx_seq - len(request.tokens)
+        max_tokens = request.sampling.max_tokens
+        s.limit = min(max_tokens, room) if max_tokens is not None else room
+        s.admitted = now - started
+        s.first_at = 0.0
+        return s
+
+    def run(self, requests: Iterable[BatchRequest], cancel: threading.Event | None = None) -> Iterator[BatchResult]:
+        """Complete ``requests`` (read lazily, in order), yielding each result as it finishes.
+
+        Stops between two decode steps when ``cancel`` is set (or the consumer closes the
+        iterator); the sequences in flight are then dropped and their cells freed.
+        """
+        ctx, batch, vocab = self._ctx, self._batch, self.model._vocab
+        n_batch, n_parallel = self.n_batch, self.n_parallel
+        sample, is_eog, decode = L.llama_sampler_sample, L.llama_vocab_is_eog, L.llama_decode
+        token_bytes = self.model.token_bytes
+        slots: list[_Sequence | None] = [None] * n_parallel
+        source = iter(requests)
+        exhausted = False
+        started = time.perf_counter()
+        L.llama_memory_clear(self._memory, True)
+        try:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    return
+                for i in range(n_parallel):
+                    if slots[i] is None and not exhausted:
+                        request = next(source, None)
+                        if request is None:
+                            exhausted = True
+                        else:
+                            slots[i] = self._admit(i, request, time.perf_counter(), started)
+                active = [s for s in slots if s is not None]
+                if not active:
+                    return
+                # Fill the batch: one generated token per running sequence, then prompt chunks.
+                n = 0
+                tok, pos, nseq, seqs, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+                for s in active:
+                    s.index = -1
+                    if s.next_token is not None:
+                        tok[n], pos[n], nseq[n], logits[n] = s.next_token, s.pos, 1, 1
+                        seqs[n][0] = s.seq_id
+                        s.index = n
+                        s.pos += 1
+                        n += 1
+                for s in active:
+                    if s.next_token is None and n < n_batch:
+                        prompt = s.request.tokens
+                        take = min(len(prompt) - s.fed, n_batch - n)
+                        for j in range(s.fed, s.fed + take):
+                            tok[n], pos[n], nseq[n], logits[n] = prompt[j], j, 1, 0
+                            seqs[n][0] = s.seq_id
+                            n += 1
+                        s.fed += take
+                        s.pos = s.fed
+                        if s.fed == len(prompt):
+                            logits[n - 1] = 1
+                            s.index = n - 1
+                batch.n_tokens = n
+                rc = decode(ctx, batch)
+                if rc != 0:
+                    raise GenerationError(f"llama_decode failed in a batch of {n} tokens (code {rc})")
+                now = time.perf_counter()
+                for s in active:
+                    if s.index < 0:
+                        continue
+                    token = sample(s.sampler, ctx, s.index)
+                    if s.generated == 0:
+                        s.first_at = now
+                    finish = None
+                    if not s.request.sampling.ignore_eos and is_eog(vocab, token):
+                        finish = "stop"
+                    else:
+                        s.generated += 1
+                        piece = s.decoder.decode(token_bytes(token))
+                        s.text += piece
+                        stops = s.request.sampling.stop
+                        if stops and piece:
+                            # Only the new piece and the stop-length text before it can hold a stop.
+                            base = max(0, len(s.text) - len(piece) - max(map(len, stops)))
+                            cut = _find_stop(s.text[base:], stops)
+                            if cut is not None:
+                                s.text = s.text[: base + cut]
+                                finish = "stop"
+                        if finish is None and (s.generated >= s.limit or s.pos >= self.n_ctx_seq):
+                            finish = "length"
+                    if finish is None:
+                        s.next_token = token
+                        continue
+                    if finish == "length":
+                        s.text += s.decoder.decode(b"", final=True)
+                    slots[s.seq_id] = None
+                    self._release(s)
+                    yield BatchResult(
+                        key=s.request.key, text=s.text, finish_reason=finish,
+                        prompt_tokens=len(s.request.tokens), completion_tokens=s.generated,
+                        wait_s=s.admitted, prompt_s=s.first_at - started - s.admitted,
+                        generation_s=time.perf_counter() - s.first_at if s.generated else 0.0,
+                    )
+        finally:
+            for s in slots:
+                if s is not None:
+                    self._release(s)
+
+    def _release(self, s: _Sequence) -> None:
+        L.llama_sampler_free(s.sampler)
+        L.llama_memory_seq_rm(self._memory, s.seq_id, -1, -1)
+
+
+# --------------------------------------------------------------------------------------------
+# Benchmarks: the timing loops of llama-bench and llama-batched-bench, over this engine
+
+
+def _random_tokens(model: Model, n: int, rng) -> list[int]:
+    n_vocab = L.llama_vocab_n_tokens(model._vocab)
+    return [rng.randrange(n_vocab) for _ in range(n)]
+
+
+def _decode_tokens(ctx, tokens: list[int], n_batch: int) -> None:
+    for start in range(0, len(tokens), n_batch):
+        chunk = tokens[start : start + n_batch]
+        array = (L.llama_token * len(chunk))(*chunk)  # kept alive: the batch only points at it
+        rc = L.llama_decode(ctx, L.llama_batch_get_one(array, len(chunk)))
+        if rc != 0:
+            raise GenerationError(f"llama_decode failed (code {rc})")
+    L.llama_synchronize(ctx)
+
+
+def bench_pp_tg(model: Model, *, n_prompt: int = 512, n_gen: int = 128, reps: int = 5,
+                n_threads: int | None = None, seed: int = 1, n_batch: int = 2048,
+                n_ubatch: int = 512) -> tuple[list[float], list[float]]:
+    """Tokens/s of each repetition of llama-bench's ppN and tgN tests.
+
+    As llama-bench does: one warm-up of each test, then per repetition the cache is cleared; pp is
+    ``n_prompt`` random tokens decoded as one batch, tg is ``n_gen`` single-token decodes.
+    """
+    import random
+
+    rng = random.Random(seed)
+    # llama-bench's defaults: n_batch 2048, n_ubatch 512, n_ctx = n_prompt + n_gen.
+    ctx = _context(model, n_ctx=n_prompt + n_gen, n_seq_max=1, n_batch=n_batch, n_ubatch=n_ubatch,
+                   n_threads=n_threads, kv_unified=False)
+    n_batch = L.llama_n_batch(ctx)
+    memory = L.llama_get_memory(ctx)
+    add_bos = L.llama_vocab_get_add_bos(model._vocab)
+    bos = L.llama_vocab_bos(model._vocab)
+
+    def pp() -> float:
+        tokens = _random_tokens(model, n_prompt, rng)
+        if add_bos:
+            tokens[0] = bos
+        L.llama_memory_clear(memory, False)
+        started = time.perf_counter()
+        _decode_tokens(ctx, tokens, n_batch)
+        return time.perf_counter() - started
+
+    def tg(n: int) -> float:
+        L.llama_memory_clear(memory, False)
+        token = bos if add_bos else _random_tokens(model, 1, rng)[0]
+        started = time.perf_counter()
+        for _ in range(n):
+            _decode_tokens(ctx, [token], 1)
+            token = rng.randrange(L.llama_vocab_n_tokens(model._vocab))
+        return time.perf_counter() - started
+
+    try:
+        pp_rates, tg_rates = [], []
+        if n_prompt:
+            pp()  # warm-up
+            pp_rates = [n_prompt / pp() for _ in range(reps)]
+        if n_gen:
+            tg(1)  # warm-up
+            tg_rates = [n_gen / tg(n_gen) for _ in range(reps)]
+        return pp_rates, tg_rates
+    finally:
+        L.llama_free(ctx)
+
+
+@dataclass(frozen=True)
+class BatchedBench:
+    n_parallel: int
+    n_prompt: int
+    n_gen: int
+    prompt_s: float
+    generation_s: float
+
+    @property
+    def generation_tokens_per_s(self) -> float:  # llama-batched-bench's S_TG
+        return self.n_parallel * self.n_gen / self.generation_s
+
+    @property
+    def tokens_per_s(self) -> float:  # llama-batched-bench's S (prompt and generated tokens)
+        return self.n_parallel * (self.n_prompt + self.n_gen) / (self.prompt_s + self.generation_s)
+
+
+def bench_batched(model: Model, n_parallel: int, *, n_prompt: int = 128, n_gen: int = 128,
+                  n_threads: int | None = None, seed: int = 1) -> BatchedBench:
+    """llama-batched-bench's test: ``n_parallel`` prompts of ``n_prompt`` tokens decoded, then
+    ``n_gen`` steps of one token per sequence (no sampling), after one warm-up decode."""
+    import random
+
+    rng = random.Random(seed)
+    n_batch = 512
+    ctx = _context(model, n_ctx=n_parallel * (n_prompt + n_gen), n_seq_max=n_parallel, n_batch=n_batch,
+                   n_ubatch=512, n_threads=n_threads, kv_unified=False)
+    memory = L.llama_get_memory(ctx)
+    batch = L.llama_batch_init(max(n_batch, n_parallel), 0, 1)
+
+    def run(entries: list[tuple[int, int, int, bool]]) -> None:
+        """Decode (token, position, sequence, wants logits) entries, n_batch at a time."""
+        for start in range(0, len(entries), n_batch):
+            chunk = entries[start : start + n_batch]
+            for i, (token, position, seq, wants) in enumerate(chunk):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, position, 1, wants
+                batch.seq_id[i][0] = seq
+            batch.n_tokens = len(chunk)
+            rc = L.llama_decode(ctx, batch)
+            if rc != 0:
+                raise GenerationError(f"llama_decode failed (code {rc})")
+        L.llama_synchronize(ctx)
+
+    try:
+        run([(t, i, 0, i == 15) for i, t in enumerate(_random_tokens(model, 16, rng))])  # warm-up
+        L.llama_memory_clear(memory, False)
+        # As llama-batched-bench: logits for each sequence's last prompt token, then for every
+        # generated token (a real batch samples every sequence at every step).
+        prompt = [(t, i % n_prompt, i // n_prompt, i % n_prompt == n_prompt - 1)
+                  for i, t in enumerate(_random_tokens(model, n_parallel * n_prompt, rng))]
+        started = time.perf_counter()
+        run(prompt)
+        prompt_s = time.perf_counter() - started
+        started = time.perf_counter()
+        for step in range(n_gen):
+            run([(t, n_prompt + step, s, True) for s, t in enumerate(_random_tokens(model, n_parallel, rng))])
+        generation_s = time.perf_counter() - started
+        return BatchedBench(n_parallel, n_prompt, n_gen, prompt_s, generation_s)
+    finally:
+        L.llama_batch_free(batch)
+        L.llama_free(ctx)
+
+
+# --------------------------------------------------------------------------------------------
+# Quantization (benchmarks write synthetic models with gguf and quantize them here)
+
+QUANT_TYPES = {"Q4_0": L.LLAMA_FTYPE_MOSTLY_Q4_0, "Q8_0": L.LLAMA_FTYPE_MOSTLY_Q8_0,
+               "Q4_K_M": L.LLAMA_FTYPE_MOSTLY_Q4_K_M, "Q5_K_M": L.LLAMA_FTYPE_MOSTLY_Q5_K_M,
+               "Q6_K": L.LLAMA_FTYPE_MOSTLY_Q6_K}
+
+
+def quantize(src: str | Path, dst: str | Path, ftype: str | int = "Q4_K_M", *, n_threads: int | None = None) -> None:
+    """Quantize the GGUF ``src`` (f32/f16/bf16 weights) into ``dst`` with llama.cpp's quantizer."""
+    _init_backend()
+    params = L.llama_model_quantize_default_params()
+    params.ftype = QUANT_TYPES[ftype] if isinstance(ftype, str) else ftype
+    params.nthread = n_threads or default_threads()
+    marker = LOG.mark()
+    rc = L.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise _load_failure(Path(src), LOG.since(marker), "quantize")

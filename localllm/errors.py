@@ -74,3 +74,7 @@ class StarterModelError(LocalLLMError):
 
 class NetworkError(LocalLLMError):
     """A network operation failed (no connection, server error)."""
+
+
+class GrammarError(LocalLLMError):
+    """A JSON schema (or grammar) for structured output cannot be turned into a grammar."""

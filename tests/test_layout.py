@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "localllm"
-CORE = ["errors", "paths", "catalog", "refs", "ggufmeta", "store", "resolve", "starter", "inspect", "engine"]
+CORE = ["errors", "paths", "catalog", "refs", "ggufmeta", "store", "resolve", "starter", "inspect", "engine", "batch"]
 
 
 def _modules_after(code: str) -> set[str]:

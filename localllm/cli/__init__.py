@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("list_models", "list installed models"),
     "rm": ("remove", "delete an installed model"),
     "import": ("import_model", "adopt a local GGUF file into the store"),
+    "batch": ("batch", "complete every line of a JSONL file, several at once, resumably"),
+    "bench": ("bench", "measure prompt, generation and batched tokens/s like llama-bench"),
 }
 
 EXIT_INTERRUPTED = 130
