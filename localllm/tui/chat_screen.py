@@ -59,6 +59,12 @@ class MessageView(Vertical):
         return self.query_one(Markdown)
 
 
+class ConversationItem(ListItem):
+    def __init__(self, info: hist.ConversationInfo, current: bool) -> None:
+        super().__init__(Static(info.title), classes="current" if current else "")
+        self.conversation_id = info.id
+
+
 class ChatScreen(Screen):
     BINDINGS = [
         Binding("escape", "stop", "Stop"),
@@ -169,7 +175,7 @@ class ChatScreen(Screen):
         else:
             self.post_message(ModelLoaded(target.label))
 
-    def on_model_loaded(self, message: ModelLoaded) -> None:
+    async def on_model_loaded(self, message: ModelLoaded) -> None:
         self.loading = False
         if message.error is not None:
             self.target = None
@@ -178,7 +184,7 @@ class ChatScreen(Screen):
         self.update_status()
         if self._queued is not None and message.error is None:
             text, self._queued = self._queued, None
-            self.send(text)
+            await self.send(text)
 
     def new_conversation(self) -> None:
         self.conversation_id = None
@@ -222,22 +228,18 @@ class ChatScreen(Screen):
     def refresh_sidebar(self) -> None:
         listing = self.query_one("#conversations", ListView)
         listing.clear()
-        items = []
-        for info in self.app.history.conversations():
-            item = ListItem(Static(info.title), id=f"conv-{info.id}")
-            if info.id == self.conversation_id:
-                item.add_class("current")
-            items.append(item)
-        listing.extend(items)
+        listing.extend(
+            ConversationItem(info, info.id == self.conversation_id) for info in self.app.history.conversations()
+        )
 
     def on_list_view_selected(self, event: ListView.Selected) -> None:
-        if event.item.id and event.item.id.startswith("conv-"):
-            self.open(None, int(event.item.id.removeprefix("conv-")))
+        if isinstance(event.item, ConversationItem):
+            self.open(None, event.item.conversation_id)
             self.query_one("#prompt", Input).focus()
 
     # -- sending and streaming ------------------------------------------------------------------
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
         text = event.value.strip()
         if not text:
             return
@@ -248,7 +250,7 @@ class ChatScreen(Screen):
         if self._editing is not None:
             editing, self._editing = self._editing, None
             if editing.is_mounted:
-                self._remove_from(editing)
+                await self._remove_from(editing)
         if self.target is None:
             self.notify("No model loaded: ^o opens the models list.", severity="warning")
             event.input.value = text
@@ -257,7 +259,7 @@ class ChatScreen(Screen):
             self._queued = text
             self.notify("The model is loading; your message is sent when it is ready.")
             return
-        self.send(text)
+        await self.send(text)
 
     def _ensure_conversation(self, first_text: str) -> int:
         if self.conversation_id is None:
@@ -274,16 +276,16 @@ class ChatScreen(Screen):
             self.app.history.configure(self.conversation_id, model=self.target.label, model_path=str(self.target.path))
         return self.conversation_id
 
-    def send(self, text: str) -> None:
+    async def send(self, text: str) -> None:
         conversation_id = self._ensure_conversation(text)
         message_id = self.app.history.add_message(conversation_id, "user", text)
         transcript = self.query_one("#transcript", VerticalScroll)
         for hint in transcript.query(".empty-hint"):
             hint.remove()
-        transcript.mount(MessageView("user", text, message_id))
-        self.start_reply()
+        await transcript.mount(MessageView("user", text, message_id))
+        await self.start_reply()
 
-    def start_reply(self) -> None:
+    async def start_reply(self) -> None:
         history = self.app.history
         conv = history.get(self.conversation_id)
         messages = conv.chat_messages()
@@ -291,7 +293,7 @@ class ChatScreen(Screen):
         view = MessageView("assistant", "", assistant_id, hist.PARTIAL)
         self._stream_view = view
         transcript = self.query_one("#transcript", VerticalScroll)
-        transcript.mount(view)
+        await transcript.mount(view)
         transcript.scroll_end(animate=False)
         self.generating = True
         self.cancel.clear()
@@ -334,14 +336,14 @@ class ChatScreen(Screen):
 
     async def flush(self) -> None:
         """Move text that arrived since the last tick into the transcript (the 50 ms timer)."""
+        view = self._stream_view
+        if view is None or not view.is_mounted:
+            return
         with self._pending_lock:
             if not self._pending:
                 return
             text = "".join(self._pending)
             self._pending.clear()
-        view = self._stream_view
-        if view is None or not view.is_mounted:
-            return
         transcript = self.query_one("#transcript", VerticalScroll)
         follow = transcript.scroll_y >= transcript.max_scroll_y - 1
         view.content += text
@@ -414,24 +416,23 @@ class ChatScreen(Screen):
     def _views(self) -> list[MessageView]:
         return list(self.query_one("#transcript").query(MessageView))
 
-    def _remove_from(self, view: MessageView) -> None:
+    async def _remove_from(self, view: MessageView) -> None:
         views = self._views()
-        for later in views[views.index(view):]:
-            later.remove()
+        await self.query_one("#transcript").remove_children(views[views.index(view):])
         self.app.history.delete_messages_from(self.conversation_id, view.message_id)
 
-    def action_regenerate(self) -> None:
+    async def action_regenerate(self) -> None:
         if self.generating or self.conversation_id is None or self.loading:
             return
         views = self._views()
         if not views:
             return
         if views[-1].role == "assistant":
-            self._remove_from(views[-1])
+            await self._remove_from(views[-1])
         if self.app.holder.model is None:
             self.notify("No model loaded: ^o opens the models list.", severity="warning")
             return
-        self.start_reply()
+        await self.start_reply()
 
     def action_edit_last(self) -> None:
         if self.generating or self.conversation_id is None:

@@ -122,6 +122,12 @@ class ModelsScreen(Screen):
             size = human_bytes(option.size) if option.exact else "~" + human_bytes(option.size)
             quant = ("● " if option.installed else "  ") + option.quant
             table.add_row(quant, size, badge(option.fit.verdict))
+        # Start on what is installed, else the catalog's usual choice (Q4_K_M where offered).
+        default = item.entry.default_quant if item.entry else ""
+        start = next((i for i, o in enumerate(self.options) if o.installed), None)
+        if start is None:
+            start = next((i for i, o in enumerate(self.options) if o.quant == default), 0)
+        table.move_cursor(row=start, animate=False)
         self.show_why()
 
     def show_why(self) -> None:
