@@ -241,8 +241,8 @@ async def test_pull_shows_progress_and_installs(isolated_home):
         await pilot.pause()
         for expected in ("20.0 MB of 100.0 MB", "40.0 MB of 100.0 MB"):
             gate.set()
-            await wait_for(pilot, lambda: expected in str(app.screen.query_one("#detail").render()))
-        detail = str(app.screen.query_one("#detail").render())
+            await wait_for(pilot, lambda: expected in str(app.screen.query_one("#pull-detail").render()))
+        detail = str(app.screen.query_one("#pull-detail").render())
         assert "25.0 MB/s" in detail and "0:02 left" in detail
         for _ in range(3):
             gate.set()

@@ -69,7 +69,9 @@ class ChatScreen(Screen):
     BINDINGS = [
         Binding("escape", "stop", "Stop"),
         Binding("ctrl+r", "regenerate", "Regen"),
-        Binding("up", "edit_last", "Edit last"),
+        # priority: the prompt's own ctrl+e (go to end; End does the same) must not swallow it
+        Binding("ctrl+e", "edit_last", "Edit", priority=True),
+        Binding("up", "edit_last", "Edit last", show=False),
         Binding("ctrl+n", "new_chat", "New"),
         Binding("ctrl+s", "settings", "Settings"),
         Binding("ctrl+b", "toggle_sidebar", "Chats"),
@@ -109,7 +111,7 @@ class ChatScreen(Screen):
                 yield VerticalScroll(id="transcript")
                 yield Input(placeholder="Message (Enter sends)", id="prompt")
                 yield Static("", id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.app.cancel_events.add(self.cancel)

@@ -25,8 +25,8 @@ class ConfirmDialog(ModalScreen[bool]):
         with Vertical(classes="dialog"):
             yield Label(self.question, classes="question")
             with Horizontal(classes="buttons"):
-                yield Button(f"{self.yes} (y)", variant="error", id="yes")
-                yield Button("Cancel (Esc)", id="no")
+                yield Button(f"{self.yes} (y)", variant="error", id="yes", compact=True)
+                yield Button("Cancel (Esc)", id="no", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()

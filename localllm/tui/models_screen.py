@@ -48,7 +48,7 @@ class ModelsScreen(Screen):
                 yield Static("", id="model-about")
                 yield DataTable(id="quants", cursor_type="row", zebra_stripes=False)
                 yield Static("", id="quant-why")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#quants", DataTable)

@@ -47,7 +47,7 @@ class PullDialog(ModalScreen[bool]):
         with Vertical(classes="dialog"):
             yield Label(f"Downloading {self.entry.name}:{self.quant}", classes="question")
             yield ProgressBar(total=None, show_eta=False, id="bar")
-            yield Label("starting", id="detail")
+            yield Label("starting", id="pull-detail")
             yield Label("Esc cancels; pulling again resumes.", classes="hint")
 
     def on_mount(self) -> None:
@@ -69,7 +69,7 @@ class PullDialog(ModalScreen[bool]):
         p = message.progress
         bar = self.query_one("#bar", ProgressBar)
         bar.update(total=p.total, progress=p.done)
-        self.query_one("#detail", Label).update(progress_text(p))
+        self.query_one("#pull-detail", Label).update(progress_text(p))
 
     def on_pull_done(self, message: PullDone) -> None:
         self.app.cancel_events.discard(self.cancel)
@@ -87,4 +87,4 @@ class PullDialog(ModalScreen[bool]):
 
     def action_cancel(self) -> None:
         self.cancel.set()
-        self.query_one("#detail", Label).update("cancelling…")
+        self.query_one("#pull-detail", Label).update("cancelling…")

@@ -33,17 +33,17 @@ class SettingsDialog(ModalScreen[tuple[str, dict[str, Any]] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Label("System prompt", classes="question")
+            yield Label("System prompt and settings for this chat", classes="question")
             yield TextArea(self.system_prompt, id="system", soft_wrap=True)
             with Grid(id="fields"):
                 for name, label, _kind, default in FIELDS:
                     value = self.settings.get(name, default)
                     yield Label(label)
-                    yield Input("" if value is None else str(value), id=name)
+                    yield Input("" if value is None else str(value), id=name, compact=True)
             yield Label("", id="error", classes="error")
             with Horizontal(classes="buttons"):
-                yield Button("Save (^s)", variant="primary", id="save")
-                yield Button("Cancel (Esc)", id="cancel")
+                yield Button("Save (^s)", variant="primary", id="save", compact=True)
+                yield Button("Cancel (Esc)", id="cancel", compact=True)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":
