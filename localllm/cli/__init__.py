@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("import_model", "adopt a local GGUF file into the store"),
     "batch": ("batch", "complete every line of a JSONL file, several at once, resumably"),
     "bench": ("bench", "measure prompt, generation and batched tokens/s like llama-bench"),
+    "chat": ("chat", "chat with a model in the terminal UI (localllm alone opens the UI)"),
 }
 
 EXIT_INTERRUPTED = 130
@@ -56,13 +57,17 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
     from ..errors import LocalLLMError
 
-    module = importlib.import_module(f"{__name__}.{COMMANDS[args.command][0]}")
+    if args.command is None and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        parser.print_help()  # not a terminal (a pipe, a script): the UI cannot run there
+        return 0
     try:
+        if args.command is None:
+            from .chat import launch
+
+            return launch()
+        module = importlib.import_module(f"{__name__}.{COMMANDS[args.command][0]}")
         return module.run(args)
     except LocalLLMError as exc:
         if args.debug:

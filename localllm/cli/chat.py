@@ -1,0 +1,56 @@
+"""``localllm chat [MODEL]``: open the terminal UI straight into a chat (``localllm`` alone opens it
+on the models screen)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model", nargs="?",
+        help="catalog name[:QUANT], owner/repo[:QUANT], owner/repo/file.gguf or a local .gguf "
+        "(default: the last model used, or the starter model)",
+    )
+    parser.add_argument("-s", "--system", default="", help="system prompt for new chats")
+    parser.add_argument("-t", "--temperature", type=float, help="sampling temperature, 0 = greedy (default 0.8)")
+    parser.add_argument("-c", "--ctx", type=int, help="context size in tokens (default: 4096 or the model's)")
+    parser.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1 = all)")
+    parser.add_argument("--light", action="store_true", help="light theme (F9 toggles)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
+
+    if args.ctx is not None and args.ctx < 16:
+        raise UsageError("--ctx must be at least 16 tokens")
+    if args.temperature is not None and args.temperature < 0:
+        raise UsageError("--temperature must be 0 or more")
+    from ..tui.services import Services
+
+    services = Services()
+    # Resolve before the UI starts: a wrong name is one clear line on stderr, not a screen.
+    target = services.resolve(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
+    settings = {"temperature": args.temperature} if args.temperature is not None else {}
+    return launch(services, chat=target, open_chat=True, ctx=args.ctx, gpu_layers=args.gpu_layers,
+                  system=args.system, settings=settings, light=args.light)
+
+
+def launch(services=None, *, chat=None, open_chat=False, ctx=None, gpu_layers=0, system="", settings=None,
+           light=False) -> int:
+    """Run the TUI (also what ``localllm`` with no command does)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        from ..errors import UsageError
+
+        raise UsageError("the terminal UI needs an interactive terminal",
+                         hint="run 'localllm run PROMPT' in scripts and pipes")
+    from ..tui.app import ChatDefaults, make_app
+
+    app = make_app(
+        services=services, chat=chat, open_chat=open_chat,
+        defaults=ChatDefaults(n_ctx=ctx, n_gpu_layers=gpu_layers, system_prompt=system, settings=settings or {}),
+        theme="textual-light" if light else "textual-dark",
+    )
+    app.run()
+    return app.return_code or 0

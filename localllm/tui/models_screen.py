@@ -1,0 +1,219 @@
+"""The models screen: catalog and installed models in one searchable list, quants with fit badges."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, OptionList, Static
+from textual.widgets.option_list import Option
+
+from .confirm_dialog import ConfirmDialog
+from .services import FITS, TIGHT, Hardware, ModelItem, QuantOption, human_bytes
+
+BADGES = {FITS: ("✓", "fits", "$text-success"), TIGHT: ("~", "tight", "$text-warning")}
+WONT = ("✗", "won't fit", "$text-error")
+
+
+def badge(verdict: str, short: bool = False) -> Content:
+    symbol, word, style = BADGES.get(verdict, WONT)
+    return Content.from_markup(f"[{style}]{symbol if short else symbol + ' ' + word}[/]")
+
+
+class ModelsScreen(Screen):
+    BINDINGS = [
+        Binding("slash", "search", "Search"),
+        Binding("p", "pull", "Pull"),
+        Binding("d", "delete", "Delete"),
+        Binding("c", "chats", "Chats"),
+        Binding("h", "hardware", "Hardware"),
+        Binding("ctrl+q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[ModelItem] = []
+        self.shown: list[ModelItem] = []
+        self.options: list[QuantOption] = []
+        self.hardware: Hardware | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="Search models: name, family, tag (/)", id="search")
+        with Horizontal(id="models-body"):
+            yield OptionList(id="model-list")
+            with Vertical(id="detail"):
+                yield Static("", id="model-title")
+                yield Static("", id="model-about")
+                yield DataTable(id="quants", cursor_type="row", zebra_stripes=False)
+                yield Static("", id="quant-why")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one("#quants", DataTable)
+        table.add_column("Quant")
+        table.add_column("Size")
+        table.add_column("Fit", width=11)
+        listing = self.query_one("#model-list", OptionList)
+        listing.border_title = "Models"
+        listing.border_subtitle = Content.from_markup(
+            "[$text-success]✓[/] fits [$text-warning]~[/] tight [$text-error]✗[/] too big"
+        )
+        self.hardware = self.app.services.quick_hardware()
+        self.reload()
+        self.query_one("#model-list", OptionList).focus()
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def reload(self, keep: str | None = None) -> None:
+        self.items = self.app.services.model_items()
+        self.apply_filter(self.query_one("#search", Input).value, keep=keep)
+
+    def apply_filter(self, text: str, keep: str | None = None) -> None:
+        needle = text.strip().lower()
+        self.shown = [i for i in self.items if not needle or all(w in i.haystack() for w in needle.split())]
+        listing = self.query_one("#model-list", OptionList)
+        listing.clear_options()
+        listing.add_options([Option(self._row(item), id=item.name) for item in self.shown])
+        if self.shown:
+            names = [i.name for i in self.shown]
+            listing.highlighted = names.index(keep) if keep in names else 0
+        else:
+            self.show_item(None)
+
+    def _row(self, item: ModelItem) -> Content:
+        mark = "●" if item.installed else ("◆" if item.foreign_path else " ")
+        options = self.app.services.quant_options(item, self.hardware)
+        best = options[0].fit.verdict if options else ""
+        name = item.name if len(item.name) <= 24 else item.name[:23] + "…"
+        line = Content(f"{mark} {name:<24} {item.params:>5} ")
+        return line + badge(best, short=True) if best else line
+
+    @property
+    def current(self) -> ModelItem | None:
+        index = self.query_one("#model-list", OptionList).highlighted
+        return self.shown[index] if index is not None and index < len(self.shown) else None
+
+    @property
+    def current_option(self) -> QuantOption | None:
+        table = self.query_one("#quants", DataTable)
+        row = table.cursor_row
+        return self.options[row] if self.options and 0 <= row < len(self.options) else None
+
+    def show_item(self, item: ModelItem | None) -> None:
+        table = self.query_one("#quants", DataTable)
+        table.clear()
+        if item is None:
+            self.options = []
+            self.query_one("#model-title", Static).update("No model matches the search.")
+            self.query_one("#model-about", Static).update("")
+            self.show_why()
+            return
+        self.options = self.app.services.quant_options(item, self.hardware)
+        where = "installed" if item.installed else ("found on disk" if item.foreign_path else "not installed")
+        title = f"[b]{item.display}[/b]  {item.params}  ({where})".replace("  ()", "")
+        self.query_one("#model-title", Static).update(Content.from_markup(title))
+        about = item.description
+        if item.entry is not None:
+            about += f"\n{item.entry.license} · {item.entry.context_length // 1024}k context · {item.entry.repo}"
+        self.query_one("#model-about", Static).update(about)
+        for option in self.options:
+            size = human_bytes(option.size) if option.exact else "~" + human_bytes(option.size)
+            quant = ("● " if option.installed else "  ") + option.quant
+            table.add_row(quant, size, badge(option.fit.verdict))
+        # Start on what is installed, else the catalog's usual choice (Q4_K_M where offered).
+        default = item.entry.default_quant if item.entry else ""
+        start = next((i for i, o in enumerate(self.options) if o.installed), None)
+        if start is None:
+            start = next((i for i, o in enumerate(self.options) if o.quant == default), 0)
+        table.move_cursor(row=start, animate=False)
+        self.show_why()
+
+    def show_why(self) -> None:
+        option = self.current_option
+        why = self.query_one("#quant-why", Static)
+        if option is None:
+            why.update("")
+            return
+        action = "Enter: chat · d: delete" if option.installed or self.current.foreign_path else "Enter or p: download"
+        why.update(f"{option.quant}: {option.fit.reason}.\n{action}")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_why()
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.apply_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one("#model-list", OptionList).focus()
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self.show_item(self.current)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.query_one("#quants", DataTable).focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        option = self.current_option
+        if option is not None and (option.installed or self.current.foreign_path):
+            self.chat_with(self.current, option)
+        else:
+            self.action_pull()
+
+    def chat_with(self, item: ModelItem, option: QuantOption) -> None:
+        target = self.app.services.chat_target(item, option)
+        if target is not None:
+            self.app.open_chat(target)
+
+    # -- actions --------------------------------------------------------------------------------
+
+    def action_search(self) -> None:
+        self.query_one("#search", Input).focus()
+
+    def action_chats(self) -> None:
+        self.app.open_chat()
+
+    def action_hardware(self) -> None:
+        from .hardware_screen import HardwareScreen
+
+        self.app.push_screen(HardwareScreen())
+
+    def action_pull(self) -> None:
+        item, option = self.current, self.current_option
+        if item is None or option is None:
+            return
+        if option.installed is not None:
+            self.notify(f"{option.installed.key} is already installed: Enter chats with it.")
+            return
+        if item.entry is None:
+            self.notify("This model is not in the catalog; there is nothing to download.")
+            return
+        from .pull_dialog import PullDialog
+
+        def done(installed: bool | None) -> None:
+            if installed:
+                self.reload(keep=item.name)
+
+        self.app.push_screen(PullDialog(item.entry, option.quant), done)
+
+    def action_delete(self) -> None:
+        item, option = self.current, self.current_option
+        if item is None or option is None or option.installed is None:
+            self.notify("Select an installed quantization (●) to delete it.")
+            return
+        model = option.installed
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.app.holder.release(model.path())
+                self.app.services.delete(model)
+                self.notify(f"Deleted {model.key}.")
+                self.reload(keep=item.name)
+
+        self.app.push_screen(
+            ConfirmDialog(f"Delete {model.key} ({human_bytes(option.size)})? Its file is removed from disk."),
+            confirmed,
+        )

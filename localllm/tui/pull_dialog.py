@@ -1,0 +1,90 @@
+"""Downloading a model: live bytes, speed and ETA; Esc cancels (a later pull resumes)."""
+
+from __future__ import annotations
+
+import threading
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Label, ProgressBar
+
+from ..catalog import CatalogEntry
+from ..errors import LocalLLMError
+from .messages import PullDone, PullProgressed
+from .services import PullCancelled, PullProgress, human_bytes
+
+
+def progress_text(p: PullProgress) -> str:
+    if p.total:
+        parts = [f"{human_bytes(p.done)} of {human_bytes(p.total)}"]
+    else:
+        parts = [human_bytes(p.done) if p.done else "starting"]
+    if p.speed > 0:
+        parts.append(f"{human_bytes(p.speed)}/s")
+    if p.eta_s is not None:
+        minutes, seconds = divmod(int(p.eta_s), 60)
+        parts.append(f"{minutes}:{seconds:02d} left")
+    if p.note:
+        parts.append(p.note)
+    return " · ".join(parts)
+
+
+class PullDialog(ModalScreen[bool]):
+    """Dismissed with True once the model is installed, False otherwise."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel download")]
+
+    def __init__(self, entry: CatalogEntry, quant: str) -> None:
+        super().__init__()
+        self.entry = entry
+        self.quant = quant
+        self.cancel = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"Downloading {self.entry.name}:{self.quant}", classes="question")
+            yield ProgressBar(total=None, show_eta=False, id="bar")
+            yield Label("starting", id="pull-detail")
+            yield Label("Esc cancels; pulling again resumes.", classes="hint")
+
+    def on_mount(self) -> None:
+        self.app.cancel_events.add(self.cancel)
+        self.download()
+
+    @work(thread=True, exclusive=True, group="pull")
+    def download(self) -> None:
+        try:
+            self.app.services.pull(self.entry, self.quant, lambda p: self.post_message(PullProgressed(p)), self.cancel)
+        except PullCancelled:
+            self.post_message(PullDone(cancelled=True))
+        except LocalLLMError as exc:
+            self.post_message(PullDone(error=exc))
+        else:
+            self.post_message(PullDone(cancelled=self.cancel.is_set()))
+
+    def on_pull_progressed(self, message: PullProgressed) -> None:
+        p = message.progress
+        bar = self.query_one("#bar", ProgressBar)
+        bar.update(total=p.total, progress=p.done)
+        self.query_one("#pull-detail", Label).update(progress_text(p))
+
+    def on_pull_done(self, message: PullDone) -> None:
+        self.app.cancel_events.discard(self.cancel)
+        if message.error is not None:
+            error = message.error
+            hint = f" ({error.hint})" if getattr(error, "hint", None) else ""
+            self.app.notify(f"{error}{hint}", title="Download failed", severity="error", timeout=8)
+            self.dismiss(False)
+        elif message.cancelled:
+            self.app.notify("Download cancelled; pull again to resume.", title="Cancelled")
+            self.dismiss(False)
+        else:
+            self.app.notify(f"{self.entry.name}:{self.quant} is installed.", title="Downloaded")
+            self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.cancel.set()
+        self.query_one("#pull-detail", Label).update("cancelling…")

