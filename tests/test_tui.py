@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from localllm import history as hist
+from localllm import store
 from localllm.history import History
 from localllm.tui.app import ChatDefaults, ModelHolder, make_app
 from localllm.tui.chat_screen import ChatScreen, MessageView
 from localllm.tui.models_screen import ModelsScreen
 from localllm.tui.services import ChatTarget, Services
+from hubfixtures import hub, online  # noqa: F401 - fixtures
 from scripted_engine import FakeServices, ScriptedModel
 
 pytestmark = pytest.mark.anyio
@@ -265,13 +267,36 @@ async def test_cancel_a_pull(isolated_home):
         assert services.pulled == [] and not app.screen.current.installed
 
 
-async def test_pull_not_available_says_so(isolated_home):
-    app = make_app(services=Services())
+class RecordingServices(Services):
+    """The real services (real downloader, real store) that also keep every progress report."""
+
+    def __init__(self) -> None:
+        self.reports = []
+
+    def pull(self, entry, quant, progress, cancel):
+        def record(p):
+            self.reports.append(p)
+            progress(p)
+
+        return super().pull(entry, quant, record, cancel)
+
+
+async def test_pull_from_the_local_hub_with_progress(hub, isolated_home, smollm2_path):
+    services = RecordingServices()
+    app = make_app(services=services)
     async with app.run_test() as pilot:
-        await pilot.press("slash", *"qwen3-0.6b", "enter", "p")
-        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen) and app._notifications)
+        await pilot.press("slash", *"smollm2-135m-instruct", "enter")
+        await pilot.pause()
+        screen = app.screen
+        row = [o.quant for o in screen.options].index("Q4_K_M")
+        screen.query_one("#quants").move_cursor(row=row)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen) and app._notifications, timeout=60)
         messages = [n.message for n in app._notifications]
-        assert any("not available in this version yet" in m for m in messages)
+        assert any("smollm2-135m-instruct:Q4_K_M is installed" in m for m in messages), messages
+    installed = store.find_installed("smollm2-135m-instruct", "Q4_K_M")
+    assert installed is not None and installed.path().read_bytes() == smollm2_path.read_bytes()
+    assert services.reports and services.reports[-1].done == smollm2_path.stat().st_size
 
 
 async def test_delete_asks_first(installed_starter):

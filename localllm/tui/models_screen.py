@@ -154,7 +154,13 @@ class ModelsScreen(Screen):
         self.show_item(self.current)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.query_one("#quants", DataTable).focus()
+        # Enter on a model that is on disk starts the chat at once (its highlighted quant);
+        # otherwise it moves to the quants, to pick one to download.
+        option = self.current_option
+        if option is not None and (option.installed or self.current.foreign_path):
+            self.chat_with(self.current, option)
+        else:
+            self.query_one("#quants", DataTable).focus()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         option = self.current_option

