@@ -5,7 +5,7 @@
 Builds llama-bench from the vendored llama.cpp of the installed llama-cpp-python when missing
 (benchmarks/build_llama_bench.sh), then prints one table:
 
-- pp512 / tg128: llama-bench's mean, and `localllm run --json` doing the same work (a 512-token
+- pp512 / tg128: llama-bench's mean (one repetition per round, rounds alternating with localllm), and `localllm run --json` doing the same work (a 512-token
   prompt; 128 generated tokens with --ignore-eos), same model, same threads, repack settings matched.
 - `localllm --help` wall time.
 - time `localllm run` adds before the first token on top of llama.cpp's own model load and prompt
@@ -79,13 +79,23 @@ def calibrated_prompt(model: Path, threads: int, target: int) -> str:
     return prompt_of(words)
 
 
-def localllm_pp_tg(model: Path, threads: int, reps: int) -> dict[str, tuple[float, float]]:
+def side_by_side(model: Path, threads: int, reps: int, repack: bool) -> tuple[dict, dict]:
+    """Alternate llama-bench and localllm round by round, so load from elsewhere hits both alike."""
     prompt = calibrated_prompt(model, threads, 512)
-    pp = [localllm_json(model, threads, "-n", "1", "--ctx", "2048", prompt)["stats"]["prompt_tokens_per_s"]
-          for _ in range(reps)]
-    tg = [localllm_json(model, threads, "-n", "129", "--ignore-eos", "-t", "0.8", "Hi")["stats"]["tokens_per_s"]
-          for _ in range(reps)]
-    return {"pp512": (statistics.mean(pp), statistics.pstdev(pp)), "tg128": (statistics.mean(tg), statistics.pstdev(tg))}
+    ref: dict[str, list[float]] = {"pp512": [], "tg128": []}
+    ours: dict[str, list[float]] = {"pp512": [], "tg128": []}
+    for _ in range(reps):
+        for test, (rate, _sd) in llama_bench(model, threads, 1, repack).items():
+            ref[test].append(rate)
+        ours["pp512"].append(
+            localllm_json(model, threads, "-n", "1", "--ctx", "2048", prompt)["stats"]["prompt_tokens_per_s"])
+        ours["tg128"].append(
+            localllm_json(model, threads, "-n", "129", "--ignore-eos", "-t", "0.8", "Hi")["stats"]["tokens_per_s"])
+
+    def summary(runs: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
+        return {k: (statistics.mean(v), statistics.pstdev(v)) for k, v in runs.items()}
+
+    return summary(ref), summary(ours)
 
 
 def help_time(reps: int = 10) -> float:
@@ -132,8 +142,7 @@ def main() -> None:
     from localllm import engine
 
     repack = not engine.build_has_amx()  # what localllm does by default on this build
-    ref = llama_bench(model, args.threads, args.reps, repack)
-    ours = localllm_pp_tg(model, args.threads, args.reps)
+    ref, ours = side_by_side(model, args.threads, args.reps, repack)
     print(f"model: {model.name}, threads: {args.threads}, repack: {int(repack)}, reps: {args.reps}")
     print(f"{'test':<8} {'llama-bench t/s':>18} {'localllm run t/s':>18} {'ratio':>7}")
     for test in ("pp512", "tg128"):
