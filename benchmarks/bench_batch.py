@@ -17,7 +17,7 @@ Side by side in one run (the two tools alternate over --rounds), same model, sam
    again; how many replies differ.
 
 --synthetic-1b writes a ~1.1B-parameter llama model with random weights (SmolLM2's tokenizer) into
-.cache/bench-models/ and quantizes it to Q4_K_M with engine.quantize (once; reused afterwards).
+.cache/bench-models/ and quantizes it to Q4_K_M with engine.quantize_model (once; reused afterwards).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def synthetic_1b(tokenizer_from: Path) -> Path:
     writer.close()
     print(f"quantizing {src.name} to Q4_K_M ...", file=sys.stderr, flush=True)
     tmp = dst.with_suffix(".part")
-    engine.quantize(src, tmp, "Q4_K_M")
+    engine.quantize_model(src, tmp, "Q4_K_M")
     tmp.rename(dst)
     src.unlink()
     return dst

@@ -1021,20 +1021,93 @@ def bench_batched(model: Model, n_parallel: int, *, n_prompt: int = 128, n_gen: 
 
 
 # --------------------------------------------------------------------------------------------
-# Quantization (benchmarks write synthetic models with gguf and quantize them here)
+# Devices the build sees (ggml's backend registry), bound with ctypes: llama-cpp-python 0.3.36
+# does not wrap ggml_backend_dev_*. Used by localllm.hardware.
 
-QUANT_TYPES = {"Q4_0": L.LLAMA_FTYPE_MOSTLY_Q4_0, "Q8_0": L.LLAMA_FTYPE_MOSTLY_Q8_0,
-               "Q4_K_M": L.LLAMA_FTYPE_MOSTLY_Q4_K_M, "Q5_K_M": L.LLAMA_FTYPE_MOSTLY_Q5_K_M,
-               "Q6_K": L.LLAMA_FTYPE_MOSTLY_Q6_K}
+_DEVICE_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel", 4: "meta"}
 
 
-def quantize(src: str | Path, dst: str | Path, ftype: str | int = "Q4_K_M", *, n_threads: int | None = None) -> None:
-    """Quantize the GGUF ``src`` (f32/f16/bf16 weights) into ``dst`` with llama.cpp's quantizer."""
+@dataclass(frozen=True)
+class BackendDevice:
+    name: str  # "CPU", "CUDA0", "Metal", "Vulkan0"
+    description: str
+    kind: str  # cpu, gpu, igpu, accel, meta
+    free_bytes: int
+    total_bytes: int
+
+
+_dev_lib = None
+
+
+def _ggml_dev_lib():
+    global _dev_lib
+    if _dev_lib is None:
+        from llama_cpp import _ggml
+
+        lib = _ggml.libggml
+        lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+        lib.ggml_backend_dev_count.argtypes = []
+        lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+        lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+        for fn in (lib.ggml_backend_dev_name, lib.ggml_backend_dev_description):
+            fn.restype = ctypes.c_char_p
+            fn.argtypes = [ctypes.c_void_p]
+        lib.ggml_backend_dev_memory.restype = None
+        lib.ggml_backend_dev_memory.argtypes = [
+            ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)
+        ]
+        lib.ggml_backend_dev_type.restype = ctypes.c_int
+        lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+        _dev_lib = lib
+    return _dev_lib
+
+
+def backend_devices() -> list[BackendDevice]:
+    """Every device this llama.cpp build can use, with its free and total memory in bytes."""
+    _init_backend()
+    lib = _ggml_dev_lib()
+    devices = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        if not dev:
+            continue
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        devices.append(
+            BackendDevice(
+                name=(lib.ggml_backend_dev_name(dev) or b"").decode("utf-8", errors="replace"),
+                description=(lib.ggml_backend_dev_description(dev) or b"").decode("utf-8", errors="replace"),
+                kind=_DEVICE_TYPES.get(lib.ggml_backend_dev_type(dev), "unknown"),
+                free_bytes=int(free.value),
+                total_bytes=int(total.value),
+            )
+        )
+    return devices
+
+
+# --------------------------------------------------------------------------------------------
+# Quantizing a GGUF (synthetic models for tests and benchmarks; users' own conversions)
+
+# llama_ftype values (include/llama.h) for the types worth writing.
+QUANT_FTYPES = {
+    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10,
+    "Q3_K_M": 12, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16, "Q5_K_M": 17, "Q6_K": 18,
+    "IQ4_NL": 25, "IQ4_XS": 30, "BF16": 32,
+}  # fmt: skip
+
+
+def quantize_model(src: str | Path, dest: str | Path, quant: str, *, threads: int | None = None) -> None:
+    """Write ``dest``: ``src`` quantized to ``quant`` (a llama.cpp file type name, e.g. Q4_K_M)."""
+    ftype = QUANT_FTYPES.get(quant.upper())
+    if ftype is None:
+        raise ModelLoadError(
+            f"cannot quantize to {quant}", hint=f"pick one of {', '.join(sorted(QUANT_FTYPES))}"
+        )
     _init_backend()
     params = L.llama_model_quantize_default_params()
-    params.ftype = QUANT_TYPES[ftype] if isinstance(ftype, str) else ftype
-    params.nthread = n_threads or default_threads()
+    params.ftype = ftype
+    params.nthread = threads or default_threads()
     marker = LOG.mark()
-    rc = L.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    rc = L.llama_model_quantize(str(src).encode(), str(dest).encode(), ctypes.byref(params))
     if rc != 0:
-        raise _load_failure(Path(src), LOG.since(marker), "quantize")
+        raise _load_failure(Path(src), LOG.since(marker), f"quantize to {quant}")

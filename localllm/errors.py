@@ -56,6 +56,10 @@ class UnsupportedArchitectureError(ModelFileError):
     """llama.cpp does not know the model's architecture."""
 
 
+class EstimateError(ModelFileError):
+    """The GGUF header lacks what the memory estimate needs (an unknown or damaged architecture)."""
+
+
 class ModelLoadError(ModelFileError):
     """llama.cpp refused to load the model for another reason (memory, format)."""
 

@@ -231,11 +231,13 @@ def _handler(hub: HubServer):
             data = repo.files[file_path]
             size = data.stat().st_size
             sha = file_sha256(data)
-            start, status = 0, 200
+            start, end, status = 0, size - 1, 200
             wanted = self.headers.get("Range")
             if wanted and wanted.startswith("bytes="):
-                first = wanted[6:].split("-")[0]
+                first, _, last = wanted[6:].partition("-")
                 start = int(first) if first else 0
+                if last:
+                    end = min(int(last), size - 1)
                 if start >= size:
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{size}")
@@ -250,13 +252,13 @@ def _handler(hub: HubServer):
             self.send_header("X-Linked-Size", str(size))
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(size - start))
+            self.send_header("Content-Length", str(end + 1 - start))
             if status == 206:
-                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
             self.end_headers()
             if self.command == "HEAD":
                 return
-            self._send_body(data, start, size, fault)
+            self._send_body(data, start, end + 1, fault)
 
         def _send_body(self, data: Path, start: int, size: int, fault: Fault | None) -> None:
             with open(data, "rb") as f:

@@ -8,7 +8,32 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "localllm"
-CORE = ["errors", "paths", "catalog", "refs", "ggufmeta", "store", "resolve", "starter", "inspect", "engine", "batch"]
+CORE = [
+    "errors",
+    "paths",
+    "catalog",
+    "refs",
+    "ggufmeta",
+    "store",
+    "resolve",
+    "starter",
+    "inspect",
+    "engine",
+    "batch",
+    "hardware",
+    "estimate",
+    "plan",
+    "remoteheader",
+    "synthetic",
+    "hub",
+    "pull",
+    "download",
+    "discover",
+    "importing",
+    "history",
+    "context",
+    "locks",
+]
 
 
 def _modules_after(code: str) -> set[str]:

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("import_model", "adopt a local GGUF file into the store"),
     "batch": ("batch", "complete every line of a JSONL file, several at once, resumably"),
     "bench": ("bench", "measure prompt, generation and batched tokens/s like llama-bench"),
+    "hw": ("hw", "show the hardware detected and the memory budget for models"),
+    "fit": ("fit", "estimate the memory a model needs here, per quantization, and plan its load"),
     "chat": ("chat", "chat with a model in the terminal UI (localllm alone opens the UI)"),
 }
 

@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=40, help="top-k sampling, 0 = off (default 40)")
     parser.add_argument("-n", "--max-tokens", type=int, help="stop after this many tokens")
     parser.add_argument("--seed", type=int, help="sampling seed, for repeatable output")
-    parser.add_argument("-c", "--ctx", type=int, help="context size in tokens (default: 4096 or the model's)")
-    parser.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1 = all)")
+    parser.add_argument("-c", "--ctx", type=int, help="context size in tokens (default: planned for this machine)")
+    parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU, -1 = all (default: planned)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     parser.add_argument("--ignore-eos", action="store_true", help="generate past the end of the reply (benchmarking)")
     out = parser.add_mutually_exclusive_group()
@@ -77,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
     from .. import engine
 
     engine.set_verbose(args.verbose)
-    options = engine.LoadOptions(n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads)
+    n_ctx, n_gpu_layers = args.ctx, args.gpu_layers
+    if n_ctx is None or n_gpu_layers is None:
+        n_ctx, n_gpu_layers = _planned(resolved.path, n_ctx, n_gpu_layers)
+    options = engine.LoadOptions(n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=args.threads)
     sampling = engine.SamplingOptions(
         temperature=args.temperature,
         top_p=args.top_p,
@@ -123,6 +126,28 @@ def run(args: argparse.Namespace) -> int:
         print_error("interrupted; the reply above is partial")
         return EXIT_INTERRUPTED
     return 0
+
+
+def _planned(path, n_ctx: int | None, n_gpu_layers: int | None) -> tuple[int | None, int]:
+    """Context and GPU layers from the planner for what the user did not set."""
+    from .. import ggufmeta, hardware
+    from ..errors import EstimateError
+    from ..plan import plan_load
+
+    try:
+        plan = plan_load(ggufmeta.read_header(path), hardware.detect(), n_ctx)
+    except EstimateError:
+        # Nothing to plan with; loading gives the precise error (or works with llama.cpp's defaults).
+        return n_ctx, n_gpu_layers if n_gpu_layers is not None else 0
+    if plan.verdict == "no" and n_gpu_layers is None:
+        from ..errors import ModelLoadError
+
+        raise ModelLoadError(
+            f"{path.name} {plan.reason}",
+            hint="pass --ctx and --gpu-layers to load it anyway, or pick a smaller quantization (localllm fit)",
+        )
+    return (n_ctx if n_ctx is not None else plan.n_ctx,
+            n_gpu_layers if n_gpu_layers is not None else plan.n_gpu_layers)
 
 
 def _stats_line(label: str, load_s: float, stats) -> str:
