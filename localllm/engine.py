@@ -312,11 +312,21 @@ class Model:
 
     def close(self) -> None:
         if self._ctx:
+            self._record_load()
             L.llama_free(self._ctx)
             self._ctx = None
         if self._model:
             L.llama_model_free(self._model)
             self._model = None
+
+    def _record_load(self) -> None:
+        """What llama.cpp allocated and the peak memory, for ``localllm fit`` (see loadlog)."""
+        from . import loadlog
+
+        o = self.options
+        settings = {"n_ctx": self.n_ctx, "n_gpu_layers": o.n_gpu_layers, "type_k": o.type_k, "type_v": o.type_v,
+                    "flash_attn": o.flash_attn, "n_batch": o.n_batch, "n_ubatch": o.n_ubatch}  # fmt: skip
+        loadlog.record(self.path, self.header.file_size or 0, settings, self.load_report.buffers_mib)
 
     def __enter__(self) -> Model:
         return self

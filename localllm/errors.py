@@ -64,6 +64,10 @@ class ModelLoadError(ModelFileError):
     """llama.cpp refused to load the model for another reason (memory, format)."""
 
 
+class DoesNotFitError(LocalLLMError):
+    """No quantization of a model fits this machine's memory."""
+
+
 class ContextOverflowError(LocalLLMError):
     """The prompt does not fit in the context window."""
 

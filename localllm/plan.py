@@ -82,3 +82,141 @@ def _reason(est: estimate.Estimate, hw: Hardware, layers: int, ctx: int, verdict
     if verdict == "no":
         return f"does not fit: needs {used} even with a {context}, {where}"
     return f"{verdict}: {used}, {where}, {context}"
+
+
+# --------------------------------------------------------------------------------------------
+# Choosing among a model's quantizations
+
+# Wider than these buys nothing a person can tell from Q8_0 at twice the memory and half the speed.
+UNQUANTIZED = frozenset({"F32", "F16", "BF16"})
+MIN_GPU_BITS = 4.0  # a full offload is worth a lower quant only down to about Q4
+
+
+@dataclass(frozen=True)
+class QuantChoice:
+    quant: str
+    size: int  # bytes of the file(s)
+    plan: LoadPlan
+    bits_per_weight: float
+
+    @property
+    def full_offload(self) -> bool:
+        return self.plan.n_gpu_layers == -1
+
+    def as_dict(self) -> dict[str, object]:
+        return {"quant": self.quant, "size": self.size, "bits_per_weight": round(self.bits_per_weight, 2),
+                **self.plan.as_dict()}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    choices: tuple[QuantChoice, ...]  # every quantization judged, highest quality first
+    chosen: QuantChoice | None  # None: nothing fits
+    reason: str  # one sentence: the choice and the runner-up
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "chosen": self.chosen.quant if self.chosen else None,
+            "reason": self.reason,
+            "quants": [c.as_dict() for c in self.choices],
+        }
+
+
+def sized_header(header: ggufmeta.GGUFHeader, size: int) -> ggufmeta.GGUFHeader:
+    """``header`` as if its tensors took ``size`` bytes of file: another quantization of the same model.
+
+    Every tensor is scaled by the same ratio, so the total weight bytes are exact and their split
+    across layers (hence across devices) is close; KV cache and compute buffers do not depend on
+    the quantization. One header read then judges every quantization a repository offers.
+    """
+    from dataclasses import replace as _replace
+
+    data = max(1, header.tensor_bytes)
+    target = max(0, size - header.data_offset)
+    ratio = target / data
+    tensors = tuple(_replace(t, n_bytes=int(t.n_bytes * ratio)) for t in header.tensors)
+    return _replace(header, tensors=tensors, file_size=size)
+
+
+def plan_quants(
+    candidates: list[tuple[str, int, ggufmeta.GGUFHeader]], hw: Hardware, n_ctx: int | None = None
+) -> ModelPlan:
+    """Which of a model's quantizations to use on ``hw``, and why.
+
+    ``candidates`` are (quant, file size, header) triples; the header may be the quant's own or
+    :func:`sized_header` of a sibling's. The choice: the highest-quality quantization that fits
+    with headroom, preferring one that lives entirely on the GPU (when there is one) down to about
+    4 bits per weight; unquantized F16/BF16/F32 only when nothing else is offered.
+    """
+    if not candidates:
+        raise ValueError("no quantizations to choose from")
+    choices = []
+    for quant, size, header in candidates:
+        plan = plan_load(header, hw, n_ctx)
+        n_params = header.n_params or 1
+        choices.append(QuantChoice(quant, size, plan, header.tensor_bytes * 8 / n_params))
+    choices.sort(key=lambda c: (-c.bits_per_weight, c.quant))
+    quantized = [c for c in choices if c.quant.upper() not in UNQUANTIZED] or choices
+
+    def best(verdict: str) -> QuantChoice | None:
+        ok = [c for c in quantized if c.plan.verdict == verdict]
+        if hw.gpu_budget > 0:
+            on_gpu = [c for c in ok if c.full_offload and c.bits_per_weight >= MIN_GPU_BITS]
+            if on_gpu:
+                return on_gpu[0]
+        return ok[0] if ok else None
+
+    chosen = best("fits") or best("tight")
+    return ModelPlan(tuple(choices), chosen, _choice_reason(choices, quantized, chosen, hw))
+
+
+def _used(c: QuantChoice, hw: Hardware) -> str:
+    est = c.plan.estimate
+    if est.gpu.total and hw.gpu_budget:
+        return f"{format_bytes(est.gpu.total)} of {format_bytes(hw.gpu_budget)} GPU memory"
+    return f"{format_bytes(est.cpu.total)} of {format_bytes(hw.ram_budget)} RAM"
+
+
+def _choice_reason(
+    choices: list[QuantChoice], quantized: list[QuantChoice], chosen: QuantChoice | None, hw: Hardware
+) -> str:
+    if chosen is None:
+        smallest = min(choices, key=lambda c: c.plan.estimate.total)
+        return (f"no quantization fits: the smallest, {smallest.quant}, needs {_used(smallest, hw)} "
+                f"at a {smallest.plan.n_ctx:,}-token context")  # fmt: skip
+    where = "all on the GPU" if chosen.full_offload else (
+        f"{chosen.plan.n_gpu_layers} layers on the GPU" if chosen.plan.n_gpu_layers else "on the CPU")
+    text = f"{chosen.quant}: {_used(chosen, hw)}, {where}, {chosen.plan.n_ctx:,}-token context"
+    if chosen.plan.verdict == "tight":
+        text += " (tight: less than 20% left over)"
+    better = [c for c in quantized if c.bits_per_weight > chosen.bits_per_weight]
+    if better:
+        up = better[-1]  # the next step up in quality
+        if up.plan.verdict == "no":
+            text += f"; {up.quant} would need {_used(up, hw)}"
+        elif up.plan.verdict == "tight":
+            left = _left(up, hw)
+            text += f"; {up.quant} would leave only {format_bytes(left)}"
+        else:
+            text += f"; {up.quant} fits only with {_where(up)}"
+    elif len(quantized) < len(choices):
+        text += "; it is the best quantization offered short of unquantized weights"
+    else:
+        text += "; it is the best quantization offered"
+    moe = chosen.plan.estimate.expert_bytes
+    if moe and not chosen.full_offload and hw.gpu_budget > 0:
+        text += (f". Mixture of experts: {format_bytes(moe)} of expert weights could stay on the CPU to put "
+                 "every other tensor on the GPU, but llama-cpp-python cannot express tensor overrides, "
+                 "so whole layers are split instead")  # fmt: skip
+    return text
+
+
+def _where(c: QuantChoice) -> str:
+    return f"{c.plan.n_gpu_layers} layers on the GPU" if c.plan.n_gpu_layers else "no layers on the GPU"
+
+
+def _left(c: QuantChoice, hw: Hardware) -> int:
+    est = c.plan.estimate
+    if est.gpu.total and hw.gpu_budget:
+        return hw.gpu_budget - est.gpu.total
+    return hw.ram_budget - est.cpu.total

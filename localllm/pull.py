@@ -23,18 +23,43 @@ from .hub import Hub, HubFileNotFoundError, offline_error
 Notice = Callable[[str], None]
 
 
-def choose_quant(entry: CatalogEntry | None, available: list[str] | None = None) -> tuple[str, str]:
-    """The quantization to pull when none was asked for, and why (one phrase).
-
-    Stand-in for the planner (issue 3): the integrator swaps this body for a call to
-    ``localllm.plan`` once it lands. Until then: Q4_K_M when offered, else the first listed.
-    """
-    quants = list(entry.quants) if entry is not None else list(available or [])
+def default_quant(quants: list[str]) -> tuple[str, str]:
+    """The quantization to pull when the planner cannot judge (no header): Q4_K_M, else the first."""
     if not quants:
         raise UsageError("no quantization to choose from")
     if "Q4_K_M" in quants:
-        return "Q4_K_M", "Q4_K_M is the usual balance of size and quality"
-    return quants[0], f"{quants[0]} is the first quantization offered (no Q4_K_M)"
+        return "Q4_K_M", "Q4_K_M is the usual balance of size and quality (its fit could not be judged)"
+    return quants[0], f"{quants[0]} is the first quantization offered (its fit could not be judged)"
+
+
+def choose_quant(
+    repo: str, revision: str | None, files_by_quant: dict[str, list[tuple[str, int]]], hw=None
+) -> tuple[str, str]:
+    """The planner's choice among a repository's quantizations (quant -> [(path, size)]), and why.
+
+    One header is read by range requests (a few MB, cached); the others are judged from their sizes
+    (:func:`localllm.plan.sized_header`). Raises :class:`DoesNotFitError` when nothing fits.
+    """
+    from . import hardware, remoteheader
+    from .errors import DoesNotFitError, LocalLLMError
+    from .plan import plan_quants, sized_header
+
+    quants = list(files_by_quant)
+    probe = "Q4_K_M" if "Q4_K_M" in files_by_quant else quants[0]
+    try:
+        header = remoteheader.read_remote_header(repo, files_by_quant[probe][0][0], revision=revision or "main")
+        hw = hw or hardware.detect()
+        candidates = [(q, sum(size for _, size in files), sized_header(header, sum(size for _, size in files)))
+                      for q, files in files_by_quant.items()]  # fmt: skip
+        choice = plan_quants(candidates, hw)
+    except LocalLLMError as exc:
+        quant, why = default_quant(quants)
+        return quant, f"{why}: {exc.message}"
+    if choice.chosen is None:
+        raise DoesNotFitError(
+            f"{repo}: {choice.reason}", hint="name a quantization to pull it anyway (MODEL:QUANT), or pick a smaller model"
+        )
+    return choice.chosen.quant, choice.reason
 
 
 def quants_in(filenames: list[str]) -> list[str]:
@@ -91,8 +116,8 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True) -> PullPlan:
         entry = cat.get(ref.name)  # unknown names raise with suggestions
         name, repo = entry.name, entry.repo
         quant = ref.quant
-        if quant is None:
-            quant, reason = choose_quant(entry)
+        if quant is None and hub.offline:
+            quant, reason = _offline_choice(entry)
         if entry.pypi is not None and quant == entry.pypi.quant:
             found = store.find_installed(name, quant)
             return PullPlan(name, quant, installed=found, starter=entry, reason=reason)
@@ -126,10 +151,12 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True) -> PullPlan:
         quant = discover.guess_quant(wanted.path)
     else:
         if quant is None:
-            available = quants_in(names)
-            if not available:
+            files_by_quant = _files_by_quant(listing, entry)
+            if not files_by_quant:
                 raise HubFileNotFoundError(f"{repo} has no GGUF files", hint="pick a repository whose name ends in -GGUF")
-            quant, reason = choose_quant(None, available)
+            quant, reason = choose_quant(repo, listing.revision, files_by_quant)
+            if entry is not None and entry.pypi is not None and quant == entry.pypi.quant:
+                return PullPlan(name, quant, installed=store.find_installed(name, quant), starter=entry, reason=reason)
             found = store.find_installed(name, quant)
             if found is not None:
                 return PullPlan(name, quant, repo=repo, installed=found, reason=reason)
@@ -148,6 +175,31 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True) -> PullPlan:
             reuse = discover.find_copy(meta.size, meta.sha256, found_copies)
         files.append(PlannedFile(path, meta.size, meta.sha256, f"{folder}/{path.rsplit('/', 1)[-1]}", reuse))
     return PullPlan(name, quant, repo=repo, revision=listing.revision, files=files, reason=reason)
+
+
+def _files_by_quant(listing, entry: CatalogEntry | None) -> dict[str, list[tuple[str, int]]]:
+    """quant -> [(path, size)] for every quantization the listing offers (the entry's, if any)."""
+    names = [f.path for f in listing.gguf_files()]
+    quants = [q for q in entry.quants] if entry is not None else quants_in(names)
+    result = {}
+    for quant in quants:
+        chosen = entry.match_quant_file(names, quant) if entry is not None else match_quant_file(names, quant)
+        if chosen:
+            result[quant] = [(path, listing.get(path).size) for path in chosen]
+    if entry is not None and not result:  # the catalog's list is stale: take what is there
+        return _files_by_quant(listing, None)
+    return result
+
+
+def _offline_choice(entry: CatalogEntry) -> tuple[str, str]:
+    """Offline, without a quant: an installed one (the largest), else the PyPI starter, else Q4_K_M."""
+    installed = [m for m in store.installed() if m.name.lower() == entry.name.lower()]
+    if installed:
+        best = max(installed, key=lambda m: m.size)
+        return best.quant, f"{best.quant} is already installed (offline: nothing else judged)"
+    if entry.pypi is not None:
+        return entry.pypi.quant, f"{entry.pypi.quant} comes from PyPI (offline: the Hub is not asked)"
+    return default_quant([entry.default_quant])
 
 
 def _offered(names: list[str]) -> str:

@@ -23,7 +23,7 @@ FIRST_RANGE = 2 << 20  # most headers fit in the first 2 MiB; big vocabularies n
 MAX_HEADER = 256 << 20
 FRESH_S = 7 * 24 * 3600
 
-__all__ = ["read_remote_header", "header_url", "offline"]
+__all__ = ["cached_header_for", "read_remote_header", "header_url", "offline"]
 
 
 def offline() -> bool:
@@ -160,3 +160,22 @@ def _check(response, name: str) -> None:
         raise NetworkError(f"{name} needs a Hugging Face login or access approval ({code})",
                            hint="accept the model's terms on its page, then log in with 'hf auth login'")
     raise NetworkError(f"reading the header of {name} failed: HTTP {code}")
+
+
+def cached_header_for(repo: str) -> ggufmeta.GGUFHeader | None:
+    """Any cached header of a file in ``repo`` (no network): enough to judge its other quants."""
+    base = paths.cache_dir() / "headers"
+    try:
+        indexes = sorted(base.glob("*.json"))
+    except OSError:
+        return None
+    for index in indexes:
+        try:
+            meta = json.loads(index.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and str(meta.get("repo", "")).lower() == repo.lower():
+            cached = _load_cached(index, index.with_suffix(".gguf-header"), f"{repo}/{meta.get('file')}")
+            if cached is not None:
+                return cached[0]
+    return None

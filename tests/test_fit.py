@@ -110,3 +110,123 @@ def test_run_uses_the_planned_context(installed_starter, cli):
     long_prompt = "word " * 5000
     ok = cli("run", "--json", "-n", "1", "--gpu-layers", "0", long_prompt)
     assert ok.returncode == 0, ok.stderr
+
+
+# -- choosing a quantization ---------------------------------------------------------------------
+
+
+def _quants(header, sizes: dict[str, int]):
+    from localllm.plan import sized_header
+
+    return [(q, size, sized_header(header, size)) for q, size in sizes.items()]
+
+
+SIZES = {"F16": 280 * MiB, "Q8_0": 150 * MiB, "Q6_K": 120 * MiB, "Q4_K_M": 100 * MiB, "Q2_K": 60 * MiB}
+
+
+def test_planner_picks_the_best_quant_that_fits_and_names_the_runner_up(smollm2_path):
+    from localllm.plan import plan_quants
+
+    header = ggufmeta.read_header(smollm2_path)
+    cpu = hardware.with_overrides(hardware.profile("laptop-8gb"), vram=0)
+    roomy = plan_quants(_quants(header, SIZES), cpu)
+    assert roomy.chosen.quant == "Q8_0"  # F16 fits too, but buys nothing over Q8_0
+    assert "short of unquantized" in roomy.reason
+    # A budget that holds Q4_K_M with headroom but not Q6_K: the runner-up says what it would need.
+    q4 = next(c for c in roomy.choices if c.quant == "Q4_K_M").plan.estimate.cpu.total
+    q6 = next(c for c in roomy.choices if c.quant == "Q6_K").plan.estimate.cpu.total
+    budget = int(q4 / 0.8) + (q6 - q4) // 4
+    small = hardware.with_overrides(cpu, ram=budget * 4 // 3)  # a quarter goes to the OS
+    assert abs(small.ram_budget - budget) < MiB
+    chosen = plan_quants(_quants(header, SIZES), small, 8192)
+    assert chosen.chosen.quant == "Q4_K_M", chosen.reason
+    assert chosen.reason.startswith("Q4_K_M: ") and "Q6_K would" in chosen.reason
+    nothing = plan_quants(_quants(header, SIZES), hardware.with_overrides(cpu, ram=300 * MiB))
+    assert nothing.chosen is None and "no quantization fits" in nothing.reason and "Q2_K" in nothing.reason
+
+
+def test_planner_prefers_a_full_gpu_offload(smollm2_path):
+    from localllm.plan import plan_quants
+
+    header = ggufmeta.read_header(smollm2_path)
+    hw = hardware.with_overrides(hardware.profile("rtx-8gb-16gb-ram"), vram=2 << 30)
+    result = plan_quants(_quants(header, {"Q8_0": 1400 * MiB, "Q4_K_M": 700 * MiB}), hw, 2048)
+    # Q8_0 only fits with some layers left on the CPU; Q4_K_M runs wholly on the GPU, much faster.
+    assert result.chosen.quant == "Q4_K_M" and result.chosen.full_offload
+    assert "GPU memory" in result.reason and "Q8_0 fits only with" in result.reason
+
+
+def test_pull_without_a_quant_asks_the_planner(cli, hub, isolated_home, smollm2_path, tmp_path):
+    bigger = tmp_path / "SmolLM2-135M-Instruct-Q8_0.gguf"
+    bigger.write_bytes(smollm2_path.read_bytes() + bytes(60 * MiB))  # a bigger quant, as far as sizes go
+    hub.add_repo("someone/Pair-GGUF", {"Pair-Q4_K_M.gguf": smollm2_path, "Pair-Q8_0.gguf": bigger})
+    roomy = cli("pull", "someone/Pair-GGUF", "--dry-run")
+    assert roomy.returncode == 0, roomy.stderr
+    assert "chose Q8_0: " in roomy.stderr and "best quantization offered" in roomy.stderr
+    # Judged before downloading: one header crossed the wire, not the files.
+    assert hub.body_bytes < 10 * MiB
+
+
+def test_pull_refuses_when_no_quant_fits(hub, monkeypatch, capsys):
+    from localllm.cli import main
+
+    tiny = hardware.with_overrides(hardware.profile("laptop-8gb"), ram=200 * MiB, vram=0)
+    monkeypatch.setattr(hardware, "detect", lambda **_: tiny)
+    assert main(["pull", f"{REPO}", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "no quantization fits" in err and "MODEL:QUANT" in err
+
+
+def test_fit_shows_the_estimate_error_of_the_last_real_load(cli, installed_starter):
+    before = cli("fit", "smollm2-135m-instruct", "--json")
+    assert "last_load" not in json.loads(before.stdout)["models"][0]
+    ran = cli("run", "-n", "2", "--ctx", "2048", "hi")
+    assert ran.returncode == 0, ran.stderr
+    result = cli("fit", "smollm2-135m-instruct", "--json")
+    [row] = json.loads(result.stdout)["models"]
+    last = row["last_load"]
+    assert last["n_ctx"] == 2048 and last["allocated"] > 90 * MiB
+    assert abs(last["error"]) < 0.05  # the estimate against what llama.cpp said it allocated
+    assert last["peak_rss"] >= last["allocated"]
+    text = cli("fit", "smollm2-135m-instruct").stdout
+    assert "last load (ctx 2048, gpu layers 0): llama.cpp allocated" in text
+
+
+def test_tui_badges_come_from_the_planner(installed_starter):
+    from localllm.tui.services import FITS, WONT_FIT, Hardware, Services
+
+    services = Services()
+    laptop = Hardware.from_detected(hardware.with_overrides(hardware.profile("laptop-8gb"), vram=0))
+    items = {i.name: i for i in services.model_items()}
+    [installed] = [o for o in services.quant_options(items["smollm2-135m-instruct"], laptop) if o.installed]
+    assert installed.fit.verdict == FITS and "context" in installed.fit.reason
+    big = services.quant_options(items["llama-3.3-70b-instruct"], laptop)
+    assert all(o.fit.verdict == WONT_FIT for o in big)
+
+
+def test_list_says_whether_each_installed_model_fits(installed_starter, monkeypatch, capsys):
+    from localllm.cli import main
+
+    assert main(["list", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["fits"] == "fits"
+    tiny = hardware.with_overrides(hardware.profile("laptop-8gb"), ram=200 * MiB, vram=0)
+    monkeypatch.setattr(hardware, "detect", lambda **_: tiny)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:4] == ["NAME", "QUANT", "SIZE", "FITS"]
+    assert out.splitlines()[1].split()[4] == "no"  # SIZE is "98.4 MB"
+
+
+def test_cached_headers_follow_the_file(tmp_path, smollm2_path):
+    import shutil
+
+    from hubfixtures import write_tiny_gguf
+    from localllm import headercache
+
+    path = tmp_path / "model.gguf"
+    shutil.copyfile(smollm2_path, path)
+    assert headercache.read_header(path).architecture == "llama"
+    assert headercache.read_header(path).block_count == 30  # from the cache, the same answer
+    write_tiny_gguf(tmp_path / "other.gguf").replace(path)  # replaced by another model
+    assert headercache.read_header(path).block_count is None

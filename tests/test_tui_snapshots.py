@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from localllm.history import History
 from localllm.tui.app import make_app

@@ -13,9 +13,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also show GGUFs found in the Hugging Face cache, LM Studio and Ollama")
 
 
-def fit_label(model) -> str | None:
-    """Whether ``model`` fits this machine: a hook for the planner (issue 3); None = no column."""
-    return None
+def fit_label(model, hw) -> str | None:
+    """The planner's verdict for ``model`` on ``hw`` (fits / tight / no), None when it cannot say."""
+    from .. import headercache
+    from ..errors import LocalLLMError
+    from ..plan import plan_load
+
+    try:
+        return plan_load(headercache.read_header(model.path()), hw).verdict
+    except (LocalLLMError, OSError):
+        return None  # a missing or odd file: `localllm fit` says why
 
 
 def _ago(ts: float | None) -> str:
@@ -33,11 +40,16 @@ def run(args: argparse.Namespace) -> int:
     from .progress import human_bytes
 
     models = sorted(store.installed(), key=lambda m: m.key)
+    hw = None
+    if models:
+        from ..hardware import detect
+
+        hw = detect(llama_cpp=False)  # RAM and GPUs; loading llama.cpp would cost more than the list
     rows = []
     for m in models:
         row = {"name": m.name, "quant": m.quant, "size": m.size, "last_used": m.last_used,
                "path": str(m.path()), "source": m.source, "installed": True}
-        fits = fit_label(m)
+        fits = fit_label(m, hw)
         if fits is not None:
             row["fits"] = fits
         rows.append(row)

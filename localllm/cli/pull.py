@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     hub = Hub(offline=args.offline)
     pull = plan(args.model, hub, look_for_copies=not args.no_reuse)
     if pull.reason:
-        _say(f"{pull.name}: chose {pull.quant}: {pull.reason} (ask for another with {pull.name}:QUANT)")
+        _say(f"{pull.name}: chose {pull.reason} (ask for another with {pull.name}:QUANT)")
     if pull.installed is not None:
         print(f"{pull.installed.key} is already installed ({pull.installed.path()})")
         return 0

@@ -130,12 +130,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _planned(path, n_ctx: int | None, n_gpu_layers: int | None) -> tuple[int | None, int]:
     """Context and GPU layers from the planner for what the user did not set."""
-    from .. import ggufmeta, hardware
+    from .. import hardware, headercache
     from ..errors import EstimateError
     from ..plan import plan_load
 
     try:
-        plan = plan_load(ggufmeta.read_header(path), hardware.detect(), n_ctx)
+        plan = plan_load(headercache.read_header(path), hardware.detect(), n_ctx)
     except EstimateError:
         # Nothing to plan with; loading gives the precise error (or works with llama.cpp's defaults).
         return n_ctx, n_gpu_layers if n_gpu_layers is not None else 0

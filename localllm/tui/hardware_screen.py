@@ -19,8 +19,15 @@ def describe(hw: Hardware) -> str:
         ("RAM", f"{human_bytes(hw.total_ram)} total, {human_bytes(hw.available_ram)} available"),
         ("GPU", hw.gpu),
         ("GPU offload", "yes" if hw.gpu_offload else "no (CPU build of llama.cpp)"),
-        ("Model budget", f"{human_bytes(hw.budget)} (available RAM less a margin)"),
     ]
+    if hw.detected is None:
+        rows.append(("Model budget", f"{human_bytes(hw.budget)} (available RAM less a margin)"))
+    else:
+        d = hw.detected
+        rows.append(("RAM budget", f"{human_bytes(d.ram_budget)} (what models may use now)"))
+        if d.gpu_budget:
+            rows.append(("GPU budget", f"{human_bytes(d.gpu_budget)} (free GPU memory less the driver's share)"))
+        rows += [("Note", note) for note in d.notes]
     return "\n".join(f"[b]{name:<13}[/b] {value}" for name, value in rows)
 
 

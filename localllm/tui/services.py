@@ -10,14 +10,13 @@ object. Tests pass a subclass with fixed hardware, scripted models and a fake do
 
 from __future__ import annotations
 
-import os
-import platform
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import catalog, paths, store
+from .. import hardware as core_hardware
 from ..errors import LocalLLMError
 
 # Typical bits per weight of llama.cpp quantizations (whole-file averages): size estimates only.
@@ -46,11 +45,23 @@ class Hardware:
     available_ram: int
     gpu: str  # "none", or what the planner detected
     gpu_offload: bool  # whether this llama.cpp build can offload to a GPU
+    detected: core_hardware.Hardware | None = None  # what the planner judges with; None: size rule only
 
     @property
     def budget(self) -> int:
-        """Memory a model may use: what is available, less a little for the OS and the app."""
+        """Memory a model may use (RAM; plus GPU memory when this build can offload to it)."""
+        if self.detected is not None:
+            return self.detected.ram_budget + self.detected.gpu_budget
         return max(0, int(self.available_ram * 0.9) - 256 * 2**20)
+
+    @classmethod
+    def from_detected(cls, hw: core_hardware.Hardware) -> Hardware:
+        gpus = ", ".join(f"{g.name} ({human_bytes(g.total_bytes)})" for g in hw.gpus) or "none detected"
+        return cls(
+            cpu=hw.cpu_model, physical_cores=hw.cores_physical, logical_cores=hw.cores_logical,
+            total_ram=hw.ram_total, available_ram=hw.ram_available, gpu=gpus, gpu_offload=hw.gpu_offload,
+            detected=hw,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,16 @@ class ChatTarget:
     installed: store.InstalledModel | None = None
 
 
+def _local_header(path: Path):
+    """The GGUF header of a file on disk, or None when it cannot be read (the size rule judges)."""
+    from .. import headercache
+
+    try:
+        return headercache.read_header(path)
+    except (LocalLLMError, OSError):
+        return None
+
+
 def human_bytes(n: float) -> str:
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
@@ -120,36 +141,29 @@ class Services:
     # -- hardware and fit ----------------------------------------------------------------------
 
     def hardware(self) -> Hardware:
-        import psutil
-
-        memory = psutil.virtual_memory()
-        from .. import engine  # llama.cpp: only when asked (this runs in a worker)
-
-        offload = engine.supports_gpu_offload()
-        return Hardware(
-            cpu=_cpu_name(),
-            physical_cores=psutil.cpu_count(logical=False) or os.cpu_count() or 1,
-            logical_cores=psutil.cpu_count() or 1,
-            total_ram=memory.total,
-            available_ram=memory.available,
-            gpu="not detected" if not offload else "this build can offload (device list: planner)",
-            gpu_offload=offload,
-        )
+        """Everything, the llama.cpp build's devices included (loads llama.cpp: call from a worker)."""
+        return Hardware.from_detected(core_hardware.detect())
 
     def quick_hardware(self) -> Hardware:
-        """Hardware without loading llama.cpp (for badges at startup)."""
-        import psutil
+        """Hardware without loading llama.cpp (for badges at startup): RAM, NVML, sysfs."""
+        return Hardware.from_detected(core_hardware.detect(llama_cpp=False))
 
-        memory = psutil.virtual_memory()
-        return Hardware(
-            cpu=_cpu_name(), physical_cores=psutil.cpu_count(logical=False) or 1,
-            logical_cores=psutil.cpu_count() or 1, total_ram=memory.total,
-            available_ram=memory.available, gpu="unknown", gpu_offload=False,
-        )
+    def assess_fit(self, size: int, hardware: Hardware, header=None) -> Fit:
+        """fits / tight / won't fit. With a GGUF header and detected hardware: the planner's verdict
+        (weights, KV cache and compute buffers at the planned context); otherwise a size rule."""
+        if header is not None and hardware.detected is not None:
+            from ..errors import EstimateError
+            from ..plan import plan_load
 
-    def assess_fit(self, size: int, hardware: Hardware) -> Fit:
+            try:
+                plan = plan_load(header, hardware.detected)
+            except EstimateError:
+                pass  # an architecture the estimator cannot read: the size rule below
+            else:
+                verdict = {"fits": FITS, "tight": TIGHT}.get(plan.verdict, WONT_FIT)
+                return Fit(verdict, plan.reason, plan.estimate.total)
         # Weights + KV cache and compute buffers at the default context: ~15% + 300 MB is typical
-        # for dense models at 4k context; the planner replaces this with a real estimate.
+        # for dense models at 4k context.
         need = int(size * 1.15) + 300 * 10**6
         budget = hardware.budget
         text = f"needs ~{human_bytes(need)}, {human_bytes(budget)} free"
@@ -203,15 +217,24 @@ class Services:
         options: list[QuantOption] = []
         seen: set[str] = set()
         base = paths.models_dir()
+        judge = hardware.detected is not None
+        sibling = None  # a header of this model, to judge the quants not on disk by their size
         for model in item.installed:
             size = sum((base / f).stat().st_size for f in model.files if (base / f).is_file()) or model.size
             quant = (model.quant or "").upper()
             seen.add(quant)
-            options.append(QuantOption(quant or "?", size, True, model, self.assess_fit(size, hardware)))
+            header = _local_header(model.path()) if judge else None
+            sibling = sibling or header
+            options.append(QuantOption(quant or "?", size, True, model, self.assess_fit(size, hardware, header)))
         if item.foreign_path is not None:
             size = item.foreign_path.stat().st_size
-            options.append(QuantOption("file", size, True, None, self.assess_fit(size, hardware)))
+            header = _local_header(item.foreign_path) if judge else None
+            options.append(QuantOption("file", size, True, None, self.assess_fit(size, hardware, header)))
         entry = item.entry
+        if entry is not None and judge and sibling is None:
+            from ..remoteheader import cached_header_for
+
+            sibling = cached_header_for(entry.repo)
         if entry is not None:
             quants = list(entry.quants)
             if entry.pypi is not None and entry.pypi.quant not in quants:
@@ -223,7 +246,12 @@ class Services:
                     size, exact = entry.pypi.size, True
                 else:
                     size, exact = int(entry.params * BITS_PER_WEIGHT.get(quant, 5.0) / 8), False
-                options.append(QuantOption(quant, size, exact, None, self.assess_fit(size, hardware)))
+                header = None
+                if sibling is not None:
+                    from ..plan import sized_header
+
+                    header = sized_header(sibling, size)
+                options.append(QuantOption(quant, size, exact, None, self.assess_fit(size, hardware, header)))
         return options
 
     def chat_target(self, item: ModelItem, option: QuantOption) -> ChatTarget | None:
@@ -289,13 +317,3 @@ class Services:
         known = {k: v for k, v in settings.items() if k in engine.SamplingOptions.__dataclass_fields__}
         return engine.SamplingOptions(**known)
 
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass  # not Linux: fall back to what platform knows
-    return platform.processor() or platform.machine()
