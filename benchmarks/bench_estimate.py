@@ -29,13 +29,13 @@ sys.path.insert(0, str(ROOT))
 MiB = 1 << 20
 
 _CHILD = r"""
-import json, resource, sys
-from localllm import engine
+import json, sys
+from localllm import engine, loadlog
 path, n_ctx = sys.argv[1], int(sys.argv[2])
 m = engine.Model(path, engine.LoadOptions(n_ctx=n_ctx))
 prompt = " ".join(["word"] * 255)
 m.complete(prompt, engine.SamplingOptions(temperature=0, max_tokens=8, ignore_eos=True)).read()
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+rss = loadlog.peak_rss()  # VmHWM: ru_maxrss would carry this script's own peak across exec
 print(json.dumps({"buffers": m.load_report.buffers_mib, "rss": rss}))
 """
 
@@ -49,7 +49,7 @@ def measure(path: Path, n_ctx: int) -> dict:
 
 
 def baseline_rss() -> int:
-    code = "import resource; from localllm import engine; engine._init_backend(); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss*1024)"
+    code = "from localllm import engine, loadlog; engine._init_backend(); print(loadlog.peak_rss())"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout)
 

@@ -25,7 +25,18 @@ def log_path() -> Path:
 
 
 def peak_rss() -> int | None:
-    """The process's peak resident set in bytes (None where the platform cannot say)."""
+    """The process's peak resident set in bytes (None where the platform cannot say).
+
+    On Linux this is VmHWM: ``ru_maxrss`` survives ``exec``, so a process started by a big parent
+    would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass  # not Linux: getrusage below
     try:
         import resource
     except ImportError:  # Windows

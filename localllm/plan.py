@@ -220,3 +220,32 @@ def _left(c: QuantChoice, hw: Hardware) -> int:
     if est.gpu.total and hw.gpu_budget:
         return hw.gpu_budget - est.gpu.total
     return hw.ram_budget - est.cpu.total
+
+
+# --------------------------------------------------------------------------------------------
+# Loading with what the user left out
+
+
+def load_settings(
+    header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int | None, n_gpu_layers: int | None, *, label: str = ""
+) -> tuple[int | None, int]:
+    """The context and GPU layers to load with: the user's where given, the planner's for the rest.
+
+    Raises :class:`~localllm.errors.DoesNotFitError` when the model cannot fit and the user did not
+    set the GPU layers (their explicit settings are tried as asked). A header too odd to estimate
+    leaves llama.cpp's defaults, so the load itself reports the real problem.
+    """
+    from .errors import DoesNotFitError, EstimateError
+
+    if n_ctx is not None and n_gpu_layers is not None:
+        return n_ctx, n_gpu_layers
+    try:
+        plan = plan_load(header, hw, n_ctx)
+    except EstimateError:
+        return n_ctx, n_gpu_layers if n_gpu_layers is not None else 0
+    if plan.verdict == "no" and n_gpu_layers is None:
+        raise DoesNotFitError(
+            f"{label or header.name or 'the model'} {plan.reason}",
+            hint="pass --ctx and --gpu-layers to load it anyway, or pick a smaller quantization (localllm fit)",
+        )
+    return (n_ctx if n_ctx is not None else plan.n_ctx, n_gpu_layers if n_gpu_layers is not None else plan.n_gpu_layers)

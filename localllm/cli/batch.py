@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default for lines without temperature (0.8; 0 = greedy)")
     parser.add_argument("--seed", type=int, default=0, help="default for lines without seed (0)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
-    parser.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1 = all)")
+    parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1 = all; default: planned)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -115,12 +115,17 @@ def run(args: argparse.Namespace) -> int:
         engine.set_verbose(args.verbose)
         header = ggufmeta.read_header(resolved.path)
         n_ctx_seq = args.ctx or min(engine.DEFAULT_CTX, header.context_length or engine.DEFAULT_CTX)
-        n_parallel = args.parallel or batch.default_parallel(header, n_ctx_seq)
+        from .. import hardware
+        from ..plan import load_settings
+
+        hw = hardware.detect()
+        _, gpu_layers = load_settings(header, hw, n_ctx_seq, args.gpu_layers, label=resolved.label)
+        n_parallel = args.parallel or batch.default_parallel(header, n_ctx_seq, hw.ram_budget)
         defaults = batch.BatchDefaults(
             max_tokens=args.max_tokens or batch.DEFAULT_MAX_TOKENS, temperature=args.temperature, seed=args.seed
         )
         # The model's own single-sequence context is only used for tokenizing: keep it small.
-        options = engine.LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_gpu_layers=args.gpu_layers,
+        options = engine.LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_gpu_layers=gpu_layers,
                                      n_threads=args.threads)
         bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
         interrupted = False

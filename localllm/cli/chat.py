@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-s", "--system", default="", help="system prompt for new chats")
     parser.add_argument("-t", "--temperature", type=float, help="sampling temperature, 0 = greedy (default 0.8)")
     parser.add_argument("-c", "--ctx", type=int, help="context size in tokens (default: 4096 or the model's)")
-    parser.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1 = all)")
+    parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1 = all; default: planned)")
     parser.add_argument("--light", action="store_true", help="light theme (F9 toggles)")
 
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
                   system=args.system, settings=settings, light=args.light)
 
 
-def launch(services=None, *, chat=None, open_chat=False, ctx=None, gpu_layers=0, system="", settings=None,
+def launch(services=None, *, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", settings=None,
            light=False) -> int:
     """Run the TUI (also what ``localllm`` with no command does)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):

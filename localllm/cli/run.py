@@ -131,23 +131,9 @@ def run(args: argparse.Namespace) -> int:
 def _planned(path, n_ctx: int | None, n_gpu_layers: int | None) -> tuple[int | None, int]:
     """Context and GPU layers from the planner for what the user did not set."""
     from .. import hardware, headercache
-    from ..errors import EstimateError
-    from ..plan import plan_load
+    from ..plan import load_settings
 
-    try:
-        plan = plan_load(headercache.read_header(path), hardware.detect(), n_ctx)
-    except EstimateError:
-        # Nothing to plan with; loading gives the precise error (or works with llama.cpp's defaults).
-        return n_ctx, n_gpu_layers if n_gpu_layers is not None else 0
-    if plan.verdict == "no" and n_gpu_layers is None:
-        from ..errors import ModelLoadError
-
-        raise ModelLoadError(
-            f"{path.name} {plan.reason}",
-            hint="pass --ctx and --gpu-layers to load it anyway, or pick a smaller quantization (localllm fit)",
-        )
-    return (n_ctx if n_ctx is not None else plan.n_ctx,
-            n_gpu_layers if n_gpu_layers is not None else plan.n_gpu_layers)
+    return load_settings(headercache.read_header(path), hardware.detect(), n_ctx, n_gpu_layers, label=path.name)
 
 
 def _stats_line(label: str, load_s: float, stats) -> str:

@@ -19,7 +19,7 @@ class ChatDefaults:
     """What ``localllm chat`` options set for new conversations."""
 
     n_ctx: int | None = None
-    n_gpu_layers: int = 0
+    n_gpu_layers: int | None = None  # None: the planner's
     system_prompt: str = ""
     settings: dict[str, Any] = field(default_factory=dict)  # SamplingOptions fields
 

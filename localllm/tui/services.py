@@ -302,10 +302,15 @@ class Services:
         quant = found.installed.quant if found.installed else ""
         return ChatTarget(found.label, found.path, quant or "", found.installed)
 
-    def load_model(self, target: ChatTarget, n_ctx: int | None = None, n_gpu_layers: int = 0):
-        """Load a model (llama.cpp). Runs in a worker thread; returns an engine.Model."""
-        from .. import engine
+    def load_model(self, target: ChatTarget, n_ctx: int | None = None, n_gpu_layers: int | None = None):
+        """Load a model (llama.cpp) with the planner's context and GPU layers for what is not given.
+        Runs in a worker thread; returns an engine.Model."""
+        from .. import engine, headercache
+        from ..plan import load_settings
 
+        n_ctx, n_gpu_layers = load_settings(
+            headercache.read_header(target.path), core_hardware.detect(), n_ctx, n_gpu_layers, label=target.label
+        )
         model = engine.Model(target.path, engine.LoadOptions(n_ctx=n_ctx, n_gpu_layers=n_gpu_layers))
         if target.installed is not None:
             store.touch(target.installed)
