@@ -26,7 +26,7 @@ from .services import ChatTarget
 
 FLUSH_INTERVAL = 0.05  # seconds between transcript updates while streaming
 SAVE_INTERVAL = 1.0  # seconds between saves of a partial reply
-SHOWN_MESSAGES = 60  # a long conversation opens with its last messages; the rest on demand
+SHOWN_MESSAGES = 24  # a long conversation opens with its last messages; the rest on demand
 
 ROLE_LABEL = {"user": "You", "assistant": "Assistant", "system": "System"}
 STATUS_NOTE = {hist.PARTIAL: "interrupted", hist.STOPPED: "stopped"}
