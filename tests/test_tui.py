@@ -53,7 +53,8 @@ async def send(pilot, text: str) -> None:
     await pilot.click("#prompt")
     await pilot.press(*text)
     await pilot.press("enter")
-    await wait_for(pilot, lambda: screen.generating or bool(views(pilot.app)))
+    # The reply has begun once an assistant message is on screen (a fast reply may already be done).
+    await wait_for(pilot, lambda: bool(views(pilot.app)) and views(pilot.app)[-1].role == "assistant")
 
 
 async def reply_done(pilot) -> None:
