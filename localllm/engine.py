@@ -26,7 +26,7 @@ from pathlib import Path
 
 import llama_cpp as L
 
-from . import ggufmeta
+from . import headercache
 from .errors import (
     ContextOverflowError,
     GenerationError,
@@ -253,7 +253,8 @@ class Model:
     def __init__(self, path: str | Path, options: LoadOptions | None = None) -> None:
         self.path = Path(path)
         self.options = options or LoadOptions()
-        self.header = ggufmeta.read_header(self.path)  # clear errors before llama.cpp sees it
+        # Clear errors before llama.cpp sees it; cached, since the planner has usually just read it.
+        self.header = headercache.read_header(self.path)
         _init_backend()
         self._model = None
         self._ctx = None

@@ -33,7 +33,7 @@ def default_quant(quants: list[str]) -> tuple[str, str]:
 
 
 def choose_quant(
-    repo: str, revision: str | None, files_by_quant: dict[str, list[tuple[str, int]]], hw=None
+    repo: str, revision: str | None, offered: dict[str, list[tuple[str, int]]], hw=None
 ) -> tuple[str, str]:
     """The planner's choice among a repository's quantizations (quant -> [(path, size)]), and why.
 
@@ -44,13 +44,13 @@ def choose_quant(
     from .errors import DoesNotFitError, LocalLLMError
     from .plan import plan_quants, sized_header
 
-    quants = list(files_by_quant)
-    probe = "Q4_K_M" if "Q4_K_M" in files_by_quant else quants[0]
+    quants = list(offered)
+    probe = "Q4_K_M" if "Q4_K_M" in offered else quants[0]
     try:
-        header = remoteheader.read_remote_header(repo, files_by_quant[probe][0][0], revision=revision or "main")
+        header = remoteheader.read_remote_header(repo, offered[probe][0][0], revision=revision or "main")
         hw = hw or hardware.detect()
         candidates = [(q, sum(size for _, size in files), sized_header(header, sum(size for _, size in files)))
-                      for q, files in files_by_quant.items()]  # fmt: skip
+                      for q, files in offered.items()]  # fmt: skip
         choice = plan_quants(candidates, hw)
     except LocalLLMError as exc:
         quant, why = default_quant(quants)
@@ -151,10 +151,10 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True) -> PullPlan:
         quant = discover.guess_quant(wanted.path)
     else:
         if quant is None:
-            files_by_quant = _files_by_quant(listing, entry)
-            if not files_by_quant:
+            offered = files_by_quant(listing, entry)
+            if not offered:
                 raise HubFileNotFoundError(f"{repo} has no GGUF files", hint="pick a repository whose name ends in -GGUF")
-            quant, reason = choose_quant(repo, listing.revision, files_by_quant)
+            quant, reason = choose_quant(repo, listing.revision, offered)
             if entry is not None and entry.pypi is not None and quant == entry.pypi.quant:
                 return PullPlan(name, quant, installed=store.find_installed(name, quant), starter=entry, reason=reason)
             found = store.find_installed(name, quant)
@@ -177,7 +177,7 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True) -> PullPlan:
     return PullPlan(name, quant, repo=repo, revision=listing.revision, files=files, reason=reason)
 
 
-def _files_by_quant(listing, entry: CatalogEntry | None) -> dict[str, list[tuple[str, int]]]:
+def files_by_quant(listing, entry: CatalogEntry | None) -> dict[str, list[tuple[str, int]]]:
     """quant -> [(path, size)] for every quantization the listing offers (the entry's, if any)."""
     names = [f.path for f in listing.gguf_files()]
     quants = [q for q in entry.quants] if entry is not None else quants_in(names)
@@ -187,7 +187,7 @@ def _files_by_quant(listing, entry: CatalogEntry | None) -> dict[str, list[tuple
         if chosen:
             result[quant] = [(path, listing.get(path).size) for path in chosen]
     if entry is not None and not result:  # the catalog's list is stale: take what is there
-        return _files_by_quant(listing, None)
+        return files_by_quant(listing, None)
     return result
 
 

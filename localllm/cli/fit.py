@@ -46,7 +46,7 @@ def _remote_rows(entry, quant: str | None, skip: set) -> list[tuple[str, str, ob
     from .. import remoteheader
     from ..errors import LocalLLMError, NetworkError
     from ..hub import Hub, offline_error
-    from ..pull import _files_by_quant
+    from ..pull import files_by_quant
 
     hub = Hub()
     if hub.offline:  # judge from cached headers only
@@ -58,7 +58,7 @@ def _remote_rows(entry, quant: str | None, skip: set) -> list[tuple[str, str, ob
             listing = None  # cached headers may still do
     rows, skipped = [], []
     if listing is not None:
-        files = _files_by_quant(listing, entry)
+        files = files_by_quant(listing, entry)
         revision = listing.revision or "main"
     else:
         files = {q: [(entry.filename(q), 0)] for q in entry.quants if entry.filename(q)}
@@ -93,7 +93,7 @@ def _remote_rows(entry, quant: str | None, skip: set) -> list[tuple[str, str, ob
     return rows
 
 
-def _measured(header, path, hw) -> dict | None:
+def _measured(header, path) -> dict | None:
     """The last real load of ``path``: what llama.cpp allocated against the estimate for the same
     settings, and the process's peak RSS."""
     from .. import estimate, loadlog
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     for label, where, header, path in rows:
         plan = plan_load(header, hw, args.ctx)
         result = {"model": label, "where": where, "file_size": header.file_size, **plan.as_dict()}
-        measured = _measured(header, path, hw)
+        measured = _measured(header, path)
         if measured is not None:
             result["last_load"] = measured
         results.append(result)
