@@ -2,7 +2,7 @@
 
     python benchmarks/bench_download.py [--size-mb 1024] [--runs 3]
 
-Starts the test Hub (tests/hubserver.py) in its own process on 127.0.0.1, serving one file of
+Starts the test Hub (tests/support/hubserver.py) in its own process on 127.0.0.1, serving one file of
 --size-mb MB; downloads it with curl and with localllm (the downloader alone, which hashes while
 writing, and a whole `localllm pull`, Python start-up and Hub metadata included), alternating,
 and prints a table (best of --runs). Then times `localllm list` with 20 installed models.
@@ -33,7 +33,7 @@ def make_file(path: Path, size: int) -> None:
 
 
 def start_server(file: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hubserver.py"), REPO, str(file)],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "hubserver.py"), REPO, str(file)],
                             stdout=subprocess.PIPE, text=True)
     return proc, proc.stdout.readline().strip()
 
@@ -100,7 +100,7 @@ def run(argv: list[str] | None = None) -> None:
         home = tmp / "home-list"
         sys.path.insert(0, str(ROOT))
         os.environ["LOCALLLM_HOME"] = str(home)
-        from localllm import store
+        from localllm.models import store
 
         for i in range(20):
             rel = f"model-{i}/model-{i}-Q4_K_M.gguf"

@@ -1,4 +1,4 @@
-"""Memory estimates (localllm.estimate) against what llama.cpp allocates and against peak RSS.
+"""Memory estimates (localllm.fit.estimate) against what llama.cpp allocates and against peak RSS.
 
     .venv/bin/python benchmarks/bench_estimate.py [--ctx 2048,8192,32768] [--gemma FILE]
 
@@ -55,7 +55,7 @@ def baseline_rss() -> int:
 
 
 def synthetic_models(smollm2: Path) -> list[tuple[str, Path]]:
-    from localllm import synthetic
+    from localllm.runtime import synthetic
 
     cache = ROOT / ".cache" / "bench-models"
     cache.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,8 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import smollm2_path  # noqa: PLC0415 - the suite's cached real model
 
-    from localllm import estimate, ggufmeta
+    from localllm.fit import estimate
+    from localllm.gguf import header as ggufmeta
 
     smollm2 = smollm2_path.__wrapped__()
     models = [("llama (SmolLM2 135M Q4_1)", smollm2)]

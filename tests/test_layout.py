@@ -9,30 +9,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "localllm"
 CORE = [
-    "errors",
-    "paths",
-    "catalog",
-    "refs",
-    "ggufmeta",
-    "store",
-    "resolve",
-    "starter",
-    "inspect",
-    "engine",
-    "batch",
-    "hardware",
-    "estimate",
-    "plan",
-    "remoteheader",
-    "synthetic",
-    "hub",
-    "pull",
-    "download",
-    "discover",
-    "importing",
-    "history",
-    "context",
-    "locks",
+    "errors", "paths", "fs", "gguf.header", "gguf.cache", "models.catalog", "models.refs", "models.store",
+    "models.resolve", "models.starter", "models.inspect", "models.discover", "models.importing",
+    "runtime.engine", "runtime.synthetic", "batch.jobs", "fit.hardware", "fit.estimate", "fit.plan",
+    "fit.loadlog", "hub.client", "hub.headers", "hub.pull", "hub.download", "chat.history", "chat.context",
 ]
 
 
@@ -71,7 +51,7 @@ def _imports(path: Path) -> set[str]:
 
 def test_exactly_one_module_imports_llama_cpp():
     users = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "llama_cpp" in _imports(p))
-    assert users == ["engine.py"]
+    assert users == ["runtime/engine.py"]
 
 
 def test_version_flag(cli):

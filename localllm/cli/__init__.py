@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from .. import __version__
+from localllm import __version__
 
 # name -> (module under localllm.cli, one-line help). Each module has add_arguments(parser) and
 # run(args) -> int; add_arguments must only touch argparse (it runs for --help).
@@ -59,7 +59,7 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ..errors import LocalLLMError
+    from localllm.errors import LocalLLMError
 
     if args.command is None and not (sys.stdin.isatty() and sys.stdout.isatty()):
         parser.print_help()  # not a terminal (a pipe, a script): the UI cannot run there

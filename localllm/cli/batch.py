@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from ..errors import UsageError
+    from localllm.errors import UsageError
 
     if args.parallel is not None and args.parallel < 1:
         raise UsageError("--parallel must be at least 1")
@@ -45,7 +45,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _read_input(name: str) -> str:
-    from ..errors import UsageError
+    from localllm.errors import UsageError
 
     try:
         if name == "-":
@@ -103,20 +103,22 @@ def run(args: argparse.Namespace) -> int:
     _validate(args)
     from pathlib import Path
 
-    from .. import batch, store
-    from ..resolve import resolve
+    from localllm.batch import jobs as batch
+    from localllm.models import store
+    from localllm.models.resolve import resolve
 
     lines = batch.read_lines(_read_input(args.input))
     writer = batch.StreamWriter(sys.stdout) if args.output == "-" else batch.ResultWriter(Path(args.output))
     try:
         resolved = resolve(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
-        from .. import engine, ggufmeta
+        from localllm.gguf import header as ggufmeta
+        from localllm.runtime import engine
 
         engine.set_verbose(args.verbose)
         header = ggufmeta.read_header(resolved.path)
         n_ctx_seq = args.ctx or min(engine.DEFAULT_CTX, header.context_length or engine.DEFAULT_CTX)
-        from .. import hardware
-        from ..plan import load_settings
+        from localllm.fit import hardware
+        from localllm.fit.plan import load_settings
 
         hw = hardware.detect()
         _, gpu_layers = load_settings(header, hw, n_ctx_seq, args.gpu_layers, label=resolved.label)

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parallel_list(text: str) -> list[int]:
-    from ..errors import UsageError
+    from localllm.errors import UsageError
 
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -33,7 +33,7 @@ def _parallel_list(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
+    from localllm.errors import UsageError
 
     if args.n_prompt < 1 or args.n_gen < 1:
         raise UsageError("--n-prompt and --n-gen must be at least 1")
@@ -43,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--threads must be at least 1")
     parallel = _parallel_list(args.parallel)
 
-    from ..resolve import resolve
+    from localllm.models.resolve import resolve
 
     resolved = resolve(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
-    from .. import engine
+    from localllm.runtime import engine
 
     engine.set_verbose(args.verbose)
     options = engine.LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_gpu_layers=args.gpu_layers,

@@ -21,13 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
+    from localllm.errors import UsageError
 
     if args.ctx is not None and args.ctx < 16:
         raise UsageError("--ctx must be at least 16 tokens")
     if args.temperature is not None and args.temperature < 0:
         raise UsageError("--temperature must be 0 or more")
-    from ..tui.services import Services
+    from localllm.tui.services import Services
 
     services = Services()
     # Resolve before the UI starts: a wrong name is one clear line on stderr, not a screen.
@@ -41,11 +41,11 @@ def launch(services=None, *, chat=None, open_chat=False, ctx=None, gpu_layers=No
            light=False) -> int:
     """Run the TUI (also what ``localllm`` with no command does)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        from ..errors import UsageError
+        from localllm.errors import UsageError
 
         raise UsageError("the terminal UI needs an interactive terminal",
                          hint="run 'localllm run PROMPT' in scripts and pipes")
-    from ..tui.app import ChatDefaults, make_app
+    from localllm.tui.app import ChatDefaults, make_app
 
     app = make_app(
         services=services, chat=chat, open_chat=open_chat,

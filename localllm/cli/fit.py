@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _headers(reference: str) -> list[tuple[str, str, object, object]]:
     """(label, where, header, local path or None) for the file a reference names, or every quant of
     a catalog model."""
-    from .. import catalog, refs, store
-    from ..headercache import read_header
+    from localllm.gguf.cache import read_header
+    from localllm.models import catalog, refs, store
 
     ref = refs.parse_ref(reference)
     if ref.kind == "file":
@@ -35,7 +35,7 @@ def _headers(reference: str) -> list[tuple[str, str, object, object]]:
     if ref.kind == "catalog" and (ref.quant is None or ref.quant not in installed):
         rows += _remote_rows(catalog.load_catalog().get(ref.name), ref.quant, set(installed))
     if not rows:
-        from ..errors import ModelNotFoundError
+        from localllm.errors import ModelNotFoundError
 
         raise ModelNotFoundError(f"{reference} is not installed", hint=f"download it with: localllm pull {reference}")
     return rows
@@ -43,10 +43,10 @@ def _headers(reference: str) -> list[tuple[str, str, object, object]]:
 
 def _remote_rows(entry, quant: str | None, skip: set) -> list[tuple[str, str, object, object]]:
     """Headers of the catalog's quants, fetched from the Hub by range requests (cached)."""
-    from .. import remoteheader
-    from ..errors import LocalLLMError, NetworkError
-    from ..hub import Hub, offline_error
-    from ..pull import files_by_quant
+    from localllm.errors import LocalLLMError, NetworkError
+    from localllm.hub import headers as remoteheader
+    from localllm.hub.client import Hub, offline_error
+    from localllm.hub.pull import files_by_quant
 
     hub = Hub()
     if hub.offline:  # judge from cached headers only
@@ -67,7 +67,7 @@ def _remote_rows(entry, quant: str | None, skip: set) -> list[tuple[str, str, ob
     if quant and quant not in files:
         if listing is None:
             raise offline_error(f"{entry.name}:{quant}")
-        from ..hub import HubFileNotFoundError
+        from localllm.hub.client import HubFileNotFoundError
 
         raise HubFileNotFoundError(f"{entry.repo} has no {quant} file", hint=f"quantizations there: {', '.join(files)}")
     first_error = None
@@ -96,7 +96,7 @@ def _remote_rows(entry, quant: str | None, skip: set) -> list[tuple[str, str, ob
 def _measured(header, path) -> dict | None:
     """The last real load of ``path``: what llama.cpp allocated against the estimate for the same
     settings, and the process's peak RSS."""
-    from .. import estimate, loadlog
+    from localllm.fit import estimate, loadlog
 
     last = loadlog.last_load(path, header.file_size) if path is not None else None
     if last is None:
@@ -119,8 +119,8 @@ def _measured(header, path) -> dict | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hardware import format_bytes
-    from ..plan import plan_load, plan_quants
+    from localllm.fit.hardware import format_bytes
+    from localllm.fit.plan import plan_load, plan_quants
 
     hw = hardware_from(args)
     rows = _headers(args.model)

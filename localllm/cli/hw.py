@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def hardware_from(args: argparse.Namespace):
-    from .. import hardware
+    from localllm.fit import hardware
 
     hw = hardware.profile(args.profile) if args.profile else hardware.detect()
     ram = hardware.parse_bytes(args.ram) if args.ram else None
@@ -27,7 +27,7 @@ def hardware_from(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hardware import format_bytes
+    from localllm.fit.hardware import format_bytes
 
     hw = hardware_from(args)
     if args.json:

@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..importing import import_gguf
+    from localllm.models.importing import import_gguf
+
     from .progress import human_bytes
 
     mode = "hardlink" if args.link else "symlink" if args.symlink else "copy"

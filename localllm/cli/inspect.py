@@ -13,8 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inspect import describe
-    from ..resolve import resolve
+    from localllm.models.inspect import describe
+    from localllm.models.resolve import resolve
 
     resolved = resolve(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
     info = describe(resolved.path, resolved.entry)

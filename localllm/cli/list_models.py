@@ -15,9 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def fit_label(model, hw) -> str | None:
     """The planner's verdict for ``model`` on ``hw`` (fits / tight / no), None when it cannot say."""
-    from .. import headercache
-    from ..errors import LocalLLMError
-    from ..plan import plan_load
+    from localllm.errors import LocalLLMError
+    from localllm.fit.plan import plan_load
+    from localllm.gguf import cache as headercache
 
     try:
         return plan_load(headercache.read_header(model.path()), hw).verdict
@@ -36,13 +36,15 @@ def _ago(ts: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import paths, store
+    from localllm import paths
+    from localllm.models import store
+
     from .progress import human_bytes
 
     models = sorted(store.installed(), key=lambda m: m.key)
     hw = None
     if models:
-        from ..hardware import detect
+        from localllm.fit.hardware import detect
 
         hw = detect(llama_cpp=False)  # RAM and GPUs; loading llama.cpp would cost more than the list
     rows = []
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             row["fits"] = fits
         rows.append(row)
     if args.all:
-        from ..discover import scan_all
+        from localllm.models.discover import scan_all
 
         known = {str((paths.models_dir() / f).resolve()) for m in models for f in m.files}
         for found in scan_all():

@@ -19,9 +19,10 @@ def _say(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..download import DownloadCancelled
-    from ..hub import Hub
-    from ..pull import execute, plan
+    from localllm.hub.client import Hub
+    from localllm.hub.download import DownloadCancelled
+    from localllm.hub.pull import execute, plan
+
     from .progress import ProgressPrinter, human_bytes
 
     hub = Hub(offline=args.offline)

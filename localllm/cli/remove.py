@@ -12,9 +12,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import store
-    from ..errors import ModelNotFoundError, UsageError
-    from ..pull import remove_partials
+    from localllm.errors import ModelNotFoundError, UsageError
+    from localllm.hub.pull import remove_partials
+    from localllm.models import store
+
     from .progress import human_bytes
 
     name, _, quant = args.model.strip().partition(":")

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_prompt(args: argparse.Namespace) -> str:
-    from ..errors import UsageError
+    from localllm.errors import UsageError
 
     parts = [" ".join(args.prompt).strip()]
     if not sys.stdin.isatty():
@@ -51,7 +51,7 @@ def _read_prompt(args: argparse.Namespace) -> str:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from ..errors import UsageError
+    from localllm.errors import UsageError
 
     if args.max_tokens is not None and args.max_tokens < 1:
         raise UsageError("--max-tokens must be at least 1")
@@ -69,12 +69,12 @@ def run(args: argparse.Namespace) -> int:
     _validate(args)
     prompt = _read_prompt(args)
 
-    from .. import store
-    from ..resolve import resolve
+    from localllm.models import store
+    from localllm.models.resolve import resolve
 
     resolved = resolve(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
 
-    from .. import engine
+    from localllm.runtime import engine
 
     engine.set_verbose(args.verbose)
     n_ctx, n_gpu_layers = args.ctx, args.gpu_layers
@@ -130,8 +130,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _planned(path, n_ctx: int | None, n_gpu_layers: int | None) -> tuple[int | None, int]:
     """Context and GPU layers from the planner for what the user did not set."""
-    from .. import hardware, headercache
-    from ..plan import load_settings
+    from localllm.fit import hardware
+    from localllm.fit.plan import load_settings
+    from localllm.gguf import cache as headercache
 
     return load_settings(headercache.read_header(path), hardware.detect(), n_ctx, n_gpu_layers, label=path.name)
 

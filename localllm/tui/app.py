@@ -10,7 +10,8 @@ from typing import Any
 from textual.app import App
 from textual.binding import Binding
 
-from ..history import History
+from localllm.chat.history import History
+
 from .services import ChatTarget, Services
 
 

@@ -18,9 +18,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, ListItem, ListView, Markdown, Static
 
-from .. import history as hist
-from ..context import fit_messages, reply_reserve
-from ..errors import LocalLLMError
+from localllm.chat import history as hist
+from localllm.chat.context import fit_messages, reply_reserve
+from localllm.errors import LocalLLMError
+
 from .messages import ContextTrimmed, ModelLoaded, ReplyFinished
 from .services import ChatTarget
 

@@ -11,8 +11,9 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, ProgressBar
 
-from ..catalog import CatalogEntry
-from ..errors import LocalLLMError
+from localllm.errors import LocalLLMError
+from localllm.models.catalog import CatalogEntry
+
 from .messages import PullDone, PullProgressed
 from .services import PullCancelled, PullProgress, human_bytes
 

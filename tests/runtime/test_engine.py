@@ -1,0 +1,118 @@
+"""The engine against real llama.cpp and the real SmolLM2 model."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from localllm.errors import ContextOverflowError, GenerationError
+from localllm.runtime import engine
+
+GREEDY = engine.SamplingOptions(temperature=0, max_tokens=24)
+QUESTION = [{"role": "user", "content": "What is the capital city of France? Answer in one sentence."}]
+
+
+@pytest.fixture(scope="module")
+def model(smollm2_path):
+    with engine.Model(smollm2_path, engine.LoadOptions(n_ctx=1024)) as loaded:
+        yield loaded
+
+
+def test_streams_a_real_answer(model):
+    generation = model.chat(QUESTION, GREEDY)
+    pieces = list(generation)
+    assert len(pieces) > 3
+    assert "".join(pieces) == generation.text
+    assert "Paris" in generation.text
+    stats = generation.stats
+    assert stats.finish_reason == "stop"
+    assert stats.generated_tokens == len(model.tokenize(generation.text, add_special=False)) or stats.generated_tokens > 3
+    assert 0 < stats.ttft_s < 30
+    assert stats.tokens_per_s > 0 and stats.prompt_tokens > 20
+
+
+def test_uses_the_gguf_chat_template(model):
+    prompt = model.render_chat(QUESTION)
+    assert prompt.startswith("<|im_start|>system")
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_max_tokens_stops_with_length(model):
+    generation = model.chat(QUESTION, engine.SamplingOptions(temperature=0, max_tokens=3))
+    generation.read()
+    assert generation.stats.generated_tokens == 3
+    assert generation.stats.finish_reason == "length"
+
+
+def test_cancel_mid_reply_keeps_model_usable(model):
+    cancel = threading.Event()
+    story = [{"role": "user", "content": "Write a long story about a dragon."}]
+    generation = model.chat(story, engine.SamplingOptions(temperature=0, max_tokens=400), cancel)
+    for i, _ in enumerate(generation):
+        if i == 5:
+            cancel.set()
+    assert generation.stats.finish_reason == "cancelled"
+    assert generation.stats.generated_tokens == 6
+    # The next reply is exactly what a fresh model says.
+    assert model.chat(QUESTION, GREEDY).read() == _fresh_answer(model)
+
+
+def _fresh_answer(model) -> str:
+    with engine.Model(model.path, engine.LoadOptions(n_ctx=1024)) as fresh:
+        return fresh.chat(QUESTION, GREEDY).read()
+
+
+def test_second_turn_reuses_the_cached_prefix(model):
+    first = model.chat(QUESTION, GREEDY)
+    first.read()
+    follow_up = QUESTION + [
+        {"role": "assistant", "content": first.text},
+        {"role": "user", "content": "And of Germany?"},
+    ]
+    second = model.chat(follow_up, GREEDY)
+    text = second.read()
+    assert second.stats.cached_tokens > first.stats.prompt_tokens // 2
+    with engine.Model(model.path, engine.LoadOptions(n_ctx=1024)) as fresh:
+        assert fresh.chat(follow_up, GREEDY).read() == text
+
+
+def test_same_seed_same_text(model):
+    sampling = engine.SamplingOptions(temperature=0.9, seed=123, max_tokens=30)
+    story = [{"role": "user", "content": "Tell me a story."}]
+    assert model.chat(story, sampling).read() == model.chat(story, sampling).read()
+
+
+def test_stop_strings_end_the_reply_before_them(model):
+    full = model.chat(QUESTION, GREEDY).read()
+    assert "Paris" in full
+    generation = model.chat(QUESTION, engine.SamplingOptions(temperature=0, max_tokens=24, stop=("Paris",)))
+    text = generation.read()
+    assert text == full[: full.index("Paris")]
+    assert generation.stats.finish_reason == "stop"
+
+
+def test_non_ascii_text_is_never_split_mid_character(model):
+    prompt = [{"role": "user", "content": "Écris une phrase en français sur l'été à Montréal."}]
+    pieces = list(model.chat(prompt, engine.SamplingOptions(temperature=0, max_tokens=60)))
+    assert "\ufffd" not in "".join(pieces)
+
+
+def test_prompt_longer_than_context(model):
+    with pytest.raises(ContextOverflowError, match="1024"):
+        model.chat([{"role": "user", "content": "word " * 2000}], GREEDY)
+
+
+def test_one_generation_at_a_time(model):
+    first = model.chat(QUESTION, GREEDY)
+    next(first)
+    with pytest.raises(GenerationError, match="already generating"):
+        next(iter(model.chat(QUESTION, GREEDY)))
+    first.close()
+    assert model.chat(QUESTION, GREEDY).read()
+
+
+def test_load_report_has_llama_cpp_buffer_sizes(model):
+    buffers = model.load_report.buffers_mib
+    assert any(key.endswith("KV") for key in buffers), buffers
+    assert any(key.endswith("compute") for key in buffers), buffers

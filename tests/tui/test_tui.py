@@ -1,0 +1,337 @@
+"""The terminal UI driven as a person would (Pilot): chat, stop, regenerate, edit, resume, pull."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from support.hubfixtures import hub, online  # noqa: F401 - fixtures
+from support.scripted_engine import FakeServices, ScriptedModel
+
+from localllm.chat import history as hist
+from localllm.chat.history import History
+from localllm.models import store
+from localllm.tui.app import ChatDefaults, ModelHolder, make_app
+from localllm.tui.chat_screen import ChatScreen, MessageView
+from localllm.tui.models_screen import ModelsScreen
+from localllm.tui.services import ChatTarget, Services
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+LONG_REPLY = " ".join(f"word{n}" for n in range(400))
+TARGET = ChatTarget("scripted:Q4_K_M", Path("scripted.gguf"), "Q4_K_M")
+
+
+async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the UI")
+        await pilot.pause(0.05)
+
+
+def chat_screen(app) -> ChatScreen:
+    return next(s for s in app.screen_stack if isinstance(s, ChatScreen))
+
+
+def views(app) -> list[MessageView]:
+    return list(chat_screen(app).query(MessageView))
+
+
+async def send(pilot, text: str) -> None:
+    screen = chat_screen(pilot.app)
+    await wait_for(pilot, lambda: not screen.loading)
+    await pilot.click("#prompt")
+    await pilot.press(*text)
+    await pilot.press("enter")
+    # The reply has begun once an assistant message is on screen (a fast reply may already be done).
+    await wait_for(pilot, lambda: bool(views(pilot.app)) and views(pilot.app)[-1].role == "assistant")
+
+
+async def reply_done(pilot) -> None:
+    screen = chat_screen(pilot.app)
+    await wait_for(pilot, lambda: not screen.generating)
+
+
+def scripted_app(model: ScriptedModel, **kwargs):
+    return make_app(services=FakeServices(model), chat=TARGET, **kwargs)
+
+
+async def test_ask_the_real_model_and_see_the_reply(installed_starter):
+    services = Services()
+    target = services.resolve(None)
+    app = make_app(services=services, chat=target, defaults=ChatDefaults(settings={"temperature": 0.0}))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "What is the capital city of France? Answer in one sentence.")
+        await reply_done(pilot)
+        reply = views(app)[-1]
+        assert reply.role == "assistant" and "Paris" in reply.content
+        assert "Paris" in reply.markdown.source  # what is on screen, not only in memory
+        status = str(app.screen.query_one("#status").render())
+        assert "smollm2-135m-instruct:Q4_1" in status and "tok/s" in status and "CPU" in status
+        saved = app.history.get(app.history.conversations()[0].id)
+        assert [m.role for m in saved.messages] == ["user", "assistant"]
+        assert "Paris" in saved.messages[1].content and saved.messages[1].status == hist.COMPLETE
+        assert saved.info.title == "What is the capital city of France?…"
+
+
+async def test_esc_stops_mid_reply_and_keeps_the_partial_text():
+    model = ScriptedModel([LONG_REPLY], tokens_per_s=100)
+    app = scripted_app(model)
+    async with app.run_test() as pilot:
+        await send(pilot, "Count")
+        await wait_for(pilot, lambda: len(views(app)[-1].content) > 20)
+        await pilot.press("escape")
+        await reply_done(pilot)
+        reply = views(app)[-1]
+        assert 0 < len(reply.content) < len(LONG_REPLY)
+        assert LONG_REPLY.startswith(reply.markdown.source)
+        assert "(stopped)" in str(reply.query_one(".role").render())
+        saved = app.history.get(app.history.conversations()[0].id).messages[-1]
+        assert saved.status == hist.STOPPED and saved.content == reply.content
+
+
+async def test_regenerate_replaces_the_last_reply():
+    model = ScriptedModel(["First answer.", "Second answer."])
+    app = scripted_app(model)
+    async with app.run_test() as pilot:
+        await send(pilot, "Hello")
+        await reply_done(pilot)
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: views(app)[-1].content == "Second answer." and not chat_screen(app).generating)
+        assert [v.content for v in views(app)] == ["Hello", "Second answer."]
+        saved = app.history.get(app.history.conversations()[0].id).messages
+        assert [m.content for m in saved] == ["Hello", "Second answer."]
+        assert model.prompts[1] == model.prompts[0]  # the same question asked again
+
+
+async def test_edit_and_resend_the_last_message():
+    model = ScriptedModel(["About cats.", "About dogs."])
+    app = scripted_app(model)
+    async with app.run_test() as pilot:
+        await send(pilot, "Tell me about cats")
+        await reply_done(pilot)
+        await pilot.press("up")
+        prompt = app.screen.query_one("#prompt")
+        assert prompt.value == "Tell me about cats"
+        prompt.value = "Tell me about dogs"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: views(app)[-1].content == "About dogs." and not chat_screen(app).generating)
+        assert [v.content for v in views(app)] == ["Tell me about dogs", "About dogs."]
+        assert model.prompts[-1][-1] == {"role": "user", "content": "Tell me about dogs"}
+
+
+async def test_system_prompt_and_settings_apply_to_the_conversation():
+    model = ScriptedModel(["Ok."])
+    app = scripted_app(model)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: not chat_screen(app).loading)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        app.screen.query_one("#system").text = "Answer in French."
+        app.screen.query_one("#max_tokens").value = "1"
+        await pilot.press("ctrl+s")
+        await send(pilot, "Hi")
+        await reply_done(pilot)
+        assert model.prompts[0][0] == {"role": "system", "content": "Answer in French."}
+        assert views(app)[-1].content == "Ok."  # one token: max_tokens reached the engine
+        info = app.history.conversations()[0]
+        assert info.system_prompt == "Answer in French." and info.settings["max_tokens"] == 1
+
+
+async def test_reopen_a_saved_conversation(tmp_path):
+    db = History(tmp_path / "h.sqlite3")
+    conv = db.create(title="Old chat", model="scripted:Q4_K_M", model_path="scripted.gguf")
+    db.add_message(conv, "user", "What is 2+2?")
+    db.add_message(conv, "assistant", "It is **4**.")
+    db.add_message(conv, "user", "And 3+3?")
+    db.add_message(conv, "assistant", "It is 6 and then", status=hist.PARTIAL)  # the app crashed here
+    other = db.create(title="Another chat")
+    db.add_message(other, "user", "unrelated")
+    model = ScriptedModel(["It is 8."])
+    app = make_app(services=FakeServices(model), history=db, chat=TARGET, open_chat=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: not chat_screen(app).loading)
+        sidebar = app.screen.query_one("#conversations")
+        titles = [str(item.query_one("Static").render()) for item in sidebar.children]
+        assert titles == ["Another chat", "Old chat"]
+        await pilot.click("#conversations ListItem:last-of-type")
+        await wait_for(pilot, lambda: len(views(app)) == 4)
+        assert [v.content for v in views(app)] == ["What is 2+2?", "It is **4**.", "And 3+3?", "It is 6 and then"]
+        assert "(interrupted)" in str(views(app)[-1].query_one(".role").render())
+        await send(pilot, "And 4+4?")
+        await reply_done(pilot)
+        assert views(app)[-1].content == "It is 8."
+        assert [m["content"] for m in model.prompts[0]][:2] == ["What is 2+2?", "It is **4**."]
+        assert len(db.get(conv).messages) == 6
+
+
+async def test_a_long_conversation_opens_with_its_latest_messages(tmp_path):
+    db = History(tmp_path / "h.sqlite3")
+    conv = db.create(title="Long")
+    for n in range(250):
+        db.add_message(conv, "user", f"question {n}")
+        db.add_message(conv, "assistant", f"answer {n}")
+    app = make_app(services=FakeServices(), history=db, conversation_id=conv)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: len(views(app)) > 0)
+        assert views(app)[-1].content == "answer 249"
+        chat_screen(app).query_one("#transcript").scroll_home(animate=False)  # as a person scrolls up
+        await pilot.pause()
+        await pilot.click("#show-earlier")
+        await wait_for(pilot, lambda: len(views(app)) == 500)
+        assert views(app)[0].content == "question 0"
+
+
+async def test_outgrowing_the_context_drops_oldest_turns_with_a_notice():
+    model = ScriptedModel(["Sure " * 10], n_ctx=120)
+    app = scripted_app(model)
+    async with app.run_test(size=(100, 40)) as pilot:
+        for n in range(6):
+            await send(pilot, f"question number {n} with some words")
+            await reply_done(pilot)
+        notices = [str(n.render()) for n in app.screen.query(".notice")]
+        assert notices and "left out" in notices[-1]
+        last_prompt = model.prompts[-1]
+        assert last_prompt[0]["content"] != "question number 0 with some words"
+        assert last_prompt[-1]["content"] == "question number 5 with some words"
+        assert len(views(app)) == 12  # nothing disappears from the screen or the history
+
+
+async def test_switching_models_frees_the_previous_one():
+    holder = ModelHolder()
+    first, second = ScriptedModel(), ScriptedModel()
+    holder.switch(TARGET, lambda t: first)
+    holder.switch(ChatTarget("other", Path("other.gguf")), lambda t: second)
+    assert first.closed and not second.closed
+    holder.release(Path("unrelated.gguf"))
+    assert not second.closed
+    holder.release(Path("other.gguf"))
+    assert second.closed and holder.model is None
+
+
+async def test_models_screen_search_and_fit_badges(installed_starter):
+    app = make_app(services=FakeServices())
+    async with app.run_test() as pilot:
+        screen = app.screen
+        assert isinstance(screen, ModelsScreen)
+        assert screen.shown[0].name == "smollm2-135m-instruct"  # installed first
+        await pilot.press("slash", *"70b")
+        await pilot.pause()
+        assert [i.name for i in screen.shown] == ["llama-3.3-70b-instruct"]
+        why = str(screen.query_one("#quant-why").render())
+        assert "needs" in why
+        assert screen.current_option.fit.verdict == "won't fit"  # 8 GB available in the fake
+
+
+async def test_pull_shows_progress_and_installs(isolated_home):
+    gate = threading.Event()
+    services = FakeServices(pull_gate=gate)
+    app = make_app(services=services)
+    async with app.run_test() as pilot:
+        await pilot.press("slash", *"qwen3-0.6b", "enter")
+        await pilot.pause()
+        await pilot.press("p")
+        await pilot.pause()
+        for expected in ("20.0 MB of 100.0 MB", "40.0 MB of 100.0 MB"):
+            gate.set()
+            await wait_for(pilot, lambda: expected in str(app.screen.query_one("#pull-detail").render()))
+        detail = str(app.screen.query_one("#pull-detail").render())
+        assert "25.0 MB/s" in detail and "0:02 left" in detail
+        for _ in range(3):
+            gate.set()
+            await pilot.pause(0.1)
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen))
+        assert services.pulled == ["qwen3-0.6b:Q4_K_M"]
+        assert app.screen.current.installed  # now listed as installed
+
+
+async def test_cancel_a_pull(isolated_home):
+    gate = threading.Event()
+    services = FakeServices(pull_gate=gate)
+    app = make_app(services=services)
+    async with app.run_test() as pilot:
+        await pilot.press("slash", *"qwen3-0.6b", "enter", "p")
+        await pilot.pause()
+        await pilot.press("escape")
+        gate.set()
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen))
+        assert services.pulled == [] and not app.screen.current.installed
+
+
+class RecordingServices(Services):
+    """The real services (real downloader, real store) that also keep every progress report."""
+
+    def __init__(self) -> None:
+        self.reports = []
+
+    def pull(self, entry, quant, progress, cancel):
+        def record(p):
+            self.reports.append(p)
+            progress(p)
+
+        return super().pull(entry, quant, record, cancel)
+
+
+async def test_pull_from_the_local_hub_with_progress(hub, isolated_home, smollm2_path):
+    services = RecordingServices()
+    app = make_app(services=services)
+    async with app.run_test() as pilot:
+        await pilot.press("slash", *"smollm2-135m-instruct", "enter")
+        await pilot.pause()
+        screen = app.screen
+        row = [o.quant for o in screen.options].index("Q4_K_M")
+        screen.query_one("#quants").move_cursor(row=row)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen) and app._notifications, timeout=60)
+        messages = [n.message for n in app._notifications]
+        assert any("smollm2-135m-instruct:Q4_K_M is installed" in m for m in messages), messages
+    installed = store.find_installed("smollm2-135m-instruct", "Q4_K_M")
+    assert installed is not None and installed.path().read_bytes() == smollm2_path.read_bytes()
+    assert services.reports and services.reports[-1].done == smollm2_path.stat().st_size
+
+
+async def test_delete_asks_first(installed_starter):
+    app = make_app(services=FakeServices())
+    async with app.run_test() as pilot:
+        path = installed_starter.path()
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert path.exists()
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert not path.exists()
+        assert not app.screen.shown[0].installed
+
+
+async def test_hardware_panel(isolated_home):
+    app = make_app(services=FakeServices())
+    async with app.run_test() as pilot:
+        await pilot.press("h")
+        await wait_for(pilot, lambda: "Test CPU 3000" in str(app.screen.query_one("#hardware").render()))
+        text = str(app.screen.query_one("#hardware").render())
+        assert "8.0 GB available" in text and "Model budget" in text
+
+
+def test_no_command_without_a_terminal_prints_help(cli):
+    result = cli()
+    assert result.returncode == 0 and "chat" in result.stdout
+
+
+def test_chat_with_an_unknown_model_is_one_line(cli):
+    result = cli("chat", "no-such-model-xyz")
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and "localllm: error:" in result.stderr
