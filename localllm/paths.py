@@ -6,14 +6,18 @@ Looking a path up never creates it: callers that write call :func:`ensure_dir`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from . import config
+from .fs import ensure_dir
+
+__all__ = ["cache_dir", "data_dir", "ensure_dir", "models_dir"]
 
 
 def data_dir() -> Path:
-    override = os.environ.get("LOCALLLM_HOME")
-    if override:
-        return Path(override).expanduser()
+    override = config.home()
+    if override is not None:
+        return override
     from platformdirs import user_data_path
 
     return user_data_path("localllm", appauthor=False)
@@ -27,8 +31,3 @@ def models_dir() -> Path:
 def cache_dir() -> Path:
     """Derived data that can be rebuilt: parsed headers, downloads in progress."""
     return data_dir() / "cache"
-
-
-def ensure_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
