@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from localllm.gguf import header as ggufmeta
+from localllm.gguf import quants
 
 from . import estimate
 from .hardware import Hardware, format_bytes
@@ -90,7 +91,6 @@ def _reason(est: estimate.Estimate, hw: Hardware, layers: int, ctx: int, verdict
 # Choosing among a model's quantizations
 
 # Wider than these buys nothing a person can tell from Q8_0 at twice the memory and half the speed.
-UNQUANTIZED = frozenset({"F32", "F16", "BF16"})
 MIN_GPU_BITS = 4.0  # a full offload is worth a lower quant only down to about Q4
 
 
@@ -158,7 +158,7 @@ def plan_quants(
         n_params = header.n_params or 1
         choices.append(QuantChoice(quant, size, plan, header.tensor_bytes * 8 / n_params))
     choices.sort(key=lambda c: (-c.bits_per_weight, c.quant))
-    quantized = [c for c in choices if c.quant.upper() not in UNQUANTIZED] or choices
+    quantized = [c for c in choices if c.quant.upper() not in quants.UNQUANTIZED] or choices
 
     def best(verdict: str) -> QuantChoice | None:
         ok = [c for c in quantized if c.plan.verdict == verdict]

@@ -28,12 +28,13 @@ from typing import BinaryIO, Union
 
 from localllm.errors import CorruptModelError, ModelFileError, NotAGGUFError
 
+from . import quants
+
 __all__ = [
     "ArrayInfo",
     "GGUFHeader",
     "GGML_QUANT_SIZES",
     "GGML_TYPE_NAMES",
-    "LLAMA_FTYPE_NAMES",
     "MAX_KEPT_ARRAY",
     "NeedMoreData",
     "TensorInfo",
@@ -129,19 +130,6 @@ _EXTRA_QUANT_SIZES: dict[int, tuple[int, int]] = {42: (64, 18)}  # Q2_0: fp16 sc
 _EXTRA_TYPE_NAMES: dict[int, str] = {42: "Q2_0"}
 _QUANT_SIZES = {**GGML_QUANT_SIZES, **_EXTRA_QUANT_SIZES}
 _TYPE_NAMES = {**GGML_TYPE_NAMES, **_EXTRA_TYPE_NAMES}
-
-# general.file_type: llama.cpp's enum llama_ftype (include/llama.h), without the
-# LLAMA_FTYPE_ / MOSTLY_ prefixes. Values marked removed in llama.h still name old files.
-LLAMA_FTYPE_NAMES: dict[int, str] = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 4: "Q4_1_SOME_F16", 5: "Q4_2", 6: "Q4_3",
-    7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L",
-    14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS",
-    20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL",
-    26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M",
-    32: "BF16", 33: "Q4_0_4_4", 34: "Q4_0_4_8", 35: "Q4_0_8_8", 36: "TQ1_0", 37: "TQ2_0",
-    38: "MXFP4_MOE", 39: "NVFP4", 40: "Q1_0", 41: "Q2_0", 1024: "GUESSED",
-}  # fmt: skip
-
 
 def ggml_type_name(ggml_type: int) -> str:
     """``"Q4_K"`` for 12; ``"type 99"`` for an id this module does not know."""
@@ -242,7 +230,7 @@ class GGUFHeader:
         ftype = self.file_type
         if ftype is None:
             return None
-        return LLAMA_FTYPE_NAMES.get(ftype, f"unknown ({ftype})")
+        return quants.ftype_name(ftype)
 
     @property
     def n_params(self) -> int:

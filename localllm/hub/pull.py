@@ -17,8 +17,9 @@ from pathlib import Path
 
 from localllm import paths
 from localllm.errors import UsageError
+from localllm.gguf import quants
 from localllm.models import catalog, discover, refs, store
-from localllm.models.catalog import KNOWN_QUANTS, CatalogEntry, is_split_part, match_quant_file
+from localllm.models.catalog import CatalogEntry, is_split_part, match_quant_file
 
 from . import download
 from .client import Hub, HubFileNotFoundError, offline_error
@@ -69,7 +70,7 @@ def choose_quant(
 
 def quants_in(filenames: list[str]) -> list[str]:
     """Quantizations present in a repository listing, in llama.cpp's usual order of preference."""
-    return sorted(q for q in KNOWN_QUANTS if match_quant_file(filenames, q))
+    return sorted(q for q in quants.OFFERED if match_quant_file(filenames, q))
 
 
 @dataclass(frozen=True)

@@ -18,22 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localllm.errors import CatalogError, ModelNotFoundError
+from localllm.gguf import quants
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
-
-# llama.cpp file types (``llama-quantize`` names), plus MXFP4 as GGUF repos name gpt-oss files.
-KNOWN_QUANTS: frozenset[str] = frozenset(
-    {
-        "F32", "F16", "BF16",
-        "Q8_0", "Q6_K", "Q5_0", "Q5_1", "Q5_K_S", "Q5_K_M",
-        "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M",
-        "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q2_K", "Q2_K_S",
-        "IQ4_NL", "IQ4_XS", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS",
-        "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S",
-        "TQ1_0", "TQ2_0", "MXFP4", "MXFP4_MOE",
-    }
-)
 
 TAGS: frozenset[str] = frozenset(
     {"chat", "code", "reasoning", "tools", "vision", "small", "multilingual", "moe", "base"}
@@ -344,11 +332,11 @@ def _parse_entry(source: str, index: int, table: Any) -> CatalogEntry:
         if re.search(r"[{}]", file.replace("{quant}", "")):
             raise ctx.error("file", f"the only placeholder allowed is '{{quant}}', got {file!r}")
 
-    quants = ctx.string_list("quants")
-    if not quants:
+    offered = ctx.string_list("quants")
+    if not offered:
         raise ctx.error("quants", "must list at least one quantization")
-    for quant in quants:
-        if quant not in KNOWN_QUANTS:
+    for quant in offered:
+        if quant not in quants.OFFERED:
             raise ctx.error("quants", f"unknown quantization {quant!r} (use llama.cpp names like 'Q4_K_M')")
     tags = ctx.string_list("tags")
     for tag in tags:
@@ -372,7 +360,7 @@ def _parse_entry(source: str, index: int, table: Any) -> CatalogEntry:
         license=license_,
         repo=repo,
         file=file,
-        quants=quants,
+        quants=offered,
         tags=tags,
         description=description,
         pypi=pypi,
@@ -396,7 +384,7 @@ def _parse_pypi(ctx: _Entry, table: Any) -> PypiSource:
         raise ctx.error("pypi.sha256", f"expected 64 lowercase hex digits, got {values['sha256']!r}")
     if not values["path"].endswith(".gguf"):
         raise ctx.error("pypi.path", f"expected the path of a .gguf inside the wheel, got {values['path']!r}")
-    if values["quant"] not in KNOWN_QUANTS:
+    if values["quant"] not in quants.OFFERED:
         raise ctx.error("pypi.quant", f"unknown quantization {values['quant']!r}")
     size = ctx.integer("size", table, path="pypi.size")
     return PypiSource(size=size, **values)

@@ -21,7 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import KNOWN_QUANTS, match_quant_file
+from localllm.gguf import quants
+
+from .catalog import match_quant_file
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _OLLAMA_MODEL_TYPE = "application/vnd.ollama.image.model"
@@ -64,7 +66,7 @@ def ollama_dir() -> Path:
 
 
 def guess_quant(filename: str) -> str | None:
-    for quant in sorted(KNOWN_QUANTS, key=len, reverse=True):
+    for quant in sorted(quants.OFFERED, key=len, reverse=True):
         if match_quant_file([filename if filename.endswith(".gguf") else filename + ".gguf"], quant):
             return quant
     return None

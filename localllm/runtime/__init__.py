@@ -19,7 +19,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ("Model", "Generation", "set_verbose", "llama_cpp_version", "supports_gpu_offload", "system_info",
          "build_has_amx", "json_schema_grammar", "BatchRequest", "BatchResult", "BatchSession", "bench_pp_tg",
-         "bench_batched", "BatchedBench", "BackendDevice", "backend_devices", "QUANT_FTYPES", "quantize_model"),
+         "bench_batched", "BatchedBench", "BackendDevice", "backend_devices", "quantize_model"),
         "engine",
     ),
 }

@@ -34,6 +34,7 @@ from localllm.errors import (
     UnsupportedArchitectureError,
 )
 from localllm.gguf import cache as headercache
+from localllm.gguf import quants
 
 # --------------------------------------------------------------------------------------------
 # llama.cpp's log
@@ -1099,20 +1100,12 @@ def backend_devices() -> list[BackendDevice]:
 # --------------------------------------------------------------------------------------------
 # Quantizing a GGUF (synthetic models for tests and benchmarks; users' own conversions)
 
-# llama_ftype values (include/llama.h) for the types worth writing.
-QUANT_FTYPES = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10,
-    "Q3_K_M": 12, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16, "Q5_K_M": 17, "Q6_K": 18,
-    "IQ4_NL": 25, "IQ4_XS": 30, "BF16": 32,
-}  # fmt: skip
-
-
 def quantize_model(src: str | Path, dest: str | Path, quant: str, *, threads: int | None = None) -> None:
     """Write ``dest``: ``src`` quantized to ``quant`` (a llama.cpp file type name, e.g. Q4_K_M)."""
-    ftype = QUANT_FTYPES.get(quant.upper())
+    ftype = quants.WRITABLE_FTYPES.get(quant.upper())
     if ftype is None:
         raise ModelLoadError(
-            f"cannot quantize to {quant}", hint=f"pick one of {', '.join(sorted(QUANT_FTYPES))}"
+            f"cannot quantize to {quant}", hint=f"pick one of {', '.join(sorted(quants.WRITABLE_FTYPES))}"
         )
     _init_backend()
     params = L.llama_model_quantize_default_params()

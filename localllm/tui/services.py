@@ -20,16 +20,6 @@ from localllm.errors import LocalLLMError
 from localllm.fit import hardware as core_hardware
 from localllm.models import catalog, store
 
-# Typical bits per weight of llama.cpp quantizations (whole-file averages): size estimates only.
-BITS_PER_WEIGHT: dict[str, float] = {
-    "F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_1": 6.0, "Q5_K_M": 5.69,
-    "Q5_K_S": 5.54, "Q5_0": 5.5, "Q4_1": 5.0, "Q4_K_M": 4.89, "Q4_K_S": 4.58, "Q4_0": 4.5,
-    "IQ4_NL": 4.5, "IQ4_XS": 4.25, "MXFP4": 4.25, "MXFP4_MOE": 4.25, "Q3_K_L": 4.27,
-    "Q3_K_M": 3.91, "IQ3_M": 3.66, "Q3_K_S": 3.5, "IQ3_S": 3.44, "IQ3_XS": 3.3, "IQ3_XXS": 3.06,
-    "Q2_K": 3.0, "Q2_K_S": 2.9, "IQ2_M": 2.7, "IQ2_S": 2.5, "IQ2_XS": 2.31, "IQ2_XXS": 2.06,
-    "TQ2_0": 2.06, "IQ1_M": 1.75, "TQ1_0": 1.69, "IQ1_S": 1.56,
-}
-
 FITS, TIGHT, WONT_FIT = "fits", "tight", "won't fit"
 
 
@@ -246,7 +236,7 @@ class Services:
                 if entry.pypi is not None and quant == entry.pypi.quant:
                     size, exact = entry.pypi.size, True
                 else:
-                    size, exact = int(entry.params * BITS_PER_WEIGHT.get(quant, 5.0) / 8), False
+                    size, exact = quants.typical_size(quant, entry.params) or int(entry.params * 5 / 8), False
                 header = None
                 if sibling is not None:
                     from localllm.fit.plan import sized_header

@@ -13,6 +13,7 @@ from support.files import damaged_copy
 
 from localllm.errors import CorruptModelError, ModelFileError, NotAGGUFError
 from localllm.gguf import header as ggufmeta
+from localllm.gguf import quants
 from localllm.gguf.header import ArrayInfo, NeedMoreData, read_header, read_header_bytes
 
 
@@ -411,4 +412,4 @@ def test_file_type_names_match_gguf():
     constants = pytest.importorskip("gguf.constants")
     for ftype in constants.LlamaFileType:
         expected = ftype.name.removeprefix("MOSTLY_").removeprefix("ALL_")
-        assert ggufmeta.LLAMA_FTYPE_NAMES[int(ftype)] == expected
+        assert quants.FTYPE_NAMES[int(ftype)] == expected

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from localllm.errors import CatalogError, ModelNotFoundError
+from localllm.gguf import quants
 from localllm.models import catalog
-from localllm.models.catalog import KNOWN_QUANTS, TAGS, CatalogEntry, match_quant_file, parse_size
+from localllm.models.catalog import TAGS, CatalogEntry, match_quant_file, parse_size
 
 REAL = catalog.load_catalog()
 
@@ -61,7 +62,7 @@ def test_every_entry_is_sane(entry: CatalogEntry):
     assert entry.license and entry.license == entry.license.lower()
     owner, _, name = entry.repo.partition("/")
     assert owner and name.lower().endswith("-gguf")
-    assert entry.quants and set(entry.quants) <= KNOWN_QUANTS
+    assert entry.quants and set(entry.quants) <= quants.OFFERED
     assert set(entry.tags) <= TAGS and entry.tags
     assert ("moe" in entry.tags) == entry.moe
     if entry.moe:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from support.hubserver import HubServer
 
 REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
