@@ -17,6 +17,7 @@ from pathlib import Path
 
 from localllm import paths
 from localllm.errors import LocalLLMError
+from localllm.gguf import quants
 from localllm.fit import hardware as core_hardware
 from localllm.models import catalog, store
 
@@ -227,10 +228,10 @@ class Services:
 
             sibling = cached_header_for(entry.repo)
         if entry is not None:
-            quants = list(entry.quants)
-            if entry.pypi is not None and entry.pypi.quant not in quants:
-                quants.insert(0, entry.pypi.quant)
-            for quant in quants:
+            offered = list(entry.quants)
+            if entry.pypi is not None and entry.pypi.quant not in offered:
+                offered.insert(0, entry.pypi.quant)
+            for quant in offered:
                 if quant in seen:
                     continue
                 if entry.pypi is not None and quant == entry.pypi.quant:
