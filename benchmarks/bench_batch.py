@@ -60,7 +60,7 @@ def synthetic_1b(tokenizer_from: Path) -> Path:
     import gguf
     import numpy as np
 
-    from localllm.runtime import engine
+    from localllm import runtime as engine
 
     out_dir.mkdir(parents=True, exist_ok=True)
     reader = gguf.GGUFReader(str(tokenizer_from))
@@ -165,7 +165,7 @@ def localllm_bench(model: Path, threads: int, reps: int, npp: int, ntg: int, npl
 
 def calibrated_messages(model: Path, n_tokens: int, salt: int) -> list[dict]:
     """A user message whose chat-templated prompt is exactly ``n_tokens`` tokens."""
-    from localllm.runtime import engine
+    from localllm import runtime as engine
 
     global _TOKENIZER
     if "_TOKENIZER" not in globals():
@@ -225,7 +225,7 @@ def main() -> None:
     npl = [int(v) for v in args.parallel.split(",")]
     skip = set(args.skip.split(","))
     model = args.model or (synthetic_1b(smollm2()) if args.synthetic_1b else smollm2())
-    from localllm.runtime import engine
+    from localllm import runtime as engine
 
     repack = not engine.build_has_amx()
     t = args.threads

@@ -49,7 +49,7 @@ def measure(path: Path, n_ctx: int) -> dict:
 
 
 def baseline_rss() -> int:
-    code = "from localllm import engine, loadlog; engine._init_backend(); print(loadlog.peak_rss())"
+    code = "from localllm.runtime import engine; from localllm.fit import loadlog; engine._init_backend(); print(loadlog.peak_rss())"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout)
 

@@ -139,7 +139,7 @@ def main() -> None:
     ensure_llama_bench()
     model = args.model or default_model()
     sys.path.insert(0, str(ROOT))
-    from localllm.runtime import engine
+    from localllm import runtime as engine
 
     repack = not engine.build_has_amx()  # what localllm does by default on this build
     ref, ours = side_by_side(model, args.threads, args.reps, repack)

@@ -317,7 +317,7 @@ def run_batch(
     cancel: threading.Event | None = None,
 ) -> BatchProgress:
     """Run every line not already in the output; returns the counts. ``model`` is an engine.Model."""
-    from localllm.runtime import engine
+    from localllm import runtime as engine
 
     seen: set[str] = set()
     todo: list[tuple[int, str]] = []

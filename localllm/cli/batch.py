@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
     writer = batch.StreamWriter(sys.stdout) if args.output == "-" else batch.ResultWriter(Path(args.output))
     try:
         resolved = resolve(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
+        from localllm import runtime as engine
         from localllm.gguf import header as ggufmeta
-        from localllm.runtime import engine
 
         engine.set_verbose(args.verbose)
         header = ggufmeta.read_header(resolved.path)

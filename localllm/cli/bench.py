@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from localllm.models.resolve import resolve
 
     resolved = resolve(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
-    from localllm.runtime import engine
+    from localllm import runtime as engine
 
     engine.set_verbose(args.verbose)
     options = engine.LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_gpu_layers=args.gpu_layers,

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     resolved = resolve(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
 
-    from localllm.runtime import engine
+    from localllm import runtime as engine
 
     engine.set_verbose(args.verbose)
     n_ctx, n_gpu_layers = args.ctx, args.gpu_layers

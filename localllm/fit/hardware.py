@@ -293,7 +293,7 @@ def detect(*, llama_cpp: bool = True) -> Hardware:
     offload = False
     simd = _simd_from_flags(cpu_flags)
     if llama_cpp:
-        from localllm.runtime import engine
+        from localllm import runtime as engine
 
         devices = tuple(
             Device(d.name, d.description, d.kind, d.free_bytes, d.total_bytes) for d in engine.backend_devices()

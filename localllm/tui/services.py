@@ -17,8 +17,8 @@ from pathlib import Path
 
 from localllm import paths
 from localllm.errors import LocalLLMError
-from localllm.gguf import quants
 from localllm.fit import hardware as core_hardware
+from localllm.gguf import quants
 from localllm.models import catalog, store
 
 FITS, TIGHT, WONT_FIT = "fits", "tight", "won't fit"
@@ -297,9 +297,9 @@ class Services:
     def load_model(self, target: ChatTarget, n_ctx: int | None = None, n_gpu_layers: int | None = None):
         """Load a model (llama.cpp) with the planner's context and GPU layers for what is not given.
         Runs in a worker thread; returns an engine.Model."""
+        from localllm import runtime as engine
         from localllm.fit.plan import load_settings
         from localllm.gguf import cache as headercache
-        from localllm.runtime import engine
 
         n_ctx, n_gpu_layers = load_settings(
             headercache.read_header(target.path), core_hardware.detect(), n_ctx, n_gpu_layers, label=target.label
@@ -310,7 +310,7 @@ class Services:
         return model
 
     def sampling(self, settings: dict):
-        from localllm.runtime import engine
+        from localllm import runtime as engine
 
         known = {k: v for k, v in settings.items() if k in engine.SamplingOptions.__dataclass_fields__}
         return engine.SamplingOptions(**known)

@@ -35,7 +35,7 @@ def batch_cli(cli, model: Path, *args: str, input: str | None = None):
 
 @pytest.fixture(scope="module")
 def model(smollm2_path):
-    from localllm.runtime import engine
+    from localllm import runtime as engine
 
     with engine.Model(smollm2_path, engine.LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_threads=1)) as m:
         yield m
@@ -302,7 +302,7 @@ def test_progress_bar_and_summary_show_counts_speed_and_eta(capsys):
 def test_cancel_stops_between_steps_and_frees_the_sequences(model):
     import threading
 
-    from localllm.runtime import engine
+    from localllm import runtime as engine
 
     cancel = threading.Event()
     prompt = model.tokenize(model.render_chat([{"role": "user", "content": "Tell a story."}]), add_special=False)

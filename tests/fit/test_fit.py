@@ -8,10 +8,10 @@ import json
 import pytest
 from support.hubfixtures import FILE, REPO, hub, online  # noqa: F401 - fixtures
 
+from localllm import runtime as engine
 from localllm.fit import estimate, hardware
 from localllm.fit.plan import plan_load
 from localllm.gguf import header as ggufmeta
-from localllm.runtime import engine
 
 MiB = 1 << 20
 

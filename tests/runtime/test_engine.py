@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
+from localllm import runtime as engine
 from localllm.errors import ContextOverflowError, GenerationError
-from localllm.runtime import engine
 
 GREEDY = engine.SamplingOptions(temperature=0, max_tokens=24)
 QUESTION = [{"role": "user", "content": "What is the capital city of France? Answer in one sentence."}]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localllm.errors import ContextOverflowError
-from localllm.runtime.engine import GenerationStats, SamplingOptions
+from localllm.runtime import GenerationStats, SamplingOptions
 from localllm.tui.services import ChatTarget, Hardware, PullCancelled, PullProgress, Services
 
 _TOKEN_RE = re.compile(r"\s*\S+|\s+")
