@@ -40,6 +40,14 @@ print(json.dumps({"buffers": m.load_report.buffers_mib, "rss": rss}))
 """
 
 
+
+def naive(header, n_ctx: int) -> int:
+    """The rule of thumb peers use, for comparison only (localllm never plans with it): file size
+    plus an f16 KV cache with every layer full."""
+    shape = estimate.model_shape(header)
+    kv = sum(shape.n_head_kv[il] * (shape.head_dim_k + shape.head_dim_v) * n_ctx * 2 for il in range(shape.n_layer))
+    return (header.file_size or header.data_end) + kv
+
 def measure(path: Path, n_ctx: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
@@ -104,7 +112,7 @@ def main() -> int:
             print(
                 f"{label:30} {n_ctx:>6} {actual / MiB:>9.0f} {est.cpu.llama_cpp / MiB:>7.0f} "
                 f"{err / MiB:>+7.0f} {got['rss'] / MiB:>7.0f} {est.cpu.total / MiB:>7.0f} "
-                f"{vs_rss / MiB:>+7.0f} {estimate.naive(header, n_ctx) / MiB:>7.0f} {'yes' if ok else 'NO':>3}",
+                f"{vs_rss / MiB:>+7.0f} {naive(header, n_ctx) / MiB:>7.0f} {'yes' if ok else 'NO':>3}",
                 flush=True,
             )
     print("all MiB; err and vs RSS = estimate minus measured")

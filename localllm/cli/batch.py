@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from localllm.format import format_clock
+
 from . import EXIT_INTERRUPTED, print_error
 
 
@@ -28,18 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
+    from localllm import app
     from localllm.errors import UsageError
 
-    if args.parallel is not None and args.parallel < 1:
-        raise UsageError("--parallel must be at least 1")
-    if args.ctx is not None and args.ctx < 32:
-        raise UsageError("--ctx must be at least 32 tokens")
-    if args.max_tokens is not None and args.max_tokens < 1:
-        raise UsageError("--max-tokens must be at least 1")
-    if args.temperature < 0:
-        raise UsageError("--temperature must be 0 or more")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError("--threads must be at least 1")
+    app.options.check(ctx=args.ctx, parallel=args.parallel, max_tokens=args.max_tokens, temperature=args.temperature,
+                      threads=args.threads, gpu_layers=args.gpu_layers)
     if args.input == "-" and args.output != "-" and sys.stdin.isatty():
         raise UsageError("reading the input from a terminal", hint="pass a JSONL file or pipe one in")
 
@@ -60,13 +55,6 @@ def _read_input(name: str) -> str:
         raise UsageError(f"cannot read {name}: {exc.strerror}") from None
 
 
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
-
-
 class ProgressBar:
     """One redrawn line on stderr: done/total, tokens/s, ETA. Drawn only on a terminal."""
 
@@ -80,7 +68,7 @@ class ProgressBar:
         width = 24
         filled = width * p.finished // p.total if p.total else width
         line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {p.finished}/{p.total}"
-                f"  {p.tokens_per_s:.1f} tok/s  ETA {_clock(p.eta_s)}"
+                f"  {p.tokens_per_s:.1f} tok/s  ETA {format_clock(p.eta_s)}"
                 + (f"  {p.errors} errors" if p.errors else ""))
         sys.stderr.write(line + "\x1b[K")
         sys.stderr.flush()
@@ -101,62 +89,42 @@ def summary_line(p, interrupted: bool = False) -> str:
 
 def run(args: argparse.Namespace) -> int:
     _validate(args)
-    from pathlib import Path
+    from localllm import app
 
-    from localllm.batch import jobs as batch
-    from localllm.models import store
-    from localllm.models.resolve import resolve
+    app.show_llama_log(args.verbose)
+    text = _read_input(args.input)
+    writer = app.writer_for(args.output, sys.stdout)
+    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    progress = None
 
-    lines = batch.read_lines(_read_input(args.input))
-    writer = batch.StreamWriter(sys.stdout) if args.output == "-" else batch.ResultWriter(Path(args.output))
+    def track(p) -> None:
+        nonlocal progress
+        progress = p
+        bar(p)
+
+    def started(label: str, lines: int, parallel: int, n_ctx_seq: int) -> None:
+        if not args.quiet:
+            _say(f"{label}: {lines} lines, {parallel} at a time, {n_ctx_seq} tokens of context each")
+
+    interrupted = False
     try:
-        resolved = resolve(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
-        from localllm import runtime as engine
-        from localllm.gguf import header as ggufmeta
-
-        engine.set_verbose(args.verbose)
-        header = ggufmeta.read_header(resolved.path)
-        n_ctx_seq = args.ctx or min(engine.DEFAULT_CTX, header.context_length or engine.DEFAULT_CTX)
-        from localllm.fit import hardware
-        from localllm.fit.plan import load_settings
-
-        hw = hardware.detect()
-        _, gpu_layers = load_settings(header, hw, n_ctx_seq, args.gpu_layers, label=resolved.label)
-        n_parallel = args.parallel or batch.default_parallel(header, n_ctx_seq, hw.ram_budget)
-        defaults = batch.BatchDefaults(
-            max_tokens=args.max_tokens or batch.DEFAULT_MAX_TOKENS, temperature=args.temperature, seed=args.seed
+        app.complete_jsonl(
+            args.model, text, writer, n_ctx_seq=args.ctx, n_parallel=args.parallel, n_gpu_layers=args.gpu_layers,
+            n_threads=args.threads, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
+            notice=_say, started=started, progress=track,
         )
-        # The model's own single-sequence context is only used for tokenizing: keep it small.
-        options = engine.LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_gpu_layers=gpu_layers,
-                                     n_threads=args.threads)
-        bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
-        interrupted = False
-        progress = None
-        with engine.Model(resolved.path, options) as model:
-            if resolved.installed is not None:
-                store.touch(resolved.installed)
-            if not args.quiet:
-                print(f"{resolved.label}: {len(lines)} lines, {n_parallel} at a time, "
-                      f"{n_ctx_seq} tokens of context each", file=sys.stderr, flush=True)
-
-            def track(p) -> None:
-                nonlocal progress
-                progress = p
-                bar(p)
-
-            try:
-                progress = batch.run_batch(
-                    model, lines, writer, n_parallel=n_parallel, n_ctx_seq=n_ctx_seq, defaults=defaults,
-                    n_threads=args.threads, progress=track,
-                )
-            except KeyboardInterrupt:
-                interrupted = True
-        bar.end()
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
+        bar.end()
         writer.close()
     if not args.quiet and progress is not None:
-        print(summary_line(progress, interrupted), file=sys.stderr, flush=True)
+        _say(summary_line(progress, interrupted))
     if interrupted:
         print_error("interrupted; the results written so far are kept, run the same command to go on")
         return EXIT_INTERRUPTED
     return 0
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

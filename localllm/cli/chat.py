@@ -21,23 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from localllm.errors import UsageError
+    from localllm import app
 
-    if args.ctx is not None and args.ctx < 16:
-        raise UsageError("--ctx must be at least 16 tokens")
-    if args.temperature is not None and args.temperature < 0:
-        raise UsageError("--temperature must be 0 or more")
-    from localllm.tui.services import Services
-
-    services = Services()
+    app.options.check(ctx=args.ctx, temperature=args.temperature, gpu_layers=args.gpu_layers)
     # Resolve before the UI starts: a wrong name is one clear line on stderr, not a screen.
-    target = services.resolve(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
+    resolved = app.find(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
     settings = {"temperature": args.temperature} if args.temperature is not None else {}
-    return launch(services, chat=target, open_chat=True, ctx=args.ctx, gpu_layers=args.gpu_layers,
-                  system=args.system, settings=settings, light=args.light)
+    return launch(chat=resolved, open_chat=True, ctx=args.ctx, gpu_layers=args.gpu_layers, system=args.system,
+                  settings=settings, light=args.light)
 
 
-def launch(services=None, *, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", settings=None,
+def launch(*, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", settings=None,
            light=False) -> int:
     """Run the TUI (also what ``localllm`` with no command does)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -46,9 +40,11 @@ def launch(services=None, *, chat=None, open_chat=False, ctx=None, gpu_layers=No
         raise UsageError("the terminal UI needs an interactive terminal",
                          hint="run 'localllm run PROMPT' in scripts and pipes")
     from localllm.tui.app import ChatDefaults, make_app
+    from localllm.tui.services import ChatTarget
 
+    target = ChatTarget.of(chat) if chat is not None else None
     app = make_app(
-        services=services, chat=chat, open_chat=open_chat,
+        chat=target, open_chat=open_chat,
         defaults=ChatDefaults(n_ctx=ctx, n_gpu_layers=gpu_layers, system_prompt=system, settings=settings or {}),
         theme="textual-light" if light else "textual-dark",
     )

@@ -17,19 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def hardware_from(args: argparse.Namespace):
-    from localllm.fit import hardware
-
-    hw = hardware.profile(args.profile) if args.profile else hardware.detect()
-    ram = hardware.parse_bytes(args.ram) if args.ram else None
-    vram = hardware.parse_bytes(args.vram) if args.vram is not None else None
-    return hardware.with_overrides(hw, ram=ram, vram=vram)
-
-
 def run(args: argparse.Namespace) -> int:
-    from localllm.fit.hardware import format_bytes
+    from localllm import app
+    from localllm.format import format_bytes
 
-    hw = hardware_from(args)
+    hw = app.machine.machine(args.profile, args.ram, args.vram)
     if args.json:
         print(json.dumps(hw.as_dict(), indent=2, default=str))
         return 0

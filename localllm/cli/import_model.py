@@ -15,12 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from localllm.models.importing import import_gguf
-
-    from .progress import human_bytes
+    from localllm import app
+    from localllm.format import format_bytes
 
     mode = "hardlink" if args.link else "symlink" if args.symlink else "copy"
-    model = import_gguf(Path(args.path), mode=mode, name=args.name)
+    model = app.import_file(Path(args.path), mode=mode, name=args.name)
     how = {"copy": "copied", "hardlink": "hard-linked", "symlink": "linked"}[mode]
-    print(f"imported {model.key} ({human_bytes(model.size)}, {how}); run it with: localllm run -m {model.key}")
+    print(f"imported {model.key} ({format_bytes(model.size)}, {how}); run it with: localllm run -m {model.key}")
     return 0

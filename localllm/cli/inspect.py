@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from localllm.format import format_bytes, format_count
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="catalog name[:QUANT], owner/repo[:QUANT] or a local .gguf file")
@@ -13,11 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from localllm.models.inspect import describe
-    from localllm.models.resolve import resolve
+    from localllm import app
 
-    resolved = resolve(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
-    info = describe(resolved.path, resolved.entry)
+    info = app.inspect_model(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=2))
         return 0
@@ -25,25 +25,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return ""  # unreachable
-
-
 def _count(n: int) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{unit} ({n:,})"
-    return str(n)
+    return f"{format_count(n)} ({n:,})"
 
 
 def format_text(info: dict) -> str:
     rows = [
         ("file", info["path"]),
-        ("size", _size(info["file_size"])),
+        ("size", format_bytes(info["file_size"])),
         ("name", info.get("name") or "-"),
         ("architecture", info["architecture"]),
         ("parameters", _count(info["parameters"])),

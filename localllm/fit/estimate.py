@@ -405,13 +405,6 @@ def _compute(shape: ModelShape, s: Settings, on_gpu: list[bool], gpu_used: bool)
     return cpu + COMPUTE_SLACK, (gpu + COMPUTE_SLACK if gpu else 0)
 
 
-def naive(header: ggufmeta.GGUFHeader, n_ctx: int) -> int:
-    """File size plus an f16 KV cache with every layer full: the rule of thumb peers use."""
-    shape = model_shape(header)
-    kv = sum(shape.n_head_kv[il] * (shape.head_dim_k + shape.head_dim_v) * n_ctx * 2 for il in range(shape.n_layer))
-    return (header.file_size or header.data_end) + kv
-
-
 def from_buffers(buffers_mib: dict[str, float]) -> dict[str, DeviceBytes]:
     """llama.cpp's logged buffers (``LoadReport.buffers_mib``) as DeviceBytes per device name.
 

@@ -36,7 +36,7 @@ __all__ = [
     "Hardware",
     "PROFILES",
     "detect",
-    "format_bytes",
+    "BuildInfo",
     "metal_working_set",
     "parse_bytes",
     "profile",
@@ -70,6 +70,16 @@ class Device:
     kind: str  # cpu, gpu, igpu, accel
     free_bytes: int
     total_bytes: int
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """What the installed llama.cpp build can use, as the runtime reports it (plain values, so
+    detection and planning never load llama.cpp themselves)."""
+
+    devices: tuple[Device, ...] = ()
+    gpu_offload: bool = False
+    system_info: str = ""  # llama.cpp's "AVX2 = 1 | ..." line
 
 
 @dataclass(frozen=True)
@@ -169,16 +179,6 @@ def parse_bytes(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
-def format_bytes(n: int | float) -> str:
-    """1.5 GB style (binary units, as memory is sold and as the OS reports it)."""
-    n = float(n)
-    if abs(n) >= GiB:
-        return f"{n / GiB:.1f} GB"
-    if abs(n) >= MiB:
-        return f"{n / MiB:.0f} MB"
-    return f"{n / 1024:.0f} KB"
-
-
 def os_reserve(ram_total: int) -> int:
     """RAM left to the OS and other apps on a hypothetical machine."""
     return min(2 * GiB, ram_total // 4)
@@ -275,8 +275,9 @@ def with_overrides(hw: Hardware, *, ram: int | None = None, vram: int | None = N
 # Detection
 
 
-def detect(*, llama_cpp: bool = True) -> Hardware:
-    """This machine as it is now. ``llama_cpp=False`` skips asking the llama.cpp build."""
+def detect(build: BuildInfo | None = None) -> Hardware:
+    """This machine as it is now. ``build`` is what the llama.cpp build sees (the application asks
+    the runtime); without it, GPUs come from NVML, sysfs and Metal alone and offload is assumed off."""
     import psutil
 
     vm = psutil.virtual_memory()
@@ -292,14 +293,10 @@ def detect(*, llama_cpp: bool = True) -> Hardware:
     devices: tuple[Device, ...] = ()
     offload = False
     simd = _simd_from_flags(cpu_flags)
-    if llama_cpp:
-        from localllm import runtime as engine
-
-        devices = tuple(
-            Device(d.name, d.description, d.kind, d.free_bytes, d.total_bytes) for d in engine.backend_devices()
-        )
-        offload = engine.supports_gpu_offload()
-        simd = _simd_from_system_info(engine.system_info()) or simd
+    if build is not None:
+        devices = build.devices
+        offload = build.gpu_offload
+        simd = _simd_from_system_info(build.system_info) or simd
         if not gpus:
             # A GPU that only the build knows (Vulkan, SYCL, ...): take its figures.
             gpus = [
@@ -307,7 +304,7 @@ def detect(*, llama_cpp: bool = True) -> Hardware:
                 for d in devices
                 if d.kind in ("gpu", "igpu")
             ]
-    notes = _notes(gpus, devices, offload, llama_cpp)
+    notes = _notes(gpus, devices, offload, build is not None)
     return Hardware(
         ram_total=vm.total,
         ram_available=vm.available,

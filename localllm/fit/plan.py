@@ -2,23 +2,44 @@
 
 Works from a GGUF header (local file, or a remote one fetched by ranges) and a
 :class:`~localllm.hardware.Hardware`; the byte counts come from :mod:`localllm.estimate`.
-A plan "fits" with 20% headroom left, is "tight" when it fits only without it, and is "no" when it
-does not fit even at the smallest sensible context.
+A plan "fits" with 20% headroom left, is "tight" when it fits only without it, and "won't fit" when
+it does not fit even at the smallest sensible context (:class:`Verdict`: one type, the same words
+in every command and screen; JSON keeps the values ``fits``, ``tight``, ``no``).
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
+from localllm.errors import DoesNotFitError, EstimateError
+from localllm.format import format_bytes
 from localllm.gguf import header as ggufmeta
 from localllm.gguf import quants
 
 from . import estimate
-from .hardware import Hardware, format_bytes
+from .hardware import Hardware
 
 DEFAULT_CTX_CAP = 8192
 MIN_CTX = 2048
 HEADROOM = 0.8  # use at most this share of a budget for a "fits" verdict
+
+
+class Verdict(str, enum.Enum):
+    """Whether a model fits a machine. The value is what JSON output carries; ``label`` is what
+    people read."""
+
+    FITS = "fits"
+    TIGHT = "tight"
+    NO = "no"
+    UNKNOWN = "unknown"  # nothing to judge from yet (no header read)
+
+    @property
+    def label(self) -> str:
+        return {"fits": "fits", "tight": "tight", "no": "won't fit", "unknown": "not judged"}[self.value]
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -26,27 +47,27 @@ class LoadPlan:
     n_ctx: int
     n_gpu_layers: int
     estimate: estimate.Estimate
-    verdict: str  # "fits", "tight", "no"
+    verdict: Verdict
     reason: str
 
     def as_dict(self) -> dict[str, object]:
         return {
             "n_ctx": self.n_ctx,
             "n_gpu_layers": self.n_gpu_layers,
-            "verdict": self.verdict,
+            "verdict": self.verdict.value,
             "reason": self.reason,
             "estimate": self.estimate.as_dict(),
         }
 
 
-def _verdict(est: estimate.Estimate, hw: Hardware) -> str:
+def _verdict(est: estimate.Estimate, hw: Hardware) -> Verdict:
     cpu, gpu = est.cpu.total, est.gpu.total
     ram, vram = hw.ram_budget, hw.gpu_budget
     if cpu <= ram * HEADROOM and gpu <= vram * HEADROOM:
-        return "fits"
+        return Verdict.FITS
     if cpu <= ram and gpu <= vram:
-        return "tight"
-    return "no"
+        return Verdict.TIGHT
+    return Verdict.NO
 
 
 def _best_layers(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int) -> tuple[int, estimate.Estimate]:
@@ -70,21 +91,21 @@ def plan_load(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int | None = Non
     while True:
         layers, est = _best_layers(header, hw, ctx)
         verdict = _verdict(est, hw)
-        if verdict != "no" or asked or ctx <= MIN_CTX:
+        if verdict is not Verdict.NO or asked or ctx <= MIN_CTX:
             break
         ctx = max(MIN_CTX, ctx // 2)  # a shorter context before giving up
     return LoadPlan(ctx, layers, est, verdict, _reason(est, hw, layers, ctx, verdict, trained))
 
 
-def _reason(est: estimate.Estimate, hw: Hardware, layers: int, ctx: int, verdict: str, trained: int) -> str:
+def _reason(est: estimate.Estimate, hw: Hardware, layers: int, ctx: int, verdict: Verdict, trained: int) -> str:
     where = "all layers on the GPU" if layers == -1 else (f"{layers} layers on the GPU" if layers else "on the CPU")
     used = f"{format_bytes(est.cpu.total)} of {format_bytes(hw.ram_budget)} RAM"
     if est.gpu.total:
         used += f" and {format_bytes(est.gpu.total)} of {format_bytes(hw.gpu_budget)} GPU memory"
     context = f"{ctx:,}-token context" + ("" if ctx >= trained else f" (trained on {trained:,})")
-    if verdict == "no":
-        return f"does not fit: needs {used} even with a {context}, {where}"
-    return f"{verdict}: {used}, {where}, {context}"
+    if verdict is Verdict.NO:
+        return f"{verdict.label}: needs {used} even with a {context}, {where}"
+    return f"{verdict.label}: {used}, {where}, {context}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +181,7 @@ def plan_quants(
     choices.sort(key=lambda c: (-c.bits_per_weight, c.quant))
     quantized = [c for c in choices if c.quant.upper() not in quants.UNQUANTIZED] or choices
 
-    def best(verdict: str) -> QuantChoice | None:
+    def best(verdict: Verdict) -> QuantChoice | None:
         ok = [c for c in quantized if c.plan.verdict == verdict]
         if hw.gpu_budget > 0:
             on_gpu = [c for c in ok if c.full_offload and c.bits_per_weight >= MIN_GPU_BITS]
@@ -168,7 +189,7 @@ def plan_quants(
                 return on_gpu[0]
         return ok[0] if ok else None
 
-    chosen = best("fits") or best("tight")
+    chosen = best(Verdict.FITS) or best(Verdict.TIGHT)
     return ModelPlan(tuple(choices), chosen, _choice_reason(choices, quantized, chosen, hw))
 
 
@@ -189,14 +210,14 @@ def _choice_reason(
     where = "all on the GPU" if chosen.full_offload else (
         f"{chosen.plan.n_gpu_layers} layers on the GPU" if chosen.plan.n_gpu_layers else "on the CPU")
     text = f"{chosen.quant}: {_used(chosen, hw)}, {where}, {chosen.plan.n_ctx:,}-token context"
-    if chosen.plan.verdict == "tight":
+    if chosen.plan.verdict is Verdict.TIGHT:
         text += " (tight: less than 20% left over)"
     better = [c for c in quantized if c.bits_per_weight > chosen.bits_per_weight]
     if better:
         up = better[-1]  # the next step up in quality
-        if up.plan.verdict == "no":
+        if up.plan.verdict is Verdict.NO:
             text += f"; {up.quant} would need {_used(up, hw)}"
-        elif up.plan.verdict == "tight":
+        elif up.plan.verdict is Verdict.TIGHT:
             left = _left(up, hw)
             text += f"; {up.quant} would leave only {format_bytes(left)}"
         else:
@@ -237,7 +258,6 @@ def load_settings(
     set the GPU layers (their explicit settings are tried as asked). A header too odd to estimate
     leaves llama.cpp's defaults, so the load itself reports the real problem.
     """
-    from localllm.errors import DoesNotFitError, EstimateError
 
     if n_ctx is not None and n_gpu_layers is not None:
         return n_ctx, n_gpu_layers
@@ -245,9 +265,33 @@ def load_settings(
         plan = plan_load(header, hw, n_ctx)
     except EstimateError:
         return n_ctx, n_gpu_layers if n_gpu_layers is not None else 0
-    if plan.verdict == "no" and n_gpu_layers is None:
+    if plan.verdict is Verdict.NO and n_gpu_layers is None:
         raise DoesNotFitError(
             f"{label or header.name or 'the model'} {plan.reason}",
             hint="pass --ctx and --gpu-layers to load it anyway, or pick a smaller quantization (localllm fit)",
         )
     return (n_ctx if n_ctx is not None else plan.n_ctx, n_gpu_layers if n_gpu_layers is not None else plan.n_gpu_layers)
+
+
+# --------------------------------------------------------------------------------------------
+# Several sequences at once (batch)
+
+MAX_DEFAULT_PARALLEL = 8  # on CPUs, throughput stops growing well before this
+
+
+def max_parallel(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx_seq: int, n_gpu_layers: int,
+                 cap: int = MAX_DEFAULT_PARALLEL) -> int:
+    """How many sequences of ``n_ctx_seq`` tokens to decode at once: the most, up to ``cap``, whose
+    KV cache, compute and output buffers (one context of ``N * n_ctx_seq`` cells) the planner
+    judges to fit with headroom; at least 1 (the load itself reports a model that cannot fit)."""
+    best = 1
+    for n in range(2, cap + 1):
+        settings = estimate.Settings(n_ctx=n_ctx_seq * n, n_gpu_layers=n_gpu_layers, n_seq=n)
+        try:
+            est = estimate.estimate(header, settings, gpu_present=hw.gpu_budget > 0 and n_gpu_layers != 0)
+        except EstimateError:
+            return best
+        if _verdict(est, hw) is not Verdict.FITS:
+            break
+        best = n
+    return best

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localllm.errors import CatalogError, ModelNotFoundError
+from localllm.format import format_count
 from localllm.gguf import quants
 
 if TYPE_CHECKING:
@@ -46,15 +47,6 @@ def parse_size(text: str) -> int:
     if value <= 0 or value != value.to_integral_value():
         raise ValueError(f"expected a size like '8B', got {text!r}")
     return int(value)
-
-
-def format_size(count: int) -> str:
-    """The inverse of :func:`parse_size`, to one decimal: 1_700_000_000 -> ``"1.7B"``."""
-    for suffix, unit in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if count >= unit:
-            text = f"{count / unit:.1f}".removesuffix(".0")
-            return f"{text}{suffix}"
-    return str(count)
 
 
 def match_quant_file(filenames: Iterable[str], quant: str) -> list[str]:
@@ -308,7 +300,7 @@ def _parse_entry(source: str, index: int, table: Any) -> CatalogEntry:
         if active_params >= params:
             raise ctx.error(
                 "active_params",
-                f"must be less than params ({format_size(active_params)} >= {format_size(params)})",
+                f"must be less than params ({format_count(active_params)} >= {format_count(params)})",
             )
     elif "active_params" in table:
         raise ctx.error("active_params", "only allowed when moe = true")

@@ -9,25 +9,25 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from .services import Hardware, human_bytes
+from localllm.fit.hardware import Hardware
+from localllm.format import format_bytes
 
 
 def describe(hw: Hardware) -> str:
+    """The same facts, in the same units, as ``localllm hw``."""
+    gpus = ", ".join(f"{g.name} ({format_bytes(g.free_bytes)} free of {format_bytes(g.total_bytes)})"
+                     for g in hw.gpus) or "none detected"
     rows = [
-        ("CPU", hw.cpu),
-        ("Cores", f"{hw.physical_cores} physical, {hw.logical_cores} logical"),
-        ("RAM", f"{human_bytes(hw.total_ram)} total, {human_bytes(hw.available_ram)} available"),
-        ("GPU", hw.gpu),
+        ("CPU", hw.cpu_model),
+        ("Cores", f"{hw.cores_physical} physical, {hw.cores_logical} logical"),
+        ("RAM", f"{format_bytes(hw.ram_total)} total, {format_bytes(hw.ram_available)} available"),
+        ("GPU", gpus),
         ("GPU offload", "yes" if hw.gpu_offload else "no (CPU build of llama.cpp)"),
+        ("RAM budget", f"{format_bytes(hw.ram_budget)} (what models may use now)"),
     ]
-    if hw.detected is None:
-        rows.append(("Model budget", f"{human_bytes(hw.budget)} (available RAM less a margin)"))
-    else:
-        d = hw.detected
-        rows.append(("RAM budget", f"{human_bytes(d.ram_budget)} (what models may use now)"))
-        if d.gpu_budget:
-            rows.append(("GPU budget", f"{human_bytes(d.gpu_budget)} (free GPU memory less the driver's share)"))
-        rows += [("Note", note) for note in d.notes]
+    if hw.gpu_budget:
+        rows.append(("GPU budget", f"{format_bytes(hw.gpu_budget)} (free GPU memory less the driver's share)"))
+    rows += [("Note", note) for note in hw.notes]
     return "\n".join(f"[b]{name:<13}[/b] {value}" for name, value in rows)
 
 

@@ -10,16 +10,22 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from localllm.fit.plan import Verdict
+from localllm.format import format_bytes
+
 from .confirm_dialog import ConfirmDialog
-from .services import FITS, TIGHT, Hardware, ModelItem, QuantOption, human_bytes
+from .services import Hardware, ModelItem, QuantOption
 
-BADGES = {FITS: ("✓", "fits", "$text-success"), TIGHT: ("~", "tight", "$text-warning")}
-WONT = ("✗", "won't fit", "$text-error")
+SYMBOLS = {
+    Verdict.FITS: ("✓", "$text-success"), Verdict.TIGHT: ("~", "$text-warning"),
+    Verdict.NO: ("✗", "$text-error"), Verdict.UNKNOWN: ("?", "$text-muted"),
+}
 
 
-def badge(verdict: str, short: bool = False) -> Content:
-    symbol, word, style = BADGES.get(verdict, WONT)
-    return Content.from_markup(f"[{style}]{symbol if short else symbol + ' ' + word}[/]")
+def badge(verdict: Verdict, short: bool = False) -> Content:
+    """The planner's verdict as a coloured symbol (and its words, as every command shows them)."""
+    symbol, style = SYMBOLS[verdict]
+    return Content.from_markup(f"[{style}]{symbol if short else symbol + ' ' + verdict.label}[/]")
 
 
 class ModelsScreen(Screen):
@@ -58,7 +64,7 @@ class ModelsScreen(Screen):
         listing = self.query_one("#model-list", OptionList)
         listing.border_title = "Models"
         listing.border_subtitle = Content.from_markup(
-            "[$text-success]✓[/] fits [$text-warning]~[/] tight [$text-error]✗[/] too big"
+            "[$text-success]✓[/] fits [$text-warning]~[/] tight [$text-error]✗[/] won't fit [$text-muted]?[/] not judged"
         )
         self.hardware = self.app.services.quick_hardware()
         self.reload()
@@ -119,7 +125,7 @@ class ModelsScreen(Screen):
             about += f"\n{item.entry.license} · {item.entry.context_length // 1024}k context · {item.entry.repo}"
         self.query_one("#model-about", Static).update(about)
         for option in self.options:
-            size = human_bytes(option.size) if option.exact else "~" + human_bytes(option.size)
+            size = format_bytes(option.size) if option.exact else "~" + format_bytes(option.size)
             quant = ("● " if option.installed else "  ") + option.quant
             table.add_row(quant, size, badge(option.fit.verdict))
         # Start on what is installed, else the catalog's usual choice (Q4_K_M where offered).
@@ -220,6 +226,6 @@ class ModelsScreen(Screen):
                 self.reload(keep=item.name)
 
         self.app.push_screen(
-            ConfirmDialog(f"Delete {model.key} ({human_bytes(option.size)})? Its file is removed from disk."),
+            ConfirmDialog(f"Delete {model.key} ({format_bytes(option.size)})? Its file is removed from disk."),
             confirmed,
         )

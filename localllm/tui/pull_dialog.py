@@ -12,22 +12,22 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, ProgressBar
 
 from localllm.errors import LocalLLMError
+from localllm.format import format_bytes, format_clock, format_rate
 from localllm.models.catalog import CatalogEntry
 
 from .messages import PullDone, PullProgressed
-from .services import PullCancelled, PullProgress, human_bytes
+from .services import PullCancelled, PullProgress
 
 
 def progress_text(p: PullProgress) -> str:
     if p.total:
-        parts = [f"{human_bytes(p.done)} of {human_bytes(p.total)}"]
+        parts = [f"{format_bytes(p.done)} of {format_bytes(p.total)}"]
     else:
-        parts = [human_bytes(p.done) if p.done else "starting"]
+        parts = [format_bytes(p.done) if p.done else "starting"]
     if p.speed > 0:
-        parts.append(f"{human_bytes(p.speed)}/s")
+        parts.append(format_rate(p.speed))
     if p.eta_s is not None:
-        minutes, seconds = divmod(int(p.eta_s), 60)
-        parts.append(f"{minutes}:{seconds:02d} left")
+        parts.append(f"{format_clock(p.eta_s)} left")
     if p.note:
         parts.append(p.note)
     return " · ".join(parts)

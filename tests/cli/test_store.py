@@ -29,7 +29,7 @@ def test_list_reads_only_the_manifest(cli):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["NAME", "QUANT", "SIZE", "LAST", "USED"]
-    assert len(lines) == 21 and "model-19" in lines[-1] and "20.0 GB" in lines[-1]
+    assert len(lines) == 21 and "model-19" in lines[-1] and "18.6 GiB" in lines[-1]
     rows = json.loads(cli("list", "--json").stdout)
     assert len(rows) == 20 and rows[0]["size"] == 10**9 and rows[0]["last_used"] is None
 

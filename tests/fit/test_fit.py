@@ -50,7 +50,7 @@ def test_plan_shrinks_the_context_before_giving_up(smollm2_path):
     tight = plan_load(header, small)
     assert tight.n_ctx <= big.n_ctx
     tiny = plan_load(header, hardware.with_overrides(small, ram=300 * MiB))
-    assert tiny.verdict == "no" and "does not fit" in tiny.reason
+    assert tiny.verdict == "no" and "won't fit: needs" in tiny.reason
 
 
 def test_hw_reports_this_machine(cli):
@@ -76,7 +76,7 @@ def test_fit_a_local_file(cli, smollm2_path):
     assert row["verdict"] == "fits" and row["n_ctx"] == 4096
     assert row["estimate"]["cpu"]["kv"] == 4096 * 30 * 2 * 3 * 64 * 2  # layers x (K+V) x kv heads x dims x f16
     no = cli("fit", str(smollm2_path), "--ram", "300M")
-    assert no.returncode == 0 and " no " in no.stdout and "does not fit" in no.stdout
+    assert no.returncode == 0 and " won't fit " in no.stdout and "won't fit: needs" in no.stdout
 
 
 def test_fit_judges_a_quant_on_the_hub_before_downloading(cli, hub, isolated_home):
@@ -98,11 +98,11 @@ def test_run_refuses_a_model_that_cannot_fit_instead_of_crashing(installed_start
     from localllm.cli import main
 
     tiny = hardware.with_overrides(hardware.profile("laptop-8gb"), ram=200 * MiB, vram=0)
-    monkeypatch.setattr(hardware, "detect", lambda **_: tiny)
+    monkeypatch.setattr(hardware, "detect", lambda *_, **__: tiny)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["run", "-n", "5", "hello"]) == 1
     err = capsys.readouterr().err
-    assert "does not fit" in err and "--ctx" in err and err.count("\n") == 1
+    assert "won't fit: needs" in err and "--ctx" in err and err.count("\n") == 1
 
 
 def test_run_uses_the_planned_context(installed_starter, cli):
@@ -173,7 +173,7 @@ def test_pull_refuses_when_no_quant_fits(hub, monkeypatch, capsys):
     from localllm.cli import main
 
     tiny = hardware.with_overrides(hardware.profile("laptop-8gb"), ram=200 * MiB, vram=0)
-    monkeypatch.setattr(hardware, "detect", lambda **_: tiny)
+    monkeypatch.setattr(hardware, "detect", lambda *_, **__: tiny)
     assert main(["pull", f"{REPO}", "--dry-run"]) == 1
     err = capsys.readouterr().err
     assert "no quantization fits" in err and "MODEL:QUANT" in err
@@ -195,16 +195,26 @@ def test_fit_shows_the_estimate_error_of_the_last_real_load(cli, installed_start
     assert "last load (ctx 2048, gpu layers 0): llama.cpp allocated" in text
 
 
-def test_tui_badges_come_from_the_planner(installed_starter):
-    from localllm.tui.services import FITS, WONT_FIT, Hardware, Services
+def test_tui_badges_come_from_the_planner(installed_starter, hub, smollm2_path):
+    from localllm.fit.plan import Verdict
+    from localllm.hub.headers import read_remote_header
+    from localllm.tui.services import Services
 
     services = Services()
-    laptop = Hardware.from_detected(hardware.with_overrides(hardware.profile("laptop-8gb"), vram=0))
+    laptop = hardware.with_overrides(hardware.profile("laptop-8gb"), vram=0)
     items = {i.name: i for i in services.model_items()}
     [installed] = [o for o in services.quant_options(items["smollm2-135m-instruct"], laptop) if o.installed]
-    assert installed.fit.verdict == FITS and "context" in installed.fit.reason
-    big = services.quant_options(items["llama-3.3-70b-instruct"], laptop)
-    assert all(o.fit.verdict == WONT_FIT for o in big)
+    assert installed.fit.verdict is Verdict.FITS and "context" in installed.fit.reason
+    big = items["llama-3.3-70b-instruct"]
+    # No header of it read yet: not judged (never guessed from a second rule of thumb).
+    assert {o.fit.verdict for o in services.quant_options(big, laptop)} == {Verdict.UNKNOWN}
+    # Once one quantization's header is read (as `localllm fit` does), every one is judged from it.
+    name = big.entry.filename("Q4_K_M") or "Llama-3.3-70B-Instruct-Q4_K_M.gguf"
+    hub.add_repo(big.entry.repo, {name: smollm2_path})
+    read_remote_header(big.entry.repo, name)
+    judged = services.quant_options(big, laptop)
+    assert judged and all(o.fit.verdict is Verdict.NO for o in judged)
+    assert all(o.fit.reason.startswith("won't fit: needs") for o in judged)
 
 
 def test_list_says_whether_each_installed_model_fits(installed_starter, monkeypatch, capsys):
@@ -214,11 +224,11 @@ def test_list_says_whether_each_installed_model_fits(installed_starter, monkeypa
     [row] = json.loads(capsys.readouterr().out)
     assert row["fits"] == "fits"
     tiny = hardware.with_overrides(hardware.profile("laptop-8gb"), ram=200 * MiB, vram=0)
-    monkeypatch.setattr(hardware, "detect", lambda **_: tiny)
+    monkeypatch.setattr(hardware, "detect", lambda *_, **__: tiny)
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split()[:4] == ["NAME", "QUANT", "SIZE", "FITS"]
-    assert out.splitlines()[1].split()[4] == "no"  # SIZE is "98.4 MB"
+    assert out.splitlines()[1].split()[4:6] == ["won't", "fit"]  # SIZE is "94 MiB"
 
 
 def test_cached_headers_follow_the_file(tmp_path, smollm2_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from localllm.errors import CatalogError, ModelNotFoundError
+from localllm.format import format_count
 from localllm.gguf import quants
 from localllm.models import catalog
 from localllm.models.catalog import TAGS, CatalogEntry, match_quant_file, parse_size
@@ -167,8 +168,8 @@ def test_parse_size_rejects(text: str):
         parse_size(text)
 
 
-def test_format_size_round_trips_the_catalog_style():
-    assert [catalog.format_size(parse_size(t)) for t in ("135M", "1.7B", "70B", "30.5B")] == ["135M", "1.7B", "70B", "30.5B"]
+def test_parameter_counts_print_as_the_catalog_writes_them():
+    assert [format_count(parse_size(t)) for t in ("135M", "1.7B", "70B", "30.5B")] == ["135M", "1.7B", "70B", "30.5B"]
 
 
 LISTING = [

@@ -108,8 +108,7 @@ class ScriptedModel:
 
 
 FIXED_HARDWARE = Hardware(
-    cpu="Test CPU 3000", physical_cores=4, logical_cores=8, total_ram=16 * 10**9,
-    available_ram=8 * 10**9, gpu="not detected", gpu_offload=False,
+    ram_total=16 * 2**30, ram_available=8 * 2**30, cpu_model="Test CPU 3000", cores_physical=4, cores_logical=8,
 )
 
 

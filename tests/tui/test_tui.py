@@ -241,11 +241,11 @@ async def test_pull_shows_progress_and_installs(isolated_home):
         await pilot.pause()
         await pilot.press("p")
         await pilot.pause()
-        for expected in ("20.0 MB of 100.0 MB", "40.0 MB of 100.0 MB"):
+        for expected in ("19 MiB of 95 MiB", "38 MiB of 95 MiB"):
             gate.set()
             await wait_for(pilot, lambda: expected in str(app.screen.query_one("#pull-detail").render()))
         detail = str(app.screen.query_one("#pull-detail").render())
-        assert "25.0 MB/s" in detail and "0:02 left" in detail
+        assert "24 MiB/s" in detail and "0:02 left" in detail
         for _ in range(3):
             gate.set()
             await pilot.pause(0.1)
@@ -322,7 +322,7 @@ async def test_hardware_panel(isolated_home):
         await pilot.press("h")
         await wait_for(pilot, lambda: "Test CPU 3000" in str(app.screen.query_one("#hardware").render()))
         text = str(app.screen.query_one("#hardware").render())
-        assert "8.0 GB available" in text and "Model budget" in text
+        assert "8.0 GiB available" in text and "RAM budget" in text
 
 
 def test_no_command_without_a_terminal_prints_help(cli):

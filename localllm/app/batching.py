@@ -1,0 +1,100 @@
+"""Batch completion and benchmarks: a model opened for many sequences, driven to the end."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from localllm.batch import jobs
+
+from .loading import Notice, open_for_batch, open_for_bench
+
+Started = Callable[[str, int, int, int], None]  # label, lines, sequences at once, context of each
+
+
+def writer_for(output: str, stdout: TextIO) -> jobs.ResultWriter | jobs.StreamWriter:
+    """Where results go: ``-`` is the given stream; a file is appended to and resumed from."""
+    return jobs.StreamWriter(stdout) if output == "-" else jobs.ResultWriter(Path(output))
+
+
+def complete_jsonl(
+    reference: str | None,
+    text: str,
+    writer: jobs.ResultWriter | jobs.StreamWriter,
+    *,
+    n_ctx_seq: int | None = None,
+    n_parallel: int | None = None,
+    n_gpu_layers: int | None = None,
+    n_threads: int | None = None,
+    max_tokens: int | None = None,
+    temperature: float = 0.8,
+    seed: int = 0,
+    notice: Notice | None = None,
+    started: Started | None = None,
+    progress: Callable[[jobs.BatchProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> jobs.BatchProgress:
+    """Complete every line of JSONL ``text`` not already in ``writer``'s output (see localllm.batch)."""
+    lines = jobs.read_lines(text)
+    defaults = jobs.BatchDefaults(max_tokens=max_tokens or jobs.DEFAULT_MAX_TOKENS, temperature=temperature, seed=seed)
+    with open_for_batch(reference, n_ctx_seq=n_ctx_seq, n_parallel=n_parallel, n_gpu_layers=n_gpu_layers,
+                        n_threads=n_threads, notice=notice) as job:
+        if started is not None:
+            started(job.opened.label, len(lines), job.n_parallel, job.n_ctx_seq)
+        return jobs.run_batch(job.opened.model, lines, writer, n_parallel=job.n_parallel, n_ctx_seq=job.n_ctx_seq,
+                              defaults=defaults, n_threads=n_threads, progress=progress, cancel=cancel)
+
+
+def _stat(test: str, rates: list[float]) -> dict[str, Any]:
+    return {"test": test, "tokens_per_s": round(statistics.mean(rates), 2),
+            "sd": round(statistics.stdev(rates), 2) if len(rates) > 1 else 0.0,
+            "samples": [round(r, 2) for r in rates]}
+
+
+def bench(
+    reference: str | None,
+    *,
+    reps: int = 5,
+    n_prompt: int = 512,
+    n_gen: int = 128,
+    parallel: list[int] | tuple[int, ...] = (1, 2, 4, 8),
+    n_threads: int | None = None,
+    n_gpu_layers: int = 0,
+    notice: Notice | None = None,
+    started: Callable[[dict[str, Any]], None] | None = None,
+    emit: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """llama-bench's ppN and tgN, then llama-batched-bench's test at each N; rows are passed to
+    ``emit`` as they are measured and returned together."""
+    from localllm import runtime
+
+    rows: list[dict[str, Any]] = []
+
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if emit is not None:
+            emit(row)
+
+    with open_for_bench(reference, n_gpu_layers=n_gpu_layers, n_threads=n_threads, notice=notice) as opened:
+        model = opened.model
+        threads = model.n_threads
+        info = {"model": opened.label, "path": str(opened.resolved.path), "threads": threads,
+                "llama_cpp": runtime.llama_cpp_version(), "params": model.header.n_params,
+                "file_size": model.header.file_size}
+        if started is not None:
+            started(info)
+        pp, _ = runtime.bench_pp_tg(model, n_prompt=n_prompt, n_gen=0, reps=reps, n_threads=threads)
+        add(_stat(f"pp{n_prompt}", pp))
+        _, tg = runtime.bench_pp_tg(model, n_prompt=0, n_gen=n_gen, reps=reps, n_threads=threads)
+        add(_stat(f"tg{n_gen}", tg))
+        # llama-batched-bench's shape: N prompts of n_gen tokens, then n_gen tokens for each.
+        for n in parallel:
+            result = runtime.bench_batched(model, n, n_prompt=n_gen, n_gen=n_gen, n_threads=threads)
+            add({"test": f"batched pp{n_gen}+tg{n_gen} N={n}", "n_parallel": n,
+                 "tokens_per_s": round(result.generation_tokens_per_s, 2),
+                 "prompt_tokens_per_s": round(result.n_parallel * result.n_prompt / result.prompt_s, 2),
+                 "total_tokens_per_s": round(result.tokens_per_s, 2)})
+    return {**{k: info[k] for k in ("model", "path", "threads", "llama_cpp")}, "results": rows}

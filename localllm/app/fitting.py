@@ -1,0 +1,234 @@
+"""Will it fit: every quantization of a model judged on a machine, by the planner alone.
+
+``localllm fit``, ``localllm list`` and the TUI's badges all ask here, so a model gets one verdict,
+in the same words, whatever screen shows it. A quantization whose header has not been read (a
+catalog model never fetched) is judged from a sibling's header scaled to its size
+(:func:`~localllm.fit.plan.sized_header`); with no header at all it is "not judged".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localllm import paths
+from localllm.errors import LocalLLMError, ModelNotFoundError, NetworkError
+from localllm.fit import estimate, loadlog
+from localllm.fit.hardware import Hardware
+from localllm.fit.plan import ModelPlan, Verdict, plan_load, plan_quants, sized_header
+from localllm.gguf import cache as headercache
+from localllm.gguf import quants
+from localllm.gguf.header import GGUFHeader
+from localllm.models import catalog, refs, store
+from localllm.models.catalog import CatalogEntry
+from localllm.models.store import InstalledModel
+
+# --- localllm fit ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FitRow:
+    label: str  # "qwen3-8b:Q4_K_M", a file name
+    where: str  # "installed", "local file", "on the Hub"
+    header: GGUFHeader
+    path: Path | None  # the local file, when there is one
+
+    @property
+    def quant(self) -> str:
+        return self.label.rsplit(":", 1)[-1]
+
+
+@dataclass
+class FitReport:
+    results: list[dict[str, Any]]  # per row: the plan (as JSON), and the last real load if any
+    choice: ModelPlan | None  # across quantizations, when several were judged
+    not_judged: list[str] = field(default_factory=list)  # quants whose header could not be read
+    why_not_judged: str = ""
+
+
+def _local_rows(reference: str) -> tuple[list[FitRow], CatalogEntry | None, str | None, set[str]]:
+    ref = refs.parse_ref(reference)
+    if ref.kind == "file":
+        path = refs.require_file(ref)
+        return [FitRow(path.name, "local file", headercache.read_header(path), path)], None, None, set()
+    entry = catalog.load_catalog().get(ref.name) if ref.kind == "catalog" else None
+    name = entry.name if entry is not None else ref.repo
+    installed = {m.quant: m for m in store.installed() if m.name.lower() == name.lower()}
+    rows = [
+        FitRow(m.key, "installed", headercache.read_header(m.path()), m.path())
+        for quant, m in installed.items()
+        if ref.quant in (None, quant)
+    ]
+    return rows, entry, ref.quant, set(installed)
+
+
+def _remote_rows(entry: CatalogEntry, quant: str | None, skip: set) -> tuple[list[FitRow], list[str], LocalLLMError | None]:
+    """Headers of the catalog's quants, fetched from the Hub by range requests (cached)."""
+    from localllm.hub.client import Hub, HubFileNotFoundError, offline_error
+    from localllm.hub.headers import read_remote_header
+    from localllm.hub.pull import files_by_quant
+
+    hub = Hub()
+    listing = None
+    if not hub.offline:  # offline: judge from cached headers only
+        try:
+            listing = hub.list_files(entry.repo)
+        except NetworkError:
+            listing = None  # cached headers may still do
+    if listing is not None:
+        files, revision = files_by_quant(listing, entry), listing.revision or "main"
+    else:
+        files, revision = {q: [(entry.filename(q), 0)] for q in entry.quants if entry.filename(q)}, "main"
+    if quant and quant not in files:
+        if listing is None:
+            raise offline_error(f"{entry.name}:{quant}")
+        raise HubFileNotFoundError(f"{entry.repo} has no {quant} file", hint=f"quantizations there: {', '.join(files)}")
+    rows: list[FitRow] = []
+    skipped: list[str] = []
+    first_error: LocalLLMError | None = None
+    for q in [quant] if quant else list(files):
+        if q in skip:
+            continue
+        if isinstance(first_error, NetworkError):
+            skipped.append(q)  # the Hub is unreachable: do not wait for it once per quant
+            continue
+        try:
+            header = read_remote_header(entry.repo, files[q][0][0], revision=revision)
+        except LocalLLMError as exc:
+            if quant:  # the one asked for: say why
+                raise
+            first_error = first_error or exc
+            skipped.append(q)
+            continue
+        rows.append(FitRow(f"{entry.name}:{q}", "on the Hub", header, None))
+    return rows, skipped, first_error
+
+
+def last_load(header: GGUFHeader, path: Path | None) -> dict[str, Any] | None:
+    """The last real load of ``path``: what llama.cpp allocated against the estimate for the same
+    settings, and the process's peak RSS against the estimated RAM."""
+    last = loadlog.last_load(path, header.file_size) if path is not None else None
+    if last is None:
+        return None
+    s = last.get("settings", {})
+    settings = estimate.Settings(
+        n_ctx=int(s.get("n_ctx") or 4096), n_gpu_layers=int(s.get("n_gpu_layers") or 0),
+        type_k=str(s.get("type_k") or "f16"), type_v=str(s.get("type_v") or "f16"),
+        flash_attn=s.get("flash_attn"), n_batch=int(s.get("n_batch") or 512), n_ubatch=int(s.get("n_ubatch") or 512),
+    )  # fmt: skip
+    est = estimate.estimate(header, settings)
+    allocated = int(sum(last.get("buffers_mib", {}).values()) * estimate.MiB)
+    predicted = est.cpu.llama_cpp + est.gpu.llama_cpp
+    return {
+        "time": last.get("time"), "n_ctx": settings.n_ctx, "n_gpu_layers": settings.n_gpu_layers,
+        "allocated": allocated, "estimated": predicted,
+        "error": (predicted - allocated) / allocated if allocated else None,
+        "peak_rss": last.get("peak_rss"), "estimated_rss": est.cpu.total, "gpu_bytes": last.get("gpu_bytes"),
+    }  # fmt: skip
+
+
+def fit_model(reference: str, hw: Hardware, n_ctx: int | None = None) -> FitReport:
+    """The plan for the file a reference names, or for every quantization of a catalog model (the
+    installed ones from disk, the others by reading their headers from the Hub), and the choice."""
+    rows, entry, quant, installed = _local_rows(reference)
+    skipped: list[str] = []
+    error: LocalLLMError | None = None
+    if entry is not None and (quant is None or quant not in installed):
+        remote, skipped, error = _remote_rows(entry, quant, installed)
+        if not remote and not rows and error is not None:
+            raise error
+        rows += remote
+    if not rows:
+        raise ModelNotFoundError(f"{reference} is not installed", hint=f"download it with: localllm pull {reference}")
+    results = []
+    for row in rows:
+        plan = plan_load(row.header, hw, n_ctx)
+        result = {"model": row.label, "where": row.where, "file_size": row.header.file_size, **plan.as_dict()}
+        measured = last_load(row.header, row.path)
+        if measured is not None:
+            result["last_load"] = measured
+        results.append(result)
+    choice = None
+    if len(rows) > 1:
+        candidates = [(r.quant, r.header.file_size or r.header.data_end, r.header) for r in rows]
+        choice = plan_quants(candidates, hw, n_ctx)
+    return FitReport(results, choice, skipped, str(error) if skipped and error else "")
+
+
+# --- the TUI's badges ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fit:
+    verdict: Verdict
+    reason: str
+    need_bytes: int  # 0 when not judged
+
+
+@dataclass(frozen=True)
+class QuantOption:
+    quant: str
+    size: int
+    exact: bool  # the size of a real file (True), or typical for the quantization (False)
+    installed: InstalledModel | None
+    fit: Fit
+
+
+NOT_JUDGED = "not judged: no header of this model has been read yet (`localllm fit NAME` reads one)"
+
+
+def _local_header(path: Path) -> GGUFHeader | None:
+    try:
+        return headercache.read_header(path)
+    except (LocalLLMError, OSError):
+        return None
+
+
+def judge(header: GGUFHeader | None, hw: Hardware) -> Fit:
+    """The planner's verdict for one file (header) on ``hw``."""
+    if header is None:
+        return Fit(Verdict.UNKNOWN, NOT_JUDGED, 0)
+    try:
+        plan = plan_load(header, hw)
+    except LocalLLMError as exc:
+        return Fit(Verdict.UNKNOWN, f"not judged: {exc}", 0)
+    return Fit(plan.verdict, plan.reason, plan.estimate.total)
+
+
+def quant_options(entry: CatalogEntry | None, installed: list[InstalledModel], foreign: Path | None,
+                  hw: Hardware) -> list[QuantOption]:
+    """Every quantization a model offers here: its installed copies, a file found in another app,
+    and the catalog's other quantizations (judged from a sibling's header, without the network)."""
+    options: list[QuantOption] = []
+    seen: set[str] = set()
+    sibling: GGUFHeader | None = None
+    base = paths.models_dir()
+    for model in installed:
+        size = sum((base / f).stat().st_size for f in model.files if (base / f).is_file()) or model.size
+        header = _local_header(model.path())
+        sibling = sibling or header
+        seen.add((model.quant or "").upper())
+        options.append(QuantOption(model.quant or "?", size, True, model, judge(header, hw)))
+    if foreign is not None:
+        header = _local_header(foreign)
+        options.append(QuantOption("file", foreign.stat().st_size, True, None, judge(header, hw)))
+    if entry is None:
+        return options
+    if sibling is None:
+        from localllm.hub.headers import cached_header_for
+
+        sibling = cached_header_for(entry.repo)
+    offered = list(entry.quants)
+    if entry.pypi is not None and entry.pypi.quant not in offered:
+        offered.insert(0, entry.pypi.quant)
+    for quant in offered:
+        if quant in seen:
+            continue
+        if entry.pypi is not None and quant == entry.pypi.quant:
+            size, exact = entry.pypi.size, True
+        else:
+            size, exact = quants.typical_size(quant, entry.params) or int(entry.params * 5 / 8), False
+        header = sized_header(sibling, size) if sibling is not None else None
+        options.append(QuantOption(quant, size, exact, None, judge(header, hw)))
+    return options

@@ -1,0 +1,154 @@
+"""The user's models: list, pull, import, remove, inspect."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from localllm import paths
+from localllm.errors import LocalLLMError, ModelNotFoundError, UsageError
+from localllm.fit.hardware import Hardware
+from localllm.fit.plan import Verdict, plan_load
+from localllm.gguf import cache as headercache
+from localllm.models import store
+from localllm.models.store import InstalledModel
+
+from . import machine
+
+Notice = Callable[[str], None]
+
+
+# --- list ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListedModel:
+    name: str
+    quant: str | None
+    size: int
+    path: Path
+    source: str
+    installed: bool  # False: found in another app's folder
+    last_used: float | None = None
+    verdict: Verdict | None = None  # None: not judged (an odd or missing file, or not asked)
+    model: InstalledModel | None = None  # the store's record, for installed models
+
+    def as_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"name": self.name, "quant": self.quant, "size": self.size, "last_used": self.last_used,
+                               "path": str(self.path), "source": self.source, "installed": self.installed}
+        if self.verdict is not None:
+            row["fits"] = self.verdict.value
+        return row
+
+
+def verdict_of(model: InstalledModel, hw: Hardware) -> Verdict | None:
+    """The planner's verdict for an installed model on ``hw``; None when its file cannot be judged."""
+    try:
+        return plan_load(headercache.read_header(model.path()), hw).verdict
+    except (LocalLLMError, OSError):
+        return None  # a missing or odd file: `localllm fit` says why
+
+
+def list_models(*, found_elsewhere: bool = False, judge: bool = True,
+                hardware: Hardware | None = None) -> list[ListedModel]:
+    """Installed models (by name), each judged on this machine unless ``judge`` is False; then, if
+    asked, the GGUFs other apps hold (Hugging Face cache, LM Studio, Ollama) not installed here."""
+    models = sorted(store.installed(), key=lambda m: m.key)
+    # RAM and GPUs only: loading llama.cpp would cost more than the listing.
+    hw = hardware or (machine.detect(ask_llama_cpp=False) if models and judge else None)
+    rows = [
+        ListedModel(m.name, m.quant, m.size, m.path(), m.source, True, m.last_used,
+                    verdict_of(m, hw) if hw is not None else None, m)
+        for m in models
+    ]
+    if found_elsewhere:
+        from localllm.models.discover import scan_all
+
+        known = {str((paths.models_dir() / f).resolve()) for m in models for f in m.files}
+        rows += [
+            ListedModel(f.name, f.quant, f.size, f.path, f.source, False)
+            for f in scan_all()
+            if str(f.path.resolve()) not in known
+        ]
+    return rows
+
+
+# --- remove --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Removed:
+    model: InstalledModel | None  # None: only interrupted downloads were removed
+    partial_bytes: int  # interrupted downloads deleted
+
+
+def remove_model(reference: str, *, confirm: Callable[[InstalledModel], bool] | None = None) -> Removed | None:
+    """Delete an installed model (``name[:QUANT]``), its manifest entry and any interrupted
+    download of it. ``confirm`` is asked first when given; None is returned when it says no."""
+    from localllm.hub.pull import remove_partials
+
+    name, _, quant = reference.strip().partition(":")
+    quant = quant.upper() or None
+    models = store.find_all(name, quant)
+    if len(models) > 1 and quant is None:
+        keys = ", ".join(m.key for m in models)
+        raise UsageError(f"{name} is installed in several quantizations: {keys}",
+                         hint=f"say which one, e.g. localllm rm {models[0].key}")
+    if not models:
+        freed = remove_partials(name, quant)
+        if freed:
+            return Removed(None, freed)
+        raise ModelNotFoundError(f"{reference} is not installed", hint="`localllm list` shows what is")
+    model = models[0]
+    if confirm is not None and not confirm(model):
+        return None
+    store.remove(model)
+    return Removed(model, remove_partials(model.name, model.quant))
+
+
+# --- import and inspect --------------------------------------------------------------------------
+
+
+def import_file(path: Path, *, mode: str = "copy", name: str | None = None) -> InstalledModel:
+    """Adopt a local GGUF: ``copy``, ``hardlink`` or ``symlink``."""
+    from localllm.models.importing import import_gguf
+
+    return import_gguf(Path(path), mode=mode, name=name)  # type: ignore[arg-type]
+
+
+def inspect_model(reference: str, *, notice: Notice | None = None) -> dict[str, Any]:
+    """What a model's GGUF holds, from its header alone."""
+    from localllm.models.inspect import describe
+    from localllm.models.resolve import resolve
+
+    resolved = resolve(reference, notice=notice)
+    return describe(resolved.path, resolved.entry)
+
+
+# --- pull ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pull:
+    """What pulling a reference means (files, sizes, sha256, the quantization and why), ready to run."""
+
+    plan: Any  # localllm.hub.pull.PullPlan
+    hub: Any  # localllm.hub.client.Hub
+
+    def run(self, *, progress: Callable[[Any], None] | None = None, notice: Notice | None = None,
+            cancel: threading.Event | None = None) -> InstalledModel:
+        from localllm.hub.pull import execute
+
+        return execute(self.plan, self.hub, progress=progress, notice=notice, cancel=cancel)
+
+
+def plan_pull(reference: str, *, offline: bool = False, reuse: bool = True) -> Pull:
+    """Plan a pull; asks the Hub only when the model is not installed (never when offline)."""
+    from localllm.hub.client import Hub
+    from localllm.hub.pull import plan
+
+    hub = Hub(offline=offline)
+    return Pull(plan(reference, hub, look_for_copies=reuse), hub)

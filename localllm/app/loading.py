@@ -1,0 +1,169 @@
+"""Opening a model from what the user typed: the one load path.
+
+resolve the reference (installing the starter model when nothing is installed) -> read the GGUF
+header (cached) -> detect the machine -> plan the context and GPU layers the user left out ->
+load in the runtime -> note the model as used. Closing records what llama.cpp really allocated in
+``loads.jsonl``, so ``localllm fit`` can show the estimate's error. ``run``, ``chat``, the TUI,
+``batch`` and ``bench`` all open models here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from localllm.fit import loadlog
+from localllm.fit.hardware import Hardware
+from localllm.fit.plan import load_settings, max_parallel
+from localllm.gguf import cache as headercache
+from localllm.models import store
+from localllm.models.resolve import ResolvedModel, resolve
+
+from . import machine
+
+Notice = Callable[[str], None]
+
+
+class OpenedModel:
+    """A loaded model and what it was opened as. It behaves as the runtime model it holds
+    (``chat``, ``render_chat``, ``tokenize``, ``n_ctx`` ...); ``close()`` frees it and records the
+    load."""
+
+    def __init__(self, model: Any, resolved: ResolvedModel) -> None:
+        self.model = model
+        self.resolved = resolved
+
+    @property
+    def label(self) -> str:
+        return self.resolved.label
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def close(self) -> None:
+        model, self.model = self.model, None
+        if model is None:
+            return
+        model.close()
+        report = model.load_report
+        if getattr(report, "settings", None) is not None:
+            loadlog.record(report.path, report.file_size, report.settings, report.buffers_mib)
+
+    def __enter__(self) -> OpenedModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _load(resolved: ResolvedModel, options: Any) -> OpenedModel:
+    from localllm import runtime
+
+    model = runtime.Model(resolved.path, options)
+    if resolved.installed is not None:
+        store.touch(resolved.installed)
+    return OpenedModel(model, resolved)
+
+
+def find(reference: str | None, notice: Notice | None = None) -> ResolvedModel:
+    """The model file a reference names (the last used model, or the starter model, for None)."""
+    return resolve(reference, notice=notice)
+
+
+def open_model(
+    reference: str | None = None,
+    *,
+    resolved: ResolvedModel | None = None,
+    n_ctx: int | None = None,
+    n_gpu_layers: int | None = None,
+    n_threads: int | None = None,
+    hardware: Hardware | None = None,
+    notice: Notice | None = None,
+) -> OpenedModel:
+    """Load a model for chatting or completing, with the planner's settings for what is not given.
+
+    Raises :class:`~localllm.errors.DoesNotFitError` when the model cannot fit and the user did not
+    set both the context and the GPU layers."""
+    resolved = resolved or find(reference, notice)
+    if n_ctx is None or n_gpu_layers is None:
+        header = headercache.read_header(resolved.path)
+        n_ctx, n_gpu_layers = load_settings(header, hardware or machine.detect(), n_ctx, n_gpu_layers,
+                                            label=resolved.label)
+    from localllm.runtime import LoadOptions
+
+    return _load(resolved, LoadOptions(n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads))
+
+
+@dataclass
+class BatchModel:
+    """A model opened for batch decoding: ``n_parallel`` sequences of ``n_ctx_seq`` tokens each."""
+
+    opened: OpenedModel
+    n_parallel: int
+    n_ctx_seq: int
+
+    def close(self) -> None:
+        self.opened.close()
+
+    def __enter__(self) -> BatchModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_for_batch(
+    reference: str | None = None,
+    *,
+    n_ctx_seq: int | None = None,
+    n_parallel: int | None = None,
+    n_gpu_layers: int | None = None,
+    n_threads: int | None = None,
+    hardware: Hardware | None = None,
+    notice: Notice | None = None,
+) -> BatchModel:
+    """Load a model for ``batch``: the sequences' context (default the smaller of 4096 and the
+    model's), the GPU layers and how many sequences run at once come from the planner when not
+    given. The model's own context is only used to tokenize, so it is kept tiny."""
+    from localllm.runtime import DEFAULT_CTX, LoadOptions
+
+    resolved = find(reference, notice)
+    header = headercache.read_header(resolved.path)
+    n_ctx_seq = n_ctx_seq or min(DEFAULT_CTX, header.context_length or DEFAULT_CTX)
+    hw = hardware or machine.detect()
+    _, gpu_layers = load_settings(header, hw, n_ctx_seq, n_gpu_layers, label=resolved.label)
+    parallel = n_parallel or max_parallel(header, hw, n_ctx_seq, gpu_layers)
+    options = LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_gpu_layers=gpu_layers, n_threads=n_threads)
+    return BatchModel(_load(resolved, options), parallel, n_ctx_seq)
+
+
+def open_for_bench(
+    reference: str | None = None,
+    *,
+    n_gpu_layers: int = 0,
+    n_threads: int | None = None,
+    notice: Notice | None = None,
+) -> OpenedModel:
+    """Load a model for ``bench``: the benchmarks make contexts of their own, so the model's is tiny."""
+    from localllm.runtime import LoadOptions
+
+    resolved = find(reference, notice)
+    return _load(resolved, LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_gpu_layers=n_gpu_layers,
+                                       n_threads=n_threads))
+
+
+def sampling(**settings: Any) -> Any:
+    """Sampling options (``runtime.SamplingOptions``) from the settings given; unknown keys are
+    ignored, so a conversation's saved settings from another version still load."""
+    from localllm.runtime import SamplingOptions
+
+    known = {k: v for k, v in settings.items() if k in SamplingOptions.__dataclass_fields__}
+    return SamplingOptions(**known)
+
+
+def show_llama_log(verbose: bool) -> None:
+    """Echo llama.cpp's own log on stderr (``--verbose``)."""
+    from localllm import runtime
+
+    runtime.set_verbose(verbose)
