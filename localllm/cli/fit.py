@@ -45,7 +45,8 @@ def _remote_rows(entry, quant: str | None, skip: set) -> list[tuple[str, str, ob
     """Headers of the catalog's quants, fetched from the Hub by range requests (cached)."""
     from localllm.errors import LocalLLMError, NetworkError
     from localllm.hub import headers as remoteheader
-    from localllm.hub.client import Hub, offline_error
+    from localllm.hub.client import Hub
+    from localllm.hub.errors import offline_error
     from localllm.hub.pull import files_by_quant
 
     hub = Hub()
@@ -67,7 +68,7 @@ def _remote_rows(entry, quant: str | None, skip: set) -> list[tuple[str, str, ob
     if quant and quant not in files:
         if listing is None:
             raise offline_error(f"{entry.name}:{quant}")
-        from localllm.hub.client import HubFileNotFoundError
+        from localllm.hub.errors import HubFileNotFoundError
 
         raise HubFileNotFoundError(f"{entry.repo} has no {quant} file", hint=f"quantizations there: {', '.join(files)}")
     first_error = None

@@ -20,7 +20,7 @@ def _say(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from localllm.hub.client import Hub
-    from localllm.hub.download import DownloadCancelled
+    from localllm.hub.errors import DownloadCancelled
     from localllm.hub.pull import execute, plan
 
     from .progress import ProgressPrinter, human_bytes
