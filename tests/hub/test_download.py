@@ -177,3 +177,25 @@ def test_a_stale_partial_without_its_record_is_not_trusted(target, hub):
     part.write_bytes(b"garbage that is not the file's prefix" * 1000)
     # A stale part from a different file: sidecar missing, so it is not trusted and is rewritten.
     assert sha256(fetch(target)) == target["sha256"]
+
+
+def test_a_server_ignoring_range_restarts_from_zero_and_does_not_claim_resuming(target, hub):
+    cancel = threading.Event()
+    hub.fault("/resolve/", rate=50_000_000, times=1)
+    with pytest.raises(errors.DownloadCancelled):
+        fetch(target, progress=lambda p: p.done > 20_000_000 and cancel.set(), cancel=cancel)
+    kept = download.partials()[0]["bytes"]
+    hub.reset_counts()
+    hub.fault("/resolve/", ignore_range=True, times=1)
+    seen = []
+    assert sha256(fetch(target, progress=seen.append)) == target["sha256"]
+    assert [g.range for g in resolve_gets(hub)] == [f"bytes={kept}-"]
+    assert seen and all(p.resumed_from == 0 for p in seen)
+    assert seen[-1].done == target["size"]  # written afresh, not appended after the kept bytes
+
+
+def test_offline_download_makes_no_request(target, hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(errors.OfflineError):
+        fetch(target)
+    assert hub.requests == []
