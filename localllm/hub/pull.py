@@ -260,8 +260,18 @@ def execute(
     if hub.offline:
         raise offline_error(pull.key)
     download.check_disk_space(store.partial_dir(), pull.download_size)
+    staged = _fetch_all(pull, hub, progress=progress, cancel=cancel, notice=notice, policy=policy)
+    # Everything is verified: move into place, then record (a crash in between leaves files the
+    # manifest does not list, which the next pull of the same model finds and reuses).
+    links = _move_into_place(pull, staged)
+    return _record(pull, links)
+
+
+def _fetch_all(pull: PullPlan, hub: Hub, *, progress: download.ProgressCallback | None,
+               cancel: threading.Event | None, notice: Notice | None,
+               policy: download.RetryPolicy | None) -> list[Path | None]:
+    """Download every planned file not reused from another app; None for those linked."""
     staged: list[Path | None] = []
-    links: list[str] = []
     for planned in pull.files:
         if planned.reuse is not None:
             if notice:
@@ -281,8 +291,12 @@ def execute(
             on_wait=notice,
         )
         staged.append(done)
-    # Everything is verified: move into place, then record (a crash in between leaves files the
-    # manifest does not list, which the next pull of the same model finds and reuses).
+    return staged
+
+
+def _move_into_place(pull: PullPlan, staged: list[Path | None]) -> list[str]:
+    """Install downloaded files and link reused ones; returns how each copy was linked."""
+    links: list[str] = []
     base = paths.models_dir()
     for planned, done in zip(pull.files, staged):
         dest = base / planned.relative
@@ -297,6 +311,10 @@ def execute(
                 f"permission denied: {exc.filename or dest}",
                 hint="make the models directory writable, or set LOCALLLM_HOME to a folder you own",
             ) from exc
+    return links
+
+
+def _record(pull: PullPlan, links: list[str]) -> store.InstalledModel:
     shas = [f.sha256 or "" for f in pull.files]
     source = f"hf:{pull.repo}@{pull.revision}" if pull.revision else f"hf:{pull.repo}"
     if links:
