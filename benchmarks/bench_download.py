@@ -40,13 +40,13 @@ def start_server(file: Path) -> tuple[subprocess.Popen, str]:
 
 DOWNLOAD_ONLY = """
 import json, sys, time
-from localllm.hub import Hub
-from localllm import download
+from localllm.hub import download
+from localllm.hub.client import Hub
 hub = Hub()
 listing = hub.list_files(sys.argv[1])
 f = listing.files[0]
 t = time.perf_counter()
-download.download(hub.resolve_url(sys.argv[1], f.path, listing.revision), size=f.size, sha256=f.sha256)
+download.download(hub.resolve_url(sys.argv[1], f.path, listing.revision), size=f.size, sha256=f.sha256, hub=hub)
 print(json.dumps({"seconds": time.perf_counter() - t, "size": f.size}))
 """
 

@@ -12,7 +12,7 @@ CORE = [
     "errors", "paths", "fs", "gguf.header", "gguf.cache", "models.catalog", "models.refs", "models.store",
     "models.resolve", "models.starter", "models.inspect", "models.discover", "models.importing",
     "runtime.engine", "runtime.synthetic", "batch.jobs", "fit.hardware", "fit.estimate", "fit.plan",
-    "fit.loadlog", "hub.client", "hub.headers", "hub.pull", "hub.download", "chat.history", "chat.context",
+    "fit.loadlog", "hub.errors", "hub.client", "hub.headers", "hub.pull", "hub.download", "chat.history", "chat.context",
 ]
 
 

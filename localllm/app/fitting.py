@@ -65,7 +65,8 @@ def _local_rows(reference: str) -> tuple[list[FitRow], CatalogEntry | None, str 
 
 def _remote_rows(entry: CatalogEntry, quant: str | None, skip: set) -> tuple[list[FitRow], list[str], LocalLLMError | None]:
     """Headers of the catalog's quants, fetched from the Hub by range requests (cached)."""
-    from localllm.hub.client import Hub, HubFileNotFoundError, offline_error
+    from localllm.hub.client import Hub, offline_error
+    from localllm.hub.errors import HubFileNotFoundError
     from localllm.hub.headers import read_remote_header
     from localllm.hub.pull import files_by_quant
 

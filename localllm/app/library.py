@@ -150,5 +150,10 @@ def plan_pull(reference: str, *, offline: bool = False, reuse: bool = True) -> P
     from localllm.hub.client import Hub
     from localllm.hub.pull import plan
 
+    from localllm.models.refs import parse_ref
+
     hub = Hub(offline=offline)
-    return Pull(plan(reference, hub, look_for_copies=reuse), hub)
+    ref = parse_ref(reference)
+    # The planner chooses the quantization when none is named: it needs the machine, GPUs included.
+    chooses = ref.kind in ("catalog", "hf") and ref.quant is None and not hub.offline
+    return Pull(plan(reference, hub, look_for_copies=reuse, hardware=machine.detect() if chooses else None), hub)

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = pull.run(progress=printer, notice=_say)
     except KeyboardInterrupt:
-        from localllm.hub.download import DownloadCancelled
+        from localllm.hub.errors import DownloadCancelled
 
         printer.end()
         raise DownloadCancelled(

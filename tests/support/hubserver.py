@@ -8,7 +8,7 @@ errors are 404/401/403 with ``X-Error-Code``. Files are served from real files o
 
 Faults (:meth:`HubServer.fault`) apply to requests whose path contains ``match``: cut the
 connection once the body reaches byte N, corrupt a byte, throttle to a rate, answer a status (with
-an error code and Retry-After), for the next ``times`` matching requests (-1: always). Every
+an error code and Retry-After), ignore ``Range`` (answer 200 with the whole file), for the next ``times`` matching requests (-1: always). Every
 request is counted in :attr:`HubServer.requests`.
 """
 
@@ -50,6 +50,7 @@ class Fault:
     status: int | None = None
     error_code: str | None = None
     retry_after: str | None = None
+    ignore_range: bool = False  # answer 200 with the whole file, as some mirrors and proxies do
     methods: tuple[str, ...] = ("GET", "HEAD", "POST")
 
 
@@ -232,7 +233,7 @@ def _handler(hub: HubServer):
             size = data.stat().st_size
             sha = file_sha256(data)
             start, end, status = 0, size - 1, 200
-            wanted = self.headers.get("Range")
+            wanted = None if fault is not None and fault.ignore_range else self.headers.get("Range")
             if wanted and wanted.startswith("bytes="):
                 first, _, last = wanted[6:].partition("-")
                 start = int(first) if first else 0
