@@ -28,6 +28,7 @@ a database is recognised by its ``conversations`` table and recorded as version 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localllm import paths
+from localllm import fs, paths
 from localllm.errors import LocalLLMError
 
 DEFAULT_TITLE = "New chat"
@@ -380,7 +381,12 @@ class History:
         else:
             text = self.to_markdown(conversation_id)
         try:
-            dest.write_text(text, encoding="utf-8")
+            if not dest.parent.is_dir():  # the user's path: never create folders for it
+                raise FileNotFoundError(2, "no such directory", str(dest.parent))
+            mode = dest.stat().st_mode & 0o777 if dest.exists() else 0o644
+            with fs.replacing(dest) as out:
+                out.write(text.encode("utf-8"))
+                os.chmod(out.name, mode)  # the temp file is private (0600); an export is for sharing
         except OSError as exc:
             raise HistoryError(f"cannot write {dest}: {exc.strerror or exc}") from exc
         return dest
