@@ -6,11 +6,29 @@ The database runs in WAL mode: a write never blocks the reader that lists conver
 
 One :class:`History` is shared by the UI thread and the worker that streams a reply; its methods
 serialize on a lock, so the connection is used by one thread at a time.
+
+The schema carries its version, so a database written by an older release opens in a newer one.
+Changes are ordered :func:`migration` functions (in the manner of simonw/llm's ``migrations.py``);
+migration *n* takes the database from version *n - 1* to *n*, and each one runs in its own
+``BEGIN IMMEDIATE`` transaction together with the record that it ran, so a crash or a second
+process opening the file at the same moment never leaves a half-migrated database.
+
+The record is SQLite's ``PRAGMA user_version`` (an integer in the file's header), not a
+``_migrations`` table of names as llm keeps. localllm's migrations are one linear sequence with no
+plugins adding their own, so "how many have run" says everything a table of names would; the number
+is written in the same transaction as the migration it counts, needs no table that could itself
+need migrating, and answers at once whether the file comes from a *newer* localllm (a version
+higher than :data:`SCHEMA_VERSION`): such a database is refused with :class:`HistoryError` before
+anything in it is changed, never downgraded.
+
+Releases before versioning created migration 1's tables with no version (``user_version`` 0); such
+a database is recognised by its ``conversations`` table and recorded as version 1 as it is.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -20,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localllm import paths
+from localllm import fs, paths
 from localllm.errors import LocalLLMError
 
 DEFAULT_TITLE = "New chat"
@@ -30,32 +48,99 @@ FILE_NAME = "history.sqlite3"
 # "stopped" when the user stopped the reply.
 COMPLETE, PARTIAL, STOPPED = "complete", "partial", "stopped"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id INTEGER PRIMARY KEY,
-    title TEXT NOT NULL,
-    model TEXT NOT NULL DEFAULT '',
-    model_path TEXT NOT NULL DEFAULT '',
-    system_prompt TEXT NOT NULL DEFAULT '',
-    settings TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'complete',
-    stats TEXT,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
-"""
-
 
 class HistoryError(LocalLLMError):
     """The conversation database could not be read or written."""
+
+
+Migration = Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Register ``fn`` as the next migration. Never reorder, edit or remove one that has shipped:
+    users' databases record how many have run."""
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_conversations_and_messages(db: sqlite3.Connection) -> None:
+    """The schema of every release before versioning (they created it with no version recorded)."""
+    db.execute(
+        """
+        CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL,
+            model TEXT NOT NULL DEFAULT '',
+            model_path TEXT NOT NULL DEFAULT '',
+            system_prompt TEXT NOT NULL DEFAULT '',
+            settings TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'complete',
+            stats TEXT,
+            created_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX messages_by_conversation ON messages(conversation_id, id)")
+
+
+SCHEMA_VERSION = len(MIGRATIONS)  # the newest version this code knows
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _is_unversioned_v1(db: sqlite3.Connection) -> bool:
+    """A database from before versioning: migration 1's tables, version 0."""
+    row = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='conversations'").fetchone()
+    return row is not None
+
+
+def _newer_error(where: object, version: int, known: int) -> HistoryError:
+    return HistoryError(
+        f"the conversation history {where} was written by a newer localllm (schema version {version};"
+        f" this one knows up to {known}); it was left untouched",
+        hint="upgrade localllm, or set LOCALLLM_HOME to use another data directory",
+    )
+
+
+def migrate(db: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS, *, where: object = "") -> int:
+    """Run the migrations ``db`` has not had, each in its own transaction; returns its version.
+
+    ``db`` must be in autocommit mode (``isolation_level=None``). Raises :class:`HistoryError`, and
+    changes nothing, when ``db`` is newer than ``migrations``.
+    """
+    known = len(migrations)
+    while True:
+        db.execute("BEGIN IMMEDIATE")  # the write lock first: a second process waits, then sees our work
+        try:
+            version = schema_version(db)
+            if version > known:
+                raise _newer_error(where, version, known)
+            if version == known:
+                db.execute("ROLLBACK")  # nothing to do; nothing was written
+                return version
+            if not (version == 0 and _is_unversioned_v1(db)):
+                migrations[version](db)
+            db.execute(f"PRAGMA user_version = {version + 1:d}")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
 
 @dataclass(frozen=True)
@@ -111,11 +196,25 @@ class History:
         try:
             paths.ensure_dir(self.path.parent)
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise HistoryError(
+                f"cannot open the conversation history {self.path}: {exc}",
+                hint="check the data directory's permissions, or set LOCALLLM_HOME",
+            ) from exc
+        try:
+            # A newer localllm's database is refused before anything (even its journal mode) changes.
+            version = schema_version(self._db)
+            if version > SCHEMA_VERSION:
+                raise _newer_error(self.path, version, SCHEMA_VERSION)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+            migrate(self._db, where=self.path)
+        except HistoryError:
+            self._db.close()
+            raise
+        except sqlite3.Error as exc:
+            self._db.close()
             raise HistoryError(
                 f"cannot open the conversation history {self.path}: {exc}",
                 hint="check the data directory's permissions, or set LOCALLLM_HOME",
@@ -282,7 +381,12 @@ class History:
         else:
             text = self.to_markdown(conversation_id)
         try:
-            dest.write_text(text, encoding="utf-8")
+            if not dest.parent.is_dir():  # the user's path: never create folders for it
+                raise FileNotFoundError(2, "no such directory", str(dest.parent))
+            mode = dest.stat().st_mode & 0o777 if dest.exists() else 0o644
+            with fs.replacing(dest) as out:
+                out.write(text.encode("utf-8"))
+                os.chmod(out.name, mode)  # the temp file is private (0600); an export is for sharing
         except OSError as exc:
             raise HistoryError(f"cannot write {dest}: {exc.strerror or exc}") from exc
         return dest

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from localllm import paths
+from localllm import fs, paths
 
 KEEP = 200
 
@@ -93,9 +93,7 @@ def record(path: Path, size: int, settings: dict[str, object], buffers_mib: dict
 
 def _trim(target: Path) -> None:
     lines = target.read_text(encoding="utf-8").splitlines()[-KEEP:]
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    tmp.replace(target)
+    fs.atomic_write(target, "".join(line + "\n" for line in lines))
 
 
 def last_load(path: Path, size: int | None = None) -> dict | None:

@@ -13,7 +13,7 @@ import os
 import pickle
 from pathlib import Path
 
-from localllm import paths
+from localllm import fs, paths
 
 from . import header as ggufmeta
 
@@ -44,11 +44,8 @@ def read_header(path: str | os.PathLike[str]) -> ggufmeta.GGUFHeader:
     if key is not None:
         cached, ident = key
         try:
-            paths.ensure_dir(cached.parent)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
+            with fs.replacing(cached, sync=False) as f:  # a cache: losing it in a crash costs a parse
                 pickle.dump((ident, header), f, protocol=pickle.HIGHEST_PROTOCOL)
-            tmp.replace(cached)
         except OSError:
             pass  # a read-only or full disk: parse again next time
     return header

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from localllm import config
 from localllm.gguf import quants
 
 from .catalog import match_quant_file
@@ -44,25 +44,19 @@ class FoundModel:
 
 
 def hf_cache_dir() -> Path:
-    env = os.environ
-    if env.get("HF_HUB_CACHE"):
-        return Path(env["HF_HUB_CACHE"]).expanduser()
-    if env.get("HF_HOME"):
-        return Path(env["HF_HOME"]).expanduser() / "hub"
-    return Path.home() / ".cache" / "huggingface" / "hub"
+    return config.hf_cache_dir()
 
 
 def lmstudio_dirs() -> list[Path]:
-    override = os.environ.get("LOCALLLM_LMSTUDIO_DIRS")
+    override = config.lmstudio_dirs()
     if override is not None:
-        return [Path(p).expanduser() for p in override.split(os.pathsep) if p]
+        return override
     home = Path.home()
     return [home / ".lmstudio" / "models", home / ".cache" / "lm-studio" / "models"]
 
 
 def ollama_dir() -> Path:
-    override = os.environ.get("OLLAMA_MODELS")
-    return Path(override).expanduser() if override else Path.home() / ".ollama" / "models"
+    return config.ollama_dir()
 
 
 def guess_quant(filename: str) -> str | None:

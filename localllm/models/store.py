@@ -7,19 +7,19 @@ Layout under the data directory::
 
 A file becomes visible as installed only once it is complete and verified: writers put data in a
 temporary file beside its destination and :func:`install_file` renames it into place, then records
-it in the manifest (also written to a temporary file and renamed).
+it in the manifest (written with :func:`localllm.fs.atomic_write`). Every change to the manifest is a
+read-modify-write under the manifest lock, so two processes never drop each other's entries.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from localllm import paths
+from localllm import fs, paths
 from localllm.errors import LocalLLMError
 from localllm.fs import FileLock
 
@@ -76,19 +76,9 @@ def load_manifest() -> list[InstalledModel]:
 
 
 def save_manifest(models: list[InstalledModel]) -> None:
-    path = _manifest_path()
-    paths.ensure_dir(path.parent)
+    """Replace the manifest with ``models``. Callers changing it hold :func:`_manifest_lock`."""
     data = {"version": MANIFEST_VERSION, "models": [asdict(m) for m in models]}
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fs.atomic_write(_manifest_path(), json.dumps(data, indent=1))
 
 
 def installed() -> list[InstalledModel]:
@@ -170,12 +160,13 @@ def partial_dir() -> Path:
 
 def touch(model: InstalledModel) -> None:
     """Note that ``model`` was just used (for 'last used' and the default model)."""
-    models = load_manifest()
-    for m in models:
-        if m.key == model.key:
-            m.last_used = time.time()
     try:
-        save_manifest(models)
+        with _manifest_lock():  # an import or pull finishing meanwhile must not lose its entry
+            models = load_manifest()
+            for m in models:
+                if m.key == model.key:
+                    m.last_used = time.time()
+            save_manifest(models)
     except OSError:
         pass  # a read-only data dir must not stop a reply; only the 'last used' time is lost
 

@@ -99,3 +99,18 @@ def test_title_from_first_message():
     long = hist.title_from("Explain in great detail how a transformer language model works please")
     assert long.endswith("…") and len(long) <= 41
     assert hist.title_from("   ") == hist.DEFAULT_TITLE
+
+
+def test_export_replaces_the_file_whole_and_readable(tmp_path):
+    db = History(tmp_path / "h.sqlite3")
+    conv = db.create(title="Shared")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dest = db.export(conv, out_dir / "c.md")
+    assert dest.stat().st_mode & 0o777 == 0o644  # not the temp file's private 0600
+    dest.chmod(0o640)
+    db.rename(conv, "Renamed")
+    db.export(conv, dest)
+    assert dest.read_text().startswith("# Renamed\n")
+    assert dest.stat().st_mode & 0o777 == 0o640  # an existing file keeps its mode
+    assert [p.name for p in out_dir.iterdir()] == ["c.md"]  # no temp file left behind
