@@ -66,7 +66,7 @@ def _local_rows(reference: str) -> tuple[list[FitRow], CatalogEntry | None, str 
 def _remote_rows(entry: CatalogEntry, quant: str | None, skip: set) -> tuple[list[FitRow], list[str], LocalLLMError | None]:
     """Headers of the catalog's quants, fetched from the Hub by range requests (cached)."""
     from localllm.hub.client import Hub, offline_error
-    from localllm.hub.errors import HubFileNotFoundError
+    from localllm.hub.errors import HubFileNotFoundError, OfflineError
     from localllm.hub.headers import read_remote_header
     from localllm.hub.pull import files_by_quant
 
@@ -91,7 +91,7 @@ def _remote_rows(entry: CatalogEntry, quant: str | None, skip: set) -> tuple[lis
     for q in [quant] if quant else list(files):
         if q in skip:
             continue
-        if isinstance(first_error, NetworkError):
+        if isinstance(first_error, NetworkError) and not isinstance(first_error, OfflineError):
             skipped.append(q)  # the Hub is unreachable: do not wait for it once per quant
             continue
         try:

@@ -64,7 +64,7 @@ class ModelsScreen(Screen):
         listing = self.query_one("#model-list", OptionList)
         listing.border_title = "Models"
         listing.border_subtitle = Content.from_markup(
-            "[$text-success]✓[/] fits [$text-warning]~[/] tight [$text-error]✗[/] won't fit [$text-muted]?[/] not judged"
+            "[$text-success]✓[/] fits [$text-warning]~[/] tight [$text-error]✗[/] won't fit"
         )
         self.hardware = self.app.services.quick_hardware()
         self.reload()

@@ -112,7 +112,7 @@ def test_pull_dialog_in_progress(snap_compare, tmp_path):
 
     async def run_before(pilot):
         await pilot.press("slash", *"qwen3-0.6b", "enter", "p")
-        for expected in ("20.0 MB", "40.0 MB"):
+        for expected in ("19 MiB of", "38 MiB of"):
             gate.set()
             deadline = time.monotonic() + 10
             while expected not in str(pilot.app.screen.query_one("#pull-detail").render()):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from support.hubfixtures import hub, online  # noqa: F401 - fixtures
+from support.files import cache_hub_header
 from support.scripted_engine import FakeServices, ScriptedModel
 
 from localllm.chat import history as hist
@@ -218,7 +219,13 @@ async def test_switching_models_frees_the_previous_one():
     assert second.closed and holder.model is None
 
 
-async def test_models_screen_search_and_fit_badges(installed_starter):
+async def test_models_screen_search_and_fit_badges(installed_starter, isolated_home, smollm2_path):
+    from localllm.fit.plan import Verdict
+    from localllm.models.catalog import load_catalog
+
+    big = load_catalog().get("llama-3.3-70b-instruct")
+    # One header of the model has been read (as `localllm fit` does): every quant is judged from it.
+    cache_hub_header(isolated_home, big.repo, big.filename("Q4_K_M") or "big-Q4_K_M.gguf", smollm2_path)
     app = make_app(services=FakeServices())
     async with app.run_test() as pilot:
         screen = app.screen
@@ -228,8 +235,8 @@ async def test_models_screen_search_and_fit_badges(installed_starter):
         await pilot.pause()
         assert [i.name for i in screen.shown] == ["llama-3.3-70b-instruct"]
         why = str(screen.query_one("#quant-why").render())
-        assert "needs" in why
-        assert screen.current_option.fit.verdict == "won't fit"  # 8 GB available in the fake
+        assert why.startswith("Q4_K_M: won't fit: needs")
+        assert screen.current_option.fit.verdict is Verdict.NO  # 8 GiB available in the fake
 
 
 async def test_pull_shows_progress_and_installs(isolated_home):
