@@ -206,21 +206,7 @@ def model_shape(header: ggufmeta.GGUFHeader) -> ModelShape:
         n_vocab = embd.shape[1] if embd is not None and len(embd.shape) > 1 else 0
 
     n_swa = _int(header.arch_key("attention.sliding_window"))
-    swa_layers: frozenset[int] = frozenset()
-    if n_swa > 0:
-        pattern = header.arch_key("attention.sliding_window_pattern")
-        if isinstance(pattern, list) and len(pattern) >= n_layer:
-            swa_layers = frozenset(i for i in range(n_layer) if pattern[i])
-        else:
-            n_pat, dense_first = SWA_PATTERNS.get(arch, (0, False)) if arch in SWA_PATTERNS else (-1, False)
-            if isinstance(pattern, int) and not isinstance(pattern, bool):
-                n_pat = pattern
-            if n_pat == 0:
-                swa_layers = frozenset(range(n_layer))
-            elif n_pat > 0:
-                swa_layers = frozenset(
-                    i for i in range(n_layer) if (i % n_pat != 0 if dense_first else i % n_pat < n_pat - 1)
-                )
+    swa_layers = _swa_layers(header, arch, n_layer) if n_swa > 0 else frozenset()
 
     kv_lora = _int(header.arch_key("attention.kv_lora_rank"))
     mla_kv = 0
@@ -228,17 +214,7 @@ def model_shape(header: ggufmeta.GGUFHeader) -> ModelShape:
         n_rot = _int(header.arch_key("rope.dimension_count"), 64)
         mla_kv = kv_lora + n_rot
 
-    # Recurrent state (Mamba-style SSM; RWKV): per layer and sequence, kept in f32.
-    d_conv = _int(header.arch_key("ssm.conv_kernel"))
-    d_inner = _int(header.arch_key("ssm.inner_size"))
-    d_state = _int(header.arch_key("ssm.state_size"))
-    n_group = max(1, _int(header.arch_key("ssm.group_count"), 1))
-    rec_bytes = 0
-    if d_inner and d_state:
-        rec_bytes = 4 * ((max(d_conv, 1) - 1) * (d_inner + 2 * n_group * d_state) + d_state * d_inner)
-    wkv_head = _int(header.arch_key("wkv.head_size"))
-    if wkv_head:
-        rec_bytes = 4 * (2 * n_embd + n_embd * wkv_head)
+    rec_bytes = _recurrent_bytes(header, n_embd)
     recurrent_layers: frozenset[int] = frozenset()
     if rec_bytes:
         recurrent_layers = frozenset(i for i in range(n_layer) if n_head_kv[i] == 0) or frozenset(range(n_layer))
@@ -250,6 +226,35 @@ def model_shape(header: ggufmeta.GGUFHeader) -> ModelShape:
         n_ff_exp=_int(header.arch_key("expert_feed_forward_length")), swa_layers=swa_layers, n_swa=n_swa,
         mla_kv=mla_kv, recurrent_bytes_per_layer=rec_bytes, recurrent_layers=recurrent_layers,
     )  # fmt: skip
+
+
+def _swa_layers(header: ggufmeta.GGUFHeader, arch: str, n_layer: int) -> frozenset[int]:
+    """The sliding-window layers: the file's own per-layer pattern, or the architecture's."""
+    pattern = header.arch_key("attention.sliding_window_pattern")
+    if isinstance(pattern, list) and len(pattern) >= n_layer:
+        return frozenset(i for i in range(n_layer) if pattern[i])
+    n_pat, dense_first = SWA_PATTERNS.get(arch, (0, False)) if arch in SWA_PATTERNS else (-1, False)
+    if isinstance(pattern, int) and not isinstance(pattern, bool):
+        n_pat = pattern
+    if n_pat == 0:
+        return frozenset(range(n_layer))
+    if n_pat < 0:
+        return frozenset()
+    return frozenset(i for i in range(n_layer) if (i % n_pat != 0 if dense_first else i % n_pat < n_pat - 1))
+
+
+def _recurrent_bytes(header: ggufmeta.GGUFHeader, n_embd: int) -> int:
+    """Recurrent state (Mamba-style SSM; RWKV) per layer and sequence, kept in f32; 0 for none."""
+    wkv_head = _int(header.arch_key("wkv.head_size"))
+    if wkv_head:
+        return 4 * (2 * n_embd + n_embd * wkv_head)
+    d_conv = _int(header.arch_key("ssm.conv_kernel"))
+    d_inner = _int(header.arch_key("ssm.inner_size"))
+    d_state = _int(header.arch_key("ssm.state_size"))
+    n_group = max(1, _int(header.arch_key("ssm.group_count"), 1))
+    if d_inner and d_state:
+        return 4 * ((max(d_conv, 1) - 1) * (d_inner + 2 * n_group * d_state) + d_state * d_inner)
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,38 +312,8 @@ def estimate(header: ggufmeta.GGUFHeader, settings: Settings | None = None, *, g
     gpu_used = s.n_gpu_layers > 0 if gpu_present is None else gpu_present
     notes: list[str] = []
 
-    # Weights.
-    cpu_w = gpu_w = expert = 0
-    has_output = any(t.name == "output.weight" for t in header.tensors)
-    for t in header.tensors:
-        il = layer_of(t.name, n_layer)
-        if _EXPERT_RE.search(t.name):
-            expert += t.n_bytes
-        if il is not None and on_gpu[min(il, n_layer)]:
-            gpu_w += t.n_bytes
-        else:
-            cpu_w += t.n_bytes
-        if t.name == "token_embd.weight" and not has_output and on_gpu[n_layer]:
-            gpu_w += t.n_bytes  # the tied output layer: a copy goes with the output layer
-
-    # KV cache (and recurrent state), per layer on the layer's device.
-    cpu_kv = gpu_kv = 0
-    kv_size = s.n_ctx * 1  # unified cache: n_ctx cells shared by the sequences
-    swa_size = kv_size if s.swa_full else min(kv_size, _pad(shape.n_swa * s.n_seq + s.n_ubatch, 256))
-    for il in range(n_layer):
-        cells = swa_size if il in shape.swa_layers else kv_size
-        if shape.mla_kv:
-            k_values, v_values = shape.mla_kv * cells, 0
-        else:
-            k_values = shape.n_head_kv[il] * shape.head_dim_k * cells
-            v_values = shape.n_head_kv[il] * shape.head_dim_v * cells
-        layer = _kv_bytes(k_values, s.type_k) + _kv_bytes(v_values, s.type_v)
-        if il in shape.recurrent_layers:
-            layer += shape.recurrent_bytes_per_layer * s.n_seq
-        if on_gpu[il]:
-            gpu_kv += layer
-        else:
-            cpu_kv += layer
+    cpu_w, gpu_w, expert = _weights(header, n_layer, on_gpu)
+    cpu_kv, gpu_kv = _kv_cache(shape, s, on_gpu)
 
     # Compute buffers.
     cpu_c, gpu_c = _compute(shape, s, on_gpu, gpu_used)
@@ -359,6 +334,45 @@ def estimate(header: ggufmeta.GGUFHeader, settings: Settings | None = None, *, g
         expert_bytes=expert,
         notes=tuple(notes),
     )
+
+
+def _weights(header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool]) -> tuple[int, int, int]:
+    """Weight bytes on the CPU and on the GPU, and the MoE expert tensors' bytes among them."""
+    cpu = gpu = expert = 0
+    has_output = any(t.name == "output.weight" for t in header.tensors)
+    for t in header.tensors:
+        il = layer_of(t.name, n_layer)
+        if _EXPERT_RE.search(t.name):
+            expert += t.n_bytes
+        if il is not None and on_gpu[min(il, n_layer)]:
+            gpu += t.n_bytes
+        else:
+            cpu += t.n_bytes
+        if t.name == "token_embd.weight" and not has_output and on_gpu[n_layer]:
+            gpu += t.n_bytes  # the tied output layer: a copy goes with the output layer
+    return cpu, gpu, expert
+
+
+def _kv_cache(shape: ModelShape, s: Settings, on_gpu: list[bool]) -> tuple[int, int]:
+    """KV cache (and recurrent state) bytes on the CPU and on the GPU, each layer on its device."""
+    cpu = gpu = 0
+    kv_size = s.n_ctx  # unified cache: n_ctx cells shared by the sequences
+    swa_size = kv_size if s.swa_full else min(kv_size, _pad(shape.n_swa * s.n_seq + s.n_ubatch, 256))
+    for il in range(shape.n_layer):
+        cells = swa_size if il in shape.swa_layers else kv_size
+        if shape.mla_kv:
+            k_values, v_values = shape.mla_kv * cells, 0
+        else:
+            k_values = shape.n_head_kv[il] * shape.head_dim_k * cells
+            v_values = shape.n_head_kv[il] * shape.head_dim_v * cells
+        layer = _kv_bytes(k_values, s.type_k) + _kv_bytes(v_values, s.type_v)
+        if il in shape.recurrent_layers:
+            layer += shape.recurrent_bytes_per_layer * s.n_seq
+        if on_gpu[il]:
+            gpu += layer
+        else:
+            cpu += layer
+    return cpu, gpu
 
 
 def _compute(shape: ModelShape, s: Settings, on_gpu: list[bool], gpu_used: bool) -> tuple[int, int]:

@@ -157,17 +157,9 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True, hardware=Non
         raise offline_error(ref.raw.strip())
 
     listing = hub.list_files(repo)
-    ggufs = listing.gguf_files()
-    names = [f.path for f in ggufs]
+    names = [f.path for f in listing.gguf_files()]
     if ref.kind == "hf_file":
-        wanted = listing.get(ref.filename)
-        if wanted is None:
-            raise HubFileNotFoundError(f"{repo} has no file {ref.filename}", hint=_offered(names))
-        chosen = [wanted.path]
-        if is_split_part(wanted.path):
-            prefix = re.sub(r"-\d{5}-of-\d{5}\.gguf$", "", wanted.path, flags=re.IGNORECASE)
-            chosen = sorted(n for n in names if n.startswith(prefix + "-") and is_split_part(n))
-        quant = discover.guess_quant(wanted.path)
+        chosen, quant = _split_parts(listing, names, repo, ref.filename)
     else:
         if quant is None:
             offered = files_by_quant(listing, entry)
@@ -184,7 +176,24 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True, hardware=Non
             raise HubFileNotFoundError(
                 f"{repo} has no {quant} file", hint=f"quantizations there: {', '.join(quants_in(names)) or 'none'}"
             )
-    folder = store.model_dir_name(name)
+    files = _planned_files(listing, chosen, store.model_dir_name(name), look_for_copies)
+    return PullPlan(name, quant, repo=repo, revision=listing.revision, files=files, reason=reason)
+
+
+def _split_parts(listing, names: list[str], repo: str, filename: str) -> tuple[list[str], str | None]:
+    """The file a reference names (every part, for a split GGUF) and its quantization."""
+    wanted = listing.get(filename)
+    if wanted is None:
+        raise HubFileNotFoundError(f"{repo} has no file {filename}", hint=_offered(names))
+    chosen = [wanted.path]
+    if is_split_part(wanted.path):
+        prefix = re.sub(r"-\d{5}-of-\d{5}\.gguf$", "", wanted.path, flags=re.IGNORECASE)
+        chosen = sorted(n for n in names if n.startswith(prefix + "-") and is_split_part(n))
+    return chosen, discover.guess_quant(wanted.path)
+
+
+def _planned_files(listing, chosen: list[str], folder: str, look_for_copies: bool) -> list[PlannedFile]:
+    """Each file to fetch, with a copy another app holds (same size and sha256) when there is one."""
     found_copies = discover.scan_all() if look_for_copies else []
     files = []
     for path in chosen:
@@ -193,7 +202,7 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True, hardware=Non
         if meta.sha256 and found_copies:
             reuse = discover.find_copy(meta.size, meta.sha256, found_copies)
         files.append(PlannedFile(path, meta.size, meta.sha256, f"{folder}/{path.rsplit('/', 1)[-1]}", reuse))
-    return PullPlan(name, quant, repo=repo, revision=listing.revision, files=files, reason=reason)
+    return files
 
 
 def files_by_quant(listing, entry: CatalogEntry | None) -> dict[str, list[tuple[str, int]]]:

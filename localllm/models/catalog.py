@@ -243,6 +243,12 @@ class _Entry:
             raise self.error(label, f"must be positive, got {value}")
         return value
 
+    def matching(self, field: str, pattern: re.Pattern[str], problem: str) -> str:
+        value = self.string(field)
+        if not pattern.match(value):
+            raise self.error(field, f"{problem}, got {value!r}")
+        return value
+
     def size(self, field: str) -> int:
         value = self.require(field)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -272,6 +278,9 @@ def _describe(value: Any) -> str:
     return f"{kind} ({value!r})" if isinstance(value, (bool, int, float, str)) else kind
 
 
+_LOWERCASE = "must be lowercase letters, digits, '.', '_' or '-'"
+
+
 def _parse_entry(source: str, index: int, table: Any) -> CatalogEntry:
     if not isinstance(table, dict):
         raise CatalogError(f"{source}: entry {index}: expected a [[model]] table")
@@ -279,84 +288,67 @@ def _parse_entry(source: str, index: int, table: Any) -> CatalogEntry:
     unknown = sorted(set(table) - set(_REQUIRED) - set(_OPTIONAL))
     if unknown:
         raise ctx.error(unknown[0], f"unknown field (known: {', '.join(_REQUIRED + _OPTIONAL)})")
-
-    name = ctx.string("name")
-    if not _NAME_RE.match(name):
-        raise ctx.error("name", f"must be lowercase letters, digits, '.', '_' or '-', got {name!r}")
+    name = ctx.matching("name", _NAME_RE, _LOWERCASE)
     display = ctx.string("display")
-    family = ctx.string("family")
-    if not _NAME_RE.match(family):
-        raise ctx.error("family", f"must be lowercase letters, digits, '.', '_' or '-', got {family!r}")
+    family = ctx.matching("family", _NAME_RE, _LOWERCASE)
+    params, moe, active_params = _sizes(ctx)
+    architecture = ctx.matching("architecture", _ARCH_RE, "expected a llama.cpp architecture like 'llama'")
+    context_length = ctx.integer("context_length")
+    license_ = ctx.string("license")
+    repo = ctx.matching("repo", _REPO_RE, "expected a Hugging Face repository 'owner/name'")
+    file = _file_pattern(ctx) if "file" in table else None
+    offered = _listed(ctx, "quants", quants.OFFERED, "use llama.cpp names like 'Q4_K_M'", "quantization")
+    if not offered:
+        raise ctx.error("quants", "must list at least one quantization")
+    tags = _listed(ctx, "tags", TAGS, f"known: {', '.join(sorted(TAGS))}", "tag")
+    description = ctx.string("description")
+    if len(description) >= _MAX_DESCRIPTION or "\n" in description:
+        raise ctx.error("description", f"must be one line under {_MAX_DESCRIPTION} characters")
+    pypi = _parse_pypi(ctx, table["pypi"]) if "pypi" in table else None
+    return CatalogEntry(
+        name=name, display=display, family=family, params=params, active_params=active_params, moe=moe,
+        architecture=architecture, context_length=context_length, license=license_, repo=repo, file=file,
+        quants=offered, tags=tags, description=description, pypi=pypi,
+    )  # fmt: skip
 
+
+def _sizes(ctx: _Entry) -> tuple[int, bool, int | None]:
+    """params, moe and active_params (required with moe, refused without it)."""
     params = ctx.size("params")
     moe = ctx.require("moe")
     if not isinstance(moe, bool):
         raise ctx.error("moe", f"expected true or false, got {_describe(moe)}")
-    active_params: int | None = None
-    if moe:
-        if "active_params" not in table:
-            raise ctx.error("active_params", "required when moe = true")
-        active_params = ctx.size("active_params")
-        if active_params >= params:
-            raise ctx.error(
-                "active_params",
-                f"must be less than params ({format_count(active_params)} >= {format_count(params)})",
-            )
-    elif "active_params" in table:
-        raise ctx.error("active_params", "only allowed when moe = true")
+    if not moe:
+        if "active_params" in ctx.table:
+            raise ctx.error("active_params", "only allowed when moe = true")
+        return params, moe, None
+    if "active_params" not in ctx.table:
+        raise ctx.error("active_params", "required when moe = true")
+    active_params = ctx.size("active_params")
+    if active_params >= params:
+        raise ctx.error(
+            "active_params", f"must be less than params ({format_count(active_params)} >= {format_count(params)})"
+        )
+    return params, moe, active_params
 
-    architecture = ctx.string("architecture")
-    if not _ARCH_RE.match(architecture):
-        raise ctx.error("architecture", f"expected a llama.cpp architecture like 'llama', got {architecture!r}")
-    context_length = ctx.integer("context_length")
-    license_ = ctx.string("license")
 
-    repo = ctx.string("repo")
-    if not _REPO_RE.match(repo):
-        raise ctx.error("repo", f"expected a Hugging Face repository 'owner/name', got {repo!r}")
-    file: str | None = None
-    if "file" in table:
-        file = ctx.string("file")
-        if "{quant}" not in file:
-            raise ctx.error("file", f"pattern must contain '{{quant}}', got {file!r}")
-        if not file.endswith(".gguf"):
-            raise ctx.error("file", f"pattern must end with '.gguf', got {file!r}")
-        if re.search(r"[{}]", file.replace("{quant}", "")):
-            raise ctx.error("file", f"the only placeholder allowed is '{{quant}}', got {file!r}")
+def _file_pattern(ctx: _Entry) -> str:
+    file = ctx.string("file")
+    if "{quant}" not in file:
+        raise ctx.error("file", f"pattern must contain '{{quant}}', got {file!r}")
+    if not file.endswith(".gguf"):
+        raise ctx.error("file", f"pattern must end with '.gguf', got {file!r}")
+    if re.search(r"[{}]", file.replace("{quant}", "")):
+        raise ctx.error("file", f"the only placeholder allowed is '{{quant}}', got {file!r}")
+    return file
 
-    offered = ctx.string_list("quants")
-    if not offered:
-        raise ctx.error("quants", "must list at least one quantization")
-    for quant in offered:
-        if quant not in quants.OFFERED:
-            raise ctx.error("quants", f"unknown quantization {quant!r} (use llama.cpp names like 'Q4_K_M')")
-    tags = ctx.string_list("tags")
-    for tag in tags:
-        if tag not in TAGS:
-            raise ctx.error("tags", f"unknown tag {tag!r} (known: {', '.join(sorted(TAGS))})")
 
-    description = ctx.string("description")
-    if len(description) >= _MAX_DESCRIPTION or "\n" in description:
-        raise ctx.error("description", f"must be one line under {_MAX_DESCRIPTION} characters")
-
-    pypi = _parse_pypi(ctx, table["pypi"]) if "pypi" in table else None
-    return CatalogEntry(
-        name=name,
-        display=display,
-        family=family,
-        params=params,
-        active_params=active_params,
-        moe=moe,
-        architecture=architecture,
-        context_length=context_length,
-        license=license_,
-        repo=repo,
-        file=file,
-        quants=offered,
-        tags=tags,
-        description=description,
-        pypi=pypi,
-    )
+def _listed(ctx: _Entry, field: str, known: frozenset[str], help_text: str, what: str) -> tuple[str, ...]:
+    values = ctx.string_list(field)
+    for value in values:
+        if value not in known:
+            raise ctx.error(field, f"unknown {what} {value!r} ({help_text})")
+    return values
 
 
 def _parse_pypi(ctx: _Entry, table: Any) -> PypiSource:
