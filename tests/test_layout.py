@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "localllm"
 CORE = [
     "errors", "paths", "fs", "gguf.header", "gguf.cache", "models.catalog", "models.refs", "models.store",
     "models.resolve", "models.starter", "models.inspect", "models.discover", "models.importing",
-    "runtime.engine", "runtime.synthetic", "batch.jobs", "fit.hardware", "fit.estimate", "fit.plan",
+    "runtime.options", "runtime.llama", "runtime.model", "runtime.batching", "runtime.bench",
+    "runtime.devices", "runtime.quantize", "runtime.synthetic", "batch.jobs", "fit.hardware", "fit.estimate", "fit.plan",
     "fit.loadlog", "hub.client", "hub.headers", "hub.pull", "hub.download", "chat.history", "chat.context",
 ]
 
@@ -51,7 +52,7 @@ def _imports(path: Path) -> set[str]:
 
 def test_exactly_one_module_imports_llama_cpp():
     users = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "llama_cpp" in _imports(p))
-    assert users == ["runtime/engine.py"]
+    assert users == ["runtime/llama.py"]
 
 
 def test_version_flag(cli):

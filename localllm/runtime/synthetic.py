@@ -3,7 +3,7 @@
 How much memory llama.cpp allocates, and how fast it runs, does not depend on the weights' values,
 so a model written here with random weights (and a real tokenizer copied from another GGUF) stands
 in for a real one of the same shape. Written with ``gguf.GGUFWriter`` as F16, then quantized with
-llama.cpp (:func:`localllm.engine.quantize_model`).
+llama.cpp (:func:`localllm.runtime.quantize.quantize_model`).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def write_model(
     import gguf
     import numpy as np
 
-    from . import engine
+    from .quantize import quantize_model
 
     dest = Path(dest)
     tok = _tokenizer_fields(str(tokenizer_from))
@@ -171,7 +171,7 @@ def write_model(
         if quant.upper() == "F16":
             f16_path.replace(dest)
         else:
-            engine.quantize_model(f16_path, dest, quant)
+            quantize_model(f16_path, dest, quant)
     finally:
         f16_path.unlink(missing_ok=True)
     return dest
