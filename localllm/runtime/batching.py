@@ -212,7 +212,8 @@ class BatchSession:
 
     def _sample(self, active: list[_Sequence], slots: list[_Sequence | None], started: float) -> Iterator[BatchResult]:
         """Sample every sequence that has logits this step; yield the ones that finish."""
-        ctx, is_eog, token_bytes, n_ctx_seq = self._ctx, self.model.llama.is_eog, self.model.llama.token_to_piece, self.n_ctx_seq
+        ctx, n_ctx_seq = self._ctx, self.n_ctx_seq
+        is_eog, token_bytes = self.model.llama.is_eog, self.model.llama.token_to_piece
         now = time.perf_counter()
         for s in active:
             if s.index < 0:

@@ -290,6 +290,7 @@ class LlamaContext(_Owner):
         if not ptr:
             raise load_failure(model.path, LOG.since(marker), what)
         self._ptr = ptr
+        self.model = model  # the weights must outlive the context, even when collected
         self._memory = L.llama_get_memory(ptr)
         self._one = (L.llama_token * 1)()  # the batch of one generated token
         self.n_ctx = L.llama_n_ctx(ptr)
