@@ -30,7 +30,8 @@ MiB = 1 << 20
 
 _CHILD = r"""
 import json, sys
-from localllm import engine, loadlog
+from localllm import runtime as engine
+from localllm.fit import loadlog
 path, n_ctx = sys.argv[1], int(sys.argv[2])
 m = engine.Model(path, engine.LoadOptions(n_ctx=n_ctx))
 prompt = " ".join(["word"] * 255)
@@ -57,7 +58,7 @@ def measure(path: Path, n_ctx: int) -> dict:
 
 
 def baseline_rss() -> int:
-    code = "from localllm.runtime import engine; from localllm.fit import loadlog; engine._init_backend(); print(loadlog.peak_rss())"
+    code = "from localllm.runtime import llama; from localllm.fit import loadlog; llama.init_backend(); print(loadlog.peak_rss())"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout)
 

@@ -19,6 +19,7 @@ from localllm.fit.plan import load_settings, max_parallel
 from localllm.gguf import cache as headercache
 from localllm.models import store
 from localllm.models.resolve import ResolvedModel, resolve
+from localllm.runtime.options import DEFAULT_CTX, LoadOptions, SamplingOptions
 
 from . import machine
 
@@ -47,8 +48,7 @@ class OpenedModel:
             return
         model.close()
         report = model.load_report
-        if getattr(report, "settings", None) is not None:
-            loadlog.record(report.path, report.file_size, report.settings, report.buffers_mib)
+        loadlog.record(report.path, report.file_size, report.settings, report.buffers_mib)
 
     def __enter__(self) -> OpenedModel:
         return self
@@ -57,7 +57,7 @@ class OpenedModel:
         self.close()
 
 
-def _load(resolved: ResolvedModel, options: Any) -> OpenedModel:
+def _load(resolved: ResolvedModel, options: LoadOptions) -> OpenedModel:
     from localllm import runtime
 
     model = runtime.Model(resolved.path, options)
@@ -90,8 +90,6 @@ def open_model(
         header = headercache.read_header(resolved.path)
         n_ctx, n_gpu_layers = load_settings(header, hardware or machine.detect(), n_ctx, n_gpu_layers,
                                             label=resolved.label)
-    from localllm.runtime import LoadOptions
-
     return _load(resolved, LoadOptions(n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads))
 
 
@@ -126,8 +124,6 @@ def open_for_batch(
     """Load a model for ``batch``: the sequences' context (default the smaller of 4096 and the
     model's), the GPU layers and how many sequences run at once come from the planner when not
     given. The model's own context is only used to tokenize, so it is kept tiny."""
-    from localllm.runtime import DEFAULT_CTX, LoadOptions
-
     resolved = find(reference, notice)
     header = headercache.read_header(resolved.path)
     n_ctx_seq = n_ctx_seq or min(DEFAULT_CTX, header.context_length or DEFAULT_CTX)
@@ -146,18 +142,14 @@ def open_for_bench(
     notice: Notice | None = None,
 ) -> OpenedModel:
     """Load a model for ``bench``: the benchmarks make contexts of their own, so the model's is tiny."""
-    from localllm.runtime import LoadOptions
-
     resolved = find(reference, notice)
     return _load(resolved, LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_gpu_layers=n_gpu_layers,
                                        n_threads=n_threads))
 
 
-def sampling(**settings: Any) -> Any:
+def sampling(**settings: Any) -> SamplingOptions:
     """Sampling options (``runtime.SamplingOptions``) from the settings given; unknown keys are
     ignored, so a conversation's saved settings from another version still load."""
-    from localllm.runtime import SamplingOptions
-
     known = {k: v for k, v in settings.items() if k in SamplingOptions.__dataclass_fields__}
     return SamplingOptions(**known)
 

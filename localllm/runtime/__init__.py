@@ -14,14 +14,18 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ("LoadOptions", "SamplingOptions", "GenerationStats", "LoadReport", "DEFAULT_CTX", "default_threads"),
-        "engine",
+        "options",
     ),
+    **dict.fromkeys(("Model", "Generation"), "model"),
+    "set_verbose": "llama",
     **dict.fromkeys(
-        ("Model", "Generation", "set_verbose", "llama_cpp_version", "supports_gpu_offload", "system_info",
-         "build_has_amx", "json_schema_grammar", "BatchRequest", "BatchResult", "BatchSession", "bench_pp_tg",
-         "bench_batched", "BatchedBench", "BackendDevice", "backend_devices", "quantize_model"),
-        "engine",
+        ("BackendDevice", "backend_devices", "supports_gpu_offload", "system_info", "build_has_amx",
+         "llama_cpp_version"),
+        "devices",
     ),
+    **dict.fromkeys(("BatchRequest", "BatchResult", "BatchSession", "json_schema_grammar"), "batching"),
+    **dict.fromkeys(("bench_pp_tg", "bench_batched", "BatchedBench"), "bench"),
+    "quantize_model": "quantize",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,7 +3,7 @@
 How much memory llama.cpp allocates, and how fast it runs, does not depend on the weights' values,
 so a model written here with random weights (and a real tokenizer copied from another GGUF) stands
 in for a real one of the same shape. Written with ``gguf.GGUFWriter`` as F16, then quantized with
-llama.cpp (:func:`localllm.engine.quantize_model`).
+llama.cpp (:func:`localllm.runtime.quantize.quantize_model`).
 """
 
 from __future__ import annotations
@@ -80,17 +80,36 @@ def write_model(
     import gguf
     import numpy as np
 
-    from . import engine
+    from .quantize import quantize_model
 
     dest = Path(dest)
     tok = _tokenizer_fields(str(tokenizer_from))
     n_vocab = next(len(v) for k, v, _ in tok if k == "tokenizer.ggml.tokens")
     s = shape
     head_dim = s.head_dim or s.n_embd // s.n_head
-    rng = np.random.default_rng(seed)
 
     f16_path = dest.with_name(dest.name + ".f16.tmp")
     writer = gguf.GGUFWriter(str(f16_path), s.arch)
+    _write_metadata(writer, s, head_dim, n_vocab, tok)
+    _add_tensors(writer, s, head_dim, n_vocab, np.random.default_rng(seed))
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        if quant.upper() == "F16":
+            f16_path.replace(dest)
+        else:
+            quantize_model(f16_path, dest, quant)
+    finally:
+        f16_path.unlink(missing_ok=True)
+    return dest
+
+
+def _write_metadata(writer, s: Shape, head_dim: int, n_vocab: int, tok) -> None:
+    """The model's hyperparameters, and the tokenizer copied from a real GGUF."""
+    import gguf
+
     writer.add_name(f"synthetic {s.arch}")
     writer.add_file_type(1)
     writer.add_context_length(s.context_length)
@@ -120,6 +139,11 @@ def write_model(
             writer.add_string(key, value)
         else:
             writer.add_key_value(key, value, vtype[0])
+
+
+def _add_tensors(writer, s: Shape, head_dim: int, n_vocab: int, rng) -> None:
+    """Every tensor of ``s``'s architecture: norms of ones, weights of small random values."""
+    import numpy as np
 
     def tensor(name: str, *shape_ne: int) -> None:
         # GGUFWriter takes numpy shapes (slowest dimension first); ggml's ne is the reverse.
@@ -163,18 +187,6 @@ def write_model(
             tensor(b + "ffn_gate.weight", s.n_embd, s.n_ff)
             tensor(b + "ffn_up.weight", s.n_embd, s.n_ff)
             tensor(b + "ffn_down.weight", s.n_ff, s.n_embd)
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        if quant.upper() == "F16":
-            f16_path.replace(dest)
-        else:
-            engine.quantize_model(f16_path, dest, quant)
-    finally:
-        f16_path.unlink(missing_ok=True)
-    return dest
 
 
 def scaled(shape: Shape, **changes: object) -> Shape:

@@ -1,0 +1,257 @@
+"""Batch decoding: several sequences in one context, admitted as others finish (issue 6).
+
+Used by ``localllm batch`` and ``localllm bench``. A :class:`BatchSession` shares the loaded
+weights of a :class:`~localllm.runtime.model.Model` but decodes in its own context, sized for N
+sequences.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from localllm.errors import ContextOverflowError, GenerationError, GrammarError
+
+from .llama import LlamaBatch, LlamaSampler, json_schema_to_gbnf
+from .model import Model, find_stop
+from .options import DEFAULT_CTX, SamplingOptions
+
+
+def json_schema_grammar(schema: object) -> str:
+    """The GBNF grammar of JSON text that matches ``schema`` (a dict or its JSON text)."""
+    text = schema if isinstance(schema, str) else json.dumps(schema)
+    try:
+        return json_schema_to_gbnf(text)
+    except Exception as exc:  # the converter raises ValueError, KeyError, TypeError, ...
+        raise GrammarError(
+            f"the JSON schema cannot be turned into a grammar: {exc}",
+            hint="use a plain JSON schema (type, properties, required, enum, items)",
+        ) from exc
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One prompt to complete. ``key`` is the caller's handle, given back in the result."""
+
+    key: object
+    tokens: Sequence[int]
+    sampling: SamplingOptions = SamplingOptions()
+    grammar: str | None = None  # GBNF (see json_schema_grammar)
+
+
+@dataclass
+class BatchResult:
+    key: object
+    text: str
+    finish_reason: str  # "stop" (end of text or a stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+    wait_s: float  # from the start of the run to the sequence's admission
+    prompt_s: float  # from admission to its first token
+    generation_s: float  # from its first token to its last
+
+
+class _Sequence:
+    __slots__ = (
+        "request", "seq_id", "sampler", "fed", "pos", "next_token", "index", "decoder", "text",
+        "generated", "limit", "admitted", "first_at",
+    )
+
+    request: BatchRequest
+    sampler: LlamaSampler
+
+
+class BatchSession:
+    """Decodes up to ``n_parallel`` sequences together in one llama.cpp context.
+
+    Continuous batching: each :meth:`run` step packs one generated token of every running sequence
+    and then prompt chunks of newly admitted ones into a batch of at most ``n_batch`` tokens, and
+    calls ``llama_decode`` once. A finished sequence's KV cells are freed at once and the next
+    request takes its sequence id. Each sequence has its own KV stream of ``n_ctx_seq`` cells
+    (``kv_unified`` off), so one sequence never waits for another's room.
+
+    The order in which requests are admitted and batched depends only on the requests and
+    ``n_parallel``, never on timing, so a run repeats exactly. Not thread-safe.
+    """
+
+    def __init__(self, model: Model, n_parallel: int, n_ctx_seq: int | None = None, *,
+                 n_batch: int = 512, n_ubatch: int = 512, n_threads: int | None = None) -> None:
+        if n_parallel < 1:
+            raise ValueError("n_parallel must be at least 1")
+        self.model = model
+        self.n_parallel = n_parallel
+        wanted = n_ctx_seq or min(DEFAULT_CTX, model.n_ctx_train or DEFAULT_CTX)
+        self._ctx = model.new_context(
+            n_ctx=wanted * n_parallel, n_seq_max=n_parallel, n_batch=n_batch,
+            n_ubatch=n_ubatch, n_threads=n_threads, kv_unified=False,
+            # A step needs logits for at most one token per sequence: a vocabulary-wide row each,
+            # not one per batch slot (512 x 128k-vocabulary floats would be 256 MiB).
+            n_outputs_max=n_parallel,
+        )
+        self.n_ctx_seq = self._ctx.n_ctx_seq
+        self.n_batch = self._ctx.n_batch
+        self._batch = LlamaBatch(self.n_batch, 1)
+
+    def close(self) -> None:
+        self._batch.close()
+        self._ctx.close()
+
+    def __enter__(self) -> BatchSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check_grammar(self, grammar: str) -> None:
+        """Raise :class:`GrammarError` if llama.cpp cannot use ``grammar``."""
+        self.model.make_sampler(SamplingOptions(temperature=0), grammar).close()
+
+    def check(self, tokens: Sequence[int]) -> None:
+        """Raise :class:`ContextOverflowError` if a prompt cannot fit one sequence's context."""
+        if not tokens:
+            raise GenerationError("the prompt is empty")
+        if len(tokens) >= self.n_ctx_seq:
+            raise ContextOverflowError(
+                f"the prompt is {len(tokens)} tokens but each sequence's context holds {self.n_ctx_seq}",
+                hint="shorten the prompt or raise --ctx",
+            )
+
+    def _admit(self, seq_id: int, request: BatchRequest, now: float, started: float) -> _Sequence:
+        self.check(request.tokens)
+        s = _Sequence()
+        s.request, s.seq_id = request, seq_id
+        s.sampler = self.model.make_sampler(request.sampling, request.grammar)
+        s.fed = 0  # prompt tokens already in the batch
+        s.pos = 0  # position of the next token fed
+        s.next_token = None  # the sampled token to feed next step (None while in the prompt)
+        s.index = -1  # batch index whose logits this sequence samples from, -1: none this step
+        s.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        s.text = ""
+        s.generated = 0
+        room = self.n_ctx_seq - len(request.tokens)
+        max_tokens = request.sampling.max_tokens
+        s.limit = min(max_tokens, room) if max_tokens is not None else room
+        s.admitted = now - started
+        s.first_at = 0.0
+        return s
+
+    def run(self, requests: Iterable[BatchRequest], cancel: threading.Event | None = None) -> Iterator[BatchResult]:
+        """Complete ``requests`` (read lazily, in order), yielding each result as it finishes.
+
+        Stops between two decode steps when ``cancel`` is set (or the consumer closes the
+        iterator); the sequences in flight are then dropped and their cells freed.
+        """
+        ctx, batch = self._ctx, self._batch
+        slots: list[_Sequence | None] = [None] * self.n_parallel
+        source = iter(requests)
+        exhausted = False
+        started = time.perf_counter()
+        ctx.memory_clear(True)
+        try:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    return
+                exhausted = self._fill_slots(slots, source, exhausted, started)
+                active = [s for s in slots if s is not None]
+                if not active:
+                    return
+                n = self._fill_batch(active)
+                rc = ctx.decode(batch)
+                if rc != 0:
+                    raise GenerationError(f"llama_decode failed in a batch of {n} tokens (code {rc})")
+                yield from self._sample(active, slots, started)
+        finally:
+            for s in slots:
+                if s is not None:
+                    self._release(s)
+
+    def _fill_slots(self, slots: list[_Sequence | None], source: Iterator[BatchRequest], exhausted: bool,
+                    started: float) -> bool:
+        """Admit the next requests into the free slots; returns whether ``source`` ran out."""
+        for i in range(self.n_parallel):
+            if slots[i] is None and not exhausted:
+                request = next(source, None)
+                if request is None:
+                    exhausted = True
+                else:
+                    slots[i] = self._admit(i, request, time.perf_counter(), started)
+        return exhausted
+
+    def _fill_batch(self, active: list[_Sequence]) -> int:
+        """One generated token per running sequence, then prompt chunks; returns the batch size."""
+        batch, n_batch = self._batch, self.n_batch
+        tok, pos, nseq, seqs, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+        n = 0
+        for s in active:
+            s.index = -1
+            if s.next_token is not None:
+                tok[n], pos[n], nseq[n], logits[n] = s.next_token, s.pos, 1, 1
+                seqs[n][0] = s.seq_id
+                s.index = n
+                s.pos += 1
+                n += 1
+        for s in active:
+            if s.next_token is None and n < n_batch:
+                prompt = s.request.tokens
+                take = min(len(prompt) - s.fed, n_batch - n)
+                for j in range(s.fed, s.fed + take):
+                    tok[n], pos[n], nseq[n], logits[n] = prompt[j], j, 1, 0
+                    seqs[n][0] = s.seq_id
+                    n += 1
+                s.fed += take
+                s.pos = s.fed
+                if s.fed == len(prompt):
+                    logits[n - 1] = 1
+                    s.index = n - 1
+        batch.n_tokens = n
+        return n
+
+    def _sample(self, active: list[_Sequence], slots: list[_Sequence | None], started: float) -> Iterator[BatchResult]:
+        """Sample every sequence that has logits this step; yield the ones that finish."""
+        ctx, n_ctx_seq = self._ctx, self.n_ctx_seq
+        is_eog, token_bytes = self.model.llama.is_eog, self.model.llama.token_to_piece
+        now = time.perf_counter()
+        for s in active:
+            if s.index < 0:
+                continue
+            token = s.sampler.sample(ctx, s.index)
+            if s.generated == 0:
+                s.first_at = now
+            finish = None
+            if not s.request.sampling.ignore_eos and is_eog(token):
+                finish = "stop"
+            else:
+                s.generated += 1
+                piece = s.decoder.decode(token_bytes(token))
+                s.text += piece
+                stops = s.request.sampling.stop
+                if stops and piece:
+                    # Only the new piece and the stop-length text before it can hold a stop.
+                    base = max(0, len(s.text) - len(piece) - max(map(len, stops)))
+                    cut = find_stop(s.text[base:], stops)
+                    if cut is not None:
+                        s.text = s.text[: base + cut]
+                        finish = "stop"
+                if finish is None and (s.generated >= s.limit or s.pos >= n_ctx_seq):
+                    finish = "length"
+            if finish is None:
+                s.next_token = token
+                continue
+            if finish == "length":
+                s.text += s.decoder.decode(b"", final=True)
+            slots[s.seq_id] = None
+            self._release(s)
+            yield BatchResult(
+                key=s.request.key, text=s.text, finish_reason=finish,
+                prompt_tokens=len(s.request.tokens), completion_tokens=s.generated,
+                wait_s=s.admitted, prompt_s=s.first_at - started - s.admitted,
+                generation_s=time.perf_counter() - s.first_at if s.generated else 0.0,
+            )
+
+    def _release(self, s: _Sequence) -> None:
+        s.sampler.close()
+        self._ctx.memory_seq_rm(s.seq_id, -1, -1)

@@ -1,0 +1,534 @@
+"""llama.cpp itself: the only module in localllm that imports ``llama_cpp``.
+
+It holds llama.cpp's log sink, backend initialisation, the ctypes binding of ggml's device
+registry, and small owner classes in the style of llama-cpp-python's ``_internals.py``: each of
+:class:`LlamaModel`, :class:`LlamaContext`, :class:`LlamaBatch` and :class:`LlamaSampler` creates
+exactly one llama.cpp object and frees it exactly once (``close()``, idempotent). The modules above
+(model, batching, bench, devices, quantize) compose these and never touch a raw pointer.
+
+Importing this module has no side effect on llama.cpp: the log callback is installed by the first
+:func:`init_backend`, which every owner calls before creating its object.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import re
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import llama_cpp as L
+
+from localllm.errors import GrammarError, ModelLoadError, UnsupportedArchitectureError
+
+# --------------------------------------------------------------------------------------------
+# llama.cpp's log
+
+
+class LlamaLog:
+    """Receives every line llama.cpp logs; keeps the recent ones; echoes them when verbose.
+
+    Creating one changes nothing in llama.cpp; :meth:`install` (called by :func:`init_backend`)
+    makes it llama.cpp's log callback.
+    """
+
+    def __init__(self, keep: int = 400) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self.verbose = False
+        self.installed = False
+        self._partial = ""
+        self._total = 0
+        # Buffer sizes are kept apart: a load logs thousands of lines and they come early.
+        self.buffer_lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=200)
+        self._lock = threading.Lock()
+        self._callback = None
+
+    def _on_log(self, level: int, text: bytes, _user: object) -> None:
+        chunk = text.decode("utf-8", errors="replace")
+        with self._lock:
+            if self.verbose:
+                sys.stderr.write(chunk)
+                sys.stderr.flush()
+            self._partial += chunk
+            *complete, self._partial = self._partial.split("\n")
+            for line in complete:
+                if line.strip():
+                    self.lines.append(line)
+                    self._total += 1
+                    if "buffer size" in line:
+                        self.buffer_lines.append((self._total, line))
+
+    def mark(self) -> int:
+        """A position in the log; :meth:`since` returns the lines logged after it."""
+        with self._lock:
+            return self._total
+
+    def since(self, marker: int) -> list[str]:
+        with self._lock:
+            n = min(self._total - marker, len(self.lines))
+            return list(self.lines)[len(self.lines) - n :] if n > 0 else []
+
+    def buffers_since(self, marker: int) -> list[str]:
+        with self._lock:
+            return [line for number, line in self.buffer_lines if number > marker]
+
+    def install(self) -> None:
+        """Make this llama.cpp's log callback (once; later calls do nothing)."""
+        if self.installed:
+            return
+        # ctypes keeps no reference to the callback: llama.cpp would call freed memory.
+        self._callback = L.llama_log_callback(self._on_log)
+        L.llama_log_set(self._callback, ctypes.c_void_p(0))
+        self.installed = True
+
+
+LOG = LlamaLog()
+_backend_ready = False
+_backend_lock = threading.Lock()
+
+
+def init_backend() -> None:
+    """Install the log sink and initialise llama.cpp's backend, once per process."""
+    global _backend_ready
+    if _backend_ready:
+        return
+    with _backend_lock:
+        if not _backend_ready:
+            LOG.install()
+            L.llama_backend_init()
+            _backend_ready = True
+
+
+def set_verbose(verbose: bool) -> None:
+    """Show llama.cpp's own log on stderr (``--verbose``)."""
+    LOG.verbose = verbose
+
+
+# --------------------------------------------------------------------------------------------
+# Errors read from the log
+
+_UNKNOWN_ARCH_RE = re.compile(r"unknown model architecture: '([^']*)'")
+
+
+def load_failure(path: Path, lines: Sequence[str], what: str) -> Exception:
+    """The exception for llama.cpp refusing to ``what`` ``path``, from the lines it logged."""
+    for line in lines:
+        match = _UNKNOWN_ARCH_RE.search(line)
+        if match:
+            return UnsupportedArchitectureError(
+                f"{path.name}: architecture '{match.group(1)}' is not supported by this llama.cpp "
+                f"build (llama-cpp-python {L.__version__})",
+                hint="upgrade llama-cpp-python, or pick a model of a supported architecture",
+            )
+    reason = next(
+        (ln.strip() for ln in reversed(lines) if "error" in ln.lower() or "failed" in ln.lower()),
+        "",
+    )
+    reason = re.sub(r"^\w+:\s*", "", reason)
+    return ModelLoadError(
+        f"llama.cpp could not {what} {path.name}" + (f": {reason}" if reason else ""),
+        hint="run with --verbose to see llama.cpp's log",
+    )
+
+
+class _Owner:
+    """Frees its one llama.cpp object once: on ``close()``, leaving the block, or collection."""
+
+    def close(self) -> None:  # pragma: no cover - every owner overrides it
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - safety net; close() is the API
+        # At interpreter shutdown llama_cpp's globals may already be gone; nothing can be freed then.
+        if L is not None and getattr(L, "llama_free", None) is not None:
+            self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The model (weights and vocabulary)
+
+
+class LlamaModel(_Owner):
+    """One ``llama_model`` loaded from a GGUF file, with its vocabulary."""
+
+    def __init__(self, path: Path, *, n_gpu_layers: int = 0, use_extra_bufts: bool = True,
+                 use_mmap: bool = True) -> None:
+        self.path = Path(path)
+        self._ptr = None
+        init_backend()
+        params = L.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        params.use_extra_bufts = use_extra_bufts
+        if not use_mmap:
+            params.load_mode = L.LLAMA_LOAD_MODE_NONE
+        marker = LOG.mark()
+        ptr = L.llama_model_load_from_file(str(self.path).encode(), params)
+        if not ptr:
+            raise load_failure(self.path, LOG.since(marker), "load")
+        self._ptr = ptr
+        self._vocab = L.llama_model_get_vocab(ptr)
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self.log_marker = marker  # where this load's lines begin in LOG
+
+    def close(self) -> None:
+        if self._ptr:
+            L.llama_model_free(self._ptr)
+            self._ptr = None
+
+    @property
+    def closed(self) -> bool:
+        return not self._ptr
+
+    def n_ctx_train(self) -> int:
+        return L.llama_model_n_ctx_train(self._ptr)
+
+    def n_vocab(self) -> int:
+        return L.llama_vocab_n_tokens(self._vocab)
+
+    def bos(self) -> int:
+        return L.llama_vocab_bos(self._vocab)
+
+    def eos(self) -> int:
+        return L.llama_vocab_eos(self._vocab)
+
+    def add_bos(self) -> bool:
+        return bool(L.llama_vocab_get_add_bos(self._vocab))
+
+    def is_eog(self, token: int) -> bool:
+        return L.llama_vocab_is_eog(self._vocab, token)
+
+    def chat_template(self) -> str | None:
+        raw = L.llama_model_chat_template(self._ptr, None)
+        return raw.decode("utf-8", errors="replace") if raw else None
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int] | None:
+        """The tokens of ``text``; None if llama.cpp cannot tokenize it."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 16
+        tokens = (L.llama_token * capacity)()
+        n = L.llama_tokenize(self._vocab, data, len(data), tokens, capacity, add_special, parse_special)
+        if n < 0:
+            capacity = -n
+            tokens = (L.llama_token * capacity)()
+            n = L.llama_tokenize(self._vocab, data, len(data), tokens, capacity, add_special, parse_special)
+        return list(tokens[:n]) if n >= 0 else None
+
+    def token_to_piece(self, token: int, special: bool = False) -> bytes:
+        """The bytes ``token`` stands for (part of a UTF-8 character, possibly)."""
+        buf = self._piece_buf
+        n = L.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        """The vocabulary's text of ``token`` (special tokens spelled out, e.g. ``<|im_end|>``)."""
+        raw = L.llama_vocab_get_text(self._vocab, token)
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+
+# --------------------------------------------------------------------------------------------
+# A context (KV cache, compute buffers) over a model's weights
+
+KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
+_BUFFER_RE = re.compile(r"(\S+)\s+(model|KV|compute|RS|output)\s+buffer size\s*=\s*([0-9.]+)\s*MiB")
+
+
+def buffers_mib(lines: Sequence[str]) -> dict[str, float]:
+    """Buffer sizes llama.cpp logged ("CPU KV" -> MiB), summed per buffer."""
+    sizes: dict[str, float] = {}
+    for line in lines:
+        match = _BUFFER_RE.search(line)
+        if match:
+            key = f"{match.group(1)} {match.group(2)}"
+            sizes[key] = sizes.get(key, 0.0) + float(match.group(3))
+    return sizes
+
+
+class LlamaContext(_Owner):
+    """One ``llama_context`` over a :class:`LlamaModel`'s weights, and its memory (KV cache).
+
+    ``kv_unified`` and ``n_outputs_max`` left None keep llama.cpp's defaults; so does
+    ``flash_attn=None`` (llama.cpp decides).
+    """
+
+    def __init__(self, model: LlamaModel, *, n_ctx: int, n_batch: int, n_ubatch: int, n_seq_max: int,
+                 n_threads: int, n_threads_batch: int, type_k: str = "f16", type_v: str = "f16",
+                 flash_attn: bool | None = None, kv_unified: bool | None = None,
+                 n_outputs_max: int | None = None, no_perf: bool = True,
+                 what: str = "create a context for") -> None:
+        self._ptr = None
+        params = L.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = min(n_ubatch, n_batch)
+        params.n_seq_max = n_seq_max
+        if kv_unified is not None:
+            params.kv_unified = kv_unified
+        if n_outputs_max is not None:
+            params.n_outputs_max = n_outputs_max
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads_batch
+        params.no_perf = no_perf
+        if flash_attn is not None:
+            params.flash_attn_type = (
+                L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+        params.type_k = KV_TYPES[type_k]
+        params.type_v = KV_TYPES[type_v]
+        marker = LOG.mark()
+        ptr = L.llama_init_from_model(model._ptr, params)
+        if not ptr:
+            raise load_failure(model.path, LOG.since(marker), what)
+        self._ptr = ptr
+        self.model = model  # the weights must outlive the context, even when collected
+        self._memory = L.llama_get_memory(ptr)
+        self._one = (L.llama_token * 1)()  # the batch of one generated token
+        self.n_ctx = L.llama_n_ctx(ptr)
+        self.n_ctx_seq = L.llama_n_ctx_seq(ptr)
+        self.n_batch = L.llama_n_batch(ptr)
+
+    def close(self) -> None:
+        if self._ptr:
+            L.llama_free(self._ptr)
+            self._ptr = None
+
+    @property
+    def closed(self) -> bool:
+        return not self._ptr
+
+    def decode_tokens(self, tokens: Sequence[int]) -> int:
+        """Evaluate ``tokens`` (at most ``n_batch``) after sequence 0's; llama.cpp's return code."""
+        array = (L.llama_token * len(tokens))(*tokens)  # kept alive: the batch only points at it
+        return L.llama_decode(self._ptr, L.llama_batch_get_one(array, len(tokens)))
+
+    def decode_token(self, token: int) -> int:
+        """Evaluate one token after sequence 0's (the generation step); llama.cpp's return code."""
+        one = self._one
+        one[0] = token
+        return L.llama_decode(self._ptr, L.llama_batch_get_one(one, 1))
+
+    def decode(self, batch: LlamaBatch) -> int:
+        """Evaluate the first ``batch.n_tokens`` entries of ``batch``; llama.cpp's return code."""
+        return L.llama_decode(self._ptr, batch._batch)
+
+    def synchronize(self) -> None:
+        L.llama_synchronize(self._ptr)
+
+    def memory_clear(self, data: bool = True) -> None:
+        """Forget every sequence (``data``: also zero the cells)."""
+        L.llama_memory_clear(self._memory, data)
+
+    def memory_seq_rm(self, seq_id: int, p0: int, p1: int) -> bool:
+        """Remove positions [p0, p1) of ``seq_id`` (-1: all sequences / open end). False if refused."""
+        return bool(L.llama_memory_seq_rm(self._memory, seq_id, p0, p1))
+
+
+# --------------------------------------------------------------------------------------------
+# A batch of tokens for several sequences
+
+
+class LlamaBatch(_Owner):
+    """One ``llama_batch`` of up to ``n_tokens`` tokens, each in up to ``n_seq_max`` sequences.
+
+    ``token``, ``pos``, ``n_seq_id``, ``seq_id`` and ``logits`` are the batch's own ctypes arrays:
+    hot loops bind them to locals and fill them in place, then set :attr:`n_tokens`.
+    """
+
+    def __init__(self, n_tokens: int, n_seq_max: int = 1) -> None:
+        self._live = False
+        self._batch = L.llama_batch_init(n_tokens, 0, n_seq_max)
+        self._live = True
+        self.capacity = n_tokens
+        batch = self._batch
+        self.token, self.pos, self.n_seq_id = batch.token, batch.pos, batch.n_seq_id
+        self.seq_id, self.logits = batch.seq_id, batch.logits
+
+    @property
+    def n_tokens(self) -> int:
+        return self._batch.n_tokens
+
+    @n_tokens.setter
+    def n_tokens(self, n: int) -> None:
+        self._batch.n_tokens = n
+
+    def close(self) -> None:
+        if self._live:
+            self._live = False
+            self.token = self.pos = self.n_seq_id = self.seq_id = self.logits = None
+            L.llama_batch_free(self._batch)
+
+    @property
+    def closed(self) -> bool:
+        return not self._live
+
+
+# --------------------------------------------------------------------------------------------
+# Samplers
+
+
+class LlamaSampler(_Owner):
+    """One ``llama_sampler`` chain; the ``add_*`` methods append a stage (applied in order).
+
+    The chain owns its stages: freeing it frees them.
+    """
+
+    def __init__(self) -> None:
+        self._ptr = None
+        params = L.llama_sampler_chain_default_params()
+        params.no_perf = True
+        self._ptr = L.llama_sampler_chain_init(params)
+
+    def close(self) -> None:
+        if self._ptr:
+            L.llama_sampler_free(self._ptr)
+            self._ptr = None
+
+    @property
+    def closed(self) -> bool:
+        return not self._ptr
+
+    def add_grammar(self, model: LlamaModel, grammar: str) -> None:
+        """Constrain tokens to ``grammar`` (GBNF, rule ``root``); :class:`GrammarError` if refused."""
+        stage = L.llama_sampler_init_grammar(model._vocab, grammar.encode("utf-8"), b"root")
+        if not stage:
+            raise GrammarError("llama.cpp rejected the grammar", hint="run with --verbose to see why")
+        L.llama_sampler_chain_add(self._ptr, stage)
+
+    def add_penalties(self, last_n: int, repeat: float, frequency: float = 0.0, presence: float = 0.0) -> None:
+        L.llama_sampler_chain_add(self._ptr, L.llama_sampler_init_penalties(last_n, repeat, frequency, presence))
+
+    def add_greedy(self) -> None:
+        L.llama_sampler_chain_add(self._ptr, L.llama_sampler_init_greedy())
+
+    def add_top_k(self, k: int) -> None:
+        L.llama_sampler_chain_add(self._ptr, L.llama_sampler_init_top_k(k))
+
+    def add_top_p(self, p: float, min_keep: int = 1) -> None:
+        L.llama_sampler_chain_add(self._ptr, L.llama_sampler_init_top_p(p, min_keep))
+
+    def add_min_p(self, p: float, min_keep: int = 1) -> None:
+        L.llama_sampler_chain_add(self._ptr, L.llama_sampler_init_min_p(p, min_keep))
+
+    def add_temp(self, temperature: float) -> None:
+        L.llama_sampler_chain_add(self._ptr, L.llama_sampler_init_temp(temperature))
+
+    def add_dist(self, seed: int | None) -> None:
+        """Draw from the distribution; ``seed`` None: llama.cpp picks one at random."""
+        L.llama_sampler_chain_add(
+            self._ptr, L.llama_sampler_init_dist(L.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF)
+        )
+
+    def sample(self, ctx: LlamaContext, index: int) -> int:
+        """The token picked from the logits of batch entry ``index`` (-1: the last) of ``ctx``."""
+        return L.llama_sampler_sample(self._ptr, ctx._ptr, index)
+
+
+# --------------------------------------------------------------------------------------------
+# Chat templates and JSON schemas (llama-cpp-python's Python helpers)
+
+
+def chat_formatter(template: str, bos_token: str, eos_token: str):
+    """llama-cpp-python's sandboxed Jinja2 renderer of a GGUF chat template."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    return Jinja2ChatFormatter(template=template, bos_token=bos_token, eos_token=eos_token)
+
+
+def json_schema_to_gbnf(schema_json: str) -> str:
+    """llama-cpp-python's JSON schema to GBNF converter (raises whatever it raises)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf as convert
+
+    return convert(schema_json)
+
+
+# --------------------------------------------------------------------------------------------
+# The build
+
+
+def version() -> str:
+    return L.__version__
+
+
+def supports_gpu_offload() -> bool:
+    init_backend()
+    return bool(L.llama_supports_gpu_offload())
+
+
+def system_info() -> str:
+    """llama.cpp's own summary of the CPU features this build uses ("AVX2 = 1 | ...")."""
+    init_backend()
+    return L.llama_print_system_info().decode("utf-8", errors="replace")
+
+
+def quantize(src: Path, dest: Path, ftype: int, threads: int, label: str) -> None:
+    """Write ``dest``: ``src`` quantized to llama.cpp file type ``ftype`` (named ``label``)."""
+    init_backend()
+    params = L.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = threads
+    marker = LOG.mark()
+    rc = L.llama_model_quantize(str(src).encode(), str(dest).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise load_failure(Path(src), LOG.since(marker), f"quantize to {label}")
+
+
+# --------------------------------------------------------------------------------------------
+# Devices (ggml's backend registry), bound with ctypes: llama-cpp-python 0.3.36 does not wrap
+# ggml_backend_dev_*.
+
+DEVICE_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel", 4: "meta"}
+_dev_lib = None
+
+
+def _ggml_dev_lib():
+    global _dev_lib
+    if _dev_lib is None:
+        from llama_cpp import _ggml
+
+        lib = _ggml.libggml
+        lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+        lib.ggml_backend_dev_count.argtypes = []
+        lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+        lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+        for fn in (lib.ggml_backend_dev_name, lib.ggml_backend_dev_description):
+            fn.restype = ctypes.c_char_p
+            fn.argtypes = [ctypes.c_void_p]
+        lib.ggml_backend_dev_memory.restype = None
+        lib.ggml_backend_dev_memory.argtypes = [
+            ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)
+        ]
+        lib.ggml_backend_dev_type.restype = ctypes.c_int
+        lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+        _dev_lib = lib
+    return _dev_lib
+
+
+def device_list() -> list[tuple[str, str, str, int, int]]:
+    """(name, description, kind, free bytes, total bytes) of every device ggml registered."""
+    init_backend()
+    lib = _ggml_dev_lib()
+    out = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        if not dev:
+            continue
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        out.append((
+            (lib.ggml_backend_dev_name(dev) or b"").decode("utf-8", errors="replace"),
+            (lib.ggml_backend_dev_description(dev) or b"").decode("utf-8", errors="replace"),
+            DEVICE_TYPES.get(lib.ggml_backend_dev_type(dev), "unknown"),
+            int(free.value),
+            int(total.value),
+        ))
+    return out

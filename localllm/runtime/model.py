@@ -1,0 +1,354 @@
+"""A loaded model and the replies it streams: :class:`Model` and :class:`Generation`.
+
+Sampling runs in C (a llama.cpp sampler chain), so a generated token costs one decode and a few
+ctypes calls, and nothing is printed to stdout. llama.cpp itself is reached only through the owner
+classes of :mod:`localllm.runtime.llama`.
+
+Everything else in localllm uses :class:`Model` through plain Python values; tests that do not need
+a real model use a scripted fake with the same methods.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from localllm.errors import ContextOverflowError, GenerationError
+from localllm.gguf import cache as headercache
+
+from .devices import build_has_amx
+from .llama import LOG, LlamaContext, LlamaModel, LlamaSampler, buffers_mib, chat_formatter
+from .options import DEFAULT_CTX, GenerationStats, LoadOptions, LoadReport, SamplingOptions, default_threads
+
+
+class Model:
+    """A loaded GGUF model with one context (one conversation at a time).
+
+    Not thread-safe: one generation at a time. ``close()`` frees llama.cpp's memory at once.
+    :attr:`load_report` says what the load cost; the runtime records nothing on disk itself.
+    """
+
+    def __init__(self, path: str | Path, options: LoadOptions | None = None) -> None:
+        self.path = Path(path)
+        self.options = o = options or LoadOptions()
+        # Clear errors before llama.cpp sees it; cached, since the planner has usually just read it.
+        self.header = headercache.read_header(self.path)
+        self._lock = threading.Lock()
+        self._ctx: LlamaContext | None = None
+
+        started = time.perf_counter()
+        repack = o.repack if o.repack is not None else not build_has_amx()
+        self.llama = LlamaModel(self.path, n_gpu_layers=o.n_gpu_layers, use_extra_bufts=repack, use_mmap=o.use_mmap)
+        self.n_ctx_train = self.llama.n_ctx_train()
+        n_ctx = o.n_ctx or min(DEFAULT_CTX, self.n_ctx_train or DEFAULT_CTX)
+        self.n_threads = o.n_threads or default_threads()
+        try:
+            self._ctx = self.new_context(
+                n_ctx=n_ctx, n_seq_max=1, n_batch=min(o.n_batch, n_ctx), n_ubatch=min(o.n_ubatch, o.n_batch, n_ctx),
+                n_threads_batch=o.n_threads_batch, no_perf=False, what="create a context for",
+            )
+        except BaseException:
+            self.llama.close()
+            raise
+        self.n_ctx = self._ctx.n_ctx
+        settings = {"n_ctx": self.n_ctx, "n_gpu_layers": o.n_gpu_layers, "type_k": o.type_k, "type_v": o.type_v,
+                    "flash_attn": o.flash_attn, "n_batch": o.n_batch, "n_ubatch": o.n_ubatch}  # fmt: skip
+        self.load_report = LoadReport(
+            load_s=time.perf_counter() - started,
+            buffers_mib=buffers_mib(LOG.buffers_since(self.llama.log_marker)),
+            path=self.path,
+            file_size=self.header.file_size or 0,
+            settings=settings,
+        )
+        self._evaluated: list[int] = []  # tokens whose KV is in the cache, in order (never rebound)
+        self._template = self.llama.chat_template()
+        self._formatter = None
+
+    def new_context(self, *, n_ctx: int, n_seq_max: int, n_batch: int, n_ubatch: int, n_threads: int | None = None,
+                    n_threads_batch: int | None = None, kv_unified: bool | None = None,
+                    n_outputs_max: int | None = None, no_perf: bool = True,
+                    what: str = "create a batch context for") -> LlamaContext:
+        """Another llama.cpp context over these weights, with this model's KV and attention options."""
+        threads = n_threads or self.n_threads
+        o = self.options
+        return LlamaContext(
+            self.llama, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_seq_max=n_seq_max, n_threads=threads,
+            n_threads_batch=n_threads_batch or threads, type_k=o.type_k, type_v=o.type_v, flash_attn=o.flash_attn,
+            kv_unified=kv_unified, n_outputs_max=n_outputs_max, no_perf=no_perf, what=what,
+        )
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the context, then the weights (safe to call again)."""
+        if self._ctx is not None:
+            self._ctx.close()
+        self.llama.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- tokens and text ----------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        tokens = self.llama.tokenize(text, add_special=add_special, parse_special=parse_special)
+        if tokens is None:
+            raise GenerationError("could not tokenize the prompt")
+        return tokens
+
+    def token_bytes(self, token: int, *, special: bool = False) -> bytes:
+        return self.llama.token_to_piece(token, special)
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self._template is not None
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt text for ``messages`` in the model's own chat template (from the GGUF)."""
+        if self._template is None:
+            # No template in the file: a plain transcript is more honest than llama-2's format.
+            lines = [f"{m['role']}: {m['content']}" for m in messages]
+            return "\n".join(lines) + "\nassistant:"
+        if self._formatter is None:
+            bos, eos = self.llama.bos(), self.llama.eos()
+            self._formatter = chat_formatter(
+                self._template,
+                bos_token=self.llama.token_text(bos) if bos >= 0 else "",
+                eos_token=self.llama.token_text(eos) if eos >= 0 else "",
+            )
+        try:
+            return self._formatter(messages=list(messages)).prompt
+        except Exception as exc:  # jinja2 raises many kinds; the template is the model's
+            raise GenerationError(f"the model's chat template failed: {exc}") from exc
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def chat(
+        self,
+        messages: Sequence[dict[str, str]],
+        sampling: SamplingOptions | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """Stream the assistant's reply to ``messages`` (dicts with role and content)."""
+        prompt = self.render_chat(messages)
+        # The template writes BOS itself where the model wants one.
+        tokens = self.tokenize(prompt, add_special=self._template is None, parse_special=True)
+        return Generation(self, tokens, sampling or SamplingOptions(), cancel)
+
+    def complete(
+        self,
+        prompt: str,
+        sampling: SamplingOptions | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """Stream a raw continuation of ``prompt`` (no chat template)."""
+        tokens = self.tokenize(prompt, add_special=True, parse_special=False)
+        return Generation(self, tokens, sampling or SamplingOptions(), cancel)
+
+    def make_sampler(self, sampling: SamplingOptions, grammar: str | None = None) -> LlamaSampler:
+        """A sampler chain for ``sampling`` (grammar first, if any); the caller closes it."""
+        sampler = LlamaSampler()
+        if grammar is not None:
+            try:
+                sampler.add_grammar(self.llama, grammar)
+            except BaseException:
+                sampler.close()
+                raise
+        if sampling.repeat_penalty and sampling.repeat_penalty != 1.0:
+            sampler.add_penalties(64, sampling.repeat_penalty)
+        if sampling.temperature <= 0:
+            sampler.add_greedy()
+            return sampler
+        if sampling.top_k > 0:
+            sampler.add_top_k(sampling.top_k)
+        if 0 < sampling.top_p < 1:
+            sampler.add_top_p(sampling.top_p)
+        if sampling.min_p > 0:
+            sampler.add_min_p(sampling.min_p)
+        sampler.add_temp(sampling.temperature)
+        sampler.add_dist(sampling.seed)
+        return sampler
+
+    # -- the KV cache -------------------------------------------------------------------------
+
+    def _decode(self, tokens: list[int], cancel: threading.Event | None) -> bool:
+        """Evaluate ``tokens`` after the cached ones, in batches. False if cancelled."""
+        ctx = self._ctx
+        step = ctx.n_batch
+        for start in range(0, len(tokens), step):
+            if cancel is not None and cancel.is_set():
+                return False
+            chunk = tokens[start : start + step]
+            rc = ctx.decode_tokens(chunk)
+            if rc != 0:
+                # Keep the cache consistent with what we believe is in it.
+                self._forget_from(len(self._evaluated))
+                raise GenerationError(f"llama_decode failed (code {rc})")
+            self._evaluated.extend(chunk)
+        return True
+
+    def _forget_from(self, position: int) -> None:
+        self._ctx.memory_seq_rm(-1, position, -1)
+        del self._evaluated[position:]
+
+    def _reuse_prefix(self, tokens: list[int]) -> int:
+        """Keep the cached tokens that start ``tokens``; returns how many."""
+        common = 0
+        for a, b in zip(self._evaluated, tokens):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(tokens) - 1)  # at least one token must be evaluated for logits
+        if common < len(self._evaluated):
+            if not self._ctx.memory_seq_rm(-1, common, -1):
+                self._ctx.memory_clear(True)
+                self._evaluated.clear()
+                return 0
+            del self._evaluated[common:]
+        return common
+
+
+class Generation:
+    """An iterator over the pieces of text of one reply; ``stats`` is complete once it ends.
+
+    Stopping early (``cancel`` set, ``close()``, or the consumer breaking out) keeps the model
+    usable: the cache holds exactly the tokens evaluated so far.
+    """
+
+    def __init__(
+        self, model: Model, tokens: list[int], sampling: SamplingOptions, cancel: threading.Event | None
+    ) -> None:
+        if len(tokens) >= model.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt is {len(tokens)} tokens but the context holds {model.n_ctx}",
+                hint=f"shorten the prompt or raise --ctx (this model was trained on {model.n_ctx_train})",
+            )
+        self.model = model
+        self.tokens = tokens
+        self.sampling = sampling
+        self.cancel = cancel
+        self.stats = GenerationStats(prompt_tokens=len(tokens))
+        self.text = ""
+        self._first_at: float | None = None
+        self._iter = self._run()
+
+    def __iter__(self) -> Iterator[str]:
+        return self._iter
+
+    def __next__(self) -> str:
+        return next(self._iter)
+
+    def close(self) -> None:
+        self._iter.close()
+
+    def read(self) -> str:
+        """Consume the whole reply and return it."""
+        for _ in self._iter:
+            pass
+        return self.text
+
+    def _run(self) -> Iterator[str]:
+        model, stats = self.model, self.stats
+        if not model._lock.acquire(blocking=False):
+            raise GenerationError("this model is already generating a reply")
+        try:
+            sampler = model.make_sampler(self.sampling)
+        except BaseException:
+            model._lock.release()
+            raise
+        stats.finish_reason = "cancelled"
+        try:
+            started = time.perf_counter()
+            cached = model._reuse_prefix(self.tokens)
+            stats.cached_tokens = cached
+            if not model._decode(self.tokens[cached:], self.cancel):
+                return
+            stats.prompt_s = time.perf_counter() - started
+            yield from self._tokens(sampler, started)
+        finally:
+            if self._first_at is not None:
+                stats.generation_s = time.perf_counter() - self._first_at
+            sampler.close()
+            model._lock.release()
+
+    def _tokens(self, sampler: LlamaSampler, started: float) -> Iterator[str]:
+        """Sample, yield and decode one token at a time, after the prompt was evaluated."""
+        model, stats, sampling = self.model, self.stats, self.sampling
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = tuple(s for s in sampling.stop if s)
+        held = ""  # text that might be the start of a stop string
+        limit = sampling.max_tokens if sampling.max_tokens is not None else model.n_ctx
+        ctx, evaluated, n_ctx = model._ctx, model._evaluated, model.n_ctx
+        sample, decode_token = sampler.sample, ctx.decode_token
+        is_eog, piece_of = model.llama.is_eog, model.llama.token_to_piece
+        cancel, ignore_eos = self.cancel, sampling.ignore_eos
+        while True:
+            if stats.generated_tokens >= limit or len(evaluated) >= n_ctx:
+                stats.finish_reason = "length"
+                break
+            token = sample(ctx, -1)
+            if not ignore_eos and is_eog(token):
+                stats.finish_reason = "stop"
+                break
+            stats.generated_tokens += 1
+            piece = decoder.decode(piece_of(token))
+            if self._first_at is None:
+                self._first_at = time.perf_counter()
+                stats.ttft_s = self._first_at - started
+            if stops:
+                piece, held, stopped = _hold_back(held + piece, stops)
+                if stopped:
+                    if piece:
+                        self.text += piece
+                        yield piece
+                    stats.finish_reason = "stop"
+                    break
+            if piece:
+                self.text += piece
+                yield piece
+            if cancel is not None and cancel.is_set():
+                break
+            if stats.generated_tokens >= limit:
+                stats.finish_reason = "length"
+                break
+            rc = decode_token(token)
+            if rc != 0:
+                raise GenerationError(f"llama_decode failed while generating (code {rc})")
+            evaluated.append(token)
+        tail = held + decoder.decode(b"", final=True)
+        if tail and stats.finish_reason != "stop":
+            self.text += tail
+            yield tail
+
+
+def _hold_back(text: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:
+    """Split ``text`` into what can be shown, what must wait (it may begin a stop string), and
+    whether a stop string was found (then what can be shown ends before it, and nothing waits)."""
+    cut = find_stop(text, stops)
+    if cut is not None:
+        return text[:cut], "", True
+    keep = _stop_prefix_len(text, stops)
+    return text[: len(text) - keep], text[len(text) - keep :], False
+
+
+def find_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    """Where the first of ``stops`` begins in ``text``, or None."""
+    positions = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(positions) if positions else None
+
+
+def _stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of ``text`` that begins some stop string."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:n]):
+                best = max(best, n)
+                break
+    return best

@@ -1,0 +1,114 @@
+"""What callers pass to the runtime and get back from it: plain values, no llama.cpp.
+
+Importing this module does not import ``llama_cpp``, so the CLI, the planner and the TUI can build
+options and read results without paying for the native library.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_CTX = 4096
+
+
+def default_threads() -> int:
+    """Physical cores, as llama.cpp's own tools default to (hyper-threads slow generation down)."""
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        physical = None
+    if hasattr(os, "sched_getaffinity"):
+        usable = len(os.sched_getaffinity(0))
+    else:  # pragma: no cover - macOS, Windows
+        usable = os.cpu_count() or 1
+    return max(1, min(physical or usable, usable))
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model. ``n_ctx=None`` means the smaller of 4096 and the model's own."""
+
+    n_ctx: int | None = None
+    n_gpu_layers: int = 0
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    n_batch: int = 512
+    n_ubatch: int = 512
+    flash_attn: bool | None = None  # None: llama.cpp decides
+    type_k: str = "f16"
+    type_v: str = "f16"
+    use_mmap: bool = True
+    # Weight repacking into extra buffer types (AMX, interleaved CPU layouts). None: on, except
+    # where this build uses AMX, whose matmul segfaults on some CPUs (llama.cpp issue #20824).
+    repack: bool | None = None
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to pick tokens. ``temperature <= 0`` is greedy, which makes output deterministic."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+    max_tokens: int | None = None  # None: until the model stops or the context is full
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # keep generating past end-of-text (benchmarks)
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the previous turn
+    generated_tokens: int = 0
+    ttft_s: float = 0.0  # from the call to the first token's text
+    prompt_s: float = 0.0  # evaluating the prompt
+    generation_s: float = 0.0  # from the first token to the last
+    finish_reason: str = ""  # "stop", "length", "cancelled"
+
+    @property
+    def tokens_per_s(self) -> float:
+        if self.generated_tokens <= 1 or self.generation_s <= 0:
+            return 0.0
+        # The first token comes out of prompt evaluation; rate the ones decoded after it.
+        return (self.generated_tokens - 1) / self.generation_s
+
+    @property
+    def prompt_tokens_per_s(self) -> float:
+        evaluated = self.prompt_tokens - self.cached_tokens
+        return evaluated / self.prompt_s if self.prompt_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "generated_tokens": self.generated_tokens,
+            "ttft_s": round(self.ttft_s, 4),
+            "prompt_s": round(self.prompt_s, 4),
+            "generation_s": round(self.generation_s, 4),
+            "tokens_per_s": round(self.tokens_per_s, 2),
+            "prompt_tokens_per_s": round(self.prompt_tokens_per_s, 2),
+            "finish_reason": self.finish_reason,
+        }
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """One load, as the application records it (``localllm.fit.loadlog.record``).
+
+    ``buffers_mib`` is what llama.cpp said it allocated (MiB per buffer, as logged); ``settings``
+    holds the options that decide those sizes. The runtime writes nothing itself: the caller
+    records the report, typically after ``Model.close()``.
+    """
+
+    load_s: float
+    buffers_mib: dict[str, float] = field(default_factory=dict)
+    path: Path | None = None
+    file_size: int = 0
+    settings: dict[str, object] = field(default_factory=dict)
