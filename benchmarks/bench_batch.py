@@ -5,7 +5,7 @@
                                                [--determinism 32]
 
 Side by side in one run (the two tools alternate over --rounds), same model, same threads, weight repacking set as localllm sets it
-(off on builds with AMX, see engine.build_has_amx), KV cache per sequence (no unified KV):
+(off on builds with AMX, see runtime.build_has_amx), KV cache per sequence (no unified KV):
 
 1. pp512 / tg128: `llama-bench` vs `localllm bench` (mean ± sd over --reps).
 2. Batched: `llama-batched-bench -npp NPP -ntg NTG -npl N` vs `localllm batch` doing the same work
@@ -17,7 +17,7 @@ Side by side in one run (the two tools alternate over --rounds), same model, sam
    again; how many replies differ.
 
 --synthetic-1b writes a ~1.1B-parameter llama model with random weights (SmolLM2's tokenizer) into
-.cache/bench-models/ and quantizes it to Q4_K_M with engine.quantize_model (once; reused afterwards).
+.cache/bench-models/ and quantizes it to Q4_K_M with runtime.quantize_model (once; reused afterwards).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def synthetic_1b(tokenizer_from: Path) -> Path:
     import gguf
     import numpy as np
 
-    from localllm import runtime as engine
+    from localllm import runtime
 
     out_dir.mkdir(parents=True, exist_ok=True)
     reader = gguf.GGUFReader(str(tokenizer_from))
@@ -111,7 +111,7 @@ def synthetic_1b(tokenizer_from: Path) -> Path:
     writer.close()
     print(f"quantizing {src.name} to Q4_K_M ...", file=sys.stderr, flush=True)
     tmp = dst.with_suffix(".part")
-    engine.quantize_model(src, tmp, "Q4_K_M")
+    runtime.quantize_model(src, tmp, "Q4_K_M")
     tmp.rename(dst)
     src.unlink()
     return dst
@@ -165,11 +165,11 @@ def localllm_bench(model: Path, threads: int, reps: int, npp: int, ntg: int, npl
 
 def calibrated_messages(model: Path, n_tokens: int, salt: int) -> list[dict]:
     """A user message whose chat-templated prompt is exactly ``n_tokens`` tokens."""
-    from localllm import runtime as engine
+    from localllm import runtime
 
     global _TOKENIZER
     if "_TOKENIZER" not in globals():
-        _TOKENIZER = engine.Model(model, engine.LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64))
+        _TOKENIZER = runtime.Model(model, runtime.LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64))
     m = _TOKENIZER
 
     def count(text: str) -> int:
@@ -225,9 +225,9 @@ def main() -> None:
     npl = [int(v) for v in args.parallel.split(",")]
     skip = set(args.skip.split(","))
     model = args.model or (synthetic_1b(smollm2()) if args.synthetic_1b else smollm2())
-    from localllm import runtime as engine
+    from localllm import runtime
 
-    repack = not engine.build_has_amx()
+    repack = not runtime.build_has_amx()
     t = args.threads
     print(f"model: {model.name}, threads: {t}, repack: {int(repack)}, reps: {args.reps}, rounds: {args.rounds}, "
           f"batched: npp {args.npp}, ntg {args.ntg}", flush=True)

@@ -30,12 +30,12 @@ MiB = 1 << 20
 
 _CHILD = r"""
 import json, sys
-from localllm import runtime as engine
+from localllm import runtime
 from localllm.fit import loadlog
 path, n_ctx = sys.argv[1], int(sys.argv[2])
-m = engine.Model(path, engine.LoadOptions(n_ctx=n_ctx))
+m = runtime.Model(path, runtime.LoadOptions(n_ctx=n_ctx))
 prompt = " ".join(["word"] * 255)
-m.complete(prompt, engine.SamplingOptions(temperature=0, max_tokens=8, ignore_eos=True)).read()
+m.complete(prompt, runtime.SamplingOptions(temperature=0, max_tokens=8, ignore_eos=True)).read()
 rss = loadlog.peak_rss()  # VmHWM: ru_maxrss would carry this script's own peak across exec
 print(json.dumps({"buffers": m.load_report.buffers_mib, "rss": rss}))
 """
@@ -45,6 +45,8 @@ print(json.dumps({"buffers": m.load_report.buffers_mib, "rss": rss}))
 def naive(header, n_ctx: int) -> int:
     """The rule of thumb peers use, for comparison only (localllm never plans with it): file size
     plus an f16 KV cache with every layer full."""
+    from localllm.fit import estimate
+
     shape = estimate.model_shape(header)
     kv = sum(shape.n_head_kv[il] * (shape.head_dim_k + shape.head_dim_v) * n_ctx * 2 for il in range(shape.n_layer))
     return (header.file_size or header.data_end) + kv

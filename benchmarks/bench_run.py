@@ -139,9 +139,9 @@ def main() -> None:
     ensure_llama_bench()
     model = args.model or default_model()
     sys.path.insert(0, str(ROOT))
-    from localllm import runtime as engine
+    from localllm import runtime
 
-    repack = not engine.build_has_amx()  # what localllm does by default on this build
+    repack = not runtime.build_has_amx()  # what localllm does by default on this build
     ref, ours = side_by_side(model, args.threads, args.reps, repack)
     print(f"model: {model.name}, threads: {args.threads}, repack: {int(repack)}, reps: {args.reps}")
     print(f"{'test':<8} {'llama-bench t/s':>18} {'localllm run t/s':>18} {'ratio':>7}")

@@ -22,7 +22,6 @@ import os
 import pty
 import select
 import statistics
-import subprocess
 import sys
 import tempfile
 import time

@@ -149,7 +149,6 @@ def plan_pull(reference: str, *, offline: bool = False, reuse: bool = True) -> P
     """Plan a pull; asks the Hub only when the model is not installed (never when offline)."""
     from localllm.hub.client import Hub
     from localllm.hub.pull import plan
-
     from localllm.models.refs import parse_ref
 
     hub = Hub(offline=offline)

@@ -316,8 +316,8 @@ def run_batch(
     progress: Callable[[BatchProgress], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> BatchProgress:
-    """Run every line not already in the output; returns the counts. ``model`` is an engine.Model."""
-    from localllm import runtime as engine
+    """Run every line not already in the output; returns the counts. ``model`` is a runtime.Model."""
+    from localllm import runtime
 
     seen: set[str] = set()
     todo: list[tuple[int, str]] = []
@@ -349,7 +349,7 @@ def run_batch(
 
     grammars: dict[str, str] = {}
 
-    def requests(session: engine.BatchSession) -> Iterator[engine.BatchRequest]:
+    def requests(session: runtime.BatchSession) -> Iterator[runtime.BatchRequest]:
         for number, text in todo:
             try:
                 req = parse_line(text, number)
@@ -361,7 +361,7 @@ def run_batch(
                 if req.schema is not None:
                     schema_text = json.dumps(req.schema, sort_keys=True)
                     if schema_text not in grammars:
-                        grammar = engine.json_schema_grammar(req.schema)
+                        grammar = runtime.json_schema_grammar(req.schema)
                         session.check_grammar(grammar)
                         grammars[schema_text] = grammar
                     grammar = grammars[schema_text]
@@ -374,7 +374,7 @@ def run_batch(
             except LocalLLMError as exc:
                 reject(number, req.id, str(exc))
                 continue
-            sampling = engine.SamplingOptions(
+            sampling = runtime.SamplingOptions(
                 temperature=defaults.temperature if req.temperature is None else req.temperature,
                 top_p=defaults.top_p if req.top_p is None else req.top_p,
                 seed=defaults.seed if req.seed is None else req.seed,
@@ -382,10 +382,10 @@ def run_batch(
                 stop=req.stop,
                 ignore_eos=req.ignore_eos,
             )
-            yield engine.BatchRequest(key=(number, req.id), tokens=tokens, sampling=sampling, grammar=grammar)
+            yield runtime.BatchRequest(key=(number, req.id), tokens=tokens, sampling=sampling, grammar=grammar)
 
     report()
-    with engine.BatchSession(model, n_parallel, n_ctx_seq, n_threads=n_threads) as session:
+    with runtime.BatchSession(model, n_parallel, n_ctx_seq, n_threads=n_threads) as session:
         for result in session.run(requests(session), cancel=cancel):
             _, ident = result.key
             gen_rate = (result.completion_tokens - 1) / result.generation_s if result.generation_s > 0 else 0.0

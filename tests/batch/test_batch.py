@@ -35,9 +35,9 @@ def batch_cli(cli, model: Path, *args: str, input: str | None = None):
 
 @pytest.fixture(scope="module")
 def model(smollm2_path):
-    from localllm import runtime as engine
+    from localllm import runtime
 
-    with engine.Model(smollm2_path, engine.LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_threads=1)) as m:
+    with runtime.Model(smollm2_path, runtime.LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_threads=1)) as m:
         yield m
 
 
@@ -302,13 +302,13 @@ def test_progress_bar_and_summary_show_counts_speed_and_eta(capsys):
 def test_cancel_stops_between_steps_and_frees_the_sequences(model):
     import threading
 
-    from localllm import runtime as engine
+    from localllm import runtime
 
     cancel = threading.Event()
     prompt = model.tokenize(model.render_chat([{"role": "user", "content": "Tell a story."}]), add_special=False)
-    requests = [engine.BatchRequest(i, prompt, engine.SamplingOptions(max_tokens=4 + 4 * i, ignore_eos=True, seed=i))
+    requests = [runtime.BatchRequest(i, prompt, runtime.SamplingOptions(max_tokens=4 + 4 * i, ignore_eos=True, seed=i))
                 for i in range(6)]
-    with engine.BatchSession(model, 2, 256, n_threads=1) as session:
+    with runtime.BatchSession(model, 2, 256, n_threads=1) as session:
         finished = []
         for result in session.run(requests, cancel=cancel):
             finished.append(result.key)

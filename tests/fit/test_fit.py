@@ -8,7 +8,7 @@ import json
 import pytest
 from support.hubfixtures import FILE, REPO, hub, online  # noqa: F401 - fixtures
 
-from localllm import runtime as engine
+from localllm import runtime
 from localllm.fit import estimate, hardware
 from localllm.fit.plan import plan_load
 from localllm.gguf import header as ggufmeta
@@ -20,7 +20,7 @@ MiB = 1 << 20
 def test_estimate_matches_llama_cpp_allocation(smollm2_path, n_ctx):
     header = ggufmeta.read_header(smollm2_path)
     est = estimate.estimate(header, estimate.Settings(n_ctx=n_ctx))
-    with engine.Model(smollm2_path, engine.LoadOptions(n_ctx=n_ctx)) as model:
+    with runtime.Model(smollm2_path, runtime.LoadOptions(n_ctx=n_ctx)) as model:
         logged = model.load_report.buffers_mib
     actual = sum(logged.values()) * MiB
     predicted = est.cpu.weights + est.cpu.kv + est.cpu.compute + est.cpu.output

@@ -9,8 +9,7 @@ import pytest
 from support.hubfixtures import FILE, REPO, hub, online, resolve_gets, sha256  # noqa: F401 - fixtures
 
 from localllm.fs import FileLock
-from localllm.hub import download
-from localllm.hub import errors
+from localllm.hub import download, errors
 from localllm.hub.client import Hub
 from localllm.hub.errors import HubAuthError, HubFileNotFoundError, HubServerError
 from localllm.models import store

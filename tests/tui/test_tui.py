@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from support.hubfixtures import hub, online  # noqa: F401 - fixtures
 from support.files import cache_hub_header
+from support.hubfixtures import hub, online  # noqa: F401 - fixtures
 from support.scripted_engine import FakeServices, ScriptedModel
 
 from localllm.chat import history as hist

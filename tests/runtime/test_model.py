@@ -6,16 +6,16 @@ import threading
 
 import pytest
 
-from localllm import runtime as engine
+from localllm import runtime
 from localllm.errors import ContextOverflowError, GenerationError
 
-GREEDY = engine.SamplingOptions(temperature=0, max_tokens=24)
+GREEDY = runtime.SamplingOptions(temperature=0, max_tokens=24)
 QUESTION = [{"role": "user", "content": "What is the capital city of France? Answer in one sentence."}]
 
 
 @pytest.fixture(scope="module")
 def model(smollm2_path):
-    with engine.Model(smollm2_path, engine.LoadOptions(n_ctx=1024)) as loaded:
+    with runtime.Model(smollm2_path, runtime.LoadOptions(n_ctx=1024)) as loaded:
         yield loaded
 
 
@@ -39,7 +39,7 @@ def test_uses_the_gguf_chat_template(model):
 
 
 def test_max_tokens_stops_with_length(model):
-    generation = model.chat(QUESTION, engine.SamplingOptions(temperature=0, max_tokens=3))
+    generation = model.chat(QUESTION, runtime.SamplingOptions(temperature=0, max_tokens=3))
     generation.read()
     assert generation.stats.generated_tokens == 3
     assert generation.stats.finish_reason == "length"
@@ -48,7 +48,7 @@ def test_max_tokens_stops_with_length(model):
 def test_cancel_mid_reply_keeps_model_usable(model):
     cancel = threading.Event()
     story = [{"role": "user", "content": "Write a long story about a dragon."}]
-    generation = model.chat(story, engine.SamplingOptions(temperature=0, max_tokens=400), cancel)
+    generation = model.chat(story, runtime.SamplingOptions(temperature=0, max_tokens=400), cancel)
     for i, _ in enumerate(generation):
         if i == 5:
             cancel.set()
@@ -59,7 +59,7 @@ def test_cancel_mid_reply_keeps_model_usable(model):
 
 
 def _fresh_answer(model) -> str:
-    with engine.Model(model.path, engine.LoadOptions(n_ctx=1024)) as fresh:
+    with runtime.Model(model.path, runtime.LoadOptions(n_ctx=1024)) as fresh:
         return fresh.chat(QUESTION, GREEDY).read()
 
 
@@ -73,12 +73,12 @@ def test_second_turn_reuses_the_cached_prefix(model):
     second = model.chat(follow_up, GREEDY)
     text = second.read()
     assert second.stats.cached_tokens > first.stats.prompt_tokens // 2
-    with engine.Model(model.path, engine.LoadOptions(n_ctx=1024)) as fresh:
+    with runtime.Model(model.path, runtime.LoadOptions(n_ctx=1024)) as fresh:
         assert fresh.chat(follow_up, GREEDY).read() == text
 
 
 def test_same_seed_same_text(model):
-    sampling = engine.SamplingOptions(temperature=0.9, seed=123, max_tokens=30)
+    sampling = runtime.SamplingOptions(temperature=0.9, seed=123, max_tokens=30)
     story = [{"role": "user", "content": "Tell me a story."}]
     assert model.chat(story, sampling).read() == model.chat(story, sampling).read()
 
@@ -86,7 +86,7 @@ def test_same_seed_same_text(model):
 def test_stop_strings_end_the_reply_before_them(model):
     full = model.chat(QUESTION, GREEDY).read()
     assert "Paris" in full
-    generation = model.chat(QUESTION, engine.SamplingOptions(temperature=0, max_tokens=24, stop=("Paris",)))
+    generation = model.chat(QUESTION, runtime.SamplingOptions(temperature=0, max_tokens=24, stop=("Paris",)))
     text = generation.read()
     assert text == full[: full.index("Paris")]
     assert generation.stats.finish_reason == "stop"
@@ -94,7 +94,7 @@ def test_stop_strings_end_the_reply_before_them(model):
 
 def test_non_ascii_text_is_never_split_mid_character(model):
     prompt = [{"role": "user", "content": "Écris une phrase en français sur l'été à Montréal."}]
-    pieces = list(model.chat(prompt, engine.SamplingOptions(temperature=0, max_tokens=60)))
+    pieces = list(model.chat(prompt, runtime.SamplingOptions(temperature=0, max_tokens=60)))
     assert "\ufffd" not in "".join(pieces)
 
 
