@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def say(text: str) -> None:
+    """A notice for the person at the terminal (stderr, so stdout stays the command's output)."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def print_error(message: str, hint: str | None = None) -> None:
     line = f"localllm: error: {message}"
     if hint:

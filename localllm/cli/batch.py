@@ -7,7 +7,7 @@ import sys
 
 from localllm.format import format_clock
 
-from . import EXIT_INTERRUPTED, print_error
+from . import EXIT_INTERRUPTED, print_error, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,14 +104,14 @@ def run(args: argparse.Namespace) -> int:
 
     def started(label: str, lines: int, parallel: int, n_ctx_seq: int) -> None:
         if not args.quiet:
-            _say(f"{label}: {lines} lines, {parallel} at a time, {n_ctx_seq} tokens of context each")
+            say(f"{label}: {lines} lines, {parallel} at a time, {n_ctx_seq} tokens of context each")
 
     interrupted = False
     try:
         app.complete_jsonl(
             args.model, text, writer, n_ctx_seq=args.ctx, n_parallel=args.parallel, n_gpu_layers=args.gpu_layers,
             n_threads=args.threads, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
-            notice=_say, started=started, progress=track,
+            notice=say, started=started, progress=track,
         )
     except KeyboardInterrupt:
         interrupted = True
@@ -119,12 +119,9 @@ def run(args: argparse.Namespace) -> int:
         bar.end()
         writer.close()
     if not args.quiet and progress is not None:
-        _say(summary_line(progress, interrupted))
+        say(summary_line(progress, interrupted))
     if interrupted:
         print_error("interrupted; the results written so far are kept, run the same command to go on")
         return EXIT_INTERRUPTED
     return 0
 
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)

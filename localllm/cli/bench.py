@@ -8,6 +8,8 @@ import sys
 
 from localllm.format import format_bytes
 
+from . import say
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="model reference or .gguf file (default: the last model used)")
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = app.bench(args.model, reps=args.reps, n_prompt=args.n_prompt, n_gen=args.n_gen, parallel=parallel,
                        n_threads=args.threads, n_gpu_layers=args.gpu_layers,
-                       notice=lambda text: print(text, file=sys.stderr, flush=True), started=started, emit=emit)
+                       notice=say, started=started, emit=emit)
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
     return 0

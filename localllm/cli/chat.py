@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import say
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -25,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     app.options.check(ctx=args.ctx, temperature=args.temperature, gpu_layers=args.gpu_layers)
     # Resolve before the UI starts: a wrong name is one clear line on stderr, not a screen.
-    resolved = app.find(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
+    resolved = app.find(args.model, notice=say)
     settings = {"temperature": args.temperature} if args.temperature is not None else {}
     return launch(chat=resolved, open_chat=True, ctx=args.ctx, gpu_layers=args.gpu_layers, system=args.system,
                   settings=settings, light=args.light)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from localllm.format import format_bytes, format_count
+
+from . import say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from localllm import app
 
-    info = app.inspect_model(args.model, notice=lambda text: print(text, file=sys.stderr, flush=True))
+    info = app.inspect_model(args.model, notice=say)
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=2))
         return 0

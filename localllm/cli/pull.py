@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from . import say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,9 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-reuse", action="store_true",
                         help="do not link copies found in the Hugging Face cache, LM Studio or Ollama")
 
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     pull = app.plan_pull(args.model, offline=args.offline, reuse=not args.no_reuse)
     plan = pull.plan
     if plan.reason:
-        _say(f"{plan.name}: chose {plan.reason} (ask for another with {plan.name}:QUANT)")
+        say(f"{plan.name}: chose {plan.reason} (ask for another with {plan.name}:QUANT)")
     if plan.installed is not None:
         print(f"{plan.installed.key} is already installed ({plan.installed.path()})")
         return 0
@@ -36,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     printer = ProgressPrinter()
     try:
-        model = pull.run(progress=printer, notice=_say)
+        model = pull.run(progress=printer, notice=say)
     except KeyboardInterrupt:
         from localllm.hub.errors import DownloadCancelled
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from . import EXIT_INTERRUPTED, print_error
+from . import EXIT_INTERRUPTED, print_error, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         {"role": "user", "content": prompt}
     ]
     with app.open_model(args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads,
-                        notice=_notice) as model:
+                        notice=say) as model:
         generation = model.chat(messages, sampling)
         interrupted = _stream(generation, quiet=args.json)
         stats, load_s = generation.stats, model.load_report.load_s
@@ -81,9 +81,6 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     return 0
 
-
-def _notice(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def _stream(generation, *, quiet: bool) -> bool:
