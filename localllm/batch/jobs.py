@@ -304,21 +304,9 @@ def read_lines(text: str) -> list[tuple[int, str]]:
     return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
-def run_batch(
-    model,
-    lines: list[tuple[int, str]],
-    writer: ResultWriter | StreamWriter,
-    *,
-    n_parallel: int,
-    n_ctx_seq: int | None = None,
-    defaults: BatchDefaults = BatchDefaults(),
-    n_threads: int | None = None,
-    progress: Callable[[BatchProgress], None] | None = None,
-    cancel: threading.Event | None = None,
-) -> BatchProgress:
-    """Run every line not already in the output; returns the counts. ``model`` is a runtime.Model."""
-    from localllm import runtime
-
+def _todo(lines: list[tuple[int, str]], writer: ResultWriter | StreamWriter) -> tuple[list[tuple[int, str]], int, set[str]]:
+    """The lines not already answered (by id) or rejected (by line number) in the output; how many
+    were skipped; the ids seen so far (a later line with one of them is a duplicate)."""
     seen: set[str] = set()
     todo: list[tuple[int, str]] = []
     skipped = 0
@@ -335,6 +323,100 @@ def run_batch(
             skipped += 1
             continue
         todo.append((number, text))
+    return todo, skipped, seen
+
+
+def _result_record(result) -> dict:
+    """The output line of one finished sequence (a runtime.BatchResult)."""
+    _, ident = result.key
+    gen_rate = (result.completion_tokens - 1) / result.generation_s if result.generation_s > 0 else 0.0
+    return {
+        "id": ident,
+        "text": result.text,
+        "finish_reason": result.finish_reason,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "timing": {
+            "wait_s": round(result.wait_s, 4),
+            "prompt_s": round(result.prompt_s, 4),
+            "generation_s": round(result.generation_s, 4),
+            "tokens_per_s": round(gen_rate, 2),
+        },
+    }
+
+
+class _Requests:
+    """Turns input lines into batch requests, lazily and in order; a line that cannot run becomes
+    an error record (through ``reject``) and the batch goes on."""
+
+    def __init__(self, model, defaults: BatchDefaults, seen: set[str], reject: Callable[[int, object, str], None]):
+        self.model, self.defaults, self.seen, self.reject = model, defaults, seen, reject
+        self.grammars: dict[str, str] = {}
+
+    def _grammar(self, session, schema: object) -> str:
+        from localllm import runtime
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self.grammars:
+            grammar = runtime.json_schema_grammar(schema)
+            session.check_grammar(grammar)
+            self.grammars[key] = grammar
+        return self.grammars[key]
+
+    def _sampling(self, req: LineRequest):
+        from localllm import runtime
+
+        d = self.defaults
+        return runtime.SamplingOptions(
+            temperature=d.temperature if req.temperature is None else req.temperature,
+            top_p=d.top_p if req.top_p is None else req.top_p,
+            seed=d.seed if req.seed is None else req.seed,
+            max_tokens=d.max_tokens if req.max_tokens is None else req.max_tokens,
+            stop=req.stop,
+            ignore_eos=req.ignore_eos,
+        )
+
+    def __call__(self, session, todo: list[tuple[int, str]]) -> Iterator:
+        from localllm import runtime
+
+        model = self.model
+        for number, text in todo:
+            req = None
+            try:
+                req = parse_line(text, number)
+                key = json.dumps(req.id)
+                if key in self.seen:
+                    raise LineError(f"duplicate id {key} (first used on an earlier line)", req.id)
+                self.seen.add(key)
+                grammar = self._grammar(session, req.schema) if req.schema is not None else None
+                prompt = model.render_chat(req.messages)
+                tokens = model.tokenize(prompt, add_special=not model.has_chat_template, parse_special=True)
+                session.check(tokens)
+            except LineError as exc:
+                self.reject(number, exc.id, str(exc))
+                continue
+            except LocalLLMError as exc:
+                self.reject(number, req.id if req is not None else None, str(exc))
+                continue
+            yield runtime.BatchRequest(key=(number, req.id), tokens=tokens, sampling=self._sampling(req), grammar=grammar)
+
+
+def run_batch(
+    model,
+    lines: list[tuple[int, str]],
+    writer: ResultWriter | StreamWriter,
+    *,
+    n_parallel: int,
+    n_ctx_seq: int | None = None,
+    defaults: BatchDefaults = BatchDefaults(),
+    n_threads: int | None = None,
+    progress: Callable[[BatchProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> BatchProgress:
+    """Run every line not already in the output; returns the counts. ``model`` is a runtime.Model."""
+    from localllm import runtime
+
+    todo, skipped, seen = _todo(lines, writer)
     state = BatchProgress(total=len(todo), skipped=skipped)
 
     def report() -> None:
@@ -347,61 +429,11 @@ def run_batch(
         state.errors += 1
         report()
 
-    grammars: dict[str, str] = {}
-
-    def requests(session: runtime.BatchSession) -> Iterator[runtime.BatchRequest]:
-        for number, text in todo:
-            try:
-                req = parse_line(text, number)
-                key = json.dumps(req.id)
-                if key in seen:
-                    raise LineError(f"duplicate id {key} (first used on an earlier line)", req.id)
-                seen.add(key)
-                grammar = None
-                if req.schema is not None:
-                    schema_text = json.dumps(req.schema, sort_keys=True)
-                    if schema_text not in grammars:
-                        grammar = runtime.json_schema_grammar(req.schema)
-                        session.check_grammar(grammar)
-                        grammars[schema_text] = grammar
-                    grammar = grammars[schema_text]
-                prompt = model.render_chat(req.messages)
-                tokens = model.tokenize(prompt, add_special=not model.has_chat_template, parse_special=True)
-                session.check(tokens)
-            except LineError as exc:
-                reject(number, exc.id, str(exc))
-                continue
-            except LocalLLMError as exc:
-                reject(number, req.id, str(exc))
-                continue
-            sampling = runtime.SamplingOptions(
-                temperature=defaults.temperature if req.temperature is None else req.temperature,
-                top_p=defaults.top_p if req.top_p is None else req.top_p,
-                seed=defaults.seed if req.seed is None else req.seed,
-                max_tokens=defaults.max_tokens if req.max_tokens is None else req.max_tokens,
-                stop=req.stop,
-                ignore_eos=req.ignore_eos,
-            )
-            yield runtime.BatchRequest(key=(number, req.id), tokens=tokens, sampling=sampling, grammar=grammar)
-
+    requests = _Requests(model, defaults, seen, reject)
     report()
     with runtime.BatchSession(model, n_parallel, n_ctx_seq, n_threads=n_threads) as session:
-        for result in session.run(requests(session), cancel=cancel):
-            _, ident = result.key
-            gen_rate = (result.completion_tokens - 1) / result.generation_s if result.generation_s > 0 else 0.0
-            writer.write({
-                "id": ident,
-                "text": result.text,
-                "finish_reason": result.finish_reason,
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "timing": {
-                    "wait_s": round(result.wait_s, 4),
-                    "prompt_s": round(result.prompt_s, 4),
-                    "generation_s": round(result.generation_s, 4),
-                    "tokens_per_s": round(gen_rate, 2),
-                },
-            })
+        for result in session.run(requests(session, todo), cancel=cancel):
+            writer.write(_result_record(result))
             state.done += 1
             state.prompt_tokens += result.prompt_tokens
             state.completion_tokens += result.completion_tokens
