@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 USER_AGENT = f"localllm/{__version__}"
+METADATA_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ class Hub:
         if backoff is not None:
             policy = dataclasses.replace(policy, backoff=backoff)
         self.policy = policy
+        # Listings and header reads are small and nothing is lost by failing: give up after a few
+        # seconds (1 + 2 + 4 s by default), not after a download's minute of patience.
+        self.metadata_policy = dataclasses.replace(policy, retries=min(policy.retries, METADATA_RETRIES))
         self._api: HfApi | None = None
         self._opener: urllib.request.OpenerDirector | None = None
 
@@ -198,7 +202,7 @@ class Hub:
         count of retries starts afresh. ``give_up`` may replace the error raised once retries are
         spent. A set ``cancel`` cuts a wait short; ``fn`` is then called once more and should stop.
         """
-        policy = policy or self.policy
+        policy = policy or self.metadata_policy
         attempt = 0
         while True:
             try:

@@ -70,3 +70,15 @@ def test_gated_repo_error_says_how_to_get_access(hub):
     with pytest.raises(errors.GatedRepoError) as caught:
         download.download(h.resolve_url("acme/Gated-GGUF", f.path, listing.revision), size=f.size, sha256=f.sha256)
     assert "licence" in str(caught.value) and "HF_TOKEN" in caught.value.hint
+
+
+def test_a_failing_listing_gives_up_after_a_few_tries_not_a_downloads_minute(hub, monkeypatch):
+    """Listings are small: three retries (1 + 2 + 4 s by default), where a download keeps trying."""
+    monkeypatch.setenv("LOCALLLM_DOWNLOAD_RETRIES", "6")
+    hub.fault(f"/api/models/{REPO}", status=503, times=-1)
+    hub.reset_counts()
+    client = hubmod.Hub(backoff=0.001)
+    assert client.policy.retries == 6
+    with pytest.raises(errors.HubServerError):
+        client.list_files(REPO)
+    assert len([r for r in hub.requests if f"/api/models/{REPO}" in r.path]) == 1 + hubmod.METADATA_RETRIES
