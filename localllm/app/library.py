@@ -105,6 +105,13 @@ def remove_model(reference: str, *, confirm: Callable[[InstalledModel], bool] | 
     model = models[0]
     if confirm is not None and not confirm(model):
         return None
+    return remove_installed(model)
+
+
+def remove_installed(model: InstalledModel) -> Removed:
+    """Delete one installed model (the store's record of it), and interrupted downloads of it."""
+    from localllm.hub.pull import remove_partials
+
     store.remove(model)
     return Removed(model, remove_partials(model.name, model.quant))
 
@@ -149,10 +156,7 @@ def plan_pull(reference: str, *, offline: bool = False, reuse: bool = True) -> P
     """Plan a pull; asks the Hub only when the model is not installed (never when offline)."""
     from localllm.hub.client import Hub
     from localllm.hub.pull import plan
-    from localllm.models.refs import parse_ref
-
     hub = Hub(offline=offline)
-    ref = parse_ref(reference)
-    # The planner chooses the quantization when none is named: it needs the machine, GPUs included.
-    chooses = ref.kind in ("catalog", "hf") and ref.quant is None and not hub.offline
-    return Pull(plan(reference, hub, look_for_copies=reuse, hardware=machine.detect() if chooses else None), hub)
+    # The planner needs the machine (GPUs included) only when it must choose the quantization:
+    # detected then, not for a model that is installed or named with its quantization.
+    return Pull(plan(reference, hub, look_for_copies=reuse, hardware=machine.detect), hub)

@@ -9,6 +9,7 @@ load in the runtime -> note the model as used. Closing records what llama.cpp re
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ class OpenedModel:
     def __init__(self, model: Any, resolved: ResolvedModel) -> None:
         self.model = model
         self.resolved = resolved
+        self._closing = threading.Lock()
 
     @property
     def label(self) -> str:
@@ -43,12 +45,16 @@ class OpenedModel:
         return getattr(self.model, name)
 
     def close(self) -> None:
-        model, self.model = self.model, None
+        with self._closing:
+            model, self.model = self.model, None
         if model is None:
             return
-        model.close()
         report = model.load_report
-        loadlog.record(report.path, report.file_size, report.settings, report.buffers_mib)
+        try:
+            # Before freeing: the record asks NVML what this process holds on the GPU now.
+            loadlog.record(report.path, report.file_size, report.settings, report.buffers_mib)
+        finally:
+            model.close()
 
     def __enter__(self) -> OpenedModel:
         return self
@@ -60,10 +66,14 @@ class OpenedModel:
 def _load(resolved: ResolvedModel, options: LoadOptions) -> OpenedModel:
     from localllm import runtime
 
-    model = runtime.Model(resolved.path, options)
+    opened = OpenedModel(runtime.Model(resolved.path, options), resolved)
     if resolved.installed is not None:
-        store.touch(resolved.installed)
-    return OpenedModel(model, resolved)
+        try:
+            store.touch(resolved.installed)
+        except BaseException:
+            opened.close()
+            raise
+    return opened
 
 
 def find(reference: str | None, notice: Notice | None = None) -> ResolvedModel:

@@ -48,9 +48,9 @@ def check(
     """Check the options given (None: not set). Raises UsageError for the first bad one."""
     _integer("--ctx", ctx, MIN_CTX, MAX_CTX)
     _integer("--threads", threads, 1, MAX_THREADS)
-    _number("--temperature", temperature, 0.0, 100.0)
+    _number("--temperature", temperature, 0.0, 1e6)
     _number("--top-p", top_p, 0.0, 1.0, low_open=True)
-    _integer("--top-k", top_k, 0, 1 << 20)
+    _integer("--top-k", top_k, -1, 1 << 20)  # 0 or -1: off, as llama.cpp has it
     _integer("--max-tokens", max_tokens, 1, MAX_CTX)
     _integer("--gpu-layers", gpu_layers, -1, 1 << 16)
     _integer("--parallel", parallel, 1, MAX_PARALLEL)

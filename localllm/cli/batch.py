@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: - = stdout)")
     parser.add_argument("-m", "--model", help="model reference or .gguf file (default: the last model used)")
     parser.add_argument("-p", "--parallel", type=int,
-                        help="sequences decoded at once (default: what fits half the free memory, at most 8)")
+                        help="sequences decoded at once (default: as many as the memory planner fits, at most 8)")
     parser.add_argument("-c", "--ctx", type=int,
                         help="context of each sequence in tokens (default: 4096 or the model's)")
     parser.add_argument("-n", "--max-tokens", type=int, help="default for lines without max_tokens (512)")

@@ -144,7 +144,16 @@ def discard_partial(key: str) -> None:
 
 
 def _write_sidecar(path: Path, info: dict[str, Any]) -> None:
-    fs.atomic_write(path, json.dumps(info))
+    """Record what the partial file belongs to; a disk that refuses it is one line, as for the data."""
+    try:
+        fs.atomic_write(path, json.dumps(info))
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"disk full while recording the download in {path.parent}",
+                                hint="free some space and run the pull again: it continues where it stopped") from exc
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise _permission(exc) from exc
+        raise
 
 
 def _read_sidecar(path: Path) -> dict[str, Any] | None:

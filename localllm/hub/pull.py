@@ -50,9 +50,9 @@ def choose_quant(
     """The planner's choice among a repository's quantizations (quant -> [(path, size)]), and why.
 
     One header is read by range requests through ``hub`` (a few MB, cached); the others are judged
-    from their sizes (:func:`localllm.fit.plan.sized_header`), against ``hardware`` (the caller's
-    machine; None: this one, detected without asking llama.cpp). Raises :class:`DoesNotFitError`
-    when nothing fits.
+    from their sizes (:func:`localllm.fit.plan.sized_header`), against ``hardware``: the caller's
+    machine, or a function that detects it (called only here, when a choice is really made); None:
+    this one, detected without asking llama.cpp. Raises :class:`DoesNotFitError` when nothing fits.
     """
     from localllm.errors import DoesNotFitError, LocalLLMError
     from localllm.fit import hardware as hardware_module
@@ -64,7 +64,7 @@ def choose_quant(
     probe = "Q4_K_M" if "Q4_K_M" in offered else quants[0]
     try:
         header = remoteheader.read_remote_header(repo, offered[probe][0][0], revision=revision or "main", hub=hub)
-        hw = hardware or hardware_module.detect()
+        hw = (hardware() if callable(hardware) else hardware) or hardware_module.detect()
         candidates = [(q, sum(size for _, size in files), sized_header(header, sum(size for _, size in files)))
                       for q, files in offered.items()]  # fmt: skip
         choice = plan_quants(candidates, hw)

@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from localllm.errors import LocalLLMError
 from localllm.fit.plan import Verdict
 from localllm.format import format_bytes
 
@@ -219,11 +220,17 @@ class ModelsScreen(Screen):
         model = option.installed
 
         def confirmed(yes: bool | None) -> None:
-            if yes:
-                self.app.holder.release(model.path())
+            if not yes:
+                return
+            self.app.holder.release(model.path())
+            try:
                 self.app.services.delete(model)
-                self.notify(f"Deleted {model.key}.")
-                self.reload(keep=item.name)
+            except LocalLLMError as exc:
+                hint = f" ({exc.hint})" if exc.hint else ""
+                self.notify(f"{exc}{hint}", title="Not deleted", severity="error", timeout=8)
+                return
+            self.notify(f"Deleted {model.key}.")
+            self.reload(keep=item.name)
 
         self.app.push_screen(
             ConfirmDialog(f"Delete {model.key} ({format_bytes(option.size)})? Its file is removed from disk."),

@@ -149,7 +149,7 @@ class Services:
 
     def delete(self, model: store.InstalledModel) -> None:
         """Remove an installed model's files, its manifest entry and interrupted downloads of it."""
-        app.remove_model(model.key)
+        app.library.remove_installed(model)
 
     # -- the runtime ----------------------------------------------------------------------------
 

@@ -244,3 +244,24 @@ def test_cached_headers_follow_the_file(tmp_path, smollm2_path):
     assert headercache.read_header(path).block_count == 30  # from the cache, the same answer
     write_tiny_gguf(tmp_path / "other.gguf").replace(path)  # replaced by another model
     assert headercache.read_header(path).block_count is None
+
+
+def test_the_load_record_is_written_before_the_model_is_freed(installed_starter, monkeypatch):
+    """The record asks NVML what the process holds on the GPU: it must see the model still loaded."""
+    from localllm import app
+    from localllm.fit import loadlog
+
+    seen = []
+    monkeypatch.setattr(loadlog, "record", lambda *args: seen.append(opened.model is None and closed))
+    closed = False
+    opened = app.open_model(n_ctx=256, n_gpu_layers=0, n_threads=1)
+    real_close = opened.model.close
+
+    def close() -> None:
+        nonlocal closed
+        closed = True
+        real_close()
+
+    opened.model.close = close
+    opened.close()
+    assert seen == [False] and closed

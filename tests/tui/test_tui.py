@@ -341,3 +341,21 @@ def test_chat_with_an_unknown_model_is_one_line(cli):
     result = cli("chat", "no-such-model-xyz")
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1 and "localllm: error:" in result.stderr
+
+
+async def test_deleting_a_model_without_a_quant_beside_another_of_its_name(isolated_home, tmp_path):
+    """Two imports named alike, one with no quantization in its name: deleting it deletes it alone."""
+    from localllm.models import store
+
+    def install(name: str, quant: str | None, file: str) -> store.InstalledModel:
+        path = isolated_home / "models" / name / file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"GGUF" + bytes(60))
+        model = store.InstalledModel(name=name, quant=quant, files=[f"{name}/{file}"], size=64, source="test")
+        store.record(model)
+        return model
+
+    plain = install("foo", None, "foo.gguf")
+    install("foo", "Q4_K_M", "foo-Q4_K_M.gguf")
+    FakeServices().delete(plain)
+    assert [m.key for m in store.installed()] == ["foo:Q4_K_M"]
