@@ -51,6 +51,19 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def restore_library_globals():
+    """huggingface_hub freezes its settings in module constants at import, and the Hub client turns
+    its offline flag off before a request (it decides offline mode itself, from the live
+    environment): every test starts and ends with the constants as they were."""
+    from huggingface_hub import constants
+
+    saved = {name: getattr(constants, name) for name in ("HF_HUB_OFFLINE", "ENDPOINT", "HF_HUB_CACHE")}
+    yield
+    for name, value in saved.items():
+        setattr(constants, name, value)
+
+
 @pytest.fixture
 def installed_starter(isolated_home: Path, smollm2_path: Path):
     """A data directory in which the starter model is installed (hard-linked, not copied)."""

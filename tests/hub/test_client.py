@@ -21,7 +21,7 @@ def test_real_hf_hub_download_works_against_the_test_server(hub, smollm2_path, t
     # The server is what huggingface_hub expects: its own download succeeds and matches.
     from huggingface_hub import constants, hf_hub_download
 
-    constants.HF_HUB_OFFLINE = False
+    constants.HF_HUB_OFFLINE = False  # restored after the test (conftest)
     path = hf_hub_download(REPO, FILE, endpoint=hub.url, cache_dir=tmp_path / "cache")
     assert sha256(path) == sha256(smollm2_path)
 

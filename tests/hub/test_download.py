@@ -198,3 +198,52 @@ def test_offline_download_makes_no_request(target, hub, monkeypatch):
     with pytest.raises(errors.OfflineError):
         fetch(target)
     assert hub.requests == []
+
+
+def test_a_redirect_to_a_cdn_is_followed_without_the_token(target, hub, monkeypatch):
+    """The Hub answers LFS files with a 302 to its CDN: the bytes come from there, verified, and
+    the token never leaves for the other host."""
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    hub.fault("/resolve/", redirect=True, times=-1)
+    done = fetch(target, hub=Hub())
+    assert sha256(done) == target["sha256"]
+    cdn = [r for r in hub.requests if r.path.startswith("/cdn/")]
+    assert cdn and all(r.authorization is None for r in cdn)
+    assert any(r.authorization == "Bearer hf_secret" for r in hub.requests if "/resolve/" in r.path)
+
+
+def test_a_server_that_sends_no_length_is_read_to_the_end(target, hub):
+    hub.fault("/resolve/", no_length=True, times=-1)
+    assert sha256(fetch(target)) == target["sha256"]
+
+
+def test_a_dropped_connection_without_length_resumes(target, hub):
+    hub.fault("/resolve/", no_length=True, cut_at=40_000_000)
+    done = fetch(target)
+    assert sha256(done) == target["sha256"]
+    assert [g.range for g in resolve_gets(hub)] == [None, "bytes=40000000-"]
+
+
+def test_a_partial_that_is_already_whole_is_verified_without_a_request(target, hub):
+    """Killed after the last byte but before the rename: the next try asks the server for nothing,
+    verifies the bytes on disk and keeps them."""
+    part, side, _ = download.partial_paths(target["sha256"])
+
+    def stop_at_the_end(p):
+        if p.done == p.total:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fetch(target, progress=stop_at_the_end)
+    assert part.stat().st_size == target["size"] and side.exists()
+    hub.reset_counts()
+    assert sha256(fetch(target)) == target["sha256"]
+    assert resolve_gets(hub) == []
+
+
+def test_a_server_with_no_more_bytes_than_promised_is_one_clear_error(target, hub):
+    """The listing promised more bytes than the file has: the resumed request is answered 416, and
+    the download ends with one verification error instead of asking again and again."""
+    with pytest.raises(errors.IntegrityError):
+        fetch(dict(target, size=target["size"] + 10))
+    assert [g.range for g in resolve_gets(hub)] == [None, f"bytes={target['size']}-"]

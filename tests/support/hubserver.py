@@ -8,7 +8,10 @@ errors are 404/401/403 with ``X-Error-Code``. Files are served from real files o
 
 Faults (:meth:`HubServer.fault`) apply to requests whose path contains ``match``: cut the
 connection once the body reaches byte N, corrupt a byte, throttle to a rate, answer a status (with
-an error code and Retry-After), ignore ``Range`` (answer 200 with the whole file), for the next ``times`` matching requests (-1: always). Every
+an error code and Retry-After), ignore ``Range`` (answer 200 with the whole file), send no
+``Content-Length`` (the body ends when the connection closes), or redirect to a CDN-like
+``/cdn/...`` path on the same server (as the Hub does for LFS files), for the next ``times``
+matching requests (-1: always). A ``Range`` starting at or past the end is answered 416. Every
 request is counted in :attr:`HubServer.requests`.
 """
 
@@ -51,6 +54,8 @@ class Fault:
     error_code: str | None = None
     retry_after: str | None = None
     ignore_range: bool = False  # answer 200 with the whole file, as some mirrors and proxies do
+    no_length: bool = False  # no Content-Length: the body ends when the connection closes
+    redirect: bool = False  # 302 to /cdn/{repo}/{path}, served without authentication
     methods: tuple[str, ...] = ("GET", "HEAD", "POST")
 
 
@@ -195,7 +200,11 @@ def _handler(hub: HubServer):
             if parts[:2] == ["api", "models"]:
                 return self._api(parts[2:], url.query, form)
             if len(parts) >= 5 and parts[2] == "resolve":
+                if fault is not None and fault.redirect:
+                    return self._redirect(parts)
                 return self._resolve(parts, fault)
+            if len(parts) >= 4 and parts[0] == "cdn":
+                return self._resolve(parts[1:3] + ["resolve", "main"] + parts[3:], fault, cdn=True)
             return self._error(404, message="no such route")
 
         def _api(self, parts: list[str], query: str, form: bytes) -> None:
@@ -220,11 +229,26 @@ def _handler(hub: HubServer):
                 return self._json([hub.entry(repo, p) for p in wanted if p in repo.files])
             return self._error(404, message="no such route")
 
-        def _resolve(self, parts: list[str], fault: Fault | None) -> None:
+        def _redirect(self, parts: list[str]) -> None:
+            """The Hub's answer for an LFS file: 302 to the CDN, with the file's size and hash."""
+            _name, repo = self._repo(parts)
+            file_path = "/".join(parts[4:])
+            if repo is None or file_path not in repo.files:
+                return self._error(404, "EntryNotFound", "Entry not found")
+            sha = file_sha256(repo.files[file_path])
+            self.send_response(302)
+            self.send_header("Location", f"/cdn/{'/'.join(parts[:2])}/{file_path}")
+            self.send_header("X-Repo-Commit", repo.commit)
+            self.send_header("X-Linked-Etag", f'"{sha}"')
+            self.send_header("X-Linked-Size", str(repo.files[file_path].stat().st_size))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def _resolve(self, parts: list[str], fault: Fault | None, cdn: bool = False) -> None:
             _name, repo = self._repo(parts)
             if repo is None:
                 return self._error(401, "RepoNotFound", "Repository not found")
-            if repo.gated and not self.headers.get("Authorization"):
+            if repo.gated and not cdn and not self.headers.get("Authorization"):
                 return self._error(401, "GatedRepo", "Access to this model is restricted")
             file_path = "/".join(parts[4:])
             if file_path not in repo.files:
@@ -253,7 +277,11 @@ def _handler(hub: HubServer):
             self.send_header("X-Linked-Size", str(size))
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(end + 1 - start))
+            if fault is not None and fault.no_length:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(end + 1 - start))
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
             self.end_headers()
