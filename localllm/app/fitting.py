@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localllm import paths
 from localllm.errors import LocalLLMError, ModelNotFoundError, NetworkError
 from localllm.fit import estimate, loadlog
 from localllm.fit.hardware import Hardware
