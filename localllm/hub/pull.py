@@ -272,6 +272,7 @@ def execute(
         return starter.install_starter(pull.starter, progress=notice)
     if hub.offline:
         raise offline_error(pull.key)
+    store.check_writable()  # a read-only data directory: one line before anything is fetched
     download.check_disk_space(store.partial_dir(), pull.download_size)
     staged = _fetch_all(pull, hub, progress=progress, cancel=cancel, notice=notice, policy=policy)
     # Everything is verified: move into place, then record (a crash in between leaves files the
