@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localllm import paths
 from localllm.errors import LocalLLMError, ModelNotFoundError, NetworkError
 from localllm.fit import estimate, loadlog
 from localllm.fit.hardware import Hardware
@@ -204,9 +203,8 @@ def quant_options(entry: CatalogEntry | None, installed: list[InstalledModel], f
     options: list[QuantOption] = []
     seen: set[str] = set()
     sibling: GGUFHeader | None = None
-    base = paths.models_dir()
     for model in installed:
-        size = sum((base / f).stat().st_size for f in model.files if (base / f).is_file()) or model.size
+        size = sum(p.stat().st_size for p in model.paths() if p.is_file()) or model.size
         header = _local_header(model.path())
         sibling = sibling or header
         seen.add((model.quant or "").upper())

@@ -29,18 +29,26 @@ class ListedModel:
     name: str
     quant: str | None
     size: int
-    path: Path
+    path: Path | None  # None for a damaged manifest entry
     source: str
     installed: bool  # False: found in another app's folder
     last_used: float | None = None
     verdict: Verdict | None = None  # None: not judged (an odd or missing file, or not asked)
     model: InstalledModel | None = None  # the store's record, for installed models
+    error: str | None = None  # why a manifest entry cannot be used (it is listed, never run)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.quant}" if self.quant else self.name
 
     def as_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {"name": self.name, "quant": self.quant, "size": self.size, "last_used": self.last_used,
-                               "path": str(self.path), "source": self.source, "installed": self.installed}
+                               "path": str(self.path) if self.path is not None else None, "source": self.source,
+                               "installed": self.installed}
         if self.verdict is not None:
             row["fits"] = self.verdict.value
+        if self.error is not None:
+            row["error"] = self.error
         return row
 
 
@@ -52,10 +60,19 @@ def verdict_of(model: InstalledModel, hw: Hardware) -> Verdict | None:
         return None  # a missing or odd file: `localllm fit` says why
 
 
+def _bad_row(entry: store.BadEntry) -> ListedModel:
+    raw = entry.raw if isinstance(entry.raw, dict) else {}
+    size = raw.get("size")
+    source = raw.get("source")
+    return ListedModel(entry.name, entry.quant, size if isinstance(size, int) and size >= 0 else 0, None,
+                       source if isinstance(source, str) else "", True, error=entry.reason)
+
+
 def list_models(*, found_elsewhere: bool = False, judge: bool = True,
                 hardware: Hardware | None = None) -> list[ListedModel]:
-    """Installed models (by name), each judged on this machine unless ``judge`` is False; then, if
-    asked, the GGUFs other apps hold (Hugging Face cache, LM Studio, Ollama) not installed here."""
+    """Installed models (by name), each judged on this machine unless ``judge`` is False, then the
+    manifest entries that cannot be used (with ``error`` saying why); then, if asked, the GGUFs
+    other apps hold (Hugging Face cache, LM Studio, Ollama) not installed here."""
     models = sorted(store.installed(), key=lambda m: m.key)
     # RAM and GPUs only: loading llama.cpp would cost more than the listing.
     hw = hardware or (machine.detect(ask_llama_cpp=False) if models and judge else None)
@@ -64,10 +81,11 @@ def list_models(*, found_elsewhere: bool = False, judge: bool = True,
                     verdict_of(m, hw) if hw is not None else None, m)
         for m in models
     ]
+    rows += [_bad_row(b) for b in store.unusable()]
     if found_elsewhere:
         from localllm.models.discover import scan_all
 
-        known = {str((paths.models_dir() / f).resolve()) for m in models for f in m.files}
+        known = {str(p.resolve()) for m in models for p in m.paths()}
         rows += [
             ListedModel(f.name, f.quant, f.size, f.path, f.source, False)
             for f in scan_all()
@@ -81,8 +99,9 @@ def list_models(*, found_elsewhere: bool = False, judge: bool = True,
 
 @dataclass(frozen=True)
 class Removed:
-    model: InstalledModel | None  # None: only interrupted downloads were removed
+    model: InstalledModel | None  # None: only interrupted downloads (or damaged entries) were removed
     partial_bytes: int  # interrupted downloads deleted
+    damaged_entries: int = 0  # unusable manifest entries forgotten (their files are left alone)
 
 
 def remove_model(reference: str, *, confirm: Callable[[InstalledModel], bool] | None = None) -> Removed | None:
@@ -99,8 +118,11 @@ def remove_model(reference: str, *, confirm: Callable[[InstalledModel], bool] | 
                          hint=f"say which one, e.g. localllm rm {models[0].key}")
     if not models:
         freed = remove_partials(name, quant)
-        if freed:
-            return Removed(None, freed)
+        forgotten = store.forget_bad(reference.strip()) if any(
+            b.key.lower() == reference.strip().lower() or b.name.lower() == name.lower() for b in store.bad_entries()
+        ) else 0
+        if freed or forgotten:
+            return Removed(None, freed, forgotten)
         raise ModelNotFoundError(f"{reference} is not installed", hint="`localllm list` shows what is")
     model = models[0]
     if confirm is not None and not confirm(model):
@@ -119,8 +141,9 @@ def remove_installed(model: InstalledModel) -> Removed:
 # --- import and inspect --------------------------------------------------------------------------
 
 
-def import_file(path: Path, *, mode: str = "copy", name: str | None = None) -> InstalledModel:
-    """Adopt a local GGUF: ``copy``, ``hardlink`` or ``symlink``."""
+def import_file(path: Path, *, mode: str = "copy", name: str | None = None) -> Any:
+    """Adopt a local GGUF: ``copy``, ``hardlink`` or ``symlink``. Returns a
+    :class:`localllm.models.importing.Imported` (the model, and whether it was already there)."""
     from localllm.models.importing import import_gguf
 
     return import_gguf(Path(path), mode=mode, name=name)  # type: ignore[arg-type]

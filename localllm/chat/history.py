@@ -281,8 +281,8 @@ class History:
             (conversation_id,),
         ).fetchall()
         messages = [
-            StoredMessage(id=r[0], role=r[1], content=r[2], status=r[3],
-                          stats=json.loads(r[4]) if r[4] else None, created_at=r[5])
+            StoredMessage(id=r[0], role=_text(r[1]), content=_text(r[2]), status=_text(r[3]) or COMPLETE,
+                          stats=_json_object(r[4]), created_at=_time(r[5]))
             for r in rows
         ]
         return Conversation(info, messages)
@@ -394,9 +394,38 @@ class History:
 
 def _info(row: Sequence[Any]) -> ConversationInfo:
     return ConversationInfo(
-        id=row[0], title=row[1], model=row[2], model_path=row[3], system_prompt=row[4],
-        settings=json.loads(row[5] or "{}"), created_at=row[6], updated_at=row[7],
+        id=row[0], title=_text(row[1]) or DEFAULT_TITLE, model=_text(row[2]), model_path=_text(row[3]),
+        system_prompt=_text(row[4]), settings=_json_object(row[5]) or {}, created_at=_time(row[6]),
+        updated_at=_time(row[7]),
     )
+
+
+# A row another program (or a damaged disk) wrote may hold any type in any column: SQLite does not
+# enforce declared types. A conversation opens with defaults for what cannot be read; nothing else
+# in it is lost.
+
+
+def _json_object(value: object) -> dict[str, Any] | None:
+    """A JSON object column (settings, stats); None when empty, not JSON or not an object."""
+    if not isinstance(value, (str, bytes)) or not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _time(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and value == value else 0.0
 
 
 def title_from(text: str, limit: int = 40) -> str:

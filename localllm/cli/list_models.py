@@ -25,7 +25,7 @@ def _ago(ts: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from localllm import app
-    from localllm.format import format_bytes
+    from localllm.format import format_bytes, terminal_safe
 
     listed = app.list_models(found_elsewhere=args.all)
     if args.json:
@@ -39,7 +39,11 @@ def run(args: argparse.Namespace) -> int:
     if args.all:
         header.append("WHERE")
     table = [header]
+    damaged = []
     for m in listed:
+        if m.error is not None:
+            damaged.append(m)
+            continue
         line = [m.name, m.quant or "-", format_bytes(m.size)]
         if show_fit:
             line.append(m.verdict.label if m.verdict is not None else "-")
@@ -48,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
             line.append("installed" if m.installed else f"{m.source}: {m.path}")
         table.append(line)
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    if len(table) > 1 or not damaged:
+        for row in table:
+            print("  ".join(terminal_safe(str(c)).ljust(w) for c, w in zip(row, widths)).rstrip())
+    for m in damaged:  # listed, never hidden: the rest of the store still works
+        print(f"! {terminal_safe(m.key)}  damaged manifest entry: {terminal_safe(m.error or '')}"
+              f" (localllm rm {terminal_safe(m.key)} forgets it)")
     return 0

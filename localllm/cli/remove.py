@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from localllm import app
-    from localllm.format import format_bytes
+    from localllm.format import format_bytes, terminal_safe
 
     def ask(model) -> bool:
         answer = input(f"remove {model.key} ({format_bytes(model.size)})? [y/N] ").strip().lower()
@@ -24,6 +24,10 @@ def run(args: argparse.Namespace) -> int:
     if removed is None:
         print("nothing removed")
         return 1
+    if removed.model is None and removed.damaged_entries:
+        print(f"removed the damaged manifest entry for {terminal_safe(args.model)}; any files it named were left"
+              " on disk")
+        return 0
     if removed.model is None:
         print(f"removed partial downloads of {args.model} ({format_bytes(removed.partial_bytes)})")
         return 0

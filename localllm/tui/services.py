@@ -16,7 +16,7 @@ from localllm import app
 from localllm.app.fitting import QuantOption
 from localllm.errors import LocalLLMError
 from localllm.fit.hardware import Hardware
-from localllm.format import format_count
+from localllm.format import format_count, terminal_safe
 from localllm.models import catalog, store
 from localllm.models.resolve import ResolvedModel
 
@@ -39,11 +39,17 @@ class ModelItem:
     installed: list[store.InstalledModel] = field(default_factory=list)
     foreign_path: Path | None = None  # a GGUF found in another app's folder
     foreign_app: str = ""
+    error: str = ""  # a damaged manifest entry: shown with why, never run
 
     def haystack(self) -> str:
         tags = " ".join(self.entry.tags) if self.entry else ""
         family = self.entry.family if self.entry else ""
         return f"{self.name} {self.display} {family} {tags} {self.foreign_app}".lower()
+
+
+def _plain(text: str) -> str:
+    """Text read from a damaged file, safe in a terminal and in Textual markup."""
+    return terminal_safe(text).replace("[", "(").replace("]", ")")
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,12 @@ class Services:
                 items.append(ModelItem(name=row.path.stem, display=row.path.name, params="",
                                        description=f"found in {row.source}: {row.path}", foreign_path=row.path,
                                        foreign_app=row.source))
+
+        for i, row in enumerate(r for r in listed if r.error is not None):  # shown as bad, the rest still listed
+            shown = _plain(row.key)
+            items.append(ModelItem(name=f"damaged-{i}:{row.key}", display=shown, params="",
+                                   description=f"damaged manifest entry: {_plain(row.error or '')}"
+                                   f" (localllm rm {shown} forgets it)", error=row.error or "damaged"))
 
         def recency(item: ModelItem) -> float:
             return max((m.last_used or m.installed_at for m in item.installed), default=0.0)
