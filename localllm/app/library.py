@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localllm import paths
 from localllm.errors import LocalLLMError, ModelNotFoundError, UsageError
 from localllm.fit.hardware import Hardware
 from localllm.fit.plan import Verdict, plan_load
