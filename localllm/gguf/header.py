@@ -681,6 +681,11 @@ def _parse(src: _Source, label: str) -> GGUFHeader:
     return header
 
 
+def _safe(text: str) -> str:
+    """A name for messages: control characters and undecodable bytes shown as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _show(src: _Source) -> str:
     start = src.buf[src.pos : src.pos + 16]
     if all(32 <= b < 127 for b in start):
@@ -689,6 +694,41 @@ def _show(src: _Source) -> str:
 
 
 PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
+
+
+def check_model_path(path: str | os.PathLike[str], label: str | None = None) -> None:
+    """ModelFileError with one specific line unless ``path`` is a readable regular file: missing,
+    a broken link, a symlink loop, a directory, a FIFO (which would block a reader), a device or
+    socket, or unreadable."""
+    import errno
+    import stat
+
+    label = label or str(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise ModelFileError(f"{label} is a broken symbolic link (its target does not exist)") from None
+        raise ModelFileError(f"no such file: {label}", hint="check the path, or pass a catalog name instead") from None
+    except PermissionError:
+        raise ModelFileError(f"{label} cannot be read: permission denied") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ModelFileError(f"{label} is a symbolic link loop, not a file") from None
+        raise ModelFileError(f"{label} cannot be read: {e.strerror or e}") from None
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        raise ModelFileError(f"{label} is a directory, not a GGUF file", hint="pass the .gguf file inside it")
+    if stat.S_ISFIFO(mode):
+        raise ModelFileError(f"{label} is a named pipe (FIFO), not a GGUF file")
+    if stat.S_ISSOCK(mode):
+        raise ModelFileError(f"{label} is a socket, not a GGUF file")
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise ModelFileError(f"{label} is a device, not a GGUF file")
+    if not stat.S_ISREG(mode):
+        raise ModelFileError(f"{label} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise ModelFileError(f"{label} cannot be read: permission denied")
 
 
 def read_header(path_or_file: PathOrFile, *, check_size: bool = True, chunk_size: int = 1 << 20) -> GGUFHeader:
@@ -703,10 +743,9 @@ def read_header(path_or_file: PathOrFile, *, check_size: bool = True, chunk_size
     """
     if isinstance(path_or_file, (str, os.PathLike)):
         path = Path(path_or_file)
-        label = str(path)
+        label = _safe(str(path))
+        check_model_path(path, label)
         try:
-            if path.is_dir():
-                raise ModelFileError(f"{label} is a directory, not a GGUF file")
             f = open(path, "rb", buffering=0)
         except FileNotFoundError:
             raise ModelFileError(f"{label} does not exist") from None
