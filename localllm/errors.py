@@ -86,3 +86,7 @@ class NetworkError(LocalLLMError):
 
 class GrammarError(LocalLLMError):
     """A JSON schema (or grammar) for structured output cannot be turned into a grammar."""
+
+
+class OutputError(LocalLLMError):
+    """An output file could not be written (a full disk, an I/O error); what was written is kept."""

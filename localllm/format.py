@@ -74,5 +74,19 @@ def format_count(count: int) -> str:
 
 def terminal_safe(text: str) -> str:
     """``text`` with control characters (escape sequences included) shown as ``\\xNN``: names read
-    from a file must not be able to drive the terminal they are printed to."""
-    return "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" for c in text)
+    from a file must not be able to drive the terminal they are printed to. Undecodable bytes of a
+    path or an argument (``surrogateescape``) are shown as ``\\xNN`` too, so printing never fails."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or c in "\n\t"
+        else f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff"
+        else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+        for c in text
+    )
+
+
+def json_terminal_safe(text: str) -> str:
+    """JSON text (from ``json.dumps(..., ensure_ascii=False)``) with the C1 controls and line
+    separators that JSON leaves raw escaped as ``\\u00NN``: still the same JSON, safe on a terminal."""
+    return "".join(f"\\u{ord(c):04x}" if ("\x7f" <= c <= "\x9f" or c in "\u2028\u2029") else c for c in text)

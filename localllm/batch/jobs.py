@@ -26,14 +26,16 @@ kernels round differently (see docs/benchmarks.md).
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localllm.errors import LocalLLMError, UsageError
+from localllm.errors import LocalLLMError, OutputError, UsageError
 from localllm.gguf import header as ggufmeta
 
 # --------------------------------------------------------------------------------------------
@@ -109,6 +111,8 @@ def _number(obj: dict, key: str, kind: type, low: float | None = None, high: flo
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
         raise LineError(f'"{key}" must be {"a number" if kind is float else "an integer"}')
+    if isinstance(value, float) and not math.isfinite(value):
+        raise LineError(f'"{key}" must be a finite number')
     if (low is not None and value < low) or (high is not None and value > high):
         raise LineError(f'"{key}" is out of range: {value}')
     return kind(value)
@@ -136,12 +140,66 @@ def _schema_of(obj: dict) -> object | None:
     return schema
 
 
-def parse_line(text: str, line: int) -> LineRequest:
-    """A valid request from one input line, or :class:`LineError` saying what is wrong with it."""
+MAX_LINE_DEPTH = 64  # JSON nesting in one input line; a request needs 4 (schemas a few more)
+
+
+def _no_constant(name: str) -> object:
+    raise LineError(f"not valid JSON: {name} is not a JSON number")
+
+
+def _nesting(text: str) -> int:
+    """The deepest bracket nesting in ``text`` outside strings (a linear scan, no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+def load_line(text: str) -> object:
+    """One input line as JSON, by this module's one policy; :class:`LineError` for anything else.
+
+    The line must be UTF-8 (bytes that were not are ``surrogateescape``d by :func:`read_lines`),
+    valid JSON without NaN/Infinity, nested at most :data:`MAX_LINE_DEPTH` deep, with integers of
+    at most 4300 digits and no lone surrogates (``"\\ud800"``), which could not be written back
+    out as UTF-8.
+    """
+    bad = next((i for i, c in enumerate(text) if "\udc80" <= c <= "\udcff"), None)
+    if bad is not None:
+        raise LineError(f"not UTF-8 text (byte 0x{ord(text[bad]) - 0xDC00:02x} at column {bad + 1})")
+    if text.count("[") + text.count("{") > MAX_LINE_DEPTH and _nesting(text) > MAX_LINE_DEPTH:
+        raise LineError(f"nested more than {MAX_LINE_DEPTH} deep")
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise LineError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise LineError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise LineError(f"nested more than {MAX_LINE_DEPTH} deep") from None
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise LineError("contains a lone surrogate (\\ud800-\\udfff), which is not text") from None
+    return obj
+
+
+def parse_line(text: str, line: int) -> LineRequest:
+    """A valid request from one input line, or :class:`LineError` saying what is wrong with it."""
+    obj = load_line(text)
     if not isinstance(obj, dict):
         raise LineError("not a JSON object")
     ident = obj.get("id")
@@ -186,61 +244,118 @@ def parse_line(text: str, line: int) -> LineRequest:
 
 
 class ResultWriter:
-    """Appends records to a JSONL file, each as one write of one complete line, fsync'd."""
+    """Appends records to a JSONL file, each as one write of one complete line, fsync'd.
+
+    The file is locked (``flock``) for as long as the writer is open, so a second ``batch`` onto the
+    same output refuses instead of answering every line twice. Before anything is changed, every
+    complete line must be a batch record; only then is a torn last line (a crash mid-write) cut
+    away, and only when it starts the way a record does. A write that fails (a full disk) is rolled
+    back to the last complete line, so the file stays valid JSONL.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.done_ids: set[str] = set()  # json.dumps(id) of lines answered
         self.failed_lines: set[int] = set()  # line numbers of lines rejected
         self._fd = -1
-        self._resume()
+        self._open()
+        try:
+            self._resume()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise UsageError(f"cannot write {self.path}: it is a directory") from None
+        except OSError as exc:
+            raise UsageError(f"cannot write {self.path}: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            self.close()
+            raise UsageError(f"cannot write {self.path}: not a regular file", hint="use -o - for a pipe")
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory lock
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.close()
+            raise UsageError(
+                f"{self.path} is being written by another localllm batch",
+                hint="wait for it to finish, or write to another file",
+            ) from None
+
+    def _read_all(self) -> bytes:
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        parts = []
+        while chunk := os.read(self._fd, 1 << 20):
+            parts.append(chunk)
+        return b"".join(parts)
 
     def _resume(self) -> None:
         try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            data = b""
+            data = self._read_all()
         except OSError as exc:
             raise UsageError(f"cannot read {self.path}: {exc.strerror}") from exc
         end = data.rfind(b"\n") + 1
-        if end < len(data):
-            # A line cut short by a crash: its record was never complete; run it again.
-            with open(self.path, "r+b") as f:
-                f.truncate(end)
-                os.fsync(f.fileno())
-        for number, raw in enumerate(data[:end].splitlines(), 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError:
+        for number, raw in enumerate(data[:end].split(b"\n")[:-1], 1):
+            if raw.strip():
+                self._take(number, raw)
+        tail = data[end:]
+        if tail:
+            if not tail.startswith(_RECORD_START):
                 raise UsageError(
-                    f"{self.path} line {number} is not JSON: it is not the output of localllm batch",
+                    f"{self.path} does not end with a complete line: it is not the output of localllm batch",
                     hint="write the output to a new file",
-                ) from None
-            if not isinstance(record, dict):
-                raise UsageError(f"{self.path} line {number} is not a localllm batch record")
-            if "error" in record and isinstance(record.get("line"), int):
-                self.failed_lines.add(record["line"])
-            elif "text" in record and "id" in record:
-                self.done_ids.add(json.dumps(record["id"]))
+                )
+            # A line cut short by a crash: its record was never complete; run it again.
+            os.ftruncate(self._fd, end)
+            os.fsync(self._fd)
+
+    def _take(self, number: int, raw: bytes) -> None:
+        """Note a complete line of the existing output; UsageError if it is not a batch record."""
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise UsageError(f"cannot write {self.path}: {exc.strerror}") from exc
+            record = json.loads(raw)
+        except (ValueError, RecursionError):
+            record = None
+        if not (isinstance(record, dict) and "id" in record
+                and ("text" in record or ("error" in record and isinstance(record.get("line"), int)))):
+            raise UsageError(
+                f"{self.path} line {number} is not a batch record: it is not the output of localllm batch",
+                hint="write the output to a new file",
+            )
+        if "error" in record:
+            self.failed_lines.add(record["line"])
+        else:
+            self.done_ids.add(json.dumps(record["id"]))
 
     def write(self, record: dict) -> None:
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        size = os.fstat(self._fd).st_size
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fsync(self._fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, size)  # no torn line left behind
+            except OSError:
+                pass
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}",
+                              hint="the results written so far are kept; free space and run the same command") from None
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            os.close(self._fd)  # releases the lock
             self._fd = -1
+
+
+_RECORD_START = b'{"id": '  # how every record this module writes begins (json.dumps, "id" first)
 
 
 class StreamWriter:
@@ -279,6 +394,7 @@ class BatchProgress:
     done: int = 0
     errors: int = 0
     skipped: int = 0
+    failed_before: int = 0  # among the skipped: lines an earlier run answered with an error record
     prompt_tokens: int = 0
     completion_tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -287,6 +403,11 @@ class BatchProgress:
     @property
     def finished(self) -> int:
         return self.done + self.errors
+
+    @property
+    def failed(self) -> int:
+        """Input lines whose record in the output is an error (this run's and earlier runs')."""
+        return self.errors + self.failed_before
 
     @property
     def tokens_per_s(self) -> float:
@@ -299,31 +420,50 @@ class BatchProgress:
         return self.wall_s / self.finished * (self.total - self.finished)
 
 
-def read_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, text) of the non-blank lines."""
-    return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+def read_lines(data: bytes | str) -> list[tuple[int, str]]:
+    """(line number, text) of the non-blank lines of JSONL input.
+
+    Split on ``\\n`` only (a raw U+2028 inside a JSON string is part of its line), a ``\\r``
+    before it dropped, a byte-order mark before the first line ignored. Each line is decoded
+    from UTF-8 on its own: bytes that are not UTF-8 are kept as ``surrogateescape`` characters, so
+    that line (and only that line) gets an error record from :func:`load_line`.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines = []
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        raw = raw.removesuffix(b"\r")
+        if raw.strip():
+            lines.append((n, raw.decode("utf-8", "surrogateescape")))
+    return lines
 
 
-def _todo(lines: list[tuple[int, str]], writer: ResultWriter | StreamWriter) -> tuple[list[tuple[int, str]], int, set[str]]:
+def _todo(lines: list[tuple[int, str]],
+          writer: ResultWriter | StreamWriter) -> tuple[list[tuple[int, str]], int, int, set[str]]:
     """The lines not already answered (by id) or rejected (by line number) in the output; how many
-    were skipped; the ids seen so far (a later line with one of them is a duplicate)."""
+    were skipped, and how many of those had failed before; the ids seen so far (a later line with
+    one of them is a duplicate)."""
     seen: set[str] = set()
     todo: list[tuple[int, str]] = []
-    skipped = 0
+    skipped = failed_before = 0
     for number, text in lines:
         if number in writer.failed_lines:
             skipped += 1
+            failed_before += 1
             continue
         try:
-            ident = json.dumps(json.loads(text).get("id"))
-        except (json.JSONDecodeError, AttributeError):
+            obj = load_line(text)
+            ident = json.dumps(obj.get("id")) if isinstance(obj, dict) else None
+        except (LineError, ValueError):
             ident = None
         if ident is not None and ident != "null" and ident in writer.done_ids and ident not in seen:
             seen.add(ident)
             skipped += 1
             continue
         todo.append((number, text))
-    return todo, skipped, seen
+    return todo, skipped, failed_before, seen
 
 
 def _result_record(result) -> dict:
@@ -416,8 +556,8 @@ def run_batch(
     """Run every line not already in the output; returns the counts. ``model`` is a runtime.Model."""
     from localllm import runtime
 
-    todo, skipped, seen = _todo(lines, writer)
-    state = BatchProgress(total=len(todo), skipped=skipped)
+    todo, skipped, failed_before, seen = _todo(lines, writer)
+    state = BatchProgress(total=len(todo), skipped=skipped, failed_before=failed_before)
 
     def report() -> None:
         state.wall_s = time.perf_counter() - state.started

@@ -85,14 +85,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def say(text: str) -> None:
     """A notice for the person at the terminal (stderr, so stdout stays the command's output)."""
-    print(text, file=sys.stderr, flush=True)
+    from localllm.format import terminal_safe
+
+    print(terminal_safe(text), file=sys.stderr, flush=True)
 
 
 def print_error(message: str, hint: str | None = None) -> None:
+    """One line: names from files and arguments in it cannot drive the terminal or fail to encode."""
+    from localllm.format import terminal_safe
+
     line = f"localllm: error: {message}"
     if hint:
         line += f" ({hint})"
-    print(line, file=sys.stderr, flush=True)
+    print(terminal_safe(line.replace("\n", " ")), file=sys.stderr, flush=True)
 
 
 def entry_point() -> None:

@@ -39,20 +39,23 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError("reading the input from a terminal", hint="pass a JSONL file or pipe one in")
 
 
-def _read_input(name: str) -> str:
+def _read_input(name: str) -> bytes:
+    """The input as bytes: each line is decoded on its own (a line that is not UTF-8 gets an error
+    record; the others run)."""
     from localllm.errors import UsageError
+    from localllm.format import terminal_safe
 
     try:
         if name == "-":
-            return sys.stdin.read()
-        with open(name, encoding="utf-8") as f:
+            return sys.stdin.buffer.read()
+        with open(name, "rb") as f:
             return f.read()
     except FileNotFoundError:
-        raise UsageError(f"no such input file: {name}") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{'stdin' if name == '-' else name} is not UTF-8 text: {exc.reason}") from None
+        raise UsageError(f"no such input file: {terminal_safe(name)}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{terminal_safe(name)} is a directory, not a JSONL file") from None
     except OSError as exc:
-        raise UsageError(f"cannot read {name}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {terminal_safe(name)}: {exc.strerror}") from None
 
 
 class ProgressBar:
@@ -78,6 +81,9 @@ class ProgressBar:
         if self.drawn:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+EXIT_LINES_FAILED = 3  # the batch ran, but some lines have error records (README: batch)
 
 
 def summary_line(p, interrupted: bool = False) -> str:
@@ -123,5 +129,9 @@ def run(args: argparse.Namespace) -> int:
     if interrupted:
         print_error("interrupted; the results written so far are kept, run the same command to go on")
         return EXIT_INTERRUPTED
+    if progress is not None and progress.failed:
+        print_error(f"{progress.failed} of {progress.total + progress.skipped} lines failed; "
+                    "their error records are in the output")
+        return EXIT_LINES_FAILED
     return 0
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from localllm.format import format_breakdown, format_bytes
+from localllm.format import format_breakdown, format_bytes, json_terminal_safe, terminal_safe
 
 from .hw import add_hardware_options
 
@@ -25,13 +25,14 @@ def run(args: argparse.Namespace) -> int:
     hw = app.machine.machine(args.profile, args.ram, args.vram)
     report = app.fit_model(args.model, hw, args.ctx)
     if report.not_judged:
-        print(f"localllm: not judged: {', '.join(report.not_judged)} ({report.why_not_judged})", file=sys.stderr)
+        print(terminal_safe(f"localllm: not judged: {', '.join(report.not_judged)} ({report.why_not_judged})"),
+              file=sys.stderr)
     if args.json:
         out = {"hardware": hw.as_dict(), "models": report.results}
         if report.choice is not None:
             chosen = report.choice.chosen
             out["choice"] = {"quant": chosen.quant if chosen else None, "reason": report.choice.reason}
-        print(json.dumps(out, indent=2, default=str))
+        print(json_terminal_safe(json.dumps(out, indent=2, default=str)))
         return 0
     _print_table(report.results)
     if report.choice is not None:
@@ -49,12 +50,12 @@ def _print_table(results: list[dict]) -> None:
         est = r["estimate"]
         layers = "all" if r["n_gpu_layers"] == -1 else r["n_gpu_layers"]
         label = Verdict(r["verdict"]).label
-        print(f"{r['model']:<34} {label:<10} {_breakdown(est['cpu']):<52} {format_bytes(est['gpu']['total']):>9}  "
+        print(f"{terminal_safe(str(r['model'])):<34} {label:<10} {_breakdown(est['cpu']):<52} {format_bytes(est['gpu']['total']):>9}  "
               f"ctx {r['n_ctx']}, gpu layers {layers}")
         if est["gpu"]["total"]:
             print(f"{'':<34} {'':<10} GPU = {_breakdown(est['gpu'])}")
     for r in results:
-        print(f"{r['model']}: {r['reason']}")
+        print(terminal_safe(f"{r['model']}: {r['reason']}"))  # names come from files
         m = r.get("last_load")
         if m and m["error"] is not None:
             rss = (f"; peak RSS {format_bytes(m['peak_rss'])} (estimated {format_bytes(m['estimated_rss'])})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from localllm.format import format_bytes, format_count
+from localllm.format import format_bytes, format_count, json_terminal_safe, terminal_safe
 
 from . import say
 
@@ -20,9 +20,9 @@ def run(args: argparse.Namespace) -> int:
 
     info = app.inspect_model(args.model, notice=say)
     if args.json:
-        print(json.dumps(info, ensure_ascii=False, indent=2))
+        print(json_terminal_safe(json.dumps(info, ensure_ascii=False, indent=2)))
         return 0
-    print(format_text(info))
+    print(terminal_safe(format_text(info)))  # names and the template come from the file
     return 0
 
 

@@ -37,11 +37,14 @@ def _read_prompt(args: argparse.Namespace) -> str:
     from localllm.errors import UsageError
 
     parts = [" ".join(args.prompt).strip()]
+    if any("\udc80" <= c <= "\udcff" for c in parts[0]):  # argv bytes that were not UTF-8
+        raise UsageError("the prompt argument is not UTF-8 text", hint="pass UTF-8 text, or pipe the prompt on stdin")
     if not sys.stdin.isatty():
         try:
-            parts.append(sys.stdin.read().strip())
+            stream = getattr(sys.stdin, "buffer", None)  # bytes, decoded here by one policy
+            parts.append((stream.read().decode("utf-8") if stream is not None else sys.stdin.read()).strip())
         except UnicodeDecodeError as exc:
-            raise UsageError(f"stdin is not UTF-8 text: {exc.reason}") from exc
+            raise UsageError(f"stdin is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     prompt = "\n\n".join(p for p in parts if p)
     if not prompt:
         raise UsageError(

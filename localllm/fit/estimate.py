@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 
 from localllm.errors import EstimateError, UsageError
 from localllm.gguf import header as ggufmeta
+from localllm.gguf import validate
 
 MiB = 1 << 20
 
@@ -188,6 +189,7 @@ def _per_layer(value: object, n_layer: int, default: int) -> tuple[int, ...]:
 
 
 def model_shape(header: ggufmeta.GGUFHeader) -> ModelShape:
+    validate.check(header, header.name or "the model")  # headers read from a file are checked already
     arch = header.architecture or "unknown"
     n_layer = _int(header.block_count)
     if n_layer <= 0:

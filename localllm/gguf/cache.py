@@ -21,6 +21,7 @@ from typing import Any
 from localllm import fs, paths
 
 from . import header as ggufmeta
+from . import validate
 
 FORMAT = 1  # bump when the layout below changes: older files then read as misses
 
@@ -42,6 +43,7 @@ def read_header(path: str | os.PathLike[str]) -> ggufmeta.GGUFHeader:
     if key is not None:
         cached = _load(*key)
         if cached is not None:
+            validate.check(cached, str(path))  # an entry written before a check was added
             return cached
     header = ggufmeta.read_header(path)
     if key is not None:

@@ -28,7 +28,7 @@ from typing import BinaryIO, Union
 
 from localllm.errors import CorruptModelError, ModelFileError, NotAGGUFError
 
-from . import quants
+from . import quants, validate
 
 __all__ = [
     "ArrayInfo",
@@ -52,6 +52,7 @@ _MAX_COUNT = 1_000_000  # n_kv, n_tensors
 _MAX_STRING = 1 << 30  # llama.cpp's GGUF_MAX_STRING_LENGTH
 _MAX_ARRAY = 1 << 30  # llama.cpp's GGUF_MAX_ARRAY_ELEMENTS
 _MAX_DIMS = 4  # GGML_MAX_DIMS
+_MAX_NESTING = validate.MAX_NESTING  # arrays of arrays of ...: deeper is damage (and recursion)
 _PLAUSIBLE_STRING = 64 << 20  # longer and past the end of the file: damaged rather than truncated
 
 # --------------------------------------------------------------------------------------------
@@ -436,9 +437,11 @@ class _Parser:
             return self.array(key)
         raise _Damaged(f"metadata key {key!r} has an invalid value type {vtype}")
 
-    def array(self, key: str) -> object:
+    def array(self, key: str, depth: int = 1) -> object:
         src = self.src
         etype, count = src.unpack(_ARRAY_HEAD)
+        if depth > _MAX_NESTING:
+            raise _Damaged(f"metadata array {_root(key)!r} is nested more than {_MAX_NESTING} deep")
         if etype not in VALUE_TYPE_NAMES:
             raise _Damaged(f"metadata array {key!r} has an invalid element type {etype}")
         if count > _MAX_ARRAY:
@@ -463,7 +466,7 @@ class _Parser:
                 return [bool(v) for v in values] if etype == T_BOOL else values
             if etype == T_STRING:
                 return [self.string(f"element {i} of {key!r}") for i in range(count)]
-            return [self.array(f"{key}[{i}]") for i in range(count)]
+            return [self.array(f"{key}[{i}]", depth + 1) for i in range(count)]
         # Big array: step over it.
         if scalar is not None:
             src.skip(count * scalar[1])
@@ -471,11 +474,13 @@ class _Parser:
             self.skip_strings(count, key)
         else:
             for i in range(count):
-                self.skip_array(f"{key}[{i}]")
+                self.skip_array(f"{key}[{i}]", depth + 1)
         return ArrayInfo(etype, count, start)
 
-    def skip_array(self, key: str) -> None:
+    def skip_array(self, key: str, depth: int) -> None:
         etype, count = self.src.unpack(_ARRAY_HEAD)
+        if depth > _MAX_NESTING:
+            raise _Damaged(f"metadata array {_root(key)!r} is nested more than {_MAX_NESTING} deep")
         if etype not in VALUE_TYPE_NAMES or count > _MAX_ARRAY:
             raise _Damaged(f"metadata array {key!r} has an invalid header")
         scalar = _SCALAR.get(etype)
@@ -485,7 +490,7 @@ class _Parser:
             self.skip_strings(count, key)
         else:
             for i in range(count):
-                self.skip_array(f"{key}[{i}]")
+                self.skip_array(f"{key}[{i}]", depth + 1)
 
     def skip_strings(self, count: int, key: str) -> None:
         """Step over ``count`` length-prefixed strings, reading only their lengths."""
@@ -613,6 +618,12 @@ class _Parser:
 
 
 _ARRAY_HEAD = struct.Struct("<IQ")
+
+
+def _root(key: str) -> str:
+    """``"a.b"`` for ``"a.b[3][0]"``: the metadata key an array element belongs to."""
+    return key.split("[", 1)[0]
+
 _TYPE_OFFSET = struct.Struct("<IQ")
 
 
@@ -657,7 +668,7 @@ def _parse(src: _Source, label: str) -> GGUFHeader:
         eof.extra += parser.estimate_rest()
         raise
     data_offset = _align(header_size, alignment)
-    return GGUFHeader(
+    header = GGUFHeader(
         version=version,
         metadata=metadata,
         tensors=tuple(tensors),
@@ -666,6 +677,13 @@ def _parse(src: _Source, label: str) -> GGUFHeader:
         header_size=header_size,
         file_size=src.size,
     )
+    validate.check(header, label)
+    return header
+
+
+def _safe(text: str) -> str:
+    """A name for messages: control characters and undecodable bytes shown as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _show(src: _Source) -> str:
@@ -676,6 +694,41 @@ def _show(src: _Source) -> str:
 
 
 PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
+
+
+def check_model_path(path: str | os.PathLike[str], label: str | None = None) -> None:
+    """ModelFileError with one specific line unless ``path`` is a readable regular file: missing,
+    a broken link, a symlink loop, a directory, a FIFO (which would block a reader), a device or
+    socket, or unreadable."""
+    import errno
+    import stat
+
+    label = label or str(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise ModelFileError(f"{label} is a broken symbolic link (its target does not exist)") from None
+        raise ModelFileError(f"no such file: {label}", hint="check the path, or pass a catalog name instead") from None
+    except PermissionError:
+        raise ModelFileError(f"{label} cannot be read: permission denied") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ModelFileError(f"{label} is a symbolic link loop, not a file") from None
+        raise ModelFileError(f"{label} cannot be read: {e.strerror or e}") from None
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        raise ModelFileError(f"{label} is a directory, not a GGUF file", hint="pass the .gguf file inside it")
+    if stat.S_ISFIFO(mode):
+        raise ModelFileError(f"{label} is a named pipe (FIFO), not a GGUF file")
+    if stat.S_ISSOCK(mode):
+        raise ModelFileError(f"{label} is a socket, not a GGUF file")
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise ModelFileError(f"{label} is a device, not a GGUF file")
+    if not stat.S_ISREG(mode):
+        raise ModelFileError(f"{label} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise ModelFileError(f"{label} cannot be read: permission denied")
 
 
 def read_header(path_or_file: PathOrFile, *, check_size: bool = True, chunk_size: int = 1 << 20) -> GGUFHeader:
@@ -690,10 +743,9 @@ def read_header(path_or_file: PathOrFile, *, check_size: bool = True, chunk_size
     """
     if isinstance(path_or_file, (str, os.PathLike)):
         path = Path(path_or_file)
-        label = str(path)
+        label = _safe(str(path))
+        check_model_path(path, label)
         try:
-            if path.is_dir():
-                raise ModelFileError(f"{label} is a directory, not a GGUF file")
             f = open(path, "rb", buffering=0)
         except FileNotFoundError:
             raise ModelFileError(f"{label} does not exist") from None

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from localllm import fs, paths
+from localllm import fs
 from localllm.errors import ModelFileError, UsageError
 from localllm.gguf import header as ggufmeta
 

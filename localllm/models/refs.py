@@ -142,6 +142,7 @@ def require_file(ref: ModelRef) -> Path:
     path = ref.path
     if path.is_dir():
         raise _directory(path)
-    if not path.is_file():
-        raise ModelFileError(f"no such file: {path}", hint="check the path, or pass a catalog name instead")
+    from localllm.gguf.header import check_model_path
+
+    check_model_path(path)  # one specific line: missing, broken link, loop, FIFO, device, unreadable
     return path

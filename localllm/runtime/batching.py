@@ -21,9 +21,48 @@ from .model import Model, find_stop
 from .options import DEFAULT_CTX, SamplingOptions
 
 
+MAX_SCHEMA_CHARS = 64 << 10  # a JSON schema's text
+MAX_SCHEMA_DEPTH = 32  # objects and arrays inside one another
+MAX_SCHEMA_REPEAT = 1000  # minLength, maxItems...: llama.cpp's grammar spells repetitions out
+_REPEAT_KEYS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+
+
+def check_schema(schema: object) -> None:
+    """GrammarError for a schema whose grammar would take llama.cpp unbounded time or memory to
+    build: too long, nested too deep, or repeating something more than MAX_SCHEMA_REPEAT times."""
+    stack = [(schema, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_SCHEMA_DEPTH:
+            raise GrammarError(f"the JSON schema is nested more than {MAX_SCHEMA_DEPTH} deep")
+        if isinstance(node, dict):
+            for key in _REPEAT_KEYS:
+                value = node.get(key)
+                if isinstance(value, bool) or value is None:
+                    continue
+                if not isinstance(value, (int, float)) or not 0 <= value <= MAX_SCHEMA_REPEAT:
+                    raise GrammarError(
+                        f'the JSON schema\'s "{key}" is {value!r}: at most {MAX_SCHEMA_REPEAT} is supported'
+                    )
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def json_schema_grammar(schema: object) -> str:
-    """The GBNF grammar of JSON text that matches ``schema`` (a dict or its JSON text)."""
-    text = schema if isinstance(schema, str) else json.dumps(schema)
+    """The GBNF grammar of JSON text that matches ``schema`` (a dict or its JSON text), for
+    schemas within :func:`check_schema`'s bounds."""
+    if isinstance(schema, str):
+        if len(schema) > MAX_SCHEMA_CHARS:
+            raise GrammarError(f"the JSON schema is longer than {MAX_SCHEMA_CHARS} characters")
+        try:
+            schema = json.loads(schema)
+        except (ValueError, RecursionError):
+            raise GrammarError("the JSON schema is not valid JSON") from None
+    check_schema(schema)
+    text = json.dumps(schema)
+    if len(text) > MAX_SCHEMA_CHARS:
+        raise GrammarError(f"the JSON schema is longer than {MAX_SCHEMA_CHARS} characters")
     try:
         return json_schema_to_gbnf(text)
     except Exception as exc:  # the converter raises ValueError, KeyError, TypeError, ...

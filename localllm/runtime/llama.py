@@ -437,13 +437,6 @@ class LlamaSampler(_Owner):
 # Chat templates and JSON schemas (llama-cpp-python's Python helpers)
 
 
-def chat_formatter(template: str, bos_token: str, eos_token: str):
-    """llama-cpp-python's sandboxed Jinja2 renderer of a GGUF chat template."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    return Jinja2ChatFormatter(template=template, bos_token=bos_token, eos_token=eos_token)
-
-
 def json_schema_to_gbnf(schema_json: str) -> str:
     """llama-cpp-python's JSON schema to GBNF converter (raises whatever it raises)."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf as convert

@@ -20,7 +20,8 @@ from localllm.errors import ContextOverflowError, GenerationError
 from localllm.gguf import cache as headercache
 
 from .devices import build_has_amx
-from .llama import LOG, LlamaContext, LlamaModel, LlamaSampler, buffers_mib, chat_formatter
+from .llama import LOG, LlamaContext, LlamaModel, LlamaSampler, buffers_mib
+from .template import ChatTemplate
 from .options import DEFAULT_CTX, GenerationStats, LoadOptions, LoadReport, SamplingOptions, default_threads
 
 
@@ -65,7 +66,7 @@ class Model:
         )
         self._evaluated: list[int] = []  # tokens whose KV is in the cache, in order (never rebound)
         self._template = self.llama.chat_template()
-        self._formatter = None
+        self._formatter: ChatTemplate | None = None
 
     def new_context(self, *, n_ctx: int, n_seq_max: int, n_batch: int, n_ubatch: int, n_threads: int | None = None,
                     n_threads_batch: int | None = None, kv_unified: bool | None = None,
@@ -117,15 +118,12 @@ class Model:
             return "\n".join(lines) + "\nassistant:"
         if self._formatter is None:
             bos, eos = self.llama.bos(), self.llama.eos()
-            self._formatter = chat_formatter(
+            self._formatter = ChatTemplate(  # sandboxed, bounded in time and size (runtime.template)
                 self._template,
                 bos_token=self.llama.token_text(bos) if bos >= 0 else "",
                 eos_token=self.llama.token_text(eos) if eos >= 0 else "",
             )
-        try:
-            return self._formatter(messages=list(messages)).prompt
-        except Exception as exc:  # jinja2 raises many kinds; the template is the model's
-            raise GenerationError(f"the model's chat template failed: {exc}") from exc
+        return self._formatter.render(messages)
 
     # -- generation ---------------------------------------------------------------------------
 

@@ -90,7 +90,8 @@ def test_bad_lines_become_error_records_and_the_batch_goes_on(cli, smollm2_path,
         {"id": "f", "prompt": "Say no.", "json_schema": {"type": "wat"}},
     ))
     result = batch_cli(cli, smollm2_path, str(src), "-o", str(out))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # lines failed: README, batch
+    assert "7 of 9 lines failed" in result.stderr
     records = read_records(out)
     answered = sorted(r["id"] for r in records if "text" in r)
     errors = {r["line"]: r for r in records if "error" in r}
@@ -117,14 +118,14 @@ def test_rerun_skips_what_the_output_holds(cli, smollm2_path, tmp_path):
                    "completion_tokens": 1, "timing": {}}
     out.write_text(json.dumps(done_before) + "\n")
     first = batch_cli(cli, smollm2_path, str(src), "-o", str(out))
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 3, first.stderr
     records = read_records(out)
     assert records[0] == done_before
     assert sorted(str(r.get("id")) for r in records) == ["1", "2", "None"]
     assert "1 done, 1 errors, 1 skipped" in first.stderr
 
     again = batch_cli(cli, smollm2_path, str(src), "-o", str(out))
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 3, again.stderr  # the output still holds the broken line's error
     assert read_records(out) == records
     assert "0 done, 0 errors, 3 skipped" in again.stderr
 
@@ -185,10 +186,10 @@ def test_ctrl_c_keeps_what_is_written_and_exits_130(smollm2_path, tmp_path):
 def test_stdin_and_stdout(cli, smollm2_path):
     result = batch_cli(cli, smollm2_path, "-", "-o", "-", "--quiet",
                        input=lines_of({"id": "x", "prompt": "Say hi.", "max_tokens": 4}, "oops"))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert sorted(str(r["id"]) for r in records) == ["None", "x"]
-    assert result.stderr == ""
+    assert result.stderr == "localllm: error: 1 of 2 lines failed; their error records are in the output\n"
 
 
 def test_structured_output_matches_the_schema(model):
