@@ -51,12 +51,19 @@ def test_odd_files_give_one_specific_line(odd_files, command):
         assert "no such file" not in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
-def test_an_unreadable_file_is_one_line(tmp_path):
+def test_an_unreadable_file_is_one_line(tmp_path, monkeypatch, capsys):
+    """A file the user may not read. Root reads everything, so as root (CI) the permission check
+    is told the truth a normal user would get; the command runs in-process either way."""
+    from localllm.cli import main
+
     path = tmp_path / "secret.gguf"
     path.write_bytes(b"GGUF")
     path.chmod(0)
-    code, _, err = run("inspect", str(path))
+    if os.geteuid() == 0:
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == path else real_access(p, mode, **kw))
+    code = main(["inspect", str(path)])
+    err = capsys.readouterr().err
     one_error_line(code, err, "permission denied")
 
 
