@@ -114,8 +114,11 @@ def bench_batched(model: Model, n_parallel: int, *, n_prompt: int = 128, n_gen: 
     n_vocab = model.llama.n_vocab()
     ctx = model.new_context(n_ctx=n_parallel * (n_prompt + n_gen), n_seq_max=n_parallel, n_batch=n_batch,
                             n_ubatch=512, n_threads=n_threads, kv_unified=False)
+    # llama.cpp clamps the batch to the context: small tests (-p/-n of a few tokens) get a smaller one.
+    n_batch = ctx.n_batch
     with ctx, LlamaBatch(max(n_batch, n_parallel), 1) as batch:
-        warm_up = [(t, i, 0, i == 15) for i, t in enumerate(_random_tokens(n_vocab, 16, rng))]
+        n_warm = min(16, n_prompt + n_gen)  # one sequence's context holds n_prompt + n_gen tokens
+        warm_up = [(t, i, 0, i == n_warm - 1) for i, t in enumerate(_random_tokens(n_vocab, n_warm, rng))]
         _decode_entries(ctx, batch, warm_up, n_batch)
         ctx.memory_clear(False)
         # As llama-batched-bench: logits for each sequence's last prompt token, then for every
