@@ -62,7 +62,7 @@ def bench(
     n_gen: int = 128,
     parallel: list[int] | tuple[int, ...] = (1, 2, 4, 8),
     n_threads: int | None = None,
-    n_gpu_layers: int = 0,
+    n_gpu_layers: int | None = None,
     notice: Notice | None = None,
     started: Callable[[dict[str, Any]], None] | None = None,
     emit: Callable[[dict[str, Any]], None] | None = None,
@@ -78,10 +78,14 @@ def bench(
         if emit is not None:
             emit(row)
 
-    with open_for_bench(reference, n_gpu_layers=n_gpu_layers, n_threads=n_threads, notice=notice) as opened:
+    # The biggest context a test makes: pp+tg in one sequence, or N sequences of 2 x n_gen tokens.
+    n_ctx = max(n_prompt + n_gen, max(parallel, default=1) * 2 * n_gen)
+    with open_for_bench(reference, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads,
+                        notice=notice) as opened:
         model = opened.model
         threads = model.n_threads
         info = {"model": opened.label, "path": str(opened.resolved.path), "threads": threads,
+                "gpu_layers": opened.load_report.settings["n_gpu_layers"],
                 "llama_cpp": runtime.llama_cpp_version(), "params": model.header.n_params,
                 "file_size": model.header.file_size}
         if started is not None:
@@ -97,4 +101,4 @@ def bench(
                  "tokens_per_s": round(result.generation_tokens_per_s, 2),
                  "prompt_tokens_per_s": round(result.n_parallel * result.n_prompt / result.prompt_s, 2),
                  "total_tokens_per_s": round(result.tokens_per_s, 2)})
-    return {**{k: info[k] for k in ("model", "path", "threads", "llama_cpp")}, "results": rows}
+    return {**{k: info[k] for k in ("model", "path", "threads", "gpu_layers", "llama_cpp")}, "results": rows}

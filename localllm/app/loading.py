@@ -147,12 +147,19 @@ def open_for_batch(
 def open_for_bench(
     reference: str | None = None,
     *,
-    n_gpu_layers: int = 0,
+    n_ctx: int = 4096,
+    n_gpu_layers: int | None = None,
     n_threads: int | None = None,
+    hardware: Hardware | None = None,
     notice: Notice | None = None,
 ) -> OpenedModel:
-    """Load a model for ``bench``: the benchmarks make contexts of their own, so the model's is tiny."""
+    """Load a model for ``bench``: the benchmarks make contexts of their own (the largest holds
+    ``n_ctx`` tokens), so the model's is tiny. The GPU layers are the planner's for that context,
+    as ``run`` plans them, unless given (``0`` forces the CPU)."""
     resolved = find(reference, notice)
+    if n_gpu_layers is None:
+        header = headercache.read_header(resolved.path)
+        _, n_gpu_layers = load_settings(header, hardware or machine.detect(), n_ctx, None, label=resolved.label)
     return _load(resolved, LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_gpu_layers=n_gpu_layers,
                                        n_threads=n_threads))
 

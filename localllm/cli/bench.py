@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     parser.add_argument("--parallel", default="1,2,4,8",
                         help="sequence counts for the batched test, comma-separated (default 1,2,4,8)")
-    parser.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1 = all)")
+    parser.add_argument("--gpu-layers", type=int,
+                        help="layers to offload to the GPU (-1 = all, 0 = CPU only; default: planned, as for run)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
 
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     def started(info: dict) -> None:
         if not args.json:
             print(f"model: {info['model']}, {info['params'] / 1e6:.0f}M params, {format_bytes(info['file_size'])}, "
-                  f"threads: {info['threads']}", flush=True)
+                  f"threads: {info['threads']}, gpu layers: {info['gpu_layers']}", flush=True)
             print(f"{'test':<22} {'tokens/s':>18}", flush=True)
 
     def emit(row: dict) -> None:

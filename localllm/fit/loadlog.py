@@ -78,7 +78,8 @@ def record(path: Path, size: int, settings: dict[str, object], buffers_mib: dict
         "settings": settings,
         "buffers_mib": buffers_mib,
         "peak_rss": peak_rss(),
-        "gpu_bytes": gpu_memory_of_this_process() if settings.get("n_gpu_layers") else None,
+        # Asked whatever the layers: a GPU build holds VRAM (context, compute buffers) even at 0.
+        "gpu_bytes": gpu_memory_of_this_process(),
     }
     target = log_path()
     try:

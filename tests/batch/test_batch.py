@@ -319,3 +319,22 @@ def test_cancel_stops_between_steps_and_frees_the_sequences(model):
         again = list(session.run(requests[:2]))
         assert sorted(r.key for r in again) == [0, 1]
         assert [r.completion_tokens for r in sorted(again, key=lambda r: r.key)] == [4, 8]
+
+
+def test_bench_uses_the_planned_gpu_layers_and_says_so(cli, smollm2_path, monkeypatch):
+    """On a machine whose GPU holds the model, bench offloads as run would; --gpu-layers 0 forces
+    the CPU. (This build has no GPU backend: llama.cpp keeps the layers on the CPU, but the
+    planned setting is what is asked for and reported.)"""
+    from localllm import app
+    from localllm.fit import hardware
+
+    big_gpu = hardware.with_overrides(hardware.profile("rtx-24gb-64gb-ram"), vram=24 << 30)
+    monkeypatch.setattr(app.machine, "detect", lambda **_: big_gpu)
+    with app.open_for_bench(str(smollm2_path), n_ctx=1024, n_threads=1) as opened:
+        assert opened.load_report.settings["n_gpu_layers"] == -1
+    with app.open_for_bench(str(smollm2_path), n_ctx=1024, n_gpu_layers=0, n_threads=1) as opened:
+        assert opened.load_report.settings["n_gpu_layers"] == 0
+    result = cli("bench", str(smollm2_path), "-r", "1", "-p", "16", "-n", "4", "--parallel", "1", "--threads", "1",
+                 "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["gpu_layers"] == 0  # this machine has no GPU: the planner keeps the CPU
