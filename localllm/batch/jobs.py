@@ -36,45 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localllm.errors import LocalLLMError, OutputError, UsageError
-from localllm.gguf import header as ggufmeta
 
 # --------------------------------------------------------------------------------------------
 # Defaults and the memory budget
 
 DEFAULT_MAX_TOKENS = 512
-MAX_DEFAULT_PARALLEL = 8  # on CPUs, throughput stops growing well before this
-
-
-def kv_bytes_per_token(header: ggufmeta.GGUFHeader, bytes_per_value: float = 2.0) -> int:
-    """K and V cache bytes one token takes across all layers (f16 cache by default)."""
-    layers = header.block_count or 0
-    heads = header.head_count
-    heads_kv = header.head_count_kv if header.head_count_kv is not None else heads
-    embd = header.embedding_length or 0
-    n_head = max(heads) if isinstance(heads, list) else (heads or 1)
-    key_len = header.arch_key("attention.key_length") or (embd // n_head if n_head else 0)
-    value_len = header.arch_key("attention.value_length") or key_len
-    if isinstance(heads_kv, list):
-        kv_heads_total = sum(heads_kv)
-    else:
-        kv_heads_total = (heads_kv or 0) * layers
-    return int(kv_heads_total * (key_len + value_len) * bytes_per_value)
-
-
-def default_parallel(header: ggufmeta.GGUFHeader, n_ctx_seq: int, available_bytes: int | None = None) -> int:
-    """How many sequences to decode at once: as many as fit half the available RAM (after the
-    weights), each with ``n_ctx_seq`` tokens of KV cache, up to 8.
-
-    A simple estimate until the memory planner lands; the integrator can switch this one
-    function over to it.
-    """
-    if available_bytes is None:
-        import psutil
-
-        available_bytes = psutil.virtual_memory().available
-    budget = available_bytes // 2 - (header.file_size or header.tensor_bytes)
-    per_seq = max(1, kv_bytes_per_token(header) * n_ctx_seq)
-    return max(1, min(MAX_DEFAULT_PARALLEL, budget // per_seq))
 
 
 # --------------------------------------------------------------------------------------------

@@ -132,9 +132,11 @@ def test_rerun_skips_what_the_output_holds(cli, smollm2_path, tmp_path):
 
 def test_sigkill_leaves_whole_lines_and_a_rerun_completes(smollm2_path, tmp_path):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    ids = [f"r{i}" for i in range(12)]
-    src.write_text(lines_of(*({"id": i, "prompt": f"Count from 1 to {n + 3}.", "max_tokens": 24,
-                               "temperature": 0} for n, i in enumerate(ids))))
+    # Far more work than the first three lines take (each line generates 48 tokens, end of text
+    # ignored), so the kill lands mid-batch however fast or loaded the machine is.
+    ids = [f"r{i}" for i in range(40)]
+    src.write_text(lines_of(*({"id": i, "prompt": f"Count from 1 to {n + 3}.", "max_tokens": 48,
+                               "temperature": 0, "ignore_eos": True} for n, i in enumerate(ids))))
     command = [sys.executable, "-m", "localllm", "batch", "-m", str(smollm2_path), str(src), "-o", str(out),
                "--threads", THREADS, "--ctx", "256", "--parallel", "2", "--quiet"]
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -248,14 +250,29 @@ def test_stop_strings_end_the_reply(model):
     assert "4" not in records[0]["text"] and "3" in records[0]["text"]
 
 
-def test_default_parallel_follows_the_memory_budget(smollm2_path):
+def test_default_parallel_is_what_the_planner_fits(smollm2_path):
+    """batch --parallel defaults to the most sequences whose KV cache and buffers the memory planner
+    fits with headroom (one memory model for every command), at most 8."""
+    from localllm.fit import estimate, hardware
+    from localllm.fit.plan import HEADROOM, MAX_DEFAULT_PARALLEL, max_parallel
+
     header = ggufmeta.read_header(smollm2_path)
-    per_token = batch.kv_bytes_per_token(header)
-    assert per_token == 30 * 3 * 64 * 2 * 2  # 30 layers, 3 KV heads of 64, K and V, f16
-    room_for_three = 2 * (header.file_size + 3 * per_token * 4096) + 1
-    assert batch.default_parallel(header, 4096, available_bytes=room_for_three) == 3
-    assert batch.default_parallel(header, 4096, available_bytes=1) == 1
-    assert batch.default_parallel(header, 4096, available_bytes=1 << 40) == batch.MAX_DEFAULT_PARALLEL
+
+    def machine(ram: int):
+        return hardware.with_overrides(hardware.profile("laptop-8gb"), ram=ram, vram=0)
+
+    def need(n: int) -> int:
+        return estimate.estimate(header, estimate.Settings(n_ctx=4096 * n, n_seq=n)).cpu.total
+
+    # RAM for exactly three sequences with the planner's headroom (the profile keeps 2 GiB for the OS).
+    ram = int(need(3) / HEADROOM)
+    budget_for_three = machine(ram)
+    while budget_for_three.ram_budget * HEADROOM < need(3):
+        ram += 1 << 20
+        budget_for_three = machine(ram)
+    assert max_parallel(header, budget_for_three, 4096, 0) == 3
+    assert max_parallel(header, machine(64 << 20), 4096, 0) == 1  # never less than one
+    assert max_parallel(header, machine(1 << 40), 4096, 0) == MAX_DEFAULT_PARALLEL
 
 
 def test_bench_json(cli, smollm2_path):
@@ -265,7 +282,8 @@ def test_bench_json(cli, smollm2_path):
     report = json.loads(result.stdout)
     tests = {row["test"]: row for row in report["results"]}
     assert set(tests) == {"pp64", "tg16", "batched pp16+tg16 N=1", "batched pp16+tg16 N=2"}
-    assert tests["pp64"]["tokens_per_s"] > tests["tg16"]["tokens_per_s"] > 0
+    # Speeds are benchmarks' business (benchmarks/bench_batch.py): here, that each test measured something.
+    assert all(row["tokens_per_s"] > 0 for row in report["results"])
     assert len(tests["tg16"]["samples"]) == 2 and tests["tg16"]["sd"] >= 0
 
 
