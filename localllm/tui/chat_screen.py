@@ -16,44 +16,73 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, ListItem, ListView, Markdown, Static
+from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
+from textual.widgets import Button, Footer, ListItem, ListView, Markdown, Static
 
 from localllm.chat import history as hist
 from localllm.chat.context import fit_messages, reply_reserve
 from localllm.errors import LocalLLMError
 
 from .messages import ContextTrimmed, ModelLoaded, ReplyFinished
+from .prompt_area import PromptArea
 from .services import ChatTarget
 
 FLUSH_INTERVAL = 0.05  # seconds between transcript updates while streaming
 SAVE_INTERVAL = 1.0  # seconds between saves of a partial reply
+READING_NOTE_AFTER = 0.5  # seconds without a first token before the label says the prompt is being read
 SHOWN_MESSAGES = 24  # a long conversation opens with its last messages; the rest on demand
 
 ROLE_LABEL = {"user": "You", "assistant": "Assistant", "system": "System"}
 STATUS_NOTE = {hist.PARTIAL: "interrupted", hist.STOPPED: "stopped"}
 
 
+def _soft_breaks_are_hard(state: StateCore) -> None:
+    for token in state.tokens:
+        for child in token.children or ():
+            if child.type == "softbreak":
+                child.type = "hardbreak"
+
+
+def reply_parser() -> MarkdownIt:
+    """Markdown as models write it: a single newline is a line break (a poem keeps its lines)."""
+    parser = MarkdownIt("gfm-like", {"breaks": True})
+    parser.core.ruler.push("soft_breaks_are_hard", _soft_breaks_are_hard)
+    return parser
+
+
 class MessageView(Vertical):
     """One message: who said it, then its Markdown."""
 
-    def __init__(self, role: str, content: str, message_id: int | None = None, status: str = hist.COMPLETE) -> None:
+    def __init__(self, role: str, content: str, message_id: int | None = None, status: str = hist.COMPLETE,
+                 *, writing: bool = False) -> None:
         super().__init__(classes=f"message {role}")
         self.role = role
         self.content = content
         self.message_id = message_id
         self.status = status
+        self.writing = writing  # being streamed: no "(interrupted)" note until it ends
+        self.note = ""  # what the label says meanwhile ("reading the conversation…")
 
     def compose(self) -> ComposeResult:
         yield Static(self._label(), classes="role")
-        yield Markdown(self.content)
+        yield Markdown(self.content, parser_factory=reply_parser)
 
     def _label(self) -> str:
-        note = STATUS_NOTE.get(self.status)
+        note = self.note if self.writing else STATUS_NOTE.get(self.status)
         return ROLE_LABEL.get(self.role, self.role) + (f" ({note})" if note else "")
 
     def set_status(self, status: str) -> None:
         self.status = status
+        self.writing = False
+        self.note = ""
         self.query_one(".role", Static).update(self._label())
+
+    def set_note(self, note: str) -> None:
+        """A word on the label while the reply is being written (empty: none)."""
+        if note != self.note:
+            self.note = note
+            self.query_one(".role", Static).update(self._label())
 
     @property
     def markdown(self) -> Markdown:
@@ -72,7 +101,6 @@ class ChatScreen(Screen):
         Binding("ctrl+r", "regenerate", "Regen"),
         # priority: the prompt's own ctrl+e (go to end; End does the same) must not swallow it
         Binding("ctrl+e", "edit_last", "Edit", priority=True),
-        Binding("up", "edit_last", "Edit last", show=False),
         Binding("ctrl+n", "new_chat", "New"),
         Binding("ctrl+s", "settings", "Settings"),
         Binding("ctrl+b", "toggle_sidebar", "Chats"),
@@ -98,6 +126,7 @@ class ChatScreen(Screen):
         self._pending: list[str] = []
         self._pending_lock = threading.Lock()
         self._stream_view: MessageView | None = None
+        self._reply_started = 0.0
         self._last_stats: dict[str, Any] | None = None
         self._hidden: list[hist.StoredMessage] = []
 
@@ -110,7 +139,8 @@ class ChatScreen(Screen):
                 yield ListView(id="conversations")
             with Vertical(id="chat-main"):
                 yield VerticalScroll(id="transcript")
-                yield Input(placeholder="Message (Enter sends)", id="prompt")
+                yield PromptArea(placeholder="Message (Enter sends, Shift+Enter or ^j for a new line, /help)",
+                                 id="prompt")
                 yield Static("", id="status")
         yield Footer(compact=True)
 
@@ -120,10 +150,11 @@ class ChatScreen(Screen):
         self.system_prompt, self.settings = defaults.system_prompt, dict(defaults.settings)
         self.query_one("#sidebar").display = self.app.size.width >= 100
         self.set_interval(FLUSH_INTERVAL, self.flush, name="flush")
+        self.query_one("#transcript", VerticalScroll).anchor()
         self.refresh_sidebar()
         target, conversation_id = self._initial
         self.open(target, conversation_id)
-        self.query_one("#prompt", Input).focus()
+        self.query_one("#prompt", PromptArea).focus()
 
     def on_unmount(self) -> None:
         self.cancel.set()
@@ -238,25 +269,28 @@ class ChatScreen(Screen):
     def on_list_view_selected(self, event: ListView.Selected) -> None:
         if isinstance(event.item, ConversationItem):
             self.open(None, event.item.conversation_id)
-            self.query_one("#prompt", Input).focus()
+            self.query_one("#prompt", PromptArea).focus()
 
     # -- sending and streaming ------------------------------------------------------------------
 
-    async def on_input_submitted(self, event: Input.Submitted) -> None:
-        text = event.value.strip()
+    def on_prompt_area_edit_last(self, event: PromptArea.EditLast) -> None:
+        self.action_edit_last()
+
+    async def on_prompt_area_submitted(self, event: PromptArea.Submitted) -> None:
+        text = event.text.strip()
         if not text:
             return
         if self.generating:
             self.notify("A reply is still being written: Esc stops it.")
             return
-        event.input.value = ""
+        event.prompt.set_text("")
         if self._editing is not None:
             editing, self._editing = self._editing, None
             if editing.is_mounted:
                 await self._remove_from(editing)
         if self.target is None:
             self.notify("No model loaded: ^o opens the models list.", severity="warning")
-            event.input.value = text
+            event.prompt.set_text(text)
             return
         if self.loading:
             self._queued = text
@@ -293,8 +327,9 @@ class ChatScreen(Screen):
         conv = history.get(self.conversation_id)
         messages = conv.chat_messages()
         assistant_id = history.add_message(self.conversation_id, "assistant", "", status=hist.PARTIAL)
-        view = MessageView("assistant", "", assistant_id, hist.PARTIAL)
+        view = MessageView("assistant", "", assistant_id, hist.PARTIAL, writing=True)
         self._stream_view = view
+        self._reply_started = time.monotonic()
         transcript = self.query_one("#transcript", VerticalScroll)
         await transcript.mount(view)
         transcript.scroll_end(animate=False)
@@ -344,15 +379,16 @@ class ChatScreen(Screen):
             return
         with self._pending_lock:
             if not self._pending:
+                if not view.content and time.monotonic() - self._reply_started > READING_NOTE_AFTER:
+                    view.set_note("reading the conversation…")
                 return
             text = "".join(self._pending)
             self._pending.clear()
-        transcript = self.query_one("#transcript", VerticalScroll)
-        follow = transcript.scroll_y >= transcript.max_scroll_y - 1
+        view.set_note("")
+        # The transcript is anchored: it follows the growing reply unless the user scrolled up,
+        # and follows again once they scroll back to the bottom.
         view.content += text
         await view.markdown.append(text)
-        if follow:
-            transcript.scroll_end(animate=False, immediate=True)
 
     async def on_reply_finished(self, message: ReplyFinished) -> None:
         await self.flush()
@@ -367,7 +403,6 @@ class ChatScreen(Screen):
         if message.stats:
             self._last_stats = message.stats
         self.update_status()
-        self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
 
     def on_context_trimmed(self, message: ContextTrimmed) -> None:
         n = message.dropped
@@ -411,10 +446,10 @@ class ChatScreen(Screen):
         elif self._editing is not None:
             self._editing.remove_class("editing")
             self._editing = None
-            self.query_one("#prompt", Input).value = ""
+            self.query_one("#prompt", PromptArea).set_text("")
             self.notify("Edit cancelled.")
         elif self.query_one("#sidebar").display and self.focused is not self.query_one("#prompt"):
-            self.query_one("#prompt", Input).focus()
+            self.query_one("#prompt", PromptArea).focus()
 
     def _views(self) -> list[MessageView]:
         return list(self.query_one("#transcript").query(MessageView))
@@ -444,21 +479,20 @@ class ChatScreen(Screen):
         if not users:
             return
         last = users[-1]
-        prompt = self.query_one("#prompt", Input)
-        if prompt.value.strip() and self._editing is None:
+        prompt = self.query_one("#prompt", PromptArea)
+        if prompt.text.strip() and self._editing is None:
             return  # Up in a half-typed message must not replace it
-        prompt.value = last.content
+        prompt.set_text(last.content)
         self._editing = last
         last.add_class("editing")
         prompt.focus()
-        prompt.cursor_position = len(prompt.value)
         self.notify("Editing your last message: Enter sends it again (replacing the reply), Esc cancels.")
 
     def action_new_chat(self) -> None:
         if self.generating:
             self.action_stop()
         self.new_conversation()
-        self.query_one("#prompt", Input).focus()
+        self.query_one("#prompt", PromptArea).focus()
 
     def action_toggle_sidebar(self) -> None:
         sidebar = self.query_one("#sidebar")

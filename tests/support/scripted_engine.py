@@ -53,6 +53,11 @@ class ScriptedGeneration:
         stats, model = self.stats, self.model
         stats.finish_reason = "cancelled"
         delay = 1.0 / model.tokens_per_s if model.tokens_per_s else 0.0
+        if model.prompt_s:  # a real model evaluates the prompt before the first token
+            if self._cancel is not None:
+                self._cancel.wait(model.prompt_s)
+            else:
+                time.sleep(model.prompt_s)
         start = time.perf_counter()
         for n, piece in enumerate(self._pieces, 1):
             if self._cancel is not None and self._cancel.is_set():
@@ -76,9 +81,10 @@ class ScriptedModel:
     """Replies with ``replies`` in turn (the last one repeats); ``tokens_per_s=0`` is instant."""
 
     def __init__(self, replies: Sequence[str] = ("Hello! How can I help?",), *, tokens_per_s: float = 0.0,
-                 n_ctx: int = 4096, path: Path = Path("scripted.gguf")) -> None:
+                 n_ctx: int = 4096, path: Path = Path("scripted.gguf"), prompt_s: float = 0.0) -> None:
         self.replies = list(replies)
         self.tokens_per_s = tokens_per_s
+        self.prompt_s = prompt_s  # seconds before the first piece, as a long prompt takes to evaluate
         self.n_ctx = n_ctx
         self.n_ctx_train = n_ctx
         self.path = path

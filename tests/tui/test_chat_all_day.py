@@ -1,0 +1,104 @@
+"""Issue 12: a chat people keep open all day (following the stream, line breaks, multi-line input,
+switching models, slash commands, keys). Each test here fails on the code before the issue."""
+
+from __future__ import annotations
+
+import pytest
+from support.scripted_engine import ScriptedModel
+from support.chat_pilot import chat_screen, reply_done, scripted_app, send, views, wait_for
+from textual import events
+from textual.widgets._markdown import MarkdownBlock
+
+from localllm.chat import history as hist
+
+pytestmark = pytest.mark.anyio
+
+POEM = "Roses are red,\nviolets are blue,\nsugar is sweet,\nand so are you."
+LONG = "\n\n".join(f"Paragraph {n}: " + " ".join(f"w{n}.{i}" for i in range(30)) for n in range(60))
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def at_bottom(app) -> bool:
+    transcript = chat_screen(app).query_one("#transcript")
+    return transcript.scroll_y >= transcript.max_scroll_y - 1
+
+
+def shown_text(view) -> str:
+    return "\n".join(block._content.plain for block in view.markdown.query(MarkdownBlock))
+
+
+async def test_a_long_reply_is_followed_to_its_end():
+    app = scripted_app(ScriptedModel([LONG], tokens_per_s=1000))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await send(pilot, "Write a lot")
+        samples = []
+        while chat_screen(app).generating:
+            await pilot.pause(0.2)
+            if len(views(app)[-1].content) > 2000:
+                samples.append(at_bottom(app))
+        await pilot.pause(0.3)
+        assert samples and all(samples), samples
+        assert at_bottom(app) and chat_screen(app).query_one("#transcript").max_scroll_y > 100
+
+
+async def test_scrolling_up_stops_following_until_back_at_the_bottom():
+    app = scripted_app(ScriptedModel([LONG], tokens_per_s=300))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await send(pilot, "Write a lot")
+        transcript = chat_screen(app).query_one("#transcript")
+        await wait_for(pilot, lambda: transcript.max_scroll_y > 30)
+        for _ in range(5):
+            transcript.post_message(events.MouseScrollUp(transcript, 0, 0, 0, 0, 0, False, False, False))
+        await pilot.pause(0.3)
+        held = transcript.scroll_y
+        await pilot.pause(0.5)
+        assert transcript.scroll_y == held and not at_bottom(app)  # the reader's place is kept
+        transcript.scroll_end(animate=False)
+        await pilot.pause(0.5)
+        assert at_bottom(app)  # following again
+        chat_screen(app).action_stop()
+        await reply_done(pilot)
+
+
+async def test_line_breaks_in_a_reply_are_shown():
+    app = scripted_app(ScriptedModel([POEM]))
+    async with app.run_test() as pilot:
+        await send(pilot, "A poem")
+        await reply_done(pilot)
+        await pilot.pause(0.2)
+        assert "Roses are red,\nviolets are blue," in shown_text(views(app)[-1])
+
+
+async def test_multi_line_input_and_pasted_text_are_sent_whole():
+    model = ScriptedModel(["Ok."])
+    app = scripted_app(model)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: not chat_screen(app).loading)
+        prompt = chat_screen(app).query_one("#prompt")
+        prompt.focus()
+        await pilot.press("a", "ctrl+j", "b")
+        app.post_message(events.Paste("\nline one\nline two"))  # as the terminal delivers it
+        await pilot.pause(0.1)
+        await pilot.press("enter")
+        await reply_done(pilot)
+        await wait_for(pilot, lambda: len(model.prompts) == 1)
+        assert model.prompts[0][-1]["content"] == "a\nb\nline one\nline two"
+        assert views(app)[0].content == "a\nb\nline one\nline two"
+
+
+async def test_a_reply_being_written_is_not_labelled_interrupted_and_says_it_reads_first():
+    app = scripted_app(ScriptedModel(["Fine, thanks."], tokens_per_s=20, prompt_s=1.2))
+    async with app.run_test() as pilot:
+        await send(pilot, "How are you?")
+        label = views(app)[-1].query_one(".role")
+        assert "interrupted" not in str(label.render())
+        await wait_for(pilot, lambda: "reading the conversation" in str(label.render()), timeout=5)
+        await wait_for(pilot, lambda: bool(views(app)[-1].content), timeout=5)
+        await pilot.pause(0.1)
+        assert str(label.render()) == "Assistant"
+        await reply_done(pilot)
+        assert views(app)[-1].status == hist.COMPLETE
