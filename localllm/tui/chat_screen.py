@@ -163,16 +163,21 @@ class ChatScreen(Screen):
     # -- opening models and conversations ---------------------------------------------------------
 
     def open(self, target: ChatTarget | None, conversation_id: int | None) -> None:
-        """Switch to a conversation and/or model; the model loads in the background."""
-        if self.generating:
-            self.action_stop()
-        if conversation_id is not None:
+        """Switch to a conversation and/or model; the model loads in the background.
+
+        A model alone switches the model of the chat on screen (a reply being written finishes
+        first: the load waits for it); another conversation stops the reply.
+        """
+        if conversation_id is not None and conversation_id != self.conversation_id:
+            if self.generating:
+                self.action_stop()
             self.show_conversation(conversation_id)
             if target is None:
                 target = self._conversation_target(conversation_id)
-        elif target is not None and self.conversation_id is not None:
-            self.new_conversation()
-        if target is not None:
+        elif target is not None and self.conversation_id is not None and target != self.target:
+            self.app.history.configure(self.conversation_id, model=target.label, model_path=str(target.path))
+            self.notify(f"This chat continues with {target.label}.")
+        if target is not None and (target != self.target or self.app.holder.target != target):
             self.load(target)
         elif self.target is None:
             current = self.app.holder.target
@@ -501,12 +506,10 @@ class ChatScreen(Screen):
             self.query_one("#conversations", ListView).focus()
 
     def action_models(self) -> None:
+        """The models list over this chat, which stays as it is (a reply goes on being written)."""
         from .models_screen import ModelsScreen
 
-        if any(isinstance(s, ModelsScreen) for s in self.app.screen_stack[:-1]):
-            self.app.pop_screen()
-        else:
-            self.app.push_screen(ModelsScreen())
+        self.app.push_screen(ModelsScreen())
 
     def action_settings(self) -> None:
         from .settings_dialog import SettingsDialog

@@ -102,3 +102,35 @@ async def test_a_reply_being_written_is_not_labelled_interrupted_and_says_it_rea
         assert str(label.render()) == "Assistant"
         await reply_done(pilot)
         assert views(app)[-1].status == hist.COMPLETE
+
+
+async def test_ctrl_o_keeps_the_chat_and_a_chosen_model_switches_it():
+    from pathlib import Path
+
+    from localllm.tui.models_screen import ModelsScreen
+    from localllm.tui.services import ChatTarget
+
+    model = ScriptedModel([" ".join(f"w{i}" for i in range(60))], tokens_per_s=60)
+    app = scripted_app(model)
+    other = ChatTarget("other:Q8_0", Path("other.gguf"), "Q8_0")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "Count")
+        screen = chat_screen(app)
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen))
+        await pilot.pause(0.3)
+        assert screen.generating  # the reply goes on behind the models list
+        app.open_chat()  # "c": back to the chat
+        await wait_for(pilot, lambda: app.screen is screen)
+        await reply_done(pilot)
+        conversation = screen.conversation_id
+        assert views(app)[-1].status == hist.COMPLETE and len(views(app)[-1].content) > 100
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen))
+        app.open_chat(other)  # Enter on another model
+        await wait_for(pilot, lambda: app.screen is screen and not screen.loading)
+        assert screen.conversation_id == conversation and len(views(app)) == 2
+        assert app.services.loaded[-1] == other and app.history.info(conversation).model == "other:Q8_0"
+        await send(pilot, "And now?")
+        await reply_done(pilot)
+        assert [m.role for m in app.history.get(conversation).messages] == ["user", "assistant"] * 2

@@ -10,7 +10,7 @@ import pytest
 from support.files import cache_hub_header
 from support.hubfixtures import hub, online  # noqa: F401 - fixtures
 from support.chat_pilot import TARGET, chat_screen, reply_done, scripted_app, send, views, wait_for
-from support.scripted_engine import ScriptedModel
+from support.scripted_engine import FakeServices, ScriptedModel
 
 from localllm.chat import history as hist
 from localllm.chat.history import History
