@@ -36,6 +36,7 @@ class ModelHolder:
         self.lock = threading.Lock()
         self.model: Any = None
         self.target: ChatTarget | None = None
+        self.conversation_id: int | None = None  # whose KV cache the model holds
 
     def switch(self, target: ChatTarget, load) -> Any:
         """Close the current model (freeing its memory), then load ``target`` with ``load``."""
@@ -56,6 +57,7 @@ class ModelHolder:
             self.model.close()
         self.model = None
         self.target = None
+        self.conversation_id = None
 
 
 class LocalLLMApp(App):

@@ -341,41 +341,58 @@ class ChatScreen(Screen):
         self.generating = True
         self.cancel.clear()
         self.update_status()
-        self.generate(messages, assistant_id)
+        self.generate(messages, assistant_id, self.conversation_id)
 
     @work(thread=True, exclusive=True, group="generate")
-    def generate(self, messages: list[dict[str, str]], assistant_id: int) -> None:
-        app, cancel = self.app, self.cancel
+    def generate(self, messages: list[dict[str, str]], assistant_id: int, conversation_id: int) -> None:
+        holder = self.app.holder
+        with holder.lock:
+            model = self._reply(messages, assistant_id, conversation_id)
+            if model is not None:
+                try:
+                    self.app.services.save_state(model, conversation_id)  # reopening the chat is fast
+                except OSError as exc:  # a full disk must not break the chat: the cache is optional
+                    self.app.call_from_thread(self.notify, f"Could not keep this chat's cache: {exc}",
+                                              severity="warning")
+
+    def _reply(self, messages: list[dict[str, str]], assistant_id: int, conversation_id: int):
+        """Stream one reply into the pending buffer and the history; the model, if it replied."""
+        app, cancel, holder = self.app, self.cancel, self.app.holder
         history = app.history
         text, status, stats, error = "", hist.PARTIAL, None, None
+        model = None
         try:
-            with app.holder.lock:
-                model = app.holder.model
-                if model is None:
-                    raise LocalLLMError("the model is not loaded", hint="pick a model with ^o")
-                sampling = app.services.sampling(self.settings)
-                fitted = fit_messages(model, messages, reply_reserve(model.n_ctx, sampling.max_tokens))
-                if fitted.dropped:
-                    self.post_message(ContextTrimmed(fitted.dropped))
-                generation = model.chat(fitted.messages, sampling, cancel)
-                saved_at = time.monotonic()
-                for piece in generation:
-                    text += piece
-                    with self._pending_lock:
-                        self._pending.append(piece)
-                    if time.monotonic() - saved_at >= SAVE_INTERVAL:
-                        history.update_message(assistant_id, text)
-                        saved_at = time.monotonic()
-                s = generation.stats
-                stats = s.as_dict()
-                stats["context_used"] = s.prompt_tokens + s.generated_tokens
-                stats["n_ctx"] = model.n_ctx
-                status = hist.STOPPED if s.finish_reason == "cancelled" else hist.COMPLETE
+            model = holder.model
+            if model is None:
+                raise LocalLLMError("the model is not loaded", hint="pick a model with ^o")
+            if holder.conversation_id != conversation_id:
+                holder.conversation_id = None
+                app.services.restore_state(model, conversation_id)
+                holder.conversation_id = conversation_id
+            sampling = app.services.sampling(self.settings)
+            fitted = fit_messages(model, messages, reply_reserve(model.n_ctx, sampling.max_tokens))
+            if fitted.dropped:
+                self.post_message(ContextTrimmed(fitted.dropped))
+            generation = model.chat(fitted.messages, sampling, cancel)
+            saved_at = time.monotonic()
+            for piece in generation:
+                text += piece
+                with self._pending_lock:
+                    self._pending.append(piece)
+                if time.monotonic() - saved_at >= SAVE_INTERVAL:
+                    history.update_message(assistant_id, text)
+                    saved_at = time.monotonic()
+            s = generation.stats
+            stats = s.as_dict()
+            stats["context_used"] = s.prompt_tokens + s.generated_tokens
+            stats["n_ctx"] = model.n_ctx
+            status = hist.STOPPED if s.finish_reason == "cancelled" else hist.COMPLETE
         except LocalLLMError as exc:
             error = exc
             status = hist.STOPPED
         history.update_message(assistant_id, text, status=status, stats=stats)
         self.post_message(ReplyFinished(text, status, stats, error))
+        return model if error is None else None
 
     async def flush(self) -> None:
         """Move text that arrived since the last tick into the transcript (the 50 ms timer)."""
@@ -565,6 +582,7 @@ class ChatScreen(Screen):
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.app.history.delete(self.conversation_id)
+                self.app.services.forget_state(self.conversation_id)
                 self.new_conversation()
 
         title = self.app.history.info(self.conversation_id).title

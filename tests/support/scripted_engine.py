@@ -128,6 +128,8 @@ class FakeServices(Services):
         self.pull_steps = pull_steps
         self.pull_gate = pull_gate  # when set, the fake download waits on it before each step
         self.pulled: list[str] = []
+        self.restored: list[int] = []  # conversations whose KV cache a reply asked for
+        self.saved: list[int] = []  # ... and kept after it
 
     def hardware(self) -> Hardware:
         return FIXED_HARDWARE
@@ -139,6 +141,17 @@ class FakeServices(Services):
         self.loaded.append(target)
         self.model.closed = False
         return self.model
+
+    def restore_state(self, model, conversation_id):
+        self.restored.append(conversation_id)
+        return 0
+
+    def save_state(self, model, conversation_id):
+        self.saved.append(conversation_id)
+        return False
+
+    def forget_state(self, conversation_id):
+        self.saved = [c for c in self.saved if c != conversation_id]
 
     def sampling(self, settings):
         known = {k: v for k, v in settings.items() if k in SamplingOptions.__dataclass_fields__}

@@ -134,3 +134,39 @@ async def test_ctrl_o_keeps_the_chat_and_a_chosen_model_switches_it():
         await send(pilot, "And now?")
         await reply_done(pilot)
         assert [m.role for m in app.history.get(conversation).messages] == ["user", "assistant"] * 2
+
+
+def long_history(history, turns: int = 30) -> int:
+    conversation = history.create(title="Long chat", model="smollm2", model_path="")
+    for n in range(turns):
+        history.add_message(conversation, "user", f"Question {n}: tell me something about rivers, bridges and boats "
+                                                  "in old European cities, in two sentences.")
+        history.add_message(conversation, "assistant", f"Answer {n}: rivers carried boats through old cities, and "
+                                                       "bridges joined their banks; trade and stories crossed both "
+                                                       "ways for centuries, as ferries do today.")
+    return conversation
+
+
+async def test_a_reopened_long_chat_replies_from_its_saved_cache(installed_starter):
+    from localllm.tui.app import ChatDefaults, make_app
+    from localllm.tui.services import Services
+
+    defaults = ChatDefaults(n_ctx=4096, n_gpu_layers=0, settings={"temperature": 0.0, "max_tokens": 4})
+    services = Services()
+    target = services.resolve(None)
+    first = make_app(services=services, chat=target, defaults=defaults)
+    conversation = long_history(first.history)
+    async with first.run_test() as pilot:  # the first reply evaluates the whole chat, then keeps its cache
+        first.open_chat(None, conversation)
+        await send(pilot, "And one more?")
+        await reply_done(pilot)
+        await wait_for(pilot, lambda: not first.holder.lock.locked())
+    history_path = first.history.path
+    second = make_app(services=Services(), chat=target, conversation_id=conversation, defaults=defaults,
+                      history_path=history_path)
+    async with second.run_test() as pilot:
+        await send(pilot, "Last one?")
+        await reply_done(pilot)
+        stats = second.history.get(conversation).messages[-1].stats
+    assert stats["prompt_tokens"] > 2000 and stats["cached_tokens"] > stats["prompt_tokens"] - 40
+    assert stats["ttft_s"] < 1.0
