@@ -20,6 +20,7 @@ from markdown_it import MarkdownIt
 from markdown_it.rules_core import StateCore
 from textual.widgets import Button, Footer, ListItem, ListView, Markdown, Static
 
+from localllm.chat import commands
 from localllm.chat import history as hist
 from localllm.chat.context import fit_messages, reply_reserve
 from localllm.errors import LocalLLMError
@@ -108,6 +109,7 @@ class ChatScreen(Screen):
         Binding("f2", "rename", "Rename", show=False),
         Binding("f3", "export", "Export", show=False),
         Binding("f8", "delete_chat", "Delete chat", show=False),
+        Binding("ctrl+y", "copy_reply", "Copy reply", show=False),
         Binding("ctrl+q", "app.quit", "Quit", show=False),
     ]
 
@@ -154,6 +156,8 @@ class ChatScreen(Screen):
         self.refresh_sidebar()
         target, conversation_id = self._initial
         self.open(target, conversation_id)
+        if self.conversation_id is None:
+            self._show_empty_hint()
         self.query_one("#prompt", PromptArea).focus()
 
     def on_unmount(self) -> None:
@@ -235,8 +239,11 @@ class ChatScreen(Screen):
 
     def _show_empty_hint(self) -> None:
         self.query_one("#transcript").mount(
-            Static("Ask anything. Esc stops a reply; ^r regenerates; ^e edits your last message; "
-                   "^s sets the system prompt. Chats are saved as you go.", classes="empty-hint")
+            Static("Ask anything. Enter sends, Shift+Enter or ^j breaks the line; Esc stops a reply; ^r "
+                   "regenerates; ^e edits your last message; ^y copies the last reply. F2 renames this chat, "
+                   "F3 exports it, F8 deletes it, F9 switches light/dark, F1 lists every key, /help the "
+                   "commands (/system, /set temperature 0.2, /model, /save ...). Chats are saved as you go.",
+                   classes="empty-hint")
         )
 
     def show_conversation(self, conversation_id: int) -> None:
@@ -285,6 +292,16 @@ class ChatScreen(Screen):
         text = event.text.strip()
         if not text:
             return
+        try:
+            command = commands.parse(text)
+        except commands.CommandError as exc:
+            self.notify(f"{exc} ({exc.hint})" if exc.hint else str(exc), severity="warning")
+            return
+        if command is not None:
+            event.prompt.set_text("")
+            await self.run_command(command)
+            return
+        text = commands.message_text(text)
         if self.generating:
             self.notify("A reply is still being written: Esc stops it.")
             return
@@ -554,6 +571,18 @@ class ChatScreen(Screen):
         title = self.app.history.info(self.conversation_id).title
         self.app.push_screen(InputDialog("Rename this chat", title), renamed)
 
+    def export(self, path: str) -> None:
+        """Write this chat to ``path`` and say where it went (the full path)."""
+        if self.conversation_id is None:
+            self.notify("Nothing to save yet: this chat is empty.")
+            return
+        try:
+            written = self.app.history.export(self.conversation_id, path)
+        except LocalLLMError as exc:
+            self.notify(str(exc), severity="error")
+        else:
+            self.notify(f"Saved {written.resolve()}")
+
     def action_export(self) -> None:
         if self.conversation_id is None:
             return
@@ -561,18 +590,77 @@ class ChatScreen(Screen):
 
         def chosen(path: str | None) -> None:
             if path:
-                try:
-                    written = self.app.history.export(self.conversation_id, path)
-                except LocalLLMError as exc:
-                    self.notify(str(exc), severity="error")
-                else:
-                    self.notify(f"Saved {written}")
+                self.export(path)
 
         slug = "".join(c if c.isalnum() else "-" for c in self.app.history.info(self.conversation_id).title.lower())
         self.app.push_screen(
             InputDialog("Export this chat to (.md for Markdown, .json for JSON)", f"{slug.strip('-') or 'chat'}.md"),
             chosen,
         )
+
+    # -- slash commands -------------------------------------------------------------------------
+
+    async def run_command(self, command: commands.Command) -> None:
+        """Carry out a slash command typed in the prompt (see :mod:`localllm.chat.commands`)."""
+        name = command.name
+        if name == "help":
+            await self._show_notice("Commands:\n" + commands.help_text(), "help")
+        elif name == "system":
+            self.system_prompt = command.arg
+            self._keep_settings()
+            self.notify("System prompt set for this chat." if command.arg else "System prompt cleared.")
+        elif name == "set":
+            self.settings = commands.apply_setting(self.settings, command.setting)
+            self._keep_settings()
+            key, value = command.setting
+            self.notify(f"{key} = {value if value is not None else 'default'} for this chat.")
+        elif name == "clear":
+            system, settings = self.system_prompt, self.settings
+            self.action_new_chat()
+            self.system_prompt, self.settings = system, settings
+        elif name == "model":
+            self.notify(f"Looking for {command.arg}…")
+            self._find_model(command.arg)
+        elif name == "save":
+            self.export(command.arg)
+        elif name == "copy":
+            self.action_copy_reply(code=command.arg.lower() == "code")
+        elif name == "bye":
+            self.app.exit()
+
+    def _keep_settings(self) -> None:
+        if self.conversation_id is not None:
+            self.app.history.configure(self.conversation_id, system_prompt=self.system_prompt, settings=self.settings)
+
+    async def _show_notice(self, text: str, kind: str = "") -> None:
+        transcript = self.query_one("#transcript", VerticalScroll)
+        await transcript.mount(Static(text, classes=f"notice {kind}".strip()))
+        transcript.scroll_end(animate=False)
+
+    @work(thread=True, exclusive=True, group="find")
+    def _find_model(self, name: str) -> None:
+        try:
+            target = self.app.services.resolve(name)
+        except LocalLLMError as exc:
+            hint = f" ({exc.hint})" if getattr(exc, "hint", None) else ""
+            self.app.call_from_thread(self.notify, f"{exc}{hint}", severity="error")
+        else:
+            self.app.call_from_thread(self.open, target, None)
+
+    def action_copy_reply(self, code: bool = False) -> None:
+        """Copy the last reply (or its last code block) to the clipboard (OSC 52 in the terminal)."""
+        replies = [v for v in self._views() if v.role == "assistant" and v.content]
+        if not replies:
+            self.notify("No reply to copy yet.")
+            return
+        text = replies[-1].content
+        if code:
+            text = commands.last_code_block(text)
+            if text is None:
+                self.notify("The last reply has no code block.")
+                return
+        self.app.copy_to_clipboard(text)
+        self.notify(f"Copied {'the code block' if code else 'the last reply'} ({len(text)} characters).")
 
     def action_delete_chat(self) -> None:
         if self.conversation_id is None or self.generating:

@@ -179,3 +179,11 @@ class Services:
 
     def forget_state(self, conversation_id: int) -> None:
         app.conversation_state.forget(conversation_id)
+
+    # -- preferences ------------------------------------------------------------------------------
+
+    def preferences(self) -> dict:
+        return app.preferences.load()
+
+    def save_preferences(self, **changes) -> None:
+        app.preferences.save(**changes)

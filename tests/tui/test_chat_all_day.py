@@ -168,5 +168,80 @@ async def test_a_reopened_long_chat_replies_from_its_saved_cache(installed_start
         await send(pilot, "Last one?")
         await reply_done(pilot)
         stats = second.history.get(conversation).messages[-1].stats
+    # Only the new turn is evaluated (its time is in benchmarks/bench_tui.py: it depends on the machine).
     assert stats["prompt_tokens"] > 2000 and stats["cached_tokens"] > stats["prompt_tokens"] - 40
-    assert stats["ttft_s"] < 1.0
+
+
+async def type_line(pilot, text: str) -> None:
+    prompt = chat_screen(pilot.app).query_one("#prompt")
+    prompt.focus()
+    prompt.load_text(text)
+    await pilot.press("enter")
+    await pilot.pause(0.1)
+
+
+async def test_slash_commands_set_the_chat_up(tmp_path):
+    model = ScriptedModel(["Sure.\n\n```python\nprint(1)\n```\n"])
+    app = scripted_app(model)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: not chat_screen(app).loading)
+        await type_line(pilot, "/help")
+        assert "/set NAME VALUE" in str(chat_screen(app).query_one(".help").render())
+        await type_line(pilot, "/system Answer in French.")
+        await type_line(pilot, "/set temperature 0.2")
+        await type_line(pilot, "/set nonsense 3")  # refused with a notice, nothing sent
+        await send(pilot, "Hello")
+        await reply_done(pilot)
+        screen = chat_screen(app)
+        info = app.history.info(screen.conversation_id)
+        assert info.system_prompt == "Answer in French." and info.settings["temperature"] == 0.2
+        assert model.prompts[0][0] == {"role": "system", "content": "Answer in French."}
+        assert len(model.prompts) == 1 and all(m["content"][0] != "/" for m in model.prompts[0])
+        await type_line(pilot, "/copy code")
+        assert app.clipboard == "print(1)\n"
+        await type_line(pilot, "/copy")
+        assert app.clipboard.startswith("Sure.")
+        await type_line(pilot, f"/save {tmp_path / 'chat.md'}")
+        assert "Hello" in (tmp_path / "chat.md").read_text()
+        first = screen.conversation_id
+        await type_line(pilot, "/clear")
+        assert screen.conversation_id is None and not views(app) and screen.system_prompt == "Answer in French."
+        assert app.history.info(first).title  # the old chat is kept
+
+
+async def test_model_command_switches_this_chats_model(installed_starter):
+    app = scripted_app(ScriptedModel(["Ok."]))
+    async with app.run_test() as pilot:
+        await send(pilot, "Hello")
+        await reply_done(pilot)
+        conversation = chat_screen(app).conversation_id
+        await type_line(pilot, "/model smollm2-135m-instruct")
+        await wait_for(pilot, lambda: len(app.services.loaded) == 2 and not chat_screen(app).loading)
+        assert app.services.loaded[-1].label.startswith("smollm2-135m-instruct")
+        assert chat_screen(app).conversation_id == conversation
+        assert app.history.info(conversation).model.startswith("smollm2-135m-instruct")
+
+
+async def test_palette_keys_and_the_remembered_theme():
+    from localllm.app import preferences
+    from localllm.tui.keys_dialog import KeysDialog
+
+    app = scripted_app(ScriptedModel())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: not chat_screen(app).loading)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert titles[:3] == ["New chat", "Models", "Chat settings"] and "Export chat" in titles
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, KeysDialog))
+        text = "\n".join(str(s.render()) for s in app.screen.query("Static"))
+        assert text.index("Rename") < text.index("Shift+Enter")  # the app's own keys first
+        assert "F8" in text and "Export" in text
+        await pilot.press("escape")
+        hint = str(chat_screen(app).query_one(".empty-hint").render())
+        assert "F2" in hint and "F3" in hint and "F8" in hint and "F9" in hint
+        theme = app.theme
+        await pilot.press("f9")
+        await pilot.pause(0.1)
+        assert preferences.load()["theme"] == app.theme != theme
+    again = scripted_app(ScriptedModel())
+    assert again.theme == app.theme
