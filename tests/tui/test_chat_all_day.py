@@ -245,3 +245,32 @@ async def test_palette_keys_and_the_remembered_theme():
         assert preferences.load()["theme"] == app.theme != theme
     again = scripted_app(ScriptedModel())
     assert again.theme == app.theme
+
+
+async def test_esc_early_in_a_pull_says_cancelled_and_down_enters_the_list(isolated_home):
+    import threading
+
+    from support.scripted_engine import FakeServices
+
+    from localllm.errors import LocalLLMError
+    from localllm.tui.app import make_app
+    from localllm.tui.models_screen import ModelsScreen
+
+    class EarlyServices(FakeServices):
+        def pull(self, entry, quant, progress, cancel):
+            cancel.wait(5)  # still asking the Hub what to fetch when Esc comes
+            raise LocalLLMError("connection closed")
+
+    app = make_app(services=EarlyServices())
+    notes = []
+    app.notify = lambda message, **kw: notes.append((message, kw.get("title")))
+    async with app.run_test() as pilot:
+        await pilot.press("slash", *"qwen3-0.6b")
+        await pilot.press("down")
+        assert app.focused is app.screen.query_one("#model-list")
+        await pilot.press("p")
+        await pilot.pause()
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen))
+        await pilot.pause(0.1)
+    assert any(title == "Cancelled" for _, title in notes) and not any(t == "Download failed" for _, t in notes)
