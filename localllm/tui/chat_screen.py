@@ -90,6 +90,15 @@ class MessageView(Vertical):
         return self.query_one(Markdown)
 
 
+def fit_line(parts: list[tuple[int, str]], width: int, sep: str = " · ") -> str:
+    """``parts`` joined by ``sep``, leaving out the lowest-priority ones until the line fits ``width``
+    (the first part, the model's name, always stays)."""
+    kept = list(parts)
+    while len(kept) > 1 and len(sep.join(t for _, t in kept)) > width:
+        kept.remove(min(kept[1:], key=lambda part: part[0]))
+    return sep.join(t for _, t in kept)
+
+
 class ConversationItem(ListItem):
     def __init__(self, info: hist.ConversationInfo, current: bool) -> None:
         super().__init__(Static(info.title), classes="current" if current else "")
@@ -460,22 +469,25 @@ class ChatScreen(Screen):
         if target is None:
             status.update("No model: ^o opens the models list")
             return
-        parts = [target.label]
+        parts = [(0, target.label)]  # (priority: the lowest is dropped first when the line is too long)
         if self.loading:
-            parts.append("loading…")
+            parts.append((9, "loading…"))
         else:
             model = self.app.holder.model
             n_ctx = getattr(model, "n_ctx", 0)
             stats = self._last_stats or {}
             if n_ctx:
-                parts.append(f"ctx {stats.get('context_used', 0)}/{n_ctx}")
+                parts.append((5, f"ctx {stats.get('context_used', 0)}/{n_ctx}"))
             if stats.get("tokens_per_s"):
-                parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
+                parts.append((3, f"{stats['tokens_per_s']:.1f} tok/s"))
             layers = getattr(getattr(model, "options", None), "n_gpu_layers", 0)
-            parts.append("GPU" if layers else "CPU")
+            parts.append((1, "GPU" if layers else "CPU"))
         if self.generating:
-            parts.append("writing… (Esc stops)")
-        status.update(" · ".join(parts))
+            parts.append((8, "writing… Esc stops"))
+        status.update(fit_line(parts, status.content_size.width or self.app.size.width - 2))
+
+    def on_resize(self) -> None:
+        self.update_status()
 
     # -- actions --------------------------------------------------------------------------------
 

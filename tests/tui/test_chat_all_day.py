@@ -274,3 +274,26 @@ async def test_esc_early_in_a_pull_says_cancelled_and_down_enters_the_list(isola
         await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen))
         await pilot.pause(0.1)
     assert any(title == "Cancelled" for _, title in notes) and not any(t == "Download failed" for _, t in notes)
+
+
+@pytest.mark.parametrize("width", [80, 100])
+async def test_the_status_line_fits_the_terminal(width):
+    from pathlib import Path
+
+    from support.scripted_engine import FakeServices
+
+    from localllm.tui.app import make_app
+    from localllm.tui.services import ChatTarget
+
+    target = ChatTarget("smollm2-135m-instruct-extra-long-name:Q4_K_M", Path("x.gguf"), "Q4_K_M")
+    app = make_app(services=FakeServices(ScriptedModel([LONG], tokens_per_s=200, n_ctx=8192)), chat=target)
+    async with app.run_test(size=(width, 24)) as pilot:
+        await send(pilot, "Go")
+        await pilot.pause(0.3)
+        status = chat_screen(app).query_one("#status")
+        text = str(status.render())
+        assert len(text) <= status.content_size.width and "Esc stops" in text and target.label in text
+        chat_screen(app).action_stop()
+        await reply_done(pilot)
+        text = str(status.render())
+        assert len(text) <= status.content_size.width and "ctx " in text
