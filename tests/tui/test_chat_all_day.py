@@ -297,3 +297,16 @@ async def test_the_status_line_fits_the_terminal(width):
         await reply_done(pilot)
         text = str(status.render())
         assert len(text) <= status.content_size.width and "ctx " in text
+
+
+async def test_notices_do_not_cover_the_prompt():
+    app = scripted_app(ScriptedModel())
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await wait_for(pilot, lambda: not chat_screen(app).loading)
+        chat_screen(app).notify("A notice with quite a few words in it, to take some room.")
+        await pilot.pause(0.5)
+        from textual.widgets._toast import Toast, ToastRack
+
+        toast = app.screen.get_child_by_type(ToastRack).query_one(Toast)
+        prompt = chat_screen(app).query_one("#prompt")
+        assert toast.region.bottom <= prompt.region.y
