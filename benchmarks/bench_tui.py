@@ -10,6 +10,13 @@
    is written to the terminal.
 3. A saved conversation of 500 messages: time from asking the app to open it until its last
    message is on screen (headless), and until all 500 are mounted after "show earlier".
+4. Following the stream (during 1): every 20 ms, how far the view is above the end of the transcript;
+   the longest time the end of the reply was off screen.
+5. With the real SmolLM2 (``--model``, default: the test cache's GGUF): a saved chat of ~2,000 tokens
+   is reopened in a fresh app and one more message sent. "Before" is the first reply with no saved
+   KV cache (what every reopen cost before issue 12); "after" is the next reopen, which loads the
+   cache the previous reply saved. Measured: time to first token (the runtime's) and from Enter to
+   the first text on screen.
 
 Prints a table; figures go in docs/benchmarks.md.
 """
@@ -88,7 +95,16 @@ async def _stream_once(tokens: int, rate: float) -> dict[str, float]:
                     await asyncio.sleep(0.005)
                     stalls.append(time.perf_counter() - before - 0.005)
 
+            transcript = screen.query_one("#transcript")
+            behind: list[tuple[float, float]] = []  # (time, lines between the view and the end)
+
+            async def follower():
+                while running:
+                    behind.append((time.perf_counter(), transcript.max_scroll_y - transcript.scroll_y))
+                    await asyncio.sleep(0.02)
+
             task = asyncio.get_running_loop().create_task(ticker())
+            follow_task = asyncio.get_running_loop().create_task(follower())
             await pilot.press(*"go", "enter")
             while not screen.generating:
                 await pilot.pause(0.001)
@@ -96,6 +112,7 @@ async def _stream_once(tokens: int, rate: float) -> dict[str, float]:
                 await asyncio.sleep(0.01)
             running = False
             await task
+            await follow_task
             view = list(screen.query(MessageView))[-1]
             assert view.markdown.source == reply, "the reply on screen differs from the engine's"
     finally:
@@ -110,7 +127,21 @@ async def _stream_once(tokens: int, rate: float) -> dict[str, float]:
         "max_stall_ms": max(stalls) * 1000,
         "p99_stall_ms": sorted(stalls)[int(len(stalls) * 0.99)] * 1000,
         "updates": len(shown_at),
+        "max_lines_behind": max(b for _, b in behind),
+        "longest_off_end_ms": _longest_off_end(behind) * 1000,
     }
+
+
+def _longest_off_end(behind: list[tuple[float, float]]) -> float:
+    """The longest stretch of samples in which the view was more than one line above the end."""
+    longest, since = 0.0, None
+    for at, lines in behind:
+        if lines > 1:
+            since = at if since is None else since
+            longest = max(longest, at - since)
+        else:
+            since = None
+    return longest
 
 
 def first_frame(runs: int) -> list[float]:
@@ -191,36 +222,133 @@ async def _open_long(messages: int) -> dict[str, float]:
     return {"open_s": opened, "show_all_s": all_shown, "shown_first": chat_module.SHOWN_MESSAGES}
 
 
+def long_chat(db: History, tokens: int) -> int:
+    """A saved conversation of about ``tokens`` SmolLM2 tokens (some 70 per exchange)."""
+    conv = db.create(title="Long chat", model="smollm2")
+    for n in range(max(1, tokens // 70)):
+        db.add_message(conv, "user", f"Question {n}: tell me something about rivers, bridges and boats "
+                                     "in old European cities, in two sentences.")
+        db.add_message(conv, "assistant", f"Answer {n}: rivers carried boats through old cities, and bridges "
+                                          "joined their banks; trade and stories crossed both ways for "
+                                          "centuries, as ferries do today.")
+    return conv
+
+
+async def _reopen_once(model: Path, db_path: Path, conv: int) -> dict[str, float]:
+    """Open the saved chat in a fresh app with the real model, send one message: its first token."""
+    from localllm.tui.app import ChatDefaults
+    from localllm.tui.services import Services
+
+    defaults = ChatDefaults(n_ctx=4096, n_gpu_layers=0, settings={"temperature": 0.0, "max_tokens": 8})
+    target = ChatTarget("smollm2", model)
+    app = make_app(services=Services(), history_path=db_path, chat=target, conversation_id=conv, defaults=defaults)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = next(s for s in app.screen_stack if isinstance(s, ChatScreen))
+        while screen.loading:
+            await pilot.pause(0.01)
+        await pilot.press(*"One more?")
+        started = time.perf_counter()
+        await pilot.press("enter")
+        while not (screen._stream_view is not None and screen._stream_view.content):
+            if not screen.generating and time.perf_counter() - started > 1:
+                break  # the reply ended (or failed) without text
+            await asyncio.sleep(0.002)
+        on_screen = time.perf_counter() - started
+        while screen.generating:
+            await asyncio.sleep(0.01)
+        while app.holder.lock.locked():  # the cache is saved after the reply
+            await asyncio.sleep(0.01)
+        stats = app.history.get(conv).messages[-1].stats or {}
+    return {"ttft_s": stats.get("ttft_s", float("nan")), "on_screen_s": on_screen,
+            "prompt_tokens": stats.get("prompt_tokens", 0), "cached_tokens": stats.get("cached_tokens", 0)}
+
+
+def reopen_real(model: Path, tokens: int, runs: int) -> tuple[list[dict], list[dict]]:
+    """(before, after) for each run, each in a fresh data directory."""
+    before, after = [], []
+    for _ in range(runs):
+        home = Path(tempfile.mkdtemp())
+        os.environ["LOCALLLM_HOME"] = str(home)
+        db_path = home / "h.sqlite3"
+        db = History(db_path)
+        conv = long_chat(db, tokens)
+        db.close()
+        before.append(asyncio.run(_reopen_once(model, db_path, conv)))
+        after.append(asyncio.run(_reopen_once(model, db_path, conv)))
+    return before, after
+
+
+def default_model() -> Path | None:
+    cache = Path(os.environ.get("LOCALLLM_TEST_CACHE", ROOT / ".cache" / "test-models"))
+    return next(iter(sorted(cache.glob("*.gguf"))), None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--model", type=Path, default=default_model(), help="a SmolLM2 GGUF (reopen test)")
+    parser.add_argument("--chat-tokens", type=int, default=2000)
+    parser.add_argument("--only", choices=["stream", "reopen"], help="run one part only")
     args = parser.parse_args()
+    if args.only == "reopen":
+        return print_reopen(args)
+    if args.only == "stream":
+        return print_rows(stream_rows(args), args.runs)
 
-    stream = [asyncio.run(_stream_once(args.tokens, args.rate)) for _ in range(args.runs)]
+    rows = stream_rows(args)
     frames = first_frame(args.runs)
     longs = [asyncio.run(_open_long(500)) for _ in range(args.runs)]
+    rows += [
+        ("first frame after `localllm`", f"{med(frames):.2f} s", f"max {max(frames):.2f} s; target < 1 s"),
+        ("open a 500-message chat (last messages on screen)", f"{med([r['open_s'] for r in longs]):.2f} s",
+         f"max {max(r['open_s'] for r in longs):.2f} s; target < 1 s; shows the last {longs[0]['shown_first']}"),
+        ("then mount all 500 ('show earlier')", f"{med([r['show_all_s'] for r in longs]):.2f} s", ""),
+    ]
+    print_rows(rows, args.runs)
+    if args.model is not None:
+        print_reopen(args)
 
-    def med(values):
-        return statistics.median(values)
 
-    rows = [
+def med(values):
+    return statistics.median(values)
+
+
+def stream_rows(args) -> list[tuple[str, str, str]]:
+    stream = [asyncio.run(_stream_once(args.tokens, args.rate)) for _ in range(args.runs)]
+    return [
         ("streamed pieces / engine rate", f"{stream[0]['pieces']} at {med([s['engine_rate'] for s in stream]):.0f} tok/s", ""),
         ("end of reply on screen after last token", f"{med([s['end_lag_ms'] for s in stream]):.0f} ms",
          f"max {max(s['end_lag_ms'] for s in stream):.0f} ms; target < 100 ms"),
         ("longest event-loop stall while streaming", f"{med([s['max_stall_ms'] for s in stream]):.0f} ms",
          f"max {max(s['max_stall_ms'] for s in stream):.0f} ms, p99 {med([s['p99_stall_ms'] for s in stream]):.0f} ms; target < 50 ms"),
         ("transcript updates per reply", f"{med([s['updates'] for s in stream]):.0f}", "50 ms batching"),
-        ("first frame after `localllm`", f"{med(frames):.2f} s", f"max {max(frames):.2f} s; target < 1 s"),
-        ("open a 500-message chat (last messages on screen)", f"{med([r['open_s'] for r in longs]):.2f} s",
-         f"max {max(r['open_s'] for r in longs):.2f} s; target < 1 s; shows the last {longs[0]['shown_first']}"),
-        ("then mount all 500 ('show earlier')", f"{med([r['show_all_s'] for r in longs]):.2f} s", ""),
+        ("follow: most lines the view was above the end", f"{med([s['max_lines_behind'] for s in stream]):.0f}",
+         f"max {max(s['max_lines_behind'] for s in stream):.0f} (a flush's worth)"),
+        ("follow: longest time the end was off screen", f"{med([s['longest_off_end_ms'] for s in stream]):.0f} ms",
+         f"max {max(s['longest_off_end_ms'] for s in stream):.0f} ms"),
     ]
+
+
+def print_rows(rows: list[tuple[str, str, str]], runs: int) -> None:
     width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  {'median':>16}  notes   ({args.runs} runs)")
+    print(f"{'measure':<{width}}  {'median':>16}  notes   ({runs} runs)")
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>16}  {note}")
+
+
+def print_reopen(args) -> None:
+    before, after = reopen_real(args.model, args.chat_tokens, args.runs)
+    tokens = before[0]["prompt_tokens"]
+    rows = [
+        (f"reopened {tokens}-token chat, no saved cache: first token", f"{med([r['ttft_s'] for r in before]):.2f} s",
+         f"on screen after Enter {med([r['on_screen_s'] for r in before]):.2f} s; cached {before[0]['cached_tokens']}"),
+        (f"reopened {tokens}-token chat, saved cache: first token", f"{med([r['ttft_s'] for r in after]):.2f} s",
+         f"on screen after Enter {med([r['on_screen_s'] for r in after]):.2f} s; cached {after[0]['cached_tokens']}; "
+         "target < 1 s"),
+    ]
+    print_rows(rows, args.runs)
 
 
 if __name__ == "__main__":

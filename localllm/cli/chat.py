@@ -17,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-s", "--system", default="", help="system prompt for new chats")
     parser.add_argument("-t", "--temperature", type=float, help="sampling temperature, 0 = greedy (default 0.8)")
-    parser.add_argument("-c", "--ctx", type=int, help="context size in tokens (default: 4096 or the model's)")
+    parser.add_argument("-c", "--ctx", type=int,
+                        help="context size in tokens (default: what fits this machine, up to the model's own; "
+                        "the status bar shows it)")
     parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1 = all; default: planned)")
     parser.add_argument("--light", action="store_true", help="light theme (F9 toggles)")
 
@@ -48,7 +50,7 @@ def launch(*, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", 
     app = make_app(
         chat=target, open_chat=open_chat,
         defaults=ChatDefaults(n_ctx=ctx, n_gpu_layers=gpu_layers, system_prompt=system, settings=settings or {}),
-        theme="textual-light" if light else "textual-dark",
+        theme="textual-light" if light else None,  # None: the theme chosen last time
     )
     app.run()
     return app.return_code or 0

@@ -1,4 +1,5 @@
-"""``localllm list``: installed models from the manifest alone (no GGUF is opened)."""
+"""``localllm list``: installed models from the manifest alone (no GGUF is opened); ``--catalog``: every
+catalog model and quantization with the planner's verdict for this machine (offline)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON array")
     parser.add_argument("--all", action="store_true",
                         help="also show GGUFs found in the Hugging Face cache, LM Studio and Ollama")
+    parser.add_argument("--catalog", action="store_true",
+                        help="list the catalog's models and quantizations, with whether each fits this machine")
 
 
 def _ago(ts: float | None) -> str:
@@ -27,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from localllm import app
     from localllm.format import format_bytes, terminal_safe
 
+    if args.catalog:
+        return _catalog(args.json)
     listed = app.list_models(found_elsewhere=args.all)
     if args.json:
         print(json.dumps([m.as_dict() for m in listed], indent=1))
@@ -58,4 +63,32 @@ def run(args: argparse.Namespace) -> int:
     for m in damaged:  # listed, never hidden: the rest of the store still works
         print(f"! {terminal_safe(m.key)}  damaged manifest entry: {terminal_safe(m.error or '')}"
               f" (localllm rm {terminal_safe(m.key)} forgets it)")
+    return 0
+
+
+def _catalog(as_json: bool) -> int:
+    """Each catalog quantization with its size and verdict (installed ones marked), judged offline."""
+    from localllm import app
+    from localllm.format import format_bytes, format_count
+    from localllm.models import catalog, store
+
+    hw = app.machine.detect(ask_llama_cpp=False)
+    rows = []
+    for entry in catalog.load_catalog():
+        installed = store.find_all(entry.name)
+        for option in app.quant_options(entry, installed, None, hw):
+            rows.append({"name": entry.name, "params": entry.params, "quant": option.quant, "size": option.size,
+                         "exact_size": option.exact, "installed": option.installed is not None,
+                         "fits": option.fit.verdict.label, "why": option.fit.reason})
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    table = [["NAME", "PARAMS", "QUANT", "SIZE", "FITS", ""]]
+    for r in rows:
+        table.append([r["name"], format_count(r["params"]), r["quant"],
+                      ("" if r["exact_size"] else "~") + format_bytes(r["size"]), r["fits"],
+                      "installed" if r["installed"] else ""])
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
     return 0

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from localllm.errors import LocalLLMError
+
 from . import EXIT_INTERRUPTED, print_error, say
 
 
@@ -58,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     app.options.check(ctx=args.ctx, threads=args.threads, temperature=args.temperature, top_p=args.top_p,
                       top_k=args.top_k, max_tokens=args.max_tokens, gpu_layers=args.gpu_layers)
+    if not args.prompt and sys.stdin.isatty() and sys.stdout.isatty() and not args.json:
+        return interactive(args)
     prompt = _read_prompt(args)
     app.show_llama_log(args.verbose)
     sampling = app.sampling(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
@@ -84,6 +88,67 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     return 0
 
+def interactive(args: argparse.Namespace, read=input) -> int:
+    """A chat in the terminal, as ``ollama run`` opens: slash commands, saved like the TUI's chats."""
+    from localllm import app
+    from localllm.chat import commands
+    from localllm.chat.history import History
+    from localllm.chat.session import ChatSession
+
+    app.show_llama_log(args.verbose)
+    settings = {k: v for k, v in {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
+                                  "seed": args.seed, "max_tokens": args.max_tokens}.items() if v is not None}
+    model = app.open_model(args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads,
+                           notice=say)
+    history = History()
+    session = ChatSession(history, model_label=model.label, model_path=model.resolved.path,
+                          system_prompt=args.system or "", settings=settings)
+    say(f"{model.label}: type a message (/help for commands, /bye or Ctrl-D to leave)")
+    try:
+        while True:
+            try:
+                line = read(">>> ")
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                print()
+                continue
+            try:
+                command = commands.parse(line)
+                if command is None:
+                    if line.strip():
+                        _chat_turn(session, model, commands.message_text(line.strip()))
+                elif command.name == "bye":
+                    break
+                elif command.name == "model":
+                    model.close()
+                    model = app.open_model(command.arg, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers,
+                                           n_threads=args.threads, notice=say)
+                    session.switch_model(model.label, model.resolved.path)
+                    say(f"this chat continues with {model.label}")
+                elif command.name == "copy":
+                    say("/copy works in the TUI (localllm chat); select the text here to copy it")
+                else:
+                    say(session.command(command))
+            except LocalLLMError as exc:
+                print_error(str(exc) + (f" ({exc.hint})" if exc.hint else ""))
+    finally:
+        model.close()
+        history.close()
+    return 0
+
+
+def _chat_turn(session, model, text: str) -> None:
+    from localllm import app
+
+    messages, reply_id, dropped = session.ask(text, model)
+    if dropped:
+        say(f"(the {dropped} oldest messages were left out: the context is full)")
+    generation = model.chat(messages, app.sampling(**session.settings))
+    interrupted = _stream(generation, quiet=False)
+    sys.stdout.write("\n" if not generation.text.endswith("\n") else "")
+    sys.stdout.flush()
+    session.answered(reply_id, generation.text, generation.stats, interrupted)
 
 
 def _stream(generation, *, quiet: bool) -> bool:

@@ -200,7 +200,8 @@ def no_network_error(exc: BaseException, endpoint: str | None = None) -> NoNetwo
     at = f"the Hub at {endpoint}" if not _is_mirror(endpoint) else f"the Hub mirror at {endpoint}"
     return NoNetworkError(
         f"cannot reach {at}: {short(exc)}",
-        hint="check your connection, proxy (HTTPS_PROXY) or HF_ENDPOINT; installed models still work with --offline",
+        hint="check your connection, proxy (HTTPS_PROXY) or HF_ENDPOINT; installed models still work offline "
+        "(HF_HUB_OFFLINE=1)",
     )
 
 

@@ -161,7 +161,7 @@ class Catalog:
         hint = (
             f"did you mean: {', '.join(suggestions)}?"
             if suggestions
-            else "run 'localllm models' to see the catalog"
+            else "'localllm list --catalog' lists the catalog"
         )
         raise ModelNotFoundError(f"unknown model '{name}'", hint=hint, suggestions=suggestions)
 

@@ -332,6 +332,20 @@ class LlamaContext(_Owner):
         """Remove positions [p0, p1) of ``seq_id`` (-1: all sequences / open end). False if refused."""
         return bool(L.llama_memory_seq_rm(self._memory, seq_id, p0, p1))
 
+    def state_seq_save_file(self, path: Path, seq_id: int, tokens: Sequence[int]) -> bool:
+        """Write ``seq_id``'s KV cells and the ``tokens`` they hold to ``path``. False if it failed."""
+        array = (L.llama_token * max(len(tokens), 1))(*tokens)
+        return L.llama_state_seq_save_file(self._ptr, str(path).encode(), seq_id, array, len(tokens)) > 0
+
+    def state_seq_load_file(self, path: Path, seq_id: int, capacity: int) -> list[int] | None:
+        """Read a file written by :meth:`state_seq_save_file` into ``seq_id``; the tokens it holds,
+        or None if llama.cpp refused it (another model, a context too small, a damaged file)."""
+        tokens = (L.llama_token * capacity)()
+        count = ctypes.c_size_t(0)
+        read = L.llama_state_seq_load_file(self._ptr, str(path).encode(), seq_id, tokens, capacity,
+                                           ctypes.byref(count))
+        return list(tokens[: count.value]) if read else None
+
 
 # --------------------------------------------------------------------------------------------
 # A batch of tokens for several sequences

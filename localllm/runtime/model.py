@@ -11,12 +11,14 @@ a real model use a scripted fake with the same methods.
 from __future__ import annotations
 
 import codecs
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from localllm.errors import ContextOverflowError, GenerationError
+from localllm.fs import temp_beside
 from localllm.gguf import cache as headercache
 
 from .devices import build_has_amx
@@ -64,7 +66,7 @@ class Model:
             file_size=self.header.file_size or 0,
             settings=settings,
         )
-        self._evaluated: list[int] = []  # tokens whose KV is in the cache, in order (never rebound)
+        self._evaluated: list[int] = []  # tokens whose KV is in the cache, in order (rebound only by load_state)
         self._template = self.llama.chat_template()
         self._formatter: ChatTemplate | None = None
 
@@ -174,6 +176,41 @@ class Model:
         return sampler
 
     # -- the KV cache -------------------------------------------------------------------------
+
+    @property
+    def cached_tokens(self) -> int:
+        """How many tokens' KV the context holds (the prefix the next prompt can reuse)."""
+        return len(self._evaluated)
+
+    def save_state(self, path: Path) -> bool:
+        """Write the KV cache and its tokens to ``path`` atomically (a temporary file beside it is
+        renamed over it). False if there is nothing cached or llama.cpp could not write it."""
+        if not self._evaluated:
+            return False
+        with self._lock:
+            tmp = temp_beside(path)
+            try:
+                if not self._ctx.state_seq_save_file(tmp, 0, self._evaluated):
+                    tmp.unlink(missing_ok=True)
+                    return False
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        return True
+
+    def load_state(self, path: Path) -> int:
+        """Replace the KV cache with one saved by :meth:`save_state`; how many tokens it holds
+        (0 if the file was refused: the cache is then empty, and the next prompt is evaluated)."""
+        with self._lock:
+            self._ctx.memory_clear(True)
+            self._evaluated = []
+            tokens = self._ctx.state_seq_load_file(path, 0, self.n_ctx)
+            if tokens is None:
+                self._ctx.memory_clear(True)
+                return 0
+            self._evaluated = tokens
+            return len(tokens)
 
     def _decode(self, tokens: list[int], cancel: threading.Event | None) -> bool:
         """Evaluate ``tokens`` after the cached ones, in batches. False if cancelled."""

@@ -36,6 +36,7 @@ class ModelHolder:
         self.lock = threading.Lock()
         self.model: Any = None
         self.target: ChatTarget | None = None
+        self.conversation_id: int | None = None  # whose KV cache the model holds
 
     def switch(self, target: ChatTarget, load) -> Any:
         """Close the current model (freeing its memory), then load ``target`` with ``load``."""
@@ -56,6 +57,7 @@ class ModelHolder:
             self.model.close()
         self.model = None
         self.target = None
+        self.conversation_id = None
 
 
 class LocalLLMApp(App):
@@ -65,7 +67,7 @@ class LocalLLMApp(App):
     TITLE = "localllm"
     BINDINGS = [
         Binding("f9", "toggle_theme", "Light/Dark", show=False),
-        Binding("f1", "show_help_panel", "Keys", show=False),
+        Binding("f1", "keys", "Keys", show=False),
     ]
 
     def __init__(
@@ -77,7 +79,7 @@ class LocalLLMApp(App):
         conversation_id: int | None = None,
         open_chat: bool = False,
         defaults: ChatDefaults | None = None,
-        theme: str = "textual-dark",
+        theme: str | None = None,
     ) -> None:
         super().__init__()
         self.services = services or Services()
@@ -88,7 +90,9 @@ class LocalLLMApp(App):
         self._chat_target = chat_target
         self._conversation_id = conversation_id
         self._open_chat = open_chat or chat_target is not None or conversation_id is not None
-        self.theme = theme
+        remembered = self.services.preferences().get("theme")
+        self.theme = theme or (remembered if remembered in self.available_themes else "textual-dark")
+        self._remember_theme = theme is None  # --light for one session is not a new preference
 
     def get_default_screen(self):
         from .models_screen import ModelsScreen
@@ -114,6 +118,42 @@ class LocalLLMApp(App):
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
 
+    def watch_theme(self, theme: str) -> None:
+        if self.is_running:  # chosen now (F9 or the palette), not the one we started with
+            try:
+                self.services.save_preferences(theme=theme)
+            except OSError as exc:
+                self.notify(f"Could not remember the theme: {exc}", severity="warning")
+
+    def action_keys(self) -> None:
+        from .keys_dialog import KeysDialog
+
+        if not isinstance(self.screen, KeysDialog):
+            self.push_screen(KeysDialog(self.screen))
+
+    def get_system_commands(self, screen):
+        """The palette (^p): the app's own commands first, then Textual's."""
+        from textual.app import SystemCommand
+
+        from .chat_screen import ChatScreen
+
+        if isinstance(screen, ChatScreen):
+            yield SystemCommand("New chat", "Start a new chat (^n)", screen.action_new_chat)
+            yield SystemCommand("Models", "The models list (^o)", screen.action_models)
+            yield SystemCommand("Chat settings", "System prompt and sampling for this chat (^s)",
+                                screen.action_settings)
+            yield SystemCommand("Rename chat", "Rename this chat (F2)", screen.action_rename)
+            yield SystemCommand("Export chat", "Save this chat as Markdown or JSON (F3)", screen.action_export)
+            yield SystemCommand("Delete chat", "Delete this chat (F8)", screen.action_delete_chat)
+            yield SystemCommand("Copy last reply", "Copy the last reply to the clipboard (^y)",
+                                screen.action_copy_reply)
+            yield SystemCommand("Copy code block", "Copy the last reply's last code block",
+                                lambda: screen.action_copy_reply(code=True))
+            yield SystemCommand("Toggle chats list", "Show or hide the saved chats (^b)", screen.action_toggle_sidebar)
+        yield SystemCommand("Light/dark theme", "Switch between the light and dark theme (F9)", self.action_toggle_theme)
+        yield SystemCommand("Keys", "Every key of this screen (F1)", self.action_keys)
+        yield from super().get_system_commands(screen)
+
     def exit(self, *args: Any, **kwargs: Any) -> None:
         # Worker threads are not daemons: ask every reply or download to stop before leaving.
         for event in list(self.cancel_events):
@@ -134,7 +174,7 @@ def make_app(
     conversation_id: int | None = None,
     open_chat: bool = False,
     defaults: ChatDefaults | None = None,
-    theme: str = "textual-dark",
+    theme: str | None = None,
 ) -> LocalLLMApp:
     """The app as ``localllm`` runs it; tests pass fake services and a fixed-clock history."""
     if history is None:

@@ -37,6 +37,7 @@ class ModelsScreen(Screen):
         Binding("c", "chats", "Chats"),
         Binding("h", "hardware", "Hardware"),
         Binding("ctrl+q", "app.quit", "Quit"),
+        Binding("down", "enter_list", "To the list", show=False),  # from the search box
     ]
 
     def __init__(self) -> None:
@@ -184,6 +185,11 @@ class ModelsScreen(Screen):
             self.app.open_chat(target)
 
     # -- actions --------------------------------------------------------------------------------
+
+    def action_enter_list(self) -> None:
+        """Down in the search box moves to the list (the list and table handle Down themselves)."""
+        if self.focused is self.query_one("#search", Input):
+            self.query_one("#model-list", OptionList).focus()
 
     def action_search(self) -> None:
         self.query_one("#search", Input).focus()

@@ -62,7 +62,8 @@ class PullDialog(ModalScreen[bool]):
         except PullCancelled:
             self.post_message(PullDone(cancelled=True))
         except LocalLLMError as exc:
-            self.post_message(PullDone(error=exc))
+            # Esc early (while the Hub is asked what to fetch) can end in any error: it was cancelled.
+            self.post_message(PullDone(cancelled=True) if self.cancel.is_set() else PullDone(error=exc))
         else:
             self.post_message(PullDone(cancelled=self.cancel.is_set()))
 

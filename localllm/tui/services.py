@@ -177,3 +177,25 @@ class Services:
 
     def sampling(self, settings: dict):
         return app.sampling(**settings)
+
+    # -- a conversation's KV cache ---------------------------------------------------------------
+
+    def restore_state(self, model, conversation_id: int) -> int:
+        """Load the conversation's saved KV cache into ``model`` if it is still valid for it (from
+        the reply worker, holding the model); how many tokens need no evaluation."""
+        return app.conversation_state.restore(model, conversation_id)
+
+    def save_state(self, model, conversation_id: int) -> bool:
+        """Keep ``model``'s KV cache as the conversation's (after a reply, holding the model)."""
+        return app.conversation_state.save(model, conversation_id)
+
+    def forget_state(self, conversation_id: int) -> None:
+        app.conversation_state.forget(conversation_id)
+
+    # -- preferences ------------------------------------------------------------------------------
+
+    def preferences(self) -> dict:
+        return app.preferences.load()
+
+    def save_preferences(self, **changes) -> None:
+        app.preferences.save(**changes)

@@ -115,7 +115,7 @@ def test_get_without_suggestions_points_at_the_catalog():
     with pytest.raises(ModelNotFoundError) as info:
         REAL.get("zzzzzz")
     assert info.value.suggestions == []
-    assert info.value.hint == "run 'localllm models' to see the catalog"
+    assert info.value.hint == "'localllm list --catalog' lists the catalog"  # a command that exists
 
 
 def test_find_returns_none_for_unknown():

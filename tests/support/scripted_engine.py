@@ -53,6 +53,11 @@ class ScriptedGeneration:
         stats, model = self.stats, self.model
         stats.finish_reason = "cancelled"
         delay = 1.0 / model.tokens_per_s if model.tokens_per_s else 0.0
+        if model.prompt_s:  # a real model evaluates the prompt before the first token
+            if self._cancel is not None:
+                self._cancel.wait(model.prompt_s)
+            else:
+                time.sleep(model.prompt_s)
         start = time.perf_counter()
         for n, piece in enumerate(self._pieces, 1):
             if self._cancel is not None and self._cancel.is_set():
@@ -76,9 +81,10 @@ class ScriptedModel:
     """Replies with ``replies`` in turn (the last one repeats); ``tokens_per_s=0`` is instant."""
 
     def __init__(self, replies: Sequence[str] = ("Hello! How can I help?",), *, tokens_per_s: float = 0.0,
-                 n_ctx: int = 4096, path: Path = Path("scripted.gguf")) -> None:
+                 n_ctx: int = 4096, path: Path = Path("scripted.gguf"), prompt_s: float = 0.0) -> None:
         self.replies = list(replies)
         self.tokens_per_s = tokens_per_s
+        self.prompt_s = prompt_s  # seconds before the first piece, as a long prompt takes to evaluate
         self.n_ctx = n_ctx
         self.n_ctx_train = n_ctx
         self.path = path
@@ -122,6 +128,8 @@ class FakeServices(Services):
         self.pull_steps = pull_steps
         self.pull_gate = pull_gate  # when set, the fake download waits on it before each step
         self.pulled: list[str] = []
+        self.restored: list[int] = []  # conversations whose KV cache a reply asked for
+        self.saved: list[int] = []  # ... and kept after it
 
     def hardware(self) -> Hardware:
         return FIXED_HARDWARE
@@ -133,6 +141,17 @@ class FakeServices(Services):
         self.loaded.append(target)
         self.model.closed = False
         return self.model
+
+    def restore_state(self, model, conversation_id):
+        self.restored.append(conversation_id)
+        return 0
+
+    def save_state(self, model, conversation_id):
+        self.saved.append(conversation_id)
+        return False
+
+    def forget_state(self, conversation_id):
+        self.saved = [c for c in self.saved if c != conversation_id]
 
     def sampling(self, settings):
         known = {k: v for k, v in settings.items() if k in SamplingOptions.__dataclass_fields__}

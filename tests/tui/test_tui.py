@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from support.files import cache_hub_header
 from support.hubfixtures import hub, online  # noqa: F401 - fixtures
+from support.chat_pilot import TARGET, chat_screen, reply_done, scripted_app, send, views, wait_for
 from support.scripted_engine import FakeServices, ScriptedModel
 
 from localllm.chat import history as hist
@@ -28,44 +29,6 @@ def anyio_backend():
 
 
 LONG_REPLY = " ".join(f"word{n}" for n in range(400))
-TARGET = ChatTarget("scripted:Q4_K_M", Path("scripted.gguf"), "Q4_K_M")
-
-
-async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the UI")
-        await pilot.pause(0.05)
-
-
-def chat_screen(app) -> ChatScreen:
-    return next(s for s in app.screen_stack if isinstance(s, ChatScreen))
-
-
-def views(app) -> list[MessageView]:
-    return list(chat_screen(app).query(MessageView))
-
-
-async def send(pilot, text: str) -> None:
-    screen = chat_screen(pilot.app)
-    await wait_for(pilot, lambda: not screen.loading)
-    await pilot.click("#prompt")
-    await pilot.press(*text)
-    await pilot.press("enter")
-    # The reply has begun once an assistant message is on screen (a fast reply may already be done).
-    await wait_for(pilot, lambda: bool(views(pilot.app)) and views(pilot.app)[-1].role == "assistant")
-
-
-async def reply_done(pilot) -> None:
-    screen = chat_screen(pilot.app)
-    await wait_for(pilot, lambda: not screen.generating)
-
-
-def scripted_app(model: ScriptedModel, **kwargs):
-    return make_app(services=FakeServices(model), chat=TARGET, **kwargs)
-
-
 async def test_ask_the_real_model_and_see_the_reply(installed_starter):
     services = Services()
     target = services.resolve(None)
@@ -122,8 +85,8 @@ async def test_edit_and_resend_the_last_message():
         await reply_done(pilot)
         await pilot.press("up")
         prompt = app.screen.query_one("#prompt")
-        assert prompt.value == "Tell me about cats"
-        prompt.value = "Tell me about dogs"
+        assert prompt.text == "Tell me about cats"
+        prompt.load_text("Tell me about dogs")
         await pilot.press("enter")
         await wait_for(pilot, lambda: views(app)[-1].content == "About dogs." and not chat_screen(app).generating)
         assert [v.content for v in views(app)] == ["Tell me about dogs", "About dogs."]

@@ -1,0 +1,105 @@
+"""Slash commands typed in a chat's input (the TUI and the terminal chat share them).
+
+``/system TEXT``, ``/clear``, ``/model NAME``, ``/set NAME VALUE``, ``/save PATH``, ``/copy [code]``,
+``/help``, ``/bye``. :func:`parse` turns a line into a :class:`Command` (or None: a message to send;
+``//text`` sends ``/text``); each shell carries it out with its own screen.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from localllm.errors import LocalLLMError
+
+# What /set accepts: the sampling settings a conversation stores, with their types.
+SETTINGS: dict[str, type] = {
+    "temperature": float, "top_p": float, "top_k": int, "min_p": float, "repeat_penalty": float,
+    "seed": int, "max_tokens": int,
+}
+
+HELP = [
+    ("/system TEXT", "set this chat's system prompt (empty: none)"),
+    ("/clear", "start a new chat with the same model, system prompt and settings"),
+    ("/model NAME", "continue this chat with another installed model"),
+    ("/set NAME VALUE", "a setting for this chat: " + ", ".join(SETTINGS) + " (none: the default)"),
+    ("/save PATH", "export this chat (.md Markdown, .json JSON)"),
+    ("/copy [code]", "copy the last reply (or its last code block) to the clipboard"),
+    ("/help", "this list"),
+    ("/bye", "leave"),
+]
+NAMES = ("system", "clear", "model", "set", "save", "copy", "help", "bye")
+ALIASES = {"exit": "bye", "quit": "bye", "?": "help", "export": "save", "new": "clear"}
+_CODE_BLOCK = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
+
+
+class CommandError(LocalLLMError):
+    """A slash command that cannot be carried out as typed."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    arg: str = ""
+    setting: tuple[str, Any] | None = None  # /set: (name, value); value None: back to the default
+
+
+def parse(text: str) -> Command | None:
+    """The command in ``text``, or None if it is a message. Raises :class:`CommandError`."""
+    text = text.strip()
+    if not text.startswith("/") or text.startswith("//"):
+        return None
+    head, _, arg = text[1:].partition(" ")
+    name = ALIASES.get(head.lower(), head.lower())
+    arg = arg.strip()
+    if name not in NAMES:
+        raise CommandError(f"unknown command /{head}", hint="/help lists the commands; //text sends /text")
+    if name in ("model", "save") and not arg:
+        raise CommandError(f"/{name} needs a {'model name' if name == 'model' else 'file path'}")
+    if name == "set":
+        return Command(name, arg, parse_setting(arg))
+    return Command(name, arg)
+
+
+def message_text(text: str) -> str:
+    """What to send for a line that is not a command (``//x`` sends ``/x``)."""
+    return text[1:] if text.lstrip().startswith("//") else text
+
+
+def parse_setting(arg: str) -> tuple[str, Any]:
+    name, _, value = arg.partition(" ")
+    name, value = name.strip().lower().replace("-", "_"), value.strip()
+    kind = SETTINGS.get(name)
+    if kind is None:
+        raise CommandError(f"no setting named {name!r}" if name else "/set needs a setting and a value",
+                           hint="settings: " + ", ".join(SETTINGS))
+    if value.lower() in ("", "default", "none"):
+        return name, None
+    try:
+        parsed = kind(value)
+    except ValueError:
+        raise CommandError(f"{name} takes {'a number' if kind is float else 'a whole number'}, not {value!r}") from None
+    if isinstance(parsed, float) and not 0 <= parsed <= 100:
+        raise CommandError(f"{name} must be between 0 and 100")
+    return name, parsed
+
+
+def apply_setting(settings: dict[str, Any], setting: tuple[str, Any]) -> dict[str, Any]:
+    """``settings`` with one changed (or removed, for a value of None)."""
+    name, value = setting
+    changed = {k: v for k, v in settings.items() if k != name}
+    if value is not None:
+        changed[name] = value
+    return changed
+
+
+def last_code_block(text: str) -> str | None:
+    """The last fenced code block in a Markdown reply (without its fences), or None."""
+    blocks = _CODE_BLOCK.findall(text)
+    return blocks[-1] if blocks else None
+
+
+def help_text() -> str:
+    width = max(len(usage) for usage, _ in HELP)
+    return "\n".join(f"{usage:<{width}}  {what}" for usage, what in HELP)

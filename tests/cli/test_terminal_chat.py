@@ -1,0 +1,49 @@
+"""Issue 12: ``localllm run`` with no prompt on a terminal chats (slash commands, saved history), and
+``localllm list --catalog`` lists the catalog with verdicts."""
+
+from __future__ import annotations
+
+import argparse
+
+from localllm.chat import history as hist
+from localllm.chat.history import History
+from localllm.cli import run as run_cli
+
+
+def args_for(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    run_cli.add_arguments(parser)
+    args = parser.parse_args(list(argv))
+    args.verbose = False
+    return args
+
+
+def test_a_terminal_chat_takes_slash_commands_and_is_saved(installed_starter, tmp_path, capsys):
+    lines = iter(["/set temperature 0", "/system Answer in one short sentence.", "",
+                  "What is the capital city of France?", "/nonsense", f"/save {tmp_path / 'chat.md'}", "/bye"])
+    assert run_cli.interactive(args_for("-m", "smollm2-135m-instruct", "-n", "24"), read=lambda _: next(lines)) == 0
+    out, err = capsys.readouterr()
+    assert "Paris" in out
+    assert "unknown command /nonsense" in err and "Saved " + str(tmp_path / "chat.md") in err
+    history = History()
+    [info] = history.conversations()
+    conv = history.get(info.id)
+    assert conv.info.system_prompt == "Answer in one short sentence." and conv.info.settings["temperature"] == 0.0
+    assert conv.info.model.startswith("smollm2-135m-instruct")
+    assert [m.role for m in conv.messages] == ["user", "assistant"]
+    assert "Paris" in conv.messages[1].content and conv.messages[1].status == hist.COMPLETE
+    assert "Paris" in (tmp_path / "chat.md").read_text()
+
+
+def test_list_catalog_shows_every_quant_with_a_verdict(cli, installed_starter):
+    from localllm.fit.plan import Verdict
+    from localllm.models.catalog import load_catalog
+
+    result = cli("list", "--catalog")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:5] == ["NAME", "PARAMS", "QUANT", "SIZE", "FITS"]
+    labels = {v.label for v in Verdict}
+    starter = [line for line in lines if line.startswith("smollm2-135m-instruct ") and "installed" in line]
+    assert len(starter) == 1 and any(label in starter[0] for label in labels - {Verdict.UNKNOWN.label})
+    assert {line.split()[0] for line in lines[1:]} == {e.name for e in load_catalog()}
