@@ -149,12 +149,47 @@ def import_file(path: Path, *, mode: str = "copy", name: str | None = None) -> A
 
 
 def inspect_model(reference: str, *, notice: Notice | None = None) -> dict[str, Any]:
-    """What a model's GGUF holds, from its header alone."""
+    """What a model's GGUF holds, from its header alone: the installed file, or, for a catalog
+    model that is not installed, its file on the Hub (a few MB by range requests, cached)."""
     from localllm.models.inspect import describe
     from localllm.models.resolve import resolve
 
-    resolved = resolve(reference, notice=notice)
+    try:
+        resolved = resolve(reference, notice=notice)
+    except ModelNotFoundError as not_installed:
+        described = _inspect_on_the_hub(reference)
+        if described is None:
+            raise not_installed from None
+        return described
     return describe(resolved.path, resolved.entry)
+
+
+def _inspect_on_the_hub(reference: str) -> dict[str, Any] | None:
+    """A catalog model's header from the Hub; None when the reference is no catalog name or the
+    header cannot be had (offline and not cached, unreachable)."""
+    from localllm.hub.client import Hub
+    from localllm.hub.headers import read_remote_header
+    from localllm.hub.pull import files_by_quant
+    from localllm.models.catalog import load_catalog
+    from localllm.models.inspect import describe_header
+    from localllm.models.refs import parse_ref
+
+    ref = parse_ref(reference)
+    entry = load_catalog().find(ref.name) if ref.kind == "catalog" else None
+    if entry is None:
+        return None
+    quant = ref.quant or entry.default_quant
+    hub = Hub()
+    try:
+        listing = None if hub.offline else hub.list_files(entry.repo)
+        files = files_by_quant(listing, entry) if listing is not None else {}
+        name = files[quant][0][0] if quant in files else entry.filename(quant)
+        if name is None:
+            return None
+        header = read_remote_header(entry.repo, name, revision=listing.revision if listing else "main", hub=hub)
+    except LocalLLMError:
+        return None
+    return describe_header(header, f"{entry.repo}/{name} (on the Hub; not installed)", entry)
 
 
 # --- pull ----------------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ def read_remote_header(
     index, blob = _cache_paths(repo, filename, revision)
     cached = None if refresh else _load_cached(index, blob, name)
     if hub.offline:
+        # Offline, a header read at another revision (a listing's commit, say) is the best there is.
+        cached = cached or _cached_any_revision(repo, filename)
         if cached is not None:
             return cached[0]
         raise OfflineError(
@@ -123,8 +125,8 @@ def _total_size(headers) -> int | None:
     return _int(headers.get("x-linked-size"))
 
 
-def cached_header_for(repo: str) -> ggufmeta.GGUFHeader | None:
-    """Any cached header of a file in ``repo`` (no network): enough to judge its other quants."""
+def _cached(repo: str, filename: str | None = None) -> tuple[ggufmeta.GGUFHeader, dict] | None:
+    """A cached header of ``filename`` (any file, when None) in ``repo``, at whatever revision."""
     base = paths.cache_dir() / "headers"
     try:
         indexes = sorted(base.glob("*.json"))
@@ -135,8 +137,21 @@ def cached_header_for(repo: str) -> ggufmeta.GGUFHeader | None:
             meta = json.loads(index.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(meta, dict) and str(meta.get("repo", "")).lower() == repo.lower():
-            cached = _load_cached(index, index.with_suffix(".gguf-header"), f"{repo}/{meta.get('file')}")
-            if cached is not None:
-                return cached[0]
+        if not isinstance(meta, dict) or str(meta.get("repo", "")).lower() != repo.lower():
+            continue
+        if filename is not None and meta.get("file") != filename:
+            continue
+        cached = _load_cached(index, index.with_suffix(".gguf-header"), f"{repo}/{meta.get('file')}")
+        if cached is not None:
+            return cached
     return None
+
+
+def _cached_any_revision(repo: str, filename: str) -> tuple[ggufmeta.GGUFHeader, dict] | None:
+    return _cached(repo, filename)
+
+
+def cached_header_for(repo: str) -> ggufmeta.GGUFHeader | None:
+    """Any cached header of a file in ``repo`` (no network): enough to judge its other quants."""
+    cached = _cached(repo)
+    return cached[0] if cached is not None else None

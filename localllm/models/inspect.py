@@ -18,12 +18,18 @@ def _scalar(value: object) -> object:
 
 
 def describe(path: Path, entry: CatalogEntry | None = None) -> dict:
-    header = ggufmeta.read_header(path)
+    """A local file's header, as plain values."""
+    return describe_header(ggufmeta.read_header(path), str(path), entry)
+
+
+def describe_header(header: ggufmeta.GGUFHeader, where: str, entry: CatalogEntry | None = None) -> dict:
+    """A header read from anywhere (a local file, or a Hub file by range requests); ``where``
+    says which file it is."""
     total = header.tensor_bytes or 1
     mix = {name: size / total for name, size in sorted(header.quant_mix.items(), key=lambda kv: -kv[1])}
     license_ = header.get("general.license") or (entry.license if entry else None)
     return {
-        "path": str(path),
+        "path": where,
         "file_size": header.file_size,
         "gguf_version": header.version,
         "name": header.name,

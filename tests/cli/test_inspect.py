@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from support.files import damaged_copy
+from support.hubfixtures import hub, online  # noqa: F401 - fixtures
 
 
 def test_inspect_file_text(cli, smollm2_path):
@@ -49,3 +50,20 @@ def test_inspect_not_gguf(cli, tmp_path):
     result = cli("inspect", str(tmp_path / "x.gguf"))
     assert result.returncode == 1
     assert "not a GGUF file" in result.stderr
+
+
+def test_a_catalog_model_that_is_not_installed_is_inspected_on_the_hub(cli, hub, smollm2_path):
+    """`inspect qwen3-8b` reads the header of the catalog's file on the Hub (range requests), as
+    `fit` does, instead of answering 'not installed'."""
+    from localllm.models.catalog import load_catalog
+
+    entry = load_catalog().get("qwen3-8b")
+    name = entry.filename("Q4_K_M") or "Qwen_Qwen3-8B-Q4_K_M.gguf"
+    hub.add_repo(entry.repo, {name: smollm2_path})
+    result = cli("inspect", "qwen3-8b")
+    assert result.returncode == 0, result.stderr
+    assert f"{entry.repo}/{name} (on the Hub; not installed)" in result.stdout
+    assert "llama" in result.stdout and "8,192" in result.stdout  # what the (stand-in) header says
+    assert hub.body_bytes < 10 << 20  # the header, not the file
+    offline = cli("inspect", "qwen3-8b", env={"HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 0 and "on the Hub" in offline.stdout  # the header is cached now
