@@ -14,7 +14,7 @@ import codecs
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from localllm.errors import ContextOverflowError, GenerationError
@@ -212,11 +212,15 @@ class Model:
             self._evaluated = tokens
             return len(tokens)
 
-    def _decode(self, tokens: list[int], cancel: threading.Event | None) -> bool:
-        """Evaluate ``tokens`` after the cached ones, in batches. False if cancelled."""
+    def _decode(self, tokens: list[int], cancel: threading.Event | None,
+                done: Callable[[int], None] | None = None) -> bool:
+        """Evaluate ``tokens`` after the cached ones, in batches; ``done`` is told how many are
+        evaluated after each batch. False if cancelled."""
         ctx = self._ctx
         step = ctx.n_batch
         for start in range(0, len(tokens), step):
+            if done is not None:
+                done(start)
             if cancel is not None and cancel.is_set():
                 return False
             chunk = tokens[start : start + step]
@@ -270,6 +274,9 @@ class Generation:
         self.cancel = cancel
         self.stats = GenerationStats(prompt_tokens=len(tokens))
         self.text = ""
+        # Prompt evaluation, for a progress display (read from another thread: plain ints).
+        self.prompt_to_evaluate = 0  # tokens not in the cache, known once evaluation starts
+        self.prompt_evaluated = 0
         self._first_at: float | None = None
         self._iter = self._run()
 
@@ -281,6 +288,16 @@ class Generation:
 
     def close(self) -> None:
         self._iter.close()
+
+    def _evaluated(self, n: int) -> None:
+        self.prompt_evaluated = n
+
+    @property
+    def prompt_fraction(self) -> float | None:
+        """How much of the prompt is evaluated (0..1); None before evaluation starts."""
+        if not self.prompt_to_evaluate:
+            return None
+        return self.prompt_evaluated / self.prompt_to_evaluate
 
     def read(self) -> str:
         """Consume the whole reply and return it."""
@@ -302,8 +319,10 @@ class Generation:
             started = time.perf_counter()
             cached = model._reuse_prefix(self.tokens)
             stats.cached_tokens = cached
-            if not model._decode(self.tokens[cached:], self.cancel):
+            self.prompt_to_evaluate = len(self.tokens) - cached
+            if not model._decode(self.tokens[cached:], self.cancel, done=self._evaluated):
                 return
+            self.prompt_evaluated = self.prompt_to_evaluate
             stats.prompt_s = time.perf_counter() - started
             yield from self._tokens(sampler, started)
         finally:

@@ -138,6 +138,7 @@ class ChatScreen(Screen):
         self._pending_lock = threading.Lock()
         self._stream_view: MessageView | None = None
         self._reply_started = 0.0
+        self._generation = None  # the reply being written, for its prompt progress
         self._last_stats: dict[str, Any] | None = None
         self._hidden: list[hist.StoredMessage] = []
 
@@ -400,6 +401,7 @@ class ChatScreen(Screen):
             if fitted.dropped:
                 self.post_message(ContextTrimmed(fitted.dropped))
             generation = model.chat(fitted.messages, sampling, cancel)
+            self._generation = generation  # the UI reads its prompt progress
             saved_at = time.monotonic()
             for piece in generation:
                 text += piece
@@ -428,7 +430,8 @@ class ChatScreen(Screen):
         with self._pending_lock:
             if not self._pending:
                 if not view.content and time.monotonic() - self._reply_started > READING_NOTE_AFTER:
-                    view.set_note("reading the conversation…")
+                    fraction = getattr(self._generation, "prompt_fraction", None)
+                    view.set_note("reading the conversation…" + (f" {fraction:.0%}" if fraction else ""))
                 return
             text = "".join(self._pending)
             self._pending.clear()

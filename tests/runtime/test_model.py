@@ -116,3 +116,17 @@ def test_load_report_has_llama_cpp_buffer_sizes(model):
     buffers = model.load_report.buffers_mib
     assert any(key.endswith("KV") for key in buffers), buffers
     assert any(key.endswith("compute") for key in buffers), buffers
+
+
+def test_prompt_evaluation_reports_its_progress(smollm2_path):
+    """A long prompt is evaluated batch by batch, and the generation says how far it has got (the
+    TUI shows it as 'reading the conversation… N%')."""
+    with runtime.Model(smollm2_path, runtime.LoadOptions(n_ctx=1024, n_batch=64, n_ubatch=64, n_threads=2)) as model:
+        generation = model.complete("word " * 400, runtime.SamplingOptions(temperature=0, max_tokens=1))
+        assert generation.prompt_fraction is None  # not started
+        seen = []
+        generation._evaluated = lambda n: seen.append((n, generation.prompt_to_evaluate))
+        generation.read()
+        total = seen[0][1]
+        assert total > 300 and [n for n, _ in seen] == list(range(0, total, 64))
+        assert generation.prompt_fraction == 1.0

@@ -38,7 +38,15 @@ class ScriptedGeneration:
         self.text = ""
         self._pieces = pieces_of(reply)[:max_tokens] if max_tokens else pieces_of(reply)
         self._cancel = cancel
+        self._prompt_started: float | None = None
         self._iter = self._run()
+
+    @property
+    def prompt_fraction(self) -> float | None:
+        """As the runtime's: how much of the prompt is evaluated, while the scripted delay runs."""
+        if self._prompt_started is None or not self.model.prompt_s:
+            return None
+        return min(1.0, (time.perf_counter() - self._prompt_started) / self.model.prompt_s)
 
     def __iter__(self) -> Iterator[str]:
         return self._iter
@@ -54,6 +62,7 @@ class ScriptedGeneration:
         stats.finish_reason = "cancelled"
         delay = 1.0 / model.tokens_per_s if model.tokens_per_s else 0.0
         if model.prompt_s:  # a real model evaluates the prompt before the first token
+            self._prompt_started = time.perf_counter()
             if self._cancel is not None:
                 self._cancel.wait(model.prompt_s)
             else:

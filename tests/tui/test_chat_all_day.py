@@ -3,6 +3,8 @@ switching models, slash commands, keys). Each test here fails on the code before
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from support.scripted_engine import ScriptedModel
 from support.chat_pilot import chat_screen, reply_done, scripted_app, send, views, wait_for
@@ -97,6 +99,8 @@ async def test_a_reply_being_written_is_not_labelled_interrupted_and_says_it_rea
         label = views(app)[-1].query_one(".role")
         assert "interrupted" not in str(label.render())
         await wait_for(pilot, lambda: "reading the conversation" in str(label.render()), timeout=5)
+        # ... with how far it has read (the runtime reports prompt evaluation batch by batch).
+        await wait_for(pilot, lambda: re.search(r"reading the conversation… \d+%", str(label.render())), timeout=5)
         await wait_for(pilot, lambda: bool(views(app)[-1].content), timeout=5)
         await pilot.pause(0.1)
         assert str(label.render()) == "Assistant"
