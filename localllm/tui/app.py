@@ -68,6 +68,8 @@ class LocalLLMApp(App):
     BINDINGS = [
         Binding("f9", "toggle_theme", "Light/Dark", show=False),
         Binding("f1", "keys", "Keys", show=False),
+        # Textual's own ctrl+q is hidden from the footer: people looked for how to quit.
+        Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
     def __init__(

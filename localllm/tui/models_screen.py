@@ -45,7 +45,6 @@ class ModelsScreen(Screen):
         Binding("d", "delete", "Delete"),
         Binding("c", "chats", "Chats"),
         Binding("h", "hardware", "Hardware"),
-        Binding("ctrl+q", "app.quit", "Quit"),
         Binding("down", "enter_list", "To the list", show=False),  # from the search box
     ]
 

@@ -386,3 +386,15 @@ async def test_a_reopened_chat_shows_its_latest_message(tmp_path):
         assert last.content.startswith("answer 39")
         top, bottom = transcript.scroll_y, transcript.scroll_y + transcript.size.height
         assert top <= last.virtual_region.y < bottom  # the latest reply is in view, not the first question
+
+
+async def test_the_footer_says_how_to_quit(isolated_home):
+    from textual.widgets import Footer
+
+    app = make_app(services=FakeServices())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        assert "Quit" in [k.description for k in app.screen.query_one(Footer).query("FooterKey")]
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+    assert app.return_code == 0
