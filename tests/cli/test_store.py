@@ -179,3 +179,70 @@ def test_a_copy_with_another_sha256_is_not_reused(cli, hub, online, smollm2_path
     assert result.returncode == 0, result.stderr
     assert len(resolve_gets(hub)) == 1
     assert sha256(store.find_installed(REPO, "Q4_K_M").path()) == sha256(smollm2_path)
+
+
+def test_no_reuse_downloads_even_when_the_hf_cache_has_the_same_file(cli, hub, online, smollm2_path):
+    """README (pull): `--no-reuse` turns linking a matching copy off (issue 16)."""
+    src = _hf_cache(Path(online["HF_HUB_CACHE"]), REPO, FILE, smollm2_path)
+    result = cli("pull", "--no-reuse", f"{REPO}:Q4_K_M")
+    assert result.returncode == 0, result.stderr
+    assert "no download" not in result.stderr
+    assert len(resolve_gets(hub)) == 1  # downloaded from the Hub
+    model = store.find_installed(REPO, "Q4_K_M")
+    assert not os.path.samestat(model.path().stat(), src.stat())  # its own file, not a link to the cache
+    assert sha256(model.path()) == sha256(smollm2_path)
+
+
+def _rm_on_a_terminal(*args: str, answer: str | None) -> tuple[int, str]:
+    """Run `localllm rm ARGS` with a terminal as stdin/stdout; type ``answer`` once it asks."""
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "localllm", "rm", *args],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+    answered = False
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 120)
+            assert ready, f"no output for 120 s; so far: {seen!r}"
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if answer is not None and not answered and b"[y/N]" in seen:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+        return proc.wait(timeout=60), seen.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_rm_asks_first_on_a_terminal(installed_starter):
+    """README (rm): it asks first only on a terminal; no keeps the model, yes removes it (issue 16)."""
+    path = installed_starter.path()
+    code, out = _rm_on_a_terminal(installed_starter.name, answer="n")
+    assert f"remove {installed_starter.key}" in out and "[y/N]" in out
+    assert code == 1 and "nothing removed" in out
+    assert path.exists() and [m.key for m in store.installed()] == [installed_starter.key]
+    code, out = _rm_on_a_terminal(installed_starter.name, answer="y")
+    assert code == 0, out
+    assert "[y/N]" in out and f"removed {installed_starter.key}" in out
+    assert not path.exists() and store.installed() == []
+
+
+def test_rm_y_does_not_ask_on_a_terminal(installed_starter):
+    path = installed_starter.path()
+    code, out = _rm_on_a_terminal("-y", installed_starter.name, answer=None)
+    assert code == 0, out
+    assert "[y/N]" not in out and f"removed {installed_starter.key}" in out
+    assert not path.exists() and store.installed() == []
