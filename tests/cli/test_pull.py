@@ -179,3 +179,71 @@ def test_store_core_stays_free_of_shells_and_list_of_heavy_imports():
         capture_output=True, text=True, check=True,
     ).stdout
     assert listing.strip().splitlines()[-1] == "[]"
+
+
+@pytest.fixture
+def proxy(monkeypatch):
+    from support.proxy import RecordingProxy
+
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    server = RecordingProxy().start()
+    yield server
+    server.stop()
+
+
+def test_downloads_go_through_the_proxy_unless_no_proxy_names_the_host(cli, hub, online, proxy, monkeypatch):
+    """README (pull): HTTP(S)_PROXY and NO_PROXY are honoured (issue 16). The local Hub is plain
+    http, so HTTP_PROXY is the variable that applies to it."""
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "example.invalid")
+    result = cli("pull", f"{REPO}:Q4_K_M")
+    assert result.returncode == 0, result.stderr
+    host = hub.url.split("//", 1)[1]
+    assert any(r.startswith(f"GET http://{host}/api/models/{REPO}") for r in proxy.requests), proxy.requests
+    assert any(r.startswith(f"GET http://{host}/{REPO}/resolve/") for r in proxy.requests), proxy.requests
+    assert len(resolve_gets(hub)) == 1  # the proxy forwarded the one download
+
+    proxy.requests.clear()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    result = cli("pull", f"{SPLIT_REPO}:Q8_0")
+    assert result.returncode == 0, result.stderr
+    assert proxy.requests == []  # went straight to the Hub
+
+
+def test_https_proxy_is_used_for_an_https_endpoint(cli, online, proxy, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.invalid")
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    result = cli("pull", "--dry-run", f"{REPO}:Q4_K_M")
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) <= 2, result.stderr  # one line (and its hint)
+    assert proxy.requests and all(r.startswith("CONNECT hub.example.invalid:443 ") for r in proxy.requests)
+
+
+def test_https_proxy_is_used_for_file_bytes(online, proxy, monkeypatch):
+    """The file bytes go through urllib, not huggingface_hub: it honours HTTPS_PROXY too."""
+    from localllm.hub import download, errors
+
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(errors.NetworkError):
+        download.download("https://cdn.example.invalid/x.gguf", size=10, sha256="0" * 64,
+                          policy=download.RetryPolicy(retries=0, backoff=0.01, stall_timeout=5))
+    assert proxy.requests and all(r.startswith("CONNECT cdn.example.invalid:443 ") for r in proxy.requests)
+
+
+def test_hf_token_is_sent_as_a_bearer_token_for_a_gated_repo(cli, hub, online):
+    """README (pull): HF_TOKEN is honoured for gated models (issue 16)."""
+    result = cli("pull", "acme/Gated-GGUF:Q4_K_M", env={"HF_TOKEN": "hf_test_secret_token"})
+    assert result.returncode == 0, result.stderr
+    gets = resolve_gets(hub)
+    assert gets and all(g.authorization == "Bearer hf_test_secret_token" for g in gets)
+    assert "hf_test_secret_token" not in result.stdout + result.stderr
+    without = cli("rm", "-y", "acme/Gated-GGUF")
+    assert without.returncode == 0, without.stderr
+    hub.requests.clear()
+    refused = cli("pull", "acme/Gated-GGUF:Q4_K_M")
+    assert refused.returncode != 0 and "HF_TOKEN" in refused.stderr
+    assert all(r.authorization is None for r in hub.requests)
