@@ -266,3 +266,40 @@ def test_the_load_record_is_written_before_the_model_is_freed(installed_starter,
     opened.model.close = close
     opened.close()
     assert seen == [False] and closed
+
+
+# README (hw): every profile it names plans for that machine (issue 16). Names copied from the README.
+README_PROFILES = {
+    "laptop-8gb": (8, None, False),
+    "laptop-16gb": (16, None, False),
+    "desktop-32gb": (32, None, False),
+    "mac-m-8gb": (8, 8, True),
+    "mac-m-16gb": (16, 16, True),
+    "mac-m-32gb": (32, 32, True),
+    "mac-m-64gb": (64, 64, True),
+    "rtx-8gb-16gb-ram": (16, 8, False),
+    "rtx-12gb-32gb-ram": (32, 12, False),
+    "rtx-16gb-32gb-ram": (32, 16, False),
+    "rtx-24gb-64gb-ram": (64, 24, False),
+}
+
+
+@pytest.mark.parametrize("name", README_PROFILES)
+def test_hw_profile_prints_that_machine(name, capsys, monkeypatch):
+    from localllm.cli import main
+
+    ram_gb, vram_gb, unified = README_PROFILES[name]
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["hw", "--profile", name, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["profile"] == name and data["ram_total"] == ram_gb << 30
+    if vram_gb is None:
+        assert data["gpus"] == [] and data["gpu_offload"] is False and data["gpu_budget"] == 0
+    else:
+        [gpu] = data["gpus"]
+        assert gpu["total"] == vram_gb << 30 and gpu["unified"] is unified and data["gpu_offload"] is True
+        assert 0 < data["gpu_budget"] <= gpu["total"]
+    assert main(["hw", "--profile", name.upper()]) == 0  # as text, and the name is not case-sensitive
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].split() == ["machine", name]
+    assert f"{ram_gb:.1f} GiB total" in text
