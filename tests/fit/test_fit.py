@@ -235,7 +235,6 @@ def test_list_says_whether_each_installed_model_fits(installed_starter, monkeypa
 def test_cached_headers_follow_the_file(tmp_path, smollm2_path):
     import shutil
 
-    from support.hubfixtures import write_tiny_gguf
 
     from localllm.gguf import cache as headercache
 
@@ -303,3 +302,29 @@ def test_hw_profile_prints_that_machine(name, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert text.splitlines()[0].split() == ["machine", name]
     assert f"{ram_gb:.1f} GiB total" in text
+
+
+def test_fit_of_a_catalog_model_judges_every_quant_and_caches_the_headers(cli, hub, smollm2_path, isolated_home):
+    """README (fit): every quantization a catalog model offers on the Hub, headers only, cached (issue 16)."""
+
+    quants = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"]  # what models.toml offers for smollm2-135m-instruct
+    files = {f"SmolLM2-135M-Instruct-{q}.gguf": smollm2_path for q in quants}
+    hub.add_repo(REPO, files)
+    args = ("fit", "smollm2-135m-instruct", "--json", "--profile", "laptop-16gb")  # a fixed machine
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr
+    rows = json.loads(first.stdout)["models"]
+    assert sorted(r["model"] for r in rows) == sorted(f"smollm2-135m-instruct:{q}" for q in quants)
+    assert all(r["where"] == "on the Hub" and r["verdict"] in ("fits", "tight", "no") for r in rows)
+    header_reads = [r for r in hub.requests if "/resolve/" in r.path]
+    assert {r.path.rsplit("/", 1)[1] for r in header_reads} == set(files)
+    assert all(r.range for r in header_reads if r.method == "GET")  # headers only, by range
+    assert hub.body_bytes < 4 * 10 * MiB
+    hub.reset_counts()
+    second = cli(*args)
+    assert second.returncode == 0, second.stderr
+    # The headers came from the cache: no file byte was asked for again. (The repo listing is
+    # fetched again, two small /api/ requests, to see whether the repo changed.)
+    assert [r.path for r in hub.requests if "/resolve/" in r.path] == []
+    assert all(r.path.startswith("/api/") for r in hub.requests) and hub.body_bytes == 0
+    assert json.loads(second.stdout)["models"] == rows
