@@ -186,3 +186,22 @@ def test_bad_option_values(cli):
     result = cli("run", "--max-tokens", "0", "hello")
     assert result.returncode == 2
     assert "--max-tokens" in result.stderr
+
+
+def test_top_k_and_top_p_reach_the_sampler(cli, installed_starter):
+    """README (run): --top-k 1 or a tiny --top-p leave one candidate, so temperature 1 gives the
+    greedy reply whatever the seed; without them, seeds differ (issue 16)."""
+    n = ("-n", "24")
+    greedy = cli("run", "-t", "0", *n, "Tell me about cats.")
+    assert greedy.returncode == 0, greedy.stderr
+    for seed in ("1", "2", "3"):
+        top_k = cli("run", "-t", "1", "--top-k", "1", "--seed", seed, *n, "Tell me about cats.")
+        assert top_k.returncode == 0, top_k.stderr
+        assert top_k.stdout == greedy.stdout
+    for seed in ("1", "2"):
+        top_p = cli("run", "-t", "1", "--top-k", "0", "--top-p", "0.0001", "--seed", seed, *n, "Tell me about cats.")
+        assert top_p.returncode == 0, top_p.stderr
+        assert top_p.stdout == greedy.stdout
+    free = {cli("run", "-t", "1", "--top-k", "0", "--top-p", "1", "--seed", seed, *n, "Tell me about cats.").stdout
+            for seed in ("1", "2", "3")}
+    assert len(free) > 1  # without them sampling is live: the seeds give different replies
