@@ -205,3 +205,18 @@ def test_top_k_and_top_p_reach_the_sampler(cli, installed_starter):
     free = {cli("run", "-t", "1", "--top-k", "0", "--top-p", "1", "--seed", seed, *n, "Tell me about cats.").stdout
             for seed in ("1", "2", "3")}
     assert len(free) > 1  # without them sampling is live: the seeds give different replies
+
+
+def test_without_m_the_last_model_used_answers(cli, installed_starter, smollm2_path):
+    """README (run): `-m` defaults to the last model used (issue 16)."""
+    imported = cli("import", str(smollm2_path), "--link", "--name", "my-copy")
+    assert imported.returncode == 0, imported.stderr
+
+    def model_of(*args: str) -> str:
+        result = cli("run", *args, "--json", "-t", "0", "-n", "4", "Hi")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["model"].split(":")[0]
+
+    for name in (installed_starter.name, "my-copy", installed_starter.name):
+        assert model_of("-m", name) == name
+        assert model_of() == name  # no -m: the one just used
