@@ -235,6 +235,7 @@ def test_list_says_whether_each_installed_model_fits(installed_starter, monkeypa
 def test_cached_headers_follow_the_file(tmp_path, smollm2_path):
     import shutil
 
+    from support.hubfixtures import write_tiny_gguf
 
     from localllm.gguf import cache as headercache
 

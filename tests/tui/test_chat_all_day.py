@@ -252,7 +252,6 @@ async def test_palette_keys_and_the_remembered_theme():
 
 
 async def test_esc_early_in_a_pull_says_cancelled_and_down_enters_the_list(isolated_home):
-    import threading
 
     from support.scripted_engine import FakeServices
 
