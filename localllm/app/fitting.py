@@ -62,26 +62,32 @@ def _local_rows(reference: str) -> tuple[list[FitRow], CatalogEntry | None, str 
     return rows, entry, ref.quant, set(installed)
 
 
+def catalog_files(entry: CatalogEntry, hub) -> tuple[dict[str, list[tuple[str, int]]], str, bool]:
+    """The file(s) of each quantization of a catalog model: from the Hub's listing when it can be
+    had (and the revision it was taken at), else from the catalog's file pattern at "main" (offline,
+    or the Hub unreachable: cached headers may still do). The last value says whether it was listed."""
+    from localllm.hub.pull import files_by_quant
+
+    if not hub.offline:
+        try:
+            listing = hub.list_files(entry.repo)
+        except NetworkError:
+            listing = None
+        if listing is not None:
+            return files_by_quant(listing, entry), listing.revision or "main", True
+    return {q: [(entry.filename(q), 0)] for q in entry.quants if entry.filename(q)}, "main", False
+
+
 def _remote_rows(entry: CatalogEntry, quant: str | None, skip: set) -> tuple[list[FitRow], list[str], LocalLLMError | None]:
     """Headers of the catalog's quants, fetched from the Hub by range requests (cached)."""
     from localllm.hub.client import Hub, offline_error
     from localllm.hub.errors import HubFileNotFoundError, OfflineError
     from localllm.hub.headers import read_remote_header
-    from localllm.hub.pull import files_by_quant
 
     hub = Hub()
-    listing = None
-    if not hub.offline:  # offline: judge from cached headers only
-        try:
-            listing = hub.list_files(entry.repo)
-        except NetworkError:
-            listing = None  # cached headers may still do
-    if listing is not None:
-        files, revision = files_by_quant(listing, entry), listing.revision or "main"
-    else:
-        files, revision = {q: [(entry.filename(q), 0)] for q in entry.quants if entry.filename(q)}, "main"
+    files, revision, listed = catalog_files(entry, hub)
     if quant and quant not in files:
-        if listing is None:
+        if not listed:
             raise offline_error(f"{entry.name}:{quant}")
         raise HubFileNotFoundError(f"{entry.repo} has no {quant} file", hint=f"quantizations there: {', '.join(files)}")
     rows: list[FitRow] = []

@@ -169,10 +169,11 @@ def _inspect_on_the_hub(reference: str) -> dict[str, Any] | None:
     header cannot be had (offline and not cached, unreachable)."""
     from localllm.hub.client import Hub
     from localllm.hub.headers import read_remote_header
-    from localllm.hub.pull import files_by_quant
     from localllm.models.catalog import load_catalog
     from localllm.models.inspect import describe_header
     from localllm.models.refs import parse_ref
+
+    from .fitting import catalog_files
 
     ref = parse_ref(reference)
     entry = load_catalog().find(ref.name) if ref.kind == "catalog" else None
@@ -181,12 +182,11 @@ def _inspect_on_the_hub(reference: str) -> dict[str, Any] | None:
     quant = ref.quant or entry.default_quant
     hub = Hub()
     try:
-        listing = None if hub.offline else hub.list_files(entry.repo)
-        files = files_by_quant(listing, entry) if listing is not None else {}
-        name = files[quant][0][0] if quant in files else entry.filename(quant)
-        if name is None:
+        files, revision, _ = catalog_files(entry, hub)
+        if quant not in files:
             return None
-        header = read_remote_header(entry.repo, name, revision=listing.revision if listing else "main", hub=hub)
+        name = files[quant][0][0]
+        header = read_remote_header(entry.repo, name, revision=revision, hub=hub)
     except LocalLLMError:
         return None
     return describe_header(header, f"{entry.repo}/{name} (on the Hub; not installed)", entry)

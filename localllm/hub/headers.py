@@ -61,7 +61,7 @@ def read_remote_header(
     cached = None if refresh else _load_cached(index, blob, name)
     if hub.offline:
         # Offline, a header read at another revision (a listing's commit, say) is the best there is.
-        cached = cached or _cached_any_revision(repo, filename)
+        cached = cached or _cached(repo, filename)
         if cached is not None:
             return cached[0]
         raise OfflineError(
@@ -145,10 +145,6 @@ def _cached(repo: str, filename: str | None = None) -> tuple[ggufmeta.GGUFHeader
         if cached is not None:
             return cached
     return None
-
-
-def _cached_any_revision(repo: str, filename: str) -> tuple[ggufmeta.GGUFHeader, dict] | None:
-    return _cached(repo, filename)
 
 
 def cached_header_for(repo: str) -> ggufmeta.GGUFHeader | None:
