@@ -15,16 +15,31 @@ shell repeats a core sequence (resolve, plan, load, record); nothing here prints
 
 from __future__ import annotations
 
-from . import batching, conversation_state, fitting, library, loading, machine, options, preferences
-from .batching import bench, complete_jsonl, writer_for
-from .fitting import FitReport, fit_model, quant_options
-from .library import import_file, inspect_model, list_models, plan_pull, remove_model
-from .loading import OpenedModel, find, open_for_batch, open_for_bench, open_model, sampling, show_llama_log
+import importlib
+from typing import Any
 
-__all__ = [
-    "FitReport", "OpenedModel", "batching", "bench", "complete_jsonl", "conversation_state", "find", "fit_model", "fitting",
-    "import_file", "inspect_model", "library", "list_models", "loading", "machine", "open_for_batch",
-    "open_for_bench", "open_model", "options", "plan_pull", "preferences", "quant_options", "remove_model",
-    "sampling",
-    "show_llama_log", "writer_for",
-]
+_SUBMODULES = frozenset(
+    {"batching", "conversation_state", "fitting", "library", "loading", "machine", "options", "preferences"}
+)
+# public name -> the submodule that defines it. Imported on first use (PEP 562): a command pays only
+# for the use cases it calls (`localllm list` never loads the batch or loading code).
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("bench", "complete_jsonl", "writer_for"), "batching"),
+    **dict.fromkeys(("FitReport", "fit_model", "quant_options"), "fitting"),
+    **dict.fromkeys(("import_file", "inspect_model", "list_models", "plan_pull", "remove_model"), "library"),
+    **dict.fromkeys(("OpenedModel", "find", "open_for_batch", "open_for_bench", "open_model", "sampling",
+                     "show_llama_log"), "loading"),
+}
+
+__all__ = sorted(_SUBMODULES | set(_EXPORTS))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    else:
+        raise AttributeError(f"module 'localllm.app' has no attribute '{name}'")
+    globals()[name] = value
+    return value
