@@ -90,3 +90,12 @@ class GrammarError(LocalLLMError):
 
 class OutputError(LocalLLMError):
     """An output file could not be written (a full disk, an I/O error); what was written is kept."""
+
+
+class ServerBusyError(LocalLLMError):
+    """The server cannot take a request now (every loaded model is busy and another must load);
+    ``retry_after_s`` says when to try again (HTTP 503 with Retry-After)."""
+
+    def __init__(self, message: str, hint: str | None = None, retry_after_s: float = 1.0) -> None:
+        super().__init__(message, hint)
+        self.retry_after_s = retry_after_s
