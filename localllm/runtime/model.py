@@ -23,8 +23,8 @@ from localllm.gguf import cache as headercache
 
 from .devices import build_has_amx
 from .llama import LOG, LlamaContext, LlamaModel, LlamaSampler, buffers_mib
-from .template import ChatTemplate
 from .options import DEFAULT_CTX, GenerationStats, LoadOptions, LoadReport, SamplingOptions, default_threads
+from .template import ChatTemplate
 
 
 class Model:
@@ -387,7 +387,7 @@ def _hold_back(text: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:
     cut = find_stop(text, stops)
     if cut is not None:
         return text[:cut], "", True
-    keep = _stop_prefix_len(text, stops)
+    keep = stop_prefix_len(text, stops)
     return text[: len(text) - keep], text[len(text) - keep :], False
 
 
@@ -397,7 +397,7 @@ def find_stop(text: str, stops: tuple[str, ...]) -> int | None:
     return min(positions) if positions else None
 
 
-def _stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
+def stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
     """Length of the longest end of ``text`` that begins some stop string."""
     best = 0
     for stop in stops:
