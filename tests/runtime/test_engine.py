@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 
 import pytest
@@ -231,3 +232,35 @@ def test_an_error_in_the_engine_thread_ends_every_stream_and_the_engine(model, m
             engine.submit(request(model, 9, "Say hi."))
     finally:
         engine.close()
+
+
+# -- embeddings (for /v1/embeddings) -----------------------------------------------------------
+
+
+def test_embeddings_are_unit_vectors_equal_for_equal_texts(model):
+    texts = ["The cat sat on the mat.", "Stock markets fell sharply today.", "The cat sat on the mat."]
+    vectors, n_tokens = model.embed(texts)
+    assert n_tokens == sum(len(model.tokenize(t, add_special=True, parse_special=False)) for t in texts)
+    assert len(vectors) == 3 and len({len(v) for v in vectors}) == 1 and len(vectors[0]) > 100
+    for v in vectors:
+        assert math.isclose(math.fsum(x * x for x in v), 1.0, rel_tol=1e-6)
+    assert vectors[0] == vectors[2]
+    assert vectors[0] != vectors[1]
+    assert math.fsum(a * b for a, b in zip(vectors[0], vectors[1])) < 0.999
+
+
+def test_embedding_while_the_engine_decodes(model):
+    """Embeddings have a context of their own: decoding in the engine's thread changes nothing."""
+    quiet, _ = model.embed(["A quiet sentence."])
+    with runtime.BatchEngine(model, 1, LONG_CTX, n_threads=1) as engine:
+        busy = engine.submit(endless(model))
+        next(iter(busy))
+        during, _ = model.embed(["A quiet sentence."])
+        busy.cancel()
+        assert read(busy)[1].finish_reason == "cancelled"
+    assert during == quiet
+
+
+def test_a_text_longer_than_the_embedding_context_is_refused(model):
+    with pytest.raises(ContextOverflowError, match=r"is \d+ tokens but the embedding context holds \d+"):
+        model.embed(["Short.", "word " * 2000])
