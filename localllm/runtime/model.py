@@ -27,7 +27,6 @@ from .llama import LOG, LlamaContext, LlamaEmbedder, LlamaModel, LlamaSampler, b
 from .options import DEFAULT_CTX, GenerationStats, LoadOptions, LoadReport, SamplingOptions, default_threads
 from .template import ChatTemplate
 
-
 EMBED_CTX = 512  # tokens of the embedding context: a text longer than this cannot be embedded
 
 
