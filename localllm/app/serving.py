@@ -133,6 +133,8 @@ class RunningModel:
     n_ctx_seq: int
     expires_in_s: float | None  # None: busy or kept loaded
     path: str
+    active: int  # sequences decoding now
+    queued: int  # requests waiting for a sequence
 
 
 class Reply:
@@ -389,7 +391,8 @@ class ModelManager:
         return [
             RunningModel(
                 name=r.key, size=r.batch.opened.model.header.file_size or 0, n_parallel=r.engine.n_parallel,
-                n_ctx_seq=r.engine.n_ctx_seq, path=str(r.batch.opened.resolved.path),
+                n_ctx_seq=r.engine.n_ctx_seq, path=str(r.batch.opened.resolved.path), active=r.engine.active(),
+                queued=r.engine.queued(),
                 expires_in_s=None if r.expires_at is None else max(0.0, r.expires_at - now),
             )
             for r in residents

@@ -54,6 +54,7 @@ def finished(request: Request, reply: Reply) -> None:
     """Note a reply's generated tokens and time for the log line."""
     log = log_of(request.scope)
     log.completion_tokens = reply.completion_tokens
+    log.finish = reply.finish_reason
     if reply.result is not None:
         log.generation_s = reply.result.generation_s
 

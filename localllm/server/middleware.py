@@ -23,11 +23,14 @@ class RequestLog:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     generation_s: float | None = None  # from the first token to the last
+    finish: str | None = None  # stop, length, or cancelled (the client went away)
 
     def tokens(self) -> str:
         if self.prompt_tokens is None:
             return ""
         text = f" prompt={self.prompt_tokens} generated={self.completion_tokens or 0}"
+        if self.finish:
+            text += f" ({self.finish})"
         if self.generation_s and self.completion_tokens and self.completion_tokens > 1:
             text += f" {(self.completion_tokens - 1) / self.generation_s:.1f} tok/s"
         return text

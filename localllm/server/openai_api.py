@@ -4,6 +4,8 @@ streamed chunk (the one with the finish reason)."""
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -112,15 +114,25 @@ def _embed_inputs(data: dict[str, Any]) -> list[str]:
     return value
 
 
+def _base64(vector: list[float]) -> str:
+    """OpenAI's base64 encoding of a vector: little-endian float32s (what the openai client asks for)."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
 @answers_errors
 async def embeddings(request: Request) -> Response:
     data = await body(request)
     texts = _embed_inputs(data)
-    model = fields.Fields(data).string("model")
+    f = fields.Fields(data)
+    model = f.string("model")
+    encoding = f.string("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise problems.RequestError("'encoding_format' must be \"float\" or \"base64\"", param="encoding_format")
     key, vectors, n_tokens = await run_in_threadpool(manager(request).embed, model, texts)
     log = log_of(request.scope)
     log.model, log.prompt_tokens = key, n_tokens
-    rows = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+    rows = [{"object": "embedding", "index": i, "embedding": _base64(v) if encoding == "base64" else v}
+            for i, v in enumerate(vectors)]
     return JSONResponse({"object": "list", "data": rows, "model": key,
                          "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
 

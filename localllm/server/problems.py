@@ -39,14 +39,13 @@ def _retry_after(exc: Exception) -> dict[str, str]:
 
 
 def _status_of(exc: errors.LocalLLMError) -> tuple[int, str | None, dict[str, str]]:
-    name = type(exc).__name__
     if isinstance(exc, errors.ModelNotFoundError):
         return 404, "model_not_found", {}
     if isinstance(exc, errors.ContextOverflowError):
         return 400, "context_length_exceeded", {}
     if isinstance(exc, (errors.GrammarError, errors.UsageError)):
         return 400, None, {}
-    if isinstance(exc, errors.ServerBusyError) or name in ("QueueFullError", "EngineClosedError"):
+    if isinstance(exc, (errors.ServerBusyError, errors.QueueFullError, errors.EngineClosedError)):
         return 503, "server_busy", _retry_after(exc)
     if isinstance(exc, errors.DoesNotFitError):
         return 500, "model_does_not_fit", {}

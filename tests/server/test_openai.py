@@ -160,3 +160,22 @@ def test_json_object_gives_a_json_object(serve):
         response_format={"type": "json_object"},
     )
     assert isinstance(json.loads(reply.choices[0].message.content), dict)
+
+
+def test_embeddings_are_unit_vectors_that_tell_texts_apart(serve):
+    server = serve()
+    texts = ["The cat sat on the mat.", "A cat was sitting on a mat.", "Quarterly revenue rose by four percent."]
+    answer = client(server).embeddings.create(model=MODEL, input=texts)
+    vectors = [d.embedding for d in answer.data]
+    assert [d.index for d in answer.data] == [0, 1, 2]
+    assert len(vectors[0]) == 576  # SmolLM2-135M's embedding length
+    for v in vectors:
+        assert abs(sum(x * x for x in v) - 1.0) < 1e-3
+
+    def similarity(a, b):
+        return sum(x * y for x, y in zip(a, b))
+
+    assert similarity(vectors[0], vectors[1]) > similarity(vectors[0], vectors[2])
+    assert answer.usage.prompt_tokens > 10
+    single = client(server).embeddings.create(model=MODEL, input="The cat sat on the mat.")
+    assert single.data[0].embedding == pytest.approx(vectors[0], abs=1e-5)
