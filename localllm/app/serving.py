@@ -95,12 +95,13 @@ class GenerateRequest:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     schema: object | None = None  # a JSON schema the reply must match ({"type": "object"}: any object)
+    ignore_eos: bool = False  # generate max_tokens whatever the model says (benchmarks; llama-server has it too)
     keep_alive_s: float | None = None  # None: the server's default
 
     def sampling(self, max_tokens: int) -> SamplingOptions:
         given = {k: getattr(self, k) for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")}
         return SamplingOptions(**{k: v for k, v in given.items() if v is not None}, max_tokens=max_tokens,
-                               stop=self.stop)
+                               stop=self.stop, ignore_eos=self.ignore_eos)
 
 
 @dataclass

@@ -178,7 +178,7 @@ def openai_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
     f.integer("n", 1, 1)  # one choice per request
     max_tokens = f.integer("max_completion_tokens", 1, 1 << 24) or f.integer("max_tokens", 1, 1 << 24)
     common = dict(model=f.string("model"), max_tokens=max_tokens, schema=openai_schema(body),
-                  repeat_penalty=_repeat_penalty(f), **f.sampling())
+                  repeat_penalty=_repeat_penalty(f), ignore_eos=f.boolean("ignore_eos") or False, **f.sampling())
     if chat:
         return GenerateRequest(messages=messages(body), **common)
     prompt = body.get("prompt")

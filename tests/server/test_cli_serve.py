@@ -22,7 +22,7 @@ def test_ctrl_c_lets_the_stream_in_flight_finish_then_exits_0(installed_starter)
     )
     try:
         banner = ""
-        while "listening on" not in banner:
+        while "Ctrl-C" not in banner:
             line = process.stderr.readline()
             assert line, f"the server stopped before listening: {banner}"
             banner += line

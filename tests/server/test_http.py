@@ -138,6 +138,7 @@ def test_each_request_logs_one_line_with_model_tokens_speed_status_and_time(serv
                json={"model": MODEL, "messages": QUESTION, "temperature": 0, "max_tokens": 6})
     httpx.get(server.url + "/v1/models")
     httpx.post(server.url + CHAT, content=b"{")
+    wait_until(lambda: len(server.log_lines()) >= 3)  # written once the last byte has gone out
     lines = server.log_lines()
     assert len(lines) == 3
     chat, models, bad = lines

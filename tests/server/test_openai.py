@@ -9,6 +9,7 @@ import pytest
 from support.serving import MODEL, QUESTION
 
 from localllm.app.serving import ServeOptions
+from localllm.fit import hardware
 from localllm.server.app import ServerSettings
 
 
@@ -91,6 +92,15 @@ def test_a_model_not_installed_is_not_found_with_the_pull_command(serve):
         client(server).chat.completions.create(model="qwen3-0.6b", messages=QUESTION)
     assert "localllm pull qwen3-0.6b" in caught.value.message
     assert caught.value.body["code"] == "model_not_found"
+
+
+def test_a_model_that_cannot_fit_is_an_error_with_the_numbers(serve):
+    tiny = hardware.with_overrides(hardware.profile("laptop-8gb"), ram=50 << 20, vram=0)
+    server = serve(hardware=tiny)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client(server).chat.completions.create(model=MODEL, messages=QUESTION)
+    assert "won't fit: needs" in caught.value.message
+    assert caught.value.body["code"] == "model_does_not_fit"
 
 
 def test_a_file_path_is_not_a_model_a_client_can_name(serve, smollm2_path):
