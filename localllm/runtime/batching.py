@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from localllm.errors import ContextOverflowError, GenerationError, GrammarError
 
-from .llama import LlamaBatch, LlamaSampler, json_schema_to_gbnf
+from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf
 from .model import Model, find_stop, stop_prefix_len
 from .options import DEFAULT_CTX, SamplingOptions
 
@@ -101,6 +101,7 @@ class _Sequence:
     __slots__ = (
         "request", "seq_id", "sampler", "fed", "pos", "next_token", "index", "decoder", "text",
         "generated", "limit", "admitted", "first_at", "queued_at", "stream", "shown", "stops", "stop_len",
+        "greedy", "ignore_eos",
     )
 
     request: BatchRequest
@@ -142,6 +143,8 @@ class BatchSession:
         self._batch = LlamaBatch(self.n_batch, 1)
         self._slots: list[_Sequence | None] = [None] * n_parallel
         self._started = time.perf_counter()
+        self._n_vocab = model.llama.n_vocab()
+        self._tokens: dict[int, tuple[bool, bytes]] = {}  # token -> (end of generation?, its bytes)
 
     def close(self) -> None:
         self.drop_all()
@@ -218,6 +221,10 @@ class BatchSession:
         s.stops = tuple(x for x in request.sampling.stop if x)
         s.stop_len = max(map(len, s.stops), default=0)
         s.generated = 0
+        sampling = request.sampling
+        # Greedy without a grammar or penalties: the argmax of the logits, no sampler chain.
+        s.greedy = sampling.temperature <= 0 and request.grammar is None and sampling.repeat_penalty in (0, 1)
+        s.ignore_eos = sampling.ignore_eos
         room = self.n_ctx_seq - len(request.tokens)
         max_tokens = request.sampling.max_tokens
         s.limit = min(max_tokens, room) if max_tokens is not None else room
@@ -328,32 +335,37 @@ class BatchSession:
         return n
 
     def _sample(self, active: list[_Sequence]) -> list[StepEvent]:
-        """Sample every sequence that has logits this step; report new text and finished ones."""
-        ctx, n_ctx_seq = self._ctx, self.n_ctx_seq
-        is_eog, token_bytes = self.model.llama.is_eog, self.model.llama.token_to_piece
+        """Sample every sequence that has logits this step; report new text and finished ones.
+
+        The per-sequence work of a step: kept to the sampling call, two dict lookups and the
+        string work of the new piece (token bytes and end-of-generation flags are cached).
+        """
+        ctx, n_ctx_seq, n_vocab = self._ctx, self.n_ctx_seq, self._n_vocab
+        known, describe = self._tokens, self._describe
         now = time.perf_counter()
         events: list[StepEvent] = []
         for s in active:
             if s.index < 0:
                 continue
-            token = s.sampler.sample(ctx, s.index)
+            token = greedy_token(ctx, s.index, n_vocab) if s.greedy else s.sampler.sample(ctx, s.index)
             if s.generated == 0:
                 s.first_at = now
+            eog, raw = known.get(token) or describe(token)
             finish = None
-            if not s.request.sampling.ignore_eos and is_eog(token):
+            if eog and not s.ignore_eos:
                 finish = "stop"
             else:
                 s.generated += 1
-                piece = s.decoder.decode(token_bytes(token))
-                s.text += piece
-                stops = s.stops
-                if stops and piece:
-                    # Only the new piece and the stop-length text before it can hold a stop.
-                    base = max(0, len(s.text) - len(piece) - s.stop_len)
-                    cut = find_stop(s.text[base:], stops)
-                    if cut is not None:
-                        s.text = s.text[: base + cut]
-                        finish = "stop"
+                piece = s.decoder.decode(raw) if raw else ""
+                if piece:
+                    s.text += piece
+                    if s.stops:
+                        # Only the new piece and the stop-length text before it can hold a stop.
+                        base = max(0, len(s.text) - len(piece) - s.stop_len)
+                        cut = find_stop(s.text[base:], s.stops)
+                        if cut is not None:
+                            s.text = s.text[: base + cut]
+                            finish = "stop"
                 if finish is None and (s.generated >= s.limit or s.pos >= n_ctx_seq):
                     finish = "length"
             if finish is None:
@@ -370,6 +382,12 @@ class BatchSession:
                 s.shown = len(s.text)
             events.append((s.seq_id, self._result(s, finish, s.text)))
         return events
+
+    def _describe(self, token: int) -> tuple[bool, bytes]:
+        """(whether ``token`` ends generation, its bytes), remembered for the next time."""
+        llama = self.model.llama
+        info = self._tokens[token] = (llama.is_eog(token), llama.token_to_piece(token))
+        return info
 
     @staticmethod
     def _report(s: _Sequence, events: list[StepEvent]) -> None:

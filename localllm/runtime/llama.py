@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import llama_cpp as L
+import numpy as np
 
 from localllm.errors import GrammarError, ModelLoadError, UnsupportedArchitectureError
 
@@ -514,6 +515,14 @@ class LlamaSampler(_Owner):
     def sample(self, ctx: LlamaContext, index: int) -> int:
         """The token picked from the logits of batch entry ``index`` (-1: the last) of ``ctx``."""
         return L.llama_sampler_sample(self._ptr, ctx._ptr, index)
+
+
+def greedy_token(ctx: LlamaContext, index: int, n_vocab: int) -> int:
+    """The most likely token in the logits of batch entry ``index`` of ``ctx``: what a sampler
+    chain of llama.cpp's greedy stage alone picks (the first of equal logits), without building
+    its vocabulary-wide candidate array."""
+    row = L.llama_get_logits_ith(ctx._ptr, index)
+    return int(np.ctypeslib.as_array(row, shape=(n_vocab,)).argmax())
 
 
 # --------------------------------------------------------------------------------------------
