@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from localllm.errors import ContextOverflowError, ModelNotFoundError, ServerBusyError
+from localllm.errors import ContextOverflowError, EngineClosedError, ModelNotFoundError, ServerBusyError
 from localllm.fit.hardware import Hardware
 from localllm.models import catalog, store
 from localllm.models.refs import parse_ref
@@ -214,6 +214,7 @@ class ModelManager:
         self._lock = threading.Condition()
         self._resident: dict[str, _Resident] = {}
         self._loading: dict[str, threading.Lock] = {}
+        self._pending = 0  # models being loaded now: they count against max_models
         self._closed = False
         self._reaper = threading.Thread(target=self._reap, name="localllm-unload", daemon=True)
         self._reaper.start()
@@ -270,8 +271,18 @@ class ModelManager:
                     resident.keep_alive_s = keep
                     return resident
                 self._make_room()
-            resident = self._load(key, reference, keep)
+                self._pending += 1
+            try:
+                resident = self._load(key, reference, keep)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+                    self._lock.notify_all()
             with self._lock:
+                if self._closed:  # the server stopped while this model loaded
+                    resident.engine.close()
+                    resident.batch.close()
+                    raise EngineClosedError("the server is stopping")
                 self._resident[key] = resident
                 resident.busy += 1
                 return resident
@@ -279,7 +290,7 @@ class ModelManager:
     def _make_room(self) -> None:
         """Unload idle models until one more fits under max_models (the lock is held)."""
         deadline = time.monotonic() + SWITCH_WAIT_S
-        while len(self._resident) >= self.options.max_models:
+        while len(self._resident) + self._pending >= self.options.max_models:
             idle = [r for r in self._resident.values() if not r.busy]
             if idle:
                 self._unload(min(idle, key=lambda r: r.last_used))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -60,10 +61,18 @@ def finished(request: Request, reply: Reply) -> None:
 
 
 async def read_all(request: Request, reply: Reply) -> str:
-    """The whole reply's text (not streamed)."""
+    """The whole reply's text (not streamed); a client that goes away meanwhile cancels it."""
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        reply.cancel()
+
+    watcher = asyncio.create_task(watch())
     try:
         text = "".join([piece async for piece in reply])
     finally:
+        watcher.cancel()
         reply.close()
         finished(request, reply)
     return text

@@ -132,6 +132,18 @@ def test_a_client_that_goes_away_frees_its_sequence_at_once(serve):
     assert int(first_line.split("generated=")[1].split()[0]) < 200
 
 
+def test_a_client_that_gives_up_on_a_whole_reply_cancels_it_too(serve):
+    server = serve(ServeOptions(n_parallel=1, n_ctx_seq=512, queue_size=0))
+    body = {"model": MODEL, "messages": LONG, "temperature": 0, "max_tokens": 450, "ignore_eos": True}
+    server.manager.load(MODEL)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + CHAT, json=body, timeout=1.0)  # the client hangs up after a second
+    wait_until(lambda: any("(cancelled)" in line for line in server.log_lines()))
+    assert server.manager.running()[0].active == 0
+    line = server.log_lines()[-1]
+    assert int(line.split("generated=")[1].split()[0]) < 450
+
+
 def test_each_request_logs_one_line_with_model_tokens_speed_status_and_time(serve):
     server = serve()
     httpx.post(server.url + CHAT, timeout=120,
