@@ -1,10 +1,11 @@
 """`localllm serve` against llama.cpp's own llama-server, and against `localllm batch`.
 
-    .venv/bin/python benchmarks/bench_serve.py [--model FILE] [--threads N] [--slots 8]
+    .venv/bin/python benchmarks/bench_serve.py [--model FILE] [--threads N] [--slots 8] [--rounds 2]
                                                [--clients 1,8,32] [--ntg 32] [--overhead-reps 20]
 
 Both servers run the same model file with the same threads and the same number of slots (llama-server
-`-np SLOTS -c SLOTS*CTX`, localllm `serve --parallel SLOTS --ctx CTX`), one at a time, on 127.0.0.1.
+`-np SLOTS -c SLOTS*CTX --no-kv-unified`, localllm `serve --parallel SLOTS --ctx CTX`) on 127.0.0.1;
+both stay up and the measurements alternate between them over --rounds (figures are the mean).
 
 1. Aggregate generation tok/s with 1, 8 and 32 concurrent streaming clients: each client sends one
    chat completion (its own prompt, greedy, `ignore_eos`, --ntg tokens) through /v1/chat/completions
@@ -67,11 +68,13 @@ class Server:
     def __init__(self, name: str, command: list[str], port: int, env: dict | None = None) -> None:
         self.name = name
         self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # Logs go to a file: a pipe nobody reads would block the server once full.
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.log, text=True,
                                         env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 300
         while True:
-            assert self.process.poll() is None, f"{name} exited: {self.process.stderr.read()[-2000:]}"
+            assert self.process.poll() is None, f"{name} exited (see its log)"
             try:
                 if httpx.get(self.url + "/v1/models", timeout=2).status_code == 200:
                     break
@@ -86,6 +89,7 @@ class Server:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self.log.close()
 
 
 def llama_server(model: Path, threads: int, slots: int) -> Server:
@@ -171,25 +175,38 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--ntg", type=int, default=32, help="tokens each client generates")
     parser.add_argument("--overhead-reps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (figures are their mean)")
     args = parser.parse_args()
     model = args.model or smollm2()
     counts = [int(c) for c in args.clients.split(",")]
     print(f"model: {model.name}, threads: {args.threads}, slots: {args.slots}, ctx per slot: {CTX}, "
           f"{args.ntg} tokens per client (greedy, ignore_eos)", flush=True)
 
-    rows: dict[str, dict[int, dict]] = {}
-    overhead: dict[str, float] = {}
+    # Both servers stay up (an idle one uses no CPU) and the measurements alternate between them,
+    # round after round, so that load from elsewhere on a shared machine hits both alike.
+    runs: dict[str, dict[int, list[dict]]] = {"llama-server": {n: [] for n in counts},
+                                              "localllm serve": {n: [] for n in counts}}
+    latency: dict[str, list[float]] = {"llama-server": [], "localllm serve": []}
     with tempfile.TemporaryDirectory() as home:
-        for make in (llama_server, lambda m, t, s: localllm_server(m, t, s, home)):
-            server = make(model, args.threads, args.slots)
-            try:
+        servers = [llama_server(model, args.threads, args.slots),
+                   localllm_server(model, args.threads, args.slots, home)]
+        try:
+            for server in servers:
                 asyncio.run(concurrent(server.url, 2, 4))  # warm-up
-                rows[server.name] = {n: asyncio.run(concurrent(server.url, n, args.ntg)) for n in counts}
-                overhead[server.name] = one_token_ms(server.url, args.overhead_reps)
-            finally:
+            for _ in range(args.rounds):
+                for n in counts:
+                    for server in servers:
+                        runs[server.name][n].append(asyncio.run(concurrent(server.url, n, args.ntg)))
+                for server in servers:
+                    latency[server.name].append(one_token_ms(server.url, args.overhead_reps))
+        finally:
+            for server in servers:
                 server.stop()
         batch = {n: batch_rate(model, args.threads, args.slots, n, args.ntg, home) for n in counts}
 
+    rows = {name: {n: {k: statistics.mean(r[k] for r in results[n]) for k in ("tok_s", "ttft_s")} for n in counts}
+            for name, results in runs.items()}
+    overhead = {name: statistics.median(values) for name, values in latency.items()}
     ref, ours = rows["llama-server"], rows["localllm serve"]
     print(f"\n{'clients':>7} {'llama-server tok/s':>19} {'serve tok/s':>12} {'ratio':>7} {'batch tok/s':>12}"
           f" {'llama-server TTFT':>18} {'serve TTFT':>11} {'ratio':>6}")
@@ -198,7 +215,7 @@ def main() -> None:
         print(f"{n:>7} {a['tok_s']:>19.2f} {b['tok_s']:>12.2f} {b['tok_s'] / a['tok_s']:>6.1%} {batch[n]:>12.2f}"
               f" {a['ttft_s'] * 1000:>15.0f} ms {b['ttft_s'] * 1000:>8.0f} ms {b['ttft_s'] / a['ttft_s']:>5.2f}x")
     extra = overhead["localllm serve"] - overhead["llama-server"]
-    print(f"\n1-token completion, median of {args.overhead_reps}: llama-server {overhead['llama-server']:.1f} ms, "
+    print(f"\n1-token completion, median over {args.rounds} rounds of medians of {args.overhead_reps}: llama-server {overhead['llama-server']:.1f} ms, "
           f"localllm serve {overhead['localllm serve']:.1f} ms, overhead {extra:+.1f} ms")
 
 
