@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from localllm.errors import ContextOverflowError, GenerationError, GrammarError
 
-from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf
+from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_piece
 from .model import Model, find_stop, stop_prefix_len
 from .options import DEFAULT_CTX, SamplingOptions
 
@@ -386,7 +386,7 @@ class BatchSession:
     def _describe(self, token: int) -> tuple[bool, bytes]:
         """(whether ``token`` ends generation, its bytes), remembered for the next time."""
         llama = self.model.llama
-        info = self._tokens[token] = (llama.is_eog(token), llama.token_to_piece(token))
+        info = self._tokens[token] = (llama.is_eog(token), token_piece(llama, token))
         return info
 
     @staticmethod

@@ -517,6 +517,17 @@ class LlamaSampler(_Owner):
         return L.llama_sampler_sample(self._ptr, ctx._ptr, index)
 
 
+def token_piece(model: LlamaModel, token: int) -> bytes:
+    """The bytes ``token`` stands for, like :meth:`LlamaModel.token_to_piece` but through a buffer
+    of its own, so a thread that decodes may call it while another uses the model."""
+    buf = ctypes.create_string_buffer(64)
+    n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, False)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, False)
+    return buf.raw[:n]
+
+
 def greedy_token(ctx: LlamaContext, index: int, n_vocab: int) -> int:
     """The most likely token in the logits of batch entry ``index`` of ``ctx``: what a sampler
     chain of llama.cpp's greedy stage alone picks (the first of equal logits), without building
