@@ -15,10 +15,11 @@ from support.serving import MODEL, QUESTION
 
 
 def test_ctrl_c_lets_the_stream_in_flight_finish_then_exits_0(installed_starter):
+    """Also: it listens on 127.0.0.1 by default, and LOCALLLM_API_KEY requires the key."""
     process = subprocess.Popen(
         [sys.executable, "-m", "localllm", "serve", "--port", "0", "-m", MODEL, "--parallel", "1", "--ctx", "256",
          "--grace", "120"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "LOCALLLM_API_KEY": "k"},
     )
     try:
         banner = ""
@@ -29,9 +30,12 @@ def test_ctrl_c_lets_the_stream_in_flight_finish_then_exits_0(installed_starter)
         url = re.search(r"listening on (http://127\.0\.0\.1:\d+)", banner).group(1)
         assert f'base_url="{url}/v1"' in banner and f"OLLAMA_HOST={url}" in banner
 
+        assert httpx.get(url + "/v1/models").status_code == 401  # LOCALLLM_API_KEY asks for the key
+
         body = {"model": MODEL, "messages": QUESTION, "temperature": 0, "max_tokens": 12, "stream": True}
         events: list[str] = []
-        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=300) as answer:
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=300,
+                          headers={"Authorization": "Bearer k"}) as answer:
             lines = answer.iter_lines()
             events.append(next(lines))
             process.send_signal(signal.SIGINT)  # Ctrl-C while the reply streams
