@@ -1,6 +1,6 @@
 """Ollama's API: ``/api/chat`` and ``/api/generate`` (newline-delimited JSON, streamed unless
-``"stream": false``), ``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/version``, and ``GET /``,
-so Ollama's own clients and the apps built on them work unchanged."""
+``"stream": false``), ``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/embed``, ``/api/version``,
+and ``GET /``, so Ollama's own clients and the apps built on them work unchanged."""
 
 from __future__ import annotations
 
@@ -165,6 +165,25 @@ async def ps(request: Request) -> Response:
     return JSONResponse({"models": rows})
 
 
+@answers_errors
+async def embed(request: Request) -> Response:
+    """``/api/embed`` ({"input": text or texts} -> "embeddings") and the older ``/api/embeddings``
+    ({"prompt": text} -> "embedding")."""
+    data = await body(request)
+    f = fields.Fields(data)
+    legacy = request.url.path == "/api/embeddings"
+    value = data.get("prompt" if legacy else "input")
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise problems.RequestError(f"'{'prompt' if legacy else 'input'}' must be a string or a list of strings")
+    key, vectors, n_tokens = await run_in_threadpool(manager(request).embed, f.string("model"), texts)
+    log = log_of(request.scope)
+    log.model, log.prompt_tokens = key, n_tokens
+    if legacy:
+        return JSONResponse({"embedding": vectors[0]})
+    return JSONResponse({"model": key, "embeddings": vectors, "prompt_eval_count": n_tokens})
+
+
 async def version(request: Request) -> Response:
     return JSONResponse({"version": __version__})
 
@@ -181,5 +200,7 @@ def routes() -> list[Route]:
         Route("/api/tags", tags, methods=["GET"]),
         Route("/api/show", show, methods=["POST"]),
         Route("/api/ps", ps, methods=["GET"]),
+        Route("/api/embed", embed, methods=["POST"]),
+        Route("/api/embeddings", embed, methods=["POST"]),
         Route("/api/version", version, methods=["GET", "HEAD"]),
     ]

@@ -103,6 +103,15 @@ def test_a_model_not_installed_is_an_error_with_the_pull_command(serve):
     assert "localllm pull qwen3-0.6b" in caught.value.error
 
 
+def test_embed_gives_one_unit_vector_per_text(serve):
+    server = serve()
+    answer = client(server).embed(model=MODEL, input=["The cat sat on the mat.", "Revenue rose."])
+    assert len(answer.embeddings) == 2 and len(answer.embeddings[0]) == 576
+    assert abs(sum(x * x for x in answer.embeddings[0]) - 1.0) < 1e-3
+    legacy = client(server).embeddings(model=MODEL, prompt="The cat sat on the mat.")
+    assert legacy.embedding == pytest.approx(answer.embeddings[0], abs=1e-5)
+
+
 def test_root_and_version_answer_as_ollama_does(serve):
     server = serve()
     assert httpx.get(server.url + "/").text == "localllm is running"
