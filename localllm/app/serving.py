@@ -13,6 +13,8 @@ Nothing here knows HTTP: the server (``localllm.server``) parses requests into
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import re
 import threading
@@ -202,6 +204,14 @@ class Reply:
             release()
 
 
+@functools.lru_cache(maxsize=64)
+def _grammar(schema: str) -> str:
+    """The grammar of a JSON schema's text; clients tend to send the same few schemas again."""
+    from localllm import runtime
+
+    return runtime.json_schema_grammar(schema)
+
+
 class ModelManager:
     """The models a server holds loaded, and the one way a request reaches one.
 
@@ -371,7 +381,7 @@ class ModelManager:
             )
         room = n_ctx - len(tokens)
         max_tokens = min(request.max_tokens or room, room)  # clamped to the context
-        grammar = runtime.json_schema_grammar(request.schema) if request.schema is not None else None
+        grammar = _grammar(json.dumps(request.schema, sort_keys=True)) if request.schema is not None else None
         stream = resident.engine.submit(runtime.BatchRequest(
             key=None, tokens=tokens, sampling=request.sampling(max_tokens), grammar=grammar))
         return Reply(resident.key, stream, lambda: self._release(resident), n_ctx)

@@ -189,3 +189,13 @@ def test_embeddings_are_unit_vectors_that_tell_texts_apart(serve):
     assert answer.usage.prompt_tokens > 10
     single = client(server).embeddings.create(model=MODEL, input="The cat sat on the mat.")
     assert single.data[0].embedding == pytest.approx(vectors[0], abs=1e-5)
+
+
+def test_a_schema_that_cannot_be_a_grammar_is_a_bad_request(serve):
+    server = serve()
+    schema = {"type": "object", "properties": {"name": {"type": "string", "minLength": 5000}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(server).chat.completions.create(
+            model=MODEL, messages=QUESTION, max_tokens=4,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    assert "minLength" in caught.value.message
