@@ -33,7 +33,6 @@ from . import loading
 
 DEFAULT_KEEP_ALIVE_S = 300.0  # Ollama's default: five minutes
 DEFAULT_QUEUE_SIZE = 64  # requests waiting for a sequence, per model
-SWITCH_WAIT_S = 30.0  # how long a request for another model waits for a busy one to finish
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -78,6 +77,7 @@ class ServeOptions:
     n_gpu_layers: int | None = None
     n_threads: int | None = None
     queue_size: int = DEFAULT_QUEUE_SIZE
+    switch_wait_s: float = 30.0  # how long a request for another model waits for a busy one to finish
 
 
 @dataclass(frozen=True)
@@ -299,7 +299,7 @@ class ModelManager:
 
     def _make_room(self) -> None:
         """Unload idle models until one more fits under max_models (the lock is held)."""
-        deadline = time.monotonic() + SWITCH_WAIT_S
+        deadline = time.monotonic() + self.options.switch_wait_s
         while len(self._resident) + self._pending >= self.options.max_models:
             idle = [r for r in self._resident.values() if not r.busy]
             if idle:

@@ -73,3 +73,21 @@ def test_an_idle_model_unloads_after_its_keep_alive(three_models):
         assert loaded(manager) == [second]  # the other keeps the server's hour
     finally:
         manager.close()
+
+
+def test_a_request_for_another_model_waits_for_the_busy_one_then_is_refused_as_busy(three_models):
+    from localllm.app.serving import GenerateRequest
+    from localllm.errors import ServerBusyError
+
+    first, second, _ = three_models
+    manager = ModelManager(ServeOptions(n_parallel=1, n_ctx_seq=256, switch_wait_s=0.5))
+    try:
+        reply = manager.start(GenerateRequest(model=first, prompt="Once upon a time", max_tokens=200, ignore_eos=True))
+        with pytest.raises(ServerBusyError) as caught:
+            manager.load(second)  # the one model allowed is busy with a reply
+        assert caught.value.retry_after_s > 0
+        reply.cancel()  # the reply ends: now the other model may take its place
+        assert manager.load(second) == second
+        assert loaded(manager) == [second]
+    finally:
+        manager.close()
