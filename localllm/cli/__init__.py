@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hw": ("hw", "show the hardware detected and the memory budget for models"),
     "fit": ("fit", "estimate the memory a model needs here, per quantization, and plan its load"),
     "chat": ("chat", "chat with a model in the terminal UI (localllm alone opens the UI)"),
+    "completion": ("completion", "print a bash, zsh or fish completion script"),
 }
 
 EXIT_INTERRUPTED = 130
