@@ -66,3 +66,9 @@ def test_the_gpu_readme_shows_the_table_and_the_command():
         assert f"| {backend} | `{flags}` |" in text
         assert f"packaging/gpu/install.sh {backend} " in text
     assert f"\n{hardware.gpu_build_command('cuda')}\n" in text  # the pinned version, as pip would get it
+
+
+def test_the_readme_gives_the_same_command():
+    readme = (REPO / "README.md").read_text()
+    assert f"\n{hardware.gpu_build_command('cuda')}\n" in readme
+    assert "packaging/gpu/install.sh cuda --python .venv/bin/python" in readme
