@@ -72,6 +72,7 @@ class Value:
     kind: str
     choices: tuple[str, ...] = ()
     name: str = "value"
+    optional: bool = False  # a positional that may be left out
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,11 @@ class Command:
 
 def _value(action: argparse.Action) -> Value:
     name = action.dest if action.metavar is None else str(action.metavar)
+    optional = not action.option_strings and action.nargs in ("?", "*")
     if action.choices is not None:
-        return Value("choice", tuple(str(c) for c in action.choices), name)
-    if action.dest in MODEL_DESTS:
-        return Value("model", name=name)
-    if action.dest in FILE_DESTS:
-        return Value("file", name=name)
-    return Value("any", name=name)
+        return Value("choice", tuple(str(c) for c in action.choices), name, optional)
+    kind = "model" if action.dest in MODEL_DESTS else "file" if action.dest in FILE_DESTS else "any"
+    return Value(kind, name=name, optional=optional)
 
 
 def _options(parser: argparse.ArgumentParser) -> tuple[Option, ...]:
@@ -257,8 +256,8 @@ def _zsh_option(option: Option) -> str:
     return _zsh_quote(exclusive) + "{" + ",".join(option.flags) + "}" + _zsh_quote(spec)
 
 
-def _zsh_positional(value: Value, optional: bool, repeats: bool) -> str:
-    lead = "*" if repeats else ("::" if optional else ":")
+def _zsh_positional(value: Value, repeats: bool) -> str:
+    lead = "*:" if repeats else ("::" if value.optional else ":")
     return _zsh_quote(f"{lead}{_zsh_help(value.name)}:{_zsh_action(value)}")
 
 
@@ -266,7 +265,7 @@ def _zsh_command(command: Command) -> str:
     specs = [_zsh_option(o) for o in command.options]
     for i, value in enumerate(command.positionals):
         last = i == len(command.positionals) - 1
-        specs.append(_zsh_positional(value, optional=False, repeats=last and command.repeats))
+        specs.append(_zsh_positional(value, repeats=last and command.repeats))
     body = " \\\n                ".join(specs)
     return f"            {command.name})\n                _arguments -s {body} ;;"
 
@@ -285,7 +284,7 @@ _ZSH = r"""#compdef localllm
 
 _localllm_models() {{
     local -a models
-    models=(${{(f)"$(_call_program models ${{words[1]}} completion --models 2>/dev/null)"}})
+    models=(${{(f)"$(_call_program models ${{_localllm_program:-localllm}} completion --models 2>/dev/null)"}})
     _describe -t models 'installed model' models
     _files -g '*.gguf'
 }}
@@ -301,6 +300,7 @@ _localllm_commands() {{
 _localllm() {{
     local curcontext="$curcontext" state line
     typeset -A opt_args
+    typeset -g _localllm_program=$words[1]  # the localllm being completed, for its model names
     _arguments -C \
         {top_specs} \
         '1: :_localllm_commands' \

@@ -2,7 +2,9 @@
 
 The bash script is loaded in a real bash and its completion function called as bash would call it
 (COMP_WORDS/COMP_CWORD). zsh and fish are not on every machine (CI has neither): their scripts are
-checked for structure everywhere, and for syntax with `zsh -n` / `fish -n` where the shell exists.
+checked for structure everywhere, and for syntax with `zsh -n` / `fish -n` where the shell exists;
+where fish exists, also for what `complete -C` offers. (zsh completes only inside its line editor,
+which a test could reach only through a pseudo-terminal and sleeps: checked by hand, not here.)
 """
 
 from __future__ import annotations
@@ -134,14 +136,17 @@ def test_zsh_script_names_every_command_option_and_model_argument(tmp_path):
         assert re.search(rf"^            {re.escape(command.name)}\)$", text, re.M)  # and its own arguments
     assert "'(-m --model)'{-m,--model}'[" in text and "]:model:_localllm_models'" in text
     assert "'--top-p[nucleus sampling (default 0.95)]:top_p: '" in text
-    assert "'::model:_localllm_models'" not in text and "':model:_localllm_models'" in text
+    commands_text = dict(re.findall(r"^            (\S+)\)\n(.*?) ;;$", text, re.M | re.S))
+    assert "':model:_localllm_models'" in commands_text["rm"]  # a model, required
+    assert "'::model:_localllm_models'" in commands_text["chat"]  # a model, optional
+    assert "'*:prompt: '" in commands_text["run"]  # any number of words, nothing to offer
     _syntax_ok("zsh", text, tmp_path)
 
 
 _FISH_WORD = re.compile(r"'(?:[^'\\]|\\.)*'|[^\s']+")
 
 
-def test_fish_script_names_every_command_option_and_model_argument(tmp_path):
+def test_fish_script_names_every_command_option_and_model_argument(tmp_path, localllm_bin, installed_starter):
     text = _script("fish")
     lines = [line for line in text.splitlines() if line.startswith("complete ")]
     for line in lines:  # fish quoting: each word is plain or one '...' with \' and \\ escapes
@@ -156,3 +161,17 @@ def test_fish_script_names_every_command_option_and_model_argument(tmp_path):
     assert "complete -c localllm -n '__fish_seen_subcommand_from rm' -r -f -a '(__localllm_models)'" in lines
     assert "-d 'show llama.cpp\\'s log on stderr'" in text
     _syntax_ok("fish", text, tmp_path)
+    if shutil.which("fish"):  # fish answers `complete -C LINE` without a terminal
+        name = installed_starter.name
+        offered = {line: _fish_offers(tmp_path / "localllm.fish", line, localllm_bin)
+                   for line in ("localllm ru", "localllm run --te", "localllm run -m ", "localllm rm ")}
+        assert offered == {"localllm ru": ["run"], "localllm run --te": ["--temperature"],
+                           "localllm run -m ": [name], "localllm rm ": [name]}
+
+
+def _fish_offers(script: Path, line: str, bin_dir: Path) -> list[str]:
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["fish", "--no-config", "-c", f"source {script}; complete -C {shlex.quote(line)}"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [row.split("\t")[0] for row in result.stdout.splitlines()]
