@@ -193,10 +193,17 @@ _localllm_complete_kind() {{  # $1 kind, $2 the word so far; $3 the localllm bei
 }}
 
 _localllm() {{
-    local cur="${{COMP_WORDS[COMP_CWORD]}}" cmd="" expect="" npos=0 i=1 word
+    # Words from the line itself, split at blanks only: bash's own COMP_WORDS also split at ':' and
+    # '=' (COMP_WORDBREAKS), which would cut name:QUANT in two. (Works in bash 3.2, as macOS has.)
+    local line="${{COMP_LINE:0:COMP_POINT}}" cur cmd="" expect="" npos=0 i=1 last word
+    local -a words
+    read -ra words <<< "$line"
+    [[ -z $line || $line == *[[:blank:]] ]] && words+=("")
+    last=$((${{#words[@]}} - 1))
+    cur="${{words[last]}}"
     COMPREPLY=()
-    while (( i < COMP_CWORD )); do
-        word="${{COMP_WORDS[i]}}"
+    while (( i < last )); do
+        word="${{words[i]}}"
         if [[ -n $expect ]]; then
             expect=""
         elif [[ $word == -* ]]; then
@@ -209,13 +216,19 @@ _localllm() {{
         i=$((i + 1))
     done
     if [[ -n $expect ]]; then
-        _localllm_complete_kind "$expect" "$cur" "${{COMP_WORDS[0]}}"
+        _localllm_complete_kind "$expect" "$cur" "${{words[0]}}"
     elif [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_localllm_options "$cmd")" -- "$cur"))
     elif [[ -z $cmd ]]; then
         COMPREPLY=($(compgen -W "{commands}" -- "$cur"))
     else
-        _localllm_complete_kind "$(_localllm_positional_kind "$cmd" "$npos")" "$cur" "${{COMP_WORDS[0]}}"
+        _localllm_complete_kind "$(_localllm_positional_kind "$cmd" "$npos")" "$cur" "${{words[0]}}"
+    fi
+    if [[ $cur == *:* && $COMP_WORDBREAKS == *:* ]]; then  # bash replaces only what follows the ':'
+        local before="${{cur%"${{cur##*:}}"}}" n
+        for n in "${{!COMPREPLY[@]}}"; do
+            COMPREPLY[n]="${{COMPREPLY[n]#"$before"}}"
+        done
     fi
 }}
 

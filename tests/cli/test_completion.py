@@ -82,6 +82,16 @@ def test_a_new_command_or_option_completes_without_editing_the_script(localllm_b
     assert complete("localllm frobnicate --wobble h", localllm_bin, str(script)) == ["high"]
 
 
+def test_bash_completes_name_and_quant_across_the_colon(localllm_bin):
+    """bash splits words at ':' (COMP_WORDBREAKS); the reply is what follows it, so `qwen:Q8<TAB>`
+    becomes `qwen:Q8_0`."""
+    _install_fake("qwen", "Q4_K_M")
+    _install_fake("qwen", "Q8_0")
+    assert complete("localllm rm qw", localllm_bin) == ["qwen", "qwen:Q4_K_M", "qwen:Q8_0"]
+    assert complete("localllm rm qwen:Q8", localllm_bin) == ["Q8_0"]
+    assert complete("localllm run -m qwen: ", localllm_bin) == []  # the model is given: a prompt follows
+
+
 def _install_fake(name: str, quant: str) -> None:
     rel = f"{store.model_dir_name(name)}/{name.replace('/', '-')}-{quant}.gguf"
     path = store.paths.models_dir() / rel
