@@ -194,7 +194,7 @@ _localllm_complete_kind() {{  # $1 kind, $2 the word so far; $3 the localllm bei
 
 _localllm() {{
     # Words from the line itself, split at blanks only: bash's own COMP_WORDS also split at ':' and
-    # '=' (COMP_WORDBREAKS), which would cut name:QUANT in two. (Works in bash 3.2, as macOS has.)
+    # '=' (COMP_WORDBREAKS), which would cut name:QUANT in two. (No bash 4 features: macOS ships bash 3.2.)
     local line="${{COMP_LINE:0:COMP_POINT}}" cur cmd="" expect="" npos=0 i=1 last word
     local -a words
     read -ra words <<< "$line"
