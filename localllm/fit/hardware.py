@@ -37,6 +37,8 @@ __all__ = [
     "PROFILES",
     "detect",
     "BuildInfo",
+    "GPU_BUILDS",
+    "gpu_build_command",
     "metal_working_set",
     "parse_bytes",
     "profile",
@@ -321,11 +323,45 @@ def detect(build: BuildInfo | None = None) -> Hardware:
     )
 
 
-_FIX = {
-    "nvidia": '-DGGML_CUDA=on',
-    "amd": '-DGGML_HIP=on',
-    "apple": '-DGGML_METAL=on',
+# How to rebuild llama-cpp-python with each backend: the `hw` note below names this command, and
+# packaging/gpu/install.sh runs the same one (tests/packaging/test_gpu_build.py holds them together).
+GPU_BUILDS = {
+    "cuda": "-DGGML_CUDA=on",
+    "metal": "-DGGML_METAL=on",
+    "rocm": "-DGGML_HIP=on",
+    "vulkan": "-DGGML_VULKAN=on",
+    "cpu": "-DGGML_NATIVE=on",
 }
+VENDOR_BACKENDS = {"nvidia": "cuda", "amd": "rocm", "apple": "metal"}  # any other GPU: vulkan
+
+
+def pinned_bindings_version() -> str:
+    """The llama-cpp-python version localllm requires (its pin), else the one installed."""
+    from importlib import metadata
+
+    try:
+        for requirement in metadata.requires("localllm") or []:
+            match = re.fullmatch(r"llama-cpp-python\s*==\s*([\w.]+)", requirement.split(";")[0].strip())
+            if match:
+                return match.group(1)
+    except metadata.PackageNotFoundError:
+        pass  # not installed as a package (a frozen build): ask the bindings' own metadata
+    try:
+        return metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        return "VERSION"
+
+
+def gpu_build_command(backend: str, python: str = "python3", version: str | None = None) -> str:
+    """The command that rebuilds llama-cpp-python for ``backend`` in ``python``'s environment."""
+    return (f'CMAKE_ARGS="{GPU_BUILDS[backend]}" {python} -m pip install --force-reinstall --no-cache-dir '
+            f'--no-binary llama-cpp-python "llama-cpp-python=={version or pinned_bindings_version()}"')
+
+
+def _this_python() -> str:
+    import sys
+
+    return "python3" if getattr(sys, "frozen", False) or not sys.executable else sys.executable
 
 
 def _notes(gpus: list[GPU], devices: tuple[Device, ...], offload: bool, asked: bool) -> tuple[str, ...]:
@@ -334,12 +370,11 @@ def _notes(gpus: list[GPU], devices: tuple[Device, ...], offload: bool, asked: b
     build_gpus = [d for d in devices if d.kind in ("gpu", "igpu")]
     if offload and build_gpus:
         return ()
-    vendor = gpus[0].vendor
-    flag = _FIX.get(vendor, "-DGGML_VULKAN=on")
+    backend = VENDOR_BACKENDS.get(gpus[0].vendor, "vulkan")
     return (
         f"{gpus[0].name} is present but this llama.cpp build is CPU-only: models run on the CPU. "
-        f'To use the GPU: CMAKE_ARGS="{flag}" pip install --force-reinstall --no-cache-dir '
-        f"llama-cpp-python==<the version in use>",
+        f"To use the GPU: {gpu_build_command(backend, _this_python())} "
+        f"(or packaging/gpu/install.sh {backend} in a source checkout)",
     )
 
 
