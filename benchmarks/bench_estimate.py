@@ -221,11 +221,8 @@ def main() -> int:
 
 
 def cpu_table(args: argparse.Namespace, smollm2: Path) -> int:
-
-    from localllm.fit import estimate
+    from localllm.fit import estimate, hardware
     from localllm.gguf import header as ggufmeta
-
-    from localllm.fit import hardware
     from localllm.runtime import devices
 
     features = hardware.detect(hardware.BuildInfo(system_info=devices.system_info())).simd  # for repacking

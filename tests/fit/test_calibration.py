@@ -5,6 +5,7 @@ are rebuilt from the arguments that made them (tests/support/calibration.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 import pytest
@@ -101,3 +102,18 @@ def test_a_cuda_build_uses_the_gpu_at_zero_layers_big_vocabulary():
     assert est.gpu.total == pytest.approx(row["nvml_delta_peak_mib"] * MiB, rel=0.05)
     cpu_build = estimate.estimate(calibration.header_for(row["file"]), _settings(row), gpu_present=False)
     assert cpu_build.gpu.total == 0 and cpu_build.backend is None
+
+
+def test_the_backend_named_by_the_hardware():
+    """Hardware.gpu_backend picks the figures of estimate.BACKENDS: the build's device names first,
+    then the GPU's vendor; none without a GPU build."""
+    from localllm.fit import hardware
+
+    pc = hardware.profile("rtx-12gb-32gb-ram")
+    assert pc.gpu_backend == "cuda" and pc.gpu_backend in estimate.BACKENDS
+    vulkan = dataclasses.replace(pc, devices=(hardware.Device("Vulkan0", "AMD Radeon", "gpu", 8 << 30, 8 << 30),))
+    assert vulkan.gpu_backend == "vulkan"
+    assert hardware.with_overrides(pc, vram=0).gpu_backend is None
+    est = estimate.estimate(calibration.header_for("c-llama-q4_k_m.gguf"), estimate.Settings(n_gpu_layers=-1),
+                            backend=vulkan.gpu_backend)  # fmt: skip
+    assert est.gpu.runtime == estimate.BACKENDS["vulkan"].runtime and est.backend == "vulkan"
