@@ -403,7 +403,7 @@ def estimate(
     on_gpu = [il >= i_gpu_start for il in range(n_layer + 1)]
     if gpu_present is None:
         gpu_present = settings.n_gpu_layers > 0 or backend is not None
-    gpu = BACKENDS[backend or "gpu"] if gpu_present else None
+    gpu = BACKENDS.get(backend or "gpu", BACKENDS["gpu"]) if gpu_present else None
     fa_kernel = _fa_kernel(shape, gpu, on_gpu)
     s = replace(settings, flash_attn=_resolve_flash_attn(settings, fa_kernel))
     notes: list[str] = []
@@ -424,11 +424,7 @@ def estimate(
         notes.append(f"a {s.type_v} V cache needs flash attention")
     if gpu is not None and settings.flash_attn is None and not s.flash_attn:
         notes.append(f"flash attention off: {gpu.name} has no kernel for head size {shape.head_dim_k}")
-    gpu_runtime = 0
-    if gpu is not None:
-        gpu_runtime = gpu.runtime if any(on_gpu) else gpu.runtime_no_layers
-        if any(on_gpu) and not s.flash_attn and not fa_kernel:
-            gpu_runtime += gpu.no_fa_extra
+    gpu_runtime = _gpu_runtime(gpu, any(on_gpu), s.flash_attn or fa_kernel)
     return Estimate(
         settings=s,
         n_layer=n_layer,
@@ -439,6 +435,15 @@ def estimate(
         backend=gpu.name if gpu else None,
         notes=tuple(notes),
     )
+
+
+def _gpu_runtime(gpu: Backend | None, layers_on_gpu: bool, fa_or_kernel: bool) -> int:
+    """The backend's bytes beside llama.cpp's buffers (0 for a CPU build)."""
+    if gpu is None:
+        return 0
+    if not layers_on_gpu:
+        return gpu.runtime_no_layers
+    return gpu.runtime + (0 if fa_or_kernel else gpu.no_fa_extra)
 
 
 def _head_sizes(shape: ModelShape) -> tuple[int, int]:
