@@ -20,15 +20,15 @@ from localllm.gguf.header import GGML_QUANT_SIZES, ArrayInfo, GGUFHeader, Tensor
 DATA = Path(__file__).resolve().parent.parent / "fit" / "calibration" / "h100-cuda"
 MiB = 1 << 20
 
-F32, F16, Q4_0, Q5_0, Q8_0, Q4_K, Q6_K = 0, 1, 2, 6, 8, 12, 14
+F32, F16, Q5_0, Q8_0, Q4_K, Q6_K = 0, 1, 6, 8, 12, 14
 T_STRING = 8
 
 
 @dataclass(frozen=True)
 class Synth:
-    """The arguments of the calibration's synth_model.py (and an MLA variant it does not write)."""
+    """The arguments of the calibration's synth_model.py."""
 
-    arch: str  # llama, qwen3moe, gemma3, deepseek2
+    arch: str  # llama, qwen3moe, gemma3
     n_layer: int
     n_embd: int
     n_ff: int
@@ -39,8 +39,6 @@ class Synth:
     n_expert_used: int = 0
     n_swa: int = 0
     head_dim: int | None = None  # default n_embd // n_head
-    kv_lora_rank: int = 0  # deepseek2 (MLA)
-    n_rot: int = 64  # deepseek2: the rope part of each head
     context_length: int = 32768
     tied_output: bool = False
 
@@ -96,7 +94,7 @@ def _metadata(s: Synth, quant: str) -> dict[str, object]:
     head_dim = s.head_dim or s.n_embd // s.n_head
     meta: dict[str, object] = {
         "general.architecture": a, "general.name": f"calibration {a}",
-        "general.file_type": {"F16": 1, "Q8_0": 7, "Q4_K_M": 15, "Q4_0": 2}[quant],
+        "general.file_type": {"F16": 1, "Q8_0": 7, "Q4_K_M": 15}[quant],
         f"{a}.block_count": s.n_layer, f"{a}.context_length": s.context_length,
         f"{a}.embedding_length": s.n_embd, f"{a}.feed_forward_length": s.n_ff,
         f"{a}.attention.head_count": s.n_head, f"{a}.attention.head_count_kv": s.n_head_kv,
@@ -113,11 +111,6 @@ def _metadata(s: Synth, quant: str) -> dict[str, object]:
         meta[f"{a}.expert_feed_forward_length"] = s.n_ff
     if s.n_swa:
         meta[f"{a}.attention.sliding_window"] = s.n_swa
-    if s.kv_lora_rank:
-        meta[f"{a}.attention.kv_lora_rank"] = s.kv_lora_rank
-        meta[f"{a}.attention.key_length"] = head_dim + s.n_rot
-        meta[f"{a}.attention.value_length"] = head_dim
-        meta[f"{a}.rope.dimension_count"] = s.n_rot
     return meta
 
 
@@ -132,17 +125,8 @@ def _tensor_shapes(s: Synth) -> list[tuple[str, tuple[int, ...]]]:
     for i in range(s.n_layer):
         p = f"blk.{i}."
         out.append((p + "attn_norm.weight", (s.n_embd,)))
-        if s.kv_lora_rank:  # deepseek2's MLA projections
-            out += [
-                (p + "attn_q.weight", (s.n_embd, s.n_head * (head_dim + s.n_rot))),
-                (p + "attn_kv_a_mqa.weight", (s.n_embd, s.kv_lora_rank + s.n_rot)),
-                (p + "attn_kv_a_norm.weight", (s.kv_lora_rank,)),
-                (p + "attn_k_b.weight", (head_dim, s.kv_lora_rank, s.n_head)),
-                (p + "attn_v_b.weight", (s.kv_lora_rank, head_dim, s.n_head)),
-            ]  # fmt: skip
-        else:
-            out += [(p + "attn_q.weight", (s.n_embd, q)), (p + "attn_k.weight", (s.n_embd, kv)),
-                    (p + "attn_v.weight", (s.n_embd, kv))]  # fmt: skip
+        out += [(p + "attn_q.weight", (s.n_embd, q)), (p + "attn_k.weight", (s.n_embd, kv)),
+                (p + "attn_v.weight", (s.n_embd, kv))]  # fmt: skip
         out.append((p + "attn_output.weight", (q, s.n_embd)))
         out.append((p + "ffn_norm.weight", (s.n_embd,)))
         if s.arch in ("qwen3moe", "gemma3"):
@@ -169,8 +153,8 @@ def _types(s: Synth, tensors: list[tuple[str, tuple[int, ...]]], quant: str) -> 
             types.append(F32)  # norms and the router: written as f32 and never quantized
         elif quant == "F16":
             types.append(F16)
-        elif quant in ("Q8_0", "Q4_0"):
-            types.append(Q8_0 if quant == "Q8_0" else (Q6_K if name == "output.weight" else Q4_0))
+        elif quant == "Q8_0":
+            types.append(Q8_0)
         else:
             types.append(_q4_k_m_type(s, name, shape))
     return types
