@@ -2,7 +2,8 @@
 
 The build is made once for the module (it takes a minute or two), into a temporary folder; each
 check then runs a built binary with no virtualenv on PATH, an empty home and data directory, and
-HF_HUB_OFFLINE=1, so nothing can come from this checkout, the build's Python or the network.
+HF_HUB_OFFLINE=1 (but for a pull from a Hub on 127.0.0.1), so nothing can come from this checkout,
+the build's Python or the network.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from support.hubfixtures import FILE
+from support.hubfixtures import REPO as HUB_REPO
+from support.hubserver import HubServer
 
 REPO = Path(__file__).resolve().parent.parent.parent
 BUILD = REPO / "packaging" / "standalone" / "build.sh"
@@ -101,8 +106,37 @@ def test_first_run_fetches_the_starter_with_the_python3_on_path(built, bare_env,
     assert "smollm2-135m-instruct" in listed.stdout
 
 
-def test_hw_json_sees_the_bundled_llama_cpp(built, bare_env):
-    result = run_built(built / ONE_FOLDER, "hw", "--json", env=bare_env)
+@pytest.fixture
+def local_hub(smollm2_path):
+    """A Hub on 127.0.0.1 serving the real SmolLM2 GGUF."""
+    server = HubServer()
+    server.add_repo(HUB_REPO, {FILE: smollm2_path})
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_pull_from_the_hub_then_list(built, bare_env, local_hub):
+    """huggingface_hub's lazily imported API and the HTTPS stack made it into the bundle: a pull
+    from a (local) Hub installs the file, verified, and `list` shows it."""
+    env = {key: value for key, value in bare_env.items() if key != "HF_HUB_OFFLINE"}
+    env.update(hub_environment(local_hub))
+    result = run_built(built / ONE_FOLDER, "pull", f"{HUB_REPO}:Q4_K_M", env=env)
+    assert result.returncode == 0, result.stderr
+    listed = run_built(built / ONE_FOLDER, "list", "--json", env=env)
+    assert FILE in listed.stdout
+
+
+def hub_environment(server) -> dict[str, str]:
+    return {"HF_ENDPOINT": server.url, "NO_PROXY": "127.0.0.1,localhost", "LOCALLLM_DOWNLOAD_RETRIES": "3"}
+
+
+def test_hw_json_sees_the_bundled_llama_cpp_after_the_folder_moves(built, bare_env, tmp_path):
+    """The one-folder build is relocatable: copied elsewhere (its links kept), it still loads
+    llama.cpp, whose device list hw reports."""
+    moved = tmp_path / "elsewhere" / "localllm"
+    shutil.copytree(built / "localllm", moved, symlinks=True)
+    result = run_built(moved / "localllm", "hw", "--json", env=bare_env)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     # The device list comes from the bundled ggml library, so this fails if llama.cpp did not load.
