@@ -18,6 +18,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 python="${PYTHON:-$repo/.venv/bin/python}"
 out="${1:-${LOCALLLM_STANDALONE_DIR:-$repo/dist/standalone}}"
+if [ ! -x "$python" ]; then
+    echo "build.sh: no Python at $python; set PYTHON to the python of an environment with localllm installed" >&2
+    exit 1
+fi
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 work="$out/.work"  # PyInstaller's build files: beside the result, never in the source tree
