@@ -80,6 +80,17 @@ def test_help_lists_the_commands(built, bare_env, variant):
         assert f"    {command} " in result.stdout
 
 
+def test_version_names_the_bundled_llama_cpp(built, bare_env):
+    from importlib import metadata
+
+    result = run_built(built / ONE_FOLDER, "--version", env=bare_env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == f"llama-cpp-python {metadata.version('llama-cpp-python')}"
+    assert lines[2].startswith("llama.cpp: libllama ") and ", commit " in lines[2]
+    assert lines[3].startswith("backends: ") and "CPU" in lines[3]
+
+
 @pytest.mark.parametrize("variant", [ONE_FOLDER, ONE_FILE])
 def test_run_answers_from_the_real_model(built, bare_env, variant, smollm2_path):
     result = run_built(built / variant, "run", "-m", str(smollm2_path), "-t", "0", "-n", "40", QUESTION, env=bare_env)
