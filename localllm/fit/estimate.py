@@ -64,6 +64,26 @@ COMPUTE_SLACK = 4 * MiB
 
 _BLK_RE = re.compile(r"^blk\.(\d+)\.")
 _EXPERT_RE = re.compile(r"_(?:ch_)?exps\b|_shexp\b")
+# The routed experts' weights that llama.cpp's ``--n-cpu-moe N`` keeps on the CPU (its
+# LLM_FFN_EXPS_REGEX, after ``blk\.N``); shared experts (``_shexp``) run for every token and stay.
+CPU_EXPERTS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+_CPU_EXPERTS_RE = re.compile(CPU_EXPERTS)
+
+
+def cpu_expert_patterns(n_layers: int) -> list[str]:
+    """The tensor buffer-type override patterns (regexes on tensor names) that keep the routed
+    experts of layers ``0 .. n_layers-1`` on the CPU, as llama.cpp's ``--n-cpu-moe`` writes them."""
+    return [f"blk\\.{il}{CPU_EXPERTS}" for il in range(n_layers)]
+
+
+def cpu_expert_bytes(header: ggufmeta.GGUFHeader, n_layers: int) -> int:
+    """Bytes of the tensors :func:`cpu_expert_patterns` keeps on the CPU."""
+    total = 0
+    for t in header.tensors:
+        match = _BLK_RE.match(t.name)
+        if match and int(match.group(1)) < n_layers and _CPU_EXPERTS_RE.search(t.name):
+            total += t.n_bytes
+    return total
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,7 @@ class Settings:
     n_ubatch: int = 512
     n_seq: int = 1
     swa_full: bool = True  # llama.cpp's default context parameters; the engine keeps it
+    cpu_moe_layers: int = 0  # the routed experts of layers 0 .. N-1 stay on the CPU (--n-cpu-moe N)
 
     def check(self) -> None:
         for name in ("type_k", "type_v"):
@@ -86,6 +107,8 @@ class Settings:
                 raise UsageError(f"unknown KV cache type '{getattr(self, name)}'", hint=f"use one of {', '.join(KV_TYPES)}")
         if self.n_ctx < 1:
             raise UsageError("the context must hold at least 1 token")
+        if self.cpu_moe_layers < 0:
+            raise UsageError("the layers whose experts stay on the CPU cannot be fewer than 0")
         if self.type_v not in ("f32", "f16", "bf16") and self.flash_attn is False:
             raise UsageError(
                 f"a {self.type_v} V cache needs flash attention", hint="turn flash attention on or use an f16 V cache"
@@ -141,7 +164,7 @@ class Estimate:
         s = self.settings
         return {
             "n_ctx": s.n_ctx, "n_gpu_layers": s.n_gpu_layers, "n_layer": self.n_layer,
-            "type_k": s.type_k, "type_v": s.type_v, "flash_attn": s.flash_attn,
+            "type_k": s.type_k, "type_v": s.type_v, "flash_attn": s.flash_attn, "cpu_moe_layers": s.cpu_moe_layers,
             "cpu": self.cpu.as_dict(), "gpu": self.gpu.as_dict(), "total": self.total,
             "expert_bytes": self.expert_bytes, "notes": list(self.notes),
         }  # fmt: skip
@@ -314,7 +337,7 @@ def estimate(header: ggufmeta.GGUFHeader, settings: Settings | None = None, *, g
     gpu_used = s.n_gpu_layers > 0 if gpu_present is None else gpu_present
     notes: list[str] = []
 
-    cpu_w, gpu_w, expert = _weights(header, n_layer, on_gpu)
+    cpu_w, gpu_w, expert = _weights(header, n_layer, on_gpu, s.cpu_moe_layers)
     cpu_kv, gpu_kv = _kv_cache(shape, s, on_gpu)
 
     # Compute buffers.
@@ -338,15 +361,19 @@ def estimate(header: ggufmeta.GGUFHeader, settings: Settings | None = None, *, g
     )
 
 
-def _weights(header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool]) -> tuple[int, int, int]:
-    """Weight bytes on the CPU and on the GPU, and the MoE expert tensors' bytes among them."""
+def _weights(header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool], cpu_moe_layers: int = 0
+             ) -> tuple[int, int, int]:
+    """Weight bytes on the CPU and on the GPU, and the MoE expert tensors' bytes among them.
+    The routed experts of the first ``cpu_moe_layers`` layers stay on the CPU wherever their
+    layer is."""
     cpu = gpu = expert = 0
     has_output = any(t.name == "output.weight" for t in header.tensors)
     for t in header.tensors:
         il = layer_of(t.name, n_layer)
         if _EXPERT_RE.search(t.name):
             expert += t.n_bytes
-        if il is not None and on_gpu[min(il, n_layer)]:
+        kept = il is not None and il < cpu_moe_layers and _CPU_EXPERTS_RE.search(t.name) is not None
+        if il is not None and on_gpu[min(il, n_layer)] and not kept:
             gpu += t.n_bytes
         else:
             cpu += t.n_bytes
