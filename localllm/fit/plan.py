@@ -445,7 +445,8 @@ def _parallel_reason(n: int, cap: int, lines: int | None, more: estimate.Estimat
         need = f"{format_bytes(more.gpu.total)} of {format_bytes(hw.gpu_budget)} GPU memory"
     else:
         need = f"{format_bytes(more.cpu.total)} of {format_bytes(hw.ram_budget)} RAM"
-    return f"the memory holds {n}: {n + 1} sequences of {n_ctx_seq:,} tokens would need {need}"
+    return (f"the memory holds {n}: {n + 1} sequences of {n_ctx_seq:,} tokens would need {need} "
+            "(the planner keeps 20% free)")
 
 
 def _fits_more(more: estimate.Estimate | None, hw: Hardware) -> bool:
