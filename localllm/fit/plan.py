@@ -152,10 +152,10 @@ def _place(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int, kv: str) -> _P
 
 
 def _place_with_kv(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int) -> tuple[_Placement, _Placement | None]:
-    """The placement at this context with an f16 KV cache, or with a q8_0 one where that fits
-    better; the second value is the f16 placement it replaced (for the reason)."""
+    """The placement at this context with an f16 KV cache, or with a q8_0 one where only that
+    holds this context; the second value is the f16 placement it replaced (for the reason)."""
     f16 = _place(header, hw, n_ctx, "f16")
-    if f16.verdict is Verdict.FITS:
+    if f16.verdict is not Verdict.NO:
         return f16, None
     quant = _place(header, hw, n_ctx, KV_QUANT)
     if _RANK[quant.verdict] < _RANK[f16.verdict]:
@@ -196,8 +196,7 @@ def _reason(place: _Placement, kept: int, replaced: _Placement | None, hw: Hardw
         used += f" and {format_bytes(est.gpu.total)} of {format_bytes(hw.gpu_budget)} GPU memory"
     context = f"{ctx:,}-token context" + ("" if ctx >= trained else f" (trained on {trained:,})")
     if replaced is not None:
-        f16 = "would not fit" if replaced.verdict is Verdict.NO else "would leave less than 20% free"
-        context += f", {place.kv} KV cache ({format_bytes(est.cpu.kv + est.gpu.kv)}; an f16 one {f16})"
+        context += f", {place.kv} KV cache ({format_bytes(est.cpu.kv + est.gpu.kv)}; an f16 one would not fit)"
     if verdict is Verdict.NO:
         return f"{verdict.label}: needs {used} even with a {context}, {where}"
     return f"{verdict.label}: {used}, {where}, {context}"

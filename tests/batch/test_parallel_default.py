@@ -59,3 +59,20 @@ def test_batch_runs_one_sequence_per_line_when_memory_allows(cli, smollm2_path, 
                 "-o", str(tmp_path / "again.jsonl"))  # fmt: skip
     assert given.returncode == 0, given.stderr
     assert "3 lines, 2 at a time, 256 tokens" in given.stderr
+
+
+def test_batch_loads_with_the_planners_gpu_layers(smollm2_path):
+    """Item 3 still holds: batch offloads as run would unless --gpu-layers says otherwise, and the
+    sequences at once are planned for that placement (GPU memory, not RAM)."""
+    from localllm import app
+
+    big_gpu = gpu_machine(24 * GiB)
+    with app.open_for_batch(str(smollm2_path), n_ctx_seq=4096, n_threads=1, lines=1000, hardware=big_gpu) as job:
+        assert job.opened.load_report.settings["n_gpu_layers"] == -1
+        header = ggufmeta.read_header(smollm2_path)
+        assert job.n_parallel == plan_parallel(header, big_gpu, 4096, LoadChoice(4096, -1), 1000).n
+        assert job.n_parallel > 8 and job.parallel_reason
+    with app.open_for_batch(str(smollm2_path), n_ctx_seq=4096, n_gpu_layers=0, n_threads=1, lines=2,
+                            hardware=big_gpu) as job:  # fmt: skip
+        assert job.opened.load_report.settings["n_gpu_layers"] == 0
+        assert (job.n_parallel, job.parallel_reason) == (2, "one per input line")

@@ -116,18 +116,20 @@ def test_a_q8_0_kv_cache_when_an_f16_one_leaves_the_context_out(moe):
     header = moe
     f16, q8 = cpu_need("f16"), cpu_need("q8_0")
     assert q8 < f16 - 40 * MiB  # the KV cache is a good part of this model at 8k
-    ram_budget = int((f16 + q8) / 2 / HEADROOM)  # fits q8_0 with headroom, f16 without
+    ram_budget = (f16 + q8) // 2  # holds q8_0 (without the headroom), not f16
     hw = hardware.with_overrides(hardware.profile("laptop-8gb"), ram=ram_budget * 4 // 3, vram=0)
     assert abs(hw.ram_budget - ram_budget) < 4
     plan = plan_load(header, hw)
+    # Rather than halving the context, a q8_0 KV cache holds it.
     assert plan.n_ctx == 8192 and plan.kv_type == "q8_0" and plan.flash_attn is True
-    assert plan.verdict is Verdict.FITS
+    assert plan.verdict is Verdict.TIGHT
     assert "8,192-token context (trained on 32,768), q8_0 KV cache (" in plan.reason
-    assert "an f16 one would leave less than 20% free" in plan.reason
-    # With room for f16 it stays f16; asked for a context, the same choice is made for it.
-    roomy = hardware.with_overrides(hw, ram=8 * GiB)
-    assert plan_load(header, roomy).kv_type == "f16"
+    assert "an f16 one would not fit" in plan.reason
+    # Asked for that context, the same; with room for f16 (tight or not) it stays f16.
     assert plan_load(header, hw, 8192).kv_type == "q8_0"
+    tight = hardware.with_overrides(hw, ram=(f16 + MiB) * 4 // 3)
+    assert plan_load(header, tight).kv_type == "f16" and plan_load(header, tight).verdict is Verdict.TIGHT
+    assert plan_load(header, hardware.with_overrides(hw, ram=8 * GiB)).kv_type == "f16"
 
 
 def test_fit_json_and_table_show_the_experts_on_the_cpu(moe_path, moe, capsys):
