@@ -7,7 +7,9 @@ and creates a context with localllm's engine settings:
   ``n_gpu_layers = k`` the last ``k`` "layers" go to the GPU, where the output layer (``output``,
   ``output_norm``) counts as layer ``n_layer`` and is therefore the first one offloaded; tensors
   ``blk.N.*`` go with layer N. A model without ``output.weight`` reuses ``token_embd``; when the
-  output layer is offloaded, llama.cpp puts a copy of it on the GPU.
+  output layer is offloaded, llama.cpp puts a copy of it on the GPU. ``cpu_moe_layers = n`` keeps
+  the routed experts of layers 0 .. n-1 on the CPU wherever their layer is (tensor overrides,
+  :func:`cpu_expert_patterns`).
 - KV cache: ``n_ctx`` rounded up to 256 cells; per layer ``n_head_kv(il) * head_dim`` values for K
   and for V (``head_count_kv`` may be a per-layer list; 0 means a layer without attention).
   Sliding-window layers hold ``PAD(min(n_ctx, n_swa * n_seq + n_ubatch), 256)`` cells unless

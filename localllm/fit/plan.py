@@ -118,23 +118,24 @@ def _experts_on_cpu(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int, kv: s
     """Every layer on the GPU but the routed experts of the fewest first layers, so that the GPU
     holds the rest with headroom; None when even every expert on the CPU leaves too much."""
     n_layer = header.block_count or 0
+    fitting: dict[int, estimate.Estimate] = {}  # experts kept for n layers -> the estimate, if it fits
 
-    def gpu_fits(moe: int) -> estimate.Estimate | None:
+    def gpu_fits(moe: int) -> bool:
         est = estimate.estimate(header, _settings(n_ctx, -1, kv, moe), gpu_present=True)
-        return est if est.gpu.total <= hw.gpu_budget * HEADROOM else None
+        if est.gpu.total <= hw.gpu_budget * HEADROOM:
+            fitting[moe] = est
+        return moe in fitting
 
-    if gpu_fits(n_layer) is None:
+    if not gpu_fits(n_layer):
         return None
     low, high = 1, n_layer  # GPU bytes shrink as more layers' experts stay on the CPU
     while low < high:
         mid = (low + high) // 2
-        if gpu_fits(mid) is not None:
+        if gpu_fits(mid):
             high = mid
         else:
             low = mid + 1
-    est = gpu_fits(low)
-    assert est is not None
-    return _Placement(-1, low, kv, est, _verdict(est, hw))
+    return _Placement(-1, low, kv, fitting[low], _verdict(fitting[low], hw))
 
 
 def _place(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int, kv: str) -> _Placement:
@@ -409,9 +410,10 @@ def plan_parallel(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx_seq: int, pla
     at least 1 (the load itself reports a model that cannot fit)."""
     cap = MAX_PARALLEL if lines is None else max(1, min(lines, MAX_PARALLEL))
     gpu = hw.gpu_budget > 0 and placement.n_gpu_layers != 0
+    layers = placement.n_gpu_layers if gpu else 0  # layers asked of a machine without a GPU stay on the CPU
 
     def need(n: int) -> estimate.Estimate | None:
-        settings = _settings(n_ctx_seq * n, placement.n_gpu_layers, placement.kv_type, placement.cpu_moe_layers, n)
+        settings = _settings(n_ctx_seq * n, layers, placement.kv_type, placement.cpu_moe_layers, n)
         try:
             return estimate.estimate(header, settings, gpu_present=gpu)
         except EstimateError:

@@ -76,3 +76,10 @@ def test_batch_loads_with_the_planners_gpu_layers(smollm2_path):
                             hardware=big_gpu) as job:  # fmt: skip
         assert job.opened.load_report.settings["n_gpu_layers"] == 0
         assert (job.n_parallel, job.parallel_reason) == (2, "one per input line")
+
+
+def test_gpu_layers_asked_of_a_machine_without_a_gpu_count_in_ram(smollm2_path):
+    header = ggufmeta.read_header(smollm2_path)
+    ram = cpu_machine(4 * GiB)
+    asked = plan_parallel(header, ram, 4096, LoadChoice(4096, -1))
+    assert asked == plan_parallel(header, ram, 4096, LoadChoice(4096, 0)) and asked.n > 8
