@@ -43,6 +43,8 @@ class Verdict(str, enum.Enum):
 
 
 KV_QUANT = "q8_0"  # the KV cache type tried when an f16 one leaves the planned context out
+# Architectures llama.cpp runs without flash attention whatever is asked, so a quantized V cache fails.
+NO_FLASH_ATTN = frozenset({"grok"})
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ def _place_with_kv(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int) -> tup
     """The placement at this context with an f16 KV cache, or with a q8_0 one where only that
     holds this context; the second value is the f16 placement it replaced (for the reason)."""
     f16 = _place(header, hw, n_ctx, "f16")
-    if f16.verdict is not Verdict.NO:
+    if f16.verdict is not Verdict.NO or header.architecture in NO_FLASH_ATTN:
         return f16, None
     quant = _place(header, hw, n_ctx, KV_QUANT)
     if _RANK[quant.verdict] < _RANK[f16.verdict]:
