@@ -569,3 +569,32 @@ def device_list() -> list[tuple[str, str, str, int, int]]:
             int(total.value),
         ))
     return out
+
+
+def _c_text(lib, name: str, *args) -> str:
+    """The string a C function of ``lib`` returns; "" when this build does not have the function."""
+    fn = getattr(lib, name, None)  # ctypes raises AttributeError for a symbol the library lacks
+    if fn is None:
+        return ""
+    fn.restype = ctypes.c_char_p
+    fn.argtypes = [ctypes.c_void_p] * len(args)
+    return (fn(*args) or b"").decode("utf-8", errors="replace")
+
+
+def build_info() -> dict[str, object]:
+    """The llama.cpp under the bindings: libllama's and ggml's versions, ggml's git commit, and the
+    backends compiled in ("CPU", "CUDA", "Metal", ...)."""
+    init_backend()
+    lib = _ggml_dev_lib()
+    lib.ggml_backend_reg_count.restype = ctypes.c_size_t
+    lib.ggml_backend_reg_count.argtypes = []
+    lib.ggml_backend_reg_get.restype = ctypes.c_void_p
+    lib.ggml_backend_reg_get.argtypes = [ctypes.c_size_t]
+    backends = [_c_text(lib, "ggml_backend_reg_name", lib.ggml_backend_reg_get(i))
+                for i in range(lib.ggml_backend_reg_count())]
+    return {
+        "llama": L.llama_version().decode("utf-8", errors="replace") if hasattr(L, "llama_version") else "",
+        "ggml": _c_text(lib, "ggml_version"),
+        "commit": _c_text(lib, "ggml_commit"),
+        "backends": [b for b in backends if b],
+    }

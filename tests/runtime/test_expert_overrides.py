@@ -58,8 +58,11 @@ def test_overrides_keep_the_estimated_experts_on_the_cpu_and_generate(moe_path):
         settings = estimate.Settings(n_ctx=256, n_gpu_layers=-1, cpu_moe_layers=moe)
         return estimate.estimate(header, settings, gpu_present=True)
 
-    assert split(0).gpu.weights - split(2).gpu.weights == sum(sizes[name] for name in moved)
-    assert split(2).cpu.weights - split(0).cpu.weights == sum(sizes[name] for name in moved)
+    moved_bytes = sum(sizes[name] for name in moved)
+    assert split(0).gpu.weights - split(2).gpu.weights == moved_bytes
+    # The CPU holds them (and llama.cpp's one mapped range for the CPU now spans the GPU tensors
+    # between token_embd and them, which the estimate counts too).
+    assert split(2).cpu.weights - split(0).cpu.weights >= moved_bytes
 
 
 def test_the_same_text_with_and_without_the_overrides(moe_path):
