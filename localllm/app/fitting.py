@@ -122,6 +122,7 @@ def last_load(header: GGUFHeader, path: Path | None) -> dict[str, Any] | None:
         n_ctx=int(s.get("n_ctx") or 4096), n_gpu_layers=int(s.get("n_gpu_layers") or 0),
         type_k=str(s.get("type_k") or "f16"), type_v=str(s.get("type_v") or "f16"),
         flash_attn=s.get("flash_attn"), n_batch=int(s.get("n_batch") or 512), n_ubatch=int(s.get("n_ubatch") or 512),
+        cpu_moe_layers=int(s.get("cpu_moe_layers") or 0),
     )  # fmt: skip
     est = estimate.estimate(header, settings)
     allocated = int(sum(last.get("buffers_mib", {}).values()) * estimate.MiB)

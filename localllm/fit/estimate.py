@@ -7,7 +7,9 @@ and creates a context with localllm's engine settings:
   ``n_gpu_layers = k`` the last ``k`` "layers" go to the GPU, where the output layer (``output``,
   ``output_norm``) counts as layer ``n_layer`` and is therefore the first one offloaded; tensors
   ``blk.N.*`` go with layer N. A model without ``output.weight`` reuses ``token_embd``; when the
-  output layer is offloaded, llama.cpp puts a copy of it on the GPU.
+  output layer is offloaded, llama.cpp puts a copy of it on the GPU. ``cpu_moe_layers = n`` keeps
+  the routed experts of layers 0 .. n-1 on the CPU wherever their layer is (tensor overrides,
+  :func:`cpu_expert_patterns`).
 - KV cache: ``n_ctx`` rounded up to 256 cells; per layer ``n_head_kv(il) * head_dim`` values for K
   and for V (``head_count_kv`` may be a per-layer list; 0 means a layer without attention).
   Sliding-window layers hold ``PAD(min(n_ctx, n_swa * n_seq + n_ubatch), 256)`` cells unless
@@ -145,6 +147,26 @@ def repack_types(cpu_features: Collection[str]) -> dict[int, int]:
 
 _BLK_RE = re.compile(r"^blk\.(\d+)\.")
 _EXPERT_RE = re.compile(r"_(?:ch_)?exps\b|_shexp\b")
+# The routed experts' weights that llama.cpp's ``--n-cpu-moe N`` keeps on the CPU (its
+# LLM_FFN_EXPS_REGEX, after ``blk\.N``); shared experts (``_shexp``) run for every token and stay.
+CPU_EXPERTS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+_CPU_EXPERTS_RE = re.compile(CPU_EXPERTS)
+
+
+def cpu_expert_patterns(n_layers: int) -> list[str]:
+    """The tensor buffer-type override patterns (regexes on tensor names) that keep the routed
+    experts of layers ``0 .. n_layers-1`` on the CPU, as llama.cpp's ``--n-cpu-moe`` writes them."""
+    return [f"blk\\.{il}{CPU_EXPERTS}" for il in range(n_layers)]
+
+
+def cpu_expert_bytes(header: ggufmeta.GGUFHeader, n_layers: int) -> int:
+    """Bytes of the tensors :func:`cpu_expert_patterns` keeps on the CPU."""
+    total = 0
+    for t in header.tensors:
+        match = _BLK_RE.match(t.name)
+        if match and int(match.group(1)) < n_layers and _CPU_EXPERTS_RE.search(t.name):
+            total += t.n_bytes
+    return total
 
 
 @dataclass(frozen=True)
@@ -160,6 +182,7 @@ class Settings:
     n_ubatch: int = 512
     n_seq: int = 1
     swa_full: bool = True  # llama.cpp's default context parameters; the engine keeps it
+    cpu_moe_layers: int = 0  # the routed experts of layers 0 .. N-1 stay on the CPU (--n-cpu-moe N)
 
     def check(self) -> None:
         for name in ("type_k", "type_v"):
@@ -167,6 +190,8 @@ class Settings:
                 raise UsageError(f"unknown KV cache type '{getattr(self, name)}'", hint=f"use one of {', '.join(KV_TYPES)}")
         if self.n_ctx < 1:
             raise UsageError("the context must hold at least 1 token")
+        if self.cpu_moe_layers < 0:
+            raise UsageError("the layers whose experts stay on the CPU cannot be fewer than 0")
         if self.type_v not in ("f32", "f16", "bf16") and self.flash_attn is False:
             raise UsageError(
                 f"a {self.type_v} V cache needs flash attention", hint="turn flash attention on or use an f16 V cache"
@@ -224,7 +249,7 @@ class Estimate:
         s = self.settings
         return {
             "n_ctx": s.n_ctx, "n_gpu_layers": s.n_gpu_layers, "n_layer": self.n_layer,
-            "type_k": s.type_k, "type_v": s.type_v, "flash_attn": s.flash_attn,
+            "type_k": s.type_k, "type_v": s.type_v, "flash_attn": s.flash_attn, "cpu_moe_layers": s.cpu_moe_layers,
             "cpu": self.cpu.as_dict(), "gpu": self.gpu.as_dict(), "total": self.total,
             "expert_bytes": self.expert_bytes, "repack_bytes": self.repack_bytes, "backend": self.backend,
             "notes": list(self.notes),
@@ -408,9 +433,10 @@ def estimate(
     s = replace(settings, flash_attn=_resolve_flash_attn(settings, fa_kernel))
     notes: list[str] = []
 
-    cpu_w, gpu_w, expert = _weights(header, n_layer, on_gpu)
-    cpu_w += _mapped_gaps(header, n_layer, on_gpu)
-    repack = _repack(header, n_layer, on_gpu, repack_types(cpu_features))
+    moe = s.cpu_moe_layers
+    cpu_w, gpu_w, expert = _weights(header, n_layer, on_gpu, moe)
+    cpu_w += _mapped_gaps(header, n_layer, on_gpu, moe)
+    repack = _repack(header, n_layer, on_gpu, repack_types(cpu_features), moe)
     cpu_kv, gpu_kv = _kv_cache(shape, s, on_gpu)
     if gpu is None:
         cpu_c, gpu_c = _compute(shape, s), 0
@@ -471,15 +497,26 @@ def _resolve_flash_attn(s: Settings, fa_kernel: bool) -> bool:
     return fa_kernel
 
 
-def _weights(header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool]) -> tuple[int, int, int]:
-    """Weight bytes on the CPU and on the GPU, and the MoE expert tensors' bytes among them."""
+def _on_gpu(name: str, il: int | None, n_layer: int, on_gpu: list[bool], cpu_moe_layers: int) -> bool:
+    """Whether tensor ``name`` of layer ``il`` lives on the GPU: its layer is there, and it is not
+    a routed expert of the first ``cpu_moe_layers`` layers (kept on the CPU by tensor overrides)."""
+    if il is None or not on_gpu[min(il, n_layer)]:
+        return False
+    return not (il < cpu_moe_layers and _CPU_EXPERTS_RE.search(name))
+
+
+def _weights(header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool], cpu_moe_layers: int = 0
+             ) -> tuple[int, int, int]:
+    """Weight bytes on the CPU and on the GPU, and the MoE expert tensors' bytes among them.
+    The routed experts of the first ``cpu_moe_layers`` layers stay on the CPU wherever their
+    layer is."""
     cpu = gpu = expert = 0
     has_output = any(t.name == "output.weight" for t in header.tensors)
     for t in header.tensors:
         il = layer_of(t.name, n_layer)
         if _EXPERT_RE.search(t.name):
             expert += t.n_bytes
-        if il is not None and on_gpu[min(il, n_layer)]:
+        if _on_gpu(t.name, il, n_layer, on_gpu, cpu_moe_layers):
             gpu += t.n_bytes
         else:
             cpu += t.n_bytes
@@ -598,27 +635,29 @@ def _kv_view_bytes(shape: ModelShape, s: Settings) -> int:
     return _kv_bytes(n_kv * shape.head_dim_k * cells, s.type_k) + _kv_bytes(n_kv * shape.head_dim_v * cells, s.type_v)
 
 
-def _mapped_gaps(header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool]) -> int:
+def _mapped_gaps(header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool], cpu_moe_layers: int = 0) -> int:
     """Bytes of GPU tensors lying between the first and the last CPU tensor in the file: llama.cpp maps
     one contiguous range for the CPU (``CPU_Mapped``), so they count there too. Quantized files hold
     the output layer before the blocks (llama.cpp's loader order); converted ones often after
     ``token_embd``, inside the range of a partial offload."""
     ordered = sorted(header.tensors, key=lambda t: t.offset)
-    on_cpu = [not (il is not None and on_gpu[min(il, n_layer)]) for il in (layer_of(t.name, n_layer) for t in ordered)]
+    on_cpu = [not _on_gpu(t.name, layer_of(t.name, n_layer), n_layer, on_gpu, cpu_moe_layers) for t in ordered]
     if True not in on_cpu:
         return 0
     first, last = on_cpu.index(True), len(on_cpu) - 1 - on_cpu[::-1].index(True)
     return sum(t.n_bytes for t, cpu in zip(ordered[first:last], on_cpu[first:last]) if not cpu)
 
 
-def _repack(header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool], types: dict[int, int]) -> int:
-    """Bytes of CPU-resident matrix weights llama.cpp repacks (a copy beside the mapped file)."""
+def _repack(header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool], types: dict[int, int],
+            cpu_moe_layers: int = 0) -> int:
+    """Bytes of CPU-resident matrix weights llama.cpp repacks (a copy beside the mapped file); experts
+    kept on the CPU by overrides are repacked too (llama.cpp offers them the CPU's extra buffer types)."""
     if not types:
         return 0
     total = 0
     for t in header.tensors:
         il = layer_of(t.name, n_layer)
-        if il is None or on_gpu[min(il, n_layer)] or len(t.shape) < 2:
+        if il is None or _on_gpu(t.name, il, n_layer, on_gpu, cpu_moe_layers) or len(t.shape) < 2:
             continue  # the token embedding is read by row, not multiplied: never repacked
         rows = types.get(t.ggml_type)
         if rows and t.shape[1] % rows == 0:

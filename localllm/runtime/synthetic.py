@@ -40,6 +40,8 @@ SHAPES: dict[str, Shape] = {
     "tiny-qwen3moe": Shape("qwen3moe", 2, 256, 4, 2, 512, head_dim=64, n_expert=8, n_expert_used=2, n_ff_exp=128),
     "tiny-gemma3": Shape("gemma3", 6, 256, 4, 1, 512, head_dim=64, sliding_window=128, tied_output=True),
     "tiny-qwen2": Shape("qwen2", 2, 256, 4, 2, 512, context_length=4096),
+    # Experts and KV cache big enough next to the vocabulary for the planner's choices to show.
+    "plan-qwen3moe": Shape("qwen3moe", 6, 256, 4, 4, 512, head_dim=128, n_expert=16, n_expert_used=2, n_ff_exp=256),
     "bench-qwen3moe": Shape("qwen3moe", 8, 1024, 16, 4, 3072, head_dim=64, n_expert=16, n_expert_used=4, n_ff_exp=512),
     "bench-qwen2": Shape("qwen2", 12, 1024, 16, 2, 2816),
     "tiny-deepseek2": Shape("deepseek2", 2, 256, 4, 1, 512, head_dim=64, kv_lora_rank=128, n_rot=32),
