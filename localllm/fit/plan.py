@@ -89,6 +89,15 @@ def _verdict(est: estimate.Estimate, hw: Hardware) -> Verdict:
     return Verdict.NO
 
 
+def _estimate(header: ggufmeta.GGUFHeader, hw: Hardware, settings: estimate.Settings) -> estimate.Estimate:
+    """The estimate on ``hw``: its GPU backend's measured overheads (a GPU build keeps buffers on the
+    GPU even with no layers there) and its CPU's weight repacking (off where llama.cpp uses AMX, as
+    the runtime does)."""
+    features = () if "AMX_INT8" in hw.simd else hw.simd
+    return estimate.estimate(header, settings, gpu_present=hw.gpu_backend is not None,
+                             backend=hw.gpu_backend, cpu_features=features)  # fmt: skip
+
+
 def _settings(n_ctx: int, layers: int, kv: str, moe: int = 0, n_seq: int = 1) -> estimate.Settings:
     return estimate.Settings(n_ctx=n_ctx, n_gpu_layers=layers, type_k=kv, type_v=kv, n_seq=n_seq,
                              flash_attn=True if kv != "f16" else None, cpu_moe_layers=moe)  # fmt: skip
@@ -105,12 +114,12 @@ class _Placement:
 
 def _best_layers(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int, kv: str = "f16") -> tuple[int, estimate.Estimate]:
     """The most layers the GPU budget holds (all of them, output layer included, when it can)."""
-    cpu_only = estimate.estimate(header, _settings(n_ctx, 0, kv), gpu_present=False)
+    cpu_only = _estimate(header, hw, _settings(n_ctx, 0, kv))
     if hw.gpu_budget <= 0:
         return 0, cpu_only
     n_layer = header.block_count or 0
     for layers in [-1, *range(n_layer, 0, -1)]:
-        est = estimate.estimate(header, _settings(n_ctx, layers, kv), gpu_present=True)
+        est = _estimate(header, hw, _settings(n_ctx, layers, kv))
         if est.gpu.total <= hw.gpu_budget * HEADROOM:
             return layers, est
     return 0, cpu_only
@@ -123,7 +132,7 @@ def _experts_on_cpu(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int, kv: s
     fitting: dict[int, estimate.Estimate] = {}  # experts kept for n layers -> the estimate, if it fits
 
     def gpu_fits(moe: int) -> bool:
-        est = estimate.estimate(header, _settings(n_ctx, -1, kv, moe), gpu_present=True)
+        est = _estimate(header, hw, _settings(n_ctx, -1, kv, moe))
         if est.gpu.total <= hw.gpu_budget * HEADROOM:
             fitting[moe] = est
         return moe in fitting
@@ -417,7 +426,7 @@ def plan_parallel(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx_seq: int, pla
     def need(n: int) -> estimate.Estimate | None:
         settings = _settings(n_ctx_seq * n, layers, placement.kv_type, placement.cpu_moe_layers, n)
         try:
-            return estimate.estimate(header, settings, gpu_present=gpu)
+            return _estimate(header, hw, settings)
         except EstimateError:
             return None
 

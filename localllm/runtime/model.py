@@ -61,7 +61,7 @@ class Model:
         self.n_ctx = self._ctx.n_ctx
         settings = {"n_ctx": self.n_ctx, "n_gpu_layers": o.n_gpu_layers, "type_k": o.type_k, "type_v": o.type_v,
                     "flash_attn": o.flash_attn, "n_batch": o.n_batch, "n_ubatch": o.n_ubatch,
-                    "cpu_moe_layers": o.cpu_moe_layers}  # fmt: skip
+                    "cpu_moe_layers": o.cpu_moe_layers, "repack": repack}  # fmt: skip
         self.load_report = LoadReport(
             load_s=time.perf_counter() - started,
             buffers_mib=buffers_mib(LOG.buffers_since(self.llama.log_marker)),
