@@ -42,8 +42,9 @@ class LlamaLog:
         self.installed = False
         self._partial = ""
         self._total = 0
-        # Buffer sizes are kept apart: a load logs thousands of lines and they come early.
-        self.buffer_lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=200)
+        # Buffer sizes, and tensors overridden into another buffer type (experts kept on the CPU),
+        # are kept apart: a load logs thousands of lines and they come early.
+        self.buffer_lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=1000)
         self._lock = threading.Lock()
         self._callback = None
 
@@ -59,7 +60,7 @@ class LlamaLog:
                 if line.strip():
                     self.lines.append(line)
                     self._total += 1
-                    if "buffer size" in line:
+                    if "buffer size" in line or "buffer type overridden" in line:
                         self.buffer_lines.append((self._total, line))
 
     def mark(self) -> int:
@@ -161,13 +162,19 @@ class LlamaModel(_Owner):
     """One ``llama_model`` loaded from a GGUF file, with its vocabulary."""
 
     def __init__(self, path: Path, *, n_gpu_layers: int = 0, use_extra_bufts: bool = True,
-                 use_mmap: bool = True) -> None:
+                 use_mmap: bool = True, cpu_patterns: Sequence[str] = ()) -> None:
+        """``cpu_patterns``: regexes on tensor names whose tensors stay in a CPU buffer wherever
+        their layer goes (llama.cpp's ``-ot PATTERN=CPU``)."""
         self.path = Path(path)
         self._ptr = None
         init_backend()
         params = L.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.use_extra_bufts = use_extra_bufts
+        # llama.cpp keeps pointers to the patterns: they live as long as this object.
+        self._overrides = _cpu_overrides(cpu_patterns) if cpu_patterns else None
+        if self._overrides is not None:
+            params.tensor_buft_overrides = ctypes.addressof(self._overrides)
         if not use_mmap:
             params.load_mode = L.LLAMA_LOAD_MODE_NONE
         marker = LOG.mark()
@@ -235,6 +242,26 @@ class LlamaModel(_Owner):
         """The vocabulary's text of ``token`` (special tokens spelled out, e.g. ``<|im_end|>``)."""
         raw = L.llama_vocab_get_text(self._vocab, token)
         return raw.decode("utf-8", errors="replace") if raw else ""
+
+
+class _BuftOverride(ctypes.Structure):
+    """``struct llama_model_tensor_buft_override`` (llama-cpp-python declares the field as a bare
+    pointer and does not bind the struct)."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def _cpu_overrides(patterns: Sequence[str]) -> ctypes.Array:
+    """A NULL-terminated array putting the tensors ``patterns`` match into the CPU buffer type.
+    ctypes keeps the pattern bytes alive with the array."""
+    buft = _ggml_dev_lib().ggml_backend_cpu_buffer_type()
+    if not buft:
+        raise ModelLoadError("this llama.cpp build has no CPU buffer type to keep tensors on the CPU")
+    array = (_BuftOverride * (len(patterns) + 1))()
+    for i, pattern in enumerate(patterns):
+        array[i].pattern = pattern.encode()
+        array[i].buft = buft
+    return array
 
 
 # --------------------------------------------------------------------------------------------
@@ -605,6 +632,9 @@ def _ggml_dev_lib():
         ]
         lib.ggml_backend_dev_type.restype = ctypes.c_int
         lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+        # The CPU buffer type llama.cpp compares tensor overrides against (so they may repack).
+        lib.ggml_backend_cpu_buffer_type.restype = ctypes.c_void_p
+        lib.ggml_backend_cpu_buffer_type.argtypes = []
         _dev_lib = lib
     return _dev_lib
 
@@ -628,3 +658,32 @@ def device_list() -> list[tuple[str, str, str, int, int]]:
             int(total.value),
         ))
     return out
+
+
+def _c_text(lib, name: str, *args) -> str:
+    """The string a C function of ``lib`` returns; "" when this build does not have the function."""
+    fn = getattr(lib, name, None)  # ctypes raises AttributeError for a symbol the library lacks
+    if fn is None:
+        return ""
+    fn.restype = ctypes.c_char_p
+    fn.argtypes = [ctypes.c_void_p] * len(args)
+    return (fn(*args) or b"").decode("utf-8", errors="replace")
+
+
+def build_info() -> dict[str, object]:
+    """The llama.cpp under the bindings: libllama's and ggml's versions, ggml's git commit, and the
+    backends compiled in ("CPU", "CUDA", "Metal", ...)."""
+    init_backend()
+    lib = _ggml_dev_lib()
+    lib.ggml_backend_reg_count.restype = ctypes.c_size_t
+    lib.ggml_backend_reg_count.argtypes = []
+    lib.ggml_backend_reg_get.restype = ctypes.c_void_p
+    lib.ggml_backend_reg_get.argtypes = [ctypes.c_size_t]
+    backends = [_c_text(lib, "ggml_backend_reg_name", lib.ggml_backend_reg_get(i))
+                for i in range(lib.ggml_backend_reg_count())]
+    return {
+        "llama": L.llama_version().decode("utf-8", errors="replace") if hasattr(L, "llama_version") else "",
+        "ggml": _c_text(lib, "ggml_version"),
+        "commit": _c_text(lib, "ggml_commit"),
+        "backends": [b for b in backends if b],
+    }

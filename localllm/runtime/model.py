@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from localllm.errors import ContextOverflowError, GenerationError
+from localllm.fit.estimate import cpu_expert_patterns
 from localllm.fs import temp_beside
 from localllm.gguf import cache as headercache
 
@@ -47,7 +48,8 @@ class Model:
 
         started = time.perf_counter()
         repack = o.repack if o.repack is not None else not build_has_amx()
-        self.llama = LlamaModel(self.path, n_gpu_layers=o.n_gpu_layers, use_extra_bufts=repack, use_mmap=o.use_mmap)
+        self.llama = LlamaModel(self.path, n_gpu_layers=o.n_gpu_layers, use_extra_bufts=repack, use_mmap=o.use_mmap,
+                                cpu_patterns=cpu_expert_patterns(o.cpu_moe_layers))
         self.n_ctx_train = self.llama.n_ctx_train()
         n_ctx = o.n_ctx or min(DEFAULT_CTX, self.n_ctx_train or DEFAULT_CTX)
         self.n_threads = o.n_threads or default_threads()
@@ -61,7 +63,8 @@ class Model:
             raise
         self.n_ctx = self._ctx.n_ctx
         settings = {"n_ctx": self.n_ctx, "n_gpu_layers": o.n_gpu_layers, "type_k": o.type_k, "type_v": o.type_v,
-                    "flash_attn": o.flash_attn, "n_batch": o.n_batch, "n_ubatch": o.n_ubatch}  # fmt: skip
+                    "flash_attn": o.flash_attn, "n_batch": o.n_batch, "n_ubatch": o.n_ubatch,
+                    "cpu_moe_layers": o.cpu_moe_layers, "repack": repack}  # fmt: skip
         self.load_report = LoadReport(
             load_s=time.perf_counter() - started,
             buffers_mib=buffers_mib(LOG.buffers_since(self.llama.log_marker)),
