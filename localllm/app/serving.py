@@ -152,6 +152,7 @@ class Reply:
         self.result: Any = None
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
+        self.pieces = 0  # text pieces received (a piece is a token, or a few for multi-byte text)
         self._stream = stream
         self._release = release
 
@@ -159,6 +160,7 @@ class Reply:
         if isinstance(item, str):
             if self.first_token_at is None:
                 self.first_token_at = time.perf_counter()
+            self.pieces += 1
             return item
         self.result = item
         return None
@@ -186,7 +188,8 @@ class Reply:
 
     @property
     def completion_tokens(self) -> int:
-        return self.result.completion_tokens if self.result is not None else 0
+        """Tokens generated (for a reply cancelled early: the pieces it had sent)."""
+        return self.result.completion_tokens if self.result is not None else self.pieces
 
     @property
     def finish_reason(self) -> str:

@@ -105,9 +105,10 @@ def test_the_api_key_guards_every_api_route_but_not_the_root(serve):
 
 def test_a_full_queue_answers_503_with_retry_after(serve):
     server = serve(ServeOptions(n_parallel=1, n_ctx_seq=512, queue_size=0))
-    body = {"model": MODEL, "messages": LONG, "temperature": 0, "max_tokens": 200, "stream": True}
+    body = {"model": MODEL, "messages": LONG, "temperature": 0, "max_tokens": 200, "ignore_eos": True, "stream": True}
     with httpx.stream("POST", server.url + CHAT, json=body, timeout=120) as first:
-        next(first.iter_lines())  # the one sequence is running
+        lines = first.iter_lines()  # kept: a line iterator that is dropped closes the response
+        next(lines)  # the one sequence is running
         busy = httpx.post(server.url + CHAT, json={**body, "stream": False}, timeout=120)
         assert busy.status_code == 503
         assert int(busy.headers["retry-after"]) >= 1
@@ -116,7 +117,7 @@ def test_a_full_queue_answers_503_with_retry_after(serve):
 
 def test_a_client_that_goes_away_frees_its_sequence_at_once(serve):
     server = serve(ServeOptions(n_parallel=1, n_ctx_seq=512, queue_size=0))
-    body = {"model": MODEL, "messages": LONG, "temperature": 0, "max_tokens": 200, "stream": True}
+    body = {"model": MODEL, "messages": LONG, "temperature": 0, "max_tokens": 200, "ignore_eos": True, "stream": True}
     with httpx.stream("POST", server.url + CHAT, json=body, timeout=120) as first:
         lines = first.iter_lines()
         for _ in range(3):
