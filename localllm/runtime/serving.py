@@ -217,7 +217,8 @@ class BatchEngine:
 
     def close(self, grace_s: float = 0.0) -> None:
         """Stop taking requests; let running and queued sequences finish for up to ``grace_s``
-        seconds, then cancel the rest; stop the thread and free the context. Safe to call again."""
+        seconds, then cancel the rest; stop the thread and free the context. Safe to call again.
+        It blocks until then: from an event loop, call it in a thread (``asyncio.to_thread``)."""
         with self._lock:
             if not self._closing:
                 self._closing = True
