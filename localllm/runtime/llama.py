@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import llama_cpp as L
+import numpy as np
 
 from localllm.errors import GrammarError, ModelLoadError, UnsupportedArchitectureError
 
@@ -375,6 +376,75 @@ class LlamaContext(_Owner):
 
 
 # --------------------------------------------------------------------------------------------
+# Embeddings
+
+
+class LlamaEmbedder(_Owner):
+    """A ``llama_context`` of its own over a :class:`LlamaModel`'s weights that turns a token
+    sequence into one vector: llama.cpp's mean pooling over the sequence (``embeddings`` on,
+    ``LLAMA_POOLING_TYPE_MEAN``), as llama-server does with ``--pooling mean``.
+
+    A sequence is decoded in one micro-batch (pooling needs every token at once), so ``n_batch``
+    and ``n_ubatch`` equal ``n_ctx``: the longest sequence it takes.
+    """
+
+    def __init__(self, model: LlamaModel, *, n_ctx: int, n_threads: int, type_k: str = "f16", type_v: str = "f16",
+                 flash_attn: bool | None = None) -> None:
+        self._ptr = None
+        self._batch: LlamaBatch | None = None
+        params = L.llama_context_default_params()
+        params.n_ctx = params.n_batch = params.n_ubatch = n_ctx
+        params.n_seq_max = 1
+        params.n_threads = params.n_threads_batch = n_threads
+        params.embeddings = True
+        params.pooling_type = L.LLAMA_POOLING_TYPE_MEAN
+        params.no_perf = True
+        if flash_attn is not None:
+            params.flash_attn_type = (
+                L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+        params.type_k = KV_TYPES[type_k]
+        params.type_v = KV_TYPES[type_v]
+        marker = LOG.mark()
+        ptr = L.llama_init_from_model(model._ptr, params)
+        if not ptr:
+            raise load_failure(model.path, LOG.since(marker), "create an embedding context for")
+        self._ptr = ptr
+        self.model = model  # the weights must outlive the context
+        self._memory = L.llama_get_memory(ptr)
+        self.n_ctx = min(L.llama_n_ctx(ptr), L.llama_n_ubatch(ptr))
+        self.n_embd = L.llama_model_n_embd(model._ptr)
+        self._batch = LlamaBatch(self.n_ctx, 1)
+
+    def close(self) -> None:
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
+        if self._ptr:
+            L.llama_free(self._ptr)
+            self._ptr = None
+
+    @property
+    def closed(self) -> bool:
+        return not self._ptr
+
+    def embed(self, tokens: Sequence[int]) -> list[float] | None:
+        """The mean-pooled vector of ``tokens`` (1 to ``n_ctx`` of them), not normalised; None if
+        llama.cpp failed to decode them."""
+        batch = self._batch
+        tok, pos, nseq, seqs, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+        for i, token in enumerate(tokens):
+            tok[i], pos[i], nseq[i], logits[i] = token, i, 1, 1
+            seqs[i][0] = 0
+        batch.n_tokens = len(tokens)
+        L.llama_memory_clear(self._memory, True)
+        if L.llama_decode(self._ptr, batch._batch) != 0:
+            return None
+        pooled = L.llama_get_embeddings_seq(self._ptr, 0)
+        return pooled[: self.n_embd] if pooled else None
+
+
+# --------------------------------------------------------------------------------------------
 # A batch of tokens for several sequences
 
 
@@ -472,6 +542,25 @@ class LlamaSampler(_Owner):
     def sample(self, ctx: LlamaContext, index: int) -> int:
         """The token picked from the logits of batch entry ``index`` (-1: the last) of ``ctx``."""
         return L.llama_sampler_sample(self._ptr, ctx._ptr, index)
+
+
+def token_piece(model: LlamaModel, token: int) -> bytes:
+    """The bytes ``token`` stands for, like :meth:`LlamaModel.token_to_piece` but through a buffer
+    of its own, so a thread that decodes may call it while another uses the model."""
+    buf = ctypes.create_string_buffer(64)
+    n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, False)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, False)
+    return buf.raw[:n]
+
+
+def greedy_token(ctx: LlamaContext, index: int, n_vocab: int) -> int:
+    """The most likely token in the logits of batch entry ``index`` of ``ctx``: what a sampler
+    chain of llama.cpp's greedy stage alone picks (the first of equal logits), without building
+    its vocabulary-wide candidate array."""
+    row = L.llama_get_logits_ith(ctx._ptr, index)
+    return int(np.ctypeslib.as_array(row, shape=(n_vocab,)).argmax())
 
 
 # --------------------------------------------------------------------------------------------
