@@ -30,6 +30,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOCALLLM_DOWNLOAD_RETRIES", "download attempts in a row without progress before giving up (6)"),
     Variable("LOCALLLM_DOWNLOAD_BACKOFF", "first wait between download retries, in seconds (1.0)"),
     Variable("LOCALLLM_DOWNLOAD_STALL", "seconds without a byte before a download reconnects (30)"),
+    Variable("LOCALLLM_API_KEY", "the key `localllm serve` requires as 'Authorization: Bearer KEY' (--api-key)"),
     Variable("HF_HUB_OFFLINE", "1: make no network request at all"),
     Variable("HF_ENDPOINT", "the Hugging Face Hub or a mirror (default https://huggingface.co)"),
     Variable("HF_TOKEN", "token for gated and private repositories (else the one `hf auth login` stored)"),
@@ -99,6 +100,11 @@ def download_stall(default: float) -> float:
     return _number("LOCALLLM_DOWNLOAD_STALL", default)
 
 
+def api_key(flag: str | None = None) -> str | None:
+    """``--api-key`` or ``LOCALLLM_API_KEY``: the Bearer token ``serve`` requires (None: none)."""
+    return flag or get("LOCALLLM_API_KEY")
+
+
 # --- the Hugging Face Hub (huggingface_hub reads these only at import: we read them live) -----
 
 
@@ -159,7 +165,7 @@ def as_dict() -> dict[str, str | None]:
     values = {}
     for var in VARIABLES:
         value = os.environ.get(var.name)
-        if value and var.name == "HF_TOKEN":
+        if value and var.name in ("HF_TOKEN", "LOCALLLM_API_KEY"):
             value = "(set)"
         values[var.name] = value
     return values

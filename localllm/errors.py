@@ -102,3 +102,12 @@ class QueueFullError(LocalLLMError):
 
 class EngineClosedError(LocalLLMError):
     """A batch engine was closed (or stopped after an error) and takes no more requests."""
+
+
+class ServerBusyError(LocalLLMError):
+    """The server cannot take a request now (every loaded model is busy and another must load);
+    ``retry_after_s`` says when to try again (HTTP 503 with Retry-After)."""
+
+    def __init__(self, message: str, hint: str | None = None, retry_after_s: float = 1.0) -> None:
+        super().__init__(message, hint)
+        self.retry_after_s = retry_after_s

@@ -21,7 +21,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "localllm"
-SHELLS = ("localllm.cli", "localllm.tui")
+SHELLS = ("localllm.cli", "localllm.tui", "localllm.server")
 
 
 def _all_modules() -> list[str]:
@@ -70,6 +70,14 @@ def test_core_never_loads_the_shells(tmp_path):
     assert "textual" not in loaded
     assert not any(m.startswith(SHELLS) for m in loaded)
     assert not home.exists()
+
+
+def test_the_server_never_loads_textual():
+    """The HTTP shell and the TUI are independent: `localllm serve` runs without textual."""
+    server = [m for m in _all_modules() if m.startswith("localllm.server")] + ["localllm.cli.serve"]
+    loaded = _modules_after("; ".join(f"import {m}" for m in server))
+    assert "textual" not in loaded
+    assert not any(m.startswith("localllm.tui") for m in loaded)
 
 
 def test_help_imports_nothing_heavy():

@@ -7,6 +7,7 @@ shell repeats a core sequence (resolve, plan, load, record); nothing here prints
 - :mod:`.fitting`: judge every quantization of a model on a machine (fit, list, the TUI's badges).
 - :mod:`.library`: list, pull, import, remove, inspect.
 - :mod:`.batching`: batch completion and benchmarks.
+- :mod:`.serving`: models served to many clients at once (``serve``): loaded on demand, unloaded when idle.
 - :mod:`.conversation_state`: a conversation's KV cache kept on disk (reopening a long chat).
 - :mod:`.machine`: the machine to plan for (detected, named or overridden).
 - :mod:`.options`: the limits of every option, checked once for every command.
@@ -19,7 +20,8 @@ import importlib
 from typing import Any
 
 _SUBMODULES = frozenset(
-    {"batching", "conversation_state", "fitting", "library", "loading", "machine", "options", "preferences"}
+    {"batching", "conversation_state", "fitting", "library", "loading", "machine", "options", "preferences",
+     "serving"}
 )
 # public name -> the submodule that defines it. Imported on first use (PEP 562): a command pays only
 # for the use cases it calls (`localllm list` never loads the batch or loading code).

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "measure prompt, generation and batched tokens/s like llama-bench"),
     "hw": ("hw", "show the hardware detected and the memory budget for models"),
     "fit": ("fit", "estimate the memory a model needs here, per quantization, and plan its load"),
+    "serve": ("serve", "serve models over HTTP to OpenAI and Ollama clients (127.0.0.1:8080)"),
     "chat": ("chat", "chat with a model in the terminal UI (localllm alone opens the UI)"),
     "completion": ("completion", "print a bash, zsh or fish completion script"),
 }

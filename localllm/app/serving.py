@@ -1,0 +1,441 @@
+"""Serving models to many clients at once: the use case behind ``localllm serve``.
+
+A :class:`ModelManager` resolves the model a request names (as ``run -m`` does), loads it on
+demand through the one load path (:func:`~localllm.app.loading.open_for_batch`, sized by the
+planner for N parallel sequences) behind a continuous-batching engine, keeps at most
+``max_models`` loaded (the least recently used goes first) and unloads each after its
+``keep_alive`` idle time, as Ollama does. :meth:`ModelManager.start` turns a request (chat
+messages or a raw prompt, sampling, a JSON schema) into a :class:`Reply` that streams text.
+
+Nothing here knows HTTP: the server (``localllm.server``) parses requests into
+:class:`GenerateRequest` and maps the errors raised here to statuses.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from localllm.errors import ContextOverflowError, EngineClosedError, ModelNotFoundError, ServerBusyError
+from localllm.fit.hardware import Hardware
+from localllm.models import catalog, store
+from localllm.models.refs import parse_ref
+from localllm.runtime.options import SamplingOptions
+
+from . import loading
+
+DEFAULT_KEEP_ALIVE_S = 300.0  # Ollama's default: five minutes
+DEFAULT_QUEUE_SIZE = 64  # requests waiting for a sequence, per model
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_keep_alive(value: object) -> float:
+    """Seconds a model stays loaded after its last request, from Ollama's ``keep_alive``: a
+    number of seconds or a duration ("5m", "30s", "1h30m"); 0 unloads when done; a negative value
+    keeps it loaded (``math.inf``). ValueError for anything else."""
+    if isinstance(value, bool):
+        raise ValueError("keep_alive must be a duration such as \"5m\" or a number of seconds")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        sign = -1.0 if text.startswith("-") else 1.0
+        body = text.lstrip("+-")
+        try:
+            seconds = float(body)  # "300", "-1"
+        except ValueError:
+            parts = _DURATION_RE.findall(body)
+            if not parts or "".join(n + u for n, u in parts) != body:
+                raise ValueError(f'keep_alive must be a duration such as "5m", "30s" or "1h", not {value!r}') from None
+            seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
+        seconds *= sign
+    else:
+        raise ValueError("keep_alive must be a duration such as \"5m\" or a number of seconds")
+    if math.isnan(seconds):
+        raise ValueError("keep_alive must be a number of seconds, not NaN")
+    return math.inf if seconds < 0 else seconds
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How ``serve`` loads models; None: the planner decides (as for ``batch``)."""
+
+    model: str | None = None  # the default for requests that name none (else the last used model)
+    n_parallel: int | None = None
+    n_ctx_seq: int | None = None
+    max_models: int = 1
+    keep_alive_s: float = DEFAULT_KEEP_ALIVE_S
+    n_gpu_layers: int | None = None
+    n_threads: int | None = None
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    switch_wait_s: float = 30.0  # how long a request for another model waits for a busy one to finish
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One completion: chat ``messages`` (rendered with the model's template) or a raw ``prompt``
+    (given to the model as it is). Sampling fields left None take localllm's defaults."""
+
+    model: str | None = None
+    messages: Sequence[dict[str, str]] | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    schema: object | None = None  # a JSON schema the reply must match ({"type": "object"}: any object)
+    ignore_eos: bool = False  # generate max_tokens whatever the model says (benchmarks; llama-server has it too)
+    keep_alive_s: float | None = None  # None: the server's default
+
+    def sampling(self, max_tokens: int) -> SamplingOptions:
+        given = {k: getattr(self, k) for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")}
+        return SamplingOptions(**{k: v for k, v in given.items() if v is not None}, max_tokens=max_tokens,
+                               stop=self.stop, ignore_eos=self.ignore_eos)
+
+
+@dataclass
+class _Resident:
+    """A loaded model with its engine, and who is using it."""
+
+    key: str  # the installed model's name:QUANT (or the default's label)
+    batch: Any  # loading.BatchModel
+    engine: Any  # runtime.BatchEngine
+    keep_alive_s: float
+    loaded_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    busy: int = 0  # replies not yet finished
+
+    @property
+    def expires_at(self) -> float | None:
+        """Monotonic time at which it unloads; None while busy or kept forever."""
+        if self.busy or math.isinf(self.keep_alive_s):
+            return None
+        return self.last_used + self.keep_alive_s
+
+
+@dataclass(frozen=True)
+class RunningModel:
+    """A loaded model, for ``/api/ps``."""
+
+    name: str
+    size: int  # bytes of the model file
+    n_parallel: int
+    n_ctx_seq: int
+    expires_in_s: float | None  # None: busy or kept loaded
+    path: str
+    active: int  # sequences decoding now
+    queued: int  # requests waiting for a sequence
+
+
+class Reply:
+    """A started completion: iterate (or ``async for``) for text pieces; :attr:`result` holds the
+    runtime's BatchResult (finish reason, token counts) once the text has ended. Ending the
+    iteration early, or :meth:`cancel`, stops the sequence at once and frees its slot."""
+
+    def __init__(self, model: str, stream: Any, release: Any, n_ctx_seq: int) -> None:
+        self.model = model
+        self.prompt_tokens: int = stream.prompt_tokens
+        self.n_ctx_seq = n_ctx_seq
+        self.result: Any = None
+        self.started = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.pieces = 0  # text pieces received (a piece is a token, or a few for multi-byte text)
+        self._stream = stream
+        self._release = release
+
+    def _take(self, item: Any) -> str | None:
+        if isinstance(item, str):
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            self.pieces += 1
+            return item
+        self.result = item
+        return None
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for item in self._stream:
+                text = self._take(item)
+                if text is not None:
+                    yield text
+        finally:
+            self.close()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        try:
+            async for item in self._stream:
+                text = self._take(item)
+                if text is not None:
+                    yield text
+        finally:
+            self.close()
+
+    def read(self) -> str:
+        return "".join(self)
+
+    @property
+    def completion_tokens(self) -> int:
+        """Tokens generated (for a reply cancelled early: the pieces it had sent)."""
+        return self.result.completion_tokens if self.result is not None else self.pieces
+
+    @property
+    def finish_reason(self) -> str:
+        return self.result.finish_reason if self.result is not None else "cancelled"
+
+    def cancel(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the sequence if it is still running, and give the model back (idempotent)."""
+        if self.result is None:
+            self._stream.cancel()
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+@functools.lru_cache(maxsize=64)
+def _grammar(schema: str) -> str:
+    """The grammar of a JSON schema's text; clients tend to send the same few schemas again."""
+    from localllm import runtime
+
+    return runtime.json_schema_grammar(schema)
+
+
+class ModelManager:
+    """The models a server holds loaded, and the one way a request reaches one.
+
+    Thread-safe. Loading, rendering and tokenizing block: the server calls :meth:`start` from a
+    worker thread, then streams the reply on its event loop."""
+
+    def __init__(self, options: ServeOptions | None = None, *, hardware: Hardware | None = None) -> None:
+        self.options = options or ServeOptions()
+        self._hardware = hardware
+        self._lock = threading.Condition()
+        self._resident: dict[str, _Resident] = {}
+        self._loading: dict[str, threading.Lock] = {}
+        self._pending = 0  # models being loaded now: they count against max_models
+        self._closed = False
+        self._reaper = threading.Thread(target=self._reap, name="localllm-unload", daemon=True)
+        self._reaper.start()
+
+    # -- which model -------------------------------------------------------------------------
+
+    def resolve(self, name: str | None) -> tuple[str, str]:
+        """(key, reference to load) for the model a request names: empty means the server's
+        default, else the last used model. Only installed models (and the default) are served:
+        ModelNotFoundError says how to pull one that is not."""
+        name = (name or "").strip() or self.options.model
+        if not name:
+            recent = store.most_recent()
+            if recent is None:
+                starter = catalog.load_catalog().starter().name
+                raise ModelNotFoundError("no model is installed", hint=f"download one with: localllm pull {starter}")
+            return recent.key, recent.key
+        with self._lock:
+            if name in self._resident:
+                return name, name
+        if name == self.options.model:
+            return loading.find(name).label, name
+        return self._installed(name)
+
+    def _installed(self, name: str) -> tuple[str, str]:
+        if name.lower().endswith(":latest"):  # Ollama clients add it to names without a tag
+            name = name[: -len(":latest")]
+        ref = parse_ref(name)
+        not_installed = ModelNotFoundError(f"model {name!r} is not installed", hint=f"download it with: localllm pull {name}")
+        if ref.kind == "file":
+            raise not_installed  # a client names models, never files on the server's disk
+        if ref.kind == "catalog" and store.find_installed(ref.name, ref.quant) is None:
+            entry = catalog.load_catalog().find(ref.name)
+            if entry is not None and entry.pypi is not None:
+                raise not_installed  # resolving would fetch the starter model: a server only serves
+        resolved = loading.find(name)
+        if resolved.installed is None:
+            raise not_installed
+        return resolved.installed.key, resolved.installed.key
+
+    # -- loading and unloading ---------------------------------------------------------------
+
+    def _acquire(self, name: str | None, keep_alive_s: float | None) -> _Resident:
+        """The loaded model for ``name``, marked busy (loading it, and unloading others, first)."""
+        key, reference = self.resolve(name)
+        keep = self.options.keep_alive_s if keep_alive_s is None else keep_alive_s
+        with self._lock:
+            loader = self._loading.setdefault(key, threading.Lock())
+        with loader:  # one load per model; others asking for it wait for that load
+            with self._lock:
+                resident = self._resident.get(key)
+                if resident is not None:
+                    resident.busy += 1
+                    resident.keep_alive_s = keep
+                    return resident
+                self._make_room()
+                self._pending += 1
+            try:
+                resident = self._load(key, reference, keep)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+                    self._lock.notify_all()
+            with self._lock:
+                if self._closed:  # the server stopped while this model loaded
+                    resident.engine.close()
+                    resident.batch.close()
+                    raise EngineClosedError("the server is stopping")
+                self._resident[key] = resident
+                resident.busy += 1
+                return resident
+
+    def _make_room(self) -> None:
+        """Unload idle models until one more fits under max_models (the lock is held)."""
+        deadline = time.monotonic() + self.options.switch_wait_s
+        while len(self._resident) + self._pending >= self.options.max_models:
+            idle = [r for r in self._resident.values() if not r.busy]
+            if idle:
+                self._unload(min(idle, key=lambda r: r.last_used))
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServerBusyError(
+                    f"{len(self._resident)} model(s) are loaded and busy; another cannot load now",
+                    hint="try again shortly, or start the server with a higher --max-models", retry_after_s=5.0,
+                )
+            self._lock.wait(left)
+
+    def _load(self, key: str, reference: str, keep_alive_s: float) -> _Resident:
+        from localllm import runtime
+
+        o = self.options
+        batch = loading.open_for_batch(reference, n_ctx_seq=o.n_ctx_seq, n_parallel=o.n_parallel,
+                                       n_gpu_layers=o.n_gpu_layers, n_threads=o.n_threads, hardware=self._hardware)
+        try:
+            engine = runtime.BatchEngine(batch.opened.model, batch.n_parallel, batch.n_ctx_seq,
+                                         queue_size=o.queue_size, n_threads=o.n_threads)
+        except BaseException:
+            batch.close()
+            raise
+        return _Resident(key, batch, engine, keep_alive_s)
+
+    def _unload(self, resident: _Resident) -> None:
+        """Close a model no reply is using (the lock is held)."""
+        self._resident.pop(resident.key, None)
+        resident.engine.close()
+        resident.batch.close()
+        self._lock.notify_all()
+
+    def _release(self, resident: _Resident) -> None:
+        with self._lock:
+            resident.busy -= 1
+            resident.last_used = time.monotonic()
+            self._lock.notify_all()  # the reaper, and requests waiting for room
+
+    def _reap(self) -> None:
+        """Unload each model once its keep_alive has passed since its last reply."""
+        with self._lock:
+            while not self._closed:
+                now = time.monotonic()
+                due = [r for r in self._resident.values() if r.expires_at is not None and r.expires_at <= now]
+                for resident in due:
+                    self._unload(resident)
+                later = [r.expires_at for r in self._resident.values() if r.expires_at is not None]
+                self._lock.wait(min(later) - now if later else None)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def start(self, request: GenerateRequest) -> Reply:
+        """Start a completion (blocking while its model loads). Raises ModelNotFoundError,
+        DoesNotFitError, ContextOverflowError (a prompt longer than the context: both numbers),
+        GrammarError, and the engine's QueueFullError."""
+        resident = self._acquire(request.model, request.keep_alive_s)
+        try:
+            return self._submit(resident, request)
+        except BaseException:
+            self._release(resident)
+            raise
+
+    def _submit(self, resident: _Resident, request: GenerateRequest) -> Reply:
+        from localllm import runtime
+
+        model = resident.batch.opened.model
+        n_ctx = resident.engine.n_ctx_seq
+        if request.messages is not None:
+            text = model.render_chat(request.messages)
+            tokens = model.tokenize(text, add_special=not model.has_chat_template, parse_special=True)
+        else:
+            tokens = model.tokenize(request.prompt or "", add_special=True, parse_special=True)
+        if len(tokens) >= n_ctx:
+            raise ContextOverflowError(
+                f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",
+                hint="shorten the prompt, or start the server with a larger --ctx",
+            )
+        room = n_ctx - len(tokens)
+        max_tokens = min(request.max_tokens or room, room)  # clamped to the context
+        grammar = _grammar(json.dumps(request.schema, sort_keys=True)) if request.schema is not None else None
+        stream = resident.engine.submit(runtime.BatchRequest(
+            key=None, tokens=tokens, sampling=request.sampling(max_tokens), grammar=grammar))
+        return Reply(resident.key, stream, lambda: self._release(resident), n_ctx)
+
+    def load(self, name: str | None, keep_alive_s: float | None = None) -> str:
+        """Load the model ``name`` resolves to without a request (0: unload it now); its key."""
+        resident = self._acquire(name, keep_alive_s)
+        self._release(resident)
+        return resident.key
+
+    def embed(self, name: str | None, texts: Sequence[str]) -> tuple[str, list[list[float]], int]:
+        """(model key, one vector per text, tokens read) with the model ``name`` resolves to."""
+        resident = self._acquire(name, None)
+        try:
+            vectors, n_tokens = resident.batch.opened.model.embed(list(texts))
+        finally:
+            self._release(resident)
+        return resident.key, vectors, n_tokens
+
+    # -- what is there -----------------------------------------------------------------------
+
+    def installed(self) -> list[store.InstalledModel]:
+        return sorted(store.installed(), key=lambda m: m.key)
+
+    def running(self) -> list[RunningModel]:
+        now = time.monotonic()
+        with self._lock:
+            residents = list(self._resident.values())
+        return [
+            RunningModel(
+                name=r.key, size=r.batch.opened.model.header.file_size or 0, n_parallel=r.engine.n_parallel,
+                n_ctx_seq=r.engine.n_ctx_seq, path=str(r.batch.opened.resolved.path), active=r.engine.active(),
+                queued=r.engine.queued(),
+                expires_in_s=None if r.expires_at is None else max(0.0, r.expires_at - now),
+            )
+            for r in residents
+        ]
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """What the model ``name`` resolves to holds (its GGUF header, as ``inspect`` shows it)."""
+        from localllm.models.inspect import describe
+
+        key, reference = self.resolve(name)
+        resolved = loading.find(reference)
+        return {"name": key, **describe(resolved.path, resolved.entry)}
+
+    def close(self) -> None:
+        """Unload every model (replies still streaming are cancelled)."""
+        with self._lock:
+            self._closed = True
+            for resident in list(self._resident.values()):
+                self._unload(resident)
+            self._lock.notify_all()
+        self._reaper.join(timeout=5)

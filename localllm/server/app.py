@@ -1,0 +1,52 @@
+"""The ASGI application: both APIs' routes behind the API key, CORS (only when asked) and the
+access log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TextIO
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from localllm.app.serving import ModelManager
+
+from . import ollama_api, openai_api, problems
+from .middleware import AccessLog, ApiKey
+
+MAX_BODY = 8 << 20  # bytes: a long conversation is a few hundred KiB
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    api_key: str | None = None  # None: no key needed (the server binds 127.0.0.1 by default)
+    cors: tuple[str, ...] = ()  # origins a browser page may call from; none: no CORS headers
+    max_body: int = MAX_BODY
+    log: TextIO | None = None  # where the access log goes (None: stderr)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths (404) and wrong methods (405) in the API's error shape."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    message = exc.detail if isinstance(exc, HTTPException) else "internal server error"
+    return problems.response(problems.RequestError(f"{message}: {request.method} {request.url.path}",
+                                                   status=status), request.url.path)
+
+
+def create_app(manager: ModelManager, settings: ServerSettings | None = None) -> Starlette:
+    settings = settings or ServerSettings()
+    middleware = [Middleware(AccessLog, stream=settings.log)]
+    if settings.cors:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors),
+                                     allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"]))
+    if settings.api_key:
+        middleware.append(Middleware(ApiKey, key=settings.api_key))
+    app = Starlette(routes=[*ollama_api.routes(), *openai_api.routes()], middleware=middleware,
+                    exception_handlers={HTTPException: _http_error})
+    app.state.manager = manager
+    app.state.settings = settings
+    return app

@@ -1,0 +1,230 @@
+"""Request bodies read and checked: JSON within the size limit, each field of the right type and
+range, or a 400 that names the field (413 for a body over the limit)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.requests import Request
+
+from localllm.app.serving import GenerateRequest, parse_keep_alive
+
+from .problems import RequestError
+
+MAX_STOP = 16  # stop strings in one request
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; 413 past ``limit`` bytes, 400 for anything but a JSON object."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    try:
+        value = json.loads(bytes(body), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, nesting too deep
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "nested too deep"
+        raise RequestError(f"the body is not valid JSON: {why}") from None
+    if not isinstance(value, dict):
+        raise RequestError("the body must be a JSON object")
+    return value
+
+
+def _too_large(limit: int) -> RequestError:
+    return RequestError(f"the body is larger than {limit // (1 << 20)} MiB", status=413)
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+class Fields:
+    """Typed access to a request body's fields; each getter returns None when the field is absent
+    (or null) and raises RequestError naming it when it has the wrong type or range."""
+
+    def __init__(self, body: dict[str, Any], prefix: str = "") -> None:
+        self.body = body
+        self.prefix = prefix
+
+    def _bad(self, name: str, what: str) -> RequestError:
+        return RequestError(f"'{self.prefix}{name}' must be {what}", param=f"{self.prefix}{name}")
+
+    def string(self, name: str, *, required: bool = False) -> str | None:
+        value = self.body.get(name)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or (required and not value):
+            raise self._bad(name, "a non-empty string" if required else "a string")
+        return value
+
+    def boolean(self, name: str) -> bool | None:
+        value = self.body.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            raise self._bad(name, "true or false")
+        return value
+
+    def number(self, name: str, low: float, high: float) -> float | None:
+        value = self.body.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self._bad(name, "a number")
+        if not low <= value <= high:
+            raise self._bad(name, f"from {low:g} to {high:g}")
+        return float(value)
+
+    def integer(self, name: str, low: int, high: int) -> int | None:
+        value = self.body.get(name)
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._bad(name, "an integer")
+        if not low <= value <= high:
+            raise self._bad(name, f"from {low} to {high}")
+        return value
+
+    def stop(self, name: str = "stop") -> tuple[str, ...]:
+        value = self.body.get(name)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or len(value) > MAX_STOP or not all(isinstance(s, str) for s in value):
+            raise self._bad(name, f"a string or a list of at most {MAX_STOP} strings")
+        return tuple(s for s in value if s)
+
+    def keep_alive(self, name: str = "keep_alive") -> float | None:
+        value = self.body.get(name)
+        if value is None:
+            return None
+        try:
+            return parse_keep_alive(value)
+        except ValueError as exc:
+            raise RequestError(str(exc), param=name) from None
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling fields both APIs share, by localllm's names."""
+        return {
+            "temperature": self.number("temperature", 0.0, 100.0),
+            "top_p": self.number("top_p", 0.0, 1.0),
+            "top_k": self.integer("top_k", -1, 1 << 20),
+            "min_p": self.number("min_p", 0.0, 1.0),
+            "seed": self.integer("seed", -(1 << 63), (1 << 64) - 1),
+            "stop": self.stop(),
+        }
+
+
+def _text_of(content: object, where: str) -> str:
+    """A message's text: a string, or OpenAI's list of parts (text parts joined)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        texts = [p.get("text") for p in content if p.get("type") == "text"]
+        if len(texts) == len(content) and all(isinstance(t, str) for t in texts):
+            return "".join(texts)
+        raise RequestError(f"'{where}' may hold only text parts: images and audio are not supported", param=where)
+    raise RequestError(f"'{where}' must be a string or a list of text parts", param=where)
+
+
+def messages(body: dict[str, Any]) -> list[dict[str, str]]:
+    """The chat ``messages``: a non-empty list of {"role", "content"}."""
+    value = body.get("messages")
+    if not isinstance(value, list) or not value:
+        raise RequestError("'messages' must be a non-empty list of {\"role\", \"content\"} objects", param="messages")
+    result = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise RequestError(f"'messages[{i}]' must be an object with a string 'role'", param=f"messages[{i}]")
+        content = message.get("content")
+        text = "" if content is None else _text_of(content, f"messages[{i}].content")
+        result.append({"role": message["role"], "content": text})
+    return result
+
+
+def openai_schema(body: dict[str, Any]) -> object | None:
+    """``response_format``: text (None), json_object (any object) or json_schema (its schema)."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind not in ("text", "json_object", "json_schema"):
+        raise RequestError("'response_format' must be {\"type\": \"text\" | \"json_object\" | \"json_schema\"}",
+                           param="response_format")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    inner = fmt.get("json_schema")
+    schema = inner.get("schema") if isinstance(inner, dict) else None
+    if not isinstance(schema, dict):
+        raise RequestError("'response_format.json_schema.schema' must be a JSON schema object",
+                           param="response_format")
+    return schema
+
+
+def openai_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
+    """A chat completion (``chat``) or a completion request, checked."""
+    f = Fields(body)
+    f.integer("n", 1, 1)  # one choice per request
+    max_tokens = f.integer("max_completion_tokens", 1, 1 << 24) or f.integer("max_tokens", 1, 1 << 24)
+    common = dict(model=f.string("model"), max_tokens=max_tokens, schema=openai_schema(body),
+                  repeat_penalty=_repeat_penalty(f), ignore_eos=f.boolean("ignore_eos") or False, **f.sampling())
+    if chat:
+        return GenerateRequest(messages=messages(body), **common)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise RequestError("'prompt' must be a string", param="prompt")
+    return GenerateRequest(prompt=prompt, **common)
+
+
+def _repeat_penalty(f: Fields) -> float | None:
+    return f.number("repeat_penalty", 0.0, 10.0)
+
+
+def ollama_schema(body: dict[str, Any]) -> object | None:
+    """Ollama's ``format``: "json" (any JSON object) or a JSON schema."""
+    fmt = body.get("format")
+    if fmt is None or fmt == "":
+        return None
+    if fmt == "json":
+        return {"type": "object"}
+    if isinstance(fmt, dict):
+        return fmt
+    raise RequestError("'format' must be \"json\" or a JSON schema object")
+
+
+def ollama_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
+    """An /api/chat (``chat``) or /api/generate request, checked. Of the options, num_ctx is read
+    but the context is the server's (--ctx): it is set when the model loads."""
+    f = Fields(body)
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise RequestError("'options' must be an object")
+    o = Fields(options, "options.")
+    o.integer("num_ctx", 1, 1 << 24)
+    num_predict = o.integer("num_predict", -2, 1 << 24)
+    common = dict(model=f.string("model"), schema=ollama_schema(body), keep_alive_s=f.keep_alive(),
+                  max_tokens=num_predict if num_predict and num_predict > 0 else None,
+                  repeat_penalty=_repeat_penalty(o), **o.sampling())
+    if chat:
+        return GenerateRequest(messages=messages(body), **common)
+    prompt = f.string("prompt") or ""
+    if f.boolean("raw"):
+        return GenerateRequest(prompt=prompt, **common)
+    turns = [{"role": "user", "content": prompt}]
+    system = f.string("system")
+    if system:
+        turns.insert(0, {"role": "system", "content": system})
+    return GenerateRequest(messages=turns, **common)

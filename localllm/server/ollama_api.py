@@ -1,0 +1,206 @@
+"""Ollama's API: ``/api/chat`` and ``/api/generate`` (newline-delimited JSON, streamed unless
+``"stream": false``), ``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/embed``, ``/api/version``,
+and ``GET /``, so Ollama's own clients and the apps built on them work unchanged."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from localllm import __version__
+from localllm.app.serving import GenerateRequest, Reply
+from localllm.errors import LocalLLMError
+
+from . import fields, problems
+from .common import answers_errors, body, dumps, manager, pieces, read_all, start
+from .middleware import log_of
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+def _final(reply: Reply, total_s: float) -> dict[str, Any]:
+    """The fields of the last line: why it stopped, the counts and durations (nanoseconds)."""
+    result = reply.result
+    return {
+        "done": True, "done_reason": "length" if reply.finish_reason == "length" else "stop",
+        "total_duration": _ns(total_s), "load_duration": 0,
+        "prompt_eval_count": reply.prompt_tokens, "prompt_eval_duration": _ns(result.prompt_s) if result else 0,
+        "eval_count": reply.completion_tokens, "eval_duration": _ns(result.generation_s) if result else 0,
+    }
+
+
+class _Shape:
+    def __init__(self, chat: bool) -> None:
+        self.chat = chat
+
+    def piece(self, text: str) -> dict[str, Any]:
+        return {"message": {"role": "assistant", "content": text}} if self.chat else {"response": text}
+
+
+def _endpoint(chat: bool):
+    shape = _Shape(chat)
+
+    @answers_errors
+    async def handler(request: Request) -> Response:
+        started = time.perf_counter()
+        data = await body(request)
+        wanted = fields.ollama_request(data, chat=chat)
+        stream = fields.Fields(data).boolean("stream")
+        if _only_loads(data, chat):
+            return await _load(request, wanted, shape)
+        reply = await start(request, wanted)
+        if stream is None or stream:
+            return StreamingResponse(_lines(request, reply, shape, started), media_type="application/x-ndjson")
+        text = await read_all(request, reply)
+        return JSONResponse({"model": reply.model, "created_at": _now(), **shape.piece(text),
+                             **_final(reply, time.perf_counter() - started)})
+
+    return handler
+
+
+def _only_loads(data: dict[str, Any], chat: bool) -> bool:
+    """Ollama loads (or, with keep_alive 0, unloads) a model for a request with nothing to say."""
+    return not data.get("messages") if chat else not data.get("prompt")
+
+
+async def _load(request: Request, wanted: GenerateRequest, shape: _Shape) -> Response:
+    key = await run_in_threadpool(manager(request).load, wanted.model, wanted.keep_alive_s)
+    log_of(request.scope).model = key
+    reason = "unload" if wanted.keep_alive_s == 0 else "load"
+    return JSONResponse({"model": key, "created_at": _now(), **shape.piece(""), "done": True, "done_reason": reason})
+
+
+async def _lines(request: Request, reply: Reply, shape: _Shape, started: float) -> AsyncIterator[str]:
+    try:
+        async for piece in pieces(request, reply):
+            yield dumps({"model": reply.model, "created_at": _now(), **shape.piece(piece), "done": False}) + "\n"
+    except Exception as exc:  # after the status was sent: the error goes in the stream
+        yield dumps(problems.ollama_body(problems.from_exception(exc))) + "\n"
+        return
+    last = {"model": reply.model, "created_at": _now(), **shape.piece(""), **_final(reply, time.perf_counter() - started)}
+    yield dumps(last) + "\n"
+
+
+def _details(header: Any, quant: str | None) -> dict[str, Any]:
+    params = header.n_params or 0
+    size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
+    family = header.architecture or ""
+    return {"parent_model": "", "format": "gguf", "family": family, "families": [family] if family else None,
+            "parameter_size": size, "quantization_level": quant or header.file_type_name or ""}
+
+
+def _header(path: Any) -> Any:
+    from localllm.gguf import cache as headercache
+
+    return headercache.read_header(path)
+
+
+def _tags(models: list[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for m in models:
+        try:
+            details = _details(_header(m.path()), m.quant)
+        except (LocalLLMError, OSError):  # a file that cannot be read is listed without details, not dropped
+            details = None
+        rows.append({"name": m.key, "model": m.key, "modified_at": _iso(m.installed_at), "size": m.size,
+                     "digest": m.sha256 or "", "details": details})
+    return rows
+
+
+@answers_errors
+async def tags(request: Request) -> Response:
+    models = await run_in_threadpool(lambda: _tags(manager(request).installed()))
+    return JSONResponse({"models": models})
+
+
+@answers_errors
+async def show(request: Request) -> Response:
+    data = await body(request)
+    f = fields.Fields(data)
+    name = f.string("model") or f.string("name")
+    if not name:
+        raise problems.RequestError("'model' must name a model", param="model")
+    info = await run_in_threadpool(manager(request).describe, name)
+    header = await run_in_threadpool(_header, info["path"])
+    quant = info["name"].partition(":")[2] or None
+    model_info = {"general.architecture": info["architecture"], "general.parameter_count": info["parameters"],
+                  f"{info['architecture']}.context_length": info["context_length"],
+                  f"{info['architecture']}.block_count": info["layers"],
+                  f"{info['architecture']}.embedding_length": info["embedding_length"]}
+    return JSONResponse({
+        "modelfile": f"FROM {info['path']}\n", "parameters": "", "template": info["chat_template"] or "",
+        "license": info["license"] or "", "details": _details(header, quant), "model_info": model_info,
+        "capabilities": ["completion"], "modified_at": _now(),
+    })
+
+
+@answers_errors
+async def ps(request: Request) -> Response:
+    running = manager(request).running()
+    now = time.time()
+    rows = []
+    for r in running:
+        header = await run_in_threadpool(_header, r.path)
+        expires = _iso(now + r.expires_in_s) if r.expires_in_s is not None else "2318-01-01T00:00:00Z"
+        rows.append({"name": r.name, "model": r.name, "size": r.size, "digest": "", "size_vram": 0,
+                     "details": _details(header, r.name.partition(":")[2] or None), "expires_at": expires,
+                     "context_length": r.n_ctx_seq})
+    return JSONResponse({"models": rows})
+
+
+@answers_errors
+async def embed(request: Request) -> Response:
+    """``/api/embed`` ({"input": text or texts} -> "embeddings") and the older ``/api/embeddings``
+    ({"prompt": text} -> "embedding")."""
+    data = await body(request)
+    f = fields.Fields(data)
+    legacy = request.url.path == "/api/embeddings"
+    value = data.get("prompt" if legacy else "input")
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise problems.RequestError(f"'{'prompt' if legacy else 'input'}' must be a string or a list of strings")
+    key, vectors, n_tokens = await run_in_threadpool(manager(request).embed, f.string("model"), texts)
+    log = log_of(request.scope)
+    log.model, log.prompt_tokens = key, n_tokens
+    if legacy:
+        return JSONResponse({"embedding": vectors[0]})
+    return JSONResponse({"model": key, "embeddings": vectors, "prompt_eval_count": n_tokens})
+
+
+async def version(request: Request) -> Response:
+    return JSONResponse({"version": __version__})
+
+
+async def root(request: Request) -> Response:
+    return PlainTextResponse("localllm is running")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/", root, methods=["GET", "HEAD"]),
+        Route("/api/chat", _endpoint(chat=True), methods=["POST"]),
+        Route("/api/generate", _endpoint(chat=False), methods=["POST"]),
+        Route("/api/tags", tags, methods=["GET"]),
+        Route("/api/show", show, methods=["POST"]),
+        Route("/api/ps", ps, methods=["GET"]),
+        Route("/api/embed", embed, methods=["POST"]),
+        Route("/api/embeddings", embed, methods=["POST"]),
+        Route("/api/version", version, methods=["GET", "HEAD"]),
+    ]

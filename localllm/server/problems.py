@@ -1,0 +1,84 @@
+"""Every error a request can meet, mapped to an HTTP status and each API's error body.
+
+OpenAI routes answer ``{"error": {"message", "type", "param", "code"}}`` (what the ``openai``
+client turns into its exceptions); Ollama routes answer ``{"error": "..."}``. Nothing answers
+with a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import traceback
+
+from starlette.responses import JSONResponse
+
+from localllm import errors
+
+
+class RequestError(Exception):
+    """A request the server cannot take as it is (HTTP 400 unless ``status`` says otherwise)."""
+
+    def __init__(self, message: str, param: str | None = None, *, status: int = 400, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+        self.code = code
+        self.headers = headers or {}
+
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+          413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}
+
+
+def _retry_after(exc: Exception) -> dict[str, str]:
+    seconds = getattr(exc, "retry_after_s", 1.0) or 1.0
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def _status_of(exc: errors.LocalLLMError) -> tuple[int, str | None, dict[str, str]]:
+    if isinstance(exc, errors.ModelNotFoundError):
+        return 404, "model_not_found", {}
+    if isinstance(exc, errors.ContextOverflowError):
+        return 400, "context_length_exceeded", {}
+    if isinstance(exc, (errors.GrammarError, errors.UsageError)):
+        return 400, None, {}
+    if isinstance(exc, (errors.ServerBusyError, errors.QueueFullError, errors.EngineClosedError)):
+        return 503, "server_busy", _retry_after(exc)
+    if isinstance(exc, errors.DoesNotFitError):
+        return 500, "model_does_not_fit", {}
+    return 500, None, {}
+
+
+def from_exception(exc: BaseException) -> RequestError:
+    """The RequestError for any exception a route raised (an unexpected one is logged once)."""
+    if isinstance(exc, RequestError):
+        return exc
+    if isinstance(exc, errors.LocalLLMError):
+        status, code, headers = _status_of(exc)
+        message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+        return RequestError(message, status=status, code=code, headers=headers)
+    print("localllm serve: internal error:", "".join(traceback.format_exception_only(type(exc), exc)).strip(),
+          file=sys.stderr, flush=True)
+    return RequestError("internal server error (see the server's log)", status=500)
+
+
+def openai_body(problem: RequestError) -> dict:
+    return {"error": {"message": problem.message, "type": _TYPES.get(problem.status, "server_error"),
+                      "param": problem.param, "code": problem.code}}
+
+
+def ollama_body(problem: RequestError) -> dict:
+    return {"error": problem.message}
+
+
+def is_ollama(path: str) -> bool:
+    return path.startswith("/api/")
+
+
+def response(problem: RequestError, path: str) -> JSONResponse:
+    """The error response for a route under ``path``, in that API's shape."""
+    body = ollama_body(problem) if is_ollama(path) else openai_body(problem)
+    return JSONResponse(body, status_code=problem.status, headers=problem.headers)

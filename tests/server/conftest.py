@@ -1,0 +1,1 @@
+from support.serving import serve  # noqa: F401 - the fixture
