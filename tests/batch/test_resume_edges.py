@@ -1,0 +1,186 @@
+"""Running the same `batch` command again: what the output file already holds decides which lines
+run, and a resumed run answers exactly the lines a user still waits for (issue 16)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from localllm.batch import jobs
+from localllm.errors import UsageError
+
+
+def record(ident, text="x") -> dict:
+    return {"id": ident, "text": text, "finish_reason": "stop", "prompt_tokens": 1, "completion_tokens": 1,
+            "timing": {}}
+
+
+def error_record(ident, line, message="bad") -> dict:
+    return {"id": ident, "line": line, "error": message}
+
+
+def write_output(path: Path, *records: dict, tail: bytes = b"") -> None:
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records) + tail)
+
+
+def input_lines(*objects) -> list[tuple[int, str]]:
+    return jobs.read_lines("".join((o if isinstance(o, str) else json.dumps(o)) + "\n" for o in objects))
+
+
+def prompt(ident) -> dict:
+    return {"id": ident, "prompt": "Say hi.", "max_tokens": 2}
+
+
+@pytest.fixture(scope="module")
+def model(smollm2_path):
+    from localllm import runtime
+
+    with runtime.Model(smollm2_path, runtime.LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_threads=1)) as m:
+        yield m
+
+
+def rerun(model, out: Path, lines) -> tuple[list[dict], jobs.BatchProgress]:
+    before = out.read_bytes() if out.exists() else b""
+    writer = jobs.ResultWriter(out)
+    try:
+        state = jobs.run_batch(model, lines, writer, n_parallel=2, n_ctx_seq=64,
+                               defaults=jobs.BatchDefaults(max_tokens=2), n_threads=1)
+    finally:
+        writer.close()
+    added = out.read_bytes()[len(before):]
+    return [json.loads(line) for line in added.decode().splitlines()], state
+
+
+# -- what a rerun skips and what it runs -------------------------------------------------------------
+
+
+def test_a_rerun_answers_only_the_lines_the_output_lacks(model, tmp_path):
+    out = tmp_path / "out.jsonl"
+    write_output(out, record("a"), error_record(None, 2, 'no "id"'))
+    lines = input_lines(prompt("a"), {"prompt": "no id"}, prompt("c"))
+    added, state = rerun(model, out, lines)
+    assert [r["id"] for r in added] == ["c"] and "text" in added[0]
+    assert (state.total, state.done, state.errors) == (1, 1, 0)
+    assert (state.skipped, state.failed_before, state.failed) == (2, 1, 1)
+
+
+def test_a_duplicate_id_is_still_reported_on_resume(model, tmp_path):
+    """The first line with an id was answered before the crash; the second line with the same id
+    gets its duplicate error, not silently skipped as if it had been answered."""
+    out = tmp_path / "out.jsonl"
+    write_output(out, record("a"))
+    added, state = rerun(model, out, input_lines(prompt("a"), prompt("b"), prompt("a")))
+    assert sorted(json.dumps(r["id"]) for r in added) == ['"a"', '"b"']
+    [dup] = [r for r in added if "error" in r]
+    assert dup["line"] == 3 and "duplicate id" in dup["error"]
+    assert (state.skipped, state.done, state.errors) == (1, 1, 1)
+
+
+def test_the_integer_id_1_and_the_string_id_1_are_different_lines(model, tmp_path):
+    out = tmp_path / "out.jsonl"
+    write_output(out, record(1))
+    added, state = rerun(model, out, input_lines(prompt(1), prompt("1")))
+    assert [r["id"] for r in added] == ["1"]
+    assert state.skipped == 1
+
+
+def test_a_line_that_failed_before_is_skipped_by_its_line_number_even_if_now_valid(model, tmp_path):
+    out = tmp_path / "out.jsonl"
+    write_output(out, error_record("x", 1, "prompt longer than the context"))
+    added, state = rerun(model, out, input_lines(prompt("x"), prompt("y")))
+    assert [r["id"] for r in added] == ["y"]
+    assert (state.skipped, state.failed_before) == (1, 1)
+
+
+def test_a_complete_output_runs_nothing_and_changes_nothing(model, tmp_path):
+    out = tmp_path / "out.jsonl"
+    write_output(out, record("a"), record("b"))
+    before = out.read_bytes()
+    added, state = rerun(model, out, input_lines(prompt("a"), prompt("b")))
+    assert added == [] and out.read_bytes() == before
+    assert (state.total, state.skipped, state.finished) == (0, 2, 0)
+
+
+def test_progress_is_reported_for_every_finished_line(model, tmp_path):
+    seen: list[tuple[int, int]] = []
+    writer = jobs.ResultWriter(tmp_path / "out.jsonl")
+    try:
+        jobs.run_batch(model, input_lines(prompt("a"), "not json", prompt("b")), writer, n_parallel=2, n_ctx_seq=64,
+                       defaults=jobs.BatchDefaults(max_tokens=2), n_threads=1,
+                       progress=lambda s: seen.append((s.done, s.errors)))
+    finally:
+        writer.close()
+    assert seen[0] == (0, 0) and seen[-1] == (2, 1)
+    assert (0, 1) in seen  # the bad line was reported as it was rejected, before the replies
+
+
+# -- what ResultWriter reads back --------------------------------------------------------------------
+
+
+def test_blank_lines_in_the_output_are_tolerated(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(json.dumps(record("a")).encode() + b"\n\n  \n" + json.dumps(error_record(2, 4)).encode() + b"\n")
+    writer = jobs.ResultWriter(out)
+    writer.close()
+    assert writer.done_ids == {'"a"'} and writer.failed_lines == {4}
+
+
+@pytest.mark.parametrize("bad", [
+    {"text": "no id"},
+    {"id": 1, "error": "a line number that is not one", "line": "3"},
+    {"id": 1, "error": "no line number"},
+    {"id": 1, "finish_reason": "stop"},  # neither text nor error
+])
+def test_a_line_that_is_almost_a_record_is_refused_and_named(tmp_path, bad):
+    out = tmp_path / "out.jsonl"
+    write_output(out, record("a"), bad)
+    before = out.read_bytes()
+    with pytest.raises(UsageError, match="line 2 is not a batch record"):
+        jobs.ResultWriter(out)
+    assert out.read_bytes() == before
+
+
+def test_a_torn_last_line_is_cut_and_the_next_record_follows_the_kept_ones(tmp_path):
+    out = tmp_path / "out.jsonl"
+    write_output(out, record("a"), tail=b'{"id": "b", "te')
+    writer = jobs.ResultWriter(out)
+    writer.write(record("b"))
+    writer.close()
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a", "b"]
+
+
+def test_records_are_appended_whole_in_utf8_after_what_is_there(tmp_path):
+    out = tmp_path / "out.jsonl"
+    write_output(out, record("a"))
+    writer = jobs.ResultWriter(out)
+    writer.write(record("é", text="café ☕"))
+    writer.close()
+    data = out.read_bytes()
+    assert data.endswith('"café ☕"'.encode() + b', "finish_reason": "stop", "prompt_tokens": 1, '
+                         b'"completion_tokens": 1, "timing": {}}\n')
+    assert [json.loads(line)["id"] for line in data.decode().splitlines()] == ["a", "é"]
+    assert out.stat().st_mode & 0o777 == 0o644 & ~_umask()
+
+
+def test_a_new_output_file_is_created(tmp_path):
+    out = tmp_path / "new.jsonl"
+    jobs.ResultWriter(out).close()
+    assert out.is_file() and out.read_bytes() == b""
+
+
+def test_a_second_close_is_harmless_and_frees_the_file(tmp_path):
+    out = tmp_path / "out.jsonl"
+    writer = jobs.ResultWriter(out)
+    writer.close()
+    writer.close()
+    jobs.ResultWriter(out).close()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
