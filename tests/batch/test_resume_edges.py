@@ -116,6 +116,25 @@ def test_progress_is_reported_for_every_finished_line(model, tmp_path):
     assert (0, 1) in seen  # the bad line was reported as it was rejected, before the replies
 
 
+# -- reading the input -------------------------------------------------------------------------------
+
+
+def test_text_input_with_undecodable_bytes_gives_that_line_an_error():
+    """stdin read as text keeps bytes that are not UTF-8 as surrogate escapes; only that line fails."""
+    text = '{"id": 1, "prompt": "ok"}\n{"id": 2, "prompt": "caf\udce9"}\n'
+    lines = jobs.read_lines(text)
+    assert [n for n, _ in lines] == [1, 2]
+    assert jobs.parse_line(lines[0][1], 1).id == 1
+    with pytest.raises(jobs.LineError, match="not UTF-8 text"):
+        jobs.parse_line(lines[1][1], 2)
+
+
+def test_a_byte_order_mark_before_the_first_line_is_ignored():
+    lines = jobs.read_lines(b'\xef\xbb\xbf{"id": 1, "prompt": "a"}\r\n')
+    assert lines == [(1, '{"id": 1, "prompt": "a"}')]
+    assert jobs.read_lines('\ufeff{"id": 1, "prompt": "a"}\n') == lines
+
+
 # -- what ResultWriter reads back --------------------------------------------------------------------
 
 
@@ -137,8 +156,9 @@ def test_a_line_that_is_almost_a_record_is_refused_and_named(tmp_path, bad):
     out = tmp_path / "out.jsonl"
     write_output(out, record("a"), bad)
     before = out.read_bytes()
-    with pytest.raises(UsageError, match="line 2 is not a batch record"):
+    with pytest.raises(UsageError, match="line 2 is not a batch record") as err:
         jobs.ResultWriter(out)
+    assert err.value.hint == "write the output to a new file"
     assert out.read_bytes() == before
 
 
