@@ -4,7 +4,6 @@ recorded, what is found, what is deleted, what a damaged or foreign entry become
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
