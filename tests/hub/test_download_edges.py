@@ -11,12 +11,15 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-from support.hubfixtures import SPLIT_REPO, hub, online, resolve_gets, sha256  # noqa: F401 - fixtures
+from support import hubfixtures
+from support.hubfixtures import SPLIT_REPO, resolve_gets, sha256
 
 from localllm.format import format_bytes
 from localllm.hub import download, errors
 from localllm.hub.client import Hub
 from localllm.models import store
+
+hub, online = hubfixtures.hub, hubfixtures.online  # fixtures: the local Hub, and network allowed
 
 FAST = download.RetryPolicy(retries=2, backoff=0.01, stall_timeout=5)
 FILE = "Tiny-Q8_0.gguf"
