@@ -3,13 +3,15 @@ run, and a resumed run answers exactly the lines a user still waits for (issue 1
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from localllm.batch import jobs
-from localllm.errors import UsageError
+from localllm.errors import OutputError, UsageError
 
 
 def record(ident, text="x") -> dict:
@@ -184,10 +186,71 @@ def test_records_are_appended_whole_in_utf8_after_what_is_there(tmp_path):
     assert out.stat().st_mode & 0o777 == 0o644 & ~_umask()
 
 
-def test_a_new_output_file_is_created(tmp_path):
+def test_a_new_output_file_is_created_readable_by_others_not_executable(tmp_path):
     out = tmp_path / "new.jsonl"
     jobs.ResultWriter(out).close()
     assert out.is_file() and out.read_bytes() == b""
+    assert out.stat().st_mode & 0o777 == 0o644 & ~_umask()
+
+
+def test_an_output_over_a_megabyte_is_read_back_whole(tmp_path):
+    out = tmp_path / "out.jsonl"
+    records = [record(i, text="w" * 1000) for i in range(1500)]  # about 1.6 MB
+    write_output(out, *records)
+    writer = jobs.ResultWriter(out)
+    writer.close()
+    assert len(writer.done_ids) == 1500 and '"1499"' not in writer.done_ids and "1499" in writer.done_ids
+
+
+def test_a_tail_that_is_not_a_record_is_refused_with_what_to_do(tmp_path):
+    out = tmp_path / "out.jsonl"
+    write_output(out, record("a"), tail=b"not a record")
+    with pytest.raises(UsageError) as err:
+        jobs.ResultWriter(out)
+    assert str(err.value) == f"{out} does not end with a complete line: it is not the output of localllm batch"
+    assert err.value.hint == "write the output to a new file"
+
+
+def test_an_output_that_cannot_be_read_is_one_error_naming_it(tmp_path, monkeypatch):
+    out = tmp_path / "out.jsonl"
+    write_output(out, record("a"))
+
+    def broken(fd, n):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "read", broken)
+    with pytest.raises(UsageError) as err:
+        jobs.ResultWriter(out)
+    assert str(err.value) == f"cannot read {out}: Input/output error"
+
+
+def test_a_short_write_is_completed_into_one_whole_line(tmp_path):
+    out = tmp_path / "out.jsonl"
+    writer = jobs.ResultWriter(out)
+    real_write = os.write
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:7])))  # 7 bytes at a time
+        writer.write(record("a", text="a longer reply than seven bytes"))
+    writer.close()
+    assert json.loads(out.read_text()) == record("a", text="a longer reply than seven bytes")
+
+
+def test_a_full_disk_says_what_is_kept_and_what_to_do(tmp_path):
+    out = tmp_path / "out.jsonl"
+    writer = jobs.ResultWriter(out)
+    writer.write(record("a"))
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "write", full)
+        with pytest.raises(OutputError) as err:
+            writer.write(record("b"))
+    writer.close()
+    assert str(err.value) == f"cannot write {out}: No space left on device"
+    assert err.value.hint == "the results written so far are kept; free space and run the same command"
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a"]
 
 
 def test_a_second_close_is_harmless_and_frees_the_file(tmp_path):
@@ -199,8 +262,6 @@ def test_a_second_close_is_harmless_and_frees_the_file(tmp_path):
 
 
 def _umask() -> int:
-    import os
-
     mask = os.umask(0)
     os.umask(mask)
     return mask
