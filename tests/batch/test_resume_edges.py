@@ -96,6 +96,16 @@ def test_a_line_that_failed_before_is_skipped_by_its_line_number_even_if_now_val
     assert (state.skipped, state.failed_before) == (1, 1)
 
 
+def test_lines_that_are_not_requests_are_answered_with_errors_on_resume(model, tmp_path):
+    out = tmp_path / "out.jsonl"
+    write_output(out, error_record(None, 1, "not valid JSON"), error_record(None, 2, "not a JSON object"))
+    lines = input_lines("{broken", "[1, 2]", "[3]", '"text"', prompt("ok"))
+    added, state = rerun(model, out, lines)
+    assert sorted(r["line"] for r in added if "error" in r) == [3, 4]
+    assert [r["id"] for r in added if "text" in r] == ["ok"]
+    assert (state.skipped, state.failed_before, state.failed) == (2, 2, 4)
+
+
 def test_a_complete_output_runs_nothing_and_changes_nothing(model, tmp_path):
     out = tmp_path / "out.jsonl"
     write_output(out, record("a"), record("b"))
