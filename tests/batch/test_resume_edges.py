@@ -268,7 +268,39 @@ def test_a_second_close_is_harmless_and_frees_the_file(tmp_path):
     writer = jobs.ResultWriter(out)
     writer.close()
     writer.close()
+    os.fstat(1)  # no other file (stdout) was closed by the second close
     jobs.ResultWriter(out).close()
+
+
+def test_an_output_in_a_missing_folder_is_one_error_naming_it(tmp_path):
+    out = tmp_path / "no such folder" / "out.jsonl"
+    with pytest.raises(UsageError) as err:
+        jobs.ResultWriter(out)
+    assert str(err.value) == f"cannot write {out}: No such file or directory"
+
+
+def test_a_pipe_as_output_file_says_to_use_stdout(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(UsageError) as err:
+            jobs.ResultWriter(fifo)
+    finally:
+        os.close(reader)
+    assert str(err.value) == f"cannot write {fifo}: not a regular file" and err.value.hint == "use -o - for a pipe"
+
+
+def test_a_second_batch_on_the_same_output_says_what_to_do(tmp_path):
+    out = tmp_path / "out.jsonl"
+    first = jobs.ResultWriter(out)
+    try:
+        with pytest.raises(UsageError) as err:
+            jobs.ResultWriter(out)
+    finally:
+        first.close()
+    assert str(err.value) == f"{out} is being written by another localllm batch"
+    assert err.value.hint == "wait for it to finish, or write to another file"
 
 
 def _umask() -> int:
