@@ -205,11 +205,14 @@ def test_a_new_output_file_is_created_readable_by_others_not_executable(tmp_path
 
 def test_an_output_over_a_megabyte_is_read_back_whole(tmp_path):
     out = tmp_path / "out.jsonl"
-    records = [record(i, text="w" * 1000) for i in range(1500)]  # about 1.6 MB
-    write_output(out, *records)
+    ids = [f"{i:04d}-" + "x" * 1000 for i in range(1500)]  # about 1.6 MB, read in more than one piece
+    write_output(out, *(record(i) for i in ids))
+    data = out.read_bytes()
+    start = data.rfind(b'"id": "', 0, 1 << 20) + len(b'"id": "')
+    assert start < 1 << 20 < start + len(ids[0])  # the first MiB ends inside an id
     writer = jobs.ResultWriter(out)
     writer.close()
-    assert len(writer.done_ids) == 1500 and '"1499"' not in writer.done_ids and "1499" in writer.done_ids
+    assert writer.done_ids == {json.dumps(i) for i in ids}
 
 
 def test_a_tail_that_is_not_a_record_is_refused_with_what_to_do(tmp_path):
