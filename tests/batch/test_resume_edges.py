@@ -205,7 +205,7 @@ def test_a_new_output_file_is_created_readable_by_others_not_executable(tmp_path
 
 def test_an_output_over_a_megabyte_is_read_back_whole(tmp_path):
     out = tmp_path / "out.jsonl"
-    ids = [f"{i:04d}-" + "x" * 1000 for i in range(1500)]  # about 1.6 MB, read in more than one piece
+    ids = [f"{i:04d}-" + "x" * 990 for i in range(1500)]  # about 1.6 MB, read in more than one piece
     write_output(out, *(record(i) for i in ids))
     data = out.read_bytes()
     start = data.rfind(b'"id": "', 0, 1 << 20) + len(b'"id": "')
