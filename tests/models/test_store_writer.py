@@ -392,7 +392,7 @@ def test_check_writable_names_the_folder_it_cannot_write(isolated_home, monkeypa
     with pytest.raises(store.StoreError) as err:
         store.check_writable()
     assert str(err.value) == f"cannot write to {isolated_home}: Read-only file system"
-    assert "LOCALLLM_HOME" in err.value.hint
+    assert err.value.hint == "make the data directory writable, or set LOCALLLM_HOME to a folder you own"
     paths.models_dir().mkdir(parents=True)
     with pytest.raises(store.StoreError, match=f"cannot write to {paths.models_dir()}:"):
         store.check_writable()
