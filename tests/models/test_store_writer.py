@@ -71,7 +71,7 @@ def test_a_relative_path_of_a_folder_and_a_file_is_accepted(relative, isolated_h
 
 
 @pytest.mark.parametrize("relative", ["f.gguf", "a/b/c.gguf", ".partial/x.part", "../x", "/etc/x", "a/..",
-                                      "./x", None])
+                                      "./x", "c:/x.gguf", "a\x01/f.gguf", None])
 def test_a_relative_path_out_of_one_folder_is_refused(relative):
     with pytest.raises(store.UnsafePathError, match="is not a path inside the models directory"):
         store.check_relative(relative)
@@ -129,7 +129,7 @@ def test_a_manifest_that_cannot_be_replaced_is_one_error_naming_it(isolated_home
         with pytest.raises(store.StoreError) as err:
             store.record(model("b"))
     assert str(err.value) == f"cannot write {isolated_home / 'manifest.json'}: No space left on device"
-    assert "free some disk space" in err.value.hint
+    assert err.value.hint == "free some disk space, or make the data directory writable"
     assert [m.name for m in store.load_manifest()] == ["a"]
 
 
@@ -138,7 +138,7 @@ def test_a_manifest_that_cannot_be_read_is_one_error(isolated_home):
     (isolated_home / "manifest.json").mkdir()
     with pytest.raises(store.StoreError) as err:
         store.read_manifest()
-    assert str(err.value).startswith(f"cannot read {isolated_home / 'manifest.json'}: ")
+    assert str(err.value) == f"cannot read {isolated_home / 'manifest.json'}: Is a directory"
     assert err.value.hint == "check the data directory's permissions"
 
 
@@ -155,7 +155,24 @@ def test_a_damaged_manifest_names_why(isolated_home, raw, why):
     with pytest.raises(store.StoreError) as err:
         store.read_manifest()
     assert str(err.value).startswith(f"{path} is damaged (") and why in str(err.value)
+    if why.startswith("not a manifest"):
+        assert str(err.value) == f"{path} is damaged (not a manifest: expected an object with a list of models)"
     assert err.value.hint == "move it aside and import or pull again; the model files stay on disk"
+
+
+def test_a_manifest_that_is_not_json_is_named_with_the_parser_s_words_cut_to_one_line(isolated_home):
+    isolated_home.mkdir(parents=True, exist_ok=True)
+    path = isolated_home / "manifest.json"
+    data = b'{"models": [' + b" " * 100_000 + b"\xc3("  # a bad UTF-8 sequence far in: a long message
+    path.write_bytes(data)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        words = str(exc)
+    assert len(words) > 80
+    with pytest.raises(store.StoreError) as err:
+        store.read_manifest()
+    assert str(err.value) == f"{path} is damaged (not JSON: {words[:80]})"
 
 
 def test_a_manifest_without_models_is_empty(isolated_home):
