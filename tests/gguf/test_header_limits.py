@@ -167,6 +167,12 @@ def test_an_array_far_longer_than_the_file_is_damage_not_truncation(tmp_path):
             read_header(path)
 
 
+def test_an_array_of_the_largest_length_allowed_is_judged_by_the_file_size(tmp_path):
+    path = write(tmp_path, gguf([ARCH, kv("t.max", ARR, array(I32, 1 << 30, b"\x00" * 64))]))
+    with pytest.raises(CorruptModelError, match="metadata array 't.max' .1073741824 elements. runs past the end"):
+        read_header(path)
+
+
 def test_an_array_a_little_longer_than_the_file_is_truncation(tmp_path):
     for etype in (I32, STR):
         path = write(tmp_path, gguf([ARCH, kv("t.cut", ARR, array(etype, 1000, b"\x00" * 64))]))
@@ -289,6 +295,21 @@ def test_a_bad_tensor_info_is_damage_naming_the_tensor(tmp_path, info, message):
     assert str(err.value) == f"{path} is damaged: {message}"
 
 
+def test_a_four_dimensional_tensor_is_read(tmp_path):
+    h = read_header(write(tmp_path, gguf([ARCH], [tensor("a", (2, 3, 4, 5))], data=bytes(480))))
+    assert h.tensors[0].shape == (2, 3, 4, 5) and h.tensors[0].n_bytes == 480
+
+
+def test_a_tensor_name_of_impossible_length_is_damage_naming_which(tmp_path):
+    info = struct.pack("<Q", (1 << 30) + 1) + b"a" * 16
+    data = gguf([ARCH], [info])
+    path = write(tmp_path, data)
+    with pytest.raises(CorruptModelError) as err:
+        read_header(path)
+    at = data.index(info)
+    assert str(err.value) == f"{path} is damaged: tensor name 0 has an impossible length 1073741825 (at byte {at})"
+
+
 def test_tensors_of_the_largest_shape_allowed_are_read(tmp_path):
     h = read_header(write(tmp_path, gguf([ARCH], [tensor("a", (1 << 31, 1 << 31))])), check_size=False)
     assert h.tensors[0].n_elements == 1 << 62
@@ -406,7 +427,7 @@ def test_need_more_data_says_exactly_where_the_cut_field_ends():
     with pytest.raises(NeedMoreData) as err:
         read_header_bytes(data[:cut])
     assert err.value.minimum == data.index(b"x" * 100) + 100
-    assert err.value.needed >= 2 * err.value.minimum
+    assert err.value.needed == 2 * err.value.minimum  # at least double, so a caller needs few rounds
     assert str(err.value) == (f"GGUF header continues past the data given: need about {err.value.needed} bytes"
                               f" (at least {err.value.minimum})")
     assert NeedMoreData(50).minimum == 50
