@@ -173,6 +173,29 @@ def test_an_array_of_the_largest_length_allowed_is_judged_by_the_file_size(tmp_p
         read_header(path)
 
 
+P = gh._PLAUSIBLE_STRING  # 64 MiB: an array that far past the end of the file is damage, not a cut
+
+
+@pytest.mark.parametrize(("etype", "after", "count", "verdict"), [
+    # int32 elements: 4 bytes each
+    (I32, 64, (P + 64) // 4, "truncated"), (I32, 64, (P + 64) // 4 + 1, "damaged"),
+    # strings: at least their 8-byte length each
+    (STR, 64, (P + 64) // 8, "truncated"), (STR, 64, (P + 64) // 8 + 1, "damaged"),
+    (STR, 2_000_000, (P + 2_000_000) // 8 + 1, "damaged"),
+    # arrays: at least a type and a count, 12 bytes each
+    (ARR, 8, (P + 8) // 12, "truncated"), (ARR, 8, (P + 8) // 12 + 1, "damaged"),
+])
+def test_where_a_cut_array_turns_from_truncated_into_damaged(tmp_path, etype, after, count, verdict):
+    """Past the end of the file by at most 64 MiB: a download cut short; further: damage."""
+    path = write(tmp_path, gguf([ARCH, kv("t.a", ARR, array(etype, count, bytes(after)))]))
+    with pytest.raises(CorruptModelError) as err:
+        read_header(path)
+    if verdict == "damaged":
+        assert f"metadata array 't.a' ({count} elements) runs past the end of the file" in str(err.value)
+    else:
+        assert "is truncated" in str(err.value)
+
+
 def test_an_array_a_little_longer_than_the_file_is_truncation(tmp_path):
     for etype in (I32, STR):
         path = write(tmp_path, gguf([ARCH, kv("t.cut", ARR, array(etype, 1000, b"\x00" * 64))]))
@@ -431,6 +454,12 @@ def test_need_more_data_says_exactly_where_the_cut_field_ends():
     assert str(err.value) == (f"GGUF header continues past the data given: need about {err.value.needed} bytes"
                               f" (at least {err.value.minimum})")
     assert NeedMoreData(50).minimum == 50
+
+
+def test_bytes_that_are_not_gguf_are_named_as_gguf_data():
+    with pytest.raises(NotAGGUFError) as err:
+        read_header_bytes(b"<html><body>Not Found</body></html>")
+    assert str(err.value) == "<GGUF data> is not a GGUF file (starts with '<html><body>Not ')"
 
 
 def test_need_more_data_never_asks_past_the_file_size():
