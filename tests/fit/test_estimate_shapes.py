@@ -64,6 +64,14 @@ def test_a_tied_output_layer_is_copied_to_the_gpu_with_it():
     assert offloaded.gpu.weights == OUT_NORM + EMBD_BYTES
 
 
+def test_a_tied_output_layer_is_copied_whatever_the_tensor_order():
+    h = header(tied=True)
+    embd, *rest = h.tensors
+    reordered = GGUFHeader(h.version, h.metadata, (*rest, embd), h.alignment, h.data_offset, h.header_size, None)
+    e = est.estimate(reordered, Settings(n_ctx=256, n_gpu_layers=3))
+    assert e.gpu.weights == 2 * LAYER_BYTES + OUT_NORM + EMBD_BYTES
+
+
 def test_layers_of_tensors():
     assert est.layer_of("blk.12.attn_q.weight", 30) == 12
     assert est.layer_of("output.weight", 30) == 30 and est.layer_of("output_norm.weight", 30) == 30
@@ -267,9 +275,10 @@ def test_impossible_settings_are_one_usage_error(settings, message):
     assert str(err.value) == message
 
 
-def test_a_quantized_k_cache_without_flash_attention_is_fine():
-    e = est.estimate(header(), Settings(n_ctx=256, type_k="q8_0", flash_attn=False))
-    assert e.cpu.kv == N_LAYER * kv_layer(256, "q8_0", "f16") and e.notes == ()
+@pytest.mark.parametrize("type_v", ["f32", "f16", "bf16"])
+def test_a_quantized_k_cache_or_a_float_v_cache_without_flash_attention_is_fine(type_v):
+    e = est.estimate(header(), Settings(n_ctx=256, type_k="q8_0", type_v=type_v, flash_attn=False))
+    assert e.cpu.kv == N_LAYER * kv_layer(256, "q8_0", type_v) and e.notes == ()
 
 
 def test_a_header_without_layers_cannot_be_estimated():
