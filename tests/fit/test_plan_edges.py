@@ -62,14 +62,15 @@ def test_verdict_words():
 # -- GPU layers ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("layers", [1, 2, 3, 4])
-def test_the_gpu_takes_the_most_layers_its_budget_holds_with_headroom(layers):
-    e = gpu_need(layers)
+@pytest.mark.parametrize(("layers", "n_ctx"), [(1, 4096), (2, 4096), (3, 4096), (4, 4096), (3, 1024)])
+def test_the_gpu_takes_the_most_layers_its_budget_holds_with_headroom(layers, n_ctx):
+    e = gpu_need(layers, n_ctx)
     hw = machine(1 << 34, math.ceil(e.gpu.total / 0.8))
-    p = plan.plan_load(header(), hw, 4096)
+    p = plan.plan_load(header(), hw, n_ctx)
     assert p.n_gpu_layers == layers
     assert p.estimate == e
-    assert p.reason.endswith(f"{layers} layers on the GPU, 4,096-token context")
+    trained = "" if n_ctx == 4096 else " (trained on 4,096)"
+    assert p.reason.endswith(f"{layers} layers on the GPU, {n_ctx:,}-token context{trained}")
 
 
 def test_a_gpu_too_small_for_one_layer_leaves_everything_on_the_cpu():
@@ -158,6 +159,20 @@ def test_load_settings_refuses_a_model_that_cannot_fit_with_the_reason():
     with pytest.raises(DoesNotFitError, match="^tiny won't fit"):
         plan.load_settings(header(), small, 4096, None)
     assert plan.load_settings(header(), small, None, 0) == (2048, 0)  # the user's layers: tried as asked
+
+
+def test_load_settings_judges_the_context_the_user_asked_for():
+    long = header(extra={"ARCH.context_length": 8192})
+    hw = machine(cpu_need(4096))  # the planner's own choice (4096) fits; 8192 does not
+    assert plan.load_settings(long, hw, None, None) == (4096, 0)
+    with pytest.raises(DoesNotFitError, match="8,192-token context"):
+        plan.load_settings(long, hw, 8192, None)
+
+
+def test_a_model_without_a_name_is_called_the_model():
+    nameless = header(extra={"general.name": None})
+    with pytest.raises(DoesNotFitError, match="^the model won't fit: needs "):
+        plan.load_settings(nameless, machine(1 << 20), None, None)
 
 
 def test_load_settings_leaves_a_header_it_cannot_estimate_to_llama_cpp():
