@@ -47,7 +47,7 @@ def test_a_partial_offload_puts_the_last_layers_and_the_output_layer_on_the_gpu(
     assert not e.all_on_gpu
 
 
-@pytest.mark.parametrize("ngl", [-1, 5, 99])
+@pytest.mark.parametrize("ngl", [-1, 5, 6, 99])
 def test_every_layer_on_the_gpu_keeps_only_the_embeddings_on_the_cpu(ngl):
     e = est.estimate(header(), Settings(n_ctx=256, n_gpu_layers=ngl))
     assert e.settings.n_gpu_layers == N_LAYER + 1 and e.all_on_gpu

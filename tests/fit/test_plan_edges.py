@@ -155,7 +155,8 @@ def test_load_settings_refuses_a_model_that_cannot_fit_with_the_reason():
     with pytest.raises(DoesNotFitError) as err:
         plan.load_settings(header(), small, None, None, label="tiny.gguf")
     assert str(err.value).startswith("tiny.gguf won't fit: needs ")
-    assert "--ctx and --gpu-layers" in err.value.hint
+    assert err.value.hint == ("pass --ctx and --gpu-layers to load it anyway, or pick a smaller quantization"
+                              " (localllm fit)")
     with pytest.raises(DoesNotFitError, match="^tiny won't fit"):
         plan.load_settings(header(), small, 4096, None)
     assert plan.load_settings(header(), small, None, 0) == (2048, 0)  # the user's layers: tried as asked
