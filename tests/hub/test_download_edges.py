@@ -4,6 +4,7 @@ GGUF from the local Hub keeps each download to milliseconds."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
 import threading
@@ -233,3 +234,41 @@ def test_a_cancelled_download_says_how_much_is_kept(tiny, hub):
     assert str(err.value) == f"download of {FILE} stopped"
     assert err.value.hint == f"{format_bytes(0)} of {format_bytes(tiny['size'])} kept; the next pull resumes from there"
     assert resolve_gets(hub) == []
+
+
+class WrongRangeMirror(http.server.BaseHTTPRequestHandler):
+    """A mirror that answers a range request with 206 and the whole file's range (a broken cache)."""
+
+    data = b""
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(206 if self.headers.get("Range") else 200)
+        if self.headers.get("Range"):
+            self.send_header("Content-Range", f"bytes 0-{len(self.data) - 1}/{len(self.data)}")
+        self.send_header("Content-Length", str(len(self.data)))
+        self.end_headers()
+        self.wfile.write(self.data)
+
+
+def test_a_resume_answered_with_another_range_is_never_appended(tiny, online):
+    """A 206 whose Content-Range does not start where the partial ends would put bytes in the
+    wrong place: the download stops with the range named, and the partial is kept as it was."""
+    WrongRangeMirror.data = tiny["bytes"]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), WrongRangeMirror)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/tiny.gguf"
+    try:
+        part, side, _ = download.partial_paths(tiny["sha256"])
+        part.parent.mkdir(parents=True)
+        part.write_bytes(tiny["bytes"][:1000])
+        side.write_text(json.dumps({"url": url, "size": tiny["size"]}))
+        with pytest.raises(errors.DownloadError) as err:
+            fetch(dict(tiny, url=url))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert f"server answered an unexpected range bytes 0-{tiny['size'] - 1}/{tiny['size']}" in str(err.value)
+    assert part.read_bytes() == tiny["bytes"][:1000]
