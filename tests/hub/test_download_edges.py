@@ -272,3 +272,17 @@ def test_a_resume_answered_with_another_range_is_never_appended(tiny, online):
         server.server_close()
     assert f"server answered an unexpected range bytes 0-{tiny['size'] - 1}/{tiny['size']}" in str(err.value)
     assert part.read_bytes() == tiny["bytes"][:1000]
+
+
+def test_errors_name_the_download_and_its_repository(tiny, hub):
+    """A refused file is named as the user knows it; a missing repository by its name."""
+    hub.fault("/resolve/", status=404, error_code="EntryNotFound")
+    with pytest.raises(errors.HubFileNotFoundError) as err:
+        download.download(tiny["url"], size=tiny["size"], sha256=tiny["sha256"], label="the tiny model",
+                          policy=FAST)
+    assert str(err.value).startswith("the tiny model: not found on ")
+    hub.fault("/resolve/", status=404, error_code="RepoNotFound")
+    with pytest.raises(errors.HubError) as err:
+        download.download(tiny["url"], size=tiny["size"], sha256=tiny["sha256"], label="the tiny model",
+                          policy=FAST, meta={"repo": SPLIT_REPO})
+    assert str(err.value).startswith(f"repository {SPLIT_REPO} not found on ")
