@@ -1,8 +1,8 @@
 """`localllm bench` and `localllm batch` against llama.cpp's llama-bench and llama-batched-bench.
 
     .venv/bin/python benchmarks/bench_batch.py [--model FILE | --synthetic-1b] [--threads N] [--reps N]
-                                               [--npp 128] [--ntg 128] [--parallel 1,2,4,8]
-                                               [--determinism 32]
+                                               [--npp 128] [--ntg 128] [--parallel 1,8,32]
+                                               [--greedy] [--determinism 32]
 
 Side by side in one run (the two tools alternate over --rounds), same model, same threads, weight repacking set as localllm sets it
 (off on builds with AMX, see runtime.build_has_amx), KV cache per sequence (no unified KV):
@@ -12,6 +12,7 @@ Side by side in one run (the two tools alternate over --rounds), same model, sam
    (N requests whose templated prompt is NPP tokens, NTG tokens each, ignore_eos, --parallel N):
    aggregate throughput = N * (NPP + NTG) / wall time of the batch (llama-batched-bench's S), and
    generated tokens per second of that wall time. `localllm bench`'s own batched loop is listed too.
+   Replies are sampled (temperature 0.8, a seed each), or greedy with --greedy (issue 13: N = 1, 8, 32).
 3. N=8 vs sequential: 2 * 8 requests through `localllm batch` at --parallel 8 and at --parallel 1.
 4. Determinism: --determinism prompts at temperature 0 through `localllm batch` at N=1, N=8 and N=8
    again; how many replies differ.
@@ -218,7 +219,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the two tools (default 3)")
     parser.add_argument("--npp", type=int, default=128)
     parser.add_argument("--ntg", type=int, default=128)
-    parser.add_argument("--parallel", default="1,2,4,8")
+    parser.add_argument("--parallel", default="1,8,32")
+    parser.add_argument("--greedy", action="store_true", help="batched replies at temperature 0 (default 0.8)")
     parser.add_argument("--determinism", type=int, default=32, help="prompts for the N=1 vs N=8 check (0: skip)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: pptg,batched,seq")
     args = parser.parse_args()
@@ -255,13 +257,14 @@ def main() -> None:
                   f"{statistics.mean(o) / statistics.mean(r):>6.1%}", flush=True)
 
     if "batched" not in skip:
-        print(f"\nbatched: N prompts of {args.npp} tokens, {args.ntg} generated each (ignore EOS), "
-              f"mean of {args.rounds} rounds")
+        temperature = 0.0 if args.greedy else 0.8
+        print(f"\nbatched: N prompts of {args.npp} tokens, {args.ntg} generated each (ignore EOS, "
+              f"temperature {temperature:g}), mean of {args.rounds} rounds")
         print(f"{'N':>2} {'batched-bench S':>16} {'localllm batch S':>17} {'ratio':>7} "
               f"{'b-bench gen t/s':>16} {'batch gen t/s':>14} {'b-bench S_TG':>13} {'bench S_TG':>11}")
         for n in npl:
             records = [{"id": i, "messages": calibrated_messages(model, args.npp, i), "max_tokens": args.ntg,
-                        "ignore_eos": True, "temperature": 0.8, "seed": i} for i in range(n)]
+                        "ignore_eos": True, "temperature": temperature, "seed": i} for i in range(n)]
             ref_t, ref_tg, our_t = [], [], []
             for _ in range(args.rounds):
                 row = llama_batched_bench(model, t, args.npp, args.ntg, [n], repack)[n]

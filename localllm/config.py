@@ -9,6 +9,7 @@ reports.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,23 @@ def hf_cache_dir() -> Path:
 
 def ollama_dir() -> Path:
     return _path("OLLAMA_MODELS") or Path.home() / ".ollama" / "models"
+
+
+def child_environment() -> dict[str, str] | None:
+    """The environment for a program localllm starts (pip); None: this process's, unchanged.
+
+    The standalone build's launcher points LD_LIBRARY_PATH at the bundle's libraries (keeping the
+    old value in LD_LIBRARY_PATH_ORIG); another program must get the old value back, or it would
+    load the bundle's libssl, libpython and the rest instead of its own."""
+    if not getattr(sys, "frozen", False):
+        return None
+    env = dict(os.environ)
+    original = env.pop("LD_LIBRARY_PATH_ORIG", None)
+    if original is None:
+        env.pop("LD_LIBRARY_PATH", None)
+    else:
+        env["LD_LIBRARY_PATH"] = original
+    return env
 
 
 def as_dict() -> dict[str, str | None]:

@@ -90,3 +90,15 @@ class GrammarError(LocalLLMError):
 
 class OutputError(LocalLLMError):
     """An output file could not be written (a full disk, an I/O error); what was written is kept."""
+
+
+class QueueFullError(LocalLLMError):
+    """Every sequence of a batch engine runs and its queue is full; try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, hint: str | None = None, retry_after_s: float = 1.0) -> None:
+        super().__init__(message, hint)
+        self.retry_after_s = retry_after_s
+
+
+class EngineClosedError(LocalLLMError):
+    """A batch engine was closed (or stopped after an error) and takes no more requests."""

@@ -89,6 +89,7 @@ WRONG_SHAPES = ['[1, 2]', '"text"', '{"path": 5}', '{"path": "%s", "size": "big"
 
 def test_loads_jsonl_lines_of_the_wrong_shape_are_skipped(isolated_home, smollm2_path):
     from localllm.app.fitting import last_load
+    from localllm.fit.hardware import profile
     from localllm.gguf.header import read_header
 
     gguf = smollm2_path
@@ -102,7 +103,7 @@ def test_loads_jsonl_lines_of_the_wrong_shape_are_skipped(isolated_home, smollm2
         log.write(b"\xff\xfe not utf-8\n")
     entry = loadlog.last_load(gguf, size)
     assert entry is not None and entry["buffers_mib"] == {"CPU KV buffer": 1.5}
-    measured = last_load(read_header(gguf), gguf)
+    measured = last_load(read_header(gguf), gguf, profile("laptop-16gb"))
     assert measured is not None and measured["n_ctx"] == 512
 
 

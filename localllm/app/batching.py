@@ -12,7 +12,8 @@ from localllm.batch import jobs
 
 from .loading import Notice, open_for_batch, open_for_bench
 
-Started = Callable[[str, int, int, int], None]  # label, lines, sequences at once, context of each
+# label, lines, sequences at once, context of each, why that many at once ("" when the user said)
+Started = Callable[[str, int, int, int, str], None]
 
 
 def writer_for(output: str, stdout: TextIO) -> jobs.ResultWriter | jobs.StreamWriter:
@@ -41,9 +42,9 @@ def complete_jsonl(
     lines = jobs.read_lines(text)
     defaults = jobs.BatchDefaults(max_tokens=max_tokens or jobs.DEFAULT_MAX_TOKENS, temperature=temperature, seed=seed)
     with open_for_batch(reference, n_ctx_seq=n_ctx_seq, n_parallel=n_parallel, n_gpu_layers=n_gpu_layers,
-                        n_threads=n_threads, notice=notice) as job:
+                        n_threads=n_threads, lines=len(lines), notice=notice) as job:
         if started is not None:
-            started(job.opened.label, len(lines), job.n_parallel, job.n_ctx_seq)
+            started(job.opened.label, len(lines), job.n_parallel, job.n_ctx_seq, job.parallel_reason)
         return jobs.run_batch(job.opened.model, lines, writer, n_parallel=job.n_parallel, n_ctx_seq=job.n_ctx_seq,
                               defaults=defaults, n_threads=n_threads, progress=progress, cancel=cancel)
 

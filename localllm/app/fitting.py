@@ -111,9 +111,10 @@ def _remote_rows(entry: CatalogEntry, quant: str | None, skip: set) -> tuple[lis
     return rows, skipped, first_error
 
 
-def last_load(header: GGUFHeader, path: Path | None) -> dict[str, Any] | None:
+def last_load(header: GGUFHeader, path: Path | None, hw: Hardware) -> dict[str, Any] | None:
     """The last real load of ``path``: what llama.cpp allocated against the estimate for the same
-    settings, and the process's peak RSS against the estimated RAM."""
+    settings (on ``hw``: its GPU backend, and its CPU's repacking when that load repacked), and the
+    process's peak RSS against the estimated RAM."""
     last = loadlog.last_load(path, header.file_size) if path is not None else None
     if last is None:
         return None
@@ -122,8 +123,10 @@ def last_load(header: GGUFHeader, path: Path | None) -> dict[str, Any] | None:
         n_ctx=int(s.get("n_ctx") or 4096), n_gpu_layers=int(s.get("n_gpu_layers") or 0),
         type_k=str(s.get("type_k") or "f16"), type_v=str(s.get("type_v") or "f16"),
         flash_attn=s.get("flash_attn"), n_batch=int(s.get("n_batch") or 512), n_ubatch=int(s.get("n_ubatch") or 512),
+        cpu_moe_layers=int(s.get("cpu_moe_layers") or 0),
     )  # fmt: skip
-    est = estimate.estimate(header, settings)
+    est = estimate.estimate(header, settings, backend=hw.gpu_backend if settings.n_gpu_layers else None,
+                            cpu_features=hw.simd if s.get("repack") else ())
     allocated = int(sum(last.get("buffers_mib", {}).values()) * estimate.MiB)
     predicted = est.cpu.llama_cpp + est.gpu.llama_cpp
     return {
@@ -151,7 +154,7 @@ def fit_model(reference: str, hw: Hardware, n_ctx: int | None = None) -> FitRepo
     for row in rows:
         plan = plan_load(row.header, hw, n_ctx)
         result = {"model": row.label, "where": row.where, "file_size": row.header.file_size, **plan.as_dict()}
-        measured = last_load(row.header, row.path)
+        measured = last_load(row.header, row.path, hw)
         if measured is not None:
             result["last_load"] = measured
         results.append(result)

@@ -16,7 +16,7 @@ from typing import Any
 
 from localllm.fit import loadlog
 from localllm.fit.hardware import Hardware
-from localllm.fit.plan import load_settings, max_parallel
+from localllm.fit.plan import LoadChoice, load_settings, plan_parallel
 from localllm.gguf import cache as headercache
 from localllm.models import store
 from localllm.models.resolve import ResolvedModel, resolve
@@ -98,9 +98,17 @@ def open_model(
     resolved = resolved or find(reference, notice)
     if n_ctx is None or n_gpu_layers is None:
         header = headercache.read_header(resolved.path)
-        n_ctx, n_gpu_layers = load_settings(header, hardware or machine.detect(), n_ctx, n_gpu_layers,
-                                            label=resolved.label)
-    return _load(resolved, LoadOptions(n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads))
+        choice = load_settings(header, hardware or machine.detect(), n_ctx, n_gpu_layers, label=resolved.label)
+    else:
+        choice = LoadChoice(n_ctx, n_gpu_layers)
+    return _load(resolved, _options(choice, n_ctx=choice.n_ctx, n_threads=n_threads))
+
+
+def _options(choice: LoadChoice, *, n_ctx: int | None, n_threads: int | None, n_batch: int = 512) -> LoadOptions:
+    """LoadOptions with the planner's placement: GPU layers, experts kept on the CPU, KV cache type."""
+    return LoadOptions(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_gpu_layers=choice.n_gpu_layers,
+                       n_threads=n_threads, cpu_moe_layers=choice.cpu_moe_layers, type_k=choice.kv_type,
+                       type_v=choice.kv_type, flash_attn=choice.flash_attn)  # fmt: skip
 
 
 @dataclass
@@ -110,6 +118,7 @@ class BatchModel:
     opened: OpenedModel
     n_parallel: int
     n_ctx_seq: int
+    parallel_reason: str = ""  # why that many at once, when the planner chose it
 
     def close(self) -> None:
         self.opened.close()
@@ -128,20 +137,26 @@ def open_for_batch(
     n_parallel: int | None = None,
     n_gpu_layers: int | None = None,
     n_threads: int | None = None,
+    lines: int | None = None,
     hardware: Hardware | None = None,
     notice: Notice | None = None,
 ) -> BatchModel:
     """Load a model for ``batch``: the sequences' context (default the smaller of 4096 and the
-    model's), the GPU layers and how many sequences run at once come from the planner when not
-    given. The model's own context is only used to tokenize, so it is kept tiny."""
+    model's), the placement (GPU layers, experts on the CPU, KV cache type) and how many sequences
+    run at once (what the memory holds, at most one per input line of ``lines``) come from the
+    planner when not given. The model's own context is only used to tokenize, so it is kept tiny."""
     resolved = find(reference, notice)
     header = headercache.read_header(resolved.path)
     n_ctx_seq = n_ctx_seq or min(DEFAULT_CTX, header.context_length or DEFAULT_CTX)
     hw = hardware or machine.detect()
-    _, gpu_layers = load_settings(header, hw, n_ctx_seq, n_gpu_layers, label=resolved.label)
-    parallel = n_parallel or max_parallel(header, hw, n_ctx_seq, gpu_layers)
-    options = LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_gpu_layers=gpu_layers, n_threads=n_threads)
-    return BatchModel(_load(resolved, options), parallel, n_ctx_seq)
+    choice = load_settings(header, hw, n_ctx_seq, n_gpu_layers, label=resolved.label)
+    if n_parallel:
+        parallel, why = n_parallel, ""
+    else:
+        planned = plan_parallel(header, hw, n_ctx_seq, choice, lines)
+        parallel, why = planned.n, planned.reason
+    return BatchModel(_load(resolved, _options(choice, n_ctx=64, n_batch=64, n_threads=n_threads)), parallel,
+                      n_ctx_seq, why)
 
 
 def open_for_bench(
@@ -157,11 +172,11 @@ def open_for_bench(
     ``n_ctx`` tokens), so the model's is tiny. The GPU layers are the planner's for that context,
     as ``run`` plans them, unless given (``0`` forces the CPU)."""
     resolved = find(reference, notice)
+    choice = LoadChoice(n_ctx, n_gpu_layers or 0)
     if n_gpu_layers is None:
         header = headercache.read_header(resolved.path)
-        _, n_gpu_layers = load_settings(header, hardware or machine.detect(), n_ctx, None, label=resolved.label)
-    return _load(resolved, LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_gpu_layers=n_gpu_layers,
-                                       n_threads=n_threads))
+        choice = load_settings(header, hardware or machine.detect(), n_ctx, None, label=resolved.label)
+    return _load(resolved, _options(choice, n_ctx=64, n_batch=64, n_threads=n_threads))
 
 
 def sampling(**settings: Any) -> SamplingOptions:

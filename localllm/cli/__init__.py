@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hw": ("hw", "show the hardware detected and the memory budget for models"),
     "fit": ("fit", "estimate the memory a model needs here, per quantization, and plan its load"),
     "chat": ("chat", "chat with a model in the terminal UI (localllm alone opens the UI)"),
+    "completion": ("completion", "print a bash, zsh or fish completion script"),
 }
 
 EXIT_INTERRUPTED = 130
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run open-weight language models privately on this machine.",
         epilog="Run 'localllm COMMAND --help' for a command's options.",
     )
-    parser.add_argument("--version", action="version", version=f"localllm {__version__}")
+    parser.add_argument("--version", action=VersionAction, help="show localllm's version and its llama.cpp build")
     _add_common(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
@@ -46,6 +47,36 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common(command, suppress=True)
         importlib.import_module(f"{__name__}.{module}").add_arguments(command)
     return parser
+
+
+class VersionAction(argparse.Action):
+    """``--version``: localllm's version and the llama.cpp build. llama.cpp is loaded only when this
+    is asked for, so ``--help`` stays instant."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text(), flush=True)
+        parser.exit()
+
+
+def version_text() -> str:
+    lines = [f"localllm {__version__}"]
+    try:
+        from localllm.runtime import devices
+
+        build = devices.build()
+        names = ", ".join(f"{d.name} ({d.description})" if d.description else d.name for d in devices.backend_devices())
+        features = devices.system_info().strip().rstrip("|").strip()
+    except (ImportError, OSError, RuntimeError) as exc:  # no bindings, or a library that does not load
+        return "\n".join(lines + [f"llama-cpp-python: cannot be loaded ({exc})"])
+    llama_cpp = ", ".join(f"{k} {v}" for k, v in (("libllama", build.llama), ("ggml", build.ggml),
+                                                   ("commit", build.commit)) if v)
+    lines += [f"llama-cpp-python {build.bindings}", f"llama.cpp: {llama_cpp or 'version unknown'}",
+              f"backends: {', '.join(build.backends) or 'none'}", f"devices: {names or 'none'}",
+              f"features: {features}"]
+    return "\n".join(lines)
 
 
 def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None:

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: - = stdout)")
     parser.add_argument("-m", "--model", help="model reference or .gguf file (default: the last model used)")
     parser.add_argument("-p", "--parallel", type=int,
-                        help="sequences decoded at once (default: as many as the memory planner fits, at most 8)")
+                        help="sequences decoded at once (default: as many as the memory planner fits, "
+                        "at most one per line)")
     parser.add_argument("-c", "--ctx", type=int,
                         help="context of each sequence in tokens (default: 4096 or the model's)")
     parser.add_argument("-n", "--max-tokens", type=int, help="default for lines without max_tokens (512)")
@@ -108,9 +109,10 @@ def run(args: argparse.Namespace) -> int:
         progress = p
         bar(p)
 
-    def started(label: str, lines: int, parallel: int, n_ctx_seq: int) -> None:
+    def started(label: str, lines: int, parallel: int, n_ctx_seq: int, why: str) -> None:
         if not args.quiet:
-            say(f"{label}: {lines} lines, {parallel} at a time, {n_ctx_seq} tokens of context each")
+            at_once = f"{parallel} at a time" + (f" ({why})" if why else "")
+            say(f"{label}: {lines} lines, {at_once}, {n_ctx_seq} tokens of context each")
 
     interrupted = False
     try:

@@ -51,7 +51,7 @@ def _print_table(results: list[dict]) -> None:
         layers = "all" if r["n_gpu_layers"] == -1 else r["n_gpu_layers"]
         label = Verdict(r["verdict"]).label
         print(f"{terminal_safe(str(r['model'])):<34} {label:<10} {_breakdown(est['cpu']):<52} {format_bytes(est['gpu']['total']):>9}  "
-              f"ctx {r['n_ctx']}, gpu layers {layers}")
+              f"ctx {r['n_ctx']}, gpu layers {layers}{_placement(r)}")
         if est["gpu"]["total"]:
             print(f"{'':<34} {'':<10} GPU = {_breakdown(est['gpu'])}")
     for r in results:
@@ -65,6 +65,17 @@ def _print_table(results: list[dict]) -> None:
 
 
 PARTS = ("weights", "kv", "compute", "output", "runtime")
+
+
+def _placement(row: dict) -> str:
+    """``, experts of layers 0-11 on CPU, KV q8_0``: what the plan changes beyond whole layers."""
+    text = ""
+    moe = row.get("cpu_moe_layers") or 0
+    if moe:
+        text += f", experts of layer{'s 0-' + str(moe - 1) if moe > 1 else ' 0'} on CPU"
+    if row.get("kv_type", "f16") != "f16":
+        text += f", KV {row['kv_type']}"
+    return text
 
 
 def _breakdown(device: dict) -> str:

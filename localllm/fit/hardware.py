@@ -10,8 +10,9 @@ Memory budget rules (what the planner may fill):
 - RAM: what is available now (psutil's ``available``: free plus reclaimable cache), or, for a
   hypothetical machine, its total minus :func:`os_reserve` (2 GiB, or a quarter of a smaller RAM)
   for the operating system and the apps people keep open.
-- Dedicated GPU memory (NVIDIA, AMD, ...): what is free now, minus :data:`GPU_RESERVE` for the
-  driver context (cuBLAS/hipBLAS workspaces are not in llama.cpp's logged buffers).
+- Dedicated GPU memory (NVIDIA, AMD, ...): what is free now, minus :data:`GPU_RESERVE` of headroom
+  (other processes, fragmentation). The driver context and cuBLAS/hipBLAS workspaces, which are
+  not in llama.cpp's logged buffers, are the estimate's GPU runtime (``estimate.BACKENDS``).
 - Apple Silicon: GPU and CPU share RAM. Metal lets one process keep at most its
   "recommended max working set" resident on the GPU; macOS sets it to about two thirds of RAM on
   machines with up to 36 GiB and about three quarters above (:func:`metal_working_set`). Model,
@@ -29,7 +30,7 @@ from localllm.errors import UsageError
 
 GiB = 1 << 30
 MiB = 1 << 20
-GPU_RESERVE = 512 * MiB
+GPU_RESERVE = 256 * MiB  # headroom; the CUDA context itself (~600 MiB) is in the estimate
 
 __all__ = [
     "GPU",
@@ -37,6 +38,8 @@ __all__ = [
     "PROFILES",
     "detect",
     "BuildInfo",
+    "GPU_BUILDS",
+    "gpu_build_command",
     "metal_working_set",
     "parse_bytes",
     "profile",
@@ -101,6 +104,19 @@ class Hardware:
     @property
     def hypothetical(self) -> bool:
         return self.profile is not None
+
+    @property
+    def gpu_backend(self) -> str | None:
+        """The llama.cpp GPU backend that would run the model (a key of ``estimate.BACKENDS``):
+        from the build's device names (CUDA0, ROCm0, Metal, Vulkan0), else the GPU's vendor; None
+        when nothing can be offloaded."""
+        if not self.offload_gpus:
+            return None
+        names = " ".join(d.name.lower() for d in self.devices if d.kind in ("gpu", "igpu"))
+        for prefix, backend in (("cuda", "cuda"), ("rocm", "rocm"), ("hip", "rocm"), ("metal", "metal"), ("mtl", "metal"), ("vulkan", "vulkan")):
+            if prefix in names:
+                return backend
+        return {"nvidia": "cuda", "amd": "rocm", "apple": "metal"}.get(self.offload_gpus[0].vendor, "gpu")
 
     @property
     def unified_memory(self) -> bool:
@@ -321,11 +337,45 @@ def detect(build: BuildInfo | None = None) -> Hardware:
     )
 
 
-_FIX = {
-    "nvidia": '-DGGML_CUDA=on',
-    "amd": '-DGGML_HIP=on',
-    "apple": '-DGGML_METAL=on',
+# How to rebuild llama-cpp-python with each backend: the `hw` note below names this command, and
+# packaging/gpu/install.sh runs the same one (tests/packaging/test_gpu_build.py holds them together).
+GPU_BUILDS = {
+    "cuda": "-DGGML_CUDA=on",
+    "metal": "-DGGML_METAL=on",
+    "rocm": "-DGGML_HIP=on",
+    "vulkan": "-DGGML_VULKAN=on",
+    "cpu": "-DGGML_NATIVE=on",
 }
+VENDOR_BACKENDS = {"nvidia": "cuda", "amd": "rocm", "apple": "metal"}  # any other GPU: vulkan
+
+
+def pinned_bindings_version() -> str:
+    """The llama-cpp-python version localllm requires (its pin), else the one installed."""
+    from importlib import metadata
+
+    try:
+        for requirement in metadata.requires("localllm") or []:
+            match = re.fullmatch(r"llama-cpp-python\s*==\s*([\w.]+)", requirement.split(";")[0].strip())
+            if match:
+                return match.group(1)
+    except metadata.PackageNotFoundError:
+        pass  # not installed as a package (a frozen build): ask the bindings' own metadata
+    try:
+        return metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        return "VERSION"
+
+
+def gpu_build_command(backend: str, python: str = "python3", version: str | None = None) -> str:
+    """The command that rebuilds llama-cpp-python for ``backend`` in ``python``'s environment."""
+    return (f'CMAKE_ARGS="{GPU_BUILDS[backend]}" {python} -m pip install --force-reinstall --no-cache-dir '
+            f'--no-binary llama-cpp-python "llama-cpp-python=={version or pinned_bindings_version()}"')
+
+
+def _this_python() -> str:
+    import sys
+
+    return "python3" if getattr(sys, "frozen", False) or not sys.executable else sys.executable
 
 
 def _notes(gpus: list[GPU], devices: tuple[Device, ...], offload: bool, asked: bool) -> tuple[str, ...]:
@@ -334,12 +384,11 @@ def _notes(gpus: list[GPU], devices: tuple[Device, ...], offload: bool, asked: b
     build_gpus = [d for d in devices if d.kind in ("gpu", "igpu")]
     if offload and build_gpus:
         return ()
-    vendor = gpus[0].vendor
-    flag = _FIX.get(vendor, "-DGGML_VULKAN=on")
+    backend = VENDOR_BACKENDS.get(gpus[0].vendor, "vulkan")
     return (
         f"{gpus[0].name} is present but this llama.cpp build is CPU-only: models run on the CPU. "
-        f'To use the GPU: CMAKE_ARGS="{flag}" pip install --force-reinstall --no-cache-dir '
-        f"llama-cpp-python==<the version in use>",
+        f"To use the GPU: {gpu_build_command(backend, _this_python())} "
+        f"(or packaging/gpu/install.sh {backend} in a source checkout)",
     )
 
 
@@ -389,7 +438,7 @@ def _simd_from_system_info(info: str) -> tuple[str, ...]:
 def _simd_from_flags(flags: set[str]) -> tuple[str, ...]:
     table = {"sse3": "SSE3", "ssse3": "SSSE3", "avx": "AVX", "avx2": "AVX2", "f16c": "F16C", "fma": "FMA",
              "avx_vnni": "AVX_VNNI", "avx512f": "AVX512", "avx512_vnni": "AVX512_VNNI",
-             "avx512_bf16": "AVX512_BF16", "amx_int8": "AMX_INT8", "asimd": "NEON", "asimddp": "DOTPROD",
+             "avx512_bf16": "AVX512_BF16", "amx_int8": "AMX_INT8", "asimd": "NEON", "asimddp": "DOTPROD", "i8mm": "MATMUL_INT8",
              "sve": "SVE"}  # fmt: skip
     found = {name for flag, name in table.items() if flag in flags}
     return tuple(f for f in _SIMD_ORDER if f in found)

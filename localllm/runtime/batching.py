@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 from localllm.errors import ContextOverflowError, GenerationError, GrammarError
 
-from .llama import LlamaBatch, LlamaSampler, json_schema_to_gbnf
-from .model import Model, find_stop
+from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_piece
+from .model import Model, find_stop, stop_prefix_len
 from .options import DEFAULT_CTX, SamplingOptions
-
 
 MAX_SCHEMA_CHARS = 64 << 10  # a JSON schema's text
 MAX_SCHEMA_DEPTH = 32  # objects and arrays inside one another
@@ -86,18 +85,23 @@ class BatchRequest:
 class BatchResult:
     key: object
     text: str
-    finish_reason: str  # "stop" (end of text or a stop string) or "length"
+    finish_reason: str  # "stop" (end of text or a stop string), "length" or "cancelled"
     prompt_tokens: int
     completion_tokens: int
-    wait_s: float  # from the start of the run to the sequence's admission
+    wait_s: float  # from the start of the run (or the request's submission) to its admission
     prompt_s: float  # from admission to its first token
     generation_s: float  # from its first token to its last
+
+
+# What one decode step reports: (slot, a piece of new text) or (slot, the sequence's result, last).
+StepEvent = tuple[int, "str | BatchResult"]
 
 
 class _Sequence:
     __slots__ = (
         "request", "seq_id", "sampler", "fed", "pos", "next_token", "index", "decoder", "text",
-        "generated", "limit", "admitted", "first_at",
+        "generated", "limit", "admitted", "first_at", "queued_at", "stream", "shown", "stops", "stop_len",
+        "greedy", "ignore_eos",
     )
 
     request: BatchRequest
@@ -107,14 +111,17 @@ class _Sequence:
 class BatchSession:
     """Decodes up to ``n_parallel`` sequences together in one llama.cpp context.
 
-    Continuous batching: each :meth:`run` step packs one generated token of every running sequence
+    Continuous batching: each :meth:`step` packs one generated token of every running sequence
     and then prompt chunks of newly admitted ones into a batch of at most ``n_batch`` tokens, and
-    calls ``llama_decode`` once. A finished sequence's KV cells are freed at once and the next
-    request takes its sequence id. Each sequence has its own KV stream of ``n_ctx_seq`` cells
-    (``kv_unified`` off), so one sequence never waits for another's room.
+    calls ``llama_decode`` once. A finished (or cancelled) sequence's KV cells are freed at once
+    and its slot (its sequence id) can take the next request (:meth:`admit`). Each sequence has its
+    own KV stream of ``n_ctx_seq`` cells (``kv_unified`` off), so one sequence never waits for
+    another's room.
 
-    The order in which requests are admitted and batched depends only on the requests and
-    ``n_parallel``, never on timing, so a run repeats exactly. Not thread-safe.
+    :meth:`run` drives the steps for ``localllm batch`` and ``bench``: the order in which requests
+    are admitted and batched depends only on the requests and ``n_parallel``, never on timing, so
+    a run repeats exactly. The server drives them itself (:class:`~localllm.runtime.serving.BatchEngine`).
+    Not thread-safe: one thread calls every method.
     """
 
     def __init__(self, model: Model, n_parallel: int, n_ctx_seq: int | None = None, *,
@@ -134,8 +141,13 @@ class BatchSession:
         self.n_ctx_seq = self._ctx.n_ctx_seq
         self.n_batch = self._ctx.n_batch
         self._batch = LlamaBatch(self.n_batch, 1)
+        self._slots: list[_Sequence | None] = [None] * n_parallel
+        self._started = time.perf_counter()
+        self._n_vocab = model.llama.n_vocab()
+        self._tokens: dict[int, tuple[bool, bytes]] = {}  # token -> (end of generation?, its bytes)
 
     def close(self) -> None:
+        self.drop_all()
         self._batch.close()
         self._ctx.close()
 
@@ -144,6 +156,8 @@ class BatchSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- checks ---------------------------------------------------------------------------------
 
     def check_grammar(self, grammar: str) -> None:
         """Raise :class:`GrammarError` if llama.cpp cannot use ``grammar``."""
@@ -159,24 +173,106 @@ class BatchSession:
                 hint="shorten the prompt or raise --ctx",
             )
 
-    def _admit(self, seq_id: int, request: BatchRequest, now: float, started: float) -> _Sequence:
-        self.check(request.tokens)
+    # -- the step API ---------------------------------------------------------------------------
+
+    def free_slot(self) -> int | None:
+        """The lowest free slot, or None when ``n_parallel`` sequences run."""
+        for i, s in enumerate(self._slots):
+            if s is None:
+                return i
+        return None
+
+    def active(self) -> int:
+        """How many sequences run (admitted and not finished)."""
+        return sum(s is not None for s in self._slots)
+
+    def admit(self, request: BatchRequest, *, stream: bool = False, sampler: LlamaSampler | None = None,
+              queued_at: float | None = None) -> int:
+        """Put ``request`` in the lowest free slot and return it; its prompt is fed from the next
+        :meth:`step`. ``stream``: steps report its new text as it comes (held back while it may
+        begin a stop string), else only its result. ``sampler`` (made by ``model.make_sampler``
+        for the request) is taken over; ``queued_at`` (``time.perf_counter()``) starts its wait_s.
+        Raises ContextOverflowError or GrammarError (the slot stays free), RuntimeError if none is free."""
+        slot = self.free_slot()
+        if slot is None:
+            raise RuntimeError("no free slot: n_parallel sequences are running")
+        try:
+            self.check(request.tokens)
+            if sampler is None:
+                sampler = self.model.make_sampler(request.sampling, request.grammar)
+        except BaseException:
+            if sampler is not None:
+                sampler.close()
+            raise
+        self._slots[slot] = self._new_sequence(slot, request, sampler, stream, queued_at)
+        return slot
+
+    def _new_sequence(self, slot: int, request: BatchRequest, sampler: LlamaSampler, stream: bool,
+                      queued_at: float | None) -> _Sequence:
         s = _Sequence()
-        s.request, s.seq_id = request, seq_id
-        s.sampler = self.model.make_sampler(request.sampling, request.grammar)
+        s.request, s.seq_id, s.sampler, s.stream = request, slot, sampler, stream
         s.fed = 0  # prompt tokens already in the batch
         s.pos = 0  # position of the next token fed
         s.next_token = None  # the sampled token to feed next step (None while in the prompt)
         s.index = -1  # batch index whose logits this sequence samples from, -1: none this step
         s.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         s.text = ""
+        s.shown = 0  # characters of text already reported (stream)
+        s.stops = tuple(x for x in request.sampling.stop if x)
+        s.stop_len = max(map(len, s.stops), default=0)
         s.generated = 0
+        sampling = request.sampling
+        # Greedy without a grammar or penalties: the argmax of the logits, no sampler chain.
+        s.greedy = sampling.temperature <= 0 and request.grammar is None and sampling.repeat_penalty in (0, 1)
+        s.ignore_eos = sampling.ignore_eos
         room = self.n_ctx_seq - len(request.tokens)
         max_tokens = request.sampling.max_tokens
         s.limit = min(max_tokens, room) if max_tokens is not None else room
-        s.admitted = now - started
+        now = time.perf_counter()
+        s.queued_at = queued_at if queued_at is not None else self._started
+        s.admitted = now
         s.first_at = 0.0
         return s
+
+    def step(self) -> list[StepEvent]:
+        """Decode one batch: a token of every running sequence and prompt chunks of new ones.
+
+        Returns what it produced, in slot order: ``(slot, text)`` pieces of streamed sequences
+        and ``(slot, BatchResult)`` for each that finished (its last event; its cells are freed
+        and the slot is free). Nothing when no sequence runs. GenerationError if llama.cpp fails:
+        the running sequences are then dropped (see :meth:`drop_all`).
+        """
+        active = [s for s in self._slots if s is not None]
+        if not active:
+            return []
+        n = self._fill_batch(active)
+        rc = self._ctx.decode(self._batch)
+        if rc != 0:
+            self.drop_all()
+            raise GenerationError(f"llama_decode failed in a batch of {n} tokens (code {rc})")
+        return self._sample(active)
+
+    def cancel(self, slot: int) -> BatchResult | None:
+        """Stop the sequence in ``slot`` now and free its cells; its result (finish_reason
+        "cancelled", the text reported so far), or None if the slot is free."""
+        s = self._slots[slot]
+        if s is None:
+            return None
+        self._slots[slot] = None
+        self._release(s)
+        return self._result(s, "cancelled", s.text[: s.shown] if s.stream else s.text)
+
+    def drop_all(self) -> list[int]:
+        """Stop every running sequence and free its cells; the slots they held."""
+        dropped = []
+        for i, s in enumerate(self._slots):
+            if s is not None:
+                self._slots[i] = None
+                self._release(s)
+                dropped.append(i)
+        return dropped
+
+    # -- localllm batch -------------------------------------------------------------------------
 
     def run(self, requests: Iterable[BatchRequest], cancel: threading.Event | None = None) -> Iterator[BatchResult]:
         """Complete ``requests`` (read lazily, in order), yielding each result as it finishes.
@@ -184,41 +280,30 @@ class BatchSession:
         Stops between two decode steps when ``cancel`` is set (or the consumer closes the
         iterator); the sequences in flight are then dropped and their cells freed.
         """
-        ctx, batch = self._ctx, self._batch
-        slots: list[_Sequence | None] = [None] * self.n_parallel
         source = iter(requests)
         exhausted = False
-        started = time.perf_counter()
-        ctx.memory_clear(True)
+        self.drop_all()
+        self._started = time.perf_counter()
+        self._ctx.memory_clear(True)
         try:
             while True:
                 if cancel is not None and cancel.is_set():
                     return
-                exhausted = self._fill_slots(slots, source, exhausted, started)
-                active = [s for s in slots if s is not None]
-                if not active:
+                while not exhausted and self.free_slot() is not None:
+                    request = next(source, None)
+                    if request is None:
+                        exhausted = True
+                    else:
+                        self.admit(request)
+                events = self.step()
+                if not events and not self.active():
                     return
-                n = self._fill_batch(active)
-                rc = ctx.decode(batch)
-                if rc != 0:
-                    raise GenerationError(f"llama_decode failed in a batch of {n} tokens (code {rc})")
-                yield from self._sample(active, slots, started)
+                for _, result in events:
+                    yield result
         finally:
-            for s in slots:
-                if s is not None:
-                    self._release(s)
+            self.drop_all()
 
-    def _fill_slots(self, slots: list[_Sequence | None], source: Iterator[BatchRequest], exhausted: bool,
-                    started: float) -> bool:
-        """Admit the next requests into the free slots; returns whether ``source`` ran out."""
-        for i in range(self.n_parallel):
-            if slots[i] is None and not exhausted:
-                request = next(source, None)
-                if request is None:
-                    exhausted = True
-                else:
-                    slots[i] = self._admit(i, request, time.perf_counter(), started)
-        return exhausted
+    # -- inside a step --------------------------------------------------------------------------
 
     def _fill_batch(self, active: list[_Sequence]) -> int:
         """One generated token per running sequence, then prompt chunks; returns the batch size."""
@@ -249,47 +334,79 @@ class BatchSession:
         batch.n_tokens = n
         return n
 
-    def _sample(self, active: list[_Sequence], slots: list[_Sequence | None], started: float) -> Iterator[BatchResult]:
-        """Sample every sequence that has logits this step; yield the ones that finish."""
-        ctx, n_ctx_seq = self._ctx, self.n_ctx_seq
-        is_eog, token_bytes = self.model.llama.is_eog, self.model.llama.token_to_piece
+    def _sample(self, active: list[_Sequence]) -> list[StepEvent]:
+        """Sample every sequence that has logits this step; report new text and finished ones.
+
+        The per-sequence work of a step: kept to the sampling call, two dict lookups and the
+        string work of the new piece (token bytes and end-of-generation flags are cached).
+        """
+        ctx, n_ctx_seq, n_vocab = self._ctx, self.n_ctx_seq, self._n_vocab
+        known, describe = self._tokens, self._describe
         now = time.perf_counter()
+        events: list[StepEvent] = []
         for s in active:
             if s.index < 0:
                 continue
-            token = s.sampler.sample(ctx, s.index)
+            token = greedy_token(ctx, s.index, n_vocab) if s.greedy else s.sampler.sample(ctx, s.index)
             if s.generated == 0:
                 s.first_at = now
+            eog, raw = known.get(token) or describe(token)
             finish = None
-            if not s.request.sampling.ignore_eos and is_eog(token):
+            if eog and not s.ignore_eos:
                 finish = "stop"
             else:
                 s.generated += 1
-                piece = s.decoder.decode(token_bytes(token))
-                s.text += piece
-                stops = s.request.sampling.stop
-                if stops and piece:
-                    # Only the new piece and the stop-length text before it can hold a stop.
-                    base = max(0, len(s.text) - len(piece) - max(map(len, stops)))
-                    cut = find_stop(s.text[base:], stops)
-                    if cut is not None:
-                        s.text = s.text[: base + cut]
-                        finish = "stop"
+                piece = s.decoder.decode(raw) if raw else ""
+                if piece:
+                    s.text += piece
+                    if s.stops:
+                        # Only the new piece and the stop-length text before it can hold a stop.
+                        base = max(0, len(s.text) - len(piece) - s.stop_len)
+                        cut = find_stop(s.text[base:], s.stops)
+                        if cut is not None:
+                            s.text = s.text[: base + cut]
+                            finish = "stop"
                 if finish is None and (s.generated >= s.limit or s.pos >= n_ctx_seq):
                     finish = "length"
             if finish is None:
                 s.next_token = token
+                if s.stream:
+                    self._report(s, events)
                 continue
             if finish == "length":
                 s.text += s.decoder.decode(b"", final=True)
-            slots[s.seq_id] = None
+            self._slots[s.seq_id] = None
             self._release(s)
-            yield BatchResult(
-                key=s.request.key, text=s.text, finish_reason=finish,
-                prompt_tokens=len(s.request.tokens), completion_tokens=s.generated,
-                wait_s=s.admitted, prompt_s=s.first_at - started - s.admitted,
-                generation_s=time.perf_counter() - s.first_at if s.generated else 0.0,
-            )
+            if s.stream and len(s.text) > s.shown:
+                events.append((s.seq_id, s.text[s.shown :]))
+                s.shown = len(s.text)
+            events.append((s.seq_id, self._result(s, finish, s.text)))
+        return events
+
+    def _describe(self, token: int) -> tuple[bool, bytes]:
+        """(whether ``token`` ends generation, its bytes), remembered for the next time."""
+        llama = self.model.llama
+        info = self._tokens[token] = (llama.is_eog(token), token_piece(llama, token))
+        return info
+
+    @staticmethod
+    def _report(s: _Sequence, events: list[StepEvent]) -> None:
+        """Report the new text of a streamed sequence, less an end that may begin a stop string."""
+        end = len(s.text)
+        if s.stops:
+            end -= stop_prefix_len(s.text[-s.stop_len :], s.stops)
+        if end > s.shown:
+            events.append((s.seq_id, s.text[s.shown : end]))
+            s.shown = end
+
+    def _result(self, s: _Sequence, finish: str, text: str) -> BatchResult:
+        started = s.first_at or s.admitted
+        return BatchResult(
+            key=s.request.key, text=text, finish_reason=finish,
+            prompt_tokens=len(s.request.tokens), completion_tokens=s.generated,
+            wait_s=s.admitted - s.queued_at, prompt_s=started - s.admitted,
+            generation_s=time.perf_counter() - s.first_at if s.generated else 0.0,
+        )
 
     def _release(self, s: _Sequence) -> None:
         s.sampler.close()

@@ -36,3 +36,20 @@ class BackendDevice:
 def backend_devices() -> list[BackendDevice]:
     """Every device this llama.cpp build can use, with its free and total memory in bytes."""
     return [BackendDevice(*fields) for fields in llama.device_list()]
+
+
+@dataclass(frozen=True)
+class Build:
+    """The llama.cpp build under the bindings ("" for what an older build cannot say)."""
+
+    bindings: str  # llama-cpp-python's version
+    llama: str  # libllama's version
+    ggml: str  # ggml's version
+    commit: str  # ggml's git commit
+    backends: tuple[str, ...]  # compiled in: "CPU", "CUDA", "Metal", "Vulkan", ...
+
+
+def build() -> Build:
+    info = llama.build_info()
+    return Build(llama.version(), str(info["llama"]), str(info["ggml"]), str(info["commit"]),
+                 tuple(info["backends"]))

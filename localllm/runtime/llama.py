@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import llama_cpp as L
+import numpy as np
 
 from localllm.errors import GrammarError, ModelLoadError, UnsupportedArchitectureError
 
@@ -41,8 +42,9 @@ class LlamaLog:
         self.installed = False
         self._partial = ""
         self._total = 0
-        # Buffer sizes are kept apart: a load logs thousands of lines and they come early.
-        self.buffer_lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=200)
+        # Buffer sizes, and tensors overridden into another buffer type (experts kept on the CPU),
+        # are kept apart: a load logs thousands of lines and they come early.
+        self.buffer_lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=1000)
         self._lock = threading.Lock()
         self._callback = None
 
@@ -58,7 +60,7 @@ class LlamaLog:
                 if line.strip():
                     self.lines.append(line)
                     self._total += 1
-                    if "buffer size" in line:
+                    if "buffer size" in line or "buffer type overridden" in line:
                         self.buffer_lines.append((self._total, line))
 
     def mark(self) -> int:
@@ -160,13 +162,19 @@ class LlamaModel(_Owner):
     """One ``llama_model`` loaded from a GGUF file, with its vocabulary."""
 
     def __init__(self, path: Path, *, n_gpu_layers: int = 0, use_extra_bufts: bool = True,
-                 use_mmap: bool = True) -> None:
+                 use_mmap: bool = True, cpu_patterns: Sequence[str] = ()) -> None:
+        """``cpu_patterns``: regexes on tensor names whose tensors stay in a CPU buffer wherever
+        their layer goes (llama.cpp's ``-ot PATTERN=CPU``)."""
         self.path = Path(path)
         self._ptr = None
         init_backend()
         params = L.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.use_extra_bufts = use_extra_bufts
+        # llama.cpp keeps pointers to the patterns: they live as long as this object.
+        self._overrides = _cpu_overrides(cpu_patterns) if cpu_patterns else None
+        if self._overrides is not None:
+            params.tensor_buft_overrides = ctypes.addressof(self._overrides)
         if not use_mmap:
             params.load_mode = L.LLAMA_LOAD_MODE_NONE
         marker = LOG.mark()
@@ -234,6 +242,26 @@ class LlamaModel(_Owner):
         """The vocabulary's text of ``token`` (special tokens spelled out, e.g. ``<|im_end|>``)."""
         raw = L.llama_vocab_get_text(self._vocab, token)
         return raw.decode("utf-8", errors="replace") if raw else ""
+
+
+class _BuftOverride(ctypes.Structure):
+    """``struct llama_model_tensor_buft_override`` (llama-cpp-python declares the field as a bare
+    pointer and does not bind the struct)."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def _cpu_overrides(patterns: Sequence[str]) -> ctypes.Array:
+    """A NULL-terminated array putting the tensors ``patterns`` match into the CPU buffer type.
+    ctypes keeps the pattern bytes alive with the array."""
+    buft = _ggml_dev_lib().ggml_backend_cpu_buffer_type()
+    if not buft:
+        raise ModelLoadError("this llama.cpp build has no CPU buffer type to keep tensors on the CPU")
+    array = (_BuftOverride * (len(patterns) + 1))()
+    for i, pattern in enumerate(patterns):
+        array[i].pattern = pattern.encode()
+        array[i].buft = buft
+    return array
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,6 +376,75 @@ class LlamaContext(_Owner):
 
 
 # --------------------------------------------------------------------------------------------
+# Embeddings
+
+
+class LlamaEmbedder(_Owner):
+    """A ``llama_context`` of its own over a :class:`LlamaModel`'s weights that turns a token
+    sequence into one vector: llama.cpp's mean pooling over the sequence (``embeddings`` on,
+    ``LLAMA_POOLING_TYPE_MEAN``), as llama-server does with ``--pooling mean``.
+
+    A sequence is decoded in one micro-batch (pooling needs every token at once), so ``n_batch``
+    and ``n_ubatch`` equal ``n_ctx``: the longest sequence it takes.
+    """
+
+    def __init__(self, model: LlamaModel, *, n_ctx: int, n_threads: int, type_k: str = "f16", type_v: str = "f16",
+                 flash_attn: bool | None = None) -> None:
+        self._ptr = None
+        self._batch: LlamaBatch | None = None
+        params = L.llama_context_default_params()
+        params.n_ctx = params.n_batch = params.n_ubatch = n_ctx
+        params.n_seq_max = 1
+        params.n_threads = params.n_threads_batch = n_threads
+        params.embeddings = True
+        params.pooling_type = L.LLAMA_POOLING_TYPE_MEAN
+        params.no_perf = True
+        if flash_attn is not None:
+            params.flash_attn_type = (
+                L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+        params.type_k = KV_TYPES[type_k]
+        params.type_v = KV_TYPES[type_v]
+        marker = LOG.mark()
+        ptr = L.llama_init_from_model(model._ptr, params)
+        if not ptr:
+            raise load_failure(model.path, LOG.since(marker), "create an embedding context for")
+        self._ptr = ptr
+        self.model = model  # the weights must outlive the context
+        self._memory = L.llama_get_memory(ptr)
+        self.n_ctx = min(L.llama_n_ctx(ptr), L.llama_n_ubatch(ptr))
+        self.n_embd = L.llama_model_n_embd(model._ptr)
+        self._batch = LlamaBatch(self.n_ctx, 1)
+
+    def close(self) -> None:
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
+        if self._ptr:
+            L.llama_free(self._ptr)
+            self._ptr = None
+
+    @property
+    def closed(self) -> bool:
+        return not self._ptr
+
+    def embed(self, tokens: Sequence[int]) -> list[float] | None:
+        """The mean-pooled vector of ``tokens`` (1 to ``n_ctx`` of them), not normalised; None if
+        llama.cpp failed to decode them."""
+        batch = self._batch
+        tok, pos, nseq, seqs, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+        for i, token in enumerate(tokens):
+            tok[i], pos[i], nseq[i], logits[i] = token, i, 1, 1
+            seqs[i][0] = 0
+        batch.n_tokens = len(tokens)
+        L.llama_memory_clear(self._memory, True)
+        if L.llama_decode(self._ptr, batch._batch) != 0:
+            return None
+        pooled = L.llama_get_embeddings_seq(self._ptr, 0)
+        return pooled[: self.n_embd] if pooled else None
+
+
+# --------------------------------------------------------------------------------------------
 # A batch of tokens for several sequences
 
 
@@ -447,6 +544,25 @@ class LlamaSampler(_Owner):
         return L.llama_sampler_sample(self._ptr, ctx._ptr, index)
 
 
+def token_piece(model: LlamaModel, token: int) -> bytes:
+    """The bytes ``token`` stands for, like :meth:`LlamaModel.token_to_piece` but through a buffer
+    of its own, so a thread that decodes may call it while another uses the model."""
+    buf = ctypes.create_string_buffer(64)
+    n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, False)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, False)
+    return buf.raw[:n]
+
+
+def greedy_token(ctx: LlamaContext, index: int, n_vocab: int) -> int:
+    """The most likely token in the logits of batch entry ``index`` of ``ctx``: what a sampler
+    chain of llama.cpp's greedy stage alone picks (the first of equal logits), without building
+    its vocabulary-wide candidate array."""
+    row = L.llama_get_logits_ith(ctx._ptr, index)
+    return int(np.ctypeslib.as_array(row, shape=(n_vocab,)).argmax())
+
+
 # --------------------------------------------------------------------------------------------
 # Chat templates and JSON schemas (llama-cpp-python's Python helpers)
 
@@ -516,6 +632,9 @@ def _ggml_dev_lib():
         ]
         lib.ggml_backend_dev_type.restype = ctypes.c_int
         lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+        # The CPU buffer type llama.cpp compares tensor overrides against (so they may repack).
+        lib.ggml_backend_cpu_buffer_type.restype = ctypes.c_void_p
+        lib.ggml_backend_cpu_buffer_type.argtypes = []
         _dev_lib = lib
     return _dev_lib
 
@@ -539,3 +658,32 @@ def device_list() -> list[tuple[str, str, str, int, int]]:
             int(total.value),
         ))
     return out
+
+
+def _c_text(lib, name: str, *args) -> str:
+    """The string a C function of ``lib`` returns; "" when this build does not have the function."""
+    fn = getattr(lib, name, None)  # ctypes raises AttributeError for a symbol the library lacks
+    if fn is None:
+        return ""
+    fn.restype = ctypes.c_char_p
+    fn.argtypes = [ctypes.c_void_p] * len(args)
+    return (fn(*args) or b"").decode("utf-8", errors="replace")
+
+
+def build_info() -> dict[str, object]:
+    """The llama.cpp under the bindings: libllama's and ggml's versions, ggml's git commit, and the
+    backends compiled in ("CPU", "CUDA", "Metal", ...)."""
+    init_backend()
+    lib = _ggml_dev_lib()
+    lib.ggml_backend_reg_count.restype = ctypes.c_size_t
+    lib.ggml_backend_reg_count.argtypes = []
+    lib.ggml_backend_reg_get.restype = ctypes.c_void_p
+    lib.ggml_backend_reg_get.argtypes = [ctypes.c_size_t]
+    backends = [_c_text(lib, "ggml_backend_reg_name", lib.ggml_backend_reg_get(i))
+                for i in range(lib.ggml_backend_reg_count())]
+    return {
+        "llama": L.llama_version().decode("utf-8", errors="replace") if hasattr(L, "llama_version") else "",
+        "ggml": _c_text(lib, "ggml_version"),
+        "commit": _c_text(lib, "ggml_commit"),
+        "backends": [b for b in backends if b],
+    }

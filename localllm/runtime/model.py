@@ -11,6 +11,7 @@ a real model use a scripted fake with the same methods.
 from __future__ import annotations
 
 import codecs
+import math
 import os
 import threading
 import time
@@ -18,13 +19,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from localllm.errors import ContextOverflowError, GenerationError
+from localllm.fit.estimate import cpu_expert_patterns
 from localllm.fs import temp_beside
 from localllm.gguf import cache as headercache
 
 from .devices import build_has_amx
-from .llama import LOG, LlamaContext, LlamaModel, LlamaSampler, buffers_mib
-from .template import ChatTemplate
+from .llama import LOG, LlamaContext, LlamaEmbedder, LlamaModel, LlamaSampler, buffers_mib
 from .options import DEFAULT_CTX, GenerationStats, LoadOptions, LoadReport, SamplingOptions, default_threads
+from .template import ChatTemplate
+
+EMBED_CTX = 512  # tokens of the embedding context: a text longer than this cannot be embedded
 
 
 class Model:
@@ -44,7 +48,8 @@ class Model:
 
         started = time.perf_counter()
         repack = o.repack if o.repack is not None else not build_has_amx()
-        self.llama = LlamaModel(self.path, n_gpu_layers=o.n_gpu_layers, use_extra_bufts=repack, use_mmap=o.use_mmap)
+        self.llama = LlamaModel(self.path, n_gpu_layers=o.n_gpu_layers, use_extra_bufts=repack, use_mmap=o.use_mmap,
+                                cpu_patterns=cpu_expert_patterns(o.cpu_moe_layers))
         self.n_ctx_train = self.llama.n_ctx_train()
         n_ctx = o.n_ctx or min(DEFAULT_CTX, self.n_ctx_train or DEFAULT_CTX)
         self.n_threads = o.n_threads or default_threads()
@@ -58,7 +63,8 @@ class Model:
             raise
         self.n_ctx = self._ctx.n_ctx
         settings = {"n_ctx": self.n_ctx, "n_gpu_layers": o.n_gpu_layers, "type_k": o.type_k, "type_v": o.type_v,
-                    "flash_attn": o.flash_attn, "n_batch": o.n_batch, "n_ubatch": o.n_ubatch}  # fmt: skip
+                    "flash_attn": o.flash_attn, "n_batch": o.n_batch, "n_ubatch": o.n_ubatch,
+                    "cpu_moe_layers": o.cpu_moe_layers, "repack": repack}  # fmt: skip
         self.load_report = LoadReport(
             load_s=time.perf_counter() - started,
             buffers_mib=buffers_mib(LOG.buffers_since(self.llama.log_marker)),
@@ -69,6 +75,8 @@ class Model:
         self._evaluated: list[int] = []  # tokens whose KV is in the cache, in order (rebound only by load_state)
         self._template = self.llama.chat_template()
         self._formatter: ChatTemplate | None = None
+        self._embedder: LlamaEmbedder | None = None  # made by the first embed()
+        self._embed_lock = threading.Lock()
 
     def new_context(self, *, n_ctx: int, n_seq_max: int, n_batch: int, n_ubatch: int, n_threads: int | None = None,
                     n_threads_batch: int | None = None, kv_unified: bool | None = None,
@@ -86,7 +94,9 @@ class Model:
     # -- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Free the context, then the weights (safe to call again)."""
+        """Free the contexts, then the weights (safe to call again)."""
+        if self._embedder is not None:
+            self._embedder.close()
         if self._ctx is not None:
             self._ctx.close()
         self.llama.close()
@@ -174,6 +184,45 @@ class Model:
         sampler.add_temp(sampling.temperature)
         sampler.add_dist(sampling.seed)
         return sampler
+
+    # -- embeddings -----------------------------------------------------------------------------
+
+    def embed(self, texts: Sequence[str], *, n_ctx: int | None = None) -> tuple[list[list[float]], int]:
+        """One vector per text and the number of tokens read, for ``/v1/embeddings``.
+
+        llama.cpp's mean pooling over each text's tokens, scaled to unit length (L2) as
+        llama-server does. Runs in a small context of its own (``n_ctx`` tokens, default
+        EMBED_CTX), made on first use; safe to call while a batch context decodes in another
+        thread. ContextOverflowError for a text longer than that context, before any is read.
+        """
+        token_lists = [self.tokenize(text, add_special=True, parse_special=False) for text in texts]
+        with self._embed_lock:
+            embedder = self._embedding_context(n_ctx or min(EMBED_CTX, self.n_ctx_train or EMBED_CTX))
+            for tokens in token_lists:
+                if not tokens:
+                    raise GenerationError("cannot embed an empty text")
+                if len(tokens) > embedder.n_ctx:
+                    raise ContextOverflowError(
+                        f"the text to embed is {len(tokens)} tokens but the embedding context holds {embedder.n_ctx}",
+                        hint="split the text into shorter pieces",
+                    )
+            vectors = []
+            for tokens in token_lists:
+                vector = embedder.embed(tokens)
+                if vector is None:
+                    raise GenerationError(f"llama_decode failed while embedding {len(tokens)} tokens")
+                vectors.append(_unit_length(vector))
+        return vectors, sum(map(len, token_lists))
+
+    def _embedding_context(self, n_ctx: int) -> LlamaEmbedder:
+        if self._embedder is not None and self._embedder.n_ctx < n_ctx:
+            self._embedder.close()
+            self._embedder = None
+        if self._embedder is None:
+            o = self.options
+            self._embedder = LlamaEmbedder(self.llama, n_ctx=n_ctx, n_threads=self.n_threads, type_k=o.type_k,
+                                           type_v=o.type_v, flash_attn=o.flash_attn)
+        return self._embedder
 
     # -- the KV cache -------------------------------------------------------------------------
 
@@ -381,13 +430,19 @@ class Generation:
             yield tail
 
 
+def _unit_length(vector: list[float]) -> list[float]:
+    """``vector`` scaled to Euclidean length 1 (llama.cpp's common_embd_normalize with 2)."""
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector
+
+
 def _hold_back(text: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:
     """Split ``text`` into what can be shown, what must wait (it may begin a stop string), and
     whether a stop string was found (then what can be shown ends before it, and nothing waits)."""
     cut = find_stop(text, stops)
     if cut is not None:
         return text[:cut], "", True
-    keep = _stop_prefix_len(text, stops)
+    keep = stop_prefix_len(text, stops)
     return text[: len(text) - keep], text[len(text) - keep :], False
 
 
@@ -397,7 +452,7 @@ def find_stop(text: str, stops: tuple[str, ...]) -> int | None:
     return min(positions) if positions else None
 
 
-def _stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
+def stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
     """Length of the longest end of ``text`` that begins some stop string."""
     best = 0
     for stop in stops:

@@ -45,6 +45,9 @@ class LoadOptions:
     # Weight repacking into extra buffer types (AMX, interleaved CPU layouts). None: on, except
     # where this build uses AMX, whose matmul segfaults on some CPUs (llama.cpp issue #20824).
     repack: bool | None = None
+    # MoE: the routed experts of layers 0 .. N-1 stay in RAM while the rest of those layers goes to
+    # the GPU (llama.cpp's --n-cpu-moe N, through tensor buffer-type overrides).
+    cpu_moe_layers: int = 0
 
 
 @dataclass(frozen=True)

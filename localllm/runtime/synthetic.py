@@ -17,7 +17,7 @@ __all__ = ["Shape", "SHAPES", "write_model"]
 
 @dataclass(frozen=True)
 class Shape:
-    arch: str  # llama, qwen2, qwen3moe, gemma3
+    arch: str  # llama, qwen2, qwen3moe, gemma3, deepseek2 (MLA, dense layers only)
     n_layer: int
     n_embd: int
     n_head: int
@@ -30,6 +30,8 @@ class Shape:
     n_ff_exp: int = 0
     sliding_window: int = 0  # gemma3
     tied_output: bool = False  # no output.weight: the token embedding is reused
+    kv_lora_rank: int = 0  # deepseek2: the latent KV size (MLA); head_dim is then the q/k head size
+    n_rot: int = 0  # deepseek2: the rope part of each q/k head
 
 
 # Shapes used by the tests (tiny) and the benchmark (closer to real models' proportions).
@@ -38,8 +40,11 @@ SHAPES: dict[str, Shape] = {
     "tiny-qwen3moe": Shape("qwen3moe", 2, 256, 4, 2, 512, head_dim=64, n_expert=8, n_expert_used=2, n_ff_exp=128),
     "tiny-gemma3": Shape("gemma3", 6, 256, 4, 1, 512, head_dim=64, sliding_window=128, tied_output=True),
     "tiny-qwen2": Shape("qwen2", 2, 256, 4, 2, 512, context_length=4096),
+    # Experts and KV cache big enough next to the vocabulary for the planner's choices to show.
+    "plan-qwen3moe": Shape("qwen3moe", 6, 256, 4, 4, 512, head_dim=128, n_expert=16, n_expert_used=2, n_ff_exp=256),
     "bench-qwen3moe": Shape("qwen3moe", 8, 1024, 16, 4, 3072, head_dim=64, n_expert=16, n_expert_used=4, n_ff_exp=512),
     "bench-qwen2": Shape("qwen2", 12, 1024, 16, 2, 2816),
+    "tiny-deepseek2": Shape("deepseek2", 2, 256, 4, 1, 512, head_dim=64, kv_lora_rank=128, n_rot=32),
 }
 
 
@@ -120,7 +125,9 @@ def _write_metadata(writer, s: Shape, head_dim: int, n_vocab: int, tok) -> None:
     writer.add_head_count_kv(s.n_head_kv)
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_rope_freq_base(10000.0)
-    if s.head_dim:
+    if s.kv_lora_rank:
+        _write_mla(writer, s, head_dim)
+    elif s.head_dim:
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
     if s.arch == "llama":
@@ -139,6 +146,33 @@ def _write_metadata(writer, s: Shape, head_dim: int, n_vocab: int, tok) -> None:
             writer.add_string(key, value)
         else:
             writer.add_key_value(key, value, vtype[0])
+
+
+def _write_mla(writer, s: Shape, head_dim: int) -> None:
+    """deepseek2's MLA keys, as converted files carry them: the cache holds the latent KV and the rope
+    part (key_length), V reads the latent part; every layer dense (no experts)."""
+    import gguf
+
+    a = s.arch
+    u32 = gguf.GGUFValueType.UINT32
+    writer.add_key_length(s.kv_lora_rank + s.n_rot)
+    writer.add_value_length(s.kv_lora_rank)
+    for key, value in (
+        ("attention.key_length_mla", head_dim), ("attention.value_length_mla", head_dim),
+        ("attention.kv_lora_rank", s.kv_lora_rank), ("attention.q_lora_rank", 0), ("rope.dimension_count", s.n_rot),
+        ("leading_dense_block_count", s.n_layer), ("expert_feed_forward_length", s.n_ff), ("expert_shared_count", 0),
+    ):  # fmt: skip
+        writer.add_key_value(f"{a}.{key}", value, u32)
+
+
+def _add_mla_attention(tensor, b: str, s: Shape, head_dim: int) -> None:
+    nope = head_dim - s.n_rot
+    tensor(b + "attn_q.weight", s.n_embd, s.n_head * head_dim)
+    tensor(b + "attn_kv_a_mqa.weight", s.n_embd, s.kv_lora_rank + s.n_rot)
+    tensor(b + "attn_kv_a_norm.weight", s.kv_lora_rank)
+    tensor(b + "attn_k_b.weight", nope, s.kv_lora_rank, s.n_head)
+    tensor(b + "attn_v_b.weight", s.kv_lora_rank, head_dim, s.n_head)
+    tensor(b + "attn_output.weight", s.n_head * head_dim, s.n_embd)
 
 
 def _add_tensors(writer, s: Shape, head_dim: int, n_vocab: int, rng) -> None:
@@ -163,6 +197,10 @@ def _add_tensors(writer, s: Shape, head_dim: int, n_vocab: int, rng) -> None:
     for i in range(s.n_layer):
         b = f"blk.{i}."
         tensor(b + "attn_norm.weight", s.n_embd)
+        if s.kv_lora_rank:
+            _add_mla_attention(tensor, b, s, head_dim)
+            _add_ffn(tensor, b, s)
+            continue
         tensor(b + "attn_q.weight", s.n_embd, q_dim)
         tensor(b + "attn_k.weight", s.n_embd, kv_dim)
         tensor(b + "attn_v.weight", s.n_embd, kv_dim)
@@ -177,16 +215,20 @@ def _add_tensors(writer, s: Shape, head_dim: int, n_vocab: int, rng) -> None:
         if s.arch == "gemma3":
             tensor(b + "post_attention_norm.weight", s.n_embd)
             tensor(b + "post_ffw_norm.weight", s.n_embd)
-        tensor(b + "ffn_norm.weight", s.n_embd)
-        if s.n_expert:
-            tensor(b + "ffn_gate_inp.weight", s.n_embd, s.n_expert)
-            tensor(b + "ffn_gate_exps.weight", s.n_embd, s.n_ff_exp, s.n_expert)
-            tensor(b + "ffn_up_exps.weight", s.n_embd, s.n_ff_exp, s.n_expert)
-            tensor(b + "ffn_down_exps.weight", s.n_ff_exp, s.n_embd, s.n_expert)
-        else:
-            tensor(b + "ffn_gate.weight", s.n_embd, s.n_ff)
-            tensor(b + "ffn_up.weight", s.n_embd, s.n_ff)
-            tensor(b + "ffn_down.weight", s.n_ff, s.n_embd)
+        _add_ffn(tensor, b, s)
+
+
+def _add_ffn(tensor, b: str, s: Shape) -> None:
+    tensor(b + "ffn_norm.weight", s.n_embd)
+    if s.n_expert:
+        tensor(b + "ffn_gate_inp.weight", s.n_embd, s.n_expert)
+        tensor(b + "ffn_gate_exps.weight", s.n_embd, s.n_ff_exp, s.n_expert)
+        tensor(b + "ffn_up_exps.weight", s.n_embd, s.n_ff_exp, s.n_expert)
+        tensor(b + "ffn_down_exps.weight", s.n_ff_exp, s.n_embd, s.n_expert)
+    else:
+        tensor(b + "ffn_gate.weight", s.n_embd, s.n_ff)
+        tensor(b + "ffn_up.weight", s.n_embd, s.n_ff)
+        tensor(b + "ffn_down.weight", s.n_ff, s.n_embd)
 
 
 def scaled(shape: Shape, **changes: object) -> Shape:

@@ -252,9 +252,9 @@ def test_stop_strings_end_the_reply(model):
 
 def test_default_parallel_is_what_the_planner_fits(smollm2_path):
     """batch --parallel defaults to the most sequences whose KV cache and buffers the memory planner
-    fits with headroom (one memory model for every command), at most 8."""
+    fits with headroom (one memory model for every command), at most llama.cpp's limit."""
     from localllm.fit import estimate, hardware
-    from localllm.fit.plan import HEADROOM, MAX_DEFAULT_PARALLEL, max_parallel
+    from localllm.fit.plan import HEADROOM, MAX_PARALLEL, max_parallel
 
     header = ggufmeta.read_header(smollm2_path)
 
@@ -272,7 +272,7 @@ def test_default_parallel_is_what_the_planner_fits(smollm2_path):
         budget_for_three = machine(ram)
     assert max_parallel(header, budget_for_three, 4096, 0) == 3
     assert max_parallel(header, machine(64 << 20), 4096, 0) == 1  # never less than one
-    assert max_parallel(header, machine(1 << 40), 4096, 0) == MAX_DEFAULT_PARALLEL
+    assert max_parallel(header, machine(1 << 40), 4096, 0) == MAX_PARALLEL  # 256: llama.cpp's LLAMA_MAX_SEQ
 
 
 def test_bench_json(cli, smollm2_path):
