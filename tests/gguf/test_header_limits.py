@@ -252,6 +252,27 @@ def test_versions_other_than_2_and_3_are_refused_by_name(tmp_path, version, erro
     assert message in str(err.value) and str(path) in str(err.value)
 
 
+@pytest.mark.parametrize(("head", "message"), [
+    (b"GGUF" + struct.pack("<IQQ", 1, 0, 0), "GGUF version 1 is no longer supported (convert the model again)"),
+    (b"GGUF" + struct.pack(">IQQ", 1, 0, 0), "big-endian GGUF not supported"),
+    (b"GGUF" + struct.pack(">IQQ", 3, 0, 0), "big-endian GGUF not supported"),
+])
+def test_old_and_big_endian_files_say_exactly_what_they_are(tmp_path, head, message):
+    path = write(tmp_path, head + bytes(64))
+    with pytest.raises(ModelFileError) as err:
+        read_header(path)
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_a_metadata_key_of_impossible_length_is_damage_naming_which(tmp_path):
+    data = gguf([ARCH, struct.pack("<Q", (1 << 30) + 1) + b"k" * 16])
+    path = write(tmp_path, data)
+    with pytest.raises(CorruptModelError) as err:
+        read_header(path)
+    at = data.index(b"k" * 16) - 8
+    assert str(err.value) == f"{path} is damaged: metadata key 1 has an impossible length 1073741825 (at byte {at})"
+
+
 def test_version_2_reads_like_3(tmp_path):
     h = read_header(write(tmp_path, gguf([ARCH, u32("t.x", 3)], version=2)))
     assert h.version == 2 and h.get("t.x") == 3
@@ -369,6 +390,9 @@ def test_counts_at_the_limit_are_plausible_and_beyond_it_damage(tmp_path):
     over = write(tmp_path, gguf([ARCH], n_tensors=1_000_001), "o.gguf")
     with pytest.raises(CorruptModelError, match="impossible tensor count 1000001"):
         read_header(over)
+    kv_limit = write(tmp_path, gguf([ARCH], n_kv=1_000_000), "kl.gguf")
+    with pytest.raises(CorruptModelError, match="truncated"):
+        read_header(kv_limit)
     over = write(tmp_path, gguf([ARCH], n_kv=1_000_001), "k.gguf")
     with pytest.raises(CorruptModelError, match="impossible metadata count 1000001"):
         read_header(over)
