@@ -69,6 +69,8 @@ class ScriptedGeneration:
                 time.sleep(model.prompt_s)
         start = time.perf_counter()
         for n, piece in enumerate(self._pieces, 1):
+            if n == len(self._pieces) and model.hold is not None:
+                model.hold.wait(30)  # the test says when the reply may end
             if self._cancel is not None and self._cancel.is_set():
                 break
             if delay:
@@ -90,8 +92,10 @@ class ScriptedModel:
     """Replies with ``replies`` in turn (the last one repeats); ``tokens_per_s=0`` is instant."""
 
     def __init__(self, replies: Sequence[str] = ("Hello! How can I help?",), *, tokens_per_s: float = 0.0,
-                 n_ctx: int = 4096, path: Path = Path("scripted.gguf"), prompt_s: float = 0.0) -> None:
+                 n_ctx: int = 4096, path: Path = Path("scripted.gguf"), prompt_s: float = 0.0,
+                 hold: threading.Event | None = None) -> None:
         self.replies = list(replies)
+        self.hold = hold  # when given, each reply's last piece waits for it: "still generating" without a race
         self.tokens_per_s = tokens_per_s
         self.prompt_s = prompt_s  # seconds before the first piece, as a long prompt takes to evaluate
         self.n_ctx = n_ctx

@@ -4,6 +4,7 @@ switching models, slash commands, keys). Each test here fails on the code before
 from __future__ import annotations
 
 import re
+import threading
 
 import pytest
 from support.scripted_engine import ScriptedModel
@@ -114,7 +115,8 @@ async def test_ctrl_o_keeps_the_chat_and_a_chosen_model_switches_it():
     from localllm.tui.models_screen import ModelsScreen
     from localllm.tui.services import ChatTarget
 
-    model = ScriptedModel([" ".join(f"w{i}" for i in range(60))], tokens_per_s=60)
+    hold = threading.Event()
+    model = ScriptedModel([" ".join(f"w{i}" for i in range(60))], tokens_per_s=60, hold=hold)
     app = scripted_app(model)
     other = ChatTarget("other:Q8_0", Path("other.gguf"), "Q8_0")
     async with app.run_test(size=(100, 30)) as pilot:
@@ -124,6 +126,7 @@ async def test_ctrl_o_keeps_the_chat_and_a_chosen_model_switches_it():
         await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen))
         await pilot.pause(0.3)
         assert screen.generating  # the reply goes on behind the models list
+        hold.set()
         app.open_chat()  # "c": back to the chat
         await wait_for(pilot, lambda: app.screen is screen)
         await reply_done(pilot)
