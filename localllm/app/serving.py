@@ -65,6 +65,9 @@ def parse_keep_alive(value: object) -> float:
     return math.inf if seconds < 0 else seconds
 
 
+DEFAULT_PARALLEL = 8  # sequences per model when --parallel is not given (fewer if memory holds fewer)
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     """How ``serve`` loads models; None: the planner decides (as for ``batch``)."""
@@ -320,8 +323,12 @@ class ModelManager:
         from localllm import runtime
 
         o = self.options
+        # Unasked, as many sequences as the planner fits but at most DEFAULT_PARALLEL: unlike a batch
+        # file, a server does not know how many requests will come, and a context sized for what
+        # the whole memory holds would take it all (and tens of seconds to clear) for one client.
         batch = loading.open_for_batch(reference, n_ctx_seq=o.n_ctx_seq, n_parallel=o.n_parallel,
-                                       n_gpu_layers=o.n_gpu_layers, n_threads=o.n_threads, hardware=self._hardware)
+                                       n_gpu_layers=o.n_gpu_layers, n_threads=o.n_threads, hardware=self._hardware,
+                                       lines=None if o.n_parallel else DEFAULT_PARALLEL)
         try:
             engine = runtime.BatchEngine(batch.opened.model, batch.n_parallel, batch.n_ctx_seq,
                                          queue_size=o.queue_size, n_threads=o.n_threads)

@@ -91,3 +91,23 @@ def test_a_request_for_another_model_waits_for_the_busy_one_then_is_refused_as_b
         assert loaded(manager) == [second]
     finally:
         manager.close()
+
+
+def test_unasked_parallelism_is_what_memory_holds_but_at_most_the_default(installed_starter):
+    """A server does not know how many clients will come: without --parallel it takes what the
+    planner fits, but never a context sized for the whole memory (that took all the RAM)."""
+    from localllm.app.serving import DEFAULT_PARALLEL
+    from localllm.fit.hardware import profile
+
+    big = ModelManager(ServeOptions(n_ctx_seq=256), hardware=profile("desktop-32gb"))
+    try:
+        big.load(STARTER)
+        assert [r.n_parallel for r in big.running()] == [DEFAULT_PARALLEL]
+    finally:
+        big.close()
+    asked = ModelManager(ServeOptions(n_ctx_seq=256, n_parallel=12), hardware=profile("desktop-32gb"))
+    try:
+        asked.load(STARTER)
+        assert [r.n_parallel for r in asked.running()] == [12]
+    finally:
+        asked.close()
