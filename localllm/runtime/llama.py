@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import llama_cpp as L
 import numpy as np
@@ -282,6 +283,22 @@ def buffers_mib(lines: Sequence[str]) -> dict[str, float]:
     return sizes
 
 
+def _new_context(model: LlamaModel, params: Any, flash_attn: bool | None, type_k: str, type_v: str,
+                 what: str) -> Any:
+    """``llama_init_from_model`` with the attention settings every context shares (flash attention:
+    None lets llama.cpp decide; the K and V cache types); ModelLoadError with llama.cpp's own
+    reason when it refuses."""
+    if flash_attn is not None:
+        params.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    params.type_k = KV_TYPES[type_k]
+    params.type_v = KV_TYPES[type_v]
+    marker = LOG.mark()
+    ptr = L.llama_init_from_model(model._ptr, params)
+    if not ptr:
+        raise load_failure(model.path, LOG.since(marker), what)
+    return ptr
+
+
 class LlamaContext(_Owner):
     """One ``llama_context`` over a :class:`LlamaModel`'s weights, and its memory (KV cache).
 
@@ -307,16 +324,7 @@ class LlamaContext(_Owner):
         params.n_threads = n_threads
         params.n_threads_batch = n_threads_batch
         params.no_perf = no_perf
-        if flash_attn is not None:
-            params.flash_attn_type = (
-                L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            )
-        params.type_k = KV_TYPES[type_k]
-        params.type_v = KV_TYPES[type_v]
-        marker = LOG.mark()
-        ptr = L.llama_init_from_model(model._ptr, params)
-        if not ptr:
-            raise load_failure(model.path, LOG.since(marker), what)
+        ptr = _new_context(model, params, flash_attn, type_k, type_v, what)
         self._ptr = ptr
         self.model = model  # the weights must outlive the context, even when collected
         self._memory = L.llama_get_memory(ptr)
@@ -399,16 +407,7 @@ class LlamaEmbedder(_Owner):
         params.embeddings = True
         params.pooling_type = L.LLAMA_POOLING_TYPE_MEAN
         params.no_perf = True
-        if flash_attn is not None:
-            params.flash_attn_type = (
-                L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            )
-        params.type_k = KV_TYPES[type_k]
-        params.type_v = KV_TYPES[type_v]
-        marker = LOG.mark()
-        ptr = L.llama_init_from_model(model._ptr, params)
-        if not ptr:
-            raise load_failure(model.path, LOG.since(marker), "create an embedding context for")
+        ptr = _new_context(model, params, flash_attn, type_k, type_v, "create an embedding context for")
         self._ptr = ptr
         self.model = model  # the weights must outlive the context
         self._memory = L.llama_get_memory(ptr)
