@@ -35,16 +35,19 @@ def shown_text(view) -> str:
 
 
 async def test_a_long_reply_is_followed_to_its_end():
-    app = scripted_app(ScriptedModel([LONG], tokens_per_s=1000))
+    hold = threading.Event()  # the reply's last piece waits: sampled while generating, without a race
+    app = scripted_app(ScriptedModel([LONG], tokens_per_s=1000, hold=hold))
     async with app.run_test(size=(80, 24)) as pilot:
         await send(pilot, "Write a lot")
         samples = []
-        while chat_screen(app).generating:
+        while chat_screen(app).generating and len(samples) < 5:
             await pilot.pause(0.2)
             if len(views(app)[-1].content) > 2000:
                 samples.append(at_bottom(app))
+        hold.set()
+        await wait_for(pilot, lambda: not chat_screen(app).generating)
         await pilot.pause(0.3)
-        assert samples and all(samples), samples
+        assert len(samples) == 5 and all(samples), samples
         assert at_bottom(app) and chat_screen(app).query_one("#transcript").max_scroll_y > 100
 
 
