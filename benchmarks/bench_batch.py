@@ -123,9 +123,26 @@ def synthetic_1b(tokenizer_from: Path) -> Path:
 
 def llama_bench(model: Path, threads: int, reps: int, repack: bool) -> dict[str, list[float]]:
     out = subprocess.run(
-        [str(BIN / "llama-bench"), "-m", str(model), "-t", str(threads), "-p", "512", "-n", "128",
-         "-r", str(reps), "--repack", "1" if repack else "0", "-o", "json"],
-        capture_output=True, text=True, check=True,
+        [
+            str(BIN / "llama-bench"),
+            "-m",
+            str(model),
+            "-t",
+            str(threads),
+            "-p",
+            "512",
+            "-n",
+            "128",
+            "-r",
+            str(reps),
+            "--repack",
+            "1" if repack else "0",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     results = {}
     for row in json.loads(out):
@@ -137,11 +154,34 @@ def llama_bench(model: Path, threads: int, reps: int, repack: bool) -> dict[str,
 def llama_batched_bench(model: Path, threads: int, npp: int, ntg: int, npl: list[int], repack: bool) -> dict[int, dict]:
     n_ctx = max(npl) * (npp + ntg)
     out = subprocess.run(
-        [str(BIN / "llama-batched-bench"), "-m", str(model), "-t", str(threads), "-tb", str(threads),
-         "-c", str(n_ctx), "-b", "512", "-ub", "512", "-npp", str(npp), "-ntg", str(ntg),
-         "-npl", ",".join(map(str, npl)), "-no-kvu", "--output-format", "jsonl"]
+        [
+            str(BIN / "llama-batched-bench"),
+            "-m",
+            str(model),
+            "-t",
+            str(threads),
+            "-tb",
+            str(threads),
+            "-c",
+            str(n_ctx),
+            "-b",
+            "512",
+            "-ub",
+            "512",
+            "-npp",
+            str(npp),
+            "-ntg",
+            str(ntg),
+            "-npl",
+            ",".join(map(str, npl)),
+            "-no-kvu",
+            "--output-format",
+            "jsonl",
+        ]
         + ([] if repack else ["--no-repack"]),
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rows = {}
     for line in out.splitlines():
@@ -157,10 +197,26 @@ def llama_batched_bench(model: Path, threads: int, npp: int, ntg: int, npl: list
 def localllm_bench(model: Path, threads: int, reps: int, npp: int, ntg: int, npl: list[int]) -> dict:
     # `localllm bench`'s batched rows are pp128+tg128; only listed when that is the shape compared.
     same_shape = npp == ntg == 128
-    main = json.loads(subprocess.run(
-        [*LOCALLLM, "bench", str(model), "--json", "-r", str(reps), "--threads", str(threads),
-         "--parallel", ",".join(map(str, npl)) if same_shape else "1"],
-        capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL).stdout)
+    main = json.loads(
+        subprocess.run(
+            [
+                *LOCALLLM,
+                "bench",
+                str(model),
+                "--json",
+                "-r",
+                str(reps),
+                "--threads",
+                str(threads),
+                "--parallel",
+                ",".join(map(str, npl)) if same_shape else "1",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            stdin=subprocess.DEVNULL,
+        ).stdout
+    )
     return {row["test"]: row for row in main["results"]}
 
 
@@ -195,9 +251,25 @@ def localllm_batch(model: Path, threads: int, records: list[dict], parallel: int
         src, out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
         src.write_text("".join(json.dumps(r) + "\n" for r in records))
         proc = subprocess.run(
-            [*LOCALLLM, "batch", "-m", str(model), str(src), "-o", str(out), "--threads", str(threads),
-             "--parallel", str(parallel), "--ctx", str(ctx)],
-            capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
+            [
+                *LOCALLLM,
+                "batch",
+                "-m",
+                str(model),
+                str(src),
+                "-o",
+                str(out),
+                "--threads",
+                str(threads),
+                "--parallel",
+                str(parallel),
+                "--ctx",
+                str(ctx),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            stdin=subprocess.DEVNULL,
         )
         match = _SUMMARY.search(proc.stderr)
         prompt, gen = int(match.group(1)), int(match.group(2))
@@ -231,8 +303,11 @@ def main() -> None:
 
     repack = not runtime.build_has_amx()
     t = args.threads
-    print(f"model: {model.name}, threads: {t}, repack: {int(repack)}, reps: {args.reps}, rounds: {args.rounds}, "
-          f"batched: npp {args.npp}, ntg {args.ntg}", flush=True)
+    print(
+        f"model: {model.name}, threads: {t}, repack: {int(repack)}, reps: {args.reps}, rounds: {args.rounds}, "
+        f"batched: npp {args.npp}, ntg {args.ntg}",
+        flush=True,
+    )
 
     # The machine is shared: each comparison alternates the two tools over --rounds rounds, so a
     # burst of load elsewhere hits both alike, and pools the samples.
@@ -248,23 +323,41 @@ def main() -> None:
                     ours[test] += row["samples"]
                 elif "n_parallel" in row and args.npp == args.ntg == 128:
                     bench_rows.setdefault(row["n_parallel"], []).append(row["tokens_per_s"])
-        print(f"\n{'test':<8} {'llama-bench t/s':>18} {'localllm bench t/s':>20} {'ratio':>7}   "
-              f"({args.rounds} rounds x {args.reps} reps)")
+        print(
+            f"\n{'test':<8} {'llama-bench t/s':>18} {'localllm bench t/s':>20} {'ratio':>7}   "
+            f"({args.rounds} rounds x {args.reps} reps)"
+        )
         for test in ("pp512", "tg128"):
             r, o = ref[test], ours[test]
-            print(f"{test:<8} {statistics.mean(r):>10.2f} ± {statistics.stdev(r):<5.2f} "
-                  f"{statistics.mean(o):>12.2f} ± {statistics.stdev(o):<5.2f} "
-                  f"{statistics.mean(o) / statistics.mean(r):>6.1%}", flush=True)
+            print(
+                f"{test:<8} {statistics.mean(r):>10.2f} ± {statistics.stdev(r):<5.2f} "
+                f"{statistics.mean(o):>12.2f} ± {statistics.stdev(o):<5.2f} "
+                f"{statistics.mean(o) / statistics.mean(r):>6.1%}",
+                flush=True,
+            )
 
     if "batched" not in skip:
         temperature = 0.0 if args.greedy else 0.8
-        print(f"\nbatched: N prompts of {args.npp} tokens, {args.ntg} generated each (ignore EOS, "
-              f"temperature {temperature:g}), mean of {args.rounds} rounds")
-        print(f"{'N':>2} {'batched-bench S':>16} {'localllm batch S':>17} {'ratio':>7} "
-              f"{'b-bench gen t/s':>16} {'batch gen t/s':>14} {'b-bench S_TG':>13} {'bench S_TG':>11}")
+        print(
+            f"\nbatched: N prompts of {args.npp} tokens, {args.ntg} generated each (ignore EOS, "
+            f"temperature {temperature:g}), mean of {args.rounds} rounds"
+        )
+        print(
+            f"{'N':>2} {'batched-bench S':>16} {'localllm batch S':>17} {'ratio':>7} "
+            f"{'b-bench gen t/s':>16} {'batch gen t/s':>14} {'b-bench S_TG':>13} {'bench S_TG':>11}"
+        )
         for n in npl:
-            records = [{"id": i, "messages": calibrated_messages(model, args.npp, i), "max_tokens": args.ntg,
-                        "ignore_eos": True, "temperature": temperature, "seed": i} for i in range(n)]
+            records = [
+                {
+                    "id": i,
+                    "messages": calibrated_messages(model, args.npp, i),
+                    "max_tokens": args.ntg,
+                    "ignore_eos": True,
+                    "temperature": temperature,
+                    "seed": i,
+                }
+                for i in range(n)
+            ]
             ref_t, ref_tg, our_t = [], [], []
             for _ in range(args.rounds):
                 row = llama_batched_bench(model, t, args.npp, args.ntg, [n], repack)[n]
@@ -277,37 +370,82 @@ def main() -> None:
             ref_s, our_s = work / statistics.mean(ref_t), work / statistics.mean(our_t)
             ref_gen, our_gen = n * args.ntg / statistics.mean(ref_t), n * args.ntg / statistics.mean(our_t)
             bench_tg = statistics.mean(bench_rows[n]) if n in bench_rows else float("nan")
-            print(f"{n:>2} {ref_s:>16.2f} {our_s:>17.2f} {our_s / ref_s:>6.1%} {ref_gen:>16.2f} "
-                  f"{our_gen:>14.2f} {statistics.mean(ref_tg):>13.2f} {bench_tg:>11.2f}", flush=True)
+            print(
+                f"{n:>2} {ref_s:>16.2f} {our_s:>17.2f} {our_s / ref_s:>6.1%} {ref_gen:>16.2f} "
+                f"{our_gen:>14.2f} {statistics.mean(ref_tg):>13.2f} {bench_tg:>11.2f}",
+                flush=True,
+            )
 
     if "seq" not in skip:
-        records = [{"id": i, "messages": calibrated_messages(model, 48, 100 + i), "max_tokens": 64,
-                    "ignore_eos": True, "seed": i} for i in range(16)]
+        records = [
+            {
+                "id": i,
+                "messages": calibrated_messages(model, 48, 100 + i),
+                "max_tokens": 64,
+                "ignore_eos": True,
+                "seed": i,
+            }
+            for i in range(16)
+        ]
         rates = {}
         for n in (1, 8):
             stats, _ = localllm_batch(model, t, records, n, 256)
             rates[n] = stats["completion_tokens"] / stats["wall_s"]
-        print(f"\n16 requests (48-token prompts, 64 tokens each): --parallel 1 {rates[1]:.2f} tok/s, "
-              f"--parallel 8 {rates[8]:.2f} tok/s, {rates[8] / rates[1]:.2f}x", flush=True)
+        print(
+            f"\n16 requests (48-token prompts, 64 tokens each): --parallel 1 {rates[1]:.2f} tok/s, "
+            f"--parallel 8 {rates[8]:.2f} tok/s, {rates[8] / rates[1]:.2f}x",
+            flush=True,
+        )
 
     if args.determinism:
-        topics = ["the sea", "a city at night", "bread", "a thunderstorm", "chess", "a library", "autumn",
-                  "the moon", "bicycles", "coffee", "a river", "volcanoes", "music", "snow", "trains", "bees"]
-        records = [{"id": i, "prompt": f"Write two sentences about {topics[i % len(topics)]}"
-                    f"{' for a child' if i >= len(topics) else ''}.", "max_tokens": 48, "temperature": 0}
-                   for i in range(args.determinism)]
+        topics = [
+            "the sea",
+            "a city at night",
+            "bread",
+            "a thunderstorm",
+            "chess",
+            "a library",
+            "autumn",
+            "the moon",
+            "bicycles",
+            "coffee",
+            "a river",
+            "volcanoes",
+            "music",
+            "snow",
+            "trains",
+            "bees",
+        ]
+        records = [
+            {
+                "id": i,
+                "prompt": f"Write two sentences about {topics[i % len(topics)]}"
+                f"{' for a child' if i >= len(topics) else ''}.",
+                "max_tokens": 48,
+                "temperature": 0,
+            }
+            for i in range(args.determinism)
+        ]
         texts = {}
         for label, n in (("N=1", 1), ("N=8", 8), ("N=8 again", 8)):
             _, results = localllm_batch(model, t, records, n, 512)
             texts[label] = {r["id"]: r["text"] for r in results}
         differ = sum(texts["N=1"][i] != texts["N=8"][i] for i in texts["N=1"])
         repeat = sum(texts["N=8"][i] != texts["N=8 again"][i] for i in texts["N=8"])
-        firsts = [next((k for k, (a, b) in enumerate(zip(texts["N=1"][i], texts["N=8"][i])) if a != b),
-                       min(len(texts["N=1"][i]), len(texts["N=8"][i])))
-                  for i in texts["N=1"] if texts["N=1"][i] != texts["N=8"][i]]
+        firsts = [
+            next(
+                (k for k, (a, b) in enumerate(zip(texts["N=1"][i], texts["N=8"][i])) if a != b),
+                min(len(texts["N=1"][i]), len(texts["N=8"][i])),
+            )
+            for i in texts["N=1"]
+            if texts["N=1"][i] != texts["N=8"][i]
+        ]
         where = f", first difference at character {statistics.median(firsts):.0f} (median)" if firsts else ""
-        print(f"\ndeterminism ({args.determinism} prompts, greedy, 48 tokens): N=1 vs N=8 differ in {differ}"
-              f"{where}; N=8 vs N=8 again differ in {repeat}", flush=True)
+        print(
+            f"\ndeterminism ({args.determinism} prompts, greedy, 48 tokens): N=1 vs N=8 differ in {differ}"
+            f"{where}; N=8 vs N=8 again differ in {repeat}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

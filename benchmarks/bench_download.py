@@ -33,8 +33,11 @@ def make_file(path: Path, size: int) -> None:
 
 
 def start_server(file: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "hubserver.py"), REPO, str(file)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "support" / "hubserver.py"), REPO, str(file)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     return proc, proc.stdout.readline().strip()
 
 
@@ -76,14 +79,23 @@ def run(argv: list[str] | None = None) -> None:
                 results["curl"].append(time.perf_counter() - t)
                 out.unlink()
                 home = tmp / f"home-dl-{i}"
-                r = subprocess.run([sys.executable, "-c", DOWNLOAD_ONLY, REPO], env={**env, "LOCALLLM_HOME": str(home)},
-                                   capture_output=True, text=True, check=True)
+                r = subprocess.run(
+                    [sys.executable, "-c", DOWNLOAD_ONLY, REPO],
+                    env={**env, "LOCALLLM_HOME": str(home)},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 results["localllm download"].append(json.loads(r.stdout)["seconds"])
                 subprocess.run(["rm", "-rf", str(home)], check=True)
                 home = tmp / f"home-pull-{i}"
                 t = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "localllm", "pull", f"{REPO}:Q4_K_M"],
-                               env={**env, "LOCALLLM_HOME": str(home)}, check=True, capture_output=True)
+                subprocess.run(
+                    [sys.executable, "-m", "localllm", "pull", f"{REPO}:Q4_K_M"],
+                    env={**env, "LOCALLLM_HOME": str(home)},
+                    check=True,
+                    capture_output=True,
+                )
                 results["localllm pull (end to end)"].append(time.perf_counter() - t)
                 subprocess.run(["rm", "-rf", str(home)], check=True)
         finally:
@@ -110,12 +122,18 @@ def run(argv: list[str] | None = None) -> None:
         walls = []
         for _ in range(10):
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "localllm", "list"], env={**env, "LOCALLLM_HOME": str(home)},
-                           check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "localllm", "list"],
+                env={**env, "LOCALLLM_HOME": str(home)},
+                check=True,
+                capture_output=True,
+            )
             walls.append(time.perf_counter() - t)
         print()
-        print(f"localllm list, 20 installed models: median {statistics.median(walls) * 1000:.0f} ms, "
-              f"best {min(walls) * 1000:.0f} ms (10 runs, process start included)")
+        print(
+            f"localllm list, 20 installed models: median {statistics.median(walls) * 1000:.0f} ms, "
+            f"best {min(walls) * 1000:.0f} ms (10 runs, process start included)"
+        )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,6 @@ print(json.dumps({"buffers": m.load_report.buffers_mib, "rss": rss}))
 """
 
 
-
 def naive(header, n_ctx: int) -> int:
     """The rule of thumb peers use, for comparison only (localllm never plans with it): file size
     plus an f16 KV cache with every layer full."""
@@ -62,6 +61,7 @@ def naive(header, n_ctx: int) -> int:
     shape = estimate.model_shape(header)
     kv = sum(shape.n_head_kv[il] * (shape.head_dim_k + shape.head_dim_v) * n_ctx * 2 for il in range(shape.n_layer))
     return (header.file_size or header.data_end) + kv
+
 
 def measure(path: Path, n_ctx: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -142,7 +142,9 @@ def print_calibration() -> int:
         errs = [abs(c[key]) for c in rows]
         over = sum(e > 5 for e in errs)
         failures += key == "err_vram" and over > 0
-        print(f"{what:14} |err| max {max(errs):.1f}%  median {statistics.median(errs):.1f}%  over 5%: {over} of {len(rows)}")
+        print(
+            f"{what:14} |err| max {max(errs):.1f}%  median {statistics.median(errs):.1f}%  over 5%: {over} of {len(rows)}"
+        )
     return failures
 
 
@@ -169,8 +171,10 @@ def print_repack(smollm2: Path) -> int:
     from localllm.runtime import devices, synthetic
 
     features = hardware.detect(hardware.BuildInfo(system_info=devices.system_info())).simd
-    print(f"CPU features (llama.cpp): {' '.join(features)}; repacked types: "
-          f"{', '.join(ggufmeta.ggml_type_name(t) for t in estimate.repack_types(features))}")
+    print(
+        f"CPU features (llama.cpp): {' '.join(features)}; repacked types: "
+        f"{', '.join(ggufmeta.ggml_type_name(t) for t in estimate.repack_types(features))}"
+    )
     head = f"{'model':26} {'ctx':>5} {'REPACK est':>10} {'logged':>7} {'CPU est':>8} {'logged':>7} {'err%':>6}"
     print(head)
     print("-" * len(head))
@@ -190,8 +194,11 @@ def print_repack(smollm2: Path) -> int:
             actual = sum(logged.values()) * MiB
             err = _pct(est.cpu.llama_cpp, actual)
             failures += abs(err) > 5
-            print(f"{label:26} {n_ctx:>5} {est.repack_bytes / MiB:>10.2f} {logged.get('CPU_REPACK model', 0):>7.2f} "
-                  f"{est.cpu.llama_cpp / MiB:>8.1f} {actual / MiB:>7.1f} {err:>+6.1f}", flush=True)
+            print(
+                f"{label:26} {n_ctx:>5} {est.repack_bytes / MiB:>10.2f} {logged.get('CPU_REPACK model', 0):>7.2f} "
+                f"{est.cpu.llama_cpp / MiB:>8.1f} {actual / MiB:>7.1f} {err:>+6.1f}",
+                flush=True,
+            )
     print("all MiB; CPU = all of llama.cpp's CPU buffers (mapped weights, repacked copies, KV, compute, output)")
     return failures
 
@@ -231,8 +238,10 @@ def cpu_table(args: argparse.Namespace, smollm2: Path) -> int:
         models.append(("gemma3 (270M Q4_K_M)", args.gemma))
     models += synthetic_models(smollm2)
 
-    print(f"runtime baseline RSS (import + backend init): {baseline_rss() / MiB:.0f} MiB "
-          f"(allowance {estimate.RUNTIME_RAM / MiB:.0f} MiB)")
+    print(
+        f"runtime baseline RSS (import + backend init): {baseline_rss() / MiB:.0f} MiB "
+        f"(allowance {estimate.RUNTIME_RAM / MiB:.0f} MiB)"
+    )
     head = f"{'model':30} {'ctx':>6} {'llama.cpp':>9} {'est':>7} {'err':>7} {'RSS':>7} {'est+rt':>7} {'vs RSS':>7} {'naive':>7} {'ok':>3}"
     print(head)
     print("-" * len(head))

@@ -43,9 +43,26 @@ def default_model() -> Path:
 
 def llama_bench(model: Path, threads: int, reps: int, repack: bool) -> dict[str, tuple[float, float]]:
     out = subprocess.run(
-        [str(BENCH), "-m", str(model), "-t", str(threads), "-p", "512", "-n", "128", "-r", str(reps),
-         "--repack", "1" if repack else "0", "-o", "json"],
-        capture_output=True, text=True, check=True,
+        [
+            str(BENCH),
+            "-m",
+            str(model),
+            "-t",
+            str(threads),
+            "-p",
+            "512",
+            "-n",
+            "128",
+            "-r",
+            str(reps),
+            "--repack",
+            "1" if repack else "0",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     results = {}
     for row in json.loads(out):
@@ -62,7 +79,10 @@ def prompt_of(n_tokens: int) -> str:
 def localllm_json(model: Path, threads: int, *args: str) -> dict:
     out = subprocess.run(
         [*LOCALLLM, "run", "-m", str(model), "--threads", str(threads), "--json", "--seed", "1", *args],
-        capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=True,
+        stdin=subprocess.DEVNULL,
     ).stdout
     return json.loads(out)
 
@@ -88,9 +108,11 @@ def side_by_side(model: Path, threads: int, reps: int, repack: bool) -> tuple[di
         for test, (rate, _sd) in llama_bench(model, threads, 1, repack).items():
             ref[test].append(rate)
         ours["pp512"].append(
-            localllm_json(model, threads, "-n", "1", "--ctx", "2048", prompt)["stats"]["prompt_tokens_per_s"])
+            localllm_json(model, threads, "-n", "1", "--ctx", "2048", prompt)["stats"]["prompt_tokens_per_s"]
+        )
         ours["tg128"].append(
-            localllm_json(model, threads, "-n", "129", "--ignore-eos", "-t", "0.8", "Hi")["stats"]["tokens_per_s"])
+            localllm_json(model, threads, "-n", "129", "--ignore-eos", "-t", "0.8", "Hi")["stats"]["tokens_per_s"]
+        )
 
     def summary(runs: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
         return {k: (statistics.mean(v), statistics.pstdev(v)) for k, v in runs.items()}
@@ -113,9 +135,23 @@ def first_token_overhead(model: Path, threads: int, reps: int = 5) -> tuple[floa
     for _ in range(reps):
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [*LOCALLLM, "run", "-m", str(model), "--threads", str(threads), "--stats", "-n", "8", "-t", "0",
-             "What is the capital city of France?"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                *LOCALLLM,
+                "run",
+                "-m",
+                str(model),
+                "--threads",
+                str(threads),
+                "--stats",
+                "-n",
+                "8",
+                "-t",
+                "0",
+                "What is the capital city of France?",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         os.read(proc.stdout.fileno(), 1)
         walls.append(time.perf_counter() - start)
@@ -150,8 +186,10 @@ def main() -> None:
         print(f"{test:<8} {r:>10.1f} ± {rsd:<5.1f} {o:>10.1f} ± {osd:<5.1f} {o / r:>6.1%}")
     print(f"localllm --help: {help_time() * 1000:.0f} ms (median of 10)")
     wall, base, extra = first_token_overhead(model, args.threads)
-    print(f"first token: {wall * 1000:.0f} ms from process start; llama.cpp load + prompt eval "
-          f"{base * 1000:.0f} ms; localllm adds {extra * 1000:.0f} ms")
+    print(
+        f"first token: {wall * 1000:.0f} ms from process start; llama.cpp load + prompt eval "
+        f"{base * 1000:.0f} ms; localllm adds {extra * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,9 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         # Logs go to a file: a pipe nobody reads would block the server once full.
         self.log = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.log, text=True,
-                                        env={**os.environ, **(env or {})})
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=self.log, text=True, env={**os.environ, **(env or {})}
+        )
         deadline = time.monotonic() + 300
         while True:
             assert self.process.poll() is None, f"{name} exited (see its log)"
@@ -94,19 +95,62 @@ class Server:
 
 def llama_server(model: Path, threads: int, slots: int) -> Server:
     port = free_port()
-    return Server("llama-server", [
-        str(BIN / "llama-server"), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-t", str(threads),
-        "-tb", str(threads), "-np", str(slots), "-c", str(slots * CTX), "-b", "512", "-ub", "512",
-        "--no-webui", "--no-kv-unified", "-fa", "auto",
-    ], port)
+    return Server(
+        "llama-server",
+        [
+            str(BIN / "llama-server"),
+            "-m",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-t",
+            str(threads),
+            "-tb",
+            str(threads),
+            "-np",
+            str(slots),
+            "-c",
+            str(slots * CTX),
+            "-b",
+            "512",
+            "-ub",
+            "512",
+            "--no-webui",
+            "--no-kv-unified",
+            "-fa",
+            "auto",
+        ],
+        port,
+    )
 
 
 def localllm_server(model: Path, threads: int, slots: int, home: str) -> Server:
     port = free_port()
-    return Server("localllm serve", [
-        sys.executable, "-m", "localllm", "serve", "-m", str(model), "--port", str(port), "--threads", str(threads),
-        "--parallel", str(slots), "--ctx", str(CTX), "--keep-alive", "-1",
-    ], port, env={"LOCALLLM_HOME": home})
+    return Server(
+        "localllm serve",
+        [
+            sys.executable,
+            "-m",
+            "localllm",
+            "serve",
+            "-m",
+            str(model),
+            "--port",
+            str(port),
+            "--threads",
+            str(threads),
+            "--parallel",
+            str(slots),
+            "--ctx",
+            str(CTX),
+            "--keep-alive",
+            "-1",
+        ],
+        port,
+        env={"LOCALLLM_HOME": home},
+    )
 
 
 # -- clients ---------------------------------------------------------------------------------------
@@ -114,8 +158,16 @@ def localllm_server(model: Path, threads: int, slots: int, home: str) -> Server:
 
 async def stream_one(client: httpx.AsyncClient, url: str, prompt: str, ntg: int) -> tuple[float, int]:
     """(seconds to the first content chunk, tokens generated) for one streamed chat completion."""
-    body = {"model": "", "messages": [{"role": "user", "content": prompt}], "max_tokens": ntg, "temperature": 0,
-            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}, "cache_prompt": False}
+    body = {
+        "model": "",
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": ntg,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "cache_prompt": False,
+    }
     sent = time.perf_counter()
     first = None
     tokens = 0
@@ -138,8 +190,13 @@ async def concurrent(url: str, n: int, ntg: int) -> dict:
         results = await asyncio.gather(*(stream_one(client, url, p, ntg) for p in prompts(n)))
         wall = time.perf_counter() - started
     tokens = sum(t for _, t in results)
-    return {"clients": n, "tokens": tokens, "wall_s": wall, "tok_s": tokens / wall,
-            "ttft_s": statistics.mean(f for f, _ in results)}
+    return {
+        "clients": n,
+        "tokens": tokens,
+        "wall_s": wall,
+        "tok_s": tokens / wall,
+        "ttft_s": statistics.mean(f for f, _ in results),
+    }
 
 
 def one_token_ms(url: str, reps: int) -> float:
@@ -157,12 +214,34 @@ def one_token_ms(url: str, reps: int) -> float:
 def batch_rate(model: Path, threads: int, slots: int, n: int, ntg: int, home: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in.jsonl"
-        src.write_text("".join(json.dumps({"id": i, "prompt": p, "max_tokens": ntg, "temperature": 0,
-                                           "ignore_eos": True}) + "\n" for i, p in enumerate(prompts(n))))
+        src.write_text(
+            "".join(
+                json.dumps({"id": i, "prompt": p, "max_tokens": ntg, "temperature": 0, "ignore_eos": True}) + "\n"
+                for i, p in enumerate(prompts(n))
+            )
+        )
         done = subprocess.run(
-            [sys.executable, "-m", "localllm", "batch", "-m", str(model), str(src), "-o", str(Path(tmp) / "out.jsonl"),
-             "--parallel", str(slots), "--ctx", str(CTX), "--threads", str(threads)],
-            capture_output=True, text=True, env={**os.environ, "LOCALLLM_HOME": home}, check=True,
+            [
+                sys.executable,
+                "-m",
+                "localllm",
+                "batch",
+                "-m",
+                str(model),
+                str(src),
+                "-o",
+                str(Path(tmp) / "out.jsonl"),
+                "--parallel",
+                str(slots),
+                "--ctx",
+                str(CTX),
+                "--threads",
+                str(threads),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LOCALLLM_HOME": home},
+            check=True,
         )
     return float(re.search(r"([\d.]+) tok/s generated", done.stderr).group(1))
 
@@ -179,17 +258,24 @@ def main() -> None:
     args = parser.parse_args()
     model = args.model or smollm2()
     counts = [int(c) for c in args.clients.split(",")]
-    print(f"model: {model.name}, threads: {args.threads}, slots: {args.slots}, ctx per slot: {CTX}, "
-          f"{args.ntg} tokens per client (greedy, ignore_eos)", flush=True)
+    print(
+        f"model: {model.name}, threads: {args.threads}, slots: {args.slots}, ctx per slot: {CTX}, "
+        f"{args.ntg} tokens per client (greedy, ignore_eos)",
+        flush=True,
+    )
 
     # Both servers stay up (an idle one uses no CPU) and the measurements alternate between them,
     # round after round, so that load from elsewhere on a shared machine hits both alike.
-    runs: dict[str, dict[int, list[dict]]] = {"llama-server": {n: [] for n in counts},
-                                              "localllm serve": {n: [] for n in counts}}
+    runs: dict[str, dict[int, list[dict]]] = {
+        "llama-server": {n: [] for n in counts},
+        "localllm serve": {n: [] for n in counts},
+    }
     latency: dict[str, list[float]] = {"llama-server": [], "localllm serve": []}
     with tempfile.TemporaryDirectory() as home:
-        servers = [llama_server(model, args.threads, args.slots),
-                   localllm_server(model, args.threads, args.slots, home)]
+        servers = [
+            llama_server(model, args.threads, args.slots),
+            localllm_server(model, args.threads, args.slots, home),
+        ]
         try:
             for server in servers:
                 asyncio.run(concurrent(server.url, 2, 4))  # warm-up
@@ -204,19 +290,27 @@ def main() -> None:
                 server.stop()
         batch = {n: batch_rate(model, args.threads, args.slots, n, args.ntg, home) for n in counts}
 
-    rows = {name: {n: {k: statistics.mean(r[k] for r in results[n]) for k in ("tok_s", "ttft_s")} for n in counts}
-            for name, results in runs.items()}
+    rows = {
+        name: {n: {k: statistics.mean(r[k] for r in results[n]) for k in ("tok_s", "ttft_s")} for n in counts}
+        for name, results in runs.items()
+    }
     overhead = {name: statistics.median(values) for name, values in latency.items()}
     ref, ours = rows["llama-server"], rows["localllm serve"]
-    print(f"\n{'clients':>7} {'llama-server tok/s':>19} {'serve tok/s':>12} {'ratio':>7} {'batch tok/s':>12}"
-          f" {'llama-server TTFT':>18} {'serve TTFT':>11} {'ratio':>6}")
+    print(
+        f"\n{'clients':>7} {'llama-server tok/s':>19} {'serve tok/s':>12} {'ratio':>7} {'batch tok/s':>12}"
+        f" {'llama-server TTFT':>18} {'serve TTFT':>11} {'ratio':>6}"
+    )
     for n in counts:
         a, b = ref[n], ours[n]
-        print(f"{n:>7} {a['tok_s']:>19.2f} {b['tok_s']:>12.2f} {b['tok_s'] / a['tok_s']:>6.1%} {batch[n]:>12.2f}"
-              f" {a['ttft_s'] * 1000:>15.0f} ms {b['ttft_s'] * 1000:>8.0f} ms {b['ttft_s'] / a['ttft_s']:>5.2f}x")
+        print(
+            f"{n:>7} {a['tok_s']:>19.2f} {b['tok_s']:>12.2f} {b['tok_s'] / a['tok_s']:>6.1%} {batch[n]:>12.2f}"
+            f" {a['ttft_s'] * 1000:>15.0f} ms {b['ttft_s'] * 1000:>8.0f} ms {b['ttft_s'] / a['ttft_s']:>5.2f}x"
+        )
     extra = overhead["localllm serve"] - overhead["llama-server"]
-    print(f"\n1-token completion, median over {args.rounds} rounds of medians of {args.overhead_reps}: llama-server {overhead['llama-server']:.1f} ms, "
-          f"localllm serve {overhead['localllm serve']:.1f} ms, overhead {extra:+.1f} ms")
+    print(
+        f"\n1-token completion, median over {args.rounds} rounds of medians of {args.overhead_reps}: llama-server {overhead['llama-server']:.1f} ms, "
+        f"localllm serve {overhead['localllm serve']:.1f} ms, overhead {extra:+.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -82,8 +82,16 @@ def _store_with(home: Path, model: Path, n: int) -> None:
         rel = f"model-{i:02d}/model-{i:02d}-Q4_1.gguf"
         (home / "models" / f"model-{i:02d}").mkdir(parents=True)
         os.link(model, home / "models" / rel)
-        entries.append({"name": f"model-{i:02d}", "quant": "Q4_1", "files": [rel], "size": model.stat().st_size,
-                        "source": "bench", "installed_at": 1700000000.0 + i})
+        entries.append(
+            {
+                "name": f"model-{i:02d}",
+                "quant": "Q4_1",
+                "files": [rel],
+                "size": model.stat().st_size,
+                "source": "bench",
+                "installed_at": 1700000000.0 + i,
+            }
+        )
     (home / "manifest.json").write_text(json.dumps({"version": 1, "models": entries}))
 
 
@@ -95,7 +103,10 @@ def timings(tree: Path, model: Path, runs: int) -> dict[str, float]:
         env["LOCALLLM_HOME"] = str(home)
         base = [sys.executable, "-m", "localllm"]
         subprocess.run([*base, "list"], env=env, check=True, capture_output=True)  # parse each header once
-        return {"--help": _median_wall([*base, "--help"], env, runs), "list (20 models)": _median_wall([*base, "list"], env, runs)}
+        return {
+            "--help": _median_wall([*base, "--help"], env, runs),
+            "list (20 models)": _median_wall([*base, "list"], env, runs),
+        }
 
 
 def report(tree: Path, model: Path, runs: int) -> None:
@@ -117,8 +128,12 @@ def report(tree: Path, model: Path, runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", type=Path, help="another checkout to measure the same way")
-    parser.add_argument("--model", type=Path, default=ROOT / ".cache" / "test-models" / "SmolLM2-135M-Instruct.Q4_1.gguf",
-                        help="a GGUF to install 20 times (default: the test suite's SmolLM2)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=ROOT / ".cache" / "test-models" / "SmolLM2-135M-Instruct.Q4_1.gguf",
+        help="a GGUF to install 20 times (default: the test suite's SmolLM2)",
+    )
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     if not args.model.is_file():

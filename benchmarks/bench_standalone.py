@@ -51,8 +51,11 @@ def ms(times: tuple[list[float], list[float]]) -> str:
 
 def build(out: Path) -> float:
     start = time.perf_counter()
-    subprocess.run(["bash", str(REPO / "packaging/standalone/build.sh"), str(out)],
-                   env={**os.environ, "PYTHON": sys.executable}, check=True)
+    subprocess.run(
+        ["bash", str(REPO / "packaging/standalone/build.sh"), str(out)],
+        env={**os.environ, "PYTHON": sys.executable},
+        check=True,
+    )
     return time.perf_counter() - start
 
 
@@ -65,8 +68,7 @@ def main() -> None:
     if args.build:
         print(f"build.sh (both variants): {build(args.dir):.0f} s")
     home = Path(tempfile.mkdtemp(prefix="bench-standalone-"))
-    bare = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LOCALLLM_HOME": str(home / "data"),
-            "HF_HUB_OFFLINE": "1"}
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LOCALLLM_HOME": str(home / "data"), "HF_HUB_OFFLINE": "1"}
     source = {**os.environ, "PYTHONPATH": str(REPO), "LOCALLLM_HOME": str(home / "data"), "HF_HUB_OFFLINE": "1"}
     rows = [
         ("one folder", args.dir / "localllm", [str(args.dir / "localllm" / "localllm")], bare),

@@ -149,8 +149,14 @@ def first_frame(runs: int) -> list[float]:
     times = []
     for _ in range(runs):
         home = tempfile.mkdtemp()
-        env = {**os.environ, "LOCALLLM_HOME": home, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color",
-               "COLUMNS": "80", "LINES": "24"}
+        env = {
+            **os.environ,
+            "LOCALLLM_HOME": home,
+            "PYTHONPATH": str(ROOT),
+            "TERM": "xterm-256color",
+            "COLUMNS": "80",
+            "LINES": "24",
+        }
         started = time.perf_counter()
         pid, fd = pty.fork()
         if pid == 0:
@@ -205,7 +211,12 @@ async def _open_long(messages: int) -> dict[str, float]:
             if not screens:
                 return False
             views = list(screens[0].query(MessageView))
-            return bool(views) and views[-1].is_mounted and last in views[-1].markdown.source and views[-1].region.height > 0
+            return (
+                bool(views)
+                and views[-1].is_mounted
+                and last in views[-1].markdown.source
+                and views[-1].region.height > 0
+            )
 
         while not shown():
             await asyncio.sleep(0.001)
@@ -226,11 +237,19 @@ def long_chat(db: History, tokens: int) -> int:
     """A saved conversation of about ``tokens`` SmolLM2 tokens (some 70 per exchange)."""
     conv = db.create(title="Long chat", model="smollm2")
     for n in range(max(1, tokens // 70)):
-        db.add_message(conv, "user", f"Question {n}: tell me something about rivers, bridges and boats "
-                                     "in old European cities, in two sentences.")
-        db.add_message(conv, "assistant", f"Answer {n}: rivers carried boats through old cities, and bridges "
-                                          "joined their banks; trade and stories crossed both ways for "
-                                          "centuries, as ferries do today.")
+        db.add_message(
+            conv,
+            "user",
+            f"Question {n}: tell me something about rivers, bridges and boats "
+            "in old European cities, in two sentences.",
+        )
+        db.add_message(
+            conv,
+            "assistant",
+            f"Answer {n}: rivers carried boats through old cities, and bridges "
+            "joined their banks; trade and stories crossed both ways for "
+            "centuries, as ferries do today.",
+        )
     return conv
 
 
@@ -259,8 +278,12 @@ async def _reopen_once(model: Path, db_path: Path, conv: int) -> dict[str, float
         while app.holder.lock.locked():  # the cache is saved after the reply
             await asyncio.sleep(0.01)
         stats = app.history.get(conv).messages[-1].stats or {}
-    return {"ttft_s": stats.get("ttft_s", float("nan")), "on_screen_s": on_screen,
-            "prompt_tokens": stats.get("prompt_tokens", 0), "cached_tokens": stats.get("cached_tokens", 0)}
+    return {
+        "ttft_s": stats.get("ttft_s", float("nan")),
+        "on_screen_s": on_screen,
+        "prompt_tokens": stats.get("prompt_tokens", 0),
+        "cached_tokens": stats.get("cached_tokens", 0),
+    }
 
 
 def reopen_real(model: Path, tokens: int, runs: int) -> tuple[list[dict], list[dict]]:
@@ -302,8 +325,11 @@ def main() -> None:
     longs = [asyncio.run(_open_long(500)) for _ in range(args.runs)]
     rows += [
         ("first frame after `localllm`", f"{med(frames):.2f} s", f"max {max(frames):.2f} s; target < 1 s"),
-        ("open a 500-message chat (last messages on screen)", f"{med([r['open_s'] for r in longs]):.2f} s",
-         f"max {max(r['open_s'] for r in longs):.2f} s; target < 1 s; shows the last {longs[0]['shown_first']}"),
+        (
+            "open a 500-message chat (last messages on screen)",
+            f"{med([r['open_s'] for r in longs]):.2f} s",
+            f"max {max(r['open_s'] for r in longs):.2f} s; target < 1 s; shows the last {longs[0]['shown_first']}",
+        ),
         ("then mount all 500 ('show earlier')", f"{med([r['show_all_s'] for r in longs]):.2f} s", ""),
     ]
     print_rows(rows, args.runs)
@@ -318,16 +344,32 @@ def med(values):
 def stream_rows(args) -> list[tuple[str, str, str]]:
     stream = [asyncio.run(_stream_once(args.tokens, args.rate)) for _ in range(args.runs)]
     return [
-        ("streamed pieces / engine rate", f"{stream[0]['pieces']} at {med([s['engine_rate'] for s in stream]):.0f} tok/s", ""),
-        ("end of reply on screen after last token", f"{med([s['end_lag_ms'] for s in stream]):.0f} ms",
-         f"max {max(s['end_lag_ms'] for s in stream):.0f} ms; target < 100 ms"),
-        ("longest event-loop stall while streaming", f"{med([s['max_stall_ms'] for s in stream]):.0f} ms",
-         f"max {max(s['max_stall_ms'] for s in stream):.0f} ms, p99 {med([s['p99_stall_ms'] for s in stream]):.0f} ms; target < 50 ms"),
+        (
+            "streamed pieces / engine rate",
+            f"{stream[0]['pieces']} at {med([s['engine_rate'] for s in stream]):.0f} tok/s",
+            "",
+        ),
+        (
+            "end of reply on screen after last token",
+            f"{med([s['end_lag_ms'] for s in stream]):.0f} ms",
+            f"max {max(s['end_lag_ms'] for s in stream):.0f} ms; target < 100 ms",
+        ),
+        (
+            "longest event-loop stall while streaming",
+            f"{med([s['max_stall_ms'] for s in stream]):.0f} ms",
+            f"max {max(s['max_stall_ms'] for s in stream):.0f} ms, p99 {med([s['p99_stall_ms'] for s in stream]):.0f} ms; target < 50 ms",
+        ),
         ("transcript updates per reply", f"{med([s['updates'] for s in stream]):.0f}", "50 ms batching"),
-        ("follow: most lines the view was above the end", f"{med([s['max_lines_behind'] for s in stream]):.0f}",
-         f"max {max(s['max_lines_behind'] for s in stream):.0f} (a flush's worth)"),
-        ("follow: longest time the end was off screen", f"{med([s['longest_off_end_ms'] for s in stream]):.0f} ms",
-         f"max {max(s['longest_off_end_ms'] for s in stream):.0f} ms"),
+        (
+            "follow: most lines the view was above the end",
+            f"{med([s['max_lines_behind'] for s in stream]):.0f}",
+            f"max {max(s['max_lines_behind'] for s in stream):.0f} (a flush's worth)",
+        ),
+        (
+            "follow: longest time the end was off screen",
+            f"{med([s['longest_off_end_ms'] for s in stream]):.0f} ms",
+            f"max {max(s['longest_off_end_ms'] for s in stream):.0f} ms",
+        ),
     ]
 
 
@@ -342,11 +384,17 @@ def print_reopen(args) -> None:
     before, after = reopen_real(args.model, args.chat_tokens, args.runs)
     tokens = before[0]["prompt_tokens"]
     rows = [
-        (f"reopened {tokens}-token chat, no saved cache: first token", f"{med([r['ttft_s'] for r in before]):.2f} s",
-         f"on screen after Enter {med([r['on_screen_s'] for r in before]):.2f} s; cached {before[0]['cached_tokens']}"),
-        (f"reopened {tokens}-token chat, saved cache: first token", f"{med([r['ttft_s'] for r in after]):.2f} s",
-         f"on screen after Enter {med([r['on_screen_s'] for r in after]):.2f} s; cached {after[0]['cached_tokens']}; "
-         "target < 1 s"),
+        (
+            f"reopened {tokens}-token chat, no saved cache: first token",
+            f"{med([r['ttft_s'] for r in before]):.2f} s",
+            f"on screen after Enter {med([r['on_screen_s'] for r in before]):.2f} s; cached {before[0]['cached_tokens']}",
+        ),
+        (
+            f"reopened {tokens}-token chat, saved cache: first token",
+            f"{med([r['ttft_s'] for r in after]):.2f} s",
+            f"on screen after Enter {med([r['on_screen_s'] for r in after]):.2f} s; cached {after[0]['cached_tokens']}; "
+            "target < 1 s",
+        ),
     ]
     print_rows(rows, args.runs)
 

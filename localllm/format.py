@@ -79,9 +79,13 @@ def terminal_safe(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(
-        c if c.isprintable() or c in "\n\t"
-        else f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff"
-        else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+        c
+        if c.isprintable() or c in "\n\t"
+        else f"\\x{ord(c) - 0xDC00:02x}"
+        if "\udc80" <= c <= "\udcff"
+        else f"\\x{ord(c):02x}"
+        if ord(c) < 0x100
+        else f"\\u{ord(c):04x}"
         for c in text
     )
 

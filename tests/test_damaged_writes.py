@@ -52,7 +52,9 @@ def test_a_history_row_with_bad_settings_or_stats_opens_with_defaults(tmp_path, 
     history.add_message(other, "user", "kept")
     history.close()
     db = sqlite3.connect(tmp_path / "h.sqlite3")
-    db.execute("UPDATE conversations SET settings=?, title=? WHERE id=?", (bad, b"\xff title" if bad == 7 else "t", conv))
+    db.execute(
+        "UPDATE conversations SET settings=?, title=? WHERE id=?", (bad, b"\xff title" if bad == 7 else "t", conv)
+    )
     db.execute("UPDATE messages SET stats=? WHERE id=?", (bad, reply))
     db.commit()
     db.close()
@@ -79,12 +81,20 @@ def test_a_full_disk_while_writing_history_is_one_error_and_keeps_what_was_saved
 
 # --- loads.jsonl ------------------------------------------------------------------------------------
 
-WRONG_SHAPES = ['[1, 2]', '"text"', '{"path": 5}', '{"path": "%s", "size": "big", "buffers_mib": {}}',
-                '{"path": "%s", "size": %d, "buffers_mib": [1]}', '{"path": "%s", "size": %d, "buffers_mib": {"a": "b"}}',
-                '{"path": "%s", "size": %d, "buffers_mib": {}, "settings": {"n_ctx": "many"}}',
-                '{"path": "%s", "size": %d, "buffers_mib": {}, "settings": {"n_ctx": 1e400}}',
-                '{"path": "%s", "size": %d, "buffers_mib": {}, "settings": [1]}',
-                '{"path": "%s", "size": %d, "buffers_mib": {}, "peak_rss": "x"}', "[" * 50_000, "\udcff"]
+WRONG_SHAPES = [
+    "[1, 2]",
+    '"text"',
+    '{"path": 5}',
+    '{"path": "%s", "size": "big", "buffers_mib": {}}',
+    '{"path": "%s", "size": %d, "buffers_mib": [1]}',
+    '{"path": "%s", "size": %d, "buffers_mib": {"a": "b"}}',
+    '{"path": "%s", "size": %d, "buffers_mib": {}, "settings": {"n_ctx": "many"}}',
+    '{"path": "%s", "size": %d, "buffers_mib": {}, "settings": {"n_ctx": 1e400}}',
+    '{"path": "%s", "size": %d, "buffers_mib": {}, "settings": [1]}',
+    '{"path": "%s", "size": %d, "buffers_mib": {}, "peak_rss": "x"}',
+    "[" * 50_000,
+    "\udcff",
+]
 
 
 def test_loads_jsonl_lines_of_the_wrong_shape_are_skipped(isolated_home, smollm2_path):
@@ -141,12 +151,12 @@ def _read_only_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
             for p, mode in modes.items():
                 p.chmod(mode)
     script = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
-    return subprocess.run(["unshare", "-m", "sh", "-c", script, str(home), *command],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, str(home), *command], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
-def test_a_read_only_data_directory_runs_lists_and_fits_but_refuses_imports(installed_starter, isolated_home,
-                                                                           tmp_path):
+def test_a_read_only_data_directory_runs_lists_and_fits_but_refuses_imports(installed_starter, isolated_home, tmp_path):
     before = (isolated_home / "manifest.json").read_bytes()
     listed = _read_only_cli(isolated_home, "list")
     assert listed.returncode == 0 and installed_starter.name in listed.stdout, listed.stderr

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
+from support import ggufedit
 
 from localllm.batch import jobs
 from localllm.errors import LocalLLMError
 from localllm.fit import estimate
 from localllm.gguf import header as ggufmeta
-from support import ggufedit
 
 N_HEADER = 400
 N_LINES = 2000
@@ -40,8 +40,26 @@ def real_header(parts) -> bytes:
     return ggufedit.build(parts)
 
 
-_SWAPS = ["s", 7, -1, 0, 1 << 40, 1.5, True, [1, 2], [9] * 30, ["x"], ggufedit.nested(3), ggufedit.nested(50), "",
-          "\x1b[2J", [], [[1]], ggufedit.Raw(ggufedit.T_INT8, b"\xff"), ggufedit.Raw(ggufedit.T_FLOAT64, b"\0" * 8)]
+_SWAPS = [
+    "s",
+    7,
+    -1,
+    0,
+    1 << 40,
+    1.5,
+    True,
+    [1, 2],
+    [9] * 30,
+    ["x"],
+    ggufedit.nested(3),
+    ggufedit.nested(50),
+    "",
+    "\x1b[2J",
+    [],
+    [[1]],
+    ggufedit.Raw(ggufedit.T_INT8, b"\xff"),
+    ggufedit.Raw(ggufedit.T_FLOAT64, b"\0" * 8),
+]
 
 
 def mutate_header(rng: random.Random, parts: ggufedit.Parts, base: bytes) -> bytes:
@@ -92,12 +110,14 @@ def test_mutated_headers_give_a_result_or_one_clean_error(parts, real_header):
 
 
 def _line(rng: random.Random) -> bytes:
-    base = {"id": rng.choice([1, "a", 10**20, "", None, [], 1.5, "\u2028"]),
-            "prompt": rng.choice(["hi", "", "x" * 1000, "\x00\x1b", "\ud800"]),
-            "temperature": rng.choice([0.5, -1, "x", None, 1e999]),
-            "max_tokens": rng.choice([1, 0, -5, 10**30, 2.5, None]),
-            "stop": rng.choice(["\n", [], [""], None, [1]]),
-            "json_schema": rng.choice([None, {"type": "string", "minLength": 10**9}, [], "x", {"type": "object"}])}
+    base = {
+        "id": rng.choice([1, "a", 10**20, "", None, [], 1.5, "\u2028"]),
+        "prompt": rng.choice(["hi", "", "x" * 1000, "\x00\x1b", "\ud800"]),
+        "temperature": rng.choice([0.5, -1, "x", None, 1e999]),
+        "max_tokens": rng.choice([1, 0, -5, 10**30, 2.5, None]),
+        "stop": rng.choice(["\n", [], [""], None, [1]]),
+        "json_schema": rng.choice([None, {"type": "string", "minLength": 10**9}, [], "x", {"type": "object"}]),
+    }
     text = json.dumps({k: v for k, v in base.items() if rng.random() < 0.8}, ensure_ascii=rng.random() < 0.5)
     data = bytearray(text.encode("utf-8", "surrogatepass"))
     for _ in range(rng.choice([0, 0, 1, 3])):
@@ -108,8 +128,19 @@ def _line(rng: random.Random) -> bytes:
         elif op == 1:
             data[pos:pos] = bytes([rng.randrange(256)])
         elif op == 2:
-            data[pos:pos] = rng.choice([b"[" * 5000, b"{" * 200, b"NaN", b"\xef\xbb\xbf", b"\\ud800", b"9" * 5000,
-                                        "\u2028".encode(), b"\r", b"\xe9"])
+            data[pos:pos] = rng.choice(
+                [
+                    b"[" * 5000,
+                    b"{" * 200,
+                    b"NaN",
+                    b"\xef\xbb\xbf",
+                    b"\\ud800",
+                    b"9" * 5000,
+                    "\u2028".encode(),
+                    b"\r",
+                    b"\xe9",
+                ]
+            )
         elif op == 3 and data:
             data[pos % len(data)] ^= 1 << rng.randrange(8)
         else:
@@ -151,8 +182,12 @@ def test_mutated_files_through_inspect_and_fit(parts, real_header, tmp_path):
         data = mutate_header(random.Random(1000 + seed), parts, real_header)
         path = _write_sparse(tmp_path, f"m{seed}.gguf", data, data_size)
         for command in ("inspect", "fit"):
-            proc = subprocess.run([sys.executable, "-m", "localllm", command, str(path)], capture_output=True,
-                                  timeout=60, env={**os.environ})
+            proc = subprocess.run(
+                [sys.executable, "-m", "localllm", command, str(path)],
+                capture_output=True,
+                timeout=60,
+                env={**os.environ},
+            )
             err = proc.stderr.decode("utf-8", "replace")
             assert proc.returncode >= 0 and proc.returncode != -signal.SIGABRT, f"seed {1000 + seed}: {err}"
             assert "Traceback" not in err, f"seed {1000 + seed} {command}: {err}"

@@ -25,9 +25,7 @@ SHELLS = ("localllm.cli", "localllm.tui", "localllm.server")
 
 
 def _all_modules() -> list[str]:
-    return sorted(
-        ["localllm"] + [m.name for m in pkgutil.walk_packages([str(PACKAGE)], prefix="localllm.")]
-    )
+    return sorted(["localllm"] + [m.name for m in pkgutil.walk_packages([str(PACKAGE)], prefix="localllm.")])
 
 
 def _top_level() -> set[str]:
@@ -56,7 +54,10 @@ def test_every_package_is_in_a_layer():
 def _modules_after(code: str, env: dict | None = None) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
-        capture_output=True, text=True, check=True, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
     ).stdout
     return set(out.split())
 
@@ -109,7 +110,8 @@ def test_exactly_one_module_imports_llama_cpp():
 def test_nothing_else_reads_the_environment():
     """localllm.config is the one reader of environment variables."""
     readers = sorted(
-        str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
         if "os.environ" in p.read_text() or "getenv(" in p.read_text()
     )
     assert readers == ["config.py"]

@@ -90,8 +90,15 @@ def _load_record(path: Path, n_ctx: int, when: float, model_mib: float) -> dict:
         "path": str(path.resolve()),
         "size": SMOLLM2_SIZE,
         "time": when,
-        "settings": {"n_ctx": n_ctx, "n_gpu_layers": 0, "type_k": "f16", "type_v": "f16",
-                     "flash_attn": None, "n_batch": 512, "n_ubatch": 512},
+        "settings": {
+            "n_ctx": n_ctx,
+            "n_gpu_layers": 0,
+            "type_k": "f16",
+            "type_v": "f16",
+            "flash_attn": None,
+            "n_batch": 512,
+            "n_ubatch": 512,
+        },
         "buffers_mib": {"CPU model": model_mib, "CPU KV": n_ctx * 0.0234375, "CPU compute": 66.5},
         "peak_rss": 412_000_000,
         "gpu_bytes": None,
@@ -121,19 +128,29 @@ def released_home(isolated_home: Path, smollm2_path: Path) -> Path:
     headers.mkdir(parents=True)
     with open(smollm2_path, "rb") as f:
         (headers / f"{key}.gguf-header").write_bytes(f.read(SMOLLM2_DATA_OFFSET))
-    (headers / f"{key}.json").write_text(json.dumps({
-        "repo": CATALOG_REPO, "file": hub_file, "revision": "main", "etag": "abc123",
-        "size": SMOLLM2_SIZE, "fetched": 1700000000.0,
-    }))
+    (headers / f"{key}.json").write_text(
+        json.dumps(
+            {
+                "repo": CATALOG_REPO,
+                "file": hub_file,
+                "revision": "main",
+                "etag": "abc123",
+                "size": SMOLLM2_SIZE,
+                "fetched": 1700000000.0,
+            }
+        )
+    )
 
     db = sqlite3.connect(home / "history.sqlite3")
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(HISTORY_SCHEMA)
-    db.execute("INSERT INTO conversations VALUES (1, 'Première — ☕', ?, ?, '', '{\"temperature\": 0.5}',"
-               " 1700000000.0, 1700000010.0)", (CATALOG_NAME, str(full)))
+    db.execute(
+        "INSERT INTO conversations VALUES (1, 'Première — ☕', ?, ?, '', '{\"temperature\": 0.5}',"
+        " 1700000000.0, 1700000010.0)",
+        (CATALOG_NAME, str(full)),
+    )
     db.execute("INSERT INTO messages VALUES (1, 1, 'user', 'Bonjour 👋', 'complete', NULL, 1700000001.0)")
-    db.execute("INSERT INTO messages VALUES (2, 1, 'assistant', 'Salut', 'complete',"
-               " '{\"tokens\": 2}', 1700000002.0)")
+    db.execute("INSERT INTO messages VALUES (2, 1, 'assistant', 'Salut', 'complete', '{\"tokens\": 2}', 1700000002.0)")
     db.execute("INSERT INTO messages VALUES (3, 1, 'assistant', 'Interrom', 'partial', NULL, 1700000003.0)")
     db.commit()
     db.close()
@@ -178,8 +195,12 @@ def test_release_data_directory_keeps_working(released_home: Path, cli) -> None:
     h = History(released_home / "history.sqlite3")
     try:
         [info] = h.conversations()
-        assert (info.id, info.title, info.model, info.settings) == (1, "Première — ☕", CATALOG_NAME,
-                                                                   {"temperature": 0.5})
+        assert (info.id, info.title, info.model, info.settings) == (
+            1,
+            "Première — ☕",
+            CATALOG_NAME,
+            {"temperature": 0.5},
+        )
         messages = h.get(1).messages
         assert [(m.role, m.content, m.status, m.stats) for m in messages] == [
             ("user", "Bonjour 👋", "complete", None),

@@ -20,8 +20,7 @@ import importlib
 from typing import Any
 
 _SUBMODULES = frozenset(
-    {"batching", "conversation_state", "fitting", "library", "loading", "machine", "options", "preferences",
-     "serving"}
+    {"batching", "conversation_state", "fitting", "library", "loading", "machine", "options", "preferences", "serving"}
 )
 # public name -> the submodule that defines it. Imported on first use (PEP 562): a command pays only
 # for the use cases it calls (`localllm list` never loads the batch or loading code).
@@ -29,8 +28,10 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("bench", "complete_jsonl", "writer_for"), "batching"),
     **dict.fromkeys(("FitReport", "fit_model", "quant_options"), "fitting"),
     **dict.fromkeys(("import_file", "inspect_model", "list_models", "plan_pull", "remove_model"), "library"),
-    **dict.fromkeys(("OpenedModel", "find", "open_for_batch", "open_for_bench", "open_model", "sampling",
-                     "show_llama_log"), "loading"),
+    **dict.fromkeys(
+        ("OpenedModel", "find", "open_for_batch", "open_for_bench", "open_model", "sampling", "show_llama_log"),
+        "loading",
+    ),
 }
 
 __all__ = sorted(_SUBMODULES | set(_EXPORTS))

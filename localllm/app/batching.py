@@ -41,18 +41,37 @@ def complete_jsonl(
     """Complete every line of JSONL ``text`` not already in ``writer``'s output (see localllm.batch)."""
     lines = jobs.read_lines(text)
     defaults = jobs.BatchDefaults(max_tokens=max_tokens or jobs.DEFAULT_MAX_TOKENS, temperature=temperature, seed=seed)
-    with open_for_batch(reference, n_ctx_seq=n_ctx_seq, n_parallel=n_parallel, n_gpu_layers=n_gpu_layers,
-                        n_threads=n_threads, lines=len(lines), notice=notice) as job:
+    with open_for_batch(
+        reference,
+        n_ctx_seq=n_ctx_seq,
+        n_parallel=n_parallel,
+        n_gpu_layers=n_gpu_layers,
+        n_threads=n_threads,
+        lines=len(lines),
+        notice=notice,
+    ) as job:
         if started is not None:
             started(job.opened.label, len(lines), job.n_parallel, job.n_ctx_seq, job.parallel_reason)
-        return jobs.run_batch(job.opened.model, lines, writer, n_parallel=job.n_parallel, n_ctx_seq=job.n_ctx_seq,
-                              defaults=defaults, n_threads=n_threads, progress=progress, cancel=cancel)
+        return jobs.run_batch(
+            job.opened.model,
+            lines,
+            writer,
+            n_parallel=job.n_parallel,
+            n_ctx_seq=job.n_ctx_seq,
+            defaults=defaults,
+            n_threads=n_threads,
+            progress=progress,
+            cancel=cancel,
+        )
 
 
 def _stat(test: str, rates: list[float]) -> dict[str, Any]:
-    return {"test": test, "tokens_per_s": round(statistics.mean(rates), 2),
-            "sd": round(statistics.stdev(rates), 2) if len(rates) > 1 else 0.0,
-            "samples": [round(r, 2) for r in rates]}
+    return {
+        "test": test,
+        "tokens_per_s": round(statistics.mean(rates), 2),
+        "sd": round(statistics.stdev(rates), 2) if len(rates) > 1 else 0.0,
+        "samples": [round(r, 2) for r in rates],
+    }
 
 
 def bench(
@@ -81,14 +100,20 @@ def bench(
 
     # The biggest context a test makes: pp+tg in one sequence, or N sequences of 2 x n_gen tokens.
     n_ctx = max(n_prompt + n_gen, max(parallel, default=1) * 2 * n_gen)
-    with open_for_bench(reference, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads,
-                        notice=notice) as opened:
+    with open_for_bench(
+        reference, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads, notice=notice
+    ) as opened:
         model = opened.model
         threads = model.n_threads
-        info = {"model": opened.label, "path": str(opened.resolved.path), "threads": threads,
-                "gpu_layers": opened.load_report.settings["n_gpu_layers"],
-                "llama_cpp": runtime.llama_cpp_version(), "params": model.header.n_params,
-                "file_size": model.header.file_size}
+        info = {
+            "model": opened.label,
+            "path": str(opened.resolved.path),
+            "threads": threads,
+            "gpu_layers": opened.load_report.settings["n_gpu_layers"],
+            "llama_cpp": runtime.llama_cpp_version(),
+            "params": model.header.n_params,
+            "file_size": model.header.file_size,
+        }
         if started is not None:
             started(info)
         pp, _ = runtime.bench_pp_tg(model, n_prompt=n_prompt, n_gen=0, reps=reps, n_threads=threads)
@@ -98,8 +123,13 @@ def bench(
         # llama-batched-bench's shape: N prompts of n_gen tokens, then n_gen tokens for each.
         for n in parallel:
             result = runtime.bench_batched(model, n, n_prompt=n_gen, n_gen=n_gen, n_threads=threads)
-            add({"test": f"batched pp{n_gen}+tg{n_gen} N={n}", "n_parallel": n,
-                 "tokens_per_s": round(result.generation_tokens_per_s, 2),
-                 "prompt_tokens_per_s": round(result.n_parallel * result.n_prompt / result.prompt_s, 2),
-                 "total_tokens_per_s": round(result.tokens_per_s, 2)})
+            add(
+                {
+                    "test": f"batched pp{n_gen}+tg{n_gen} N={n}",
+                    "n_parallel": n,
+                    "tokens_per_s": round(result.generation_tokens_per_s, 2),
+                    "prompt_tokens_per_s": round(result.n_parallel * result.n_prompt / result.prompt_s, 2),
+                    "total_tokens_per_s": round(result.tokens_per_s, 2),
+                }
+            )
     return {**{k: info[k] for k in ("model", "path", "threads", "gpu_layers", "llama_cpp")}, "results": rows}

@@ -34,8 +34,13 @@ def key_of(model: Any) -> dict[str, Any]:
     """What the saved cache depends on: the model file and the settings it was loaded with."""
     path = Path(model.path)
     stat = path.stat()
-    return {"version": 1, "model": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "settings": model.load_report.settings}
+    return {
+        "version": 1,
+        "model": str(path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "settings": model.load_report.settings,
+    }
 
 
 def save(model: Any, conversation_id: int) -> bool:

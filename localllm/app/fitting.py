@@ -78,7 +78,9 @@ def catalog_files(entry: CatalogEntry, hub) -> tuple[dict[str, list[tuple[str, i
     return {q: [(entry.filename(q), 0)] for q in entry.quants if entry.filename(q)}, "main", False
 
 
-def _remote_rows(entry: CatalogEntry, quant: str | None, skip: set) -> tuple[list[FitRow], list[str], LocalLLMError | None]:
+def _remote_rows(
+    entry: CatalogEntry, quant: str | None, skip: set
+) -> tuple[list[FitRow], list[str], LocalLLMError | None]:
     """Headers of the catalog's quants, fetched from the Hub by range requests (cached)."""
     from localllm.hub.client import Hub, offline_error
     from localllm.hub.errors import HubFileNotFoundError, OfflineError
@@ -125,8 +127,12 @@ def last_load(header: GGUFHeader, path: Path | None, hw: Hardware) -> dict[str, 
         flash_attn=s.get("flash_attn"), n_batch=int(s.get("n_batch") or 512), n_ubatch=int(s.get("n_ubatch") or 512),
         cpu_moe_layers=int(s.get("cpu_moe_layers") or 0),
     )  # fmt: skip
-    est = estimate.estimate(header, settings, backend=hw.gpu_backend if settings.n_gpu_layers else None,
-                            cpu_features=hw.simd if s.get("repack") else ())
+    est = estimate.estimate(
+        header,
+        settings,
+        backend=hw.gpu_backend if settings.n_gpu_layers else None,
+        cpu_features=hw.simd if s.get("repack") else (),
+    )
     allocated = int(sum(last.get("buffers_mib", {}).values()) * estimate.MiB)
     predicted = est.cpu.llama_cpp + est.gpu.llama_cpp
     return {
@@ -205,8 +211,9 @@ def judge(header: GGUFHeader | None, hw: Hardware) -> Fit:
     return Fit(plan.verdict, plan.reason, plan.estimate.total)
 
 
-def quant_options(entry: CatalogEntry | None, installed: list[InstalledModel], foreign: Path | None,
-                  hw: Hardware) -> list[QuantOption]:
+def quant_options(
+    entry: CatalogEntry | None, installed: list[InstalledModel], foreign: Path | None, hw: Hardware
+) -> list[QuantOption]:
     """Every quantization a model offers here: its installed copies, a file found in another app,
     and the catalog's other quantizations (judged from a sibling's header, without the network)."""
     options: list[QuantOption] = []

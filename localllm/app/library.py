@@ -41,9 +41,15 @@ class ListedModel:
         return f"{self.name}:{self.quant}" if self.quant else self.name
 
     def as_dict(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"name": self.name, "quant": self.quant, "size": self.size, "last_used": self.last_used,
-                               "path": str(self.path) if self.path is not None else None, "source": self.source,
-                               "installed": self.installed}
+        row: dict[str, Any] = {
+            "name": self.name,
+            "quant": self.quant,
+            "size": self.size,
+            "last_used": self.last_used,
+            "path": str(self.path) if self.path is not None else None,
+            "source": self.source,
+            "installed": self.installed,
+        }
         if self.verdict is not None:
             row["fits"] = self.verdict.value
         if self.error is not None:
@@ -63,12 +69,20 @@ def _bad_row(entry: store.BadEntry) -> ListedModel:
     raw = entry.raw if isinstance(entry.raw, dict) else {}
     size = raw.get("size")
     source = raw.get("source")
-    return ListedModel(entry.name, entry.quant, size if isinstance(size, int) and size >= 0 else 0, None,
-                       source if isinstance(source, str) else "", True, error=entry.reason)
+    return ListedModel(
+        entry.name,
+        entry.quant,
+        size if isinstance(size, int) and size >= 0 else 0,
+        None,
+        source if isinstance(source, str) else "",
+        True,
+        error=entry.reason,
+    )
 
 
-def list_models(*, found_elsewhere: bool = False, judge: bool = True,
-                hardware: Hardware | None = None) -> list[ListedModel]:
+def list_models(
+    *, found_elsewhere: bool = False, judge: bool = True, hardware: Hardware | None = None
+) -> list[ListedModel]:
     """Installed models (by name), each judged on this machine unless ``judge`` is False, then the
     manifest entries that cannot be used (with ``error`` saying why); then, if asked, the GGUFs
     other apps hold (Hugging Face cache, LM Studio, Ollama) not installed here."""
@@ -76,8 +90,17 @@ def list_models(*, found_elsewhere: bool = False, judge: bool = True,
     # RAM and GPUs only: loading llama.cpp would cost more than the listing.
     hw = hardware or (machine.detect(ask_llama_cpp=False) if models and judge else None)
     rows = [
-        ListedModel(m.name, m.quant, m.size, m.path(), m.source, True, m.last_used,
-                    verdict_of(m, hw) if hw is not None else None, m)
+        ListedModel(
+            m.name,
+            m.quant,
+            m.size,
+            m.path(),
+            m.source,
+            True,
+            m.last_used,
+            verdict_of(m, hw) if hw is not None else None,
+            m,
+        )
         for m in models
     ]
     rows += [_bad_row(b) for b in store.unusable()]
@@ -113,13 +136,20 @@ def remove_model(reference: str, *, confirm: Callable[[InstalledModel], bool] | 
     models = store.find_all(name, quant)
     if len(models) > 1 and quant is None:
         keys = ", ".join(m.key for m in models)
-        raise UsageError(f"{name} is installed in several quantizations: {keys}",
-                         hint=f"say which one, e.g. localllm rm {models[0].key}")
+        raise UsageError(
+            f"{name} is installed in several quantizations: {keys}",
+            hint=f"say which one, e.g. localllm rm {models[0].key}",
+        )
     if not models:
         freed = remove_partials(name, quant)
-        forgotten = store.forget_bad(reference.strip()) if any(
-            b.key.lower() == reference.strip().lower() or b.name.lower() == name.lower() for b in store.bad_entries()
-        ) else 0
+        forgotten = (
+            store.forget_bad(reference.strip())
+            if any(
+                b.key.lower() == reference.strip().lower() or b.name.lower() == name.lower()
+                for b in store.bad_entries()
+            )
+            else 0
+        )
         if freed or forgotten:
             return Removed(None, freed, forgotten)
         raise ModelNotFoundError(f"{reference} is not installed", hint="`localllm list` shows what is")
@@ -202,8 +232,13 @@ class Pull:
     plan: Any  # localllm.hub.pull.PullPlan
     hub: Any  # localllm.hub.client.Hub
 
-    def run(self, *, progress: Callable[[Any], None] | None = None, notice: Notice | None = None,
-            cancel: threading.Event | None = None) -> InstalledModel:
+    def run(
+        self,
+        *,
+        progress: Callable[[Any], None] | None = None,
+        notice: Notice | None = None,
+        cancel: threading.Event | None = None,
+    ) -> InstalledModel:
         from localllm.hub.pull import execute
 
         return execute(self.plan, self.hub, progress=progress, notice=notice, cancel=cancel)
@@ -213,6 +248,7 @@ def plan_pull(reference: str, *, offline: bool = False, reuse: bool = True) -> P
     """Plan a pull; asks the Hub only when the model is not installed (never when offline)."""
     from localllm.hub.client import Hub
     from localllm.hub.pull import plan
+
     hub = Hub(offline=offline)
     # The planner needs the machine (GPUs included) only when it must choose the quantization:
     # detected then, not for a model that is installed or named with its quantization.

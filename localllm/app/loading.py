@@ -155,8 +155,9 @@ def open_for_batch(
     else:
         planned = plan_parallel(header, hw, n_ctx_seq, choice, lines)
         parallel, why = planned.n, planned.reason
-    return BatchModel(_load(resolved, _options(choice, n_ctx=64, n_batch=64, n_threads=n_threads)), parallel,
-                      n_ctx_seq, why)
+    return BatchModel(
+        _load(resolved, _options(choice, n_ctx=64, n_batch=64, n_threads=n_threads)), parallel, n_ctx_seq, why
+    )
 
 
 def open_for_bench(

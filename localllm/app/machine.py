@@ -22,8 +22,9 @@ def detect(*, ask_llama_cpp: bool = True) -> Hardware:
     return hardware.detect(build_info() if ask_llama_cpp else None)
 
 
-def machine(profile: str | None = None, ram: str | None = None, vram: str | None = None,
-            *, ask_llama_cpp: bool = True) -> Hardware:
+def machine(
+    profile: str | None = None, ram: str | None = None, vram: str | None = None, *, ask_llama_cpp: bool = True
+) -> Hardware:
     """The machine to plan for: a named profile or this one, with RAM and GPU memory overridden
     (sizes as people write them: ``16G``, ``512M``)."""
     hw = hardware.profile(profile) if profile else detect(ask_llama_cpp=ask_llama_cpp)

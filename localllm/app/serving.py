@@ -43,7 +43,7 @@ def parse_keep_alive(value: object) -> float:
     number of seconds or a duration ("5m", "30s", "1h30m"); 0 unloads when done; a negative value
     keeps it loaded (``math.inf``). ValueError for anything else."""
     if isinstance(value, bool):
-        raise ValueError("keep_alive must be a duration such as \"5m\" or a number of seconds")
+        raise ValueError('keep_alive must be a duration such as "5m" or a number of seconds')
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str):
@@ -59,7 +59,7 @@ def parse_keep_alive(value: object) -> float:
             seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
         seconds *= sign
     else:
-        raise ValueError("keep_alive must be a duration such as \"5m\" or a number of seconds")
+        raise ValueError('keep_alive must be a duration such as "5m" or a number of seconds')
     if math.isnan(seconds):
         raise ValueError("keep_alive must be a number of seconds, not NaN")
     return math.inf if seconds < 0 else seconds
@@ -105,8 +105,12 @@ class GenerateRequest:
 
     def sampling(self, max_tokens: int) -> SamplingOptions:
         given = {k: getattr(self, k) for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")}
-        return SamplingOptions(**{k: v for k, v in given.items() if v is not None}, max_tokens=max_tokens,
-                               stop=self.stop, ignore_eos=self.ignore_eos)
+        return SamplingOptions(
+            **{k: v for k, v in given.items() if v is not None},
+            max_tokens=max_tokens,
+            stop=self.stop,
+            ignore_eos=self.ignore_eos,
+        )
 
 
 @dataclass
@@ -259,7 +263,9 @@ class ModelManager:
         if name.lower().endswith(":latest"):  # Ollama clients add it to names without a tag
             name = name[: -len(":latest")]
         ref = parse_ref(name)
-        not_installed = ModelNotFoundError(f"model {name!r} is not installed", hint=f"download it with: localllm pull {name}")
+        not_installed = ModelNotFoundError(
+            f"model {name!r} is not installed", hint=f"download it with: localllm pull {name}"
+        )
         if ref.kind == "file":
             raise not_installed  # a client names models, never files on the server's disk
         if ref.kind == "catalog" and store.find_installed(ref.name, ref.quant) is None:
@@ -315,7 +321,8 @@ class ModelManager:
             if left <= 0:
                 raise ServerBusyError(
                     f"{len(self._resident)} model(s) are loaded and busy; another cannot load now",
-                    hint="try again shortly, or start the server with a higher --max-models", retry_after_s=5.0,
+                    hint="try again shortly, or start the server with a higher --max-models",
+                    retry_after_s=5.0,
                 )
             self._lock.wait(left)
 
@@ -326,12 +333,19 @@ class ModelManager:
         # Unasked, as many sequences as the planner fits but at most DEFAULT_PARALLEL: unlike a batch
         # file, a server does not know how many requests will come, and a context sized for what
         # the whole memory holds would take it all (and tens of seconds to clear) for one client.
-        batch = loading.open_for_batch(reference, n_ctx_seq=o.n_ctx_seq, n_parallel=o.n_parallel,
-                                       n_gpu_layers=o.n_gpu_layers, n_threads=o.n_threads, hardware=self._hardware,
-                                       lines=None if o.n_parallel else DEFAULT_PARALLEL)
+        batch = loading.open_for_batch(
+            reference,
+            n_ctx_seq=o.n_ctx_seq,
+            n_parallel=o.n_parallel,
+            n_gpu_layers=o.n_gpu_layers,
+            n_threads=o.n_threads,
+            hardware=self._hardware,
+            lines=None if o.n_parallel else DEFAULT_PARALLEL,
+        )
         try:
-            engine = runtime.BatchEngine(batch.opened.model, batch.n_parallel, batch.n_ctx_seq,
-                                         queue_size=o.queue_size, n_threads=o.n_threads)
+            engine = runtime.BatchEngine(
+                batch.opened.model, batch.n_parallel, batch.n_ctx_seq, queue_size=o.queue_size, n_threads=o.n_threads
+            )
         except BaseException:
             batch.close()
             raise
@@ -392,8 +406,9 @@ class ModelManager:
         room = n_ctx - len(tokens)
         max_tokens = min(request.max_tokens or room, room)  # clamped to the context
         grammar = _grammar(json.dumps(request.schema, sort_keys=True)) if request.schema is not None else None
-        stream = resident.engine.submit(runtime.BatchRequest(
-            key=None, tokens=tokens, sampling=request.sampling(max_tokens), grammar=grammar))
+        stream = resident.engine.submit(
+            runtime.BatchRequest(key=None, tokens=tokens, sampling=request.sampling(max_tokens), grammar=grammar)
+        )
         return Reply(resident.key, stream, lambda: self._release(resident), n_ctx)
 
     def load(self, name: str | None, keep_alive_s: float | None = None) -> str:
@@ -422,8 +437,12 @@ class ModelManager:
             residents = list(self._resident.values())
         return [
             RunningModel(
-                name=r.key, size=r.batch.opened.model.header.file_size or 0, n_parallel=r.engine.n_parallel,
-                n_ctx_seq=r.engine.n_ctx_seq, path=str(r.batch.opened.resolved.path), active=r.engine.active(),
+                name=r.key,
+                size=r.batch.opened.model.header.file_size or 0,
+                n_parallel=r.engine.n_parallel,
+                n_ctx_seq=r.engine.n_ctx_seq,
+                path=str(r.batch.opened.resolved.path),
+                active=r.engine.active(),
                 queued=r.engine.queued(),
                 expires_in_s=None if r.expires_at is None else max(0.0, r.expires_at - now),
             )

@@ -174,10 +174,14 @@ def parse_line(text: str, line: int) -> LineRequest:
     try:
         if "messages" in obj:
             messages = obj["messages"]
-            if (not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in messages
-            )):
+            if (
+                not isinstance(messages, list)
+                or not messages
+                or not all(
+                    isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                    for m in messages
+                )
+            ):
                 raise LineError('"messages" must be a non-empty list of {"role": ..., "content": ...}')
             messages = [{"role": m["role"], "content": m["content"]} for m in messages]
         elif isinstance(obj.get("prompt"), str) and obj["prompt"].strip():
@@ -287,8 +291,11 @@ class ResultWriter:
             record = json.loads(raw)
         except (ValueError, RecursionError):
             record = None
-        if not (isinstance(record, dict) and "id" in record
-                and ("text" in record or ("error" in record and isinstance(record.get("line"), int)))):
+        if not (
+            isinstance(record, dict)
+            and "id" in record
+            and ("text" in record or ("error" in record and isinstance(record.get("line"), int)))
+        ):
             raise UsageError(
                 f"{self.path} line {number} is not a batch record: it is not the output of localllm batch",
                 hint="write the output to a new file",
@@ -312,8 +319,10 @@ class ResultWriter:
                 os.ftruncate(self._fd, size)  # no torn line left behind
             except OSError:
                 pass
-            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}",
-                              hint="the results written so far are kept; free space and run the same command") from None
+            raise OutputError(
+                f"cannot write {self.path}: {exc.strerror or exc}",
+                hint="the results written so far are kept; free space and run the same command",
+            ) from None
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -406,8 +415,9 @@ def read_lines(data: bytes | str) -> list[tuple[int, str]]:
     return lines
 
 
-def _todo(lines: list[tuple[int, str]],
-          writer: ResultWriter | StreamWriter) -> tuple[list[tuple[int, str]], int, int, set[str]]:
+def _todo(
+    lines: list[tuple[int, str]], writer: ResultWriter | StreamWriter
+) -> tuple[list[tuple[int, str]], int, int, set[str]]:
     """The lines not already answered (by id) or rejected (by line number) in the output; how many
     were skipped, and how many of those had failed before; the ids seen so far (a later line with
     one of them is a duplicate)."""
@@ -504,7 +514,9 @@ class _Requests:
             except LocalLLMError as exc:
                 self.reject(number, req.id if req is not None else None, str(exc))
                 continue
-            yield runtime.BatchRequest(key=(number, req.id), tokens=tokens, sampling=self._sampling(req), grammar=grammar)
+            yield runtime.BatchRequest(
+                key=(number, req.id), tokens=tokens, sampling=self._sampling(req), grammar=grammar
+            )
 
 
 def run_batch(

@@ -15,8 +15,13 @@ from localllm.errors import LocalLLMError
 
 # What /set accepts: the sampling settings a conversation stores, with their types.
 SETTINGS: dict[str, type] = {
-    "temperature": float, "top_p": float, "top_k": int, "min_p": float, "repeat_penalty": float,
-    "seed": int, "max_tokens": int,
+    "temperature": float,
+    "top_p": float,
+    "top_k": int,
+    "min_p": float,
+    "repeat_penalty": float,
+    "seed": int,
+    "max_tokens": int,
 }
 
 HELP = [
@@ -72,8 +77,10 @@ def parse_setting(arg: str) -> tuple[str, Any]:
     name, value = name.strip().lower().replace("-", "_"), value.strip()
     kind = SETTINGS.get(name)
     if kind is None:
-        raise CommandError(f"no setting named {name!r}" if name else "/set needs a setting and a value",
-                           hint="settings: " + ", ".join(SETTINGS))
+        raise CommandError(
+            f"no setting named {name!r}" if name else "/set needs a setting and a value",
+            hint="settings: " + ", ".join(SETTINGS),
+        )
     if value.lower() in ("", "default", "none"):
         return name, None
     try:

@@ -43,7 +43,7 @@ def fit_messages(model: ChatModel, messages: Sequence[dict[str, str]], reserve: 
     """The longest recent part of ``messages`` whose prompt leaves ``reserve`` tokens free."""
     messages = list(messages)
     system = messages[:1] if messages and messages[0]["role"] == "system" else []
-    rest = messages[len(system):]
+    rest = messages[len(system) :]
     budget = model.n_ctx - reserve
 
     def size(start: int) -> int:
@@ -69,8 +69,7 @@ def fit_messages(model: ChatModel, messages: Sequence[dict[str, str]], reserve: 
     if best is None:
         last = size(starts[-1])
         raise ContextOverflowError(
-            f"the last message is {last} tokens but the context holds {model.n_ctx} "
-            f"with {reserve} kept for the reply",
+            f"the last message is {last} tokens but the context holds {model.n_ctx} with {reserve} kept for the reply",
             hint="shorten the message, or start the chat with a larger context (localllm chat --ctx N)",
         )
     start, tokens = best

@@ -276,13 +276,18 @@ class History:
     def get(self, conversation_id: int) -> Conversation:
         info = self.info(conversation_id)
         rows = self._run(
-            "SELECT id, role, content, status, stats, created_at FROM messages"
-            " WHERE conversation_id=? ORDER BY id",
+            "SELECT id, role, content, status, stats, created_at FROM messages WHERE conversation_id=? ORDER BY id",
             (conversation_id,),
         ).fetchall()
         messages = [
-            StoredMessage(id=r[0], role=_text(r[1]), content=_text(r[2]), status=_text(r[3]) or COMPLETE,
-                          stats=_json_object(r[4]), created_at=_time(r[5]))
+            StoredMessage(
+                id=r[0],
+                role=_text(r[1]),
+                content=_text(r[2]),
+                status=_text(r[3]) or COMPLETE,
+                stats=_json_object(r[4]),
+                created_at=_time(r[5]),
+            )
             for r in rows
         ]
         return Conversation(info, messages)
@@ -302,7 +307,9 @@ class History:
     ) -> None:
         """Change the model, system prompt or generation settings of a conversation."""
         for column, value in (
-            ("model", model), ("model_path", model_path), ("system_prompt", system_prompt),
+            ("model", model),
+            ("model_path", model_path),
+            ("system_prompt", system_prompt),
             ("settings", json.dumps(settings) if settings is not None else None),
         ):
             if value is not None:
@@ -314,7 +321,12 @@ class History:
     # -- messages -------------------------------------------------------------------------------
 
     def add_message(
-        self, conversation_id: int, role: str, content: str, *, status: str = COMPLETE,
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        *,
+        status: str = COMPLETE,
         stats: dict[str, Any] | None = None,
     ) -> int:
         cursor = self._run(
@@ -326,7 +338,11 @@ class History:
         return int(cursor.lastrowid)
 
     def update_message(
-        self, message_id: int, content: str, *, status: str | None = None,
+        self,
+        message_id: int,
+        content: str,
+        *,
+        status: str | None = None,
         stats: dict[str, Any] | None = None,
     ) -> None:
         """Save a reply's text so far (``partial``) or its final text and status."""
@@ -354,8 +370,13 @@ class History:
             "created_at": info.created_at,
             "updated_at": info.updated_at,
             "messages": [
-                {"role": m.role, "content": m.content, "status": m.status, "created_at": m.created_at,
-                 **({"stats": m.stats} if m.stats else {})}
+                {
+                    "role": m.role,
+                    "content": m.content,
+                    "status": m.status,
+                    "created_at": m.created_at,
+                    **({"stats": m.stats} if m.stats else {}),
+                }
                 for m in conv.messages
             ],
         }
@@ -394,8 +415,13 @@ class History:
 
 def _info(row: Sequence[Any]) -> ConversationInfo:
     return ConversationInfo(
-        id=row[0], title=_text(row[1]) or DEFAULT_TITLE, model=_text(row[2]), model_path=_text(row[3]),
-        system_prompt=_text(row[4]), settings=_json_object(row[5]) or {}, created_at=_time(row[6]),
+        id=row[0],
+        title=_text(row[1]) or DEFAULT_TITLE,
+        model=_text(row[2]),
+        model_path=_text(row[3]),
+        system_prompt=_text(row[4]),
+        settings=_json_object(row[5]) or {},
+        created_at=_time(row[6]),
         updated_at=_time(row[7]),
     )
 

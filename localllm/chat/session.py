@@ -15,8 +15,15 @@ from .context import fit_messages, reply_reserve
 
 
 class ChatSession:
-    def __init__(self, history: hist.History, *, model_label: str, model_path: Path | str,
-                 system_prompt: str = "", settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        history: hist.History,
+        *,
+        model_label: str,
+        model_path: Path | str,
+        system_prompt: str = "",
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         self.history = history
         self.model_label, self.model_path = model_label, str(model_path)
         self.system_prompt = system_prompt
@@ -57,8 +64,11 @@ class ChatSession:
         the reply's id; how many old messages were left out)."""
         if self.conversation_id is None:
             self.conversation_id = self.history.create(
-                title=hist.title_from(text), model=self.model_label, model_path=self.model_path,
-                system_prompt=self.system_prompt, settings=self.settings,
+                title=hist.title_from(text),
+                model=self.model_label,
+                model_path=self.model_path,
+                system_prompt=self.system_prompt,
+                settings=self.settings,
             )
         self.history.add_message(self.conversation_id, "user", text)
         messages = self.history.get(self.conversation_id).chat_messages()
@@ -68,8 +78,12 @@ class ChatSession:
 
     def answered(self, reply_id: int, text: str, stats: Any, cancelled: bool) -> None:
         self.last_reply = text
-        self.history.update_message(reply_id, text, status=hist.STOPPED if cancelled else hist.COMPLETE,
-                                    stats=stats.as_dict() if stats is not None else None)
+        self.history.update_message(
+            reply_id,
+            text,
+            status=hist.STOPPED if cancelled else hist.COMPLETE,
+            stats=stats.as_dict() if stats is not None else None,
+        )
 
     def _keep(self) -> None:
         if self.conversation_id is not None:

@@ -72,20 +72,23 @@ def version_text() -> str:
         features = devices.system_info().strip().rstrip("|").strip()
     except (ImportError, OSError, RuntimeError) as exc:  # no bindings, or a library that does not load
         return "\n".join(lines + [f"llama-cpp-python: cannot be loaded ({exc})"])
-    llama_cpp = ", ".join(f"{k} {v}" for k, v in (("libllama", build.llama), ("ggml", build.ggml),
-                                                   ("commit", build.commit)) if v)
-    lines += [f"llama-cpp-python {build.bindings}", f"llama.cpp: {llama_cpp or 'version unknown'}",
-              f"backends: {', '.join(build.backends) or 'none'}", f"devices: {names or 'none'}",
-              f"features: {features}"]
+    llama_cpp = ", ".join(
+        f"{k} {v}" for k, v in (("libllama", build.llama), ("ggml", build.ggml), ("commit", build.commit)) if v
+    )
+    lines += [
+        f"llama-cpp-python {build.bindings}",
+        f"llama.cpp: {llama_cpp or 'version unknown'}",
+        f"backends: {', '.join(build.backends) or 'none'}",
+        f"devices: {names or 'none'}",
+        f"features: {features}",
+    ]
     return "\n".join(lines)
 
 
 def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
     default = argparse.SUPPRESS if suppress else False
     parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
-    parser.add_argument(
-        "--verbose", action="store_true", default=default, help="show llama.cpp's log on stderr"
-    )
+    parser.add_argument("--verbose", action="store_true", default=default, help="show llama.cpp's log on stderr")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,18 +12,26 @@ from . import EXIT_INTERRUPTED, print_error, say
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help='JSONL file of {"id", "prompt" | "messages", ...} lines; - = stdin')
-    parser.add_argument("-o", "--output", default="-",
-                        help="JSONL file the results are appended to; running again skips what it holds "
-                        "(default: - = stdout)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="-",
+        help="JSONL file the results are appended to; running again skips what it holds (default: - = stdout)",
+    )
     parser.add_argument("-m", "--model", help="model reference or .gguf file (default: the last model used)")
-    parser.add_argument("-p", "--parallel", type=int,
-                        help="sequences decoded at once (default: as many as the memory planner fits, "
-                        "at most one per line)")
-    parser.add_argument("-c", "--ctx", type=int,
-                        help="context of each sequence in tokens (default: 4096 or the model's)")
+    parser.add_argument(
+        "-p",
+        "--parallel",
+        type=int,
+        help="sequences decoded at once (default: as many as the memory planner fits, at most one per line)",
+    )
+    parser.add_argument(
+        "-c", "--ctx", type=int, help="context of each sequence in tokens (default: 4096 or the model's)"
+    )
     parser.add_argument("-n", "--max-tokens", type=int, help="default for lines without max_tokens (512)")
-    parser.add_argument("-t", "--temperature", type=float, default=0.8,
-                        help="default for lines without temperature (0.8; 0 = greedy)")
+    parser.add_argument(
+        "-t", "--temperature", type=float, default=0.8, help="default for lines without temperature (0.8; 0 = greedy)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="default for lines without seed (0)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1 = all; default: planned)")
@@ -34,8 +42,14 @@ def _validate(args: argparse.Namespace) -> None:
     from localllm import app
     from localllm.errors import UsageError
 
-    app.options.check(ctx=args.ctx, parallel=args.parallel, max_tokens=args.max_tokens, temperature=args.temperature,
-                      threads=args.threads, gpu_layers=args.gpu_layers)
+    app.options.check(
+        ctx=args.ctx,
+        parallel=args.parallel,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        threads=args.threads,
+        gpu_layers=args.gpu_layers,
+    )
     if args.input == "-" and args.output != "-" and sys.stdin.isatty():
         raise UsageError("reading the input from a terminal", hint="pass a JSONL file or pipe one in")
 
@@ -71,9 +85,10 @@ class ProgressBar:
             return
         width = 24
         filled = width * p.finished // p.total if p.total else width
-        line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {p.finished}/{p.total}"
-                f"  {p.tokens_per_s:.1f} tok/s  ETA {format_clock(p.eta_s)}"
-                + (f"  {p.errors} errors" if p.errors else ""))
+        line = (
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {p.finished}/{p.total}"
+            f"  {p.tokens_per_s:.1f} tok/s  ETA {format_clock(p.eta_s)}" + (f"  {p.errors} errors" if p.errors else "")
+        )
         sys.stderr.write(line + "\x1b[K")
         sys.stderr.flush()
         self.drawn = True
@@ -89,9 +104,11 @@ EXIT_LINES_FAILED = 3  # the batch ran, but some lines have error records (READM
 
 def summary_line(p, interrupted: bool = False) -> str:
     state = "interrupted" if interrupted else "finished"
-    return (f"batch {state}: {p.done} done, {p.errors} errors, {p.skipped} skipped (already in the output), "
-            f"{p.prompt_tokens} prompt + {p.completion_tokens} generated tokens in {p.wall_s:.1f} s, "
-            f"{p.tokens_per_s:.1f} tok/s generated")
+    return (
+        f"batch {state}: {p.done} done, {p.errors} errors, {p.skipped} skipped (already in the output), "
+        f"{p.prompt_tokens} prompt + {p.completion_tokens} generated tokens in {p.wall_s:.1f} s, "
+        f"{p.tokens_per_s:.1f} tok/s generated"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,9 +134,19 @@ def run(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         app.complete_jsonl(
-            args.model, text, writer, n_ctx_seq=args.ctx, n_parallel=args.parallel, n_gpu_layers=args.gpu_layers,
-            n_threads=args.threads, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
-            notice=say, started=started, progress=track,
+            args.model,
+            text,
+            writer,
+            n_ctx_seq=args.ctx,
+            n_parallel=args.parallel,
+            n_gpu_layers=args.gpu_layers,
+            n_threads=args.threads,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            seed=args.seed,
+            notice=say,
+            started=started,
+            progress=track,
         )
     except KeyboardInterrupt:
         interrupted = True
@@ -132,8 +159,9 @@ def run(args: argparse.Namespace) -> int:
         print_error("interrupted; the results written so far are kept, run the same command to go on")
         return EXIT_INTERRUPTED
     if progress is not None and progress.failed:
-        print_error(f"{progress.failed} of {progress.total + progress.skipped} lines failed; "
-                    "their error records are in the output")
+        print_error(
+            f"{progress.failed} of {progress.total + progress.skipped} lines failed; "
+            "their error records are in the output"
+        )
         return EXIT_LINES_FAILED
     return 0
-

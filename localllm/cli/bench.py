@@ -17,10 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--n-prompt", type=int, default=512, help="prompt tokens of the pp test (default 512)")
     parser.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens of the tg test (default 128)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
-    parser.add_argument("--parallel", default="1,2,4,8",
-                        help="sequence counts for the batched test, comma-separated (default 1,2,4,8)")
-    parser.add_argument("--gpu-layers", type=int,
-                        help="layers to offload to the GPU (-1 = all, 0 = CPU only; default: planned, as for run)")
+    parser.add_argument(
+        "--parallel", default="1,2,4,8", help="sequence counts for the batched test, comma-separated (default 1,2,4,8)"
+    )
+    parser.add_argument(
+        "--gpu-layers",
+        type=int,
+        help="layers to offload to the GPU (-1 = all, 0 = CPU only; default: planned, as for run)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
 
 
@@ -50,8 +54,11 @@ def run(args: argparse.Namespace) -> int:
 
     def started(info: dict) -> None:
         if not args.json:
-            print(f"model: {info['model']}, {info['params'] / 1e6:.0f}M params, {format_bytes(info['file_size'])}, "
-                  f"threads: {info['threads']}, gpu layers: {info['gpu_layers']}", flush=True)
+            print(
+                f"model: {info['model']}, {info['params'] / 1e6:.0f}M params, {format_bytes(info['file_size'])}, "
+                f"threads: {info['threads']}, gpu layers: {info['gpu_layers']}",
+                flush=True,
+            )
             print(f"{'test':<22} {'tokens/s':>18}", flush=True)
 
     def emit(row: dict) -> None:
@@ -59,9 +66,18 @@ def run(args: argparse.Namespace) -> int:
             sd = f" ± {row['sd']:.2f}" if "sd" in row else ""
             print(f"{row['test']:<22} {row['tokens_per_s']:>10.2f}{sd}", flush=True)
 
-    result = app.bench(args.model, reps=args.reps, n_prompt=args.n_prompt, n_gen=args.n_gen, parallel=parallel,
-                       n_threads=args.threads, n_gpu_layers=args.gpu_layers,
-                       notice=say, started=started, emit=emit)
+    result = app.bench(
+        args.model,
+        reps=args.reps,
+        n_prompt=args.n_prompt,
+        n_gen=args.n_gen,
+        parallel=parallel,
+        n_threads=args.threads,
+        n_gpu_layers=args.gpu_layers,
+        notice=say,
+        started=started,
+        emit=emit,
+    )
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
     return 0

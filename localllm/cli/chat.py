@@ -11,15 +11,19 @@ from . import say
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "model", nargs="?",
+        "model",
+        nargs="?",
         help="catalog name[:QUANT], owner/repo[:QUANT], owner/repo/file.gguf or a local .gguf "
         "(default: the last model used, or the starter model)",
     )
     parser.add_argument("-s", "--system", default="", help="system prompt for new chats")
     parser.add_argument("-t", "--temperature", type=float, help="sampling temperature, 0 = greedy (default 0.8)")
-    parser.add_argument("-c", "--ctx", type=int,
-                        help="context size in tokens (default: what fits this machine, up to the model's own; "
-                        "the status bar shows it)")
+    parser.add_argument(
+        "-c",
+        "--ctx",
+        type=int,
+        help="context size in tokens (default: what fits this machine, up to the model's own; the status bar shows it)",
+    )
     parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1 = all; default: planned)")
     parser.add_argument("--light", action="store_true", help="light theme (F9 toggles)")
 
@@ -31,24 +35,32 @@ def run(args: argparse.Namespace) -> int:
     # Resolve before the UI starts: a wrong name is one clear line on stderr, not a screen.
     resolved = app.find(args.model, notice=say)
     settings = {"temperature": args.temperature} if args.temperature is not None else {}
-    return launch(chat=resolved, open_chat=True, ctx=args.ctx, gpu_layers=args.gpu_layers, system=args.system,
-                  settings=settings, light=args.light)
+    return launch(
+        chat=resolved,
+        open_chat=True,
+        ctx=args.ctx,
+        gpu_layers=args.gpu_layers,
+        system=args.system,
+        settings=settings,
+        light=args.light,
+    )
 
 
-def launch(*, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", settings=None,
-           light=False) -> int:
+def launch(*, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", settings=None, light=False) -> int:
     """Run the TUI (also what ``localllm`` with no command does)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         from localllm.errors import UsageError
 
-        raise UsageError("the terminal UI needs an interactive terminal",
-                         hint="run 'localllm run PROMPT' in scripts and pipes")
+        raise UsageError(
+            "the terminal UI needs an interactive terminal", hint="run 'localllm run PROMPT' in scripts and pipes"
+        )
     from localllm.tui.app import ChatDefaults, make_app
     from localllm.tui.services import ChatTarget
 
     target = ChatTarget.of(chat) if chat is not None else None
     app = make_app(
-        chat=target, open_chat=open_chat,
+        chat=target,
+        open_chat=open_chat,
         defaults=ChatDefaults(n_ctx=ctx, n_gpu_layers=gpu_layers, system_prompt=system, settings=settings or {}),
         theme="textual-light" if light else None,  # None: the theme chosen last time
     )

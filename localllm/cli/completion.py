@@ -136,11 +136,16 @@ def _bash_kind(value: Value) -> str:
 
 def bash(spec: Spec) -> str:
     top, commands = spec
-    value_cases = [f'        "{prefix} {flag}") echo "{_bash_kind(o.value)}" ;;'
-                   for prefix, options in [("", top)] + [(c.name, c.options) for c in commands]
-                   for o in options if o.value is not None for flag in o.flags]
+    value_cases = [
+        f'        "{prefix} {flag}") echo "{_bash_kind(o.value)}" ;;'
+        for prefix, options in [("", top)] + [(c.name, c.options) for c in commands]
+        for o in options
+        if o.value is not None
+        for flag in o.flags
+    ]
     option_cases = [f'        "") echo "{" ".join(f for o in top for f in o.flags)}" ;;'] + [
-        f'        {c.name}) echo "{" ".join(f for o in c.options for f in o.flags)}" ;;' for c in commands]
+        f'        {c.name}) echo "{" ".join(f for o in c.options for f in o.flags)}" ;;' for c in commands
+    ]
     positional_cases = []
     for c in commands:
         positional_cases += [f'        "{c.name} {i}") echo "{_bash_kind(v)}" ;;' for i, v in enumerate(c.positionals)]
@@ -148,8 +153,10 @@ def bash(spec: Spec) -> str:
             positional_cases.append(f'        "{c.name} "*) echo "{_bash_kind(c.positionals[-1])}" ;;')
     names = " ".join(c.name for c in commands)
     return _BASH.format(
-        value_cases="\n".join(value_cases), option_cases="\n".join(option_cases),
-        positional_cases="\n".join(positional_cases), commands=names,
+        value_cases="\n".join(value_cases),
+        option_cases="\n".join(option_cases),
+        positional_cases="\n".join(positional_cases),
+        commands=names,
     )
 
 
@@ -371,8 +378,9 @@ def _fish_command(command: Command) -> list[str]:
 def fish(spec: Spec) -> str:
     top, commands = spec
     lines = [_fish_option(o, "__fish_use_subcommand") for o in top]
-    lines += [f"complete -c localllm -n __fish_use_subcommand -f -a {c.name} -d {_fish_quote(c.help)}"
-              for c in commands]
+    lines += [
+        f"complete -c localllm -n __fish_use_subcommand -f -a {c.name} -d {_fish_quote(c.help)}" for c in commands
+    ]
     for command in commands:
         lines += _fish_command(command)
     return _FISH.format(lines="\n".join(lines))

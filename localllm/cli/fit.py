@@ -25,8 +25,10 @@ def run(args: argparse.Namespace) -> int:
     hw = app.machine.machine(args.profile, args.ram, args.vram)
     report = app.fit_model(args.model, hw, args.ctx)
     if report.not_judged:
-        print(terminal_safe(f"localllm: not judged: {', '.join(report.not_judged)} ({report.why_not_judged})"),
-              file=sys.stderr)
+        print(
+            terminal_safe(f"localllm: not judged: {', '.join(report.not_judged)} ({report.why_not_judged})"),
+            file=sys.stderr,
+        )
     if args.json:
         out = {"hardware": hw.as_dict(), "models": report.results}
         if report.choice is not None:
@@ -50,18 +52,25 @@ def _print_table(results: list[dict]) -> None:
         est = r["estimate"]
         layers = "all" if r["n_gpu_layers"] == -1 else r["n_gpu_layers"]
         label = Verdict(r["verdict"]).label
-        print(f"{terminal_safe(str(r['model'])):<34} {label:<10} {_breakdown(est['cpu']):<52} {format_bytes(est['gpu']['total']):>9}  "
-              f"ctx {r['n_ctx']}, gpu layers {layers}{_placement(r)}")
+        print(
+            f"{terminal_safe(str(r['model'])):<34} {label:<10} {_breakdown(est['cpu']):<52} {format_bytes(est['gpu']['total']):>9}  "
+            f"ctx {r['n_ctx']}, gpu layers {layers}{_placement(r)}"
+        )
         if est["gpu"]["total"]:
             print(f"{'':<34} {'':<10} GPU = {_breakdown(est['gpu'])}")
     for r in results:
         print(terminal_safe(f"{r['model']}: {r['reason']}"))  # names come from files
         m = r.get("last_load")
         if m and m["error"] is not None:
-            rss = (f"; peak RSS {format_bytes(m['peak_rss'])} (estimated {format_bytes(m['estimated_rss'])})"
-                   if m["peak_rss"] else "")
-            print(f"  last load (ctx {m['n_ctx']}, gpu layers {m['n_gpu_layers']}): llama.cpp allocated "
-                  f"{format_bytes(m['allocated'])}, estimate {format_bytes(m['estimated'])} ({m['error']:+.1%}){rss}")
+            rss = (
+                f"; peak RSS {format_bytes(m['peak_rss'])} (estimated {format_bytes(m['estimated_rss'])})"
+                if m["peak_rss"]
+                else ""
+            )
+            print(
+                f"  last load (ctx {m['n_ctx']}, gpu layers {m['n_gpu_layers']}): llama.cpp allocated "
+                f"{format_bytes(m['allocated'])}, estimate {format_bytes(m['estimated'])} ({m['error']:+.1%}){rss}"
+            )
 
 
 PARTS = ("weights", "kv", "compute", "output", "runtime")

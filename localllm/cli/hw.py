@@ -39,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
     for device in hw.devices:
         rows.append(("llama.cpp device", f"{device.name} ({device.kind}): {device.description}"))
     rows.append(("GPU offload", "yes" if hw.gpu_offload else "no (CPU-only llama.cpp build or no GPU)"))
-    rows.append(("memory budget", f"{format_bytes(hw.ram_budget)} RAM" + (f", {format_bytes(hw.gpu_budget)} GPU" if hw.gpu_budget else "")))
+    rows.append(
+        (
+            "memory budget",
+            f"{format_bytes(hw.ram_budget)} RAM" + (f", {format_bytes(hw.gpu_budget)} GPU" if hw.gpu_budget else ""),
+        )
+    )
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

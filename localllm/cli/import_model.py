@@ -22,8 +22,10 @@ def run(args: argparse.Namespace) -> int:
     imported = app.import_file(Path(args.path), mode=mode, name=args.name)
     model = imported.model
     if imported.already_installed:
-        print(f"{model.key} is already installed (same file, sha256 {model.sha256[:12]}…): nothing copied;"
-              f" run it with: localllm run -m {model.key}")
+        print(
+            f"{model.key} is already installed (same file, sha256 {model.sha256[:12]}…): nothing copied;"
+            f" run it with: localllm run -m {model.key}"
+        )
         return 0
     how = {"copy": "copied", "hardlink": "hard-linked", "symlink": "linked"}[mode]
     print(f"imported {model.key} ({format_bytes(model.size)}, {how}); run it with: localllm run -m {model.key}")

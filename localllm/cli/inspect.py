@@ -50,7 +50,9 @@ def format_text(info: dict) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     template = info.get("chat_template")
-    lines.append(f"{'chat template':<{width}}  " + ("(none: replies will use a plain transcript)" if not template else ""))
+    lines.append(
+        f"{'chat template':<{width}}  " + ("(none: replies will use a plain transcript)" if not template else "")
+    )
     if template:
         lines.extend("    " + line for line in template.splitlines())
     return "\n".join(lines)

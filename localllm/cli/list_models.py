@@ -10,10 +10,14 @@ import time
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON array")
-    parser.add_argument("--all", action="store_true",
-                        help="also show GGUFs found in the Hugging Face cache, LM Studio and Ollama")
-    parser.add_argument("--catalog", action="store_true",
-                        help="list the catalog's models and quantizations, with whether each fits this machine")
+    parser.add_argument(
+        "--all", action="store_true", help="also show GGUFs found in the Hugging Face cache, LM Studio and Ollama"
+    )
+    parser.add_argument(
+        "--catalog",
+        action="store_true",
+        help="list the catalog's models and quantizations, with whether each fits this machine",
+    )
 
 
 def _ago(ts: float | None) -> str:
@@ -61,8 +65,10 @@ def run(args: argparse.Namespace) -> int:
         for row in table:
             print("  ".join(terminal_safe(str(c)).ljust(w) for c, w in zip(row, widths)).rstrip())
     for m in damaged:  # listed, never hidden: the rest of the store still works
-        print(f"! {terminal_safe(m.key)}  damaged manifest entry: {terminal_safe(m.error or '')}"
-              f" (localllm rm {terminal_safe(m.key)} forgets it)")
+        print(
+            f"! {terminal_safe(m.key)}  damaged manifest entry: {terminal_safe(m.error or '')}"
+            f" (localllm rm {terminal_safe(m.key)} forgets it)"
+        )
     return 0
 
 
@@ -77,17 +83,33 @@ def _catalog(as_json: bool) -> int:
     for entry in catalog.load_catalog():
         installed = store.find_all(entry.name)
         for option in app.quant_options(entry, installed, None, hw):
-            rows.append({"name": entry.name, "params": entry.params, "quant": option.quant, "size": option.size,
-                         "exact_size": option.exact, "installed": option.installed is not None,
-                         "fits": option.fit.verdict.label, "why": option.fit.reason})
+            rows.append(
+                {
+                    "name": entry.name,
+                    "params": entry.params,
+                    "quant": option.quant,
+                    "size": option.size,
+                    "exact_size": option.exact,
+                    "installed": option.installed is not None,
+                    "fits": option.fit.verdict.label,
+                    "why": option.fit.reason,
+                }
+            )
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0
     table = [["NAME", "PARAMS", "QUANT", "SIZE", "FITS", ""]]
     for r in rows:
-        table.append([r["name"], format_count(r["params"]), r["quant"],
-                      ("" if r["exact_size"] else "~") + format_bytes(r["size"]), r["fits"],
-                      "installed" if r["installed"] else ""])
+        table.append(
+            [
+                r["name"],
+                format_count(r["params"]),
+                r["quant"],
+                ("" if r["exact_size"] else "~") + format_bytes(r["size"]),
+                r["fits"],
+                "installed" if r["installed"] else "",
+            ]
+        )
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())

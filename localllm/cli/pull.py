@@ -11,9 +11,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="catalog name[:QUANT], owner/repo[:QUANT] or owner/repo/file.gguf")
     parser.add_argument("--dry-run", action="store_true", help="show the files, sizes and sha256; download nothing")
     parser.add_argument("--offline", action="store_true", help="make no network request (like HF_HUB_OFFLINE=1)")
-    parser.add_argument("--no-reuse", action="store_true",
-                        help="do not link copies found in the Hugging Face cache, LM Studio or Ollama")
-
+    parser.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="do not link copies found in the Hugging Face cache, LM Studio or Ollama",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

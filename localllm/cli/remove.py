@@ -25,8 +25,9 @@ def run(args: argparse.Namespace) -> int:
         print("nothing removed")
         return 1
     if removed.model is None and removed.damaged_entries:
-        print(f"removed the damaged manifest entry for {terminal_safe(args.model)}; any files it named were left"
-              " on disk")
+        print(
+            f"removed the damaged manifest entry for {terminal_safe(args.model)}; any files it named were left on disk"
+        )
         return 0
     if removed.model is None:
         print(f"removed partial downloads of {args.model} ({format_bytes(removed.partial_bytes)})")

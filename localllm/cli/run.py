@@ -12,11 +12,10 @@ from . import EXIT_INTERRUPTED, print_error, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", nargs="*", help="the prompt; text piped on stdin is added after it")
     parser.add_argument(
-        "prompt", nargs="*", help="the prompt; text piped on stdin is added after it"
-    )
-    parser.add_argument(
-        "-m", "--model",
+        "-m",
+        "--model",
         help="catalog name[:QUANT], owner/repo[:QUANT], owner/repo/file.gguf or a local .gguf "
         "(default: the last model used, or the starter model)",
     )
@@ -58,25 +57,44 @@ def _read_prompt(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from localllm import app
 
-    app.options.check(ctx=args.ctx, threads=args.threads, temperature=args.temperature, top_p=args.top_p,
-                      top_k=args.top_k, max_tokens=args.max_tokens, gpu_layers=args.gpu_layers)
+    app.options.check(
+        ctx=args.ctx,
+        threads=args.threads,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_tokens=args.max_tokens,
+        gpu_layers=args.gpu_layers,
+    )
     if not args.prompt and sys.stdin.isatty() and sys.stdout.isatty() and not args.json:
         return interactive(args)
     prompt = _read_prompt(args)
     app.show_llama_log(args.verbose)
-    sampling = app.sampling(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-                            max_tokens=args.max_tokens, ignore_eos=args.ignore_eos)
+    sampling = app.sampling(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        ignore_eos=args.ignore_eos,
+    )
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": prompt}
     ]
-    with app.open_model(args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads,
-                        notice=say) as model:
+    with app.open_model(
+        args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say
+    ) as model:
         generation = model.chat(messages, sampling)
         interrupted = _stream(generation, quiet=args.json)
         stats, load_s = generation.stats, model.load_report.load_s
         if args.json:
-            result = {"model": model.label, "path": str(model.resolved.path), "reply": generation.text,
-                      "finish_reason": stats.finish_reason, "stats": {"load_s": round(load_s, 4), **stats.as_dict()}}
+            result = {
+                "model": model.label,
+                "path": str(model.resolved.path),
+                "reply": generation.text,
+                "finish_reason": stats.finish_reason,
+                "stats": {"load_s": round(load_s, 4), **stats.as_dict()},
+            }
             sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         elif generation.text and not generation.text.endswith("\n"):
             sys.stdout.write("\n")
@@ -88,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     return 0
 
+
 def interactive(args: argparse.Namespace, read=input) -> int:
     """A chat in the terminal, as ``ollama run`` opens: slash commands, saved like the TUI's chats."""
     from localllm import app
@@ -96,13 +115,26 @@ def interactive(args: argparse.Namespace, read=input) -> int:
     from localllm.chat.session import ChatSession
 
     app.show_llama_log(args.verbose)
-    settings = {k: v for k, v in {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
-                                  "seed": args.seed, "max_tokens": args.max_tokens}.items() if v is not None}
-    model = app.open_model(args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads,
-                           notice=say)
+    settings = {
+        k: v
+        for k, v in {
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+            "top_k": args.top_k,
+            "seed": args.seed,
+            "max_tokens": args.max_tokens,
+        }.items()
+        if v is not None
+    }
+    model = app.open_model(args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say)
     history = History()
-    session = ChatSession(history, model_label=model.label, model_path=model.resolved.path,
-                          system_prompt=args.system or "", settings=settings)
+    session = ChatSession(
+        history,
+        model_label=model.label,
+        model_path=model.resolved.path,
+        system_prompt=args.system or "",
+        settings=settings,
+    )
     say(f"{model.label}: type a message (/help for commands, /bye or Ctrl-D to leave)")
     try:
         while True:
@@ -122,8 +154,9 @@ def interactive(args: argparse.Namespace, read=input) -> int:
                     break
                 elif command.name == "model":
                     model.close()
-                    model = app.open_model(command.arg, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers,
-                                           n_threads=args.threads, notice=say)
+                    model = app.open_model(
+                        command.arg, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say
+                    )
                     session.switch_model(model.label, model.resolved.path)
                     say(f"this chat continues with {model.label}")
                 elif command.name == "copy":

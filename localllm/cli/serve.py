@@ -8,25 +8,50 @@ from . import say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-m", "--model",
-                        help="model for requests that name none (default: the last model used); "
-                        "any installed model loads when a request names it")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)")
+    parser.add_argument(
+        "-m",
+        "--model",
+        help="model for requests that name none (default: the last model used); "
+        "any installed model loads when a request names it",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)",
+    )
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; Ollama's apps expect 11434)")
-    parser.add_argument("-p", "--parallel", type=int,
-                        help="sequences decoded at once per model (default: as many as the planner fits, at most 8)")
-    parser.add_argument("-c", "--ctx", type=int, help="context of each sequence in tokens (default: 4096 or the model's)")
-    parser.add_argument("--max-models", type=int, default=1,
-                        help="models kept loaded at once; the least recently used unloads first (default 1)")
-    parser.add_argument("--keep-alive", default="5m",
-                        help='how long an idle model stays loaded: "5m", "30s", "1h", 0 = unload when done, '
-                        "-1 = forever (default 5m; a request's keep_alive overrides it)")
+    parser.add_argument(
+        "-p",
+        "--parallel",
+        type=int,
+        help="sequences decoded at once per model (default: as many as the planner fits, at most 8)",
+    )
+    parser.add_argument(
+        "-c", "--ctx", type=int, help="context of each sequence in tokens (default: 4096 or the model's)"
+    )
+    parser.add_argument(
+        "--max-models",
+        type=int,
+        default=1,
+        help="models kept loaded at once; the least recently used unloads first (default 1)",
+    )
+    parser.add_argument(
+        "--keep-alive",
+        default="5m",
+        help='how long an idle model stays loaded: "5m", "30s", "1h", 0 = unload when done, '
+        "-1 = forever (default 5m; a request's keep_alive overrides it)",
+    )
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $LOCALLLM_API_KEY, else none)")
-    parser.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
-                        help="let web pages from ORIGIN call the server (repeatable; default: none)")
-    parser.add_argument("--grace", type=float, default=5.0,
-                        help="seconds streams in flight get to finish after Ctrl-C (default 5)")
+    parser.add_argument(
+        "--cors",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN call the server (repeatable; default: none)",
+    )
+    parser.add_argument(
+        "--grace", type=float, default=5.0, help="seconds streams in flight get to finish after Ctrl-C (default 5)"
+    )
     parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1 = all; default: planned)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
 
@@ -47,14 +72,21 @@ def _options(args: argparse.Namespace):
         keep_alive = parse_keep_alive(args.keep_alive)
     except ValueError as exc:
         raise UsageError(f"--keep-alive: {exc}") from None
-    return ServeOptions(model=args.model, n_parallel=args.parallel, n_ctx_seq=args.ctx, max_models=args.max_models,
-                        keep_alive_s=keep_alive, n_gpu_layers=args.gpu_layers, n_threads=args.threads)
+    return ServeOptions(
+        model=args.model,
+        n_parallel=args.parallel,
+        n_ctx_seq=args.ctx,
+        max_models=args.max_models,
+        keep_alive_s=keep_alive,
+        n_gpu_layers=args.gpu_layers,
+        n_threads=args.threads,
+    )
 
 
 def _how_to_connect(url: str, key: str | None) -> None:
     say(f"localllm serve: listening on {url} (OpenAI API under /v1, Ollama API under /api)")
-    say(f"  OpenAI clients: base_url=\"{url}/v1\", api_key=\"{'YOUR KEY' if key else 'anything'}\"")
-    say(f"  Ollama clients: host \"{url}\" (OLLAMA_HOST={url})")
+    say(f'  OpenAI clients: base_url="{url}/v1", api_key="{"YOUR KEY" if key else "anything"}"')
+    say(f'  Ollama clients: host "{url}" (OLLAMA_HOST={url})')
     say("  Ctrl-C stops it")
 
 

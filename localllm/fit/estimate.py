@@ -79,7 +79,9 @@ COMPUTE_SLACK = 4 * MiB
 # Flash-attention kernels of ggml-cuda (also built for ROCm/HIP): (K head size, V head size) pairs
 # that ggml_cuda_get_best_fattn_kernel accepts (vendor/llama.cpp/ggml/src/ggml-cuda/fattn.cu;
 # 192, 320, 512 and 576 only with grouped-query attention, which the models using them have).
-_CUDA_FA_HEADS = frozenset({(d, d) for d in (40, 64, 72, 80, 96, 112, 128, 256, 512)} | {(192, 128), (320, 256), (576, 512)})
+_CUDA_FA_HEADS = frozenset(
+    {(d, d) for d in (40, 64, 72, 80, 96, 112, 128, 256, 512)} | {(192, 128), (320, 256), (576, 512)}
+)
 # ggml-metal: K head sizes its FLASH_ATTN_EXT supports, with V no larger than K (ggml-metal-device.m).
 _METAL_FA_K = frozenset({32, 40, 48, 64, 72, 80, 96, 112, 128, 192, 256, 320, 512, 576})
 
@@ -145,6 +147,7 @@ def repack_types(cpu_features: Collection[str]) -> dict[int, int]:
         types.update(_REPACK_AVX512)
     return types
 
+
 _BLK_RE = re.compile(r"^blk\.(\d+)\.")
 _EXPERT_RE = re.compile(r"_(?:ch_)?exps\b|_shexp\b")
 # The routed experts' weights that llama.cpp's ``--n-cpu-moe N`` keeps on the CPU (its
@@ -187,7 +190,9 @@ class Settings:
     def check(self) -> None:
         for name in ("type_k", "type_v"):
             if getattr(self, name) not in KV_TYPES:
-                raise UsageError(f"unknown KV cache type '{getattr(self, name)}'", hint=f"use one of {', '.join(KV_TYPES)}")
+                raise UsageError(
+                    f"unknown KV cache type '{getattr(self, name)}'", hint=f"use one of {', '.join(KV_TYPES)}"
+                )
         if self.n_ctx < 1:
             raise UsageError("the context must hold at least 1 token")
         if self.cpu_moe_layers < 0:
@@ -505,8 +510,9 @@ def _on_gpu(name: str, il: int | None, n_layer: int, on_gpu: list[bool], cpu_moe
     return not (il < cpu_moe_layers and _CPU_EXPERTS_RE.search(name))
 
 
-def _weights(header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool], cpu_moe_layers: int = 0
-             ) -> tuple[int, int, int]:
+def _weights(
+    header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool], cpu_moe_layers: int = 0
+) -> tuple[int, int, int]:
     """Weight bytes on the CPU and on the GPU, and the MoE expert tensors' bytes among them.
     The routed experts of the first ``cpu_moe_layers`` layers stay on the CPU wherever their
     layer is."""
@@ -621,7 +627,11 @@ def _output_weight_bytes(header: ggufmeta.GGUFHeader) -> int:
 def _largest_layer_weight(header: ggufmeta.GGUFHeader) -> int:
     """The biggest matrix of a layer that the GPU copies whole (expert tensors are not: measured)."""
     return max(
-        (t.n_bytes for t in header.tensors if t.name.startswith("blk.") and len(t.shape) > 1 and not _EXPERT_RE.search(t.name)),
+        (
+            t.n_bytes
+            for t in header.tensors
+            if t.name.startswith("blk.") and len(t.shape) > 1 and not _EXPERT_RE.search(t.name)
+        ),
         default=0,
     )
 
@@ -648,8 +658,9 @@ def _mapped_gaps(header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool], 
     return sum(t.n_bytes for t, cpu in zip(ordered[first:last], on_cpu[first:last]) if not cpu)
 
 
-def _repack(header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool], types: dict[int, int],
-            cpu_moe_layers: int = 0) -> int:
+def _repack(
+    header: ggufmeta.GGUFHeader, n_layer: int, on_gpu: list[bool], types: dict[int, int], cpu_moe_layers: int = 0
+) -> int:
     """Bytes of CPU-resident matrix weights llama.cpp repacks (a copy beside the mapped file); experts
     kept on the CPU by overrides are repacked too (llama.cpp offers them the CPU's extra buffer types)."""
     if not types:

@@ -113,7 +113,14 @@ class Hardware:
         if not self.offload_gpus:
             return None
         names = " ".join(d.name.lower() for d in self.devices if d.kind in ("gpu", "igpu"))
-        for prefix, backend in (("cuda", "cuda"), ("rocm", "rocm"), ("hip", "rocm"), ("metal", "metal"), ("mtl", "metal"), ("vulkan", "vulkan")):
+        for prefix, backend in (
+            ("cuda", "cuda"),
+            ("rocm", "rocm"),
+            ("hip", "rocm"),
+            ("metal", "metal"),
+            ("mtl", "metal"),
+            ("vulkan", "vulkan"),
+        ):
             if prefix in names:
                 return backend
         return {"nvidia": "cuda", "amd": "rocm", "apple": "metal"}.get(self.offload_gpus[0].vendor, "gpu")
@@ -170,7 +177,13 @@ class Hardware:
                 for g in self.gpus
             ],
             "llama_cpp_devices": [
-                {"name": d.name, "description": d.description, "kind": d.kind, "free": d.free_bytes, "total": d.total_bytes}
+                {
+                    "name": d.name,
+                    "description": d.description,
+                    "kind": d.kind,
+                    "free": d.free_bytes,
+                    "total": d.total_bytes,
+                }
                 for d in self.devices
             ],
             "gpu_offload": self.gpu_offload,
@@ -368,8 +381,10 @@ def pinned_bindings_version() -> str:
 
 def gpu_build_command(backend: str, python: str = "python3", version: str | None = None) -> str:
     """The command that rebuilds llama-cpp-python for ``backend`` in ``python``'s environment."""
-    return (f'CMAKE_ARGS="{GPU_BUILDS[backend]}" {python} -m pip install --force-reinstall --no-cache-dir '
-            f'--no-binary llama-cpp-python "llama-cpp-python=={version or pinned_bindings_version()}"')
+    return (
+        f'CMAKE_ARGS="{GPU_BUILDS[backend]}" {python} -m pip install --force-reinstall --no-cache-dir '
+        f'--no-binary llama-cpp-python "llama-cpp-python=={version or pinned_bindings_version()}"'
+    )
 
 
 def _this_python() -> str:
@@ -507,4 +522,3 @@ def _apple_gpu(ram_total: int) -> GPU | None:
         return None
     name = _sysctl("machdep.cpu.brand_string") or "Apple Silicon"
     return GPU(f"{name} GPU", "apple", ram_total, metal_working_set(ram_total), unified=True, source="metal")
-

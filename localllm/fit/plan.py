@@ -112,7 +112,9 @@ class _Placement:
     verdict: Verdict
 
 
-def _best_layers(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int, kv: str = "f16") -> tuple[int, estimate.Estimate]:
+def _best_layers(
+    header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int, kv: str = "f16"
+) -> tuple[int, estimate.Estimate]:
     """The most layers the GPU budget holds (all of them, output layer included, when it can)."""
     cpu_only = _estimate(header, hw, _settings(n_ctx, 0, kv))
     if hw.gpu_budget <= 0:
@@ -344,7 +346,9 @@ def _choice_reason(
 
 def _where(c: QuantChoice) -> str:
     p = c.plan
-    return where_text(p.n_gpu_layers, p.cpu_moe_layers, p.cpu_expert_bytes) if p.n_gpu_layers else "no layers on the GPU"
+    return (
+        where_text(p.n_gpu_layers, p.cpu_moe_layers, p.cpu_expert_bytes) if p.n_gpu_layers else "no layers on the GPU"
+    )
 
 
 def _left(c: QuantChoice, hw: Hardware) -> int:
@@ -413,8 +417,9 @@ class ParallelPlan:
     reason: str  # why that many: the memory, the input lines, or llama.cpp's limit
 
 
-def plan_parallel(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx_seq: int, placement: LoadChoice,
-                  lines: int | None = None) -> ParallelPlan:
+def plan_parallel(
+    header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx_seq: int, placement: LoadChoice, lines: int | None = None
+) -> ParallelPlan:
     """How many sequences of ``n_ctx_seq`` tokens to decode at once: the most whose KV cache,
     compute and output buffers (one context of ``N * n_ctx_seq`` cells, placed as ``placement``)
     the planner judges to fit with headroom, at most one per input line and llama.cpp's limit;
@@ -445,8 +450,9 @@ def plan_parallel(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx_seq: int, pla
                                               n_ctx_seq))  # fmt: skip
 
 
-def _parallel_reason(n: int, cap: int, lines: int | None, more: estimate.Estimate | None, hw: Hardware,
-                     n_ctx_seq: int) -> str:
+def _parallel_reason(
+    n: int, cap: int, lines: int | None, more: estimate.Estimate | None, hw: Hardware, n_ctx_seq: int
+) -> str:
     if n >= MAX_PARALLEL:
         return f"llama.cpp's limit of {MAX_PARALLEL} sequences per context"
     if n == cap and lines is not None and _fits_more(more, hw):
@@ -457,15 +463,18 @@ def _parallel_reason(n: int, cap: int, lines: int | None, more: estimate.Estimat
         need = f"{format_bytes(more.gpu.total)} of {format_bytes(hw.gpu_budget)} GPU memory"
     else:
         need = f"{format_bytes(more.cpu.total)} of {format_bytes(hw.ram_budget)} RAM"
-    return (f"the memory holds {n}: {n + 1} sequences of {n_ctx_seq:,} tokens would need {need} "
-            "(the planner keeps 20% free)")
+    return (
+        f"the memory holds {n}: {n + 1} sequences of {n_ctx_seq:,} tokens would need {need} "
+        "(the planner keeps 20% free)"
+    )
 
 
 def _fits_more(more: estimate.Estimate | None, hw: Hardware) -> bool:
     return more is not None and _verdict(more, hw) is Verdict.FITS
 
 
-def max_parallel(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx_seq: int, n_gpu_layers: int,
-                 lines: int | None = None) -> int:
+def max_parallel(
+    header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx_seq: int, n_gpu_layers: int, lines: int | None = None
+) -> int:
     """:func:`plan_parallel`'s number for whole layers on the GPU and an f16 KV cache."""
     return plan_parallel(header, hw, n_ctx_seq, LoadChoice(n_ctx_seq, n_gpu_layers), lines).n

@@ -101,8 +101,9 @@ def _tensor(row: object) -> ggufmeta.TensorInfo:
     if not isinstance(row, list) or len(row) != 6 or not isinstance(row[0], str) or not isinstance(row[1], list):
         raise _Miss
     name, shape, ggml_type, offset, n_elements, n_bytes = row
-    return ggufmeta.TensorInfo(name, tuple(_int(d) for d in shape), _int(ggml_type), _int(offset), _int(n_elements),
-                               _int(n_bytes))
+    return ggufmeta.TensorInfo(
+        name, tuple(_int(d) for d in shape), _int(ggml_type), _int(offset), _int(n_elements), _int(n_bytes)
+    )
 
 
 def _load(file: Path, ident: str) -> ggufmeta.GGUFHeader | None:

@@ -132,6 +132,7 @@ _EXTRA_TYPE_NAMES: dict[int, str] = {42: "Q2_0"}
 _QUANT_SIZES = {**GGML_QUANT_SIZES, **_EXTRA_QUANT_SIZES}
 _TYPE_NAMES = {**GGML_TYPE_NAMES, **_EXTRA_TYPE_NAMES}
 
+
 def ggml_type_name(ggml_type: int) -> str:
     """``"Q4_K"`` for 12; ``"type 99"`` for an id this module does not know."""
     return _TYPE_NAMES.get(ggml_type, f"type {ggml_type}")
@@ -623,6 +624,7 @@ _ARRAY_HEAD = struct.Struct("<IQ")
 def _root(key: str) -> str:
     """``"a.b"`` for ``"a.b[3][0]"``: the metadata key an array element belongs to."""
     return key.split("[", 1)[0]
+
 
 _TYPE_OFFSET = struct.Struct("<IQ")
 

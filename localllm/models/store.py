@@ -138,8 +138,12 @@ def model_dir_name(name: str) -> str:
 def check_file_name(name: str) -> str:
     """``name`` if it is one ordinary file name (no separators, not ``.``/``..``, no control
     characters); raises :class:`UnsafePathError` otherwise."""
-    if (not isinstance(name, str) or not _FILE_RE.fullmatch(name) or name in (".", "..")
-            or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME):
+    if (
+        not isinstance(name, str)
+        or not _FILE_RE.fullmatch(name)
+        or name in (".", "..")
+        or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME
+    ):
         raise UnsafePathError(f"{name!r} is not a usable file name in the store")
     return name
 
@@ -194,8 +198,7 @@ def _optional_str(v: object) -> bool:
 
 
 _CHECKS = {
-    "name": (lambda v: isinstance(v, str) and bool(v) and _FILE_RE.fullmatch(v.replace("/", "")) is not None,
-             "a name"),
+    "name": (lambda v: isinstance(v, str) and bool(v) and _FILE_RE.fullmatch(v.replace("/", "")) is not None, "a name"),
     "quant": (_optional_str, "a string or null"),
     "files": (lambda v: isinstance(v, list) and bool(v), "a list of paths"),
     "sha256": (_optional_str, "a string or null"),
@@ -229,8 +232,9 @@ def parse_entry(item: object) -> InstalledModel:
 
 
 def _damaged(path: Path, what: object) -> StoreError:
-    return StoreError(f"{path} is damaged ({what})",
-                      hint="move it aside and import or pull again; the model files stay on disk")
+    return StoreError(
+        f"{path} is damaged ({what})", hint="move it aside and import or pull again; the model files stay on disk"
+    )
 
 
 def read_manifest() -> Manifest:
@@ -243,8 +247,9 @@ def read_manifest() -> Manifest:
     except FileNotFoundError:
         return Manifest()
     except OSError as exc:
-        raise StoreError(f"cannot read {path}: {exc.strerror or exc}",
-                         hint="check the data directory's permissions") from exc
+        raise StoreError(
+            f"cannot read {path}: {exc.strerror or exc}", hint="check the data directory's permissions"
+        ) from exc
     except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deep
         raise _damaged(path, f"not JSON: {str(exc)[:80]}") from exc
     if not isinstance(raw, dict) or not isinstance(raw.get("models", []), list):
@@ -288,8 +293,10 @@ def save_manifest(manifest: Manifest | list[InstalledModel]) -> None:
     try:
         fs.atomic_write(path, json.dumps(data, indent=1))
     except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc.strerror or exc}",
-                         hint="free some disk space, or make the data directory writable") from exc
+        raise StoreError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            hint="free some disk space, or make the data directory writable",
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -299,8 +306,10 @@ def _update() -> Iterator[Manifest]:
     try:
         lock.acquire()
     except OSError as exc:
-        raise StoreError(f"cannot lock {lock.path}: {exc.strerror or exc}",
-                         hint="the data directory must be writable to change what is installed") from exc
+        raise StoreError(
+            f"cannot lock {lock.path}: {exc.strerror or exc}",
+            hint="the data directory must be writable to change what is installed",
+        ) from exc
     try:
         manifest = read_manifest()
         yield manifest
@@ -350,8 +359,7 @@ def find_installed(name: str, quant: str | None = None) -> InstalledModel | None
     """The installed copy of ``name`` (with ``quant``, or the most recently used one)."""
     name = name.lower()
     matches = [
-        m for m in installed()
-        if m.name.lower() == name and (quant is None or (m.quant or "").upper() == quant.upper())
+        m for m in installed() if m.name.lower() == name and (quant is None or (m.quant or "").upper() == quant.upper())
     ]
     if not matches:
         return None
@@ -367,7 +375,8 @@ def find_all(name: str, quant: str | None = None) -> list[InstalledModel]:
     """Every manifest entry for ``name`` (any quant unless one is given), files present or not."""
     name = name.lower()
     return [
-        m for m in load_manifest()
+        m
+        for m in load_manifest()
         if m.name.lower() == name and (quant is None or (m.quant or "").upper() == quant.upper())
     ]
 
@@ -443,5 +452,7 @@ def check_writable() -> None:
         paths.ensure_dir(probe_dir)
         fs.temp_beside(probe_dir / "probe").unlink()
     except OSError as exc:
-        raise StoreError(f"cannot write to {probe_dir}: {exc.strerror or exc}",
-                         hint="make the data directory writable, or set LOCALLLM_HOME to a folder you own") from exc
+        raise StoreError(
+            f"cannot write to {probe_dir}: {exc.strerror or exc}",
+            hint="make the data directory writable, or set LOCALLLM_HOME to a folder you own",
+        ) from exc

@@ -19,8 +19,14 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Model", "Generation"), "model"),
     "set_verbose": "llama",
     **dict.fromkeys(
-        ("BackendDevice", "backend_devices", "supports_gpu_offload", "system_info", "build_has_amx",
-         "llama_cpp_version"),
+        (
+            "BackendDevice",
+            "backend_devices",
+            "supports_gpu_offload",
+            "system_info",
+            "build_has_amx",
+            "llama_cpp_version",
+        ),
         "devices",
     ),
     **dict.fromkeys(("BatchRequest", "BatchResult", "BatchSession", "json_schema_grammar"), "batching"),

@@ -99,9 +99,26 @@ StepEvent = tuple[int, "str | BatchResult"]
 
 class _Sequence:
     __slots__ = (
-        "request", "seq_id", "sampler", "fed", "pos", "next_token", "index", "decoder", "text",
-        "generated", "limit", "admitted", "first_at", "queued_at", "stream", "shown", "stops", "stop_len",
-        "greedy", "ignore_eos",
+        "request",
+        "seq_id",
+        "sampler",
+        "fed",
+        "pos",
+        "next_token",
+        "index",
+        "decoder",
+        "text",
+        "generated",
+        "limit",
+        "admitted",
+        "first_at",
+        "queued_at",
+        "stream",
+        "shown",
+        "stops",
+        "stop_len",
+        "greedy",
+        "ignore_eos",
     )
 
     request: BatchRequest
@@ -124,16 +141,28 @@ class BatchSession:
     Not thread-safe: one thread calls every method.
     """
 
-    def __init__(self, model: Model, n_parallel: int, n_ctx_seq: int | None = None, *,
-                 n_batch: int = 512, n_ubatch: int = 512, n_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        n_parallel: int,
+        n_ctx_seq: int | None = None,
+        *,
+        n_batch: int = 512,
+        n_ubatch: int = 512,
+        n_threads: int | None = None,
+    ) -> None:
         if n_parallel < 1:
             raise ValueError("n_parallel must be at least 1")
         self.model = model
         self.n_parallel = n_parallel
         wanted = n_ctx_seq or min(DEFAULT_CTX, model.n_ctx_train or DEFAULT_CTX)
         self._ctx = model.new_context(
-            n_ctx=wanted * n_parallel, n_seq_max=n_parallel, n_batch=n_batch,
-            n_ubatch=n_ubatch, n_threads=n_threads, kv_unified=False,
+            n_ctx=wanted * n_parallel,
+            n_seq_max=n_parallel,
+            n_batch=n_batch,
+            n_ubatch=n_ubatch,
+            n_threads=n_threads,
+            kv_unified=False,
             # A step needs logits for at most one token per sequence: a vocabulary-wide row each,
             # not one per batch slot (512 x 128k-vocabulary floats would be 256 MiB).
             n_outputs_max=n_parallel,
@@ -186,8 +215,14 @@ class BatchSession:
         """How many sequences run (admitted and not finished)."""
         return sum(s is not None for s in self._slots)
 
-    def admit(self, request: BatchRequest, *, stream: bool = False, sampler: LlamaSampler | None = None,
-              queued_at: float | None = None) -> int:
+    def admit(
+        self,
+        request: BatchRequest,
+        *,
+        stream: bool = False,
+        sampler: LlamaSampler | None = None,
+        queued_at: float | None = None,
+    ) -> int:
         """Put ``request`` in the lowest free slot and return it; its prompt is fed from the next
         :meth:`step`. ``stream``: steps report its new text as it comes (held back while it may
         begin a stop string), else only its result. ``sampler`` (made by ``model.make_sampler``
@@ -207,8 +242,9 @@ class BatchSession:
         self._slots[slot] = self._new_sequence(slot, request, sampler, stream, queued_at)
         return slot
 
-    def _new_sequence(self, slot: int, request: BatchRequest, sampler: LlamaSampler, stream: bool,
-                      queued_at: float | None) -> _Sequence:
+    def _new_sequence(
+        self, slot: int, request: BatchRequest, sampler: LlamaSampler, stream: bool, queued_at: float | None
+    ) -> _Sequence:
         s = _Sequence()
         s.request, s.seq_id, s.sampler, s.stream = request, slot, sampler, stream
         s.fed = 0  # prompt tokens already in the batch
@@ -402,9 +438,13 @@ class BatchSession:
     def _result(self, s: _Sequence, finish: str, text: str) -> BatchResult:
         started = s.first_at or s.admitted
         return BatchResult(
-            key=s.request.key, text=text, finish_reason=finish,
-            prompt_tokens=len(s.request.tokens), completion_tokens=s.generated,
-            wait_s=s.admitted - s.queued_at, prompt_s=started - s.admitted,
+            key=s.request.key,
+            text=text,
+            finish_reason=finish,
+            prompt_tokens=len(s.request.tokens),
+            completion_tokens=s.generated,
+            wait_s=s.admitted - s.queued_at,
+            prompt_s=started - s.admitted,
             generation_s=time.perf_counter() - s.first_at if s.generated else 0.0,
         )
 

@@ -24,9 +24,17 @@ def _decode_tokens(ctx: LlamaContext, tokens: list[int], n_batch: int) -> None:
     ctx.synchronize()
 
 
-def bench_pp_tg(model: Model, *, n_prompt: int = 512, n_gen: int = 128, reps: int = 5,
-                n_threads: int | None = None, seed: int = 1, n_batch: int = 2048,
-                n_ubatch: int = 512) -> tuple[list[float], list[float]]:
+def bench_pp_tg(
+    model: Model,
+    *,
+    n_prompt: int = 512,
+    n_gen: int = 128,
+    reps: int = 5,
+    n_threads: int | None = None,
+    seed: int = 1,
+    n_batch: int = 2048,
+    n_ubatch: int = 512,
+) -> tuple[list[float], list[float]]:
     """Tokens/s of each repetition of llama-bench's ppN and tgN tests.
 
     As llama-bench does: one warm-up of each test, then per repetition the cache is cleared; pp is
@@ -34,8 +42,9 @@ def bench_pp_tg(model: Model, *, n_prompt: int = 512, n_gen: int = 128, reps: in
     """
     rng = random.Random(seed)
     # llama-bench's defaults: n_batch 2048, n_ubatch 512, n_ctx = n_prompt + n_gen.
-    ctx = model.new_context(n_ctx=n_prompt + n_gen, n_seq_max=1, n_batch=n_batch, n_ubatch=n_ubatch,
-                            n_threads=n_threads, kv_unified=False)
+    ctx = model.new_context(
+        n_ctx=n_prompt + n_gen, n_seq_max=1, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=n_threads, kv_unified=False
+    )
     n_batch = ctx.n_batch
     n_vocab, add_bos, bos = model.llama.n_vocab(), model.llama.add_bos(), model.llama.bos()
 
@@ -89,8 +98,9 @@ class BatchedBench:
         return self.n_parallel * (self.n_prompt + self.n_gen) / (self.prompt_s + self.generation_s)
 
 
-def _decode_entries(ctx: LlamaContext, batch: LlamaBatch, entries: list[tuple[int, int, int, bool]],
-                    n_batch: int) -> None:
+def _decode_entries(
+    ctx: LlamaContext, batch: LlamaBatch, entries: list[tuple[int, int, int, bool]], n_batch: int
+) -> None:
     """Decode (token, position, sequence, wants logits) entries, ``n_batch`` at a time."""
     tok, pos, nseq, seqs, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
     for start in range(0, len(entries), n_batch):
@@ -105,15 +115,22 @@ def _decode_entries(ctx: LlamaContext, batch: LlamaBatch, entries: list[tuple[in
     ctx.synchronize()
 
 
-def bench_batched(model: Model, n_parallel: int, *, n_prompt: int = 128, n_gen: int = 128,
-                  n_threads: int | None = None, seed: int = 1) -> BatchedBench:
+def bench_batched(
+    model: Model, n_parallel: int, *, n_prompt: int = 128, n_gen: int = 128, n_threads: int | None = None, seed: int = 1
+) -> BatchedBench:
     """llama-batched-bench's test: ``n_parallel`` prompts of ``n_prompt`` tokens decoded, then
     ``n_gen`` steps of one token per sequence (no sampling), after one warm-up decode."""
     rng = random.Random(seed)
     n_batch = 512
     n_vocab = model.llama.n_vocab()
-    ctx = model.new_context(n_ctx=n_parallel * (n_prompt + n_gen), n_seq_max=n_parallel, n_batch=n_batch,
-                            n_ubatch=512, n_threads=n_threads, kv_unified=False)
+    ctx = model.new_context(
+        n_ctx=n_parallel * (n_prompt + n_gen),
+        n_seq_max=n_parallel,
+        n_batch=n_batch,
+        n_ubatch=512,
+        n_threads=n_threads,
+        kv_unified=False,
+    )
     # llama.cpp clamps the batch to the context: small tests (-p/-n of a few tokens) get a smaller one.
     n_batch = ctx.n_batch
     with ctx, LlamaBatch(max(n_batch, n_parallel), 1) as batch:
@@ -123,8 +140,10 @@ def bench_batched(model: Model, n_parallel: int, *, n_prompt: int = 128, n_gen: 
         ctx.memory_clear(False)
         # As llama-batched-bench: logits for each sequence's last prompt token, then for every
         # generated token (a real batch samples every sequence at every step).
-        prompt = [(t, i % n_prompt, i // n_prompt, i % n_prompt == n_prompt - 1)
-                  for i, t in enumerate(_random_tokens(n_vocab, n_parallel * n_prompt, rng))]
+        prompt = [
+            (t, i % n_prompt, i // n_prompt, i % n_prompt == n_prompt - 1)
+            for i, t in enumerate(_random_tokens(n_vocab, n_parallel * n_prompt, rng))
+        ]
         started = time.perf_counter()
         _decode_entries(ctx, batch, prompt, n_batch)
         prompt_s = time.perf_counter() - started

@@ -162,8 +162,15 @@ class _Owner:
 class LlamaModel(_Owner):
     """One ``llama_model`` loaded from a GGUF file, with its vocabulary."""
 
-    def __init__(self, path: Path, *, n_gpu_layers: int = 0, use_extra_bufts: bool = True,
-                 use_mmap: bool = True, cpu_patterns: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_gpu_layers: int = 0,
+        use_extra_bufts: bool = True,
+        use_mmap: bool = True,
+        cpu_patterns: Sequence[str] = (),
+    ) -> None:
         """``cpu_patterns``: regexes on tensor names whose tensors stay in a CPU buffer wherever
         their layer goes (llama.cpp's ``-ot PATTERN=CPU``)."""
         self.path = Path(path)
@@ -283,8 +290,7 @@ def buffers_mib(lines: Sequence[str]) -> dict[str, float]:
     return sizes
 
 
-def _new_context(model: LlamaModel, params: Any, flash_attn: bool | None, type_k: str, type_v: str,
-                 what: str) -> Any:
+def _new_context(model: LlamaModel, params: Any, flash_attn: bool | None, type_k: str, type_v: str, what: str) -> Any:
     """``llama_init_from_model`` with the attention settings every context shares (flash attention:
     None lets llama.cpp decide; the K and V cache types); ModelLoadError with llama.cpp's own
     reason when it refuses."""
@@ -306,11 +312,24 @@ class LlamaContext(_Owner):
     ``flash_attn=None`` (llama.cpp decides).
     """
 
-    def __init__(self, model: LlamaModel, *, n_ctx: int, n_batch: int, n_ubatch: int, n_seq_max: int,
-                 n_threads: int, n_threads_batch: int, type_k: str = "f16", type_v: str = "f16",
-                 flash_attn: bool | None = None, kv_unified: bool | None = None,
-                 n_outputs_max: int | None = None, no_perf: bool = True,
-                 what: str = "create a context for") -> None:
+    def __init__(
+        self,
+        model: LlamaModel,
+        *,
+        n_ctx: int,
+        n_batch: int,
+        n_ubatch: int,
+        n_seq_max: int,
+        n_threads: int,
+        n_threads_batch: int,
+        type_k: str = "f16",
+        type_v: str = "f16",
+        flash_attn: bool | None = None,
+        kv_unified: bool | None = None,
+        n_outputs_max: int | None = None,
+        no_perf: bool = True,
+        what: str = "create a context for",
+    ) -> None:
         self._ptr = None
         params = L.llama_context_default_params()
         params.n_ctx = n_ctx
@@ -378,8 +397,7 @@ class LlamaContext(_Owner):
         or None if llama.cpp refused it (another model, a context too small, a damaged file)."""
         tokens = (L.llama_token * capacity)()
         count = ctypes.c_size_t(0)
-        read = L.llama_state_seq_load_file(self._ptr, str(path).encode(), seq_id, tokens, capacity,
-                                           ctypes.byref(count))
+        read = L.llama_state_seq_load_file(self._ptr, str(path).encode(), seq_id, tokens, capacity, ctypes.byref(count))
         return list(tokens[: count.value]) if read else None
 
 
@@ -396,8 +414,16 @@ class LlamaEmbedder(_Owner):
     and ``n_ubatch`` equal ``n_ctx``: the longest sequence it takes.
     """
 
-    def __init__(self, model: LlamaModel, *, n_ctx: int, n_threads: int, type_k: str = "f16", type_v: str = "f16",
-                 flash_attn: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: LlamaModel,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        type_k: str = "f16",
+        type_v: str = "f16",
+        flash_attn: bool | None = None,
+    ) -> None:
         self._ptr = None
         self._batch: LlamaBatch | None = None
         params = L.llama_context_default_params()
@@ -627,7 +653,9 @@ def _ggml_dev_lib():
             fn.argtypes = [ctypes.c_void_p]
         lib.ggml_backend_dev_memory.restype = None
         lib.ggml_backend_dev_memory.argtypes = [
-            ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_size_t),
+            ctypes.POINTER(ctypes.c_size_t),
         ]
         lib.ggml_backend_dev_type.restype = ctypes.c_int
         lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
@@ -649,13 +677,15 @@ def device_list() -> list[tuple[str, str, str, int, int]]:
             continue
         free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
         lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        out.append((
-            (lib.ggml_backend_dev_name(dev) or b"").decode("utf-8", errors="replace"),
-            (lib.ggml_backend_dev_description(dev) or b"").decode("utf-8", errors="replace"),
-            DEVICE_TYPES.get(lib.ggml_backend_dev_type(dev), "unknown"),
-            int(free.value),
-            int(total.value),
-        ))
+        out.append(
+            (
+                (lib.ggml_backend_dev_name(dev) or b"").decode("utf-8", errors="replace"),
+                (lib.ggml_backend_dev_description(dev) or b"").decode("utf-8", errors="replace"),
+                DEVICE_TYPES.get(lib.ggml_backend_dev_type(dev), "unknown"),
+                int(free.value),
+                int(total.value),
+            )
+        )
     return out
 
 
@@ -678,8 +708,9 @@ def build_info() -> dict[str, object]:
     lib.ggml_backend_reg_count.argtypes = []
     lib.ggml_backend_reg_get.restype = ctypes.c_void_p
     lib.ggml_backend_reg_get.argtypes = [ctypes.c_size_t]
-    backends = [_c_text(lib, "ggml_backend_reg_name", lib.ggml_backend_reg_get(i))
-                for i in range(lib.ggml_backend_reg_count())]
+    backends = [
+        _c_text(lib, "ggml_backend_reg_name", lib.ggml_backend_reg_get(i)) for i in range(lib.ggml_backend_reg_count())
+    ]
     return {
         "llama": L.llama_version().decode("utf-8", errors="replace") if hasattr(L, "llama_version") else "",
         "ggml": _c_text(lib, "ggml_version"),

@@ -48,15 +48,25 @@ class Model:
 
         started = time.perf_counter()
         repack = o.repack if o.repack is not None else not build_has_amx()
-        self.llama = LlamaModel(self.path, n_gpu_layers=o.n_gpu_layers, use_extra_bufts=repack, use_mmap=o.use_mmap,
-                                cpu_patterns=cpu_expert_patterns(o.cpu_moe_layers))
+        self.llama = LlamaModel(
+            self.path,
+            n_gpu_layers=o.n_gpu_layers,
+            use_extra_bufts=repack,
+            use_mmap=o.use_mmap,
+            cpu_patterns=cpu_expert_patterns(o.cpu_moe_layers),
+        )
         self.n_ctx_train = self.llama.n_ctx_train()
         n_ctx = o.n_ctx or min(DEFAULT_CTX, self.n_ctx_train or DEFAULT_CTX)
         self.n_threads = o.n_threads or default_threads()
         try:
             self._ctx = self.new_context(
-                n_ctx=n_ctx, n_seq_max=1, n_batch=min(o.n_batch, n_ctx), n_ubatch=min(o.n_ubatch, o.n_batch, n_ctx),
-                n_threads_batch=o.n_threads_batch, no_perf=False, what="create a context for",
+                n_ctx=n_ctx,
+                n_seq_max=1,
+                n_batch=min(o.n_batch, n_ctx),
+                n_ubatch=min(o.n_ubatch, o.n_batch, n_ctx),
+                n_threads_batch=o.n_threads_batch,
+                no_perf=False,
+                what="create a context for",
             )
         except BaseException:
             self.llama.close()
@@ -78,17 +88,38 @@ class Model:
         self._embedder: LlamaEmbedder | None = None  # made by the first embed()
         self._embed_lock = threading.Lock()
 
-    def new_context(self, *, n_ctx: int, n_seq_max: int, n_batch: int, n_ubatch: int, n_threads: int | None = None,
-                    n_threads_batch: int | None = None, kv_unified: bool | None = None,
-                    n_outputs_max: int | None = None, no_perf: bool = True,
-                    what: str = "create a batch context for") -> LlamaContext:
+    def new_context(
+        self,
+        *,
+        n_ctx: int,
+        n_seq_max: int,
+        n_batch: int,
+        n_ubatch: int,
+        n_threads: int | None = None,
+        n_threads_batch: int | None = None,
+        kv_unified: bool | None = None,
+        n_outputs_max: int | None = None,
+        no_perf: bool = True,
+        what: str = "create a batch context for",
+    ) -> LlamaContext:
         """Another llama.cpp context over these weights, with this model's KV and attention options."""
         threads = n_threads or self.n_threads
         o = self.options
         return LlamaContext(
-            self.llama, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_seq_max=n_seq_max, n_threads=threads,
-            n_threads_batch=n_threads_batch or threads, type_k=o.type_k, type_v=o.type_v, flash_attn=o.flash_attn,
-            kv_unified=kv_unified, n_outputs_max=n_outputs_max, no_perf=no_perf, what=what,
+            self.llama,
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_ubatch,
+            n_seq_max=n_seq_max,
+            n_threads=threads,
+            n_threads_batch=n_threads_batch or threads,
+            type_k=o.type_k,
+            type_v=o.type_v,
+            flash_attn=o.flash_attn,
+            kv_unified=kv_unified,
+            n_outputs_max=n_outputs_max,
+            no_perf=no_perf,
+            what=what,
         )
 
     # -- lifetime -----------------------------------------------------------------------------
@@ -220,8 +251,14 @@ class Model:
             self._embedder = None
         if self._embedder is None:
             o = self.options
-            self._embedder = LlamaEmbedder(self.llama, n_ctx=n_ctx, n_threads=self.n_threads, type_k=o.type_k,
-                                           type_v=o.type_v, flash_attn=o.flash_attn)
+            self._embedder = LlamaEmbedder(
+                self.llama,
+                n_ctx=n_ctx,
+                n_threads=self.n_threads,
+                type_k=o.type_k,
+                type_v=o.type_v,
+                flash_attn=o.flash_attn,
+            )
         return self._embedder
 
     # -- the KV cache -------------------------------------------------------------------------
@@ -261,8 +298,9 @@ class Model:
             self._evaluated = tokens
             return len(tokens)
 
-    def _decode(self, tokens: list[int], cancel: threading.Event | None,
-                done: Callable[[int], None] | None = None) -> bool:
+    def _decode(
+        self, tokens: list[int], cancel: threading.Event | None, done: Callable[[int], None] | None = None
+    ) -> bool:
         """Evaluate ``tokens`` after the cached ones, in batches; ``done`` is told how many are
         evaluated after each batch. False if cancelled."""
         ctx = self._ctx

@@ -161,13 +161,23 @@ class BatchEngine:
     nothing to do. :meth:`close` stops it and frees the context.
     """
 
-    def __init__(self, model: Model, n_parallel: int, n_ctx_seq: int | None = None, *,
-                 queue_size: int = 64, n_batch: int = 512, n_ubatch: int = 512, n_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        n_parallel: int,
+        n_ctx_seq: int | None = None,
+        *,
+        queue_size: int = 64,
+        n_batch: int = 512,
+        n_ubatch: int = 512,
+        n_threads: int | None = None,
+    ) -> None:
         if queue_size < 0:
             raise ValueError("queue_size must not be negative")
         self.model = model
-        self._session = BatchSession(model, n_parallel, n_ctx_seq, n_batch=n_batch, n_ubatch=n_ubatch,
-                                     n_threads=n_threads)
+        self._session = BatchSession(
+            model, n_parallel, n_ctx_seq, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=n_threads
+        )
         self.n_parallel = n_parallel
         self.n_ctx_seq = self._session.n_ctx_seq
         self.queue_size = queue_size
@@ -253,7 +263,8 @@ class BatchEngine:
             retry = max(1.0, round(self._sequence_s * (1 + len(self._queue) / self.n_parallel), 1))
             raise QueueFullError(
                 f"all {self.n_parallel} sequences are busy and {len(self._queue)} requests wait",
-                hint=f"retry in {retry:g} s", retry_after_s=retry,
+                hint=f"retry in {retry:g} s",
+                retry_after_s=retry,
             )
 
     def _request_cancel(self, stream: SequenceStream) -> None:
@@ -267,7 +278,7 @@ class BatchEngine:
         try:
             while self._next_round():
                 self._step()
-        except BaseException as exc:  # noqa: BLE001 - every stream must end, whatever went wrong
+        except BaseException as exc:  # every stream must end, whatever went wrong
             self._fail_everything(exc)
 
     def _next_round(self) -> bool:
@@ -347,10 +358,18 @@ class BatchEngine:
             stream._sampler.close()
             stream._sampler = None
         waited = time.perf_counter() - stream.queued_at
-        stream._finish(BatchResult(
-            key=stream.key, text="", finish_reason="cancelled", prompt_tokens=stream.prompt_tokens,
-            completion_tokens=0, wait_s=waited, prompt_s=0.0, generation_s=0.0,
-        ))
+        stream._finish(
+            BatchResult(
+                key=stream.key,
+                text="",
+                finish_reason="cancelled",
+                prompt_tokens=stream.prompt_tokens,
+                completion_tokens=0,
+                wait_s=waited,
+                prompt_s=0.0,
+                generation_s=0.0,
+            )
+        )
 
     def _fail_everything(self, exc: BaseException) -> None:
         error = exc if isinstance(exc, GenerationError) else GenerationError(f"the batch engine stopped: {exc!r}")

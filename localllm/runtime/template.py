@@ -82,7 +82,9 @@ def _environment():
             return bounded
 
     env = BoundedEnvironment(
-        loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True,
+        loader=jinja2.BaseLoader(),
+        trim_blocks=True,
+        lstrip_blocks=True,
         extensions=[IgnoreGenerationTags, jinja2.ext.loopcontrols],
     )
     env.filters["tojson"] = _tojson
@@ -142,9 +144,16 @@ class ChatTemplate:
 
     def render(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
         context = dict(
-            messages=list(messages), bos_token=self.bos_token, eos_token=self.eos_token,
-            add_generation_prompt=add_generation_prompt, raise_exception=_raise_exception,
-            strftime_now=_strftime_now, functions=None, function_call=None, tools=None, tool_choice=None,
+            messages=list(messages),
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+            add_generation_prompt=add_generation_prompt,
+            raise_exception=_raise_exception,
+            strftime_now=_strftime_now,
+            functions=None,
+            function_call=None,
+            tools=None,
+            tool_choice=None,
         )
         try:
             return self._bounded(context)

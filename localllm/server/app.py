@@ -33,20 +33,30 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     """Unknown paths (404) and wrong methods (405) in the API's error shape."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     message = exc.detail if isinstance(exc, HTTPException) else "internal server error"
-    return problems.response(problems.RequestError(f"{message}: {request.method} {request.url.path}",
-                                                   status=status), request.url.path)
+    return problems.response(
+        problems.RequestError(f"{message}: {request.method} {request.url.path}", status=status), request.url.path
+    )
 
 
 def create_app(manager: ModelManager, settings: ServerSettings | None = None) -> Starlette:
     settings = settings or ServerSettings()
     middleware = [Middleware(AccessLog, stream=settings.log)]
     if settings.cors:
-        middleware.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors),
-                                     allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"]))
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["*"],
+            )
+        )
     if settings.api_key:
         middleware.append(Middleware(ApiKey, key=settings.api_key))
-    app = Starlette(routes=[*ollama_api.routes(), *openai_api.routes()], middleware=middleware,
-                    exception_handlers={HTTPException: _http_error})
+    app = Starlette(
+        routes=[*ollama_api.routes(), *openai_api.routes()],
+        middleware=middleware,
+        exception_handlers={HTTPException: _http_error},
+    )
     app.state.manager = manager
     app.state.settings = settings
     return app

@@ -140,7 +140,7 @@ def messages(body: dict[str, Any]) -> list[dict[str, str]]:
     """The chat ``messages``: a non-empty list of {"role", "content"}."""
     value = body.get("messages")
     if not isinstance(value, list) or not value:
-        raise RequestError("'messages' must be a non-empty list of {\"role\", \"content\"} objects", param="messages")
+        raise RequestError('\'messages\' must be a non-empty list of {"role", "content"} objects', param="messages")
     result = []
     for i, message in enumerate(value):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
@@ -158,8 +158,9 @@ def openai_schema(body: dict[str, Any]) -> object | None:
         return None
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     if kind not in ("text", "json_object", "json_schema"):
-        raise RequestError("'response_format' must be {\"type\": \"text\" | \"json_object\" | \"json_schema\"}",
-                           param="response_format")
+        raise RequestError(
+            '\'response_format\' must be {"type": "text" | "json_object" | "json_schema"}', param="response_format"
+        )
     if kind == "text":
         return None
     if kind == "json_object":
@@ -167,8 +168,7 @@ def openai_schema(body: dict[str, Any]) -> object | None:
     inner = fmt.get("json_schema")
     schema = inner.get("schema") if isinstance(inner, dict) else None
     if not isinstance(schema, dict):
-        raise RequestError("'response_format.json_schema.schema' must be a JSON schema object",
-                           param="response_format")
+        raise RequestError("'response_format.json_schema.schema' must be a JSON schema object", param="response_format")
     return schema
 
 
@@ -177,8 +177,14 @@ def openai_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
     f = Fields(body)
     f.integer("n", 1, 1)  # one choice per request
     max_tokens = f.integer("max_completion_tokens", 1, 1 << 24) or f.integer("max_tokens", 1, 1 << 24)
-    common = dict(model=f.string("model"), max_tokens=max_tokens, schema=openai_schema(body),
-                  repeat_penalty=_repeat_penalty(f), ignore_eos=f.boolean("ignore_eos") or False, **f.sampling())
+    common = dict(
+        model=f.string("model"),
+        max_tokens=max_tokens,
+        schema=openai_schema(body),
+        repeat_penalty=_repeat_penalty(f),
+        ignore_eos=f.boolean("ignore_eos") or False,
+        **f.sampling(),
+    )
     if chat:
         return GenerateRequest(messages=messages(body), **common)
     prompt = body.get("prompt")
@@ -215,9 +221,14 @@ def ollama_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
     o = Fields(options, "options.")
     o.integer("num_ctx", 1, 1 << 24)
     num_predict = o.integer("num_predict", -2, 1 << 24)
-    common = dict(model=f.string("model"), schema=ollama_schema(body), keep_alive_s=f.keep_alive(),
-                  max_tokens=num_predict if num_predict and num_predict > 0 else None,
-                  repeat_penalty=_repeat_penalty(o), **o.sampling())
+    common = dict(
+        model=f.string("model"),
+        schema=ollama_schema(body),
+        keep_alive_s=f.keep_alive(),
+        max_tokens=num_predict if num_predict and num_predict > 0 else None,
+        repeat_penalty=_repeat_penalty(o),
+        **o.sampling(),
+    )
     if chat:
         return GenerateRequest(messages=messages(body), **common)
     prompt = f.string("prompt") or ""

@@ -82,9 +82,12 @@ class ApiKey:
         if scope["type"] != "http" or scope["path"] == "/" or self._allowed(scope):
             await self.app(scope, receive, send)
             return
-        problem = problems.RequestError("a valid API key is required: send 'Authorization: Bearer KEY'",
-                                        status=401, code="invalid_api_key",
-                                        headers={"WWW-Authenticate": "Bearer"})
+        problem = problems.RequestError(
+            "a valid API key is required: send 'Authorization: Bearer KEY'",
+            status=401,
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
         await problems.response(problem, scope["path"])(scope, receive, send)
 
     def _allowed(self, scope: Scope) -> bool:

@@ -39,10 +39,14 @@ def _final(reply: Reply, total_s: float) -> dict[str, Any]:
     """The fields of the last line: why it stopped, the counts and durations (nanoseconds)."""
     result = reply.result
     return {
-        "done": True, "done_reason": "length" if reply.finish_reason == "length" else "stop",
-        "total_duration": _ns(total_s), "load_duration": 0,
-        "prompt_eval_count": reply.prompt_tokens, "prompt_eval_duration": _ns(result.prompt_s) if result else 0,
-        "eval_count": reply.completion_tokens, "eval_duration": _ns(result.generation_s) if result else 0,
+        "done": True,
+        "done_reason": "length" if reply.finish_reason == "length" else "stop",
+        "total_duration": _ns(total_s),
+        "load_duration": 0,
+        "prompt_eval_count": reply.prompt_tokens,
+        "prompt_eval_duration": _ns(result.prompt_s) if result else 0,
+        "eval_count": reply.completion_tokens,
+        "eval_duration": _ns(result.generation_s) if result else 0,
     }
 
 
@@ -69,8 +73,14 @@ def _endpoint(chat: bool):
         if stream is None or stream:
             return StreamingResponse(_lines(request, reply, shape, started), media_type="application/x-ndjson")
         text = await read_all(request, reply)
-        return JSONResponse({"model": reply.model, "created_at": _now(), **shape.piece(text),
-                             **_final(reply, time.perf_counter() - started)})
+        return JSONResponse(
+            {
+                "model": reply.model,
+                "created_at": _now(),
+                **shape.piece(text),
+                **_final(reply, time.perf_counter() - started),
+            }
+        )
 
     return handler
 
@@ -94,7 +104,12 @@ async def _lines(request: Request, reply: Reply, shape: _Shape, started: float) 
     except Exception as exc:  # after the status was sent: the error goes in the stream
         yield dumps(problems.ollama_body(problems.from_exception(exc))) + "\n"
         return
-    last = {"model": reply.model, "created_at": _now(), **shape.piece(""), **_final(reply, time.perf_counter() - started)}
+    last = {
+        "model": reply.model,
+        "created_at": _now(),
+        **shape.piece(""),
+        **_final(reply, time.perf_counter() - started),
+    }
     yield dumps(last) + "\n"
 
 
@@ -102,8 +117,14 @@ def _details(header: Any, quant: str | None) -> dict[str, Any]:
     params = header.n_params or 0
     size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
     family = header.architecture or ""
-    return {"parent_model": "", "format": "gguf", "family": family, "families": [family] if family else None,
-            "parameter_size": size, "quantization_level": quant or header.file_type_name or ""}
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": family,
+        "families": [family] if family else None,
+        "parameter_size": size,
+        "quantization_level": quant or header.file_type_name or "",
+    }
 
 
 def _header(path: Any) -> Any:
@@ -119,8 +140,16 @@ def _tags(models: list[Any]) -> list[dict[str, Any]]:
             details = _details(_header(m.path()), m.quant)
         except (LocalLLMError, OSError):  # a file that cannot be read is listed without details, not dropped
             details = None
-        rows.append({"name": m.key, "model": m.key, "modified_at": _iso(m.installed_at), "size": m.size,
-                     "digest": m.sha256 or "", "details": details})
+        rows.append(
+            {
+                "name": m.key,
+                "model": m.key,
+                "modified_at": _iso(m.installed_at),
+                "size": m.size,
+                "digest": m.sha256 or "",
+                "details": details,
+            }
+        )
     return rows
 
 
@@ -140,15 +169,25 @@ async def show(request: Request) -> Response:
     info = await run_in_threadpool(manager(request).describe, name)
     header = await run_in_threadpool(_header, info["path"])
     quant = info["name"].partition(":")[2] or None
-    model_info = {"general.architecture": info["architecture"], "general.parameter_count": info["parameters"],
-                  f"{info['architecture']}.context_length": info["context_length"],
-                  f"{info['architecture']}.block_count": info["layers"],
-                  f"{info['architecture']}.embedding_length": info["embedding_length"]}
-    return JSONResponse({
-        "modelfile": f"FROM {info['path']}\n", "parameters": "", "template": info["chat_template"] or "",
-        "license": info["license"] or "", "details": _details(header, quant), "model_info": model_info,
-        "capabilities": ["completion"], "modified_at": _now(),
-    })
+    model_info = {
+        "general.architecture": info["architecture"],
+        "general.parameter_count": info["parameters"],
+        f"{info['architecture']}.context_length": info["context_length"],
+        f"{info['architecture']}.block_count": info["layers"],
+        f"{info['architecture']}.embedding_length": info["embedding_length"],
+    }
+    return JSONResponse(
+        {
+            "modelfile": f"FROM {info['path']}\n",
+            "parameters": "",
+            "template": info["chat_template"] or "",
+            "license": info["license"] or "",
+            "details": _details(header, quant),
+            "model_info": model_info,
+            "capabilities": ["completion"],
+            "modified_at": _now(),
+        }
+    )
 
 
 @answers_errors
@@ -159,9 +198,18 @@ async def ps(request: Request) -> Response:
     for r in running:
         header = await run_in_threadpool(_header, r.path)
         expires = _iso(now + r.expires_in_s) if r.expires_in_s is not None else "2318-01-01T00:00:00Z"
-        rows.append({"name": r.name, "model": r.name, "size": r.size, "digest": "", "size_vram": 0,
-                     "details": _details(header, r.name.partition(":")[2] or None), "expires_at": expires,
-                     "context_length": r.n_ctx_seq})
+        rows.append(
+            {
+                "name": r.name,
+                "model": r.name,
+                "size": r.size,
+                "digest": "",
+                "size_vram": 0,
+                "details": _details(header, r.name.partition(":")[2] or None),
+                "expires_at": expires,
+                "context_length": r.n_ctx_seq,
+            }
+        )
     return JSONResponse({"models": rows})
 
 

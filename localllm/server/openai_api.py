@@ -26,8 +26,11 @@ MAX_EMBED_INPUTS = 2048
 
 
 def _usage(reply: Reply) -> dict[str, int]:
-    return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-            "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+    return {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+    }
 
 
 def _finish_reason(reply: Reply) -> str:
@@ -45,8 +48,12 @@ class _Shape:
 
     def choice(self, text: str, finish: str | None) -> dict[str, Any]:
         if self.chat:
-            return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                    "finish_reason": finish}
+            return {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
         return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
 
     def delta(self, text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
@@ -71,11 +78,20 @@ def _completions(chat: bool):
         created = int(time.time())
         if stream:
             events = _events(request, reply, shape, ident, created)
-            return StreamingResponse(events, media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            )
         text = await read_all(request, reply)
-        return JSONResponse({"id": ident, "object": shape.object, "created": created, "model": reply.model,
-                             "choices": [shape.choice(text, _finish_reason(reply))], "usage": _usage(reply)})
+        return JSONResponse(
+            {
+                "id": ident,
+                "object": shape.object,
+                "created": created,
+                "model": reply.model,
+                "choices": [shape.choice(text, _finish_reason(reply))],
+                "usage": _usage(reply),
+            }
+        )
 
     return handler
 
@@ -98,8 +114,7 @@ async def _events(request: Request, reply: Reply, shape: _Shape, ident: str, cre
 @answers_errors
 async def list_models(request: Request) -> Response:
     installed = await run_in_threadpool(manager(request).installed)
-    data = [{"id": m.key, "object": "model", "created": int(m.installed_at), "owned_by": "localllm"}
-            for m in installed]
+    data = [{"id": m.key, "object": "model", "created": int(m.installed_at), "owned_by": "localllm"} for m in installed]
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -107,10 +122,15 @@ def _embed_inputs(data: dict[str, Any]) -> list[str]:
     value = data.get("input")
     if isinstance(value, str):
         value = [value]
-    if (not isinstance(value, list) or not value or len(value) > MAX_EMBED_INPUTS
-            or not all(isinstance(v, str) for v in value)):
-        raise problems.RequestError(f"'input' must be a string or a list of 1 to {MAX_EMBED_INPUTS} strings",
-                                    param="input")
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > MAX_EMBED_INPUTS
+        or not all(isinstance(v, str) for v in value)
+    ):
+        raise problems.RequestError(
+            f"'input' must be a string or a list of 1 to {MAX_EMBED_INPUTS} strings", param="input"
+        )
     return value
 
 
@@ -127,14 +147,17 @@ async def embeddings(request: Request) -> Response:
     model = f.string("model")
     encoding = f.string("encoding_format") or "float"
     if encoding not in ("float", "base64"):
-        raise problems.RequestError("'encoding_format' must be \"float\" or \"base64\"", param="encoding_format")
+        raise problems.RequestError('\'encoding_format\' must be "float" or "base64"', param="encoding_format")
     key, vectors, n_tokens = await run_in_threadpool(manager(request).embed, model, texts)
     log = log_of(request.scope)
     log.model, log.prompt_tokens = key, n_tokens
-    rows = [{"object": "embedding", "index": i, "embedding": _base64(v) if encoding == "base64" else v}
-            for i, v in enumerate(vectors)]
-    return JSONResponse({"object": "list", "data": rows, "model": key,
-                         "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
+    rows = [
+        {"object": "embedding", "index": i, "embedding": _base64(v) if encoding == "base64" else v}
+        for i, v in enumerate(vectors)
+    ]
+    return JSONResponse(
+        {"object": "list", "data": rows, "model": key, "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
+    )
 
 
 def routes() -> list[Route]:

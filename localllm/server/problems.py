@@ -19,8 +19,15 @@ from localllm import errors
 class RequestError(Exception):
     """A request the server cannot take as it is (HTTP 400 unless ``status`` says otherwise)."""
 
-    def __init__(self, message: str, param: str | None = None, *, status: int = 400, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        *,
+        status: int = 400,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
@@ -29,8 +36,14 @@ class RequestError(Exception):
         self.headers = headers or {}
 
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
-          413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "server_error",
+}
 
 
 def _retry_after(exc: Exception) -> dict[str, str]:
@@ -60,14 +73,24 @@ def from_exception(exc: BaseException) -> RequestError:
         status, code, headers = _status_of(exc)
         message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
         return RequestError(message, status=status, code=code, headers=headers)
-    print("localllm serve: internal error:", "".join(traceback.format_exception_only(type(exc), exc)).strip(),
-          file=sys.stderr, flush=True)
+    print(
+        "localllm serve: internal error:",
+        "".join(traceback.format_exception_only(type(exc), exc)).strip(),
+        file=sys.stderr,
+        flush=True,
+    )
     return RequestError("internal server error (see the server's log)", status=500)
 
 
 def openai_body(problem: RequestError) -> dict:
-    return {"error": {"message": problem.message, "type": _TYPES.get(problem.status, "server_error"),
-                      "param": problem.param, "code": problem.code}}
+    return {
+        "error": {
+            "message": problem.message,
+            "type": _TYPES.get(problem.status, "server_error"),
+            "param": problem.param,
+            "code": problem.code,
+        }
+    }
 
 
 def ollama_body(problem: RequestError) -> dict:

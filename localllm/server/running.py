@@ -47,8 +47,15 @@ def address_of(sock: socket.socket) -> str:
 
 def make_server(app: ASGIApp, grace_s: float = DEFAULT_GRACE_S) -> uvicorn.Server:
     # uvicorn's own access log and startup lines are off: the app logs one line per request.
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
-                            timeout_graceful_shutdown=grace_s, timeout_keep_alive=30)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        timeout_graceful_shutdown=grace_s,
+        timeout_keep_alive=30,
+    )
     return uvicorn.Server(config)
 
 

@@ -142,17 +142,22 @@ class LocalLLMApp(App):
         if isinstance(screen, ChatScreen):
             yield SystemCommand("New chat", "Start a new chat (^n)", screen.action_new_chat)
             yield SystemCommand("Models", "The models list (^o)", screen.action_models)
-            yield SystemCommand("Chat settings", "System prompt and sampling for this chat (^s)",
-                                screen.action_settings)
+            yield SystemCommand(
+                "Chat settings", "System prompt and sampling for this chat (^s)", screen.action_settings
+            )
             yield SystemCommand("Rename chat", "Rename this chat (F2)", screen.action_rename)
             yield SystemCommand("Export chat", "Save this chat as Markdown or JSON (F3)", screen.action_export)
             yield SystemCommand("Delete chat", "Delete this chat (F8)", screen.action_delete_chat)
-            yield SystemCommand("Copy last reply", "Copy the last reply to the clipboard (^y)",
-                                screen.action_copy_reply)
-            yield SystemCommand("Copy code block", "Copy the last reply's last code block",
-                                lambda: screen.action_copy_reply(code=True))
+            yield SystemCommand(
+                "Copy last reply", "Copy the last reply to the clipboard (^y)", screen.action_copy_reply
+            )
+            yield SystemCommand(
+                "Copy code block", "Copy the last reply's last code block", lambda: screen.action_copy_reply(code=True)
+            )
             yield SystemCommand("Toggle chats list", "Show or hide the saved chats (^b)", screen.action_toggle_sidebar)
-        yield SystemCommand("Light/dark theme", "Switch between the light and dark theme (F9)", self.action_toggle_theme)
+        yield SystemCommand(
+            "Light/dark theme", "Switch between the light and dark theme (F9)", self.action_toggle_theme
+        )
         yield SystemCommand("Keys", "Every key of this screen (F1)", self.action_keys)
         yield from super().get_system_commands(screen)
 
@@ -182,6 +187,11 @@ def make_app(
     if history is None:
         history = History(history_path)
     return LocalLLMApp(
-        services, history, chat_target=chat, conversation_id=conversation_id,
-        open_chat=open_chat, defaults=defaults, theme=theme,
+        services,
+        history,
+        chat_target=chat,
+        conversation_id=conversation_id,
+        open_chat=open_chat,
+        defaults=defaults,
+        theme=theme,
     )

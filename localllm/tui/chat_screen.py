@@ -11,13 +11,13 @@ import threading
 import time
 from typing import Any
 
+from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from markdown_it import MarkdownIt
-from markdown_it.rules_core import StateCore
 from textual.widgets import Button, Footer, ListItem, ListView, Markdown, Static
 
 from localllm.chat import commands
@@ -55,8 +55,15 @@ def reply_parser() -> MarkdownIt:
 class MessageView(Vertical):
     """One message: who said it, then its Markdown."""
 
-    def __init__(self, role: str, content: str, message_id: int | None = None, status: str = hist.COMPLETE,
-                 *, writing: bool = False) -> None:
+    def __init__(
+        self,
+        role: str,
+        content: str,
+        message_id: int | None = None,
+        status: str = hist.COMPLETE,
+        *,
+        writing: bool = False,
+    ) -> None:
         super().__init__(classes=f"message {role}")
         self.role = role
         self.content = content
@@ -151,8 +158,9 @@ class ChatScreen(Screen):
                 yield ListView(id="conversations")
             with Vertical(id="chat-main"):
                 yield VerticalScroll(id="transcript")
-                yield PromptArea(placeholder="Message (Enter sends, Shift+Enter or ^j for a new line, /help)",
-                                 id="prompt")
+                yield PromptArea(
+                    placeholder="Message (Enter sends, Shift+Enter or ^j for a new line, /help)", id="prompt"
+                )
                 yield Static("", id="status")
         yield Footer(compact=True)
 
@@ -222,7 +230,9 @@ class ChatScreen(Screen):
     def _load(self, target: ChatTarget) -> None:
         app = self.app
         try:
-            app.holder.switch(target, lambda t: app.services.load_model(t, app.defaults.n_ctx, app.defaults.n_gpu_layers))
+            app.holder.switch(
+                target, lambda t: app.services.load_model(t, app.defaults.n_ctx, app.defaults.n_gpu_layers)
+            )
         except LocalLLMError as exc:
             self.post_message(ModelLoaded(target.label, exc))
         else:
@@ -249,11 +259,13 @@ class ChatScreen(Screen):
 
     def _show_empty_hint(self) -> None:
         self.query_one("#transcript").mount(
-            Static("Ask anything. Enter sends, Shift+Enter or ^j breaks the line; Esc stops a reply; ^r "
-                   "regenerates; ^e edits your last message; ^y copies the last reply. F2 renames this chat, "
-                   "F3 exports it, F8 deletes it, F9 switches light/dark, F1 lists every key, /help the "
-                   "commands (/system, /set temperature 0.2, /model, /save ...). Chats are saved as you go.",
-                   classes="empty-hint")
+            Static(
+                "Ask anything. Enter sends, Shift+Enter or ^j breaks the line; Esc stops a reply; ^r "
+                "regenerates; ^e edits your last message; ^y copies the last reply. F2 renames this chat, "
+                "F3 exports it, F8 deletes it, F9 switches light/dark, F1 lists every key, /help the "
+                "commands (/system, /set temperature 0.2, /model, /save ...). Chats are saved as you go.",
+                classes="empty-hint",
+            )
         )
 
     def show_conversation(self, conversation_id: int) -> None:
@@ -379,8 +391,9 @@ class ChatScreen(Screen):
                 try:
                     self.app.services.save_state(model, conversation_id)  # reopening the chat is fast
                 except OSError as exc:  # a full disk must not break the chat: the cache is optional
-                    self.app.call_from_thread(self.notify, f"Could not keep this chat's cache: {exc}",
-                                              severity="warning")
+                    self.app.call_from_thread(
+                        self.notify, f"Could not keep this chat's cache: {exc}", severity="warning"
+                    )
 
     def _reply(self, messages: list[dict[str, str]], assistant_id: int, conversation_id: int):
         """Stream one reply into the pending buffer and the history; the model, if it replied."""
@@ -457,8 +470,10 @@ class ChatScreen(Screen):
 
     def on_context_trimmed(self, message: ContextTrimmed) -> None:
         n = message.dropped
-        text = (f"⚠ The conversation is longer than the context: the {n} oldest message"
-                f"{'s' if n != 1 else ''} were left out of this reply.")
+        text = (
+            f"⚠ The conversation is longer than the context: the {n} oldest message"
+            f"{'s' if n != 1 else ''} were left out of this reply."
+        )
         transcript = self.query_one("#transcript", VerticalScroll)
         if self._stream_view is not None and self._stream_view.is_mounted:
             transcript.mount(Static(text, classes="notice"), before=self._stream_view)
@@ -510,7 +525,7 @@ class ChatScreen(Screen):
 
     async def _remove_from(self, view: MessageView) -> None:
         views = self._views()
-        await self.query_one("#transcript").remove_children(views[views.index(view):])
+        await self.query_one("#transcript").remove_children(views[views.index(view) :])
         self.app.history.delete_messages_from(self.conversation_id, view.message_id)
 
     async def action_regenerate(self) -> None:
@@ -568,7 +583,9 @@ class ChatScreen(Screen):
                 return
             self.system_prompt, self.settings = result
             if self.conversation_id is not None:
-                self.app.history.configure(self.conversation_id, system_prompt=self.system_prompt, settings=self.settings)
+                self.app.history.configure(
+                    self.conversation_id, system_prompt=self.system_prompt, settings=self.settings
+                )
             self.notify("Settings saved for this conversation.")
 
         self.app.push_screen(SettingsDialog(self.system_prompt, self.settings), saved)

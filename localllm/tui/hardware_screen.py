@@ -15,8 +15,10 @@ from localllm.format import format_bytes
 
 def describe(hw: Hardware) -> str:
     """The same facts, in the same units, as ``localllm hw``."""
-    gpus = ", ".join(f"{g.name} ({format_bytes(g.free_bytes)} free of {format_bytes(g.total_bytes)})"
-                     for g in hw.gpus) or "none detected"
+    gpus = (
+        ", ".join(f"{g.name} ({format_bytes(g.free_bytes)} free of {format_bytes(g.total_bytes)})" for g in hw.gpus)
+        or "none detected"
+    )
     rows = [
         ("CPU", hw.cpu_model),
         ("Cores", f"{hw.cores_physical} physical, {hw.cores_logical} logical"),

@@ -26,8 +26,9 @@ def key_lines(app, screen: Screen) -> list[tuple[str, str]]:
                 continue
             seen.add(binding.action)
             display = app.get_key_display(binding)
-            rows.append((display.upper() if display[:1] == "f" and display[1:].isdigit() else display,
-                         binding.description))
+            rows.append(
+                (display.upper() if display[:1] == "f" and display[1:].isdigit() else display, binding.description)
+            )
     return rows
 
 

@@ -18,8 +18,10 @@ from .confirm_dialog import ConfirmDialog
 from .services import Hardware, ModelItem, QuantOption
 
 SYMBOLS = {
-    Verdict.FITS: ("✓", "$text-success"), Verdict.TIGHT: ("~", "$text-warning"),
-    Verdict.NO: ("✗", "$text-error"), Verdict.UNKNOWN: ("?", "$text-muted"),
+    Verdict.FITS: ("✓", "$text-success"),
+    Verdict.TIGHT: ("~", "$text-warning"),
+    Verdict.NO: ("✗", "$text-error"),
+    Verdict.UNKNOWN: ("?", "$text-muted"),
 }
 
 
@@ -128,8 +130,13 @@ class ModelsScreen(Screen):
             self.show_why()
             return
         self.options = self.app.services.quant_options(item, self.hardware)
-        where = ("damaged" if item.error else "installed" if item.installed
-                 else ("found on disk" if item.foreign_path else "not installed"))
+        where = (
+            "damaged"
+            if item.error
+            else "installed"
+            if item.installed
+            else ("found on disk" if item.foreign_path else "not installed")
+        )
         title = f"[b]{item.display}[/b]  {item.params}  ({where})".replace("  ()", "")
         self.query_one("#model-title", Static).update(Content.from_markup(title))
         about = item.description

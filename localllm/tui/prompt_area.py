@@ -33,8 +33,15 @@ class PromptArea(TextArea):
         pass
 
     def __init__(self, *, placeholder: str = "", id: str | None = None) -> None:
-        super().__init__(id=id, soft_wrap=True, show_line_numbers=False, tab_behavior="focus",
-                         placeholder=placeholder, compact=True, highlight_cursor_line=False)
+        super().__init__(
+            id=id,
+            soft_wrap=True,
+            show_line_numbers=False,
+            tab_behavior="focus",
+            placeholder=placeholder,
+            compact=True,
+            highlight_cursor_line=False,
+        )
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":

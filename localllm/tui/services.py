@@ -105,24 +105,50 @@ class Services:
             if row.model is not None:
                 by_name.setdefault(row.name.lower(), []).append(row.model)
         items = [
-            ModelItem(name=e.name, display=e.display, params=format_count(e.params),
-                      description=e.description, entry=e, installed=by_name.pop(e.name, []))
+            ModelItem(
+                name=e.name,
+                display=e.display,
+                params=format_count(e.params),
+                description=e.description,
+                entry=e,
+                installed=by_name.pop(e.name, []),
+            )
             for e in catalog.load_catalog()
         ]
         for models in by_name.values():  # Hub references outside the catalog, imports
-            items.append(ModelItem(name=models[0].name, display=models[0].name, params="",
-                                   description=f"installed from {models[0].source}", installed=models))
+            items.append(
+                ModelItem(
+                    name=models[0].name,
+                    display=models[0].name,
+                    params="",
+                    description=f"installed from {models[0].source}",
+                    installed=models,
+                )
+            )
         for row in listed:
             if not row.installed:
-                items.append(ModelItem(name=row.path.stem, display=row.path.name, params="",
-                                       description=f"found in {row.source}: {row.path}", foreign_path=row.path,
-                                       foreign_app=row.source))
+                items.append(
+                    ModelItem(
+                        name=row.path.stem,
+                        display=row.path.name,
+                        params="",
+                        description=f"found in {row.source}: {row.path}",
+                        foreign_path=row.path,
+                        foreign_app=row.source,
+                    )
+                )
 
         for i, row in enumerate(r for r in listed if r.error is not None):  # shown as bad, the rest still listed
             shown = _plain(row.key)
-            items.append(ModelItem(name=f"damaged-{i}:{row.key}", display=shown, params="",
-                                   description=f"damaged manifest entry: {_plain(row.error or '')}"
-                                   f" (localllm rm {shown} forgets it)", error=row.error or "damaged"))
+            items.append(
+                ModelItem(
+                    name=f"damaged-{i}:{row.key}",
+                    display=shown,
+                    params="",
+                    description=f"damaged manifest entry: {_plain(row.error or '')} (localllm rm {shown} forgets it)",
+                    error=row.error or "damaged",
+                )
+            )
 
         def recency(item: ModelItem) -> float:
             return max((m.last_used or m.installed_at for m in item.installed), default=0.0)

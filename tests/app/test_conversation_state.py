@@ -16,8 +16,13 @@ def long_chat(turns: int = 12) -> list[dict[str, str]]:
     messages = []
     for n in range(turns):
         messages.append({"role": "user", "content": f"Tell me fact number {n} about the river Thames and its bridges."})
-        messages.append({"role": "assistant", "content": f"Fact {n}: the Thames flows through London under many bridges, "
-                                                          "among them Tower Bridge and London Bridge."})
+        messages.append(
+            {
+                "role": "assistant",
+                "content": f"Fact {n}: the Thames flows through London under many bridges, "
+                "among them Tower Bridge and London Bridge.",
+            }
+        )
     return messages + [{"role": "user", "content": "Which bridge did you name first?"}]
 
 

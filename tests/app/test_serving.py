@@ -24,8 +24,9 @@ def three_models(installed_starter, isolated_home):
         dest = isolated_home / "models" / relative
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.link(source, dest)
-        store.record(store.InstalledModel(name=name, quant="Q4_1", files=[relative], size=installed_starter.size,
-                                          source="test"))
+        store.record(
+            store.InstalledModel(name=name, quant="Q4_1", files=[relative], size=installed_starter.size, source="test")
+        )
         names.append(f"{name}:Q4_1")
     return names
 

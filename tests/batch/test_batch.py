@@ -41,11 +41,17 @@ def model(smollm2_path):
         yield m
 
 
-def run_core(model, records, *, n_parallel=2, defaults=batch.BatchDefaults(max_tokens=12), n_ctx_seq=512):
+def run_core(model, records, *, n_parallel=2, defaults=None, n_ctx_seq=512):
+    defaults = defaults or batch.BatchDefaults(max_tokens=12)
     out = io.StringIO()
     state = batch.run_batch(
-        model, batch.read_lines(lines_of(*records)), batch.StreamWriter(out),
-        n_parallel=n_parallel, n_ctx_seq=n_ctx_seq, defaults=defaults, n_threads=1,
+        model,
+        batch.read_lines(lines_of(*records)),
+        batch.StreamWriter(out),
+        n_parallel=n_parallel,
+        n_ctx_seq=n_ctx_seq,
+        defaults=defaults,
+        n_threads=1,
     )
     return [json.loads(line) for line in out.getvalue().splitlines()], state
 
@@ -55,12 +61,24 @@ def run_core(model, records, *, n_parallel=2, defaults=batch.BatchDefaults(max_t
 
 def test_prompts_and_messages_are_answered(cli, smollm2_path, tmp_path):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    src.write_text(lines_of(
-        {"id": "capital", "prompt": "What is the capital of France? Answer in one word.", "temperature": 0,
-         "max_tokens": 16},
-        {"id": 7, "messages": [{"role": "system", "content": "You are terse."},
-                               {"role": "user", "content": "Name a primary color."}], "max_tokens": 8},
-    ))
+    src.write_text(
+        lines_of(
+            {
+                "id": "capital",
+                "prompt": "What is the capital of France? Answer in one word.",
+                "temperature": 0,
+                "max_tokens": 16,
+            },
+            {
+                "id": 7,
+                "messages": [
+                    {"role": "system", "content": "You are terse."},
+                    {"role": "user", "content": "Name a primary color."},
+                ],
+                "max_tokens": 8,
+            },
+        )
+    )
     result = batch_cli(cli, smollm2_path, str(src), "-o", str(out))
     assert result.returncode == 0, result.stderr
     records = {r["id"]: r for r in read_records(out)}
@@ -78,17 +96,19 @@ def test_prompts_and_messages_are_answered(cli, smollm2_path, tmp_path):
 
 def test_bad_lines_become_error_records_and_the_batch_goes_on(cli, smollm2_path, tmp_path):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    src.write_text(lines_of(
-        "{not json",
-        {"prompt": "no id here"},
-        {"id": "a", "prompt": "Say hi.", "max_tokens": 4},
-        {"id": "b"},
-        {"id": "a", "prompt": "the same id again"},
-        {"id": "c", "prompt": "word " * 600},
-        {"id": "d", "prompt": "Say bye.", "max_tokens": 0},
-        {"id": "e", "prompt": "Say yes.", "max_tokens": 4},
-        {"id": "f", "prompt": "Say no.", "json_schema": {"type": "wat"}},
-    ))
+    src.write_text(
+        lines_of(
+            "{not json",
+            {"prompt": "no id here"},
+            {"id": "a", "prompt": "Say hi.", "max_tokens": 4},
+            {"id": "b"},
+            {"id": "a", "prompt": "the same id again"},
+            {"id": "c", "prompt": "word " * 600},
+            {"id": "d", "prompt": "Say bye.", "max_tokens": 0},
+            {"id": "e", "prompt": "Say yes.", "max_tokens": 4},
+            {"id": "f", "prompt": "Say no.", "json_schema": {"type": "wat"}},
+        )
+    )
     result = batch_cli(cli, smollm2_path, str(src), "-o", str(out))
     assert result.returncode == 3, result.stderr  # lines failed: README, batch
     assert "7 of 9 lines failed" in result.stderr
@@ -109,13 +129,21 @@ def test_bad_lines_become_error_records_and_the_batch_goes_on(cli, smollm2_path,
 
 def test_rerun_skips_what_the_output_holds(cli, smollm2_path, tmp_path):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    src.write_text(lines_of(
-        {"id": 1, "prompt": "Say one.", "max_tokens": 4},
-        "broken",
-        {"id": 2, "prompt": "Say two.", "max_tokens": 4},
-    ))
-    done_before = {"id": 1, "text": "(from an earlier run)", "finish_reason": "stop", "prompt_tokens": 1,
-                   "completion_tokens": 1, "timing": {}}
+    src.write_text(
+        lines_of(
+            {"id": 1, "prompt": "Say one.", "max_tokens": 4},
+            "broken",
+            {"id": 2, "prompt": "Say two.", "max_tokens": 4},
+        )
+    )
+    done_before = {
+        "id": 1,
+        "text": "(from an earlier run)",
+        "finish_reason": "stop",
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+        "timing": {},
+    }
     out.write_text(json.dumps(done_before) + "\n")
     first = batch_cli(cli, smollm2_path, str(src), "-o", str(out))
     assert first.returncode == 3, first.stderr
@@ -135,10 +163,32 @@ def test_sigkill_leaves_whole_lines_and_a_rerun_completes(smollm2_path, tmp_path
     # Far more work than the first three lines take (each line generates 48 tokens, end of text
     # ignored), so the kill lands mid-batch however fast or loaded the machine is.
     ids = [f"r{i}" for i in range(40)]
-    src.write_text(lines_of(*({"id": i, "prompt": f"Count from 1 to {n + 3}.", "max_tokens": 48,
-                               "temperature": 0, "ignore_eos": True} for n, i in enumerate(ids))))
-    command = [sys.executable, "-m", "localllm", "batch", "-m", str(smollm2_path), str(src), "-o", str(out),
-               "--threads", THREADS, "--ctx", "256", "--parallel", "2", "--quiet"]
+    src.write_text(
+        lines_of(
+            *(
+                {"id": i, "prompt": f"Count from 1 to {n + 3}.", "max_tokens": 48, "temperature": 0, "ignore_eos": True}
+                for n, i in enumerate(ids)
+            )
+        )
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "localllm",
+        "batch",
+        "-m",
+        str(smollm2_path),
+        str(src),
+        "-o",
+        str(out),
+        "--threads",
+        THREADS,
+        "--ctx",
+        "256",
+        "--parallel",
+        "2",
+        "--quiet",
+    ]
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -167,12 +217,31 @@ def test_sigkill_leaves_whole_lines_and_a_rerun_completes(smollm2_path, tmp_path
 
 def test_ctrl_c_keeps_what_is_written_and_exits_130(smollm2_path, tmp_path):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    src.write_text(lines_of(*({"id": i, "prompt": "Tell me a long story.", "max_tokens": 40, "seed": i}
-                              for i in range(20))))
+    src.write_text(
+        lines_of(*({"id": i, "prompt": "Tell me a long story.", "max_tokens": 40, "seed": i} for i in range(20)))
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "localllm", "batch", "-m", str(smollm2_path), str(src), "-o", str(out),
-         "--threads", THREADS, "--ctx", "256", "--parallel", "2"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "localllm",
+            "batch",
+            "-m",
+            str(smollm2_path),
+            str(src),
+            "-o",
+            str(out),
+            "--threads",
+            THREADS,
+            "--ctx",
+            "256",
+            "--parallel",
+            "2",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out.exists() and out.read_bytes().count(b"\n") >= 1):
@@ -186,8 +255,15 @@ def test_ctrl_c_keeps_what_is_written_and_exits_130(smollm2_path, tmp_path):
 
 
 def test_stdin_and_stdout(cli, smollm2_path):
-    result = batch_cli(cli, smollm2_path, "-", "-o", "-", "--quiet",
-                       input=lines_of({"id": "x", "prompt": "Say hi.", "max_tokens": 4}, "oops"))
+    result = batch_cli(
+        cli,
+        smollm2_path,
+        "-",
+        "-o",
+        "-",
+        "--quiet",
+        input=lines_of({"id": "x", "prompt": "Say hi.", "max_tokens": 4}, "oops"),
+    )
     assert result.returncode == 3, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert sorted(str(r["id"]) for r in records) == ["None", "x"]
@@ -195,16 +271,26 @@ def test_stdin_and_stdout(cli, smollm2_path):
 
 
 def test_structured_output_matches_the_schema(model):
-    schema = {"type": "object",
-              "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
-                             "mood": {"enum": ["happy", "sad"]}},
-              "required": ["name", "age", "mood"]}
-    records, _ = run_core(model, [
-        {"id": 1, "prompt": "Describe a person as JSON.", "json_schema": schema, "max_tokens": 60, "seed": 3},
-        {"id": 2, "prompt": "Describe a cat as JSON.", "max_tokens": 60, "seed": 4,
-         "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}},
-        {"id": 3, "prompt": "Any JSON object.", "max_tokens": 60, "response_format": {"type": "json_object"}},
-    ], defaults=batch.BatchDefaults(max_tokens=60))
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "mood": {"enum": ["happy", "sad"]}},
+        "required": ["name", "age", "mood"],
+    }
+    records, _ = run_core(
+        model,
+        [
+            {"id": 1, "prompt": "Describe a person as JSON.", "json_schema": schema, "max_tokens": 60, "seed": 3},
+            {
+                "id": 2,
+                "prompt": "Describe a cat as JSON.",
+                "max_tokens": 60,
+                "seed": 4,
+                "response_format": {"type": "json_schema", "json_schema": {"schema": schema}},
+            },
+            {"id": 3, "prompt": "Any JSON object.", "max_tokens": 60, "response_format": {"type": "json_object"}},
+        ],
+        defaults=batch.BatchDefaults(max_tokens=60),
+    )
     by_id = {r["id"]: r for r in records}
     for key in (1, 2):
         value = json.loads(by_id[key]["text"])
@@ -215,8 +301,10 @@ def test_structured_output_matches_the_schema(model):
 
 
 def test_same_input_seeds_and_parallel_give_the_same_output(model):
-    records = [{"id": i, "prompt": f"Write a sentence about the number {i}.", "seed": 100 + i,
-                "temperature": 0.9} for i in range(5)]
+    records = [
+        {"id": i, "prompt": f"Write a sentence about the number {i}.", "seed": 100 + i, "temperature": 0.9}
+        for i in range(5)
+    ]
     first, _ = run_core(model, records, n_parallel=3)
     second, _ = run_core(model, records, n_parallel=3)
     strip = lambda rs: [(r["id"], r["text"], r["completion_tokens"]) for r in rs]  # noqa: E731
@@ -226,15 +314,19 @@ def test_same_input_seeds_and_parallel_give_the_same_output(model):
 
 def test_more_requests_than_sequences_run_several_at_once(model):
     n = 3
-    records = [{"id": i, "prompt": f"List {i + 2} fruits.", "max_tokens": 10 + 3 * i, "temperature": 0,
-                "ignore_eos": True} for i in range(8)]
+    records = [
+        {"id": i, "prompt": f"List {i + 2} fruits.", "max_tokens": 10 + 3 * i, "temperature": 0, "ignore_eos": True}
+        for i in range(8)
+    ]
     results, state = run_core(model, records, n_parallel=n, defaults=batch.BatchDefaults(max_tokens=40))
     assert sorted(r["id"] for r in results) == list(range(8))
     assert state.done == 8
     assert all(r["completion_tokens"] == 10 + 3 * r["id"] for r in results)
     # Each sequence lives from admission to its last token; count how many overlap.
-    spans = [(r["timing"]["wait_s"], r["timing"]["wait_s"] + r["timing"]["prompt_s"] + r["timing"]["generation_s"])
-             for r in results]
+    spans = [
+        (r["timing"]["wait_s"], r["timing"]["wait_s"] + r["timing"]["prompt_s"] + r["timing"]["generation_s"])
+        for r in results
+    ]
     most = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
     assert most == n
     # New ones were admitted as others finished, not after the first group was done.
@@ -242,10 +334,18 @@ def test_more_requests_than_sequences_run_several_at_once(model):
 
 
 def test_stop_strings_end_the_reply(model):
-    records, _ = run_core(model, [
-        {"id": "s", "prompt": "Count from 1 to 10, separated by commas.", "temperature": 0, "stop": ["4"],
-         "max_tokens": 40},
-    ])
+    records, _ = run_core(
+        model,
+        [
+            {
+                "id": "s",
+                "prompt": "Count from 1 to 10, separated by commas.",
+                "temperature": 0,
+                "stop": ["4"],
+                "max_tokens": 40,
+            },
+        ],
+    )
     assert records[0]["finish_reason"] == "stop"
     assert "4" not in records[0]["text"] and "3" in records[0]["text"]
 
@@ -276,8 +376,21 @@ def test_default_parallel_is_what_the_planner_fits(smollm2_path):
 
 
 def test_bench_json(cli, smollm2_path):
-    result = cli("bench", str(smollm2_path), "-r", "2", "-p", "64", "-n", "16", "--threads", THREADS,
-                 "--parallel", "1,2", "--json")
+    result = cli(
+        "bench",
+        str(smollm2_path),
+        "-r",
+        "2",
+        "-p",
+        "64",
+        "-n",
+        "16",
+        "--threads",
+        THREADS,
+        "--parallel",
+        "1,2",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     tests = {row["test"]: row for row in report["results"]}
@@ -325,8 +438,10 @@ def test_cancel_stops_between_steps_and_frees_the_sequences(model):
 
     cancel = threading.Event()
     prompt = model.tokenize(model.render_chat([{"role": "user", "content": "Tell a story."}]), add_special=False)
-    requests = [runtime.BatchRequest(i, prompt, runtime.SamplingOptions(max_tokens=4 + 4 * i, ignore_eos=True, seed=i))
-                for i in range(6)]
+    requests = [
+        runtime.BatchRequest(i, prompt, runtime.SamplingOptions(max_tokens=4 + 4 * i, ignore_eos=True, seed=i))
+        for i in range(6)
+    ]
     with runtime.BatchSession(model, 2, 256, n_threads=1) as session:
         finished = []
         for result in session.run(requests, cancel=cancel):
@@ -352,7 +467,8 @@ def test_bench_uses_the_planned_gpu_layers_and_says_so(cli, smollm2_path, monkey
         assert opened.load_report.settings["n_gpu_layers"] == -1
     with app.open_for_bench(str(smollm2_path), n_ctx=1024, n_gpu_layers=0, n_threads=1) as opened:
         assert opened.load_report.settings["n_gpu_layers"] == 0
-    result = cli("bench", str(smollm2_path), "-r", "1", "-p", "16", "-n", "4", "--parallel", "1", "--threads", "1",
-                 "--json")
+    result = cli(
+        "bench", str(smollm2_path), "-r", "1", "-p", "16", "-n", "4", "--parallel", "1", "--threads", "1", "--json"
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["gpu_layers"] == 0  # this machine has no GPU: the planner keeps the CPU

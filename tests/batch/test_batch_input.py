@@ -46,8 +46,14 @@ def test_hostile_lines_are_line_errors(name):
 
 
 def test_lines_split_on_newline_only_with_a_bom_and_crlf_accepted():
-    data = ("\ufeff" + json.dumps({"id": 1, "prompt": "a\u2028b\u2029c\x85d\x0ce"}, ensure_ascii=False) + "\r\n"
-            + "\n  \n" + json.dumps({"id": 2, "prompt": "z"}) + "\n").encode()
+    data = (
+        "\ufeff"
+        + json.dumps({"id": 1, "prompt": "a\u2028b\u2029c\x85d\x0ce"}, ensure_ascii=False)
+        + "\r\n"
+        + "\n  \n"
+        + json.dumps({"id": 2, "prompt": "z"})
+        + "\n"
+    ).encode()
     lines = jobs.read_lines(data)
     assert [n for n, _ in lines] == [1, 4]
     assert jobs.parse_line(lines[0][1], 1).messages[0]["content"] == "a\u2028b\u2029c\x85d\x0ce"
@@ -65,8 +71,15 @@ def model(smollm2_path):
 def test_a_batch_of_hostile_lines_answers_the_good_ones(model):
     data = b"\n".join([good("first"), *(raw for raw, _ in HOSTILE.values()), good("last")]) + b"\n"
     out = io.StringIO()
-    state = jobs.run_batch(model, jobs.read_lines(data), jobs.StreamWriter(out), n_parallel=2, n_ctx_seq=64,
-                           defaults=jobs.BatchDefaults(max_tokens=2), n_threads=1)
+    state = jobs.run_batch(
+        model,
+        jobs.read_lines(data),
+        jobs.StreamWriter(out),
+        n_parallel=2,
+        n_ctx_seq=64,
+        defaults=jobs.BatchDefaults(max_tokens=2),
+        n_threads=1,
+    )
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     assert sorted(r["id"] for r in records if "text" in r) == ["first", "last"]
     assert sorted(r["line"] for r in records if "error" in r) == list(range(2, 2 + len(HOSTILE)))
@@ -78,15 +91,18 @@ def test_a_batch_of_hostile_lines_answers_the_good_ones(model):
 RECORD = {"id": 1, "text": "x", "finish_reason": "stop", "prompt_tokens": 1, "completion_tokens": 1, "timing": {}}
 
 
-@pytest.mark.parametrize("content", [
-    b"hello world",  # no final newline: was emptied
-    b"notes\nmore notes",  # was cut to its first line, then refused
-    b'{"id": 1, "prompt": "an input file"}\n',  # JSON objects, but not records
-    b'{"a": 1}\n{"b": 2}',
-    json.dumps(RECORD).encode() + b"\n" + b"trailing words",  # records, then a tail no record starts with
-    b"[1, 2]\n",
-    b"\xff\xfe binary \x00\n",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"hello world",  # no final newline: was emptied
+        b"notes\nmore notes",  # was cut to its first line, then refused
+        b'{"id": 1, "prompt": "an input file"}\n',  # JSON objects, but not records
+        b'{"a": 1}\n{"b": 2}',
+        json.dumps(RECORD).encode() + b"\n" + b"trailing words",  # records, then a tail no record starts with
+        b"[1, 2]\n",
+        b"\xff\xfe binary \x00\n",
+    ],
+)
 def test_an_output_that_is_not_batch_output_is_refused_untouched(tmp_path, content):
     out = tmp_path / "out.jsonl"
     out.write_bytes(content)
@@ -160,9 +176,26 @@ def test_batch_cli_with_latin1_and_hostile_stdin_goes_on_and_exits_3(smollm2_pat
     out = tmp_path / "out.jsonl"
     data = b"\xef\xbb\xbf" + good("first") + b"\n" + HOSTILE["latin-1"][0] + b"\n" + HOSTILE["deep"][0] + b"\n"
     proc = subprocess.run(
-        [sys.executable, "-m", "localllm", "batch", "-m", str(smollm2_path), "--threads", "1", "--ctx", "256",
-         "-n", "2", "-", "-o", str(out)],
-        input=data, capture_output=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "localllm",
+            "batch",
+            "-m",
+            str(smollm2_path),
+            "--threads",
+            "1",
+            "--ctx",
+            "256",
+            "-n",
+            "2",
+            "-",
+            "-o",
+            str(out),
+        ],
+        input=data,
+        capture_output=True,
+        timeout=180,
     )
     err = proc.stderr.decode()
     assert proc.returncode == 3, err

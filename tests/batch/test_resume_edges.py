@@ -15,8 +15,14 @@ from localllm.errors import OutputError, UsageError
 
 
 def record(ident, text="x") -> dict:
-    return {"id": ident, "text": text, "finish_reason": "stop", "prompt_tokens": 1, "completion_tokens": 1,
-            "timing": {}}
+    return {
+        "id": ident,
+        "text": text,
+        "finish_reason": "stop",
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+        "timing": {},
+    }
 
 
 def error_record(ident, line, message="bad") -> dict:
@@ -47,11 +53,12 @@ def rerun(model, out: Path, lines) -> tuple[list[dict], jobs.BatchProgress]:
     before = out.read_bytes() if out.exists() else b""
     writer = jobs.ResultWriter(out)
     try:
-        state = jobs.run_batch(model, lines, writer, n_parallel=2, n_ctx_seq=64,
-                               defaults=jobs.BatchDefaults(max_tokens=2), n_threads=1)
+        state = jobs.run_batch(
+            model, lines, writer, n_parallel=2, n_ctx_seq=64, defaults=jobs.BatchDefaults(max_tokens=2), n_threads=1
+        )
     finally:
         writer.close()
-    added = out.read_bytes()[len(before):]
+    added = out.read_bytes()[len(before) :]
     return [json.loads(line) for line in added.decode().splitlines()], state
 
 
@@ -119,9 +126,16 @@ def test_progress_is_reported_for_every_finished_line(model, tmp_path):
     seen: list[tuple[int, int]] = []
     writer = jobs.ResultWriter(tmp_path / "out.jsonl")
     try:
-        jobs.run_batch(model, input_lines(prompt("a"), "not json", prompt("b")), writer, n_parallel=2, n_ctx_seq=64,
-                       defaults=jobs.BatchDefaults(max_tokens=2), n_threads=1,
-                       progress=lambda s: seen.append((s.done, s.errors)))
+        jobs.run_batch(
+            model,
+            input_lines(prompt("a"), "not json", prompt("b")),
+            writer,
+            n_parallel=2,
+            n_ctx_seq=64,
+            defaults=jobs.BatchDefaults(max_tokens=2),
+            n_threads=1,
+            progress=lambda s: seen.append((s.done, s.errors)),
+        )
     finally:
         writer.close()
     assert seen[0] == (0, 0) and seen[-1] == (2, 1)
@@ -158,12 +172,15 @@ def test_blank_lines_in_the_output_are_tolerated(tmp_path):
     assert writer.done_ids == {'"a"'} and writer.failed_lines == {4}
 
 
-@pytest.mark.parametrize("bad", [
-    {"text": "no id"},
-    {"id": 1, "error": "a line number that is not one", "line": "3"},
-    {"id": 1, "error": "no line number"},
-    {"id": 1, "finish_reason": "stop"},  # neither text nor error
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"text": "no id"},
+        {"id": 1, "error": "a line number that is not one", "line": "3"},
+        {"id": 1, "error": "no line number"},
+        {"id": 1, "finish_reason": "stop"},  # neither text nor error
+    ],
+)
 def test_a_line_that_is_almost_a_record_is_refused_and_named(tmp_path, bad):
     out = tmp_path / "out.jsonl"
     write_output(out, record("a"), bad)
@@ -190,8 +207,9 @@ def test_records_are_appended_whole_in_utf8_after_what_is_there(tmp_path):
     writer.write(record("é", text="café ☕"))
     writer.close()
     data = out.read_bytes()
-    assert data.endswith('"café ☕"'.encode() + b', "finish_reason": "stop", "prompt_tokens": 1, '
-                         b'"completion_tokens": 1, "timing": {}}\n')
+    assert data.endswith(
+        '"café ☕"'.encode() + b', "finish_reason": "stop", "prompt_tokens": 1, "completion_tokens": 1, "timing": {}}\n'
+    )
     assert [json.loads(line)["id"] for line in data.decode().splitlines()] == ["a", "é"]
     assert out.stat().st_mode & 0o777 == 0o644 & ~_umask()
 

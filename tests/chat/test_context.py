@@ -31,10 +31,10 @@ def test_drops_oldest_turns_and_keeps_system_prompt():
     assert fitted.messages[0]["role"] == "system"
     assert fitted.messages[1]["role"] == "user"  # never starts with an orphaned reply
     assert fitted.messages[-1] == {"role": "user", "content": "last question"}
-    assert fitted.messages[1:] == messages[1 + fitted.dropped:]
+    assert fitted.messages[1:] == messages[1 + fitted.dropped :]
     assert fitted.prompt_tokens <= 150
     # and it kept as much as fits: one more turn would not
-    longer = [messages[0]] + messages[1 + fitted.dropped - 2:]
+    longer = [messages[0]] + messages[1 + fitted.dropped - 2 :]
     assert len(model.tokenize(model.render_chat(longer))) > 150
 
 

@@ -53,7 +53,8 @@ def test_partial_reply_survives_a_crash(tmp_path):
     # No close(): a crash. Another process opening the file sees everything committed so far.
     reopened = History(path).get(conv)
     assert [(m.content, m.status) for m in reopened.messages] == [
-        ("Tell me a story", hist.COMPLETE), ("Once upon a time", hist.PARTIAL)
+        ("Tell me a story", hist.COMPLETE),
+        ("Once upon a time", hist.PARTIAL),
     ]
 
 
@@ -83,7 +84,8 @@ def test_export_markdown_and_json(tmp_path):
     data = json.loads(db.export(conv, tmp_path / "c.json").read_text())
     assert data["title"] == "Capitals" and data["model"] == "smollm2:Q4_1"
     assert [(m["role"], m["content"], m["status"]) for m in data["messages"]] == [
-        ("user", "Capital of France?", "complete"), ("assistant", "Paris.", "stopped")
+        ("user", "Capital of France?", "complete"),
+        ("assistant", "Paris.", "stopped"),
     ]
 
 

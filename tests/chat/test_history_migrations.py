@@ -37,8 +37,16 @@ CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id,
 """
 
 CONVERSATIONS = [
-    (1, "Bonjour ☕ — café", "smollm2-135m", "/m/a.gguf", "Réponds en français.", '{"temperature": 0.7}',
-     1700000000.5, 1700000100.25),
+    (
+        1,
+        "Bonjour ☕ — café",
+        "smollm2-135m",
+        "/m/a.gguf",
+        "Réponds en français.",
+        '{"temperature": 0.7}',
+        1700000000.5,
+        1700000100.25,
+    ),
     (2, "New chat", "", "", "", "{}", 1700000200.0, 1700000300.0),
 ]
 MESSAGES = [
@@ -65,8 +73,10 @@ def released_database(path: Path) -> Path:
 def rows(path: Path) -> tuple[list[tuple], list[tuple]]:
     db = sqlite3.connect(path)
     try:
-        return (db.execute("SELECT * FROM conversations ORDER BY id").fetchall(),
-                db.execute("SELECT * FROM messages ORDER BY id").fetchall())
+        return (
+            db.execute("SELECT * FROM conversations ORDER BY id").fetchall(),
+            db.execute("SELECT * FROM messages ORDER BY id").fetchall(),
+        )
     finally:
         db.close()
 
@@ -129,6 +139,7 @@ def test_fresh_database_gets_every_migration(tmp_path: Path) -> None:
 
 def test_fresh_database_has_the_released_schema(tmp_path: Path) -> None:
     """Migration 1 makes the same tables the release did (compared column by column)."""
+
     def columns(path: Path) -> dict[str, list[tuple]]:
         db = sqlite3.connect(path)
         try:

@@ -110,8 +110,10 @@ def test_models_helper_lists_installed_names_without_loading_llama_cpp(cli):
     result = cli("completion", "--models")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["qwen", "qwen:Q4_K_M", "qwen:Q8_0"]
-    probe = ("import sys; from localllm.cli import main; main(['completion', '--models']); "
-             "assert 'llama_cpp' not in sys.modules and 'localllm.runtime' not in sys.modules")
+    probe = (
+        "import sys; from localllm.cli import main; main(['completion', '--models']); "
+        "assert 'llama_cpp' not in sys.modules and 'localllm.runtime' not in sys.modules"
+    )
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
 
 
@@ -163,25 +165,44 @@ def test_fish_script_names_every_command_option_and_model_argument(tmp_path, loc
         assert re.fullmatch(rf"(?:{_FISH_WORD.pattern})(?: (?:{_FISH_WORD.pattern}))*", line), line
     _, commands = completion.describe(build_parser())
     for command in commands:
-        assert any(line.startswith(f"complete -c localllm -n __fish_use_subcommand -f -a {command.name} -d ")
-                   for line in lines)
+        assert any(
+            line.startswith(f"complete -c localllm -n __fish_use_subcommand -f -a {command.name} -d ") for line in lines
+        )
     run_model = [line for line in lines if "'__fish_seen_subcommand_from run'" in line and "-l model" in line]
-    assert run_model == [next(line for line in lines if line.startswith(
-        "complete -c localllm -n '__fish_seen_subcommand_from run' -s m -l model -r -f -a '(__localllm_models)'"))]
+    assert run_model == [
+        next(
+            line
+            for line in lines
+            if line.startswith(
+                "complete -c localllm -n '__fish_seen_subcommand_from run' -s m -l model -r -f -a '(__localllm_models)'"
+            )
+        )
+    ]
     assert "complete -c localllm -n '__fish_seen_subcommand_from rm' -r -f -a '(__localllm_models)'" in lines
     assert "-d 'show llama.cpp\\'s log on stderr'" in text
     _syntax_ok("fish", text, tmp_path)
     if shutil.which("fish"):  # fish answers `complete -C LINE` without a terminal
         name = installed_starter.name
-        offered = {line: _fish_offers(tmp_path / "localllm.fish", line, localllm_bin)
-                   for line in ("localllm ru", "localllm run --te", "localllm run -m ", "localllm rm ")}
-        assert offered == {"localllm ru": ["run"], "localllm run --te": ["--temperature"],
-                           "localllm run -m ": [name], "localllm rm ": [name]}
+        offered = {
+            line: _fish_offers(tmp_path / "localllm.fish", line, localllm_bin)
+            for line in ("localllm ru", "localllm run --te", "localllm run -m ", "localllm rm ")
+        }
+        assert offered == {
+            "localllm ru": ["run"],
+            "localllm run --te": ["--temperature"],
+            "localllm run -m ": [name],
+            "localllm rm ": [name],
+        }
 
 
 def _fish_offers(script: Path, line: str, bin_dir: Path) -> list[str]:
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["fish", "--no-config", "-c", f"source {script}; complete -C {shlex.quote(line)}"],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        ["fish", "--no-config", "-c", f"source {script}; complete -C {shlex.quote(line)}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     return [row.split("\t")[0] for row in result.stdout.splitlines()]

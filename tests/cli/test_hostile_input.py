@@ -9,13 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support import ggufedit
 
 
 def run(*args, input: bytes = b"", env=None, timeout=120) -> tuple[int, str, str]:
-    proc = subprocess.run([sys.executable, "-m", "localllm", *args], input=input, capture_output=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-m", "localllm", *args],
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
 
 
@@ -38,8 +42,12 @@ def odd_files(tmp_path: Path) -> dict[str, Path]:
     broken.symlink_to(tmp_path / "nowhere.gguf")
     folder = tmp_path / "folder.gguf"
     folder.mkdir()
-    return {"named pipe (FIFO)": fifo, "symbolic link loop": loop, "broken symbolic link": broken,
-            "is a directory": folder}
+    return {
+        "named pipe (FIFO)": fifo,
+        "symbolic link loop": loop,
+        "broken symbolic link": broken,
+        "is a directory": folder,
+    }
 
 
 @pytest.mark.parametrize("command", ["inspect", "fit", "run"])
@@ -61,7 +69,9 @@ def test_an_unreadable_file_is_one_line(tmp_path, monkeypatch, capsys):
     path.chmod(0)
     if os.geteuid() == 0:
         real_access = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == path else real_access(p, mode, **kw))
+        monkeypatch.setattr(
+            os, "access", lambda p, mode, **kw: False if Path(p) == path else real_access(p, mode, **kw)
+        )
     code = main(["inspect", str(path)])
     err = capsys.readouterr().err
     one_error_line(code, err, "permission denied")
@@ -69,10 +79,17 @@ def test_an_unreadable_file_is_one_line(tmp_path, monkeypatch, capsys):
 
 def test_escape_sequences_in_names_are_shown_escaped(smollm2_path, tmp_path):
     parts = ggufedit.split(smollm2_path)
-    path = ggufedit.write(tmp_path / "evil\x1b[2J.gguf", parts,
-                          {"general.name": "\x1b[2J\x1b[H\x9b31mowned\x07", "general.license": "\x1b]0;title\x07"})
-    for args in (["inspect", str(path)], ["inspect", "--json", str(path)], ["fit", str(path)],
-                 ["fit", "--json", str(path)]):
+    path = ggufedit.write(
+        tmp_path / "evil\x1b[2J.gguf",
+        parts,
+        {"general.name": "\x1b[2J\x1b[H\x9b31mowned\x07", "general.license": "\x1b]0;title\x07"},
+    )
+    for args in (
+        ["inspect", str(path)],
+        ["inspect", "--json", str(path)],
+        ["fit", str(path)],
+        ["fit", "--json", str(path)],
+    ):
         code, out, err = run(*args)
         assert code == 0, err
         assert "\x1b" not in out + err and "\x9b" not in out + err and "\x07" not in out + err, args
@@ -82,10 +99,12 @@ def test_escape_sequences_in_names_are_shown_escaped(smollm2_path, tmp_path):
 
 def test_bad_metadata_is_one_line_naming_the_key(smollm2_path, tmp_path):
     parts = ggufedit.split(smollm2_path)
-    for changes, key in (({"llama.block_count": 1000}, "llama.block_count"),
-                         ({"llama.context_length": "8192"}, "llama.context_length"),
-                         ({"llama.attention.head_count": [9, 9]}, "llama.attention.head_count"),
-                         ({"llama.expert_used_count": 2}, "llama.expert_used_count")):
+    for changes, key in (
+        ({"llama.block_count": 1000}, "llama.block_count"),
+        ({"llama.context_length": "8192"}, "llama.context_length"),
+        ({"llama.attention.head_count": [9, 9]}, "llama.attention.head_count"),
+        ({"llama.expert_used_count": 2}, "llama.expert_used_count"),
+    ):
         path = ggufedit.write(tmp_path / "bad.gguf", parts, changes)
         for args in (["inspect", str(path)], ["fit", str(path)], ["run", "-m", str(path), "hi"]):
             code, out, err = run(*args)

@@ -103,8 +103,12 @@ def test_sigkill_mid_download_then_resume(hub, online, isolated_home, smollm2_pa
     size = smollm2_path.stat().st_size
     hub.fault("/resolve/", rate=15_000_000, times=1)  # slow enough to be killed midway
     env = {**os.environ, **online}
-    proc = subprocess.Popen([sys.executable, "-m", "localllm", "pull", f"{REPO}:Q4_K_M"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localllm", "pull", f"{REPO}:Q4_K_M"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     part_dir = isolated_home / "models" / ".partial"
     deadline = time.monotonic() + 60
     kept = 0
@@ -119,8 +123,13 @@ def test_sigkill_mid_download_then_resume(hub, online, isolated_home, smollm2_pa
     assert 0 < kept < size
     kept = next(part_dir.glob("*.part")).stat().st_size
     hub.reset_counts()
-    result = subprocess.run([sys.executable, "-m", "localllm", "pull", f"{REPO}:Q4_K_M"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "localllm", "pull", f"{REPO}:Q4_K_M"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     model = store.find_installed(REPO, "Q4_K_M")
     assert sha256(model.path()) == sha256(smollm2_path)
@@ -133,8 +142,13 @@ def test_sigkill_mid_download_then_resume(hub, online, isolated_home, smollm2_pa
 def test_ctrl_c_keeps_the_partial_and_says_the_next_pull_resumes(hub, online, isolated_home):
     hub.fault("/resolve/", rate=10_000_000, times=1)
     env = {**os.environ, **online}
-    proc = subprocess.Popen([sys.executable, "-m", "localllm", "pull", f"{REPO}:Q4_K_M"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localllm", "pull", f"{REPO}:Q4_K_M"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     part_dir = isolated_home / "models" / ".partial"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(p.stat().st_size > 5_000_000 for p in part_dir.glob("*.part")):
@@ -174,9 +188,15 @@ def test_store_core_stays_free_of_shells_and_list_of_heavy_imports():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     listing = subprocess.run(
-        [sys.executable, "-c", "import sys; from localllm.cli import main; main(['list']); "
-         "print([m for m in sys.modules if m.split('.')[0] in ('huggingface_hub', 'gguf', 'numpy', 'httpx2', 'llama_cpp')])"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from localllm.cli import main; main(['list']); "
+            "print([m for m in sys.modules if m.split('.')[0] in ('huggingface_hub', 'gguf', 'numpy', 'httpx2', 'llama_cpp')])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert listing.strip().splitlines()[-1] == "[]"
 
@@ -229,8 +249,12 @@ def test_https_proxy_is_used_for_file_bytes(online, proxy, monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     monkeypatch.delenv("NO_PROXY", raising=False)
     with pytest.raises(errors.NetworkError):
-        download.download("https://cdn.example.invalid/x.gguf", size=10, sha256="0" * 64,
-                          policy=download.RetryPolicy(retries=0, backoff=0.01, stall_timeout=5))
+        download.download(
+            "https://cdn.example.invalid/x.gguf",
+            size=10,
+            sha256="0" * 64,
+            policy=download.RetryPolicy(retries=0, backoff=0.01, stall_timeout=5),
+        )
     assert proxy.requests and all(r.startswith("CONNECT cdn.example.invalid:443 ") for r in proxy.requests)
 
 

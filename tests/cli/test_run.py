@@ -84,9 +84,23 @@ def test_system_prompt_changes_the_prompt(cli, installed_starter):
 
 def test_ctrl_c_keeps_partial_reply_and_exits_130(installed_starter):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "localllm", "run", "--seed", "1", "-n", "2000", "--ctx", "4096",
-         "Write a very long story about a lighthouse keeper."],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(),
+        [
+            sys.executable,
+            "-m",
+            "localllm",
+            "run",
+            "--seed",
+            "1",
+            "-n",
+            "2000",
+            "--ctx",
+            "4096",
+            "Write a very long story about a lighthouse keeper.",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
     )
     received = b""
     deadline = time.monotonic() + 120
@@ -202,8 +216,10 @@ def test_top_k_and_top_p_reach_the_sampler(cli, installed_starter):
         top_p = cli("run", "-t", "1", "--top-k", "0", "--top-p", "0.0001", "--seed", seed, *n, "Tell me about cats.")
         assert top_p.returncode == 0, top_p.stderr
         assert top_p.stdout == greedy.stdout
-    free = {cli("run", "-t", "1", "--top-k", "0", "--top-p", "1", "--seed", seed, *n, "Tell me about cats.").stdout
-            for seed in ("1", "2", "3")}
+    free = {
+        cli("run", "-t", "1", "--top-k", "0", "--top-p", "1", "--seed", seed, *n, "Tell me about cats.").stdout
+        for seed in ("1", "2", "3")
+    }
     assert len(free) > 1  # without them sampling is live: the seeds give different replies
 
 

@@ -123,10 +123,16 @@ def _ollama(root: Path, src: Path, model: str = "smollm2", tag: str = "135m") ->
     (root / "blobs" / ("sha256-" + "0" * 64)).write_text("{{ .Prompt }}")  # a template blob
     manifest = root / "manifests" / "registry.ollama.ai" / "library" / model / tag
     manifest.parent.mkdir(parents=True)
-    manifest.write_text(json.dumps({"layers": [
-        {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}"},
-        {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "0" * 64},
-    ]}))
+    manifest.write_text(
+        json.dumps(
+            {
+                "layers": [
+                    {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}"},
+                    {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "0" * 64},
+                ]
+            }
+        )
+    )
     return blob
 
 
@@ -201,8 +207,9 @@ def _rm_on_a_terminal(*args: str, answer: str | None) -> tuple[int, str]:
     import sys
 
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "localllm", "rm", *args],
-                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localllm", "rm", *args], stdin=slave, stdout=slave, stderr=slave, close_fds=True
+    )
     os.close(slave)
     seen = b""
     answered = False

@@ -19,8 +19,17 @@ def args_for(*argv: str) -> argparse.Namespace:
 
 
 def test_a_terminal_chat_takes_slash_commands_and_is_saved(installed_starter, tmp_path, capsys):
-    lines = iter(["/set temperature 0", "/system Answer in one short sentence.", "",
-                  "What is the capital city of France?", "/nonsense", f"/save {tmp_path / 'chat.md'}", "/bye"])
+    lines = iter(
+        [
+            "/set temperature 0",
+            "/system Answer in one short sentence.",
+            "",
+            "What is the capital city of France?",
+            "/nonsense",
+            f"/save {tmp_path / 'chat.md'}",
+            "/bye",
+        ]
+    )
     assert run_cli.interactive(args_for("-m", "smollm2-135m-instruct", "-n", "24"), read=lambda _: next(lines)) == 0
     out, err = capsys.readouterr()
     assert "Paris" in out

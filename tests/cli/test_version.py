@@ -25,8 +25,10 @@ def test_version_names_localllm_llama_cpp_python_commit_and_backends(cli):
 
 
 def test_help_does_not_load_llama_cpp():
-    probe = ("import sys\nfrom localllm.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-             "assert 'llama_cpp' not in sys.modules, 'llama_cpp was imported'\n")
+    probe = (
+        "import sys\nfrom localllm.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'llama_cpp' not in sys.modules, 'llama_cpp was imported'\n"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "--version" in result.stdout and "llama.cpp build" in result.stdout
@@ -36,9 +38,13 @@ def test_version_without_loadable_bindings_still_names_localllm(cli, tmp_path: P
     """A llama-cpp-python whose library cannot load: the version still prints, with the reason."""
     broken = tmp_path / "broken"
     (broken / "llama_cpp").mkdir(parents=True)
-    (broken / "llama_cpp" / "__init__.py").write_text("raise RuntimeError(\"Failed to load shared library 'libllama.so'\")\n")
+    (broken / "llama_cpp" / "__init__.py").write_text(
+        "raise RuntimeError(\"Failed to load shared library 'libllama.so'\")\n"
+    )
     path = os.pathsep.join([str(broken), *sys.path[1:]])
     result = cli("--version", env={"PYTHONPATH": path})
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        f"localllm {__version__}", "llama-cpp-python: cannot be loaded (Failed to load shared library 'libllama.so')"]
+        f"localllm {__version__}",
+        "llama-cpp-python: cannot be loaded (Failed to load shared library 'libllama.so')",
+    ]

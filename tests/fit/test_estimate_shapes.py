@@ -17,8 +17,16 @@ from localllm.gguf.header import GGUFHeader
 
 
 def kv_layer(cells: int, type_k: str = "f16", type_v: str = "f16", values: int = 32) -> int:
-    per = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32,
-           "q5_0": 22 / 32, "q5_1": 24 / 32}
+    per = {
+        "f32": 4.0,
+        "f16": 2.0,
+        "bf16": 2.0,
+        "q8_0": 34 / 32,
+        "q4_0": 18 / 32,
+        "q4_1": 20 / 32,
+        "q5_0": 22 / 32,
+        "q5_1": 24 / 32,
+    }
     return int(values * cells * per[type_k]) + int(values * cells * per[type_v])
 
 
@@ -82,10 +90,19 @@ def test_layers_of_tensors():
 # -- the KV cache ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("type_k", "type_v"), [
-    ("f16", "f16"), ("f32", "f32"), ("bf16", "f16"), ("q8_0", "q8_0"), ("q4_0", "q4_0"), ("q8_0", "f16"),
-    ("q4_1", "q5_0"), ("q5_1", "q4_0"),
-])
+@pytest.mark.parametrize(
+    ("type_k", "type_v"),
+    [
+        ("f16", "f16"),
+        ("f32", "f32"),
+        ("bf16", "f16"),
+        ("q8_0", "q8_0"),
+        ("q4_0", "q4_0"),
+        ("q8_0", "f16"),
+        ("q4_1", "q5_0"),
+        ("q5_1", "q4_0"),
+    ],
+)
 def test_kv_cache_types_use_llama_cpp_block_sizes(type_k, type_v):
     """q8_0 is 34 bytes per 32 values, q4_0 18, q4_1 20, q5_0 22, q5_1 24."""
     e = est.estimate(header(), Settings(n_ctx=256, type_k=type_k, type_v=type_v, flash_attn=True))
@@ -175,17 +192,20 @@ def test_the_window_grows_with_sequences_and_batch():
     assert e.cpu.kv == 2 * kv_layer(4096) + 2 * kv_layer(768)  # PAD(4 * 128 + 256, 256)
 
 
-@pytest.mark.parametrize(("arch", "extra", "sliding"), [
-    ("gemma2", {}, {0, 2}),
-    ("gemma3", {}, {0, 1, 2, 3}),  # pattern 6: layers 0-4 of every 6 slide
-    ("cohere2", {}, {0, 1, 2}),
-    ("smallthinker", {}, {1, 2, 3}),  # dense first
-    ("phi3", {}, set()),  # pattern 1: llama.cpp marks no layer (il % 1 < 0 never holds)
-    ("llama", {}, set()),  # no pattern known: no sliding layer
-    ("llama", {"ARCH.attention.sliding_window_pattern": [True, False, False, True]}, {0, 3}),
-    ("llama", {"ARCH.attention.sliding_window_pattern": 2}, {0, 2}),
-    ("gemma2", {"ARCH.attention.sliding_window_pattern": 0}, {0, 1, 2, 3}),
-])
+@pytest.mark.parametrize(
+    ("arch", "extra", "sliding"),
+    [
+        ("gemma2", {}, {0, 2}),
+        ("gemma3", {}, {0, 1, 2, 3}),  # pattern 6: layers 0-4 of every 6 slide
+        ("cohere2", {}, {0, 1, 2}),
+        ("smallthinker", {}, {1, 2, 3}),  # dense first
+        ("phi3", {}, set()),  # pattern 1: llama.cpp marks no layer (il % 1 < 0 never holds)
+        ("llama", {}, set()),  # no pattern known: no sliding layer
+        ("llama", {"ARCH.attention.sliding_window_pattern": [True, False, False, True]}, {0, 3}),
+        ("llama", {"ARCH.attention.sliding_window_pattern": 2}, {0, 2}),
+        ("gemma2", {"ARCH.attention.sliding_window_pattern": 0}, {0, 1, 2, 3}),
+    ],
+)
 def test_which_layers_slide(arch, extra, sliding):
     e = est.estimate(swa_header(arch, **extra), Settings(n_ctx=2048, swa_full=False))
     assert e.cpu.kv == (N_LAYER - len(sliding)) * kv_layer(2048) + len(sliding) * kv_layer(768)
@@ -195,8 +215,12 @@ def test_which_layers_slide(arch, extra, sliding):
 
 
 def test_mamba_state_is_per_sequence_on_the_layers_without_attention():
-    ssm = {"ARCH.ssm.conv_kernel": 4, "ARCH.ssm.inner_size": 128, "ARCH.ssm.state_size": 16,
-           "ARCH.attention.head_count_kv": [0, 2, 0, 2]}
+    ssm = {
+        "ARCH.ssm.conv_kernel": 4,
+        "ARCH.ssm.inner_size": 128,
+        "ARCH.ssm.state_size": 16,
+        "ARCH.attention.head_count_kv": [0, 2, 0, 2],
+    }
     state = 4 * ((4 - 1) * (128 + 2 * 16) + 16 * 128)
     e = est.estimate(header(extra=ssm), Settings(n_ctx=256, n_seq=3))
     assert e.cpu.kv == 2 * kv_layer(256) + 2 * 3 * state
@@ -212,8 +236,12 @@ def test_a_pure_recurrent_model_has_state_on_every_layer():
 
 
 def test_recurrent_state_goes_with_its_layer_to_the_gpu():
-    ssm = {"ARCH.ssm.conv_kernel": 4, "ARCH.ssm.inner_size": 128, "ARCH.ssm.state_size": 16,
-           "ARCH.attention.head_count_kv": [0, 2, 0, 2]}
+    ssm = {
+        "ARCH.ssm.conv_kernel": 4,
+        "ARCH.ssm.inner_size": 128,
+        "ARCH.ssm.state_size": 16,
+        "ARCH.attention.head_count_kv": [0, 2, 0, 2],
+    }
     state = 4 * ((4 - 1) * (128 + 2 * 16) + 16 * 128)
     e = est.estimate(header(extra=ssm), Settings(n_ctx=256, n_gpu_layers=2))
     assert e.gpu.kv == kv_layer(256) and e.cpu.kv == kv_layer(256) + 2 * state
@@ -225,8 +253,10 @@ def test_recurrent_state_goes_with_its_layer_to_the_gpu():
 def moe_header() -> GGUFHeader:
     experts = [t(f"blk.{i}.ffn_up_exps.weight", (N_EMBD, 32, 8)) for i in range(N_LAYER)]
     shared = [t(f"blk.{i}.ffn_up_shexp.weight", (N_EMBD, 32)) for i in range(N_LAYER)]
-    return header(extra={"ARCH.expert_count": 8, "ARCH.expert_used_count": 2,
-                         "ARCH.expert_feed_forward_length": 32}, tensors=experts + shared)
+    return header(
+        extra={"ARCH.expert_count": 8, "ARCH.expert_used_count": 2, "ARCH.expert_feed_forward_length": 32},
+        tensors=experts + shared,
+    )
 
 
 def test_expert_tensors_are_counted_apart():
@@ -264,12 +294,15 @@ def test_settings_are_resolved_as_llama_cpp_applies_them():
     assert est.resolve_settings(header(), Settings(n_gpu_layers=5)).n_gpu_layers == 5
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    (Settings(type_k="q3_k"), "unknown KV cache type 'q3_k'"),
-    (Settings(type_v="int8"), "unknown KV cache type 'int8'"),
-    (Settings(n_ctx=0), "the context must hold at least 1 token"),
-    (Settings(type_v="q8_0", flash_attn=False), "a q8_0 V cache needs flash attention"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (Settings(type_k="q3_k"), "unknown KV cache type 'q3_k'"),
+        (Settings(type_v="int8"), "unknown KV cache type 'int8'"),
+        (Settings(n_ctx=0), "the context must hold at least 1 token"),
+        (Settings(type_v="q8_0", flash_attn=False), "a q8_0 V cache needs flash attention"),
+    ],
+)
 def test_impossible_settings_are_one_usage_error(settings, message):
     with pytest.raises(UsageError) as err:
         est.estimate(header(), settings)
@@ -291,16 +324,33 @@ def test_a_header_without_layers_cannot_be_estimated():
 def test_the_estimate_as_json():
     d = est.estimate(header(), Settings(n_ctx=256, n_gpu_layers=2)).as_dict()
     assert (d["n_ctx"], d["n_gpu_layers"], d["n_layer"], d["type_k"], d["type_v"], d["flash_attn"]) == (
-        256, 2, 4, "f16", "f16", True)
+        256,
+        2,
+        4,
+        "f16",
+        "f16",
+        True,
+    )
     assert d["total"] == d["cpu"]["total"] + d["gpu"]["total"]
     assert d["cpu"]["total"] == sum(d["cpu"][k] for k in ("weights", "kv", "compute", "output", "runtime"))
     assert d["expert_bytes"] == 0 and d["notes"] == []
 
 
 def test_llama_cpp_buffers_are_summed_per_device():
-    got = est.from_buffers({"CPU_Mapped model": 10.0, "CPU_REPACK model": 2.0, "CUDA0 model": 100.0,
-                            "CUDA0 KV": 8.0, "CPU KV": 1.0, "CUDA0 RS": 0.5, "CUDA0 compute": 20.0,
-                            "CUDA_Host compute": 3.0, "CPU output": 0.25, "Metal weird": 9.0})
+    got = est.from_buffers(
+        {
+            "CPU_Mapped model": 10.0,
+            "CPU_REPACK model": 2.0,
+            "CUDA0 model": 100.0,
+            "CUDA0 KV": 8.0,
+            "CPU KV": 1.0,
+            "CUDA0 RS": 0.5,
+            "CUDA0 compute": 20.0,
+            "CUDA_Host compute": 3.0,
+            "CPU output": 0.25,
+            "Metal weird": 9.0,
+        }
+    )
     assert got["CPU"] == est.DeviceBytes(weights=12 * MiB, kv=1 * MiB, compute=3 * MiB, output=MiB // 4)
     assert got["CUDA0"] == est.DeviceBytes(weights=100 * MiB, kv=int(8.5 * MiB), compute=20 * MiB)
     assert got["Metal"] == est.DeviceBytes()

@@ -85,9 +85,11 @@ def test_a_gpu_too_small_for_one_layer_leaves_everything_on_the_cpu():
     hw = machine(1 << 34, math.ceil(e.gpu.total / 0.8) - 1)
     p = plan.plan_load(header(), hw, 4096)
     assert p.n_gpu_layers == 0 and p.estimate.gpu.weights == 0 and p.estimate.gpu.kv == 0
-    assert p.reason == (f"fits: {format_bytes(p.estimate.cpu.total)} of {format_bytes(hw.ram_budget)} RAM and "
-                        f"{format_bytes(p.estimate.gpu.total)} of {format_bytes(hw.gpu_budget)} GPU memory, "
-                        "on the CPU, 4,096-token context")  # a GPU build keeps buffers on the GPU anyway
+    assert p.reason == (
+        f"fits: {format_bytes(p.estimate.cpu.total)} of {format_bytes(hw.ram_budget)} RAM and "
+        f"{format_bytes(p.estimate.gpu.total)} of {format_bytes(hw.gpu_budget)} GPU memory, "
+        "on the CPU, 4,096-token context"
+    )  # a GPU build keeps buffers on the GPU anyway
 
 
 def test_a_whole_model_on_the_gpu_is_said_so():
@@ -95,14 +97,17 @@ def test_a_whole_model_on_the_gpu_is_said_so():
     hw = machine(1 << 34, 10 * e.gpu.total)
     p = plan.plan_load(header(), hw, 4096)
     assert p.n_gpu_layers == -1
-    assert p.reason == (f"fits: {format_bytes(e.cpu.total)} of {format_bytes(hw.ram_budget)} RAM and "
-                        f"{format_bytes(e.gpu.total)} of {format_bytes(hw.gpu_budget)} GPU memory, "
-                        "all layers on the GPU, 4,096-token context")
+    assert p.reason == (
+        f"fits: {format_bytes(e.cpu.total)} of {format_bytes(hw.ram_budget)} RAM and "
+        f"{format_bytes(e.gpu.total)} of {format_bytes(hw.gpu_budget)} GPU memory, "
+        "all layers on the GPU, 4,096-token context"
+    )
 
 
 def test_a_build_that_cannot_offload_plans_for_the_cpu():
-    hw = Hardware(ram_total=1 << 34, ram_available=1 << 34, gpus=(GPU("g", "nvidia", 1 << 34, 1 << 34),),
-                  gpu_offload=False)
+    hw = Hardware(
+        ram_total=1 << 34, ram_available=1 << 34, gpus=(GPU("g", "nvidia", 1 << 34, 1 << 34),), gpu_offload=False
+    )
     p = plan.plan_load(header(), hw, 4096)
     assert p.n_gpu_layers == 0 and p.estimate.gpu.total == 0
 
@@ -131,8 +136,10 @@ def test_the_context_is_halved_until_it_fits_but_not_below_2048():
     tiny = machine(cpu_need_any_kv(2048) - 1)
     p = plan.plan_load(long, tiny)
     assert p.n_ctx == 2048 and p.verdict is Verdict.NO
-    assert p.reason == (f"won't fit: needs {format_bytes(p.estimate.cpu.total)} of {format_bytes(tiny.ram_budget)} "
-                        "RAM even with a 2,048-token context (trained on 8,192), on the CPU")
+    assert p.reason == (
+        f"won't fit: needs {format_bytes(p.estimate.cpu.total)} of {format_bytes(tiny.ram_budget)} "
+        "RAM even with a 2,048-token context (trained on 8,192), on the CPU"
+    )
 
 
 def test_a_context_the_user_asked_for_is_never_shrunk():
@@ -168,8 +175,9 @@ def test_load_settings_refuses_a_model_that_cannot_fit_with_the_reason():
     with pytest.raises(DoesNotFitError) as err:
         plan.load_settings(header(), small, None, None, label="tiny.gguf")
     assert str(err.value).startswith("tiny.gguf won't fit: needs ")
-    assert err.value.hint == ("pass --ctx and --gpu-layers to load it anyway, or pick a smaller quantization"
-                              " (localllm fit)")
+    assert err.value.hint == (
+        "pass --ctx and --gpu-layers to load it anyway, or pick a smaller quantization (localllm fit)"
+    )
     with pytest.raises(DoesNotFitError, match="^tiny won't fit"):
         plan.load_settings(header(), small, 4096, None)
     assert ctx_layers(plan.load_settings(header(), small, None, 0)) == (2048, 0)  # the user's layers: tried as asked
@@ -242,8 +250,10 @@ def test_the_best_quant_that_fits_is_chosen_and_the_next_one_up_is_named():
     result = plan.plan_quants(cands, hw, 4096)
     assert result.chosen.quant == "Q4_K_M"
     assert [c.quant for c in result.choices] == ["Q8_0", "Q4_K_M", "Q2_K"]
-    assert result.reason.startswith(f"Q4_K_M: {format_bytes(need['Q4_K_M'])} of {format_bytes(hw.ram_budget)} RAM, "
-                                    "no layers on the GPU, 4,096-token context; Q8_0 ")
+    assert result.reason.startswith(
+        f"Q4_K_M: {format_bytes(need['Q4_K_M'])} of {format_bytes(hw.ram_budget)} RAM, "
+        "no layers on the GPU, 4,096-token context; Q8_0 "
+    )
     assert result.as_dict()["chosen"] == "Q4_K_M" and len(result.as_dict()["quants"]) == 3
 
 

@@ -52,10 +52,16 @@ def test_pickles_left_by_earlier_releases_are_never_opened(smollm2_path, tmp_pat
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("damage", [
-    "not json", "[]", '{"format": 1}', '{"format": 99}',
-    "same-ident-wrong-shapes",
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "not json",
+        "[]",
+        '{"format": 1}',
+        '{"format": 99}',
+        "same-ident-wrong-shapes",
+    ],
+)
 def test_a_damaged_cache_entry_is_a_miss(smollm2_path, tmp_path, damage):
     path = _copy(smollm2_path, tmp_path)
     header = cache.read_header(path)

@@ -35,17 +35,29 @@ def array(etype: int, count: int, payload: bytes) -> bytes:
 
 
 def tensor(name: str, shape: tuple[int, ...], ggml_type: int = 0, offset: int = 0) -> bytes:
-    return (s(name) + struct.pack("<I", len(shape)) + struct.pack(f"<{len(shape)}Q", *shape)
-            + struct.pack("<IQ", ggml_type, offset))
+    return (
+        s(name)
+        + struct.pack("<I", len(shape))
+        + struct.pack(f"<{len(shape)}Q", *shape)
+        + struct.pack("<IQ", ggml_type, offset)
+    )
 
 
 ARCH = kv("general.architecture", STR, s("llama"))
 
 
-def gguf(kvs: list[bytes], tensors: list[bytes] = (), *, version: int = 3, n_kv: int | None = None,
-         n_tensors: int | None = None, data: bytes = b"") -> bytes:
-    head = b"GGUF" + struct.pack("<IQQ", version, len(tensors) if n_tensors is None else n_tensors,
-                                 len(kvs) if n_kv is None else n_kv)
+def gguf(
+    kvs: list[bytes],
+    tensors: list[bytes] = (),
+    *,
+    version: int = 3,
+    n_kv: int | None = None,
+    n_tensors: int | None = None,
+    data: bytes = b"",
+) -> bytes:
+    head = b"GGUF" + struct.pack(
+        "<IQQ", version, len(tensors) if n_tensors is None else n_tensors, len(kvs) if n_kv is None else n_kv
+    )
     body = head + b"".join(kvs) + b"".join(tensors)
     if not tensors:
         return body
@@ -62,16 +74,30 @@ def write(tmp_path: Path, data: bytes, name: str = "m.gguf") -> Path:
 
 
 def test_every_scalar_type_reads_as_written(tmp_path):
-    kvs = [ARCH,
-           kv("t.u8", U8, struct.pack("<B", 200)), kv("t.i8", I8, struct.pack("<b", -100)),
-           kv("t.u16", U16, struct.pack("<H", 60000)), kv("t.i16", I16, struct.pack("<h", -30000)),
-           u32("t.u32", 4_000_000_000), kv("t.i32", I32, struct.pack("<i", -2_000_000_000)),
-           kv("t.f32", F32, struct.pack("<f", 0.1)), kv("t.yes", BOOL, b"\x01"), kv("t.no", BOOL, b"\x00"),
-           kv("t.u64", U64, struct.pack("<Q", 1 << 63)), kv("t.i64", I64, struct.pack("<q", -(1 << 62))),
-           kv("t.f64", F64, struct.pack("<d", 0.1))]
+    kvs = [
+        ARCH,
+        kv("t.u8", U8, struct.pack("<B", 200)),
+        kv("t.i8", I8, struct.pack("<b", -100)),
+        kv("t.u16", U16, struct.pack("<H", 60000)),
+        kv("t.i16", I16, struct.pack("<h", -30000)),
+        u32("t.u32", 4_000_000_000),
+        kv("t.i32", I32, struct.pack("<i", -2_000_000_000)),
+        kv("t.f32", F32, struct.pack("<f", 0.1)),
+        kv("t.yes", BOOL, b"\x01"),
+        kv("t.no", BOOL, b"\x00"),
+        kv("t.u64", U64, struct.pack("<Q", 1 << 63)),
+        kv("t.i64", I64, struct.pack("<q", -(1 << 62))),
+        kv("t.f64", F64, struct.pack("<d", 0.1)),
+    ]
     h = read_header(write(tmp_path, gguf(kvs)))
     assert [h.get(k) for k in ("t.u8", "t.i8", "t.u16", "t.i16", "t.u32", "t.i32")] == [
-        200, -100, 60000, -30000, 4_000_000_000, -2_000_000_000]
+        200,
+        -100,
+        60000,
+        -30000,
+        4_000_000_000,
+        -2_000_000_000,
+    ]
     assert h.get("t.f32") == 0.1 and h.get("t.f64") == 0.1  # float32 shown as its shortest decimal
     assert h.get("t.yes") is True and h.get("t.no") is False
     assert h.get("t.u64") == 1 << 63 and h.get("t.i64") == -(1 << 62)
@@ -80,19 +106,21 @@ def test_every_scalar_type_reads_as_written(tmp_path):
 
 def test_small_arrays_are_kept_and_big_ones_stand_as_array_info(tmp_path):
     n = gh.MAX_KEPT_ARRAY
-    kvs = [ARCH,
-           kv("t.kept", ARR, array(I32, n, struct.pack(f"<{n}i", *range(n)))),
-           kv("t.big", ARR, array(I32, n + 1, struct.pack(f"<{n + 1}i", *range(n + 1)))),
-           kv("t.flags", ARR, array(BOOL, 3, b"\x01\x00\x01")),
-           kv("t.floats", ARR, array(F32, 2, struct.pack("<2f", 0.1, 2.5))),
-           kv("t.words", ARR, array(STR, 2, s("a") + s("bé"))),
-           u32("t.after", 42)]
+    kvs = [
+        ARCH,
+        kv("t.kept", ARR, array(I32, n, struct.pack(f"<{n}i", *range(n)))),
+        kv("t.big", ARR, array(I32, n + 1, struct.pack(f"<{n + 1}i", *range(n + 1)))),
+        kv("t.flags", ARR, array(BOOL, 3, b"\x01\x00\x01")),
+        kv("t.floats", ARR, array(F32, 2, struct.pack("<2f", 0.1, 2.5))),
+        kv("t.words", ARR, array(STR, 2, s("a") + s("bé"))),
+        u32("t.after", 42),
+    ]
     data = gguf(kvs)
     h = read_header(write(tmp_path, data))
     assert h.get("t.kept") == list(range(n))
     big = h.get("t.big")
     assert big == ArrayInfo(I32, n + 1) and big.element_type_name == "int32"
-    assert data[big.offset: big.offset + 8] == struct.pack("<2i", 0, 1)  # where its elements start
+    assert data[big.offset : big.offset + 8] == struct.pack("<2i", 0, 1)  # where its elements start
     assert h.get("t.flags") == [True, False, True]
     assert h.get("t.floats") == [0.1, 2.5]
     assert h.get("t.words") == ["a", "bé"]
@@ -103,10 +131,12 @@ def test_a_big_array_of_arrays_is_stepped_over(tmp_path):
     inner = array(I32, 2, struct.pack("<2i", 1, 2))
     words = array(STR, 2, s("x") + s("yz"))
     count = gh.MAX_KEPT_ARRAY + 1
-    kvs = [ARCH,
-           kv("t.pairs", ARR, array(ARR, count, inner * count)),
-           kv("t.wordlists", ARR, array(ARR, count, words * count)),
-           u32("t.after", 7)]
+    kvs = [
+        ARCH,
+        kv("t.pairs", ARR, array(ARR, count, inner * count)),
+        kv("t.wordlists", ARR, array(ARR, count, words * count)),
+        u32("t.after", 7),
+    ]
     h = read_header(write(tmp_path, gguf(kvs)))
     assert h.get("t.pairs") == ArrayInfo(ARR, count)
     assert h.get("t.wordlists") == ArrayInfo(ARR, count)
@@ -146,13 +176,18 @@ def test_arrays_nested_to_the_limit_are_read(tmp_path):
     assert value == [5]
 
 
-@pytest.mark.parametrize(("payload", "message"), [
-    (array(99, 1, b""), "metadata array 't.bad' has an invalid element type 99"),
-    (array(I32, (1 << 30) + 1, b""), "metadata array 't.bad' has an impossible length 1073741825"),
-    (array(ARR, gh.MAX_KEPT_ARRAY + 1, array(99, 0, b"")), "metadata array 't.bad[0]' has an invalid header"),
-    (array(ARR, gh.MAX_KEPT_ARRAY + 1, array(I32, (1 << 30) + 1, b"")),
-     "metadata array 't.bad[0]' has an invalid header"),
-])
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (array(99, 1, b""), "metadata array 't.bad' has an invalid element type 99"),
+        (array(I32, (1 << 30) + 1, b""), "metadata array 't.bad' has an impossible length 1073741825"),
+        (array(ARR, gh.MAX_KEPT_ARRAY + 1, array(99, 0, b"")), "metadata array 't.bad[0]' has an invalid header"),
+        (
+            array(ARR, gh.MAX_KEPT_ARRAY + 1, array(I32, (1 << 30) + 1, b"")),
+            "metadata array 't.bad[0]' has an invalid header",
+        ),
+    ],
+)
 def test_a_bad_array_header_is_damage_naming_the_key(tmp_path, payload, message):
     path = write(tmp_path, gguf([ARCH, kv("t.bad", ARR, payload)]))
     with pytest.raises(CorruptModelError) as err:
@@ -176,15 +211,21 @@ def test_an_array_of_the_largest_length_allowed_is_judged_by_the_file_size(tmp_p
 P = gh._PLAUSIBLE_STRING  # 64 MiB: an array that far past the end of the file is damage, not a cut
 
 
-@pytest.mark.parametrize(("etype", "after", "count", "verdict"), [
-    # int32 elements: 4 bytes each
-    (I32, 64, (P + 64) // 4, "truncated"), (I32, 64, (P + 64) // 4 + 1, "damaged"),
-    # strings: at least their 8-byte length each
-    (STR, 64, (P + 64) // 8, "truncated"), (STR, 64, (P + 64) // 8 + 1, "damaged"),
-    (STR, 2_000_000, (P + 2_000_000) // 8 + 1, "damaged"),
-    # arrays: at least a type and a count, 12 bytes each
-    (ARR, 8, (P + 8) // 12, "truncated"), (ARR, 8, (P + 8) // 12 + 1, "damaged"),
-])
+@pytest.mark.parametrize(
+    ("etype", "after", "count", "verdict"),
+    [
+        # int32 elements: 4 bytes each
+        (I32, 64, (P + 64) // 4, "truncated"),
+        (I32, 64, (P + 64) // 4 + 1, "damaged"),
+        # strings: at least their 8-byte length each
+        (STR, 64, (P + 64) // 8, "truncated"),
+        (STR, 64, (P + 64) // 8 + 1, "damaged"),
+        (STR, 2_000_000, (P + 2_000_000) // 8 + 1, "damaged"),
+        # arrays: at least a type and a count, 12 bytes each
+        (ARR, 8, (P + 8) // 12, "truncated"),
+        (ARR, 8, (P + 8) // 12 + 1, "damaged"),
+    ],
+)
 def test_where_a_cut_array_turns_from_truncated_into_damaged(tmp_path, etype, after, count, verdict):
     """Past the end of the file by at most 64 MiB: a download cut short; further: damage."""
     path = write(tmp_path, gguf([ARCH, kv("t.a", ARR, array(etype, count, bytes(after)))]))
@@ -238,13 +279,16 @@ def test_empty_and_duplicate_keys_are_damage(tmp_path):
 # -- versions and alignment ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("version", "error", "message"), [
-    (0, CorruptModelError, "impossible GGUF version 0"),
-    (0x10000, CorruptModelError, "impossible GGUF version 65536"),
-    (4, ModelFileError, "GGUF version 4 is not supported (only 2 and 3)"),
-    (0xFFFF, ModelFileError, "GGUF version 65535 is not supported"),
-    (0x02000000, ModelFileError, "big-endian GGUF not supported"),
-])
+@pytest.mark.parametrize(
+    ("version", "error", "message"),
+    [
+        (0, CorruptModelError, "impossible GGUF version 0"),
+        (0x10000, CorruptModelError, "impossible GGUF version 65536"),
+        (4, ModelFileError, "GGUF version 4 is not supported (only 2 and 3)"),
+        (0xFFFF, ModelFileError, "GGUF version 65535 is not supported"),
+        (0x02000000, ModelFileError, "big-endian GGUF not supported"),
+    ],
+)
 def test_versions_other_than_2_and_3_are_refused_by_name(tmp_path, version, error, message):
     path = write(tmp_path, gguf([ARCH], version=version))
     with pytest.raises(error) as err:
@@ -252,11 +296,14 @@ def test_versions_other_than_2_and_3_are_refused_by_name(tmp_path, version, erro
     assert message in str(err.value) and str(path) in str(err.value)
 
 
-@pytest.mark.parametrize(("head", "message"), [
-    (b"GGUF" + struct.pack("<IQQ", 1, 0, 0), "GGUF version 1 is no longer supported (convert the model again)"),
-    (b"GGUF" + struct.pack(">IQQ", 1, 0, 0), "big-endian GGUF not supported"),
-    (b"GGUF" + struct.pack(">IQQ", 3, 0, 0), "big-endian GGUF not supported"),
-])
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        (b"GGUF" + struct.pack("<IQQ", 1, 0, 0), "GGUF version 1 is no longer supported (convert the model again)"),
+        (b"GGUF" + struct.pack(">IQQ", 1, 0, 0), "big-endian GGUF not supported"),
+        (b"GGUF" + struct.pack(">IQQ", 3, 0, 0), "big-endian GGUF not supported"),
+    ],
+)
 def test_old_and_big_endian_files_say_exactly_what_they_are(tmp_path, head, message):
     path = write(tmp_path, head + bytes(64))
     with pytest.raises(ModelFileError) as err:
@@ -306,12 +353,19 @@ def test_tensor_data_starts_at_the_alignment(tmp_path, alignment):
 
 
 def test_tensor_sizes_follow_their_type(tmp_path):
-    tensors = [tensor("f32", (3, 2), 0, 0), tensor("q4_0", (64, 2), 2, 32), tensor("q4_k", (256,), 12, 128),
-               tensor("q2_0", (64,), 42, 288)]
+    tensors = [
+        tensor("f32", (3, 2), 0, 0),
+        tensor("q4_0", (64, 2), 2, 32),
+        tensor("q4_k", (256,), 12, 128),
+        tensor("q2_0", (64,), 42, 288),
+    ]
     h = read_header(write(tmp_path, gguf([ARCH], tensors, data=bytes(306))))
     assert [(t.name, t.shape, t.n_elements, t.n_bytes, t.type_name) for t in h.tensors] == [
-        ("f32", (3, 2), 6, 24, "F32"), ("q4_0", (64, 2), 128, 72, "Q4_0"), ("q4_k", (256,), 256, 144, "Q4_K"),
-        ("q2_0", (64,), 64, 18, "Q2_0")]
+        ("f32", (3, 2), 6, 24, "F32"),
+        ("q4_0", (64, 2), 128, 72, "Q4_0"),
+        ("q4_k", (256,), 256, 144, "Q4_K"),
+        ("q2_0", (64,), 64, 18, "Q2_0"),
+    ]
     assert h.n_params == 6 + 128 + 256 + 64 and h.tensor_bytes == 24 + 72 + 144 + 18
     assert h.bits_per_weight == pytest.approx((24 + 72 + 144 + 18) * 8 / 454)
     assert h.data_end == h.data_offset + 288 + 18
@@ -323,15 +377,18 @@ def test_a_file_without_tensors_ends_at_its_header(tmp_path):
     assert h.tensors == () and h.data_end == h.header_size == len(data) and h.bits_per_weight == 0.0
 
 
-@pytest.mark.parametrize(("info", "message"), [
-    (tensor("a", ()), "tensor 'a' has 0 dimensions"),
-    (tensor("a", (1, 1, 1, 1, 1)), "tensor 'a' has 5 dimensions"),
-    (tensor("a", (1 << 63,)), "tensor 'a' has an impossible shape [9223372036854775808]"),
-    (tensor("a", (1 << 32, 1 << 31)), "tensor 'a' has an impossible shape [4294967296, 2147483648]"),
-    (tensor("a", (4,), 5), "tensor 'a' has an unknown ggml type 5"),
-    (tensor("a", (48,), 2), "tensor 'a' of type Q4_0 has rows of 48 elements, not a multiple of 32"),
-    (tensor("a", (4,), 0, 8), "tensor 'a' has offset 8, not a multiple of 32"),
-])
+@pytest.mark.parametrize(
+    ("info", "message"),
+    [
+        (tensor("a", ()), "tensor 'a' has 0 dimensions"),
+        (tensor("a", (1, 1, 1, 1, 1)), "tensor 'a' has 5 dimensions"),
+        (tensor("a", (1 << 63,)), "tensor 'a' has an impossible shape [9223372036854775808]"),
+        (tensor("a", (1 << 32, 1 << 31)), "tensor 'a' has an impossible shape [4294967296, 2147483648]"),
+        (tensor("a", (4,), 5), "tensor 'a' has an unknown ggml type 5"),
+        (tensor("a", (48,), 2), "tensor 'a' of type Q4_0 has rows of 48 elements, not a multiple of 32"),
+        (tensor("a", (4,), 0, 8), "tensor 'a' has offset 8, not a multiple of 32"),
+    ],
+)
 def test_a_bad_tensor_info_is_damage_naming_the_tensor(tmp_path, info, message):
     path = write(tmp_path, gguf([ARCH], [info], data=bytes(64)))
     with pytest.raises(CorruptModelError) as err:
@@ -366,7 +423,9 @@ def test_overlapping_and_duplicate_tensors_are_damage(tmp_path):
         read_header(path)
     packed = [tensor("a", (8,), 0, 0), tensor("b", (4,), 0, 32)]
     assert [t.offset for t in read_header(write(tmp_path, gguf([ARCH], packed, data=bytes(48)), "p.gguf")).tensors] == [
-        0, 32]
+        0,
+        32,
+    ]
     dup = [tensor("a", (4,), 0, 0), tensor("a", (4,), 0, 32)]
     path = write(tmp_path, gguf([ARCH], dup, data=bytes(64)), "d.gguf")
     with pytest.raises(CorruptModelError, match="duplicate tensor name 'a'"):
@@ -378,8 +437,9 @@ def test_a_file_shorter_than_its_tensor_data_is_truncated(tmp_path):
     path = write(tmp_path, data[:-1])
     with pytest.raises(CorruptModelError) as err:
         read_header(path)
-    assert str(err.value) == (f"{path} is truncated: {len(data) - 1} bytes, expected at least {len(data)}"
-                              " (download incomplete?)")
+    assert str(err.value) == (
+        f"{path} is truncated: {len(data) - 1} bytes, expected at least {len(data)} (download incomplete?)"
+    )
     assert read_header(write(tmp_path, data, "whole.gguf")).data_end == len(data)
 
 
@@ -418,7 +478,10 @@ def test_a_file_cut_inside_the_magic_is_not_a_gguf_or_truncated(tmp_path):
     path = write(tmp_path, b"GGU", "ggu.gguf")
     with pytest.raises(CorruptModelError) as err:
         read_header(path)
-    assert str(err.value) == f"{path} is truncated: 3 bytes, and its GGUF header alone needs at least 4 (download incomplete?)"
+    assert (
+        str(err.value)
+        == f"{path} is truncated: 3 bytes, and its GGUF header alone needs at least 4 (download incomplete?)"
+    )
 
 
 # -- file objects ----------------------------------------------------------------------------------
@@ -475,8 +538,9 @@ def test_need_more_data_says_exactly_where_the_cut_field_ends():
         read_header_bytes(data[:cut])
     assert err.value.minimum == data.index(b"x" * 100) + 100
     assert err.value.needed == 2 * err.value.minimum  # at least double, so a caller needs few rounds
-    assert str(err.value) == (f"GGUF header continues past the data given: need about {err.value.needed} bytes"
-                              f" (at least {err.value.minimum})")
+    assert str(err.value) == (
+        f"GGUF header continues past the data given: need about {err.value.needed} bytes (at least {err.value.minimum})"
+    )
     assert NeedMoreData(50).minimum == 50
 
 
@@ -494,7 +558,9 @@ def test_need_more_data_never_asks_past_the_file_size():
     with pytest.raises(NeedMoreData) as err:
         read_header_bytes(data[: data.index(b"x") + 5], file_size=len(data))
     assert err.value.needed == err.value.minimum == len(data)  # the string ends the file
-    with pytest.raises(CorruptModelError, match="t.gguf is truncated: 50 bytes, and its GGUF header alone needs at least 52"):
+    with pytest.raises(
+        CorruptModelError, match="t.gguf is truncated: 50 bytes, and its GGUF header alone needs at least 52"
+    ):
         read_header_bytes(data[:40], name="t.gguf", file_size=50)
 
 

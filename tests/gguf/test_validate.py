@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import ggufedit
 
 from localllm.errors import CorruptModelError, EstimateError
 from localllm.fit import estimate
 from localllm.gguf import header as ggufmeta
 from localllm.gguf import validate
-from support import ggufedit
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("changes", "message"), BAD, ids=[next(iter(c)) + "=" + repr(next(iter(c.values())))[:20]
-                                                           for c, _ in BAD])
+@pytest.mark.parametrize(
+    ("changes", "message"), BAD, ids=[next(iter(c)) + "=" + repr(next(iter(c.values())))[:20] for c, _ in BAD]
+)
 def test_bad_header_values_are_one_error_naming_the_key(parts, changes, message):
     with pytest.raises(CorruptModelError) as info:
         ggufmeta.read_header_bytes(ggufedit.build(parts, changes), name="m.gguf")
@@ -60,9 +61,14 @@ def test_bad_header_values_are_one_error_naming_the_key(parts, changes, message)
 
 
 def test_the_real_header_and_plausible_variants_pass(parts):
-    for changes in ({}, {"llama.attention.head_count_kv": [3] * 30}, {"llama.feed_forward_length": [1536] * 30},
-                    {"llama.attention.head_count_kv": [0, 3] * 15}, {"general.tags": ggufedit.nested(2)},
-                    {"llama.attention.head_count": 15, "llama.attention.key_length": 64}):
+    for changes in (
+        {},
+        {"llama.attention.head_count_kv": [3] * 30},
+        {"llama.feed_forward_length": [1536] * 30},
+        {"llama.attention.head_count_kv": [0, 3] * 15},
+        {"general.tags": ggufedit.nested(2)},
+        {"llama.attention.head_count": 15, "llama.attention.key_length": 64},
+    ):
         header = ggufmeta.read_header_bytes(ggufedit.build(parts, changes))
         estimate.estimate(header)
 
@@ -76,14 +82,22 @@ def test_a_file_with_bad_values_is_refused_on_read(parts, tmp_path):
 def test_the_estimate_checks_headers_built_by_hand(parts):
     header = ggufmeta.read_header_bytes(ggufedit.build(parts))
     meta = dict(header.metadata, **{"llama.block_count": 10_000_000})
-    forged = ggufmeta.GGUFHeader(header.version, meta, header.tensors, header.alignment, header.data_offset,
-                                 header.header_size, header.file_size)
+    forged = ggufmeta.GGUFHeader(
+        header.version, meta, header.tensors, header.alignment, header.data_offset, header.header_size, header.file_size
+    )
     with pytest.raises(CorruptModelError, match="block_count"):
         estimate.estimate(forged)
     without = dict(header.metadata)
     del without["llama.block_count"]
-    forged = ggufmeta.GGUFHeader(header.version, without, header.tensors, header.alignment, header.data_offset,
-                                 header.header_size, header.file_size)
+    forged = ggufmeta.GGUFHeader(
+        header.version,
+        without,
+        header.tensors,
+        header.alignment,
+        header.data_offset,
+        header.header_size,
+        header.file_size,
+    )
     with pytest.raises(EstimateError):
         estimate.estimate(forged)
 

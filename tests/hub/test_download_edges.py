@@ -29,8 +29,12 @@ FILE = "Tiny-Q8_0.gguf"
 @pytest.fixture
 def tiny(hub) -> dict:
     path: Path = hub.repos[SPLIT_REPO].files[FILE]
-    return {"url": Hub().resolve_url(SPLIT_REPO, FILE, "main"), "size": path.stat().st_size, "sha256": sha256(path),
-            "bytes": path.read_bytes()}
+    return {
+        "url": Hub().resolve_url(SPLIT_REPO, FILE, "main"),
+        "size": path.stat().st_size,
+        "sha256": sha256(path),
+        "bytes": path.read_bytes(),
+    }
 
 
 def fetch(t: dict, **kwargs) -> Path:
@@ -97,8 +101,9 @@ def test_a_download_that_keeps_failing_says_how_many_retries_and_what_is_kept(ti
     with pytest.raises(errors.DownloadError) as err:
         fetch(tiny)
     assert str(err.value).startswith(f"download of {FILE} failed after 2 retries: ")
-    assert err.value.hint == (f"{format_bytes(1000)} of {format_bytes(tiny['size'])} kept; "
-                              "the next pull resumes from there")
+    assert err.value.hint == (
+        f"{format_bytes(1000)} of {format_bytes(tiny['size'])} kept; the next pull resumes from there"
+    )
 
 
 def test_a_server_error_that_persists_is_reported_as_the_server_error(tiny, hub):
@@ -129,8 +134,10 @@ def test_a_wrong_sha256_names_the_expected_one(tiny):
     wrong = "ab" * 32
     with pytest.raises(errors.IntegrityError) as err:
         fetch(tiny, sha256=wrong)
-    assert f"sha256 {tiny['sha256'][:12]}… ({tiny['size']} bytes), expected {wrong[:12]}… ({tiny['size']} bytes)" in str(
-        err.value)
+    assert (
+        f"sha256 {tiny['sha256'][:12]}… ({tiny['size']} bytes), expected {wrong[:12]}… ({tiny['size']} bytes)"
+        in str(err.value)
+    )
     assert list(store.partial_dir().glob("*.part")) == []
 
 
@@ -202,8 +209,9 @@ def test_free_space_must_cover_the_download_and_a_margin(tmp_path, monkeypatch):
     assert (tmp_path / "new").is_dir()
     with pytest.raises(errors.DiskFullError) as err:
         download.check_disk_space(tmp_path, 10 * 1024 * 1024 + 1)
-    assert str(err.value) == (f"not enough disk space in {tmp_path}: {format_bytes(10 * 1024 * 1024 + 1)} needed, "
-                              f"{format_bytes(free)} free")
+    assert str(err.value) == (
+        f"not enough disk space in {tmp_path}: {format_bytes(10 * 1024 * 1024 + 1)} needed, {format_bytes(free)} free"
+    )
     assert "LOCALLLM_HOME" in err.value.hint
 
 
@@ -278,11 +286,16 @@ def test_errors_name_the_download_and_its_repository(tiny, hub):
     """A refused file is named as the user knows it; a missing repository by its name."""
     hub.fault("/resolve/", status=404, error_code="EntryNotFound")
     with pytest.raises(errors.HubFileNotFoundError) as err:
-        download.download(tiny["url"], size=tiny["size"], sha256=tiny["sha256"], label="the tiny model",
-                          policy=FAST)
+        download.download(tiny["url"], size=tiny["size"], sha256=tiny["sha256"], label="the tiny model", policy=FAST)
     assert str(err.value).startswith("the tiny model: not found on ")
     hub.fault("/resolve/", status=404, error_code="RepoNotFound")
     with pytest.raises(errors.HubError) as err:
-        download.download(tiny["url"], size=tiny["size"], sha256=tiny["sha256"], label="the tiny model",
-                          policy=FAST, meta={"repo": SPLIT_REPO})
+        download.download(
+            tiny["url"],
+            size=tiny["size"],
+            sha256=tiny["sha256"],
+            label="the tiny model",
+            policy=FAST,
+            meta={"repo": SPLIT_REPO},
+        )
     assert str(err.value).startswith(f"repository {SPLIT_REPO} not found on ")

@@ -18,8 +18,21 @@ REAL = catalog.load_catalog()
 
 # llama.cpp general.architecture values the catalog's models use.
 LLAMA_CPP_ARCHS = {
-    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "phi3", "gpt-oss", "granitemoe", "olmoe",
-    "mistral3", "granite", "qwen2moe", "deepseek2", "olmo2", "gemma2",
+    "llama",
+    "qwen2",
+    "qwen3",
+    "qwen3moe",
+    "gemma3",
+    "phi3",
+    "gpt-oss",
+    "granitemoe",
+    "olmoe",
+    "mistral3",
+    "granite",
+    "qwen2moe",
+    "deepseek2",
+    "olmo2",
+    "gemma2",
 }
 
 
@@ -83,9 +96,20 @@ def test_every_entry_is_sane(entry: CatalogEntry):
 
 def test_catalog_has_the_models_people_ask_for():
     for name in (
-        "smollm2-135m-instruct", "qwen2.5-0.5b-instruct", "qwen3-8b", "qwen3-30b-a3b", "llama-3.2-1b-instruct",
-        "llama-3.3-70b-instruct", "gemma-3-270m-it", "gemma-3-27b-it", "phi-4-mini-instruct", "phi-4",
-        "mistral-7b-instruct-v0.3", "deepseek-r1-distill-qwen-7b", "gpt-oss-20b", "qwen2.5-coder-7b-instruct",
+        "smollm2-135m-instruct",
+        "qwen2.5-0.5b-instruct",
+        "qwen3-8b",
+        "qwen3-30b-a3b",
+        "llama-3.2-1b-instruct",
+        "llama-3.3-70b-instruct",
+        "gemma-3-270m-it",
+        "gemma-3-27b-it",
+        "phi-4-mini-instruct",
+        "phi-4",
+        "mistral-7b-instruct-v0.3",
+        "deepseek-r1-distill-qwen-7b",
+        "gpt-oss-20b",
+        "qwen2.5-coder-7b-instruct",
     ):
         assert REAL.find(name) is not None, name
 
@@ -155,8 +179,15 @@ def test_entry_match_prefers_its_pattern():
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("135M", 135_000_000), ("1.7B", 1_700_000_000), ("70B", 70_000_000_000), ("0.6B", 600_000_000),
-     ("800m", 800_000_000), ("1T", 10**12), ("2.5K", 2_500)],
+    [
+        ("135M", 135_000_000),
+        ("1.7B", 1_700_000_000),
+        ("70B", 70_000_000_000),
+        ("0.6B", 600_000_000),
+        ("800m", 800_000_000),
+        ("1T", 10**12),
+        ("2.5K", 2_500),
+    ],
 )
 def test_parse_size(text: str, value: int):
     assert parse_size(text) == value
@@ -364,7 +395,7 @@ def test_broken_toml_is_a_catalog_error(tmp_path: Path):
 
 def test_unknown_top_level_key(tmp_path: Path):
     path = tmp_path / "models.toml"
-    path.write_text('version = 2\n' + _toml([VALID]))
+    path.write_text("version = 2\n" + _toml([VALID]))
     with pytest.raises(CatalogError, match="unknown top-level key 'version'"):
         catalog.load_catalog(path)
 

@@ -20,8 +20,10 @@ def test_hf_cache_dir_follows_hf_hub_cache_then_hf_home(monkeypatch, tmp_path):
 
 def test_lmstudio_dirs_override_and_default(monkeypatch, tmp_path):
     monkeypatch.delenv("LOCALLLM_LMSTUDIO_DIRS", raising=False)
-    assert discover.lmstudio_dirs() == [Path.home() / ".lmstudio" / "models",
-                                        Path.home() / ".cache" / "lm-studio" / "models"]
+    assert discover.lmstudio_dirs() == [
+        Path.home() / ".lmstudio" / "models",
+        Path.home() / ".cache" / "lm-studio" / "models",
+    ]
     monkeypatch.setenv("LOCALLLM_LMSTUDIO_DIRS", os.pathsep.join([str(tmp_path / "a"), "", str(tmp_path / "b")]))
     assert discover.lmstudio_dirs() == [tmp_path / "a", tmp_path / "b"]
     monkeypatch.setenv("LOCALLLM_LMSTUDIO_DIRS", "")  # set but empty: look nowhere

@@ -51,7 +51,12 @@ def test_catalog_names(text: str, name: str, quant: str | None, canonical: str):
         ("unsloth/Qwen3-8B-GGUF:q4_k_m", "unsloth/Qwen3-8B-GGUF", "Q4_K_M", "unsloth/Qwen3-8B-GGUF:Q4_K_M"),
         ("unsloth/Qwen3-8B-GGUF:UD-Q4_K_XL", "unsloth/Qwen3-8B-GGUF", "UD-Q4_K_XL", "unsloth/Qwen3-8B-GGUF:UD-Q4_K_XL"),
         ("hf.co/bartowski/Foo-GGUF:Q8_0", "bartowski/Foo-GGUF", "Q8_0", "bartowski/Foo-GGUF:Q8_0"),
-        ("https://huggingface.co/ggml-org/gpt-oss-20b-GGUF", "ggml-org/gpt-oss-20b-GGUF", None, "ggml-org/gpt-oss-20b-GGUF"),
+        (
+            "https://huggingface.co/ggml-org/gpt-oss-20b-GGUF",
+            "ggml-org/gpt-oss-20b-GGUF",
+            None,
+            "ggml-org/gpt-oss-20b-GGUF",
+        ),
     ],
 )
 def test_hub_repositories(text: str, repo: str, quant: str | None, canonical: str):
@@ -64,7 +69,11 @@ def test_hub_repositories(text: str, repo: str, quant: str | None, canonical: st
     ("text", "repo", "filename"),
     [
         ("bartowski/Foo-GGUF/Foo-Q4_K_M.gguf", "bartowski/Foo-GGUF", "Foo-Q4_K_M.gguf"),
-        ("bartowski/Foo-GGUF/Q6_K/Foo-Q6_K-00001-of-00002.gguf", "bartowski/Foo-GGUF", "Q6_K/Foo-Q6_K-00001-of-00002.gguf"),
+        (
+            "bartowski/Foo-GGUF/Q6_K/Foo-Q6_K-00001-of-00002.gguf",
+            "bartowski/Foo-GGUF",
+            "Q6_K/Foo-Q6_K-00001-of-00002.gguf",
+        ),
         ("https://huggingface.co/o/r/resolve/main/x.GGUF", "o/r", "x.GGUF"),
     ],
 )

@@ -40,13 +40,23 @@ def _good(home: Path, name: str = "good") -> dict:
 
 # --- paths out of the store ---------------------------------------------------------------------
 
-ESCAPES = ["../../victim.gguf", "../victim.gguf", "{abs}", "m/../../victim.gguf", "m/../../../victim.gguf",
-           "..\\..\\victim.gguf", ".partial/victim.gguf", "m/sub/../../../victim.gguf", "", "m/", "./victim.gguf"]
+ESCAPES = [
+    "../../victim.gguf",
+    "../victim.gguf",
+    "{abs}",
+    "m/../../victim.gguf",
+    "m/../../../victim.gguf",
+    "..\\..\\victim.gguf",
+    ".partial/victim.gguf",
+    "m/sub/../../../victim.gguf",
+    "",
+    "m/",
+    "./victim.gguf",
+]
 
 
 @pytest.mark.parametrize("relative", ESCAPES)
-def test_a_manifest_path_out_of_the_store_is_shown_as_bad_and_never_deleted(isolated_home, tmp_path, capsys,
-                                                                            relative):
+def test_a_manifest_path_out_of_the_store_is_shown_as_bad_and_never_deleted(isolated_home, tmp_path, capsys, relative):
     victim = tmp_path / "victim.gguf"  # beside the data directory: ../../victim.gguf from models/m
     victim.write_bytes(b"precious")
     (isolated_home / "models" / ".partial").mkdir(parents=True)
@@ -82,8 +92,22 @@ def test_a_symlinked_folder_is_not_followed_by_rm(isolated_home, tmp_path, capsy
     assert (outside / "victim.gguf").read_bytes() == b"precious"
 
 
-BAD_NAMES = ["..", ".", "../x", "/tmp/x", ".partial", "a/b/c", "a/..", "x\x1b[2J", "con", "", "a b", "x" * 300,
-             "history.sqlite3/..", "name:Q8_0"]
+BAD_NAMES = [
+    "..",
+    ".",
+    "../x",
+    "/tmp/x",
+    ".partial",
+    "a/b/c",
+    "a/..",
+    "x\x1b[2J",
+    "con",
+    "",
+    "a b",
+    "x" * 300,
+    "history.sqlite3/..",
+    "name:Q8_0",
+]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
@@ -120,10 +144,21 @@ def test_every_path_from_a_name_is_one_folder_inside_the_store(isolated_home):
 # --- damaged manifests ----------------------------------------------------------------------------
 
 BAD_ENTRIES = [
-    42, "text", None, [], {}, {"name": "nofiles", "quant": None},
-    _entry("s", ["s/s.gguf"], size="big"), _entry("f", "f/f.gguf"), _entry("f2", [1]), _entry("e", []),
-    _entry("t", ["t/t.gguf"], installed_at="yesterday"), _entry("n", ["n/n.gguf"], last_used=float("inf")),
-    _entry("l", ["l/l.gguf"], link="junction"), _entry("x\x1b[2Jx", ["x/x.gguf"]), _entry("b", ["b/b.gguf"], size=True),
+    42,
+    "text",
+    None,
+    [],
+    {},
+    {"name": "nofiles", "quant": None},
+    _entry("s", ["s/s.gguf"], size="big"),
+    _entry("f", "f/f.gguf"),
+    _entry("f2", [1]),
+    _entry("e", []),
+    _entry("t", ["t/t.gguf"], installed_at="yesterday"),
+    _entry("n", ["n/n.gguf"], last_used=float("inf")),
+    _entry("l", ["l/l.gguf"], link="junction"),
+    _entry("x\x1b[2Jx", ["x/x.gguf"]),
+    _entry("b", ["b/b.gguf"], size=True),
     {**_entry("q", ["q/q.gguf"]), "quant": 4},
 ]
 
@@ -160,8 +195,16 @@ def test_unknown_fields_of_a_newer_release_are_kept(isolated_home):
     assert saved["future"] == {"nested": [1, 2]} and saved["rating"] == 5 and saved["last_used"] is not None
 
 
-DAMAGED = [b"{not json", b"\xff\xfe\x00garbage", b"[1, 2]", b'"text"', b'{"models": 3}', b'{"models": {"a": 1}}',
-           b"[" * 100_000 + b"]" * 100_000, b""]
+DAMAGED = [
+    b"{not json",
+    b"\xff\xfe\x00garbage",
+    b"[1, 2]",
+    b'"text"',
+    b'{"models": 3}',
+    b'{"models": {"a": 1}}',
+    b"[" * 100_000 + b"]" * 100_000,
+    b"",
+]
 
 
 @pytest.mark.parametrize("content", DAMAGED, ids=range(len(DAMAGED)))
@@ -205,8 +248,9 @@ def test_twenty_concurrent_imports_are_all_listed(isolated_home, tmp_path):
     sources = [write_tiny_gguf(tmp_path / f"m{i}.gguf", i) for i in range(20)]
     env = _env(isolated_home)
     procs = [subprocess.Popen([sys.executable, "-c", _TOUCH], env=env) for _ in range(3)]
-    procs += [subprocess.Popen([sys.executable, "-c", _IMPORT, str(s), f"model-{i}"], env=env)
-              for i, s in enumerate(sources)]
+    procs += [
+        subprocess.Popen([sys.executable, "-c", _IMPORT, str(s), f"model-{i}"], env=env) for i, s in enumerate(sources)
+    ]
     assert [p.wait(300) for p in procs] == [0] * len(procs)
     names = sorted(m.name for m in store.installed())
     assert names == sorted(["busy"] + [f"model-{i}" for i in range(20)])

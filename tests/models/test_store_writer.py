@@ -12,11 +12,24 @@ from localllm import paths
 from localllm.models import store
 
 
-def model(name: str, quant: str | None = "Q4_K_M", *, files: list[str] | None = None, installed_at: float = 1.0,
-          last_used: float | None = None, **kw) -> store.InstalledModel:
+def model(
+    name: str,
+    quant: str | None = "Q4_K_M",
+    *,
+    files: list[str] | None = None,
+    installed_at: float = 1.0,
+    last_used: float | None = None,
+    **kw,
+) -> store.InstalledModel:
     folder = store.model_dir_name(name)
-    return store.InstalledModel(name=name, quant=quant, files=files or [f"{folder}/{folder}-{quant}.gguf"],
-                                installed_at=installed_at, last_used=last_used, **kw)
+    return store.InstalledModel(
+        name=name,
+        quant=quant,
+        files=files or [f"{folder}/{folder}-{quant}.gguf"],
+        installed_at=installed_at,
+        last_used=last_used,
+        **kw,
+    )
 
 
 def put(m: store.InstalledModel, data: bytes = b"GGUF") -> store.InstalledModel:
@@ -34,18 +47,40 @@ def manifest_json(home: Path) -> dict:
 # -- names and paths -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "folder"), [
-    ("smollm2", "smollm2"), ("owner/Repo-1.5B_x+y", "owner--Repo-1.5B_x+y"), ("a" * 200, "a" * 200),
-    ("9lives", "9lives"), ("_x", "_x"), ("console", "console"), ("com10", "com10"),
-])
+@pytest.mark.parametrize(
+    ("name", "folder"),
+    [
+        ("smollm2", "smollm2"),
+        ("owner/Repo-1.5B_x+y", "owner--Repo-1.5B_x+y"),
+        ("a" * 200, "a" * 200),
+        ("9lives", "9lives"),
+        ("_x", "_x"),
+        ("console", "console"),
+        ("com10", "com10"),
+    ],
+)
 def test_a_model_name_gives_one_folder(name, folder):
     assert store.model_dir_name(name) == folder
 
 
-@pytest.mark.parametrize("name", [
-    "", "a/b/c", ".hidden", "a/.b", "a b", "a" * 201, "o/" + "a" * 198, "con", "NUL.x", "lpt9", "com0",
-    "a\\b", None,
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "a/b/c",
+        ".hidden",
+        "a/.b",
+        "a b",
+        "a" * 201,
+        "o/" + "a" * 198,
+        "con",
+        "NUL.x",
+        "lpt9",
+        "com0",
+        "a\\b",
+        None,
+    ],
+)
 def test_a_name_that_is_not_one_ordinary_folder_is_refused(name):
     with pytest.raises(store.UnsafePathError) as err:
         store.model_dir_name(name)
@@ -57,8 +92,9 @@ def test_ordinary_file_names_are_kept(name):
     assert store.check_file_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\\b", "c:d", "a\x00", "a\x1f", "a\x7f", "a\x85",
-                                  "x" * 201, "é" * 101, 7])
+@pytest.mark.parametrize(
+    "name", ["", ".", "..", "a/b", "a\\b", "c:d", "a\x00", "a\x1f", "a\x7f", "a\x85", "x" * 201, "é" * 101, 7]
+)
 def test_file_names_that_could_leave_the_folder_are_refused(name):
     with pytest.raises(store.UnsafePathError, match="is not a usable file name in the store"):
         store.check_file_name(name)
@@ -70,8 +106,10 @@ def test_a_relative_path_of_a_folder_and_a_file_is_accepted(relative, isolated_h
     assert store.file_path(relative) == paths.models_dir() / relative
 
 
-@pytest.mark.parametrize("relative", ["f.gguf", "a/b/c.gguf", ".partial/x.part", "../x", "/etc/x", "a/..",
-                                      "./x", "c:/x.gguf", "a\x01/f.gguf", None])
+@pytest.mark.parametrize(
+    "relative",
+    ["f.gguf", "a/b/c.gguf", ".partial/x.part", "../x", "/etc/x", "a/..", "./x", "c:/x.gguf", "a\x01/f.gguf", None],
+)
 def test_a_relative_path_out_of_one_folder_is_refused(relative):
     with pytest.raises(store.UnsafePathError, match="is not a path inside the models directory"):
         store.check_relative(relative)
@@ -91,8 +129,18 @@ def test_a_symlinked_folder_is_refused_by_name(isolated_home, tmp_path):
 
 
 def test_a_recorded_model_reads_back_with_every_field(isolated_home):
-    m = model("owner/repo", "Q8_0", sha256="ab" * 32, size=123, source="hf:owner/repo@rev", last_used=5.5,
-              sha256s=["ab" * 32], repo="owner/repo", revision="rev", link="hardlink")
+    m = model(
+        "owner/repo",
+        "Q8_0",
+        sha256="ab" * 32,
+        size=123,
+        source="hf:owner/repo@rev",
+        last_used=5.5,
+        sha256s=["ab" * 32],
+        repo="owner/repo",
+        revision="rev",
+        link="hardlink",
+    )
     store.record(m)
     [back] = store.load_manifest()
     assert back == m and back.key == "owner/repo:Q8_0"
@@ -107,7 +155,10 @@ def test_recording_the_same_name_and_quant_replaces_and_others_stay(isolated_hom
     store.record(model("a", installed_at=2.0))
     entries = store.load_manifest()
     assert [(m.name, m.quant, m.installed_at) for m in entries] == [
-        ("a", "Q8_0", 1.0), ("b", "Q4_K_M", 1.0), ("a", "Q4_K_M", 2.0)]
+        ("a", "Q8_0", 1.0),
+        ("b", "Q4_K_M", 1.0),
+        ("a", "Q4_K_M", 2.0),
+    ]
     assert model("x", None).key == "x"
 
 
@@ -142,12 +193,15 @@ def test_a_manifest_that_cannot_be_read_is_one_error(isolated_home):
     assert err.value.hint == "check the data directory's permissions"
 
 
-@pytest.mark.parametrize(("raw", "why"), [
-    ('{"models": {}}', "not a manifest: expected an object with a list of models"),
-    ("[]", "not a manifest"),
-    ("{", "not JSON"),
-    (b"\xff\xfe", "not JSON"),
-])
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ('{"models": {}}', "not a manifest: expected an object with a list of models"),
+        ("[]", "not a manifest"),
+        ("{", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+    ],
+)
 def test_a_damaged_manifest_names_why(isolated_home, raw, why):
     isolated_home.mkdir(parents=True, exist_ok=True)
     path = isolated_home / "manifest.json"
@@ -185,23 +239,36 @@ def test_a_manifest_without_models_is_empty(isolated_home):
 GOOD = {"name": "m", "quant": "Q4_K_M", "files": ["m/m.gguf"]}
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    ({"name": None}, "no 'name'"), ({"quant": None}, "no 'quant'"), ({"files": None}, "no 'files'"),
-    ({"name": ""}, "'name' is not a name"), ({"name": 3}, "'name' is not a name"),
-    ({"name": "a\x00b"}, "'name' is not a name"), ({"quant": 4}, "'quant' is not a string or null"),
-    ({"files": []}, "'files' is not a list of paths"), ({"files": "m/m.gguf"}, "'files' is not a list of paths"),
-    ({"sha256": 5}, "'sha256' is not a string or null"), ({"size": -1}, "'size' is not a byte count"),
-    ({"size": True}, "'size' is not a byte count"), ({"size": 1.5}, "'size' is not a byte count"),
-    ({"source": None}, "'source' is not a string"), ({"installed_at": "today"}, "'installed_at' is not a time"),
-    ({"installed_at": float("nan")}, "'installed_at' is not a time"),
-    ({"installed_at": float("inf")}, "'installed_at' is not a time"),
-    ({"installed_at": -float("inf")}, "'installed_at' is not a time"),
-    ({"installed_at": False}, "'installed_at' is not a time"),
-    ({"last_used": "x"}, "'last_used' is not a time or null"),
-    ({"sha256s": ["a", 1]}, "'sha256s' is not a list of strings"), ({"sha256s": "a"}, "'sha256s' is not a list"),
-    ({"repo": 1}, "'repo' is not a string or null"), ({"revision": []}, "'revision' is not a string or null"),
-    ({"link": "copy"}, "'link' is not \"hardlink\", \"symlink\" or null"),
-])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"name": None}, "no 'name'"),
+        ({"quant": None}, "no 'quant'"),
+        ({"files": None}, "no 'files'"),
+        ({"name": ""}, "'name' is not a name"),
+        ({"name": 3}, "'name' is not a name"),
+        ({"name": "a\x00b"}, "'name' is not a name"),
+        ({"quant": 4}, "'quant' is not a string or null"),
+        ({"files": []}, "'files' is not a list of paths"),
+        ({"files": "m/m.gguf"}, "'files' is not a list of paths"),
+        ({"sha256": 5}, "'sha256' is not a string or null"),
+        ({"size": -1}, "'size' is not a byte count"),
+        ({"size": True}, "'size' is not a byte count"),
+        ({"size": 1.5}, "'size' is not a byte count"),
+        ({"source": None}, "'source' is not a string"),
+        ({"installed_at": "today"}, "'installed_at' is not a time"),
+        ({"installed_at": float("nan")}, "'installed_at' is not a time"),
+        ({"installed_at": float("inf")}, "'installed_at' is not a time"),
+        ({"installed_at": -float("inf")}, "'installed_at' is not a time"),
+        ({"installed_at": False}, "'installed_at' is not a time"),
+        ({"last_used": "x"}, "'last_used' is not a time or null"),
+        ({"sha256s": ["a", 1]}, "'sha256s' is not a list of strings"),
+        ({"sha256s": "a"}, "'sha256s' is not a list"),
+        ({"repo": 1}, "'repo' is not a string or null"),
+        ({"revision": []}, "'revision' is not a string or null"),
+        ({"link": "copy"}, '\'link\' is not "hardlink", "symlink" or null'),
+    ],
+)
 def test_a_bad_field_makes_a_bad_entry_that_says_which(change, reason):
     item = dict(GOOD)
     for key, value in change.items():
@@ -214,11 +281,22 @@ def test_a_bad_field_makes_a_bad_entry_that_says_which(change, reason):
     assert reason in str(err.value)
 
 
-@pytest.mark.parametrize("change", [
-    {"quant": None}, {"sha256": None}, {"size": 0}, {"installed_at": 0}, {"installed_at": 1.5},
-    {"last_used": None}, {"last_used": 2}, {"link": None}, {"link": "symlink"}, {"sha256s": []},
-    {"name": "owner/repo"},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"quant": None},
+        {"sha256": None},
+        {"size": 0},
+        {"installed_at": 0},
+        {"installed_at": 1.5},
+        {"last_used": None},
+        {"last_used": 2},
+        {"link": None},
+        {"link": "symlink"},
+        {"sha256s": []},
+        {"name": "owner/repo"},
+    ],
+)
 def test_good_values_of_each_field_are_accepted(change):
     parsed = store.parse_entry({**GOOD, **change})
     for key, value in change.items():
@@ -232,8 +310,10 @@ def test_a_bad_entry_is_kept_as_it_was_with_its_reason(isolated_home):
     manifest = store.read_manifest()
     assert [m.name for m in manifest.models] == ["m"]
     assert [(b.raw, b.reason) for b in manifest.bad] == [
-        (7, "not an object"), (bad[1], "'../x.gguf' is not a path inside the models directory"),
-        (bad[2], "no 'quant'")]
+        (7, "not an object"),
+        (bad[1], "'../x.gguf' is not a path inside the models directory"),
+        (bad[2], "no 'quant'"),
+    ]
     assert [b.key for b in manifest.bad] == ["?", "x:Q", "y"]
     store.record(model("n"))
     assert manifest_json(isolated_home)["models"][-3:] == bad  # written back unchanged, after the good ones
@@ -361,8 +441,11 @@ def test_a_file_that_cannot_be_deleted_is_one_error_and_the_entry_stays(isolated
 
 def test_forget_bad_drops_only_the_bad_entries_of_that_name(isolated_home):
     isolated_home.mkdir(parents=True, exist_ok=True)
-    bad = [{"name": "x", "quant": "Q8_0", "files": ["../x.gguf"]}, {"name": "y", "files": []},
-           {"name": "X", "quant": 5, "files": ["x/x.gguf"]}]
+    bad = [
+        {"name": "x", "quant": "Q8_0", "files": ["../x.gguf"]},
+        {"name": "y", "files": []},
+        {"name": "X", "quant": 5, "files": ["x/x.gguf"]},
+    ]
     (isolated_home / "manifest.json").write_text(json.dumps({"models": [GOOD, *bad]}))
     assert store.forget_bad("x:q8_0") == 1
     assert store.forget_bad("nothing") == 0

@@ -40,8 +40,9 @@ def test_the_script_runs_the_command_of_the_table(backend):
     assert command.endswith(f'--no-binary llama-cpp-python "llama-cpp-python=={pin}"')  # localllm's pin
 
 
-@pytest.mark.parametrize("vendor,backend", [("nvidia", "cuda"), ("amd", "rocm"), ("apple", "metal"),
-                                            ("intel", "vulkan")])
+@pytest.mark.parametrize(
+    "vendor,backend", [("nvidia", "cuda"), ("amd", "rocm"), ("apple", "metal"), ("intel", "vulkan")]
+)
 def test_hw_beside_a_cpu_only_build_names_the_packaging_command(vendor, backend, monkeypatch, capsys):
     """A GPU made to appear beside a CPU-only llama.cpp build (what CI has; simulated here so that a
     machine with a GPU build gives the same answer)."""

@@ -39,9 +39,25 @@ def test_desktop_entry_opens_the_tui_in_a_terminal():
 
 def _generate(out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / "packaging" / "generate.py"), "--out", str(out), "--sdist-url", SDIST_URL,
-         "--sdist-sha256", SDIST_SHA, "--zip-url", ZIP_URL, "--zip-sha256", ZIP_SHA, *extra],
-        capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            str(REPO / "packaging" / "generate.py"),
+            "--out",
+            str(out),
+            "--sdist-url",
+            SDIST_URL,
+            "--sdist-sha256",
+            SDIST_SHA,
+            "--zip-url",
+            ZIP_URL,
+            "--zip-sha256",
+            ZIP_SHA,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_generated_homebrew_formula_names_this_release(tmp_path):
@@ -56,8 +72,9 @@ def test_generated_homebrew_formula_names_this_release(tmp_path):
     openers = len(re.findall(r"^\s*(?:class|def)\b|\bdo$", ruby, re.M))
     assert openers == len(re.findall(r"^\s*end$", ruby, re.M))  # every block closes
     if shutil.which("ruby"):  # Ruby's own syntax check, where Ruby is installed
-        checked = subprocess.run(["ruby", "-c", str(tmp_path / "homebrew" / "localllm.rb")], capture_output=True,
-                                 text=True)
+        checked = subprocess.run(
+            ["ruby", "-c", str(tmp_path / "homebrew" / "localllm.rb")], capture_output=True, text=True
+        )
         assert checked.returncode == 0, checked.stderr
 
 

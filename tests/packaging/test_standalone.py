@@ -158,8 +158,10 @@ def test_hw_json_sees_the_bundled_llama_cpp_after_the_folder_moves(built, bare_e
 def test_batch_answers_both_lines(built, bare_env, smollm2_path, tmp_path):
     lines = tmp_path / "prompts.jsonl"
     lines.write_text(
-        json.dumps({"id": "capital", "prompt": QUESTION}) + "\n"
-        + json.dumps({"id": "colour", "prompt": "Name one colour."}) + "\n"
+        json.dumps({"id": "capital", "prompt": QUESTION})
+        + "\n"
+        + json.dumps({"id": "colour", "prompt": "Name one colour."})
+        + "\n"
     )
     args = ("batch", "-m", str(smollm2_path), "-t", "0", "-n", "30", "-q", str(lines))
     result = run_built(built / ONE_FOLDER, *args, env=bare_env)

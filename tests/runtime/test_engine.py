@@ -17,8 +17,24 @@ from localllm.errors import (
     QueueFullError,
 )
 
-TOPICS = ["the sea", "bread", "chess", "autumn", "the moon", "bicycles", "coffee", "a river",
-          "volcanoes", "music", "snow", "trains", "bees", "a library", "tea", "mountains"]
+TOPICS = [
+    "the sea",
+    "bread",
+    "chess",
+    "autumn",
+    "the moon",
+    "bicycles",
+    "coffee",
+    "a river",
+    "volcanoes",
+    "music",
+    "snow",
+    "trains",
+    "bees",
+    "a library",
+    "tea",
+    "mountains",
+]
 LONG_CTX = 2048  # room for a sequence that cannot end before the test cancels it
 
 
@@ -180,8 +196,9 @@ def test_a_stop_string_never_reaches_a_piece(model):
 
 def test_non_ascii_text_is_never_split_mid_character(model):
     with runtime.BatchEngine(model, 1, 256, n_threads=1) as engine:
-        pieces, result = read(engine.submit(
-            request(model, 0, "Écris une phrase en français sur l'été à Montréal.", max_tokens=60)))
+        pieces, result = read(
+            engine.submit(request(model, 0, "Écris une phrase en français sur l'été à Montréal.", max_tokens=60))
+        )
         assert any(ord(c) > 127 for c in result.text)
         assert not any("\ufffd" in p for p in pieces)
 

@@ -49,7 +49,9 @@ def test_overrides_keep_the_estimated_experts_on_the_cpu_and_generate(moe_path):
         assert model.load_report.settings["cpu_moe_layers"] == 2
     # llama.cpp moved the routed experts of layers 0 and 1, and nothing else, into a CPU buffer ...
     assert set(moved.values()) == {"CPU"}
-    assert sorted(moved) == sorted(f"blk.{il}.ffn_{kind}_exps.weight" for il in (0, 1) for kind in ("gate", "up", "down"))
+    assert sorted(moved) == sorted(
+        f"blk.{il}.ffn_{kind}_exps.weight" for il in (0, 1) for kind in ("gate", "up", "down")
+    )
     # ... which are the bytes the estimate moves from the GPU to the CPU.
     sizes = {t.name: t.n_bytes for t in header.tensors}
     assert estimate.cpu_expert_bytes(header, 2) == sum(sizes[name] for name in moved)

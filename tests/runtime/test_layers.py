@@ -82,7 +82,15 @@ def test_load_report_carries_what_the_application_records(smollm2_path, isolated
     assert report.file_size == smollm2_path.stat().st_size
     settings = dict(report.settings)
     assert isinstance(settings.pop("repack"), bool)  # whether llama.cpp repacked weights (not where it uses AMX)
-    assert settings == {"n_ctx": 256, "n_gpu_layers": 0, "type_k": "f16", "type_v": "f16",
-                        "flash_attn": None, "n_batch": 512, "n_ubatch": 512, "cpu_moe_layers": 0}
+    assert settings == {
+        "n_ctx": 256,
+        "n_gpu_layers": 0,
+        "type_k": "f16",
+        "type_v": "f16",
+        "flash_attn": None,
+        "n_batch": 512,
+        "n_ubatch": 512,
+        "cpu_moe_layers": 0,
+    }
     # Recording the load is the caller's job: the runtime writes no load log.
     assert not list(isolated_home.rglob("loads.jsonl"))

@@ -27,7 +27,9 @@ def test_streams_a_real_answer(model):
     assert "Paris" in generation.text
     stats = generation.stats
     assert stats.finish_reason == "stop"
-    assert stats.generated_tokens == len(model.tokenize(generation.text, add_special=False)) or stats.generated_tokens > 3
+    assert (
+        stats.generated_tokens == len(model.tokenize(generation.text, add_special=False)) or stats.generated_tokens > 3
+    )
     assert 0 < stats.ttft_s < 30
     assert stats.tokens_per_s > 0 and stats.prompt_tokens > 20
 

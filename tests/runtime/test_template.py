@@ -11,8 +11,10 @@ from localllm.errors import GenerationError, GrammarError
 from localllm.runtime import batching
 from localllm.runtime.template import ChatTemplate
 
-CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-          "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
@@ -22,18 +24,25 @@ def render(source: str, messages=MESSAGES) -> str:
 
 def test_a_normal_template_renders_as_before():
     assert render(CHATML) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-    assert render("{{ bos_token }}{{ messages | tojson }}{{ eos_token }}") == '<s>[{"role": "user", "content": "hi"}]</s>'
+    assert (
+        render("{{ bos_token }}{{ messages | tojson }}{{ eos_token }}") == '<s>[{"role": "user", "content": "hi"}]</s>'
+    )
     assert render("{% generation %}x{% endgeneration %}{% for m in messages %}{% break %}{% endfor %}") == "x"
 
 
 HOSTILE = {
     "nested loops": ("{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}", "steps"),
-    "nested loops writing": ("{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}",
-                             "steps"),
+    "nested loops writing": (
+        "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}",
+        "steps",
+    ),
     "string multiplication": ("{{ 'x' * 1000000000 }}", "more than"),
     "list multiplication": ("{{ ([1] * 100000000) | length }}", "more than"),
-    "doubling by +": ("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}"
-                      "{% endfor %}{{ ns.s | length }}", "more than"),
+    "doubling by +": (
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}"
+        "{% endfor %}{{ ns.s | length }}",
+        "more than",
+    ),
     "huge power": ("{{ 2 ** 100000000 }}", "huge power"),
     "center": ("{{ 'x' | center(1000000000) }}", "huge size"),
     "format width": ("{{ '%01000000000d' | format(1) }}", "huge width"),
@@ -75,13 +84,16 @@ def test_the_trace_function_is_restored():
     assert sys.gettrace() is before
 
 
-@pytest.mark.parametrize(("schema", "message"), [
-    ({"type": "string", "minLength": 10**9}, '"minLength" is 1000000000'),
-    ({"type": "array", "items": {"type": "integer"}, "maxItems": 50000}, '"maxItems"'),
-    ({"type": "string", "maxLength": -1}, '"maxLength"'),
-    ({"type": "string", "minLength": "many"}, '"minLength"'),
-    ({"type": "string", "minLength": float("inf")}, '"minLength"'),
-])
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ({"type": "string", "minLength": 10**9}, '"minLength" is 1000000000'),
+        ({"type": "array", "items": {"type": "integer"}, "maxItems": 50000}, '"maxItems"'),
+        ({"type": "string", "maxLength": -1}, '"maxLength"'),
+        ({"type": "string", "minLength": "many"}, '"minLength"'),
+        ({"type": "string", "minLength": float("inf")}, '"minLength"'),
+    ],
+)
 def test_an_enormous_schema_is_refused_before_a_grammar_is_built(schema, message):
     with pytest.raises(GrammarError, match=message):
         batching.json_schema_grammar(schema)
@@ -94,6 +106,7 @@ def test_deep_and_long_schemas_are_refused():
     with pytest.raises(GrammarError, match="nested more than"):
         batching.json_schema_grammar(deep)
     with pytest.raises(GrammarError, match="longer than"):
-        batching.json_schema_grammar({"type": "object", "properties": {f"k{i}": {"type": "string"}
-                                                                       for i in range(10000)}})
+        batching.json_schema_grammar(
+            {"type": "object", "properties": {f"k{i}": {"type": "string"} for i in range(10000)}}
+        )
     assert batching.json_schema_grammar({"type": "string", "maxLength": 20})

@@ -17,9 +17,26 @@ from support.serving import MODEL, QUESTION
 def test_ctrl_c_lets_the_stream_in_flight_finish_then_exits_0(installed_starter):
     """Also: it listens on 127.0.0.1 by default, and LOCALLLM_API_KEY requires the key."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "localllm", "serve", "--port", "0", "-m", MODEL, "--parallel", "1", "--ctx", "256",
-         "--grace", "120"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "LOCALLLM_API_KEY": "k"},
+        [
+            sys.executable,
+            "-m",
+            "localllm",
+            "serve",
+            "--port",
+            "0",
+            "-m",
+            MODEL,
+            "--parallel",
+            "1",
+            "--ctx",
+            "256",
+            "--grace",
+            "120",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LOCALLLM_API_KEY": "k"},
     )
     try:
         banner = ""
@@ -34,8 +51,9 @@ def test_ctrl_c_lets_the_stream_in_flight_finish_then_exits_0(installed_starter)
 
         body = {"model": MODEL, "messages": QUESTION, "temperature": 0, "max_tokens": 12, "stream": True}
         events: list[str] = []
-        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=300,
-                          headers={"Authorization": "Bearer k"}) as answer:
+        with httpx.stream(
+            "POST", url + "/v1/chat/completions", json=body, timeout=300, headers={"Authorization": "Bearer k"}
+        ) as answer:
             lines = answer.iter_lines()
             events.append(next(lines))
             process.send_signal(signal.SIGINT)  # Ctrl-C while the reply streams
@@ -61,8 +79,12 @@ def test_a_port_in_use_is_one_clear_error(installed_starter):
     taken.listen(1)
     port = taken.getsockname()[1]
     try:
-        result = subprocess.run([sys.executable, "-m", "localllm", "serve", "--port", str(port)],
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "localllm", "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         taken.close()
     assert result.returncode == 2
@@ -71,7 +93,8 @@ def test_a_port_in_use_is_one_clear_error(installed_starter):
 
 
 def test_serve_refuses_a_model_that_is_not_installed(installed_starter):
-    result = subprocess.run([sys.executable, "-m", "localllm", "serve", "-m", "qwen3-0.6b"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "localllm", "serve", "-m", "qwen3-0.6b"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1
     assert "localllm pull qwen3-0.6b" in result.stderr

@@ -42,13 +42,17 @@ def test_a_body_over_the_limit_is_refused_with_413(serve):
 
 def test_the_default_body_limit_is_8_mib(serve):
     server = serve()
-    answer = httpx.post(server.url + CHAT, content=b" " * (8 << 20) + b"{}", headers={"content-type": "application/json"})
+    answer = httpx.post(
+        server.url + CHAT, content=b" " * (8 << 20) + b"{}", headers={"content-type": "application/json"}
+    )
     assert answer.status_code == 413
 
 
 def test_malformed_json_is_a_400_with_an_openai_error_object(serve):
     server = serve()
-    answer = httpx.post(server.url + CHAT, content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"})
+    answer = httpx.post(
+        server.url + CHAT, content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"}
+    )
     assert answer.status_code == 400
     error = answer.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -126,7 +130,8 @@ def test_a_client_that_goes_away_frees_its_sequence_at_once(serve):
     # (with no queue, a busy slot would answer 503).
     wait_until(lambda: server.manager.running()[0].active == 0)
     reply = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=120).chat.completions.create(
-        model=MODEL, messages=QUESTION, temperature=0, max_tokens=4)
+        model=MODEL, messages=QUESTION, temperature=0, max_tokens=4
+    )
     assert reply.usage.completion_tokens == 4
     first_line = next(line for line in server.log_lines() if "(cancelled)" in line)
     assert first_line.startswith(f"POST {CHAT} model={MODEL}")
@@ -147,8 +152,9 @@ def test_a_client_that_gives_up_on_a_whole_reply_cancels_it_too(serve):
 
 def test_each_request_logs_one_line_with_model_tokens_speed_status_and_time(serve):
     server = serve()
-    httpx.post(server.url + CHAT, timeout=120,
-               json={"model": MODEL, "messages": QUESTION, "temperature": 0, "max_tokens": 6})
+    httpx.post(
+        server.url + CHAT, timeout=120, json={"model": MODEL, "messages": QUESTION, "temperature": 0, "max_tokens": 6}
+    )
     httpx.get(server.url + "/v1/models")
     httpx.post(server.url + CHAT, content=b"{")
     wait_until(lambda: len(server.log_lines()) >= 3)  # written once the last byte has gone out
@@ -167,8 +173,9 @@ def test_sixteen_concurrent_greedy_streams_each_get_the_text_they_get_alone(serv
     prompts = [f"Write one sentence about the number {n}." for n in range(16)]
 
     def ask(prompt: str) -> str:
-        stream = api.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}],
-                                             temperature=0, max_tokens=8, stream=True)
+        stream = api.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=8, stream=True
+        )
         return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
     alone = [ask(p) for p in prompts]
@@ -186,10 +193,22 @@ def test_sixteen_concurrent_greedy_streams_each_get_the_text_they_get_alone(serv
     assert len(set(alone)) > 8  # different prompts, different replies
 
 
-@pytest.mark.parametrize("value, seconds", [
-    ("5m", 300.0), ("30s", 30.0), ("1h", 3600.0), ("1h30m", 5400.0), ("250ms", 0.25), (0, 0.0), ("0", 0.0),
-    (90, 90.0), (-1, float("inf")), ("-1", float("inf")), ("-5m", float("inf")),
-])
+@pytest.mark.parametrize(
+    "value, seconds",
+    [
+        ("5m", 300.0),
+        ("30s", 30.0),
+        ("1h", 3600.0),
+        ("1h30m", 5400.0),
+        ("250ms", 0.25),
+        (0, 0.0),
+        ("0", 0.0),
+        (90, 90.0),
+        (-1, float("inf")),
+        ("-1", float("inf")),
+        ("-5m", float("inf")),
+    ],
+)
 def test_keep_alive_reads_ollamas_durations(value, seconds):
     assert parse_keep_alive(value) == seconds
 

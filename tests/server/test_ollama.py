@@ -17,8 +17,9 @@ def client(server) -> ollama.Client:
 
 def test_chat_streams_the_reply_then_the_counts(serve):
     server = serve()
-    parts = list(client(server).chat(model=MODEL, messages=QUESTION, stream=True,
-                                     options={"temperature": 0, "num_predict": 40}))
+    parts = list(
+        client(server).chat(model=MODEL, messages=QUESTION, stream=True, options={"temperature": 0, "num_predict": 40})
+    )
     assert len(parts) > 3
     assert all(not p.done for p in parts[:-1]) and parts[-1].done
     text = "".join(p.message.content for p in parts)
@@ -26,26 +27,41 @@ def test_chat_streams_the_reply_then_the_counts(serve):
     last = parts[-1]
     assert last.done_reason in ("stop", "length")
     assert last.prompt_eval_count > 5 and 0 < last.eval_count <= 40
-    whole = client(server).chat(model=MODEL, messages=QUESTION, stream=False, options={"temperature": 0, "num_predict": 40})
+    whole = client(server).chat(
+        model=MODEL, messages=QUESTION, stream=False, options={"temperature": 0, "num_predict": 40}
+    )
     assert whole.message.content == text
     assert whole.message.role == "assistant"
 
 
 def test_generate_answers_a_prompt_with_the_chat_template(serve):
     server = serve()
-    reply = client(server).generate(model=MODEL, prompt=QUESTION[0]["content"], stream=False,
-                                    options={"temperature": 0, "num_predict": 40, "seed": 1})
+    reply = client(server).generate(
+        model=MODEL,
+        prompt=QUESTION[0]["content"],
+        stream=False,
+        options={"temperature": 0, "num_predict": 40, "seed": 1},
+    )
     assert "Paris" in reply.response
     assert reply.done and reply.eval_count <= 40
-    streamed = "".join(p.response for p in (client(server).generate(
-        model=MODEL, prompt=QUESTION[0]["content"], stream=True, options={"temperature": 0, "num_predict": 40})))
+    streamed = "".join(
+        p.response
+        for p in (
+            client(server).generate(
+                model=MODEL, prompt=QUESTION[0]["content"], stream=True, options={"temperature": 0, "num_predict": 40}
+            )
+        )
+    )
     assert streamed == reply.response
 
 
 def test_stream_defaults_to_true_as_newline_delimited_json(serve):
     server = serve()
-    answer = httpx.post(server.url + "/api/generate", timeout=120,
-                        json={"model": MODEL, "prompt": "Hi", "options": {"temperature": 0, "num_predict": 5}})
+    answer = httpx.post(
+        server.url + "/api/generate",
+        timeout=120,
+        json={"model": MODEL, "prompt": "Hi", "options": {"temperature": 0, "num_predict": 5}},
+    )
     assert answer.headers["content-type"].startswith("application/x-ndjson")
     lines = [json.loads(line) for line in answer.text.splitlines()]
     assert len(lines) == 6 and lines[-1]["done"] and lines[-1]["eval_count"] == 5
@@ -53,15 +69,21 @@ def test_stream_defaults_to_true_as_newline_delimited_json(serve):
 
 def test_stop_and_num_predict_are_honoured(serve):
     server = serve()
-    short = client(server).generate(model=MODEL, prompt="Count to ten.", stream=False,
-                                    options={"temperature": 0, "num_predict": 3})
+    short = client(server).generate(
+        model=MODEL, prompt="Count to ten.", stream=False, options={"temperature": 0, "num_predict": 3}
+    )
     assert short.eval_count == 3 and short.done_reason == "length"
 
 
 def test_format_json_gives_a_json_object(serve):
     server = serve()
-    reply = client(server).chat(model=MODEL, messages=[{"role": "user", "content": "Describe Paris as JSON."}],
-                                format="json", stream=False, options={"temperature": 0, "num_predict": 60})
+    reply = client(server).chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Describe Paris as JSON."}],
+        format="json",
+        stream=False,
+        options={"temperature": 0, "num_predict": 60},
+    )
     assert isinstance(json.loads(reply.message.content), dict)
 
 

@@ -32,8 +32,16 @@ def test_streamed_chat_gives_the_same_text_and_usage_in_the_last_chunk(serve):
     server = serve()
     api = client(server)
     whole = api.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40)
-    chunks = list(api.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40,
-                                              stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        api.chat.completions.create(
+            model=MODEL,
+            messages=QUESTION,
+            temperature=0,
+            max_tokens=40,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
     assert len(chunks) > 3  # streamed piece by piece, not in one go
@@ -61,16 +69,16 @@ def test_completion_continues_the_raw_prompt(serve):
     done = api.completions.create(model=MODEL, prompt="The capital of France is", temperature=0, max_tokens=8)
     assert "Paris" in done.choices[0].text
     assert done.usage.completion_tokens <= 8
-    streamed = api.completions.create(model=MODEL, prompt="The capital of France is", temperature=0, max_tokens=8,
-                                      stream=True)
+    streamed = api.completions.create(
+        model=MODEL, prompt="The capital of France is", temperature=0, max_tokens=8, stream=True
+    )
     assert "".join(c.choices[0].text for c in streamed if c.choices) == done.choices[0].text
 
 
 def test_the_same_seed_gives_the_same_sampled_reply(serve):
     server = serve()
     api = client(server)
-    ask = dict(model=MODEL, messages=[{"role": "user", "content": "Name a colour."}], temperature=1.0,
-               max_tokens=12)
+    ask = dict(model=MODEL, messages=[{"role": "user", "content": "Name a colour."}], temperature=1.0, max_tokens=12)
     first = api.chat.completions.create(seed=7, **ask).choices[0].message.content
     assert api.chat.completions.create(seed=7, **ask).choices[0].message.content == first
 
@@ -151,11 +159,17 @@ def test_bad_fields_are_bad_requests_naming_the_field(serve):
 
 def test_json_schema_gives_json_that_matches(serve):
     server = serve()
-    schema = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
-              "required": ["city", "population"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
     reply = client(server).chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Give the capital of France and its population as JSON."}],
-        temperature=0, max_tokens=60,
+        model=MODEL,
+        messages=[{"role": "user", "content": "Give the capital of France and its population as JSON."}],
+        temperature=0,
+        max_tokens=60,
         response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}},
     )
     value = json.loads(reply.choices[0].message.content)
@@ -166,7 +180,10 @@ def test_json_schema_gives_json_that_matches(serve):
 def test_json_object_gives_a_json_object(serve):
     server = serve()
     reply = client(server).chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Describe Paris as JSON."}], temperature=0, max_tokens=60,
+        model=MODEL,
+        messages=[{"role": "user", "content": "Describe Paris as JSON."}],
+        temperature=0,
+        max_tokens=60,
         response_format={"type": "json_object"},
     )
     assert isinstance(json.loads(reply.choices[0].message.content), dict)
@@ -196,6 +213,9 @@ def test_a_schema_that_cannot_be_a_grammar_is_a_bad_request(serve):
     schema = {"type": "object", "properties": {"name": {"type": "string", "minLength": 5000}}}
     with pytest.raises(openai.BadRequestError) as caught:
         client(server).chat.completions.create(
-            model=MODEL, messages=QUESTION, max_tokens=4,
-            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+            model=MODEL,
+            messages=QUESTION,
+            max_tokens=4,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+        )
     assert "minLength" in caught.value.message

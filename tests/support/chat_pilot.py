@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from support.scripted_engine import FakeServices, ScriptedModel
-
 from localllm.tui.app import make_app
 from localllm.tui.chat_screen import ChatScreen, MessageView
 from localllm.tui.services import ChatTarget
+from support.scripted_engine import FakeServices, ScriptedModel
 
 TARGET = ChatTarget("scripted:Q4_K_M", Path("scripted.gguf"), "Q4_K_M")
 

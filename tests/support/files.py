@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def damaged_copy(src: Path, dest: Path, *, truncate_to: int | None = None, patch: tuple[int, bytes] | None = None) -> Path:
+def damaged_copy(
+    src: Path, dest: Path, *, truncate_to: int | None = None, patch: tuple[int, bytes] | None = None
+) -> Path:
     data = bytearray(src.read_bytes() if truncate_to is None else src.read_bytes()[:truncate_to])
     if patch is not None:
         offset, replacement = patch
@@ -28,7 +30,15 @@ def cache_hub_header(home: Path, repo: str, filename: str, gguf: Path, revision:
     folder.mkdir(parents=True, exist_ok=True)
     with open(gguf, "rb") as f:
         (folder / f"{key}.gguf-header").write_bytes(f.read(header.data_offset))
-    (folder / f"{key}.json").write_text(json.dumps({
-        "repo": repo, "file": filename, "revision": revision, "etag": "test", "size": header.file_size,
-        "fetched": 1700000000.0,
-    }))
+    (folder / f"{key}.json").write_text(
+        json.dumps(
+            {
+                "repo": repo,
+                "file": filename,
+                "revision": revision,
+                "etag": "test",
+                "size": header.file_size,
+                "fetched": 1700000000.0,
+            }
+        )
+    )

@@ -15,10 +15,32 @@ from pathlib import Path
 
 T_UINT8, T_INT8, T_UINT16, T_INT16, T_UINT32, T_INT32, T_FLOAT32, T_BOOL = range(8)
 T_STRING, T_ARRAY, T_UINT64, T_INT64, T_FLOAT64 = range(8, 13)
-_SIZES = {T_UINT8: 1, T_INT8: 1, T_UINT16: 2, T_INT16: 2, T_UINT32: 4, T_INT32: 4, T_FLOAT32: 4, T_BOOL: 1,
-          T_UINT64: 8, T_INT64: 8, T_FLOAT64: 8}
-_FMT = {T_UINT8: "B", T_INT8: "b", T_UINT16: "H", T_INT16: "h", T_UINT32: "I", T_INT32: "i", T_FLOAT32: "f",
-        T_BOOL: "?", T_UINT64: "Q", T_INT64: "q", T_FLOAT64: "d"}
+_SIZES = {
+    T_UINT8: 1,
+    T_INT8: 1,
+    T_UINT16: 2,
+    T_INT16: 2,
+    T_UINT32: 4,
+    T_INT32: 4,
+    T_FLOAT32: 4,
+    T_BOOL: 1,
+    T_UINT64: 8,
+    T_INT64: 8,
+    T_FLOAT64: 8,
+}
+_FMT = {
+    T_UINT8: "B",
+    T_INT8: "b",
+    T_UINT16: "H",
+    T_INT16: "h",
+    T_UINT32: "I",
+    T_INT32: "i",
+    T_FLOAT32: "f",
+    T_BOOL: "?",
+    T_UINT64: "Q",
+    T_INT64: "q",
+    T_FLOAT64: "d",
+}
 
 
 @dataclass(frozen=True)

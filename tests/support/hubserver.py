@@ -156,7 +156,9 @@ def _handler(hub: HubServer):
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        def _error(self, status: int, code: str | None = None, message: str = "", retry_after: str | None = None) -> None:
+        def _error(
+            self, status: int, code: str | None = None, message: str = "", retry_after: str | None = None
+        ) -> None:
             body = json.dumps({"error": message or code or str(status)}).encode()
             self.send_response(status)
             if code:
@@ -213,11 +215,17 @@ def _handler(hub: HubServer):
                 return self._error(401, "RepoNotFound", "Repository not found")
             rest = parts[2:]
             if not rest or rest[0] == "revision":
-                return self._json({
-                    "id": name, "modelId": name, "sha": repo.commit, "private": False,
-                    "gated": "manual" if repo.gated else False, "tags": ["gguf"],
-                    "siblings": [{"rfilename": p} for p in sorted(repo.files)],
-                })
+                return self._json(
+                    {
+                        "id": name,
+                        "modelId": name,
+                        "sha": repo.commit,
+                        "private": False,
+                        "gated": "manual" if repo.gated else False,
+                        "tags": ["gguf"],
+                        "siblings": [{"rfilename": p} for p in sorted(repo.files)],
+                    }
+                )
             if rest[0] == "tree":
                 prefix = "/".join(rest[2:])
                 entries = [hub.entry(repo, p) for p in sorted(repo.files) if p.startswith(prefix)]

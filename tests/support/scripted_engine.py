@@ -31,8 +31,14 @@ class ScriptedOptions:
 
 
 class ScriptedGeneration:
-    def __init__(self, model: ScriptedModel, prompt_tokens: int, reply: str, cancel: threading.Event | None,
-                 max_tokens: int | None) -> None:
+    def __init__(
+        self,
+        model: ScriptedModel,
+        prompt_tokens: int,
+        reply: str,
+        cancel: threading.Event | None,
+        max_tokens: int | None,
+    ) -> None:
         self.model = model
         self.stats = GenerationStats(prompt_tokens=prompt_tokens)
         self.text = ""
@@ -91,9 +97,16 @@ class ScriptedGeneration:
 class ScriptedModel:
     """Replies with ``replies`` in turn (the last one repeats); ``tokens_per_s=0`` is instant."""
 
-    def __init__(self, replies: Sequence[str] = ("Hello! How can I help?",), *, tokens_per_s: float = 0.0,
-                 n_ctx: int = 4096, path: Path = Path("scripted.gguf"), prompt_s: float = 0.0,
-                 hold: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        replies: Sequence[str] = ("Hello! How can I help?",),
+        *,
+        tokens_per_s: float = 0.0,
+        n_ctx: int = 4096,
+        path: Path = Path("scripted.gguf"),
+        prompt_s: float = 0.0,
+        hold: threading.Event | None = None,
+    ) -> None:
         self.replies = list(replies)
         self.hold = hold  # when given, each reply's last piece waits for it: "still generating" without a race
         self.tokens_per_s = tokens_per_s
@@ -127,15 +140,20 @@ class ScriptedModel:
 
 
 FIXED_HARDWARE = Hardware(
-    ram_total=16 * 2**30, ram_available=8 * 2**30, cpu_model="Test CPU 3000", cores_physical=4, cores_logical=8,
+    ram_total=16 * 2**30,
+    ram_available=8 * 2**30,
+    cpu_model="Test CPU 3000",
+    cores_physical=4,
+    cores_logical=8,
 )
 
 
 class FakeServices(Services):
     """Real catalog and store; fixed hardware; scripted models; a downloader that only pretends."""
 
-    def __init__(self, model: ScriptedModel | None = None, *, pull_steps: int = 5,
-                 pull_gate: threading.Event | None = None) -> None:
+    def __init__(
+        self, model: ScriptedModel | None = None, *, pull_steps: int = 5, pull_gate: threading.Event | None = None
+    ) -> None:
         self.model = model or ScriptedModel()
         self.loaded: list[ChatTarget] = []
         self.pull_steps = pull_steps
@@ -186,7 +204,13 @@ class FakeServices(Services):
         path = Path(store.paths.models_dir()) / entry.name / f"{entry.name}-{quant}.gguf"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"GGUF" + bytes(60))
-        model = store.InstalledModel(name=entry.name, quant=quant, files=[f"{entry.name}/{path.name}"],
-                                     size=path.stat().st_size, source="fake", installed_at=1.0)
+        model = store.InstalledModel(
+            name=entry.name,
+            quant=quant,
+            files=[f"{entry.name}/{path.name}"],
+            size=path.stat().st_size,
+            source="fake",
+            installed_at=1.0,
+        )
         store.record(model)
         return model

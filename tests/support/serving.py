@@ -34,8 +34,9 @@ def serve(installed_starter) -> Iterator:
     """serve(options=..., settings=..., hardware=...) starts a server; each is stopped at the end of the test."""
     started: list[tuple[RunningServer, object, threading.Thread]] = []
 
-    def start(options: ServeOptions | None = None, settings: ServerSettings | None = None,
-              hardware=None) -> RunningServer:
+    def start(
+        options: ServeOptions | None = None, settings: ServerSettings | None = None, hardware=None
+    ) -> RunningServer:
         manager = ModelManager(options or ServeOptions(n_ctx_seq=1024, n_parallel=2), hardware=hardware)
         log = io.StringIO()
         app = create_app(manager, replace(settings or ServerSettings(), log=log))

@@ -21,12 +21,22 @@ def t(name: str, shape: tuple[int, ...], ggml_type: int = F32) -> TensorInfo:
     return TensorInfo(name, shape, ggml_type, 0, n, n * (4 if ggml_type == F32 else 2))
 
 
-def header(arch: str = "llama", *, tied: bool = False, extra: dict | None = None,
-           tensors: list[TensorInfo] | None = None, n_layer: int = N_LAYER) -> GGUFHeader:
+def header(
+    arch: str = "llama",
+    *,
+    tied: bool = False,
+    extra: dict | None = None,
+    tensors: list[TensorInfo] | None = None,
+    n_layer: int = N_LAYER,
+) -> GGUFHeader:
     meta: dict[str, object] = {
-        "general.architecture": arch, "general.name": "tiny",
-        f"{arch}.block_count": n_layer, f"{arch}.embedding_length": N_EMBD, f"{arch}.context_length": 4096,
-        f"{arch}.attention.head_count": 4, f"{arch}.attention.head_count_kv": 2,
+        "general.architecture": arch,
+        "general.name": "tiny",
+        f"{arch}.block_count": n_layer,
+        f"{arch}.embedding_length": N_EMBD,
+        f"{arch}.context_length": 4096,
+        f"{arch}.attention.head_count": 4,
+        f"{arch}.attention.head_count_kv": 2,
         f"{arch}.feed_forward_length": 128,
         "tokenizer.ggml.tokens": ArrayInfo(T_STRING, N_VOCAB),
     }

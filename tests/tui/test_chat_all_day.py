@@ -7,8 +7,8 @@ import re
 import threading
 
 import pytest
-from support.scripted_engine import ScriptedModel
 from support.chat_pilot import chat_screen, reply_done, scripted_app, send, views, wait_for
+from support.scripted_engine import ScriptedModel
 from textual import events
 from textual.widgets._markdown import MarkdownBlock
 
@@ -149,11 +149,19 @@ async def test_ctrl_o_keeps_the_chat_and_a_chosen_model_switches_it():
 def long_history(history, turns: int = 30) -> int:
     conversation = history.create(title="Long chat", model="smollm2", model_path="")
     for n in range(turns):
-        history.add_message(conversation, "user", f"Question {n}: tell me something about rivers, bridges and boats "
-                                                  "in old European cities, in two sentences.")
-        history.add_message(conversation, "assistant", f"Answer {n}: rivers carried boats through old cities, and "
-                                                       "bridges joined their banks; trade and stories crossed both "
-                                                       "ways for centuries, as ferries do today.")
+        history.add_message(
+            conversation,
+            "user",
+            f"Question {n}: tell me something about rivers, bridges and boats "
+            "in old European cities, in two sentences.",
+        )
+        history.add_message(
+            conversation,
+            "assistant",
+            f"Answer {n}: rivers carried boats through old cities, and "
+            "bridges joined their banks; trade and stories crossed both "
+            "ways for centuries, as ferries do today.",
+        )
     return conversation
 
 
@@ -172,8 +180,9 @@ async def test_a_reopened_long_chat_replies_from_its_saved_cache(installed_start
         await reply_done(pilot)
         await wait_for(pilot, lambda: not first.holder.lock.locked())
     history_path = first.history.path
-    second = make_app(services=Services(), chat=target, conversation_id=conversation, defaults=defaults,
-                      history_path=history_path)
+    second = make_app(
+        services=Services(), chat=target, conversation_id=conversation, defaults=defaults, history_path=history_path
+    )
     async with second.run_test() as pilot:
         await send(pilot, "Last one?")
         await reply_done(pilot)

@@ -36,9 +36,7 @@ def fixed_history(tmp_path: Path) -> History:
 
 async def settle(pilot, condition=lambda: True, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
-    while not condition() or pilot.app.workers._workers and any(
-        w.is_running for w in pilot.app.workers._workers
-    ):
+    while not condition() or pilot.app.workers._workers and any(w.is_running for w in pilot.app.workers._workers):
         if time.monotonic() > deadline:
             raise AssertionError("UI did not settle")
         await pilot.pause(0.05)

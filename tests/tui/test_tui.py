@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from support.chat_pilot import TARGET, chat_screen, reply_done, scripted_app, send, views, wait_for
 from support.files import cache_hub_header
 from support.hubfixtures import hub, online  # noqa: F401 - fixtures
-from support.chat_pilot import TARGET, chat_screen, reply_done, scripted_app, send, views, wait_for
 from support.scripted_engine import FakeServices, ScriptedModel
 
 from localllm.chat import history as hist
 from localllm.chat.history import History
 from localllm.models import store
 from localllm.tui.app import ChatDefaults, ModelHolder, make_app
-from localllm.tui.chat_screen import ChatScreen, MessageView
 from localllm.tui.models_screen import ModelsScreen
 from localllm.tui.services import ChatTarget, Services
 
@@ -29,6 +27,8 @@ def anyio_backend():
 
 
 LONG_REPLY = " ".join(f"word{n}" for n in range(400))
+
+
 async def test_ask_the_real_model_and_see_the_reply(installed_starter):
     services = Services()
     target = services.resolve(None)
@@ -213,7 +213,9 @@ async def test_pull_shows_progress_and_installs(isolated_home):
         await pilot.pause()
         for expected in ("19 MiB of 95 MiB", "38 MiB of 95 MiB"):
             gate.set()
-            await wait_for(pilot, lambda: expected in str(app.screen.query_one("#pull-detail").render()))
+            await wait_for(
+                pilot, lambda expected=expected: expected in str(app.screen.query_one("#pull-detail").render())
+            )
         detail = str(app.screen.query_one("#pull-detail").render())
         assert "24 MiB/s" in detail and "0:02 left" in detail
         for _ in range(3):
