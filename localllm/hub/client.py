@@ -223,6 +223,7 @@ class Hub:
         """
         policy = policy or self.metadata_policy
         attempt = 0
+        reached = False  # whether this operation ever got bytes through (then an unreachable Hub is a blip)
         while True:
             try:
                 return fn()
@@ -230,11 +231,14 @@ class Hub:
                 error = errors.map_error(exc, what, endpoint=self.endpoint)
                 if error is None:
                     raise
-                if not getattr(error, "transient", False):
+                moved = progressed is not None and progressed()
+                reached = reached or moved
+                unreachable_blip = isinstance(error, errors.UnreachableError) and reached
+                if not getattr(error, "transient", False) and not unreachable_blip:
                     if error is exc:
                         raise
                     raise error from exc
-                if progressed is not None and progressed():
+                if moved:
                     attempt = 0
                 attempt += 1
                 if attempt > policy.retries:

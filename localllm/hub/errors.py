@@ -69,6 +69,14 @@ class NoNetworkError(HubError):
     transient = True
 
 
+class UnreachableError(NoNetworkError):
+    """No connection could be made at all: the name did not resolve, or the connection was refused
+    or had no route. Offline, retrying only makes the user wait: it is given up on at once, unless
+    the same operation had reached the Hub before (a download whose connection dropped)."""
+
+    transient = False
+
+
 class OfflineError(HubError):
     """Offline mode is on and what was asked for is not available locally."""
 
@@ -130,10 +138,14 @@ def _token_hint(endpoint: str | None) -> str:
     return "create a token at https://huggingface.co/settings/tokens and set HF_TOKEN (or run `hf auth login`)"
 
 
+# Offline mode is HF_HUB_OFFLINE=1 for every command, or `pull --offline`: the hints name only these.
+OFFLINE_OFF_HINT = "turn offline mode off (unset HF_HUB_OFFLINE, or leave out pull's --offline)"
+
+
 def offline_error(what: str) -> OfflineError:
     return OfflineError(
         f"{what} is not installed and offline mode is on",
-        hint="connect and run without --offline / HF_HUB_OFFLINE=1 to download it; `localllm list` shows what is installed",
+        hint=f"to download it, connect and {OFFLINE_OFF_HINT}; `localllm list` shows what is installed",
     )
 
 
@@ -141,7 +153,7 @@ def offline_request(endpoint: str | None = None) -> OfflineError:
     """The error for any request attempted while offline (none is made)."""
     return OfflineError(
         f"offline mode is on: no request to {place(endpoint)} is made",
-        hint="run without --offline / HF_HUB_OFFLINE=1 to reach it",
+        hint=f"to reach it, {OFFLINE_OFF_HINT}",
     )
 
 
@@ -224,11 +236,44 @@ def response_error(
     return status_error(status, what, code, repo=repo, endpoint=endpoint, retry_after=retry_after)
 
 
+# errno values of a connection that could not be made at all (as opposed to one that dropped).
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.EADDRNOTAVAIL}
+)
+
+
+def _connect_failure(exc: BaseException) -> str | None:
+    """Why no connection could be made, in words, if that is what ``exc`` (or what it wraps) says;
+    None for a failure after connecting (a reset, a read timeout), which is worth retrying."""
+    import socket
+    import urllib.error
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return "the name does not resolve (no network, or no DNS)"
+        if isinstance(current, OSError) and current.errno in _UNREACHABLE_ERRNOS:
+            return {
+                errno.ECONNREFUSED: "the connection was refused",
+                errno.ENETUNREACH: "the network is unreachable",
+                errno.ENETDOWN: "the network is down",
+            }.get(current.errno, "there is no route to the host")
+        if isinstance(current, urllib.error.URLError) and isinstance(current.reason, BaseException):
+            current = current.reason
+            continue
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def no_network_error(exc: BaseException, endpoint: str | None = None) -> NoNetworkError:
     endpoint = (endpoint or config.hf_endpoint()).rstrip("/")
     at = f"the Hub at {endpoint}" if not _is_mirror(endpoint) else f"the Hub mirror at {endpoint}"
-    return NoNetworkError(
-        f"cannot reach {at}: {short(exc)}",
+    why = _connect_failure(exc)
+    kind = NoNetworkError if why is None else UnreachableError
+    return kind(
+        f"cannot reach {at}: {why or short(exc)}",
         hint="check your connection, proxy (HTTPS_PROXY) or HF_ENDPOINT; installed models still work offline "
         "(HF_HUB_OFFLINE=1)",
     )
@@ -303,5 +348,14 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 def short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    """The first line of what an exception says, without urllib's ``<urlopen error ...>`` wrapper."""
+    import urllib.error
+
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        reason = exc.reason
+        if isinstance(reason, BaseException):
+            return short(reason)
+        text = str(reason).strip().splitlines()
+    else:
+        text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -21,7 +21,7 @@ from localllm import fs, paths
 from localllm.gguf import header as ggufmeta
 
 from .client import Hub
-from .errors import HubError, OfflineError
+from .errors import OFFLINE_OFF_HINT, HubError, OfflineError
 
 FIRST_RANGE = 2 << 20  # most headers fit in the first 2 MiB; big vocabularies need a second request
 MAX_HEADER = 256 << 20
@@ -66,7 +66,7 @@ def read_remote_header(
             return cached[0]
         raise OfflineError(
             f"cannot read the header of {name}: offline mode is on and it is not cached",
-            hint="run without --offline / HF_HUB_OFFLINE=1 to fetch it (a few MB), or download the model",
+            hint=f"to fetch it (a few MB), {OFFLINE_OFF_HINT}; or download the model",
         )
     if cached is not None and time.time() - cached[1].get("fetched", 0) < FRESH_S:
         return cached[0]
