@@ -185,16 +185,16 @@ def inspect_model(reference: str, *, notice: Notice | None = None) -> dict[str, 
     from localllm.models.resolve import resolve
 
     try:
-        resolved = resolve(reference, notice=notice)
+        resolved = resolve(reference, notice=notice, fetch=False)  # inspecting installs nothing
     except ModelNotFoundError as not_installed:
-        described = _inspect_on_the_hub(reference)
+        described = _inspect_on_the_hub(reference, notice)
         if described is None:
             raise not_installed from None
         return described
     return describe(resolved.path, resolved.entry)
 
 
-def _inspect_on_the_hub(reference: str) -> dict[str, Any] | None:
+def _inspect_on_the_hub(reference: str, notice: Notice | None = None) -> dict[str, Any] | None:
     """A catalog model's header from the Hub; None when the reference is no catalog name or the
     header cannot be had (offline and not cached, unreachable)."""
     from localllm.hub.client import Hub
@@ -216,6 +216,8 @@ def _inspect_on_the_hub(reference: str) -> dict[str, Any] | None:
         if quant not in files:
             return None
         name = files[quant][0][0]
+        if notice is not None and not hub.offline:
+            notice(f"{entry.name}:{quant} is not installed: reading its header from {entry.repo} (a few MB)")
         header = read_remote_header(entry.repo, name, revision=revision, hub=hub)
     except LocalLLMError:
         return None

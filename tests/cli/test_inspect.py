@@ -67,3 +67,28 @@ def test_a_catalog_model_that_is_not_installed_is_inspected_on_the_hub(cli, hub,
     assert hub.body_bytes < 10 << 20  # the header, not the file
     offline = cli("inspect", "qwen3-8b", env={"HF_HUB_OFFLINE": "1"})
     assert offline.returncode == 0 and "on the Hub" in offline.stdout  # the header is cached now
+
+
+def test_inspecting_the_starter_on_an_empty_store_installs_nothing(cli, isolated_home):
+    """`inspect` reads; it used to fetch the 98 MB starter model through pip without a word."""
+    from localllm.models.catalog import load_catalog
+
+    starter = load_catalog().starter().name
+    result = cli("inspect", starter, env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1
+    assert "not installed" in result.stderr and f"localllm pull {starter}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    listed = cli("list", "--json")
+    assert listed.returncode == 0 and starter not in listed.stdout
+    assert not any((isolated_home / "models").rglob("*.gguf"))
+
+
+def test_reading_a_header_from_the_hub_says_so(cli, hub, smollm2_path):
+    from localllm.models.catalog import load_catalog
+
+    entry = load_catalog().get("qwen3-8b")
+    name = entry.filename("Q4_K_M") or "Qwen_Qwen3-8B-Q4_K_M.gguf"
+    hub.add_repo(entry.repo, {name: smollm2_path})
+    result = cli("inspect", "qwen3-8b")
+    assert result.returncode == 0, result.stderr
+    assert "not installed: reading its header from" in result.stderr
