@@ -92,5 +92,10 @@ def terminal_safe(text: str) -> str:
 
 def json_terminal_safe(text: str) -> str:
     """JSON text (from ``json.dumps(..., ensure_ascii=False)``) with the C1 controls and line
-    separators that JSON leaves raw escaped as ``\\u00NN``: still the same JSON, safe on a terminal."""
-    return "".join(f"\\u{ord(c):04x}" if ("\x7f" <= c <= "\x9f" or c in "\u2028\u2029") else c for c in text)
+    separators that JSON leaves raw escaped as ``\\u00NN``: still the same JSON, safe on a terminal.
+    The undecodable bytes of a path (``surrogateescape``, U+DC80-U+DCFF) become ``\\udcNN`` escapes:
+    the output stays valid UTF-8, and Python's json reads the same path back."""
+    return "".join(
+        f"\\u{ord(c):04x}" if ("\x7f" <= c <= "\x9f" or c in "\u2028\u2029" or "\udc80" <= c <= "\udcff") else c
+        for c in text
+    )

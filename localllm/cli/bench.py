@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from localllm.format import format_bytes
+from localllm.format import format_bytes, terminal_safe
 
 from . import say
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     def started(info: dict) -> None:
         if not args.json:
             print(
-                f"model: {info['model']}, {info['params'] / 1e6:.0f}M params, {format_bytes(info['file_size'])}, "
+                f"model: {terminal_safe(info['model'])}, {info['params'] / 1e6:.0f}M params, {format_bytes(info['file_size'])}, "
                 f"threads: {info['threads']}, gpu layers: {info['gpu_layers']}",
                 flush=True,
             )

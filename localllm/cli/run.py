@@ -7,6 +7,7 @@ import json
 import sys
 
 from localllm.errors import LocalLLMError
+from localllm.format import json_terminal_safe
 
 from . import EXIT_INTERRUPTED, print_error, say
 
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                 "finish_reason": stats.finish_reason,
                 "stats": {"load_s": round(load_s, 4), **stats.as_dict()},
             }
-            sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+            sys.stdout.write(json_terminal_safe(json.dumps(result, ensure_ascii=False)) + "\n")
         elif generation.text and not generation.text.endswith("\n"):
             sys.stdout.write("\n")
         sys.stdout.flush()

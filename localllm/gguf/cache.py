@@ -32,7 +32,7 @@ def _key(path: Path) -> tuple[Path, str] | None:
     except OSError:
         return None
     ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    name = hashlib.sha256(ident.encode()).hexdigest()[:32] + ".json"
+    name = hashlib.sha256(os.fsencode(ident)).hexdigest()[:32] + ".json"  # the path as the OS has it
     return paths.cache_dir() / "parsed-headers" / name, ident
 
 

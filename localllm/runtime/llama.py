@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import os
 import re
 import sys
 import threading
@@ -186,7 +187,7 @@ class LlamaModel(_Owner):
         if not use_mmap:
             params.load_mode = L.LLAMA_LOAD_MODE_NONE
         marker = LOG.mark()
-        ptr = L.llama_model_load_from_file(str(self.path).encode(), params)
+        ptr = L.llama_model_load_from_file(os.fsencode(self.path), params)
         if not ptr:
             raise load_failure(self.path, LOG.since(marker), "load")
         self._ptr = ptr
@@ -390,14 +391,14 @@ class LlamaContext(_Owner):
     def state_seq_save_file(self, path: Path, seq_id: int, tokens: Sequence[int]) -> bool:
         """Write ``seq_id``'s KV cells and the ``tokens`` they hold to ``path``. False if it failed."""
         array = (L.llama_token * max(len(tokens), 1))(*tokens)
-        return L.llama_state_seq_save_file(self._ptr, str(path).encode(), seq_id, array, len(tokens)) > 0
+        return L.llama_state_seq_save_file(self._ptr, os.fsencode(path), seq_id, array, len(tokens)) > 0
 
     def state_seq_load_file(self, path: Path, seq_id: int, capacity: int) -> list[int] | None:
         """Read a file written by :meth:`state_seq_save_file` into ``seq_id``; the tokens it holds,
         or None if llama.cpp refused it (another model, a context too small, a damaged file)."""
         tokens = (L.llama_token * capacity)()
         count = ctypes.c_size_t(0)
-        read = L.llama_state_seq_load_file(self._ptr, str(path).encode(), seq_id, tokens, capacity, ctypes.byref(count))
+        read = L.llama_state_seq_load_file(self._ptr, os.fsencode(path), seq_id, tokens, capacity, ctypes.byref(count))
         return list(tokens[: count.value]) if read else None
 
 
@@ -625,7 +626,7 @@ def quantize(src: Path, dest: Path, ftype: int, threads: int, label: str) -> Non
     params.ftype = ftype
     params.nthread = threads
     marker = LOG.mark()
-    rc = L.llama_model_quantize(str(src).encode(), str(dest).encode(), ctypes.byref(params))
+    rc = L.llama_model_quantize(os.fsencode(src), os.fsencode(dest), ctypes.byref(params))
     if rc != 0:
         raise load_failure(Path(src), LOG.since(marker), f"quantize to {label}")
 
