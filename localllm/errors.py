@@ -22,6 +22,14 @@ class LocalLLMError(Exception):
         return self.message
 
 
+def one_line(exc: BaseException) -> str:
+    """How every shell shows an error: ``message (hint)`` on one line (any exception: its text)."""
+    message = exc.message if isinstance(exc, LocalLLMError) else str(exc)
+    hint = getattr(exc, "hint", None)
+    text = f"{message} ({hint})" if hint else message
+    return " ".join(text.splitlines())
+
+
 class UsageError(LocalLLMError):
     """The command line or its input is wrong."""
 

@@ -51,6 +51,19 @@ def test_every_package_is_in_a_layer():
     assert set(core["source_modules"]) == _top_level() - set(SHELLS)
 
 
+# What a shell may import besides localllm.app: the error types it maps, the formatters it shows
+# with, the configuration, and the chat turn it drives.
+SHELL_MAY_IMPORT = {"localllm.app", "localllm.errors", "localllm.format", "localllm.config", "localllm.chat"}
+
+
+def test_shells_reach_every_other_core_package_only_through_app():
+    """The contract names every core package a shell may not import, so a new package is covered
+    the day it is added (and one a shell may use must be named here on purpose)."""
+    [shells] = [c for c in _contracts() if c["name"].startswith("Shells reach the core only")]
+    assert set(shells["source_modules"]) == set(SHELLS)
+    assert set(shells["forbidden_modules"]) == _top_level() - set(SHELLS) - SHELL_MAY_IMPORT
+
+
 def _modules_after(code: str, env: dict | None = None) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],

@@ -6,12 +6,14 @@ shell repeats a core sequence (resolve, plan, load, record); nothing here prints
 - :mod:`.loading`: open a model from a reference (one load path for run, chat, batch, bench).
 - :mod:`.fitting`: judge every quantization of a model on a machine (fit, list, the TUI's badges).
 - :mod:`.library`: list, pull, import, remove, inspect.
+- :mod:`.browsing`: the TUI's model browser (one row per model, the chat a row opens).
 - :mod:`.batching`: batch completion and benchmarks.
 - :mod:`.serving`: models served to many clients at once (``serve``): loaded on demand, unloaded when idle.
 - :mod:`.conversation_state`: a conversation's KV cache kept on disk (reopening a long chat).
 - :mod:`.machine`: the machine to plan for (detected, named or overridden).
 - :mod:`.options`: the limits of every option, checked once for every command.
 - :mod:`.preferences`: what the user chose that outlives a session (the theme).
+- :mod:`.types`: the core's types the shells name, so that shells import only this package.
 """
 
 from __future__ import annotations
@@ -20,7 +22,19 @@ import importlib
 from typing import Any
 
 _SUBMODULES = frozenset(
-    {"batching", "conversation_state", "fitting", "library", "loading", "machine", "options", "preferences", "serving"}
+    {
+        "batching",
+        "browsing",
+        "conversation_state",
+        "fitting",
+        "library",
+        "loading",
+        "machine",
+        "options",
+        "preferences",
+        "serving",
+        "types",
+    }
 )
 # public name -> the submodule that defines it. Imported on first use (PEP 562): a command pays only
 # for the use cases it calls (`localllm list` never loads the batch or loading code).

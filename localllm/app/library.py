@@ -40,6 +40,12 @@ class ListedModel:
     def key(self) -> str:
         return f"{self.name}:{self.quant}" if self.quant else self.name
 
+    @property
+    def problem(self) -> str:
+        """What is wrong with a damaged manifest entry and how to forget it (raw text: each shell
+        makes it safe to show)."""
+        return f"damaged manifest entry: {self.error} (localllm rm {self.key} forgets it)"
+
     def as_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {
             "name": self.name,
@@ -124,6 +130,54 @@ class Removed:
     model: InstalledModel | None  # None: only interrupted downloads (or damaged entries) were removed
     partial_bytes: int  # interrupted downloads deleted
     damaged_entries: int = 0  # unusable manifest entries forgotten (their files are left alone)
+
+
+def catalog_quants(hw: Hardware) -> list[dict[str, Any]]:
+    """Each catalog quantization with its size and the planner's verdict on ``hw`` (installed
+    ones marked), judged from the catalog alone (``list --catalog``)."""
+    from localllm.models import catalog
+
+    from .fitting import quant_options
+
+    rows = []
+    for entry in catalog.load_catalog():
+        for option in quant_options(entry, store.find_all(entry.name), None, hw):
+            rows.append(
+                {
+                    "name": entry.name,
+                    "params": entry.params,
+                    "quant": option.quant,
+                    "size": option.size,
+                    "exact_size": option.exact,
+                    "installed": option.installed is not None,
+                    "fits": option.fit.verdict.label,
+                    "why": option.fit.reason,
+                }
+            )
+    return rows
+
+
+def completion_names() -> list[str]:
+    """Installed model names (``name:QUANT`` too when a name has several), only those made of
+    letters, digits and ``._+-/`` (the store's own rule: nothing a shell would act on). A damaged
+    manifest gives none: ``localllm list`` says why, completion stays quiet."""
+    try:
+        models = store.installed()
+    except LocalLLMError:
+        return []
+
+    def plain(name: str) -> bool:
+        try:
+            store.model_dir_name(name)
+        except LocalLLMError:
+            return False
+        return True
+
+    names = {m.name for m in models if plain(m.name)}
+    for m in models:
+        if m.name in names and m.quant and plain(m.quant) and sum(o.name == m.name for o in models) > 1:
+            names.add(m.key)
+    return sorted(names)
 
 
 def remove_model(reference: str, *, confirm: Callable[[InstalledModel], bool] | None = None) -> Removed | None:

@@ -133,6 +133,7 @@ class BatchModel:
 def open_for_batch(
     reference: str | None = None,
     *,
+    resolved: ResolvedModel | None = None,
     n_ctx_seq: int | None = None,
     n_parallel: int | None = None,
     n_gpu_layers: int | None = None,
@@ -144,8 +145,9 @@ def open_for_batch(
     """Load a model for ``batch``: the sequences' context (default the smaller of 4096 and the
     model's), the placement (GPU layers, experts on the CPU, KV cache type) and how many sequences
     run at once (what the memory holds, at most one per input line of ``lines``) come from the
-    planner when not given. The model's own context is only used to tokenize, so it is kept tiny."""
-    resolved = find(reference, notice)
+    planner when not given. The model's own context is only used to tokenize, so it is kept tiny.
+    ``resolved``: the model already resolved (the server resolves each request's name once)."""
+    resolved = resolved or find(reference, notice)
     header = headercache.read_header(resolved.path)
     n_ctx_seq = n_ctx_seq or min(DEFAULT_CTX, header.context_length or DEFAULT_CTX)
     hw = hardware or machine.detect()

@@ -17,6 +17,14 @@ def build_info() -> BuildInfo:
     return BuildInfo(devices=devices, gpu_offload=runtime.supports_gpu_offload(), system_info=runtime.system_info())
 
 
+def llama_cpp_build():
+    """(the llama.cpp build's versions, its backend devices, llama.cpp's system info), for
+    ``--version``; loads llama.cpp (ImportError, OSError or RuntimeError when it does not load)."""
+    from localllm.runtime import devices
+
+    return devices.build(), devices.backend_devices(), devices.system_info()
+
+
 def detect(*, ask_llama_cpp: bool = True) -> Hardware:
     """This machine now. ``ask_llama_cpp=False`` leaves llama.cpp unloaded (for quick listings)."""
     return hardware.detect(build_info() if ask_llama_cpp else None)

@@ -27,6 +27,7 @@ from localllm.errors import ContextOverflowError, EngineClosedError, ModelNotFou
 from localllm.fit.hardware import Hardware
 from localllm.models import catalog, store
 from localllm.models.refs import parse_ref
+from localllm.models.resolve import ResolvedModel, from_installed
 from localllm.runtime.options import SamplingOptions
 
 from . import loading
@@ -113,6 +114,15 @@ class GenerateRequest:
         )
 
 
+@dataclass(frozen=True)
+class Wanted:
+    """The model a request names, resolved once per request."""
+
+    key: str  # the installed model's name:QUANT (or the default's label): what is loaded under
+    name: str  # what the request said (after defaults)
+    resolved: ResolvedModel | None = None  # None: named by the key of a loaded model
+
+
 @dataclass
 class _Resident:
     """A loaded model with its engine, and who is using it."""
@@ -134,6 +144,27 @@ class _Resident:
 
 
 @dataclass(frozen=True)
+class ModelFacts:
+    """What a client is told about a model file (Ollama's ``details``)."""
+
+    architecture: str
+    parameters: int
+    file_type: str | None  # "Q4_K_M"; None when the file says nothing
+
+    @classmethod
+    def of(cls, header: Any) -> ModelFacts:
+        return cls(header.architecture or "", header.n_params or 0, header.file_type_name)
+
+
+def facts(path: Any) -> ModelFacts:
+    """The facts of a model file, from its (cached) GGUF header; LocalLLMError or OSError when it
+    cannot be read."""
+    from localllm.gguf import cache as headercache
+
+    return ModelFacts.of(headercache.read_header(path))
+
+
+@dataclass(frozen=True)
 class RunningModel:
     """A loaded model, for ``/api/ps``."""
 
@@ -145,6 +176,7 @@ class RunningModel:
     path: str
     active: int  # sequences decoding now
     queued: int  # requests waiting for a sequence
+    facts: ModelFacts | None = None
 
 
 class Reply:
@@ -241,25 +273,29 @@ class ModelManager:
 
     # -- which model -------------------------------------------------------------------------
 
-    def resolve(self, name: str | None) -> tuple[str, str]:
-        """(key, reference to load) for the model a request names: empty means the server's
-        default, else the last used model. Only installed models (and the default) are served:
-        ModelNotFoundError says how to pull one that is not."""
-        name = (name or "").strip() or self.options.model
+    def resolve(self, name: str | None) -> Wanted:
+        """The model a request names, resolved once: empty means the server's default, else the
+        last used model; a loaded model's key needs no look-up. Only installed models (and the
+        default) are served: ModelNotFoundError says how to pull one that is not."""
+        name = (name or "").strip() or self.options.model or ""
+        with self._lock:
+            if name and name in self._resident:
+                return Wanted(name, name=name)
+        return self._look_up(name)
+
+    def _look_up(self, name: str) -> Wanted:
         if not name:
             recent = store.most_recent()
             if recent is None:
                 starter = catalog.load_catalog().starter().name
                 raise ModelNotFoundError("no model is installed", hint=f"download one with: localllm pull {starter}")
-            return recent.key, recent.key
-        with self._lock:
-            if name in self._resident:
-                return name, name
+            return Wanted(recent.key, name=recent.key, resolved=from_installed(recent))
         if name == self.options.model:
-            return loading.find(name).label, name
+            resolved = loading.find(name)
+            return Wanted(resolved.label, name=name, resolved=resolved)
         return self._installed(name)
 
-    def _installed(self, name: str) -> tuple[str, str]:
+    def _installed(self, name: str) -> Wanted:
         if name.lower().endswith(":latest"):  # Ollama clients add it to names without a tag
             name = name[: -len(":latest")]
         ref = parse_ref(name)
@@ -275,13 +311,23 @@ class ModelManager:
         resolved = loading.find(name)
         if resolved.installed is None:
             raise not_installed
-        return resolved.installed.key, resolved.installed.key
+        return Wanted(resolved.installed.key, name=name, resolved=resolved)
+
+    def _resolved(self, wanted: Wanted) -> ResolvedModel:
+        """The file to load for ``wanted``. Named by the key of a loaded model that has unloaded
+        since, it is looked up now: the only second look-up, in that race."""
+        if wanted.resolved is not None:
+            return wanted.resolved
+        resolved = self._look_up(wanted.name).resolved
+        assert resolved is not None  # a look-up always resolves
+        return resolved
 
     # -- loading and unloading ---------------------------------------------------------------
 
     def _acquire(self, name: str | None, keep_alive_s: float | None) -> _Resident:
         """The loaded model for ``name``, marked busy (loading it, and unloading others, first)."""
-        key, reference = self.resolve(name)
+        wanted = self.resolve(name)
+        key = wanted.key
         keep = self.options.keep_alive_s if keep_alive_s is None else keep_alive_s
         with self._lock:
             loader = self._loading.setdefault(key, threading.Lock())
@@ -295,7 +341,7 @@ class ModelManager:
                 self._make_room()
                 self._pending += 1
             try:
-                resident = self._load(key, reference, keep)
+                resident = self._load(key, self._resolved(wanted), keep)
             finally:
                 with self._lock:
                     self._pending -= 1
@@ -326,7 +372,7 @@ class ModelManager:
                 )
             self._lock.wait(left)
 
-    def _load(self, key: str, reference: str, keep_alive_s: float) -> _Resident:
+    def _load(self, key: str, resolved: ResolvedModel, keep_alive_s: float) -> _Resident:
         from localllm import runtime
 
         o = self.options
@@ -334,7 +380,7 @@ class ModelManager:
         # file, a server does not know how many requests will come, and a context sized for what
         # the whole memory holds would take it all (and tens of seconds to clear) for one client.
         batch = loading.open_for_batch(
-            reference,
+            resolved=resolved,
             n_ctx_seq=o.n_ctx_seq,
             n_parallel=o.n_parallel,
             n_gpu_layers=o.n_gpu_layers,
@@ -445,6 +491,7 @@ class ModelManager:
                 active=r.engine.active(),
                 queued=r.engine.queued(),
                 expires_in_s=None if r.expires_at is None else max(0.0, r.expires_at - now),
+                facts=ModelFacts.of(r.batch.opened.model.header),
             )
             for r in residents
         ]
@@ -453,9 +500,14 @@ class ModelManager:
         """What the model ``name`` resolves to holds (its GGUF header, as ``inspect`` shows it)."""
         from localllm.models.inspect import describe
 
-        key, reference = self.resolve(name)
-        resolved = loading.find(reference)
-        return {"name": key, **describe(resolved.path, resolved.entry)}
+        wanted = self.resolve(name)
+        resolved = self._resident_resolved(wanted.key) or self._resolved(wanted)
+        return {"name": wanted.key, **describe(resolved.path, resolved.entry)}
+
+    def _resident_resolved(self, key: str) -> ResolvedModel | None:
+        with self._lock:
+            resident = self._resident.get(key)
+        return resident.batch.opened.resolved if resident is not None else None
 
     def close(self) -> None:
         """Unload every model (replies still streaming are cancelled)."""

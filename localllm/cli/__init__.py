@@ -65,11 +65,11 @@ class VersionAction(argparse.Action):
 def version_text() -> str:
     lines = [f"localllm {__version__}"]
     try:
-        from localllm.runtime import devices
+        from localllm.app.machine import llama_cpp_build
 
-        build = devices.build()
-        names = ", ".join(f"{d.name} ({d.description})" if d.description else d.name for d in devices.backend_devices())
-        features = devices.system_info().strip().rstrip("|").strip()
+        build, devices, info = llama_cpp_build()
+        names = ", ".join(f"{d.name} ({d.description})" if d.description else d.name for d in devices)
+        features = info.strip().rstrip("|").strip()
     except (ImportError, OSError, RuntimeError) as exc:  # no bindings, or a library that does not load
         return "\n".join(lines + [f"llama-cpp-python: cannot be loaded ({exc})"])
     llama_cpp = ", ".join(
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     except LocalLLMError as exc:
         if args.debug:
             raise
-        print_error(str(exc), exc.hint)
+        print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         if args.debug:
@@ -125,14 +125,14 @@ def say(text: str) -> None:
     print(terminal_safe(text), file=sys.stderr, flush=True)
 
 
-def print_error(message: str, hint: str | None = None) -> None:
-    """One line: names from files and arguments in it cannot drive the terminal or fail to encode."""
+def print_error(error: BaseException | str) -> None:
+    """``localllm: error: message (hint)`` on one line: names from files and arguments in it cannot
+    drive the terminal or fail to encode."""
+    from localllm.errors import one_line
     from localllm.format import terminal_safe
 
-    line = f"localllm: error: {message}"
-    if hint:
-        line += f" ({hint})"
-    print(terminal_safe(line.replace("\n", " ")), file=sys.stderr, flush=True)
+    text = error if isinstance(error, str) else one_line(error)
+    print(terminal_safe(f"localllm: error: {text}".replace("\n", " ")), file=sys.stderr, flush=True)
 
 
 def entry_point() -> None:

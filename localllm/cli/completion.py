@@ -36,30 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
 def model_names() -> list[str]:
     """Installed model names (``name:QUANT`` too when a name has several), only ones safe to print."""
-    from localllm.errors import LocalLLMError
-    from localllm.models import store
+    from localllm import app
 
-    try:
-        models = store.installed()
-    except LocalLLMError:
-        return []  # a damaged manifest: `localllm list` says why; completion stays quiet
-    names = {m.name for m in models if _plain(m.name)}
-    for m in models:
-        if m.name in names and m.quant and _plain(m.quant) and sum(o.name == m.name for o in models) > 1:
-            names.add(m.key)
-    return sorted(names)
-
-
-def _plain(name: str) -> bool:
-    """Letters, digits and ``._+-/`` only (the store's own rule): nothing a shell would act on."""
-    from localllm.errors import LocalLLMError
-    from localllm.models import store
-
-    try:
-        store.model_dir_name(name)
-    except LocalLLMError:
-        return False
-    return True
+    return app.library.completion_names()
 
 
 # --- what the parser holds -----------------------------------------------------------------------

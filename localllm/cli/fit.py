@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 def _print_table(results: list[dict]) -> None:
     """One row per file: the verdict, then each device's total and what it is made of (the parts
     add up to the total shown), then the plan; then each file's reason and its last real load."""
-    from localllm.fit.plan import Verdict
+    from localllm.app.types import Verdict
 
     print(f"{'MODEL':<34} {'FIT':<10} {'RAM = weights + KV + compute + output + runtime':<52} {'GPU':>9}  PLAN")
     for r in results:

@@ -65,10 +65,7 @@ def run(args: argparse.Namespace) -> int:
         for row in table:
             print("  ".join(terminal_safe(str(c)).ljust(w) for c, w in zip(row, widths)).rstrip())
     for m in damaged:  # listed, never hidden: the rest of the store still works
-        print(
-            f"! {terminal_safe(m.key)}  damaged manifest entry: {terminal_safe(m.error or '')}"
-            f" (localllm rm {terminal_safe(m.key)} forgets it)"
-        )
+        print(f"! {terminal_safe(m.key)}  {terminal_safe(m.problem)}")
     return 0
 
 
@@ -76,25 +73,8 @@ def _catalog(as_json: bool) -> int:
     """Each catalog quantization with its size and verdict (installed ones marked), judged offline."""
     from localllm import app
     from localllm.format import format_bytes, format_count
-    from localllm.models import catalog, store
 
-    hw = app.machine.detect(ask_llama_cpp=False)
-    rows = []
-    for entry in catalog.load_catalog():
-        installed = store.find_all(entry.name)
-        for option in app.quant_options(entry, installed, None, hw):
-            rows.append(
-                {
-                    "name": entry.name,
-                    "params": entry.params,
-                    "quant": option.quant,
-                    "size": option.size,
-                    "exact_size": option.exact,
-                    "installed": option.installed is not None,
-                    "fits": option.fit.verdict.label,
-                    "why": option.fit.reason,
-                }
-            )
+    rows = app.library.catalog_quants(app.machine.detect(ask_llama_cpp=False))
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0

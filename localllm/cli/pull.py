@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = pull.run(progress=printer, notice=say)
     except KeyboardInterrupt:
-        from localllm.hub.errors import DownloadCancelled
+        from localllm.app.types import DownloadCancelled
 
         printer.end()
         raise DownloadCancelled(

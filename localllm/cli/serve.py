@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     app.show_llama_log(args.verbose)
     key = config.api_key(args.api_key)
-    settings = ServerSettings(api_key=key, cors=tuple(args.cors))
+    settings = ServerSettings(api_key=key, cors=tuple(args.cors), debug=bool(getattr(args, "debug", False)))
     manager = ModelManager(options)
     try:
         if args.model:

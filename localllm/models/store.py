@@ -366,6 +366,18 @@ def find_installed(name: str, quant: str | None = None) -> InstalledModel | None
     return max(matches, key=lambda m: (m.last_used or 0.0, m.installed_at))
 
 
+def find_installed_file(name: str, hub_path: str) -> InstalledModel | None:
+    """The installed copy of ``name`` that holds the Hub file ``hub_path`` (``dir/x.gguf``): files
+    are stored under their base name, so that is what must be equal (``x.gguf``, not any file
+    whose name ends with it, such as ``tiny-x.gguf``)."""
+    base = hub_path.rsplit("/", 1)[-1]
+    name = name.lower()
+    for model in installed():
+        if model.name.lower() == name and any(f.rsplit("/", 1)[-1] == base for f in model.files):
+            return model
+    return None
+
+
 def most_recent() -> InstalledModel | None:
     models = installed()
     return max(models, key=lambda m: (m.last_used or 0.0, m.installed_at)) if models else None

@@ -26,7 +26,8 @@ class ServerSettings:
     api_key: str | None = None  # None: no key needed (the server binds 127.0.0.1 by default)
     cors: tuple[str, ...] = ()  # origins a browser page may call from; none: no CORS headers
     max_body: int = MAX_BODY
-    log: TextIO | None = None  # where the access log goes (None: stderr)
+    log: TextIO | None = None  # where the access log (and the tracebacks of 500s) go (None: stderr)
+    debug: bool = False  # log the traceback of every error answered with a 5xx (serve --debug)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

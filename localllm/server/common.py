@@ -29,6 +29,12 @@ async def body(request: Request) -> dict[str, Any]:
     return await read_json(request, request.app.state.settings.max_body)
 
 
+def problem_of(request: Request, exc: BaseException) -> problems.RequestError:
+    """The error answer for ``exc``, logged as the server's settings say (``--debug``)."""
+    settings = request.app.state.settings
+    return problems.from_exception(exc, debug=settings.debug, log=settings.log)
+
+
 def answers_errors(handler: Handler) -> Handler:
     """Turn any error a route raises before its response starts into that API's error response."""
 
@@ -37,7 +43,7 @@ def answers_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except Exception as exc:  # every error becomes a status and a message, never a traceback
-            return problems.response(problems.from_exception(exc), request.url.path)
+            return problems.response(problem_of(request, exc), request.url.path)
 
     return wrapped
 

@@ -15,11 +15,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from localllm import __version__
-from localllm.app.serving import GenerateRequest, Reply
+from localllm.app.serving import GenerateRequest, ModelFacts, Reply, facts
 from localllm.errors import LocalLLMError
 
 from . import fields, problems
-from .common import answers_errors, body, dumps, manager, pieces, read_all, start
+from .common import answers_errors, body, dumps, manager, pieces, problem_of, read_all, start
 from .middleware import log_of
 
 
@@ -102,7 +102,7 @@ async def _lines(request: Request, reply: Reply, shape: _Shape, started: float) 
         async for piece in pieces(request, reply):
             yield dumps({"model": reply.model, "created_at": _now(), **shape.piece(piece), "done": False}) + "\n"
     except Exception as exc:  # after the status was sent: the error goes in the stream
-        yield dumps(problems.ollama_body(problems.from_exception(exc))) + "\n"
+        yield dumps(problems.ollama_body(problem_of(request, exc))) + "\n"
         return
     last = {
         "model": reply.model,
@@ -113,31 +113,27 @@ async def _lines(request: Request, reply: Reply, shape: _Shape, started: float) 
     yield dumps(last) + "\n"
 
 
-def _details(header: Any, quant: str | None) -> dict[str, Any]:
-    params = header.n_params or 0
+def _details(facts: ModelFacts | None, quant: str | None) -> dict[str, Any] | None:
+    if facts is None:
+        return None
+    params = facts.parameters
     size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
-    family = header.architecture or ""
+    family = facts.architecture
     return {
         "parent_model": "",
         "format": "gguf",
         "family": family,
         "families": [family] if family else None,
         "parameter_size": size,
-        "quantization_level": quant or header.file_type_name or "",
+        "quantization_level": quant or facts.file_type or "",
     }
-
-
-def _header(path: Any) -> Any:
-    from localllm.gguf import cache as headercache
-
-    return headercache.read_header(path)
 
 
 def _tags(models: list[Any]) -> list[dict[str, Any]]:
     rows = []
     for m in models:
         try:
-            details = _details(_header(m.path()), m.quant)
+            details = _details(facts(m.path()), m.quant)
         except (LocalLLMError, OSError):  # a file that cannot be read is listed without details, not dropped
             details = None
         rows.append(
@@ -167,7 +163,6 @@ async def show(request: Request) -> Response:
     if not name:
         raise problems.RequestError("'model' must name a model", param="model")
     info = await run_in_threadpool(manager(request).describe, name)
-    header = await run_in_threadpool(_header, info["path"])
     quant = info["name"].partition(":")[2] or None
     model_info = {
         "general.architecture": info["architecture"],
@@ -182,7 +177,9 @@ async def show(request: Request) -> Response:
             "parameters": "",
             "template": info["chat_template"] or "",
             "license": info["license"] or "",
-            "details": _details(header, quant),
+            "details": _details(
+                ModelFacts(info["architecture"] or "", info["parameters"] or 0, info["file_type"]), quant
+            ),
             "model_info": model_info,
             "capabilities": ["completion"],
             "modified_at": _now(),
@@ -196,7 +193,6 @@ async def ps(request: Request) -> Response:
     now = time.time()
     rows = []
     for r in running:
-        header = await run_in_threadpool(_header, r.path)
         expires = _iso(now + r.expires_in_s) if r.expires_in_s is not None else "2318-01-01T00:00:00Z"
         rows.append(
             {
@@ -205,7 +201,7 @@ async def ps(request: Request) -> Response:
                 "size": r.size,
                 "digest": "",
                 "size_vram": 0,
-                "details": _details(header, r.name.partition(":")[2] or None),
+                "details": _details(r.facts, r.name.partition(":")[2] or None),
                 "expires_at": expires,
                 "context_length": r.n_ctx_seq,
             }

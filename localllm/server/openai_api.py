@@ -19,7 +19,7 @@ from starlette.routing import Route
 from localllm.app.serving import Reply
 
 from . import fields, problems
-from .common import answers_errors, body, dumps, manager, pieces, read_all, start
+from .common import answers_errors, body, dumps, manager, pieces, problem_of, read_all, start
 from .middleware import log_of
 
 MAX_EMBED_INPUTS = 2048
@@ -104,7 +104,7 @@ async def _events(request: Request, reply: Reply, shape: _Shape, ident: str, cre
             yield f"data: {dumps({**head, 'choices': [shape.delta(piece, None, first)]})}\n\n"
             first = False
     except Exception as exc:  # after the status was sent: the error goes in the stream
-        yield f"data: {dumps(problems.openai_body(problems.from_exception(exc)))}\n\n"
+        yield f"data: {dumps(problems.openai_body(problem_of(request, exc)))}\n\n"
         return
     last = {**head, "choices": [shape.delta(None, _finish_reason(reply), first)], "usage": _usage(reply)}
     yield f"data: {dumps(last)}\n\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import traceback
+from typing import TextIO
 
 from starlette.responses import JSONResponse
 
@@ -65,21 +66,25 @@ def _status_of(exc: errors.LocalLLMError) -> tuple[int, str | None, dict[str, st
     return 500, None, {}
 
 
-def from_exception(exc: BaseException) -> RequestError:
-    """The RequestError for any exception a route raised (an unexpected one is logged once)."""
+def from_exception(exc: BaseException, *, debug: bool = False, log: TextIO | None = None) -> RequestError:
+    """The RequestError for any exception a route raised. A 500 from an unexpected exception is a
+    bug: its whole traceback goes to the log (``log``, else stderr), the client gets a message
+    without it. With ``debug`` (``serve --debug``) every error answered with a 5xx logs its
+    traceback too."""
     if isinstance(exc, RequestError):
         return exc
     if isinstance(exc, errors.LocalLLMError):
         status, code, headers = _status_of(exc)
-        message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
-        return RequestError(message, status=status, code=code, headers=headers)
-    print(
-        "localllm serve: internal error:",
-        "".join(traceback.format_exception_only(type(exc), exc)).strip(),
-        file=sys.stderr,
-        flush=True,
-    )
+        if debug and status >= 500:
+            _log_traceback(f"error answered with {status}:", exc, log)
+        return RequestError(errors.one_line(exc), status=status, code=code, headers=headers)
+    _log_traceback("internal error:", exc, log)
     return RequestError("internal server error (see the server's log)", status=500)
+
+
+def _log_traceback(what: str, exc: BaseException, log: TextIO | None) -> None:
+    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    print(f"localllm serve: {what}\n{stack}", file=log or sys.stderr, flush=True)
 
 
 def openai_body(problem: RequestError) -> dict:

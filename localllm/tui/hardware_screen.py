@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from localllm.fit.hardware import Hardware
+from localllm.app.types import Hardware
 from localllm.format import format_bytes
 
 

@@ -10,11 +10,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from localllm.app.types import Verdict
 from localllm.errors import LocalLLMError
-from localllm.fit.plan import Verdict
 from localllm.format import format_bytes
 
 from .confirm_dialog import ConfirmDialog
+from .errors import notify_error
 from .services import Hardware, ModelItem, QuantOption
 
 SYMBOLS = {
@@ -251,8 +252,7 @@ class ModelsScreen(Screen):
             try:
                 self.app.services.delete(model)
             except LocalLLMError as exc:
-                hint = f" ({exc.hint})" if exc.hint else ""
-                self.notify(f"{exc}{hint}", title="Not deleted", severity="error", timeout=8)
+                notify_error(self, exc, title="Not deleted")
                 return
             self.notify(f"Deleted {model.key}.")
             self.reload(keep=item.name)

@@ -11,10 +11,11 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, ProgressBar
 
+from localllm.app.types import CatalogEntry
 from localllm.errors import LocalLLMError
 from localllm.format import format_bytes, format_clock, format_rate
-from localllm.models.catalog import CatalogEntry
 
+from .errors import notify_error
 from .messages import PullDone, PullProgressed
 from .services import PullCancelled, PullProgress
 
@@ -76,9 +77,7 @@ class PullDialog(ModalScreen[bool]):
     def on_pull_done(self, message: PullDone) -> None:
         self.app.cancel_events.discard(self.cancel)
         if message.error is not None:
-            error = message.error
-            hint = f" ({error.hint})" if getattr(error, "hint", None) else ""
-            self.app.notify(f"{error}{hint}", title="Download failed", severity="error", timeout=8)
+            notify_error(self, message.error, title="Download failed")
             self.dismiss(False)
         elif message.cancelled:
             self.app.notify("Download cancelled; pull again to resume.", title="Cancelled")

@@ -112,3 +112,30 @@ def test_unasked_parallelism_is_what_memory_holds_but_at_most_the_default(instal
         assert [r.n_parallel for r in asked.running()] == [12]
     finally:
         asked.close()
+
+
+def test_a_request_resolves_its_model_once_and_a_loaded_model_needs_no_look_up(three_models, monkeypatch):
+    """The store is read once per request that loads a model (not again by the load path), and
+    not at all for a model already loaded: a request never sees two answers to one name."""
+    from localllm.app import loading
+    from localllm.app.serving import GenerateRequest
+
+    looked_up: list[str | None] = []
+    real = loading.resolve
+
+    def counting(reference, **kwargs):
+        looked_up.append(reference)
+        return real(reference, **kwargs)
+
+    monkeypatch.setattr(loading, "resolve", counting)
+    _, second, _ = three_models
+    manager = ModelManager(ServeOptions(n_parallel=1, n_ctx_seq=256))
+    try:
+        manager.start(GenerateRequest(model=second, prompt="Hello", max_tokens=2)).read()
+        assert looked_up == [second]
+        manager.start(GenerateRequest(model=second, prompt="Hello", max_tokens=2)).read()
+        assert looked_up == [second]
+        manager.describe(second)
+        assert looked_up == [second]
+    finally:
+        manager.close()

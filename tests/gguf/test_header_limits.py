@@ -12,6 +12,7 @@ import pytest
 
 from localllm.errors import CorruptModelError, ModelFileError, NotAGGUFError
 from localllm.gguf import header as gh
+from localllm.gguf import limits as gl
 from localllm.gguf.header import ArrayInfo, NeedMoreData, read_header, read_header_bytes
 
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
@@ -157,7 +158,7 @@ def test_a_big_array_of_strings_is_stepped_over_through_a_small_buffer(tmp_path)
 def test_arrays_nested_too_deep_are_damage_naming_the_key(tmp_path, where):
     count = 1 if where == "kept" else gh.MAX_KEPT_ARRAY + 1
     nested = array(I32, 0, b"")
-    for _ in range(gh._MAX_NESTING):
+    for _ in range(gl.MAX_NESTING):
         nested = array(ARR, count if nested.startswith(struct.pack("<I", ARR)) else 1, nested)
     nested = array(ARR, 1, nested)
     path = write(tmp_path, gguf([ARCH, kv("t.deep", ARR, nested)]))
@@ -167,11 +168,11 @@ def test_arrays_nested_too_deep_are_damage_naming_the_key(tmp_path, where):
 
 def test_arrays_nested_to_the_limit_are_read(tmp_path):
     nested = array(I32, 1, struct.pack("<i", 5))
-    for _ in range(gh._MAX_NESTING - 1):
+    for _ in range(gl.MAX_NESTING - 1):
         nested = array(ARR, 1, nested)
     h = read_header(write(tmp_path, gguf([ARCH, kv("t.deep", ARR, nested)])))
     value = h.get("t.deep")
-    for _ in range(gh._MAX_NESTING - 1):
+    for _ in range(gl.MAX_NESTING - 1):
         value = value[0]
     assert value == [5]
 
@@ -208,7 +209,7 @@ def test_an_array_of_the_largest_length_allowed_is_judged_by_the_file_size(tmp_p
         read_header(path)
 
 
-P = gh._PLAUSIBLE_STRING  # 64 MiB: an array that far past the end of the file is damage, not a cut
+P = gl.PLAUSIBLE_STRING  # 64 MiB: an array that far past the end of the file is damage, not a cut
 
 
 @pytest.mark.parametrize(

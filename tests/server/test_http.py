@@ -223,3 +223,38 @@ def test_a_bad_keep_alive_is_a_400(serve):
     server = serve()
     answer = httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "keep_alive": "soon"})
     assert answer.status_code == 400 and "keep_alive" in json.dumps(answer.json())
+
+
+def _broken_start(error: Exception):
+    def start(request):  # fault injection: the manager fails as a bug or llama.cpp would
+        raise error
+
+    return start
+
+
+def test_a_bug_answers_500_without_its_stack_and_the_log_keeps_the_whole_traceback(serve, monkeypatch):
+    server = serve()
+    monkeypatch.setattr(server.manager, "start", _broken_start(RuntimeError("a bug in the server")))
+    answer = httpx.post(server.url + CHAT, json={"model": MODEL, "messages": QUESTION})
+    assert answer.status_code == 500
+    message = answer.json()["error"]["message"]
+    assert message == "internal server error (see the server's log)"
+    log = server.log.getvalue()
+    assert "Traceback (most recent call last)" in log
+    assert "in start" in log and "RuntimeError: a bug in the server" in log  # the frame that raised
+    assert log.index("RuntimeError") < log.index("POST /v1/chat/completions")  # logged before its access line
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_serve_debug_logs_the_traceback_of_a_core_error_answered_500(serve, monkeypatch, debug):
+    from localllm.errors import ModelLoadError
+
+    server = serve(settings=ServerSettings(debug=debug))
+    failure = ModelLoadError("llama.cpp could not load the model", hint="see the log with --verbose")
+    monkeypatch.setattr(server.manager, "start", _broken_start(failure))
+    answer = httpx.post(server.url + "/api/chat", json={"model": MODEL, "messages": QUESTION, "stream": False})
+    assert answer.status_code == 500
+    assert answer.json() == {"error": "llama.cpp could not load the model (see the log with --verbose)"}
+    log = server.log.getvalue()
+    assert ("Traceback (most recent call last)" in log) == debug
+    assert ("ModelLoadError: llama.cpp could not load the model" in log) == debug

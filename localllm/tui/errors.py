@@ -1,0 +1,15 @@
+"""How the TUI shows an error: one notification, ``message (hint)``, never parsed as markup (a file
+name with brackets in it is shown as it is)."""
+
+from __future__ import annotations
+
+from textual.dom import DOMNode
+
+from localllm.errors import one_line
+
+
+def notify_error(
+    node: DOMNode, error: BaseException, *, title: str, severity: str = "error", timeout: float = 8
+) -> None:
+    """Notify ``error`` from any widget, screen or the app."""
+    node.app.notify(one_line(error), title=title, severity=severity, timeout=timeout, markup=False)  # type: ignore[arg-type]
