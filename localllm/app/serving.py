@@ -134,6 +134,16 @@ class _Resident:
 
 
 @dataclass(frozen=True)
+class Ranking:
+    """Relevance scores of documents for a query, in the documents' order (``/v1/rerank``)."""
+
+    model: str
+    method: str  # "rank": a reranker GGUF's classification head; "cosine": embedding similarity
+    scores: list[float]
+    n_tokens: int  # tokens read
+
+
+@dataclass(frozen=True)
 class Health:
     """Whether the server can take requests, for ``/health``: "ok", "loading" (a model is loading
     and none is loaded yet) or "error" (stopping, or the last load failed and none is loaded)."""
@@ -453,6 +463,25 @@ class ModelManager:
         finally:
             self._release(resident)
         return resident.key, vectors, n_tokens
+
+    def rerank(self, name: str | None, query: str, documents: Sequence[str]) -> Ranking:
+        """Each document's relevance to ``query`` with the model ``name`` resolves to: a reranker
+        GGUF's own scores (llama.cpp's RANK pooling), else the cosine similarity of the query's
+        and the document's embeddings (mean pooling)."""
+        resident = self._acquire(name, None)
+        try:
+            model = resident.batch.opened.model
+            if model.is_reranker:
+                scores, n_tokens = model.rank(query, documents)
+                method = "rank"
+            else:
+                vectors, n_tokens = model.embed([query, *documents])
+                first = vectors[0]  # unit vectors: the dot product is the cosine
+                scores = [sum(a * b for a, b in zip(first, v)) for v in vectors[1:]]
+                method = "cosine"
+        finally:
+            self._release(resident)
+        return Ranking(resident.key, method, scores, n_tokens)
 
     # -- what is there -----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from localllm.app.serving import ModelManager
 
-from . import ollama_api, openai_api, ops, problems
+from . import ollama_api, openai_api, ops, problems, rerank
 from .middleware import AccessLog, ApiKey
 
 MAX_BODY = 8 << 20  # bytes: a long conversation is a few hundred KiB
@@ -40,7 +40,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(manager: ModelManager, settings: ServerSettings | None = None) -> Starlette:
     settings = settings or ServerSettings()
-    routes = [*ollama_api.routes(), *openai_api.routes(), *ops.routes()]
+    routes = [*ollama_api.routes(), *openai_api.routes(), *rerank.routes(), *ops.routes()]
     metrics = ops.Metrics(manager, (r.path for r in routes))
     middleware = [Middleware(AccessLog, stream=settings.log, observe=metrics.observe)]
     if settings.cors:

@@ -115,10 +115,11 @@ def test_metrics_show_busy_slots_and_the_queue_while_replies_run(serve):
     server = serve(options=ServeOptions(n_ctx_seq=512, n_parallel=1))
     server.manager.load(MODEL)
     long = [{"role": "user", "content": "Count from 1 to 500, separated by commas."}]
-    body = {"model": MODEL, "messages": long, "temperature": 0, "max_tokens": 400, "stream": True}
+    body = {"model": MODEL, "messages": long, "temperature": 0, "max_tokens": 400, "ignore_eos": True, "stream": True}
     with httpx.Client(timeout=120) as http:
         with http.stream("POST", f"{server.url}/v1/chat/completions", json=body) as first:
-            next(first.iter_lines())  # the first reply is decoding in the only slot
+            lines = first.iter_lines()  # kept: a line iterator that is dropped closes the response
+            next(lines)  # the first reply is decoding in the only slot
             with http.stream("POST", f"{server.url}/v1/chat/completions", json=body) as second:
                 assert second.status_code == 200  # accepted, waiting for the slot
                 samples = scrape(server.url)
