@@ -165,6 +165,34 @@ def facts(path: Any) -> ModelFacts:
 
 
 @dataclass(frozen=True)
+class Ranking:
+    """Relevance scores of documents for a query, in the documents' order (``/v1/rerank``)."""
+
+    model: str
+    method: str  # "rank": a reranker GGUF's classification head; "cosine": embedding similarity
+    scores: list[float]
+    n_tokens: int  # tokens read
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether the server can take requests, for ``/health``: "ok", "loading" (a model is loading
+    and none is loaded yet) or "error" (stopping, or the last load failed and none is loaded)."""
+
+    status: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Models loaded, unloaded and failed to load since the server started (for ``/metrics``)."""
+
+    loads: int
+    unloads: int
+    load_failures: int
+
+
+@dataclass(frozen=True)
 class RunningModel:
     """A loaded model, for ``/api/ps``."""
 
@@ -268,6 +296,8 @@ class ModelManager:
         self._loading: dict[str, threading.Lock] = {}
         self._pending = 0  # models being loaded now: they count against max_models
         self._closed = False
+        self._loads = self._unloads = self._load_failures = 0
+        self._last_load_error: str | None = None  # cleared by the next load that succeeds
         self._reaper = threading.Thread(target=self._reap, name="localllm-unload", daemon=True)
         self._reaper.start()
 
@@ -342,6 +372,11 @@ class ModelManager:
                 self._pending += 1
             try:
                 resident = self._load(key, self._resolved(wanted), keep)
+            except BaseException as exc:
+                with self._lock:
+                    self._load_failures += 1
+                    self._last_load_error = f"{key} failed to load: {exc}"
+                raise
             finally:
                 with self._lock:
                     self._pending -= 1
@@ -352,6 +387,8 @@ class ModelManager:
                     resident.batch.close()
                     raise EngineClosedError("the server is stopping")
                 self._resident[key] = resident
+                self._loads += 1
+                self._last_load_error = None
                 resident.busy += 1
                 return resident
 
@@ -400,6 +437,7 @@ class ModelManager:
     def _unload(self, resident: _Resident) -> None:
         """Close a model no reply is using (the lock is held)."""
         self._resident.pop(resident.key, None)
+        self._unloads += 1
         resident.engine.close()
         resident.batch.close()
         self._lock.notify_all()
@@ -472,6 +510,25 @@ class ModelManager:
             self._release(resident)
         return resident.key, vectors, n_tokens
 
+    def rerank(self, name: str | None, query: str, documents: Sequence[str]) -> Ranking:
+        """Each document's relevance to ``query`` with the model ``name`` resolves to: a reranker
+        GGUF's own scores (llama.cpp's RANK pooling), else the cosine similarity of the query's
+        and the document's embeddings (mean pooling)."""
+        resident = self._acquire(name, None)
+        try:
+            model = resident.batch.opened.model
+            if model.is_reranker:
+                scores, n_tokens = model.rank(query, documents)
+                method = "rank"
+            else:
+                vectors, n_tokens = model.embed([query, *documents])
+                first = vectors[0]  # unit vectors: the dot product is the cosine
+                scores = [sum(a * b for a, b in zip(first, v)) for v in vectors[1:]]
+                method = "cosine"
+        finally:
+            self._release(resident)
+        return Ranking(resident.key, method, scores, n_tokens)
+
     # -- what is there -----------------------------------------------------------------------
 
     def installed(self) -> list[store.InstalledModel]:
@@ -495,6 +552,22 @@ class ModelManager:
             )
             for r in residents
         ]
+
+    def health(self) -> Health:
+        with self._lock:
+            if self._closed:
+                return Health("error", "the server is stopping")
+            if self._resident:
+                return Health("ok")
+            if self._pending:
+                return Health("loading", "a model is loading")
+            if self._last_load_error:
+                return Health("error", self._last_load_error)
+            return Health("ok")
+
+    def counters(self) -> Counters:
+        with self._lock:
+            return Counters(self._loads, self._unloads, self._load_failures)
 
     def describe(self, name: str) -> dict[str, Any]:
         """What the model ``name`` resolves to holds (its GGUF header, as ``inspect`` shows it)."""

@@ -216,6 +216,14 @@ class LlamaModel(_Owner):
     def eos(self) -> int:
         return L.llama_vocab_eos(self._vocab)
 
+    def sep(self) -> int:
+        """The separator token (BERT's [SEP]); -1 if the vocabulary has none."""
+        return L.llama_vocab_sep(self._vocab)
+
+    def n_cls_out(self) -> int:
+        """Outputs of a reranker's classification head (1 unless its labels say otherwise)."""
+        return L.llama_model_n_cls_out(self._ptr)
+
     def add_bos(self) -> bool:
         return bool(L.llama_vocab_get_add_bos(self._vocab))
 
@@ -409,7 +417,9 @@ class LlamaContext(_Owner):
 class LlamaEmbedder(_Owner):
     """A ``llama_context`` of its own over a :class:`LlamaModel`'s weights that turns a token
     sequence into one vector: llama.cpp's mean pooling over the sequence (``embeddings`` on,
-    ``LLAMA_POOLING_TYPE_MEAN``), as llama-server does with ``--pooling mean``.
+    ``LLAMA_POOLING_TYPE_MEAN``), as llama-server does with ``--pooling mean``; with
+    ``rank=True``, a reranker's scores instead (``LLAMA_POOLING_TYPE_RANK``: the classification
+    head over the query/document pair, ``n_cls_out`` values), as llama-server's ``--reranking``.
 
     A sequence is decoded in one micro-batch (pooling needs every token at once), so ``n_batch``
     and ``n_ubatch`` equal ``n_ctx``: the longest sequence it takes.
@@ -424,6 +434,7 @@ class LlamaEmbedder(_Owner):
         type_k: str = "f16",
         type_v: str = "f16",
         flash_attn: bool | None = None,
+        rank: bool = False,
     ) -> None:
         self._ptr = None
         self._batch: LlamaBatch | None = None
@@ -432,14 +443,15 @@ class LlamaEmbedder(_Owner):
         params.n_seq_max = 1
         params.n_threads = params.n_threads_batch = n_threads
         params.embeddings = True
-        params.pooling_type = L.LLAMA_POOLING_TYPE_MEAN
+        params.pooling_type = L.LLAMA_POOLING_TYPE_RANK if rank else L.LLAMA_POOLING_TYPE_MEAN
         params.no_perf = True
         ptr = _new_context(model, params, flash_attn, type_k, type_v, "create an embedding context for")
         self._ptr = ptr
         self.model = model  # the weights must outlive the context
         self._memory = L.llama_get_memory(ptr)
         self.n_ctx = min(L.llama_n_ctx(ptr), L.llama_n_ubatch(ptr))
-        self.n_embd = L.llama_model_n_embd(model._ptr)
+        self.rank = rank
+        self.n_embd = model.n_cls_out() if rank else L.llama_model_n_embd(model._ptr)  # values per sequence
         self._batch = LlamaBatch(self.n_ctx, 1)
 
     def close(self) -> None:
@@ -455,8 +467,8 @@ class LlamaEmbedder(_Owner):
         return not self._ptr
 
     def embed(self, tokens: Sequence[int]) -> list[float] | None:
-        """The mean-pooled vector of ``tokens`` (1 to ``n_ctx`` of them), not normalised; None if
-        llama.cpp failed to decode them."""
+        """The mean-pooled vector of ``tokens`` (1 to ``n_ctx`` of them), not normalised (a
+        reranker's: its ``n_cls_out`` scores); None if llama.cpp failed to decode them."""
         batch = self._batch
         tok, pos, nseq, seqs, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
         for i, token in enumerate(tokens):

@@ -29,6 +29,7 @@ from .options import DEFAULT_CTX, GenerationStats, LoadOptions, LoadReport, Samp
 from .template import ChatTemplate
 
 EMBED_CTX = 512  # tokens of the embedding context: a text longer than this cannot be embedded
+RANK_POOLING = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK, as a reranker's GGUF names it in ARCH.pooling_type
 
 
 class Model:
@@ -86,6 +87,7 @@ class Model:
         self._template = self.llama.chat_template()
         self._formatter: ChatTemplate | None = None
         self._embedder: LlamaEmbedder | None = None  # made by the first embed()
+        self._ranker: LlamaEmbedder | None = None  # made by the first rank()
         self._embed_lock = threading.Lock()
 
     def new_context(
@@ -126,8 +128,9 @@ class Model:
 
     def close(self) -> None:
         """Free the contexts, then the weights (safe to call again)."""
-        if self._embedder is not None:
-            self._embedder.close()
+        for embedder in (self._embedder, self._ranker):
+            if embedder is not None:
+                embedder.close()
         if self._ctx is not None:
             self._ctx.close()
         self.llama.close()
@@ -245,21 +248,62 @@ class Model:
                 vectors.append(_unit_length(vector))
         return vectors, sum(map(len, token_lists))
 
-    def _embedding_context(self, n_ctx: int) -> LlamaEmbedder:
-        if self._embedder is not None and self._embedder.n_ctx < n_ctx:
-            self._embedder.close()
-            self._embedder = None
-        if self._embedder is None:
+    @property
+    def is_reranker(self) -> bool:
+        """Whether the GGUF is a reranker: its ``ARCH.pooling_type`` is llama.cpp's RANK (4)."""
+        return self.header.arch_key("pooling_type") == RANK_POOLING
+
+    def rank(self, query: str, documents: Sequence[str], *, n_ctx: int | None = None) -> tuple[list[float], int]:
+        """A reranker's relevance score of each document for ``query`` and the tokens read.
+
+        Each pair is one sequence as llama-server builds it without a rerank template:
+        ``query</s><sep>document</s>`` (BOS first where the vocabulary adds one), scored by the
+        model's classification head (the first of its ``n_cls_out`` outputs, as llama-server
+        reports). ContextOverflowError for a pair longer than the context, before any is read.
+        """
+        query_tokens = self.tokenize(query, add_special=True, parse_special=False)
+        eos, sep = self.llama.eos(), self.llama.sep()
+        middle = [t for t in (eos, sep) if t >= 0]
+        pairs = [
+            [*query_tokens, *middle, *self.tokenize(d, add_special=False, parse_special=False), *middle[:1]]
+            for d in documents
+        ]
+        with self._embed_lock:
+            ranker = self._embedding_context(n_ctx or min(EMBED_CTX, self.n_ctx_train or EMBED_CTX), rank=True)
+            for tokens in pairs:
+                if len(tokens) > ranker.n_ctx:
+                    raise ContextOverflowError(
+                        f"the query and a document are {len(tokens)} tokens but the reranking context holds "
+                        f"{ranker.n_ctx}",
+                        hint="shorten the documents",
+                    )
+            scores = []
+            for tokens in pairs:
+                values = ranker.embed(tokens)
+                if not values:
+                    raise GenerationError(f"llama_decode failed while ranking {len(tokens)} tokens")
+                scores.append(float(values[0]))
+        return scores, sum(map(len, pairs))
+
+    def _embedding_context(self, n_ctx: int, rank: bool = False) -> LlamaEmbedder:
+        attr = "_ranker" if rank else "_embedder"
+        current: LlamaEmbedder | None = getattr(self, attr)
+        if current is not None and current.n_ctx < n_ctx:
+            current.close()
+            current = None
+        if current is None:
             o = self.options
-            self._embedder = LlamaEmbedder(
+            current = LlamaEmbedder(
                 self.llama,
                 n_ctx=n_ctx,
                 n_threads=self.n_threads,
                 type_k=o.type_k,
                 type_v=o.type_v,
                 flash_attn=o.flash_attn,
+                rank=rank,
             )
-        return self._embedder
+            setattr(self, attr, current)
+        return current
 
     # -- the KV cache -------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""The ASGI application: both APIs' routes behind the API key, CORS (only when asked) and the
-access log."""
+"""The ASGI application: every API's routes behind the API key, CORS (only when asked), the
+access log and the metrics it feeds."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from localllm.app.serving import ModelManager
 
-from . import ollama_api, openai_api, problems
+from . import ollama_api, openai_api, ops, problems, rerank
 from .middleware import AccessLog, ApiKey
 
 MAX_BODY = 8 << 20  # bytes: a long conversation is a few hundred KiB
@@ -41,7 +41,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(manager: ModelManager, settings: ServerSettings | None = None) -> Starlette:
     settings = settings or ServerSettings()
-    middleware = [Middleware(AccessLog, stream=settings.log)]
+    routes = [*ollama_api.routes(), *openai_api.routes(), *rerank.routes(), *ops.routes()]
+    metrics = ops.Metrics(manager, (r.path for r in routes))
+    middleware = [Middleware(AccessLog, stream=settings.log, observe=metrics.observe)]
     if settings.cors:
         middleware.append(
             Middleware(
@@ -54,10 +56,11 @@ def create_app(manager: ModelManager, settings: ServerSettings | None = None) ->
     if settings.api_key:
         middleware.append(Middleware(ApiKey, key=settings.api_key))
     app = Starlette(
-        routes=[*ollama_api.routes(), *openai_api.routes()],
+        routes=routes,
         middleware=middleware,
         exception_handlers={HTTPException: _http_error},
     )
     app.state.manager = manager
     app.state.settings = settings
+    app.state.metrics = metrics
     return app

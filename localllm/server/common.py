@@ -62,6 +62,7 @@ def finished(request: Request, reply: Reply) -> None:
     log = log_of(request.scope)
     log.completion_tokens = reply.completion_tokens
     log.finish = reply.finish_reason
+    log.first_token_at = reply.first_token_at
     if reply.result is not None:
         log.generation_s = reply.result.generation_s
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -24,6 +25,7 @@ class RequestLog:
     completion_tokens: int | None = None
     generation_s: float | None = None  # from the first token to the last
     finish: str | None = None  # stop, length, or cancelled (the client went away)
+    first_token_at: float | None = None  # time.perf_counter() of the first generated token
 
     def tokens(self) -> str:
         if self.prompt_tokens is None:
@@ -40,13 +42,18 @@ def log_of(scope: Scope) -> RequestLog:
     return scope.setdefault(LOG_KEY, RequestLog())
 
 
+# Called once per finished request: (method, path, status (0: the client went away), log, started).
+Observer = Callable[[str, str, int, RequestLog, float], None]
+
+
 class AccessLog:
     """Writes ``METHOD PATH model=... prompt=N generated=N X tok/s STATUS N ms`` when a request
-    ends (its last byte sent, or the client gone)."""
+    ends (its last byte sent, or the client gone), and tells ``observe`` (the metrics)."""
 
-    def __init__(self, app: ASGIApp, stream: TextIO | None = None) -> None:
+    def __init__(self, app: ASGIApp, stream: TextIO | None = None, observe: Observer | None = None) -> None:
         self.app = app
         self.stream = stream
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,21 +76,27 @@ class AccessLog:
             model = f" model={log.model}" if log.model else ""
             line = f"{scope['method']} {scope['path']}{model}{log.tokens()} {status or 'disconnected'} {ms:.0f} ms"
             print(line, file=self.stream or sys.stderr, flush=True)
+            if self.observe is not None:
+                self.observe(scope["method"], scope["path"], status, log, started)
+
+
+OPEN_PATHS = frozenset({"/", "/health", "/v1/health"})  # load balancers probe these without a key
 
 
 class ApiKey:
-    """Requires ``Authorization: Bearer KEY`` on every route but ``GET /`` (401 otherwise)."""
+    """Requires ``Authorization: Bearer KEY`` (or Anthropic's ``x-api-key: KEY``) on every route
+    but ``GET /`` and the health checks (401 otherwise)."""
 
     def __init__(self, app: ASGIApp, key: str) -> None:
         self.app = app
         self.key = key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/" or self._allowed(scope):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._allowed(scope):
             await self.app(scope, receive, send)
             return
         problem = problems.RequestError(
-            "a valid API key is required: send 'Authorization: Bearer KEY'",
+            "a valid API key is required: send 'Authorization: Bearer KEY' (or 'x-api-key: KEY')",
             status=401,
             code="invalid_api_key",
             headers={"WWW-Authenticate": "Bearer"},
@@ -94,4 +107,7 @@ class ApiKey:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         value = next((v for k, v in headers if k == b"authorization"), b"")
         scheme, _, token = value.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key)
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
+            return True
+        other = next((v for k, v in headers if k == b"x-api-key"), None)
+        return other is not None and hmac.compare_digest(other.strip(), self.key)
