@@ -81,14 +81,14 @@ def test_the_message_has_no_urllib_wrapper():
 def test_fit_with_no_network_answers_at_once_in_one_line(cli, online):
     started = time.monotonic()
     result = cli(
-        "fit", "qwen3-8b", env={**online, "HF_ENDPOINT": "http://127.0.0.1:9", "LOCALLLM_DOWNLOAD_BACKOFF": "2"}
+        "fit", "qwen3-8b", env={**online, "HF_ENDPOINT": "http://127.0.0.1:9", "LOCALLLM_DOWNLOAD_BACKOFF": "40"}
     )
     elapsed = time.monotonic() - started
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach the Hub mirror at http://127.0.0.1:9" in lines[0], result.stderr
     assert "--offline" not in lines[0]
-    # One retry with a 2 s back-off already waits 2 s; six of them (the default) over a minute.
+    # With a 40 s back-off a single retry would wait 40 s: the command must end well before that.
     assert elapsed < 30
 
 
