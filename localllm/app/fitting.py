@@ -51,15 +51,19 @@ def _local_rows(reference: str) -> tuple[list[FitRow], CatalogEntry | None, str 
     if ref.kind == "file":
         path = refs.require_file(ref)
         return [FitRow(path.name, "local file", headercache.read_header(path), path)], None, None, set()
-    entry = catalog.load_catalog().get(ref.name) if ref.kind == "catalog" else None
-    name = entry.name if entry is not None else ref.repo
+    entry: CatalogEntry | None = None
+    if ref.kind == "catalog":
+        entry = catalog.load_catalog().get(ref.name)
+        name = entry.name
+    else:
+        name = ref.repo
     installed = {m.quant: m for m in store.installed() if m.name.lower() == name.lower()}
     rows = [
         FitRow(m.key, "installed", headercache.read_header(m.path()), m.path())
         for quant, m in installed.items()
         if ref.quant in (None, quant)
     ]
-    return rows, entry, ref.quant, set(installed)
+    return rows, entry, ref.quant, {q for q in installed if q is not None}
 
 
 def catalog_files(entry: CatalogEntry, hub) -> tuple[dict[str, list[tuple[str, int]]], str, bool]:
@@ -75,7 +79,7 @@ def catalog_files(entry: CatalogEntry, hub) -> tuple[dict[str, list[tuple[str, i
             listing = None
         if listing is not None:
             return files_by_quant(listing, entry), listing.revision or "main", True
-    return {q: [(entry.filename(q), 0)] for q in entry.quants if entry.filename(q)}, "main", False
+    return {q: [(f, 0)] for q in entry.quants if (f := entry.filename(q))}, "main", False
 
 
 def _remote_rows(

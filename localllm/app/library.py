@@ -185,8 +185,8 @@ def remove_model(reference: str, *, confirm: Callable[[InstalledModel], bool] | 
     download of it. ``confirm`` is asked first when given; None is returned when it says no."""
     from localllm.hub.pull import remove_partials
 
-    name, _, quant = reference.strip().partition(":")
-    quant = quant.upper() or None
+    name, _, tag = reference.strip().partition(":")
+    quant = tag.upper() or None
     models = store.find_all(name, quant)
     if len(models) > 1 and quant is None:
         keys = ", ".join(m.key for m in models)

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import platform
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from localllm.errors import UsageError
 
@@ -234,7 +236,7 @@ def _mac(gb: int) -> Hardware:
 
 def _pc(ram_gb: int, vram_gb: int = 0, gpu: str = "NVIDIA GeForce RTX") -> Hardware:
     ram = ram_gb * GiB
-    gpus = ()
+    gpus: tuple[GPU, ...] = ()
     if vram_gb:
         # A desktop driver keeps a few hundred MB of VRAM for the display.
         gpus = (GPU(f"{gpu} ({vram_gb} GB)", "nvidia", vram_gb * GiB, vram_gb * GiB - 300 * MiB, source="profile"),)
@@ -245,7 +247,7 @@ def _pc(ram_gb: int, vram_gb: int = 0, gpu: str = "NVIDIA GeForce RTX") -> Hardw
     )  # fmt: skip
 
 
-PROFILES: dict[str, tuple[str, object]] = {
+PROFILES: dict[str, tuple[str, Callable[[], Hardware]]] = {
     "laptop-8gb": ("laptop, 8 GB RAM, no usable GPU", lambda: _pc(8)),
     "laptop-16gb": ("laptop, 16 GB RAM, no usable GPU", lambda: _pc(16)),
     "desktop-32gb": ("desktop, 32 GB RAM, no GPU", lambda: _pc(32)),
@@ -265,7 +267,7 @@ def profile(name: str) -> Hardware:
     key = name.strip().lower()
     if key not in PROFILES:
         raise UsageError(f"unknown hardware profile '{name}'", hint=f"pick one of: {', '.join(PROFILES)}")
-    return replace(PROFILES[key][1](), profile=key)  # type: ignore[operator]
+    return replace(PROFILES[key][1](), profile=key)
 
 
 def with_overrides(hw: Hardware, *, ram: int | None = None, vram: int | None = None) -> Hardware:
@@ -275,7 +277,8 @@ def with_overrides(hw: Hardware, *, ram: int | None = None, vram: int | None = N
     """
     if ram is None and vram is None:
         return hw
-    changes: dict[str, object] = {"profile": hw.profile or "custom", "devices": ()}
+    # dataclasses.replace takes its fields as keywords: their types are Hardware's.
+    changes: dict[str, Any] = {"profile": hw.profile or "custom", "devices": ()}
     if ram is not None:
         if ram <= 0:
             raise UsageError("--ram must be more than 0")
@@ -297,7 +300,7 @@ def with_overrides(hw: Hardware, *, ram: int | None = None, vram: int | None = N
             changes["gpus"] = (GPU(name, vendor, vram, vram, source="override"),)
         changes["gpu_offload"] = vram > 0
     changes["notes"] = ()
-    return replace(hw, **changes)  # type: ignore[arg-type]
+    return replace(hw, **changes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,7 +411,7 @@ def _notes(gpus: list[GPU], devices: tuple[Device, ...], offload: bool, asked: b
 
 
 def _cpu_info() -> tuple[str, set[str]]:
-    model, flags = "", set()
+    model, flags = "", set[str]()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         try:
@@ -468,7 +471,7 @@ def _nvidia_gpus() -> list[GPU]:
         pynvml.nvmlInit()
     except pynvml.NVMLError:
         return []  # no driver, no GPU: not an error
-    gpus = []
+    gpus: list[GPU] = []
     try:
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
@@ -489,7 +492,7 @@ def _nvidia_gpus() -> list[GPU]:
 
 def _amd_gpus(root: Path = Path("/sys/class/drm")) -> list[GPU]:
     """AMD GPUs through amdgpu's sysfs files (also what ROCm reads)."""
-    gpus = []
+    gpus: list[GPU] = []
     if not root.is_dir():
         return gpus
     for card in sorted(root.glob("card[0-9]*")):

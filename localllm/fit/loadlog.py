@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TypeGuard
 
 from localllm import fs, paths
 
@@ -97,11 +98,11 @@ def _trim(target: Path) -> None:
     fs.atomic_write(target, "".join(line + "\n" for line in lines))
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: object) -> bool:
+def _is_number(v: object) -> TypeGuard[float]:
     return (_is_int(v) or isinstance(v, float)) and v == v and abs(v) != float("inf")
 
 

@@ -182,7 +182,7 @@ def plan_load(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int | None = Non
     model with on ``hw``, and why."""
     trained = header.context_length or DEFAULT_CTX_CAP
     asked = n_ctx is not None
-    ctx = n_ctx if asked else min(trained, DEFAULT_CTX_CAP)
+    ctx = n_ctx if n_ctx is not None else min(trained, DEFAULT_CTX_CAP)
     while True:
         place, replaced = _place_with_kv(header, hw, ctx)
         if place.verdict is not Verdict.NO or asked or ctx <= MIN_CTX:

@@ -133,7 +133,7 @@ def read_header(path_or_file: PathOrFile, *, check_size: bool = True, chunk_size
         label = safe_name(str(path))
         check_model_path(path, label)
         try:
-            f = open(path, "rb", buffering=0)
+            f: BinaryIO = open(path, "rb", buffering=0)
         except FileNotFoundError:
             raise ModelFileError(f"{label} does not exist") from None
         except IsADirectoryError:
@@ -144,7 +144,7 @@ def read_header(path_or_file: PathOrFile, *, check_size: bool = True, chunk_size
             raise ModelFileError(f"{label} cannot be read: {e.strerror or e}") from None
         with f:
             try:
-                size = os.fstat(f.fileno()).st_size
+                size: int | None = os.fstat(f.fileno()).st_size
                 return _read(f, label, size, check_size, chunk_size)
             except OSError as e:
                 raise ModelFileError(f"{label} cannot be read: {e.strerror or e}") from None
@@ -161,10 +161,11 @@ def read_header(path_or_file: PathOrFile, *, check_size: bool = True, chunk_size
         raise ModelFileError(f"{label} cannot be read: {e.strerror or e}") from None
 
 
-def _stream_size(f: object) -> int | None:
-    """The size of a file object if it is cheap to know; None otherwise."""
+def _stream_size(f: BinaryIO) -> int | None:
+    """The size of a file object if it is cheap to know; None otherwise (a stream may have only
+    ``read``, hence the AttributeError)."""
     try:
-        st = os.fstat(f.fileno())  # type: ignore[attr-defined]
+        st = os.fstat(f.fileno())
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         pass
     else:
@@ -176,9 +177,9 @@ def _stream_size(f: object) -> int | None:
     if isinstance(size, int) and not isinstance(size, bool):
         return size
     try:
-        here = f.tell()  # type: ignore[attr-defined]
-        end = f.seek(0, io.SEEK_END)  # type: ignore[attr-defined]
-        f.seek(here)  # type: ignore[attr-defined]
+        here = f.tell()
+        end = f.seek(0, io.SEEK_END)
+        f.seek(here)
     except (OSError, ValueError, AttributeError, TypeError, io.UnsupportedOperation):
         return None
     return end if isinstance(end, int) else None

@@ -7,6 +7,7 @@ Built by :mod:`localllm.gguf.reader`; read everywhere (the estimator, ``inspect`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 from . import quants
 from .tables import VALUE_TYPE_NAMES, ggml_type_name
@@ -70,26 +71,28 @@ class GGUFHeader:
         value = self.metadata.get("general.name")
         return value if isinstance(value, str) else None
 
+    # The counts below are checked by validate.py when a header is read (an integer in range, or a
+    # per-layer list of them for the head counts), so they are what arch_key returns for them.
     @property
     def context_length(self) -> int | None:
-        return self.arch_key("context_length")  # type: ignore[return-value]
+        return cast(int | None, self.arch_key("context_length"))
 
     @property
     def block_count(self) -> int | None:
-        return self.arch_key("block_count")  # type: ignore[return-value]
+        return cast(int | None, self.arch_key("block_count"))
 
     @property
     def embedding_length(self) -> int | None:
-        return self.arch_key("embedding_length")  # type: ignore[return-value]
+        return cast(int | None, self.arch_key("embedding_length"))
 
     @property
     def head_count(self) -> int | list[int] | None:
-        return self.arch_key("attention.head_count")  # type: ignore[return-value]
+        return cast(int | list[int] | None, self.arch_key("attention.head_count"))
 
     @property
     def head_count_kv(self) -> int | list[int] | None:
         """An int, or a per-layer list for hybrid models (kept as it is)."""
-        return self.arch_key("attention.head_count_kv")  # type: ignore[return-value]
+        return cast(int | list[int] | None, self.arch_key("attention.head_count_kv"))
 
     @property
     def file_type(self) -> int | None:

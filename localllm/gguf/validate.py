@@ -17,7 +17,7 @@ The bounds are llama.cpp's own where it has them (``LLAMA_MAX_LAYERS``, ``LLAMA_
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from localllm.errors import CorruptModelError
 
@@ -63,7 +63,7 @@ _BLK = re.compile(r"^blk\.(\d+)\.")
 _EXPERT_TENSOR = re.compile(r"_(?:ch_)?exps\b")
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -86,9 +86,9 @@ class _Bad(Exception):
 def _count(key: str, value: object, high: int) -> int:
     if not _is_int(value):
         raise _Bad(f"{key} must be an integer, not {_describe(value)}")
-    if value < 0 or value > high:  # type: ignore[operator]
+    if value < 0 or value > high:
         raise _Bad(f"{key} is out of range: {value} (0 to {high})")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _describe(value: object) -> str:

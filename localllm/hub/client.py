@@ -158,9 +158,11 @@ class Hub:
         entries = self.retrying(
             lambda: list(api.list_repo_tree(repo, revision=commit, recursive=True, expand=True)), repo
         )
+        from huggingface_hub import RepoFolder
+
         files = []
         for entry in entries:
-            if not hasattr(entry, "blob_id"):  # a folder
+            if isinstance(entry, RepoFolder):
                 continue
             lfs = getattr(entry, "lfs", None)
             files.append(HubFile(path=entry.path, size=int(entry.size), sha256=lfs.sha256 if lfs else None))

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from localllm import fs, paths
+from localllm.errors import LocalLLMError
 from localllm.format import format_bytes
 from localllm.fs import FileLock
 from localllm.models import store
@@ -121,7 +122,7 @@ def partial_paths(key: str) -> tuple[Path, Path, Path]:
 
 def partials() -> list[dict[str, Any]]:
     """Downloads in progress or interrupted: their sidecars, with ``bytes`` on disk added."""
-    found = []
+    found: list[dict[str, Any]] = []
     base = store.partial_dir()
     if not base.is_dir():
         return found
@@ -396,7 +397,7 @@ class _Transfer:
         self._checkpoint = self.have
         return moved
 
-    def _give_up(self, error: Exception) -> Exception:
+    def _give_up(self, error: Exception) -> LocalLLMError:
         if isinstance(error, HubServerError):
             return error
         return DownloadError(

@@ -290,7 +290,7 @@ def map_error(exc: BaseException, what: str, *, endpoint: str | None = None) -> 
             return mapped
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
-    if status is not None:
+    if response is not None and status is not None:
         return response_error(status, response.headers, what, endpoint=endpoint)
     import http.client
     import urllib.error

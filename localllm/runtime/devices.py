@@ -51,4 +51,4 @@ class Build:
 
 def build() -> Build:
     info = llama.build_info()
-    return Build(llama.version(), str(info["llama"]), str(info["ggml"]), str(info["commit"]), tuple(info["backends"]))
+    return Build(llama.version(), info["llama"], info["ggml"], info["commit"], tuple(info["backends"]))

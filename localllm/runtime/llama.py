@@ -20,7 +20,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import llama_cpp as L
 import numpy as np
@@ -48,7 +48,7 @@ class LlamaLog:
         # are kept apart: a load logs thousands of lines and they come early.
         self.buffer_lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=1000)
         self._lock = threading.Lock()
-        self._callback = None
+        self._callback: object = None  # the ctypes callback, kept alive while llama.cpp holds it
 
     def _on_log(self, level: int, text: bytes, _user: object) -> None:
         chunk = text.decode("utf-8", errors="replace")
@@ -84,8 +84,9 @@ class LlamaLog:
         if self.installed:
             return
         # ctypes keeps no reference to the callback: llama.cpp would call freed memory.
-        self._callback = L.llama_log_callback(self._on_log)
-        L.llama_log_set(self._callback, ctypes.c_void_p(0))
+        callback = L.llama_log_callback(self._on_log)
+        L.llama_log_set(callback, ctypes.c_void_p(0))
+        self._callback = callback
         self.installed = True
 
 
@@ -470,6 +471,8 @@ class LlamaEmbedder(_Owner):
         """The mean-pooled vector of ``tokens`` (1 to ``n_ctx`` of them), not normalised (a
         reranker's: its ``n_cls_out`` scores); None if llama.cpp failed to decode them."""
         batch = self._batch
+        if batch is None:
+            raise RuntimeError("the embedding context is closed")
         tok, pos, nseq, seqs, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
         for i, token in enumerate(tokens):
             tok[i], pos[i], nseq[i], logits[i] = token, i, 1, 1
@@ -712,7 +715,14 @@ def _c_text(lib, name: str, *args) -> str:
     return (fn(*args) or b"").decode("utf-8", errors="replace")
 
 
-def build_info() -> dict[str, object]:
+class BuildInfo(TypedDict):
+    llama: str
+    ggml: str
+    commit: str
+    backends: list[str]
+
+
+def build_info() -> BuildInfo:
     """The llama.cpp under the bindings: libllama's and ggml's versions, ggml's git commit, and the
     backends compiled in ("CPU", "CUDA", "Metal", ...)."""
     init_backend()

@@ -15,7 +15,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 
 from localllm.errors import ContextOverflowError, GenerationError
@@ -45,7 +45,6 @@ class Model:
         # Clear errors before llama.cpp sees it; cached, since the planner has usually just read it.
         self.header = headercache.read_header(self.path)
         self._lock = threading.Lock()
-        self._ctx: LlamaContext | None = None
 
         started = time.perf_counter()
         repack = o.repack if o.repack is not None else not build_has_amx()
@@ -60,7 +59,7 @@ class Model:
         n_ctx = o.n_ctx or min(DEFAULT_CTX, self.n_ctx_train or DEFAULT_CTX)
         self.n_threads = o.n_threads or default_threads()
         try:
-            self._ctx = self.new_context(
+            self._ctx: LlamaContext = self.new_context(
                 n_ctx=n_ctx,
                 n_seq_max=1,
                 n_batch=min(o.n_batch, n_ctx),
@@ -131,8 +130,7 @@ class Model:
         for embedder in (self._embedder, self._ranker):
             if embedder is not None:
                 embedder.close()
-        if self._ctx is not None:
-            self._ctx.close()
+        self._ctx.close()
         self.llama.close()
 
     def __enter__(self) -> Model:
@@ -436,7 +434,7 @@ class Generation:
             pass
         return self.text
 
-    def _run(self) -> Iterator[str]:
+    def _run(self) -> Generator[str, None, None]:
         model, stats = self.model, self.stats
         if not model._lock.acquire(blocking=False):
             raise GenerationError("this model is already generating a reply")

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Final
 
 from localllm.errors import EngineClosedError, GenerationError, LocalLLMError, QueueFullError
 
@@ -25,8 +27,14 @@ from .batching import BatchRequest, BatchResult, BatchSession
 from .llama import LlamaSampler
 from .model import Model
 
-_EMPTY = object()  # nothing to read yet
-_DONE = object()  # the stream has ended and everything in it was read
+
+class _Marker(enum.Enum):
+    EMPTY = "empty"  # nothing to read yet
+    DONE = "done"  # the stream has ended and everything in it was read
+
+
+_EMPTY: Final = _Marker.EMPTY
+_DONE: Final = _Marker.DONE
 
 
 class SequenceStream:
@@ -80,7 +88,7 @@ class SequenceStream:
     def _blocking(self) -> Iterator[str | BatchResult]:
         while True:
             item = self._next(block=True)
-            if item is _DONE:
+            if item is _DONE or item is _EMPTY:  # a blocking read is never EMPTY
                 return
             yield item
             if isinstance(item, BatchResult):
@@ -114,7 +122,7 @@ class SequenceStream:
             with self._lock:
                 self._wakers.remove(wake)
 
-    def _next(self, block: bool) -> object:
+    def _next(self, block: bool) -> str | BatchResult | _Marker:
         with self._lock:
             while not self._items:
                 if self._error is not None:
@@ -340,16 +348,23 @@ class BatchEngine:
             slot = stream._slot
             if slot is not None and self._running.get(slot) is stream:
                 del self._running[slot]
-                stream._finish(self._session.cancel(slot))
+                self._end_cancelled(slot, stream)
             elif stream in self._queue:
                 self._queue.remove(stream)
                 self._drop_queued(stream)
         self._cancels.clear()
 
+    def _end_cancelled(self, slot: int, stream: SequenceStream) -> None:
+        result = self._session.cancel(slot)
+        if result is None:  # the session had nothing in a slot this engine runs: end the stream all the same
+            stream._fail(GenerationError(f"slot {slot} ran nothing to cancel"))
+        else:
+            stream._finish(result)
+
     def _cancel_everything(self) -> None:
         for slot, stream in list(self._running.items()):
             del self._running[slot]
-            stream._finish(self._session.cancel(slot))
+            self._end_cancelled(slot, stream)
         while self._queue:
             self._drop_queued(self._queue.popleft())
 

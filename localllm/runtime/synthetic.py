@@ -11,6 +11,14 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import gguf
+
+# A tokenizer key, its value (a string, a list or a number, as its value types say) and its value
+# types: (type,) or (ARRAY, element type).
+TokenizerField = tuple[str, Any, "tuple[gguf.GGUFValueType, ...]"]
 
 __all__ = ["Shape", "SHAPES", "write_model"]
 
@@ -49,12 +57,12 @@ SHAPES: dict[str, Shape] = {
 
 
 @functools.lru_cache(maxsize=4)
-def _tokenizer_fields(source: str) -> tuple[tuple[str, object, object], ...]:
+def _tokenizer_fields(source: str) -> tuple[TokenizerField, ...]:
     """``tokenizer.*`` key/values of a real GGUF: (key, value, gguf value type)."""
     import gguf
 
     reader = gguf.GGUFReader(source)
-    fields = []
+    fields: list[TokenizerField] = []
     for key, field in reader.fields.items():
         if not key.startswith("tokenizer."):
             continue
@@ -231,5 +239,5 @@ def _add_ffn(tensor, b: str, s: Shape) -> None:
         tensor(b + "ffn_down.weight", s.n_ff, s.n_embd)
 
 
-def scaled(shape: Shape, **changes: object) -> Shape:
-    return replace(shape, **changes)  # type: ignore[arg-type]
+def scaled(shape: Shape, **changes: Any) -> Shape:
+    return replace(shape, **changes)

@@ -53,7 +53,9 @@ def make_server(app: ASGIApp, grace_s: float = DEFAULT_GRACE_S) -> uvicorn.Serve
         access_log=False,
         lifespan="off",
         server_header=False,
-        timeout_graceful_shutdown=grace_s,
+        # uvicorn's annotation says int, but it only hands the value to asyncio.timeout, which takes
+        # seconds as a float: --grace 0.5 works.
+        timeout_graceful_shutdown=grace_s,  # type: ignore[arg-type]
         timeout_keep_alive=30,
     )
     return uvicorn.Server(config)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual import work
+from textual import getters, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -11,6 +11,8 @@ from textual.widgets import Label, Static
 
 from localllm.app.types import Hardware
 from localllm.format import format_bytes
+
+from .app import LocalLLMApp
 
 
 def describe(hw: Hardware) -> str:
@@ -34,6 +36,7 @@ def describe(hw: Hardware) -> str:
 
 
 class HardwareScreen(ModalScreen[None]):
+    app = getters.app(LocalLLMApp)  # self.app typed as this app, with its services
     BINDINGS = [Binding("escape", "dismiss(None)", "Close"), Binding("h", "dismiss(None)", "Close", show=False)]
 
     def compose(self) -> ComposeResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import getters
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -14,6 +15,7 @@ from localllm.app.types import Verdict
 from localllm.errors import LocalLLMError
 from localllm.format import format_bytes
 
+from .app import LocalLLMApp
 from .confirm_dialog import ConfirmDialog
 from .errors import notify_error
 from .services import Hardware, ModelItem, QuantOption
@@ -42,6 +44,7 @@ def badge(verdict: Verdict, short: bool = False) -> Content:
 
 
 class ModelsScreen(Screen):
+    app = getters.app(LocalLLMApp)  # self.app typed as this app, with its services
     BINDINGS = [
         Binding("slash", "search", "Search"),
         Binding("p", "pull", "Pull"),
@@ -103,12 +106,17 @@ class ModelsScreen(Screen):
 
     def _row(self, item: ModelItem) -> Content:
         mark = "!" if item.error else "●" if item.installed else ("◆" if item.foreign_path else " ")
-        options = self.app.services.quant_options(item, self.hardware)
-        best = options[0].fit.verdict if options else ""
+        options = self._options(item)
+        best = options[0].fit.verdict if options else None
         name = item.display if item.error else item.name
         name = name if len(name) <= 24 else name[:23] + "…"
         line = Content(f"{mark} {name:<24} {item.params:>5} ")
-        return line + badge(best, short=True) if best else line
+        return line + badge(best, short=True) if best is not None else line
+
+    def _options(self, item: ModelItem) -> list[QuantOption]:
+        if self.hardware is None:  # detected on mount
+            self.hardware = self.app.services.quick_hardware()
+        return self.app.services.quant_options(item, self.hardware)
 
     @property
     def current(self) -> ModelItem | None:
@@ -130,7 +138,7 @@ class ModelsScreen(Screen):
             self.query_one("#model-about", Static).update("")
             self.show_why()
             return
-        self.options = self.app.services.quant_options(item, self.hardware)
+        self.options = self._options(item)
         where = (
             "damaged"
             if item.error
@@ -159,12 +167,12 @@ class ModelsScreen(Screen):
         self.show_why()
 
     def show_why(self) -> None:
-        option = self.current_option
+        option, item = self.current_option, self.current
         why = self.query_one("#quant-why", Static)
-        if option is None:
+        if option is None or item is None:
             why.update("")
             return
-        action = "Enter: chat · d: delete" if option.installed or self.current.foreign_path else "Enter or p: download"
+        action = "Enter: chat · d: delete" if option.installed or item.foreign_path else "Enter or p: download"
         why.update(f"{option.quant}: {option.fit.reason}.\n{action}")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -184,16 +192,16 @@ class ModelsScreen(Screen):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         # Enter on a model that is on disk starts the chat at once (its highlighted quant);
         # otherwise it moves to the quants, to pick one to download.
-        option = self.current_option
-        if option is not None and (option.installed or self.current.foreign_path):
-            self.chat_with(self.current, option)
+        option, item = self.current_option, self.current
+        if option is not None and item is not None and (option.installed or item.foreign_path):
+            self.chat_with(item, option)
         else:
             self.query_one("#quants", DataTable).focus()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        option = self.current_option
-        if option is not None and (option.installed or self.current.foreign_path):
-            self.chat_with(self.current, option)
+        option, item = self.current_option, self.current
+        if option is not None and item is not None and (option.installed or item.foreign_path):
+            self.chat_with(item, option)
         else:
             self.action_pull()
 

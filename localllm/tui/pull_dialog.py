@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from textual import work
+from textual import getters, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -15,6 +15,7 @@ from localllm.app.types import CatalogEntry
 from localllm.errors import LocalLLMError
 from localllm.format import format_bytes, format_clock, format_rate
 
+from .app import LocalLLMApp
 from .errors import notify_error
 from .messages import PullDone, PullProgressed
 from .services import PullCancelled, PullProgress
@@ -36,6 +37,8 @@ def progress_text(p: PullProgress) -> str:
 
 class PullDialog(ModalScreen[bool]):
     """Dismissed with True once the model is installed, False otherwise."""
+
+    app = getters.app(LocalLLMApp)  # self.app typed as this app, with its services
 
     BINDINGS = [Binding("escape", "cancel", "Cancel download")]
 

@@ -64,7 +64,7 @@ class Services:
         self,
         entry: CatalogEntry,
         quant: str,
-        progress: Callable[[PullProgress], None],
+        progress: Callable[[PullProgress], object],  # what it returns is ignored
         cancel: threading.Event,
     ) -> InstalledModel:
         """Download ``entry`` at ``quant`` (resumable, verified). Runs in a worker thread."""
