@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localllm.errors import LocalLLMError, ModelNotFoundError, UsageError
 from localllm.fit.hardware import Hardware
@@ -16,6 +16,9 @@ from localllm.models import store
 from localllm.models.store import InstalledModel
 
 from . import machine
+
+if TYPE_CHECKING:
+    from localllm.models.importing import Imported, Mode
 
 Notice = Callable[[str], None]
 
@@ -224,12 +227,12 @@ def remove_installed(model: InstalledModel) -> Removed:
 # --- import and inspect --------------------------------------------------------------------------
 
 
-def import_file(path: Path, *, mode: str = "copy", name: str | None = None) -> Any:
+def import_file(path: Path, *, mode: Mode = "copy", name: str | None = None) -> Imported:
     """Adopt a local GGUF: ``copy``, ``hardlink`` or ``symlink``. Returns a
     :class:`localllm.models.importing.Imported` (the model, and whether it was already there)."""
     from localllm.models.importing import import_gguf
 
-    return import_gguf(Path(path), mode=mode, name=name)  # type: ignore[arg-type]
+    return import_gguf(Path(path), mode=mode, name=name)
 
 
 def inspect_model(reference: str, *, notice: Notice | None = None) -> dict[str, Any]:

@@ -233,6 +233,12 @@ class History:
             except sqlite3.Error as exc:
                 raise HistoryError(f"conversation history {self.path}: {exc}") from exc
 
+    def _inserted(self, cursor: sqlite3.Cursor) -> int:
+        """The id of the row an INSERT through ``cursor`` added."""
+        if cursor.lastrowid is None:  # sqlite3 sets it after every INSERT
+            raise HistoryError(f"conversation history {self.path}: the new row has no id")
+        return cursor.lastrowid
+
     def _touch(self, conversation_id: int) -> None:
         self._run("UPDATE conversations SET updated_at=? WHERE id=?", (self._clock(), conversation_id))
 
@@ -253,7 +259,7 @@ class History:
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (title, model, model_path, system_prompt, json.dumps(settings or {}), now, now),
         )
-        return int(cursor.lastrowid)
+        return self._inserted(cursor)
 
     def conversations(self) -> list[ConversationInfo]:
         """Every conversation, most recently active first."""
@@ -335,7 +341,7 @@ class History:
             (conversation_id, role, content, status, json.dumps(stats) if stats else None, self._clock()),
         )
         self._touch(conversation_id)
-        return int(cursor.lastrowid)
+        return self._inserted(cursor)
 
     def update_message(
         self,
@@ -394,7 +400,7 @@ class History:
             lines += [f"## {heading}{note}", "", message.content.strip(), ""]
         return "\n".join(lines).rstrip() + "\n"
 
-    def export(self, conversation_id: int, dest: Path) -> Path:
+    def export(self, conversation_id: int, dest: str | Path) -> Path:
         """Write the conversation to ``dest``: JSON if it ends in ``.json``, else Markdown."""
         dest = Path(dest).expanduser()
         if dest.suffix.lower() == ".json":

@@ -40,7 +40,7 @@ class ChatSession:
             self.system_prompt = command.arg
             self._keep()
             return "System prompt set." if command.arg else "System prompt cleared."
-        if name == "set":
+        if name == "set" and command.setting is not None:  # parse() gives every /set its setting
             self.settings = commands.apply_setting(self.settings, command.setting)
             self._keep()
             key, value = command.setting

@@ -123,6 +123,24 @@ class _Sequence:
 
     request: BatchRequest
     sampler: LlamaSampler
+    seq_id: int
+    fed: int
+    pos: int
+    next_token: int | None
+    index: int
+    decoder: codecs.IncrementalDecoder
+    text: str
+    generated: int
+    limit: int
+    admitted: float
+    first_at: float
+    queued_at: float
+    stream: bool
+    shown: int
+    stops: tuple[str, ...]
+    stop_len: int
+    greedy: bool
+    ignore_eos: bool
 
 
 class BatchSession:
@@ -335,7 +353,8 @@ class BatchSession:
                 if not events and not self.active():
                     return
                 for _, result in events:
-                    yield result
+                    if isinstance(result, BatchResult):  # always: admitted without stream, no text pieces
+                        yield result
         finally:
             self.drop_all()
 

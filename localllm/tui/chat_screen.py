@@ -13,7 +13,7 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 from markdown_it.rules_core import StateCore
-from textual import work
+from textual import getters, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -25,6 +25,7 @@ from localllm.chat import history as hist
 from localllm.chat.context import fit_messages, reply_reserve
 from localllm.errors import LocalLLMError
 
+from .app import LocalLLMApp
 from .messages import ContextTrimmed, ModelLoaded, ReplyFinished
 from .prompt_area import PromptArea
 from .services import ChatTarget
@@ -128,6 +129,8 @@ class ChatScreen(Screen):
         Binding("ctrl+y", "copy_reply", "Copy reply", show=False),
         Binding("ctrl+q", "app.quit", "Quit", show=False),
     ]
+
+    app = getters.app(LocalLLMApp)  # self.app typed as this app, with its services
 
     def __init__(self, target: ChatTarget | None = None, conversation_id: int | None = None) -> None:
         super().__init__()
@@ -242,7 +245,7 @@ class ChatScreen(Screen):
         self.loading = False
         if message.error is not None:
             self.target = None
-            hint = f" ({message.error.hint})" if getattr(message.error, "hint", None) else ""
+            hint = f" ({h})" if (h := getattr(message.error, "hint", None)) else ""
             self.notify(f"{message.error}{hint}", title="Could not load the model", severity="error", timeout=10)
         self.update_status()
         if self._queued is not None and message.error is None:
@@ -367,10 +370,12 @@ class ChatScreen(Screen):
         await self.start_reply()
 
     async def start_reply(self) -> None:
-        history = self.app.history
-        conv = history.get(self.conversation_id)
+        history, conversation_id = self.app.history, self.conversation_id
+        if conversation_id is None:  # send() and regenerate have made or checked it
+            return
+        conv = history.get(conversation_id)
         messages = conv.chat_messages()
-        assistant_id = history.add_message(self.conversation_id, "assistant", "", status=hist.PARTIAL)
+        assistant_id = history.add_message(conversation_id, "assistant", "", status=hist.PARTIAL)
         view = MessageView("assistant", "", assistant_id, hist.PARTIAL, writing=True)
         self._stream_view = view
         self._reply_started = time.monotonic()
@@ -462,7 +467,7 @@ class ChatScreen(Screen):
         if view is not None:
             view.set_status(message.status)
         if message.error is not None:
-            hint = f" ({message.error.hint})" if getattr(message.error, "hint", None) else ""
+            hint = f" ({h})" if (h := getattr(message.error, "hint", None)) else ""
             self.notify(f"{message.error}{hint}", title="The reply failed", severity="error", timeout=10)
         if message.stats:
             self._last_stats = message.stats
@@ -526,7 +531,8 @@ class ChatScreen(Screen):
     async def _remove_from(self, view: MessageView) -> None:
         views = self._views()
         await self.query_one("#transcript").remove_children(views[views.index(view) :])
-        self.app.history.delete_messages_from(self.conversation_id, view.message_id)
+        if self.conversation_id is not None and view.message_id is not None:
+            self.app.history.delete_messages_from(self.conversation_id, view.message_id)
 
     async def action_regenerate(self) -> None:
         if self.generating or self.conversation_id is None or self.loading:
@@ -591,16 +597,17 @@ class ChatScreen(Screen):
         self.app.push_screen(SettingsDialog(self.system_prompt, self.settings), saved)
 
     def action_rename(self) -> None:
-        if self.conversation_id is None:
+        conversation_id = self.conversation_id  # the chat the dialog names
+        if conversation_id is None:
             return
         from .input_dialog import InputDialog
 
         def renamed(title: str | None) -> None:
             if title:
-                self.app.history.rename(self.conversation_id, title)
+                self.app.history.rename(conversation_id, title)
                 self.refresh_sidebar()
 
-        title = self.app.history.info(self.conversation_id).title
+        title = self.app.history.info(conversation_id).title
         self.app.push_screen(InputDialog("Rename this chat", title), renamed)
 
     def export(self, path: str) -> None:
@@ -641,7 +648,7 @@ class ChatScreen(Screen):
             self.system_prompt = command.arg
             self._keep_settings()
             self.notify("System prompt set for this chat." if command.arg else "System prompt cleared.")
-        elif name == "set":
+        elif name == "set" and command.setting is not None:  # parse() gives every /set its setting
             self.settings = commands.apply_setting(self.settings, command.setting)
             self._keep_settings()
             key, value = command.setting
@@ -674,7 +681,7 @@ class ChatScreen(Screen):
         try:
             target = self.app.services.resolve(name)
         except LocalLLMError as exc:
-            hint = f" ({exc.hint})" if getattr(exc, "hint", None) else ""
+            hint = f" ({exc.hint})" if exc.hint else ""
             self.app.call_from_thread(self.notify, f"{exc}{hint}", severity="error")
         else:
             self.app.call_from_thread(self.open, target, None)
@@ -687,23 +694,25 @@ class ChatScreen(Screen):
             return
         text = replies[-1].content
         if code:
-            text = commands.last_code_block(text)
-            if text is None:
+            block = commands.last_code_block(text)
+            if block is None:
                 self.notify("The last reply has no code block.")
                 return
+            text = block
         self.app.copy_to_clipboard(text)
         self.notify(f"Copied {'the code block' if code else 'the last reply'} ({len(text)} characters).")
 
     def action_delete_chat(self) -> None:
-        if self.conversation_id is None or self.generating:
+        conversation_id = self.conversation_id  # the chat the dialog names
+        if conversation_id is None or self.generating:
             return
         from .confirm_dialog import ConfirmDialog
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self.app.history.delete(self.conversation_id)
-                self.app.services.forget_state(self.conversation_id)
+                self.app.history.delete(conversation_id)
+                self.app.services.forget_state(conversation_id)
                 self.new_conversation()
 
-        title = self.app.history.info(self.conversation_id).title
+        title = self.app.history.info(conversation_id).title
         self.app.push_screen(ConfirmDialog(f"Delete the chat “{title}”?"), confirmed)
