@@ -211,7 +211,7 @@ def main() -> int:
     args = parser.parse_args()
     parts = args.parts.split(",")
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import smollm2_path  # noqa: PLC0415 - the suite's cached real model
+    from conftest import smollm2_path  # the suite's cached real model
 
     smollm2 = smollm2_path.__wrapped__()
     failures = 0

@@ -36,7 +36,7 @@ def ensure_llama_bench() -> None:
 
 def default_model() -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import smollm2_path  # noqa: PLC0415 - the suite's cached real model
+    from conftest import smollm2_path  # the suite's cached real model
 
     return smollm2_path.__wrapped__()
 

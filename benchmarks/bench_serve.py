@@ -46,7 +46,7 @@ CTX = 512  # tokens per slot
 
 def smollm2() -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import smollm2_path  # noqa: PLC0415 - the suite's cached real model
+    from conftest import smollm2_path  # the suite's cached real model
 
     return smollm2_path.__wrapped__()
 

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.scripted_engine import FakeServices, ScriptedModel, pieces_of  # noqa: E402
+from support.scripted_engine import FakeServices, ScriptedModel, pieces_of
 
 from localllm.chat.history import History
 from localllm.tui import chat_screen as chat_module

@@ -139,7 +139,7 @@ def _tensor_shapes(s: Synth) -> list[tuple[str, tuple[int, ...]]]:
                 (p + "ffn_gate_exps.weight", (s.n_embd, s.n_ff, s.n_expert)),
                 (p + "ffn_up_exps.weight", (s.n_embd, s.n_ff, s.n_expert)),
                 (p + "ffn_down_exps.weight", (s.n_ff, s.n_embd, s.n_expert)),
-            ]  # fmt: skip
+            ]
         else:
             out += [(p + "ffn_gate.weight", (s.n_embd, s.n_ff)), (p + "ffn_up.weight", (s.n_embd, s.n_ff)),
                     (p + "ffn_down.weight", (s.n_ff, s.n_embd))]  # fmt: skip
