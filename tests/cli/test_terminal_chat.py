@@ -108,7 +108,9 @@ def test_a_wrong_model_name_keeps_the_chat_going_with_the_current_model(installe
         "-t",
         "0",
         "-n",
-        "16",
+        "24",
+        "-s",
+        "Answer in one short sentence.",
         lines=["/model nonesuch", "What is the capital city of France?", "/bye"],
     )
     assert rc == 0, shown
