@@ -230,7 +230,7 @@ def calibrated_messages(model: Path, n_tokens: int, salt: int) -> list[dict]:
     m = _TOKENIZER
 
     def count(text: str) -> int:
-        return len(m.tokenize(m.render_chat([{"role": "user", "content": text}]), add_special=not m.has_chat_template))
+        return len(m.chat_tokens([{"role": "user", "content": text}]))
 
     words = [f"w{(salt * 31 + i) % 89}" for i in range(n_tokens)]
     while words and count(" ".join(words)) > n_tokens:

@@ -478,8 +478,7 @@ class ModelManager:
         model = resident.batch.opened.model
         n_ctx = resident.engine.n_ctx_seq
         if request.messages is not None:
-            text = model.render_chat(request.messages)
-            tokens = model.tokenize(text, add_special=not model.has_chat_template, parse_special=True)
+            tokens = model.chat_tokens(request.messages)
         else:
             tokens = model.tokenize(request.prompt or "", add_special=True, parse_special=True)
         if len(tokens) >= n_ctx:

@@ -505,8 +505,7 @@ class _Requests:
                     raise LineError(f"duplicate id {key} (first used on an earlier line)", req.id)
                 self.seen.add(key)
                 grammar = self._grammar(session, req.schema) if req.schema is not None else None
-                prompt = model.render_chat(req.messages)
-                tokens = model.tokenize(prompt, add_special=not model.has_chat_template, parse_special=True)
+                tokens = model.chat_tokens(req.messages)
                 session.check(tokens)
             except LineError as exc:
                 self.reject(number, exc.id, str(exc))

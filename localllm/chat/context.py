@@ -17,9 +17,7 @@ from localllm.errors import ContextOverflowError
 class ChatModel(Protocol):
     n_ctx: int
 
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> str: ...
-
-    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]: ...
+    def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,8 @@ def reply_reserve(n_ctx: int, max_tokens: int | None) -> int:
 
 
 def count_tokens(model: ChatModel, messages: Sequence[dict[str, str]]) -> int:
-    return len(model.tokenize(model.render_chat(messages), add_special=False, parse_special=True))
+    """The prompt's size as the model will evaluate it (``Model.chat_tokens``: the one rule)."""
+    return len(model.chat_tokens(messages))
 
 
 def fit_messages(model: ChatModel, messages: Sequence[dict[str, str]], reserve: int) -> Fitted:

@@ -1,67 +1,118 @@
-"""A chat in the terminal (``localllm run`` with no prompt): the conversation, its slash commands and
-its saving, without any input or output (the shell reads lines and prints replies).
+"""One chat and its turns, without any screen: what the terminal chat (``localllm run`` with no
+prompt) and the TUI's chat screen both drive.
 
-Saved in the same history as the TUI's chats, so a terminal chat can be reopened there.
+A turn: :meth:`ChatSession.send` saves the user's message (creating the conversation on the first
+one), :meth:`ChatSession.reply` saves an empty reply to fill, and :meth:`Reply.stream` fits the
+history to the model's context, streams the reply (each piece to a callback), saves it as it grows
+and saves how it ended: complete, stopped (Esc, Ctrl-C, a cancel event) or failed. A reply that
+failed before its first word is not kept. Slash commands that need no model or screen are
+:meth:`ChatSession.command`.
+
+Saved in one history, so a terminal chat can be reopened in the TUI.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from localllm.errors import LocalLLMError
 
 from . import commands
 from . import history as hist
 from .context import fit_messages, reply_reserve
 
+SAVE_INTERVAL = 1.0  # seconds between saves of a reply being written (a crash loses at most this)
+
 
 class ChatSession:
+    """A conversation (none until the first message), its model, system prompt and settings."""
+
     def __init__(
         self,
         history: hist.History,
         *,
-        model_label: str,
-        model_path: Path | str,
+        model_label: str = "",
+        model_path: Path | str = "",
         system_prompt: str = "",
         settings: dict[str, Any] | None = None,
+        conversation_id: int | None = None,
     ) -> None:
         self.history = history
         self.model_label, self.model_path = model_label, str(model_path)
         self.system_prompt = system_prompt
         self.settings: dict[str, Any] = dict(settings or {})
-        self.conversation_id: int | None = None
+        self.conversation_id = conversation_id
         self.last_reply = ""
 
-    def command(self, command: commands.Command) -> str:
-        """Carry out a command that needs no model or screen; what to tell the user."""
-        name = command.name
-        if name == "help":
-            return commands.help_text()
-        if name == "system":
-            self.system_prompt = command.arg
-            self._keep()
-            return "System prompt set." if command.arg else "System prompt cleared."
-        if name == "set" and command.setting is not None:  # parse() gives every /set its setting
-            self.settings = commands.apply_setting(self.settings, command.setting)
-            self._keep()
-            key, value = command.setting
-            return f"{key} = {value if value is not None else 'default'}"
-        if name == "clear":
-            self.conversation_id, self.last_reply = None, ""
-            return "New chat (the previous one is saved)."
-        if name == "save":
-            if self.conversation_id is None:
-                return "Nothing to save yet."
-            return f"Saved {self.history.export(self.conversation_id, Path(command.arg)).resolve()}"
-        raise commands.CommandError(f"/{name} is not available here")
+    @classmethod
+    def resume(cls, history: hist.History, conversation_id: int) -> ChatSession:
+        """A saved conversation, to go on with (its system prompt, settings and model)."""
+        info = history.info(conversation_id)
+        return cls(
+            history,
+            model_label=info.model,
+            model_path=info.model_path,
+            system_prompt=info.system_prompt,
+            settings=info.settings,
+            conversation_id=conversation_id,
+        )
+
+    # -- what the chat is set to -------------------------------------------------------------------
 
     def switch_model(self, label: str, path: Path | str) -> None:
+        """Go on with another model (saved with the conversation, if there is one yet)."""
         self.model_label, self.model_path = label, str(path)
         if self.conversation_id is not None:
             self.history.configure(self.conversation_id, model=label, model_path=self.model_path)
 
-    def ask(self, text: str, model: Any) -> tuple[list[dict[str, str]], int, int]:
-        """Record ``text`` and an empty reply; (the messages for the model, fitted to its context;
-        the reply's id; how many old messages were left out)."""
+    def configure(self, *, system_prompt: str | None = None, settings: dict[str, Any] | None = None) -> None:
+        """Change the system prompt and/or the settings (saved with the conversation)."""
+        if system_prompt is not None:
+            self.system_prompt = system_prompt
+        if settings is not None:
+            self.settings = dict(settings)
+        if self.conversation_id is not None:
+            self.history.configure(self.conversation_id, system_prompt=self.system_prompt, settings=self.settings)
+
+    def clear(self) -> None:
+        """A new chat with the same model, system prompt and settings (the previous one stays saved)."""
+        self.conversation_id, self.last_reply = None, ""
+
+    def command(self, command: commands.Command) -> str:
+        """Carry out a command that needs no model or screen; what to tell the user. Raises
+        :class:`~localllm.errors.LocalLLMError` (a command this shell carries out itself, a failed export)."""
+        name = command.name
+        if name == "help":
+            return commands.help_text()
+        if name == "system":
+            self.configure(system_prompt=command.arg)
+            return "System prompt set for this chat." if command.arg else "System prompt cleared."
+        if name == "set":
+            assert command.setting is not None  # parse() gives /set its setting
+            self.configure(settings=commands.apply_setting(self.settings, command.setting))
+            key, value = command.setting
+            return f"{key} = {value if value is not None else 'default'} for this chat."
+        if name == "clear":
+            self.clear()
+            return "New chat (the previous one is saved)."
+        if name == "save":
+            return self.export(command.arg)
+        raise commands.CommandError(f"/{name} is not available here")
+
+    def export(self, path: Path | str) -> str:
+        """Write the conversation to ``path`` (.md or .json); what to tell the user (the full path)."""
+        if self.conversation_id is None:
+            return "Nothing to save yet: this chat is empty."
+        return f"Saved {self.history.export(self.conversation_id, Path(path)).resolve()}"
+
+    # -- a turn ------------------------------------------------------------------------------------
+
+    def send(self, text: str) -> int:
+        """Save the user's message (the first one creates the conversation, titled after it); its id."""
         if self.conversation_id is None:
             self.conversation_id = self.history.create(
                 title=hist.title_from(text),
@@ -70,21 +121,95 @@ class ChatSession:
                 system_prompt=self.system_prompt,
                 settings=self.settings,
             )
-        self.history.add_message(self.conversation_id, "user", text)
+        else:  # the model it is answered with is the conversation's model from now on
+            self.history.configure(self.conversation_id, model=self.model_label, model_path=self.model_path)
+        return self.history.add_message(self.conversation_id, "user", text)
+
+    def reply(self) -> Reply:
+        """An empty reply to the conversation as it stands, saved as interrupted until it ends."""
+        if self.conversation_id is None:
+            raise LocalLLMError("there is nothing to reply to yet", hint="send a message first")
         messages = self.history.get(self.conversation_id).chat_messages()
-        reply_id = self.history.add_message(self.conversation_id, "assistant", "", status=hist.PARTIAL)
-        fitted = fit_messages(model, messages, reply_reserve(model.n_ctx, self.settings.get("max_tokens")))
-        return fitted.messages, reply_id, fitted.dropped
+        message_id = self.history.add_message(self.conversation_id, "assistant", "", status=hist.PARTIAL)
+        return Reply(self, message_id, messages)
 
-    def answered(self, reply_id: int, text: str, stats: Any, cancelled: bool) -> None:
-        self.last_reply = text
-        self.history.update_message(
-            reply_id,
-            text,
-            status=hist.STOPPED if cancelled else hist.COMPLETE,
-            stats=stats.as_dict() if stats is not None else None,
-        )
 
-    def _keep(self) -> None:
-        if self.conversation_id is not None:
-            self.history.configure(self.conversation_id, system_prompt=self.system_prompt, settings=self.settings)
+class Reply:
+    """One assistant reply: the messages it answers, its saved message, what has been written."""
+
+    def __init__(self, session: ChatSession, message_id: int, messages: list[dict[str, str]]) -> None:
+        self.session = session
+        self.conversation_id = session.conversation_id
+        self.message_id = message_id
+        self.messages = messages
+        self.text = ""
+        self.status = hist.PARTIAL
+        self.stats: dict[str, Any] | None = None
+        self.dropped = 0  # old messages left out to fit the context
+        self.error: LocalLLMError | None = None
+        self.discarded = False  # failed before its first word: not kept in the history
+        self.generation: Any = None  # the runtime's generation while it runs (for its prompt progress)
+
+    def stream(
+        self,
+        model: Any,
+        sampling: Any,
+        *,
+        cancel: threading.Event | None = None,
+        on_piece: Callable[[str], None] | None = None,
+        on_trimmed: Callable[[int], None] | None = None,
+    ) -> Reply:
+        """Write the reply with ``model`` (a runtime or opened model) and ``sampling``
+        (``SamplingOptions``). ``on_trimmed(n)`` is told, before the first piece, when the ``n``
+        oldest messages were left out; ``on_piece`` gets each piece as it comes. Ctrl-C or
+        ``cancel`` stops it (kept, as stopped); a :class:`LocalLLMError` ends it as :attr:`error`
+        (never raised). Returns self, saved."""
+        history = self.session.history
+        try:
+            fitted = fit_messages(model, self.messages, reply_reserve(model.n_ctx, sampling.max_tokens))
+            self.dropped = fitted.dropped
+            if fitted.dropped and on_trimmed is not None:
+                on_trimmed(fitted.dropped)
+            self.generation = generation = model.chat(fitted.messages, sampling, cancel)
+            saved_at = time.monotonic()
+            try:
+                for piece in generation:
+                    self.text += piece
+                    if on_piece is not None:
+                        on_piece(piece)
+                    if time.monotonic() - saved_at >= SAVE_INTERVAL:
+                        history.update_message(self.message_id, self.text)
+                        saved_at = time.monotonic()
+            except KeyboardInterrupt:  # the terminal's Ctrl-C: the reply so far is kept, as stopped
+                generation.close()
+                self.status = hist.STOPPED
+            else:
+                self.status = hist.STOPPED if generation.stats.finish_reason == "cancelled" else hist.COMPLETE
+            s = generation.stats
+            self.stats = {**s.as_dict(), "context_used": s.prompt_tokens + s.generated_tokens, "n_ctx": model.n_ctx}
+        except LocalLLMError as exc:
+            self.fail(exc)
+            return self
+        except BaseException:
+            self._discard_if_empty()  # a crash: what was written stays, as interrupted
+            raise
+        self._save()
+        return self
+
+    def fail(self, error: LocalLLMError) -> None:
+        """End the reply with ``error`` (the model could not write it); saved, or dropped if empty."""
+        self.error, self.status = error, hist.STOPPED
+        if not self._discard_if_empty():
+            self._save()
+
+    def _discard_if_empty(self) -> bool:
+        if self.text or self.conversation_id is None:
+            return False
+        self.session.history.delete_messages_from(self.conversation_id, self.message_id)
+        self.discarded = True
+        return True
+
+    def _save(self) -> None:
+        self.session.history.update_message(self.message_id, self.text, status=self.status, stats=self.stats)
+        if self.status != hist.PARTIAL:
+            self.session.last_reply = self.text

@@ -154,35 +154,61 @@ def interactive(args: argparse.Namespace, read=input) -> int:
                 elif command.name == "bye":
                     break
                 elif command.name == "model":
-                    model.close()
-                    model = app.open_model(
-                        command.arg, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say
-                    )
-                    session.switch_model(model.label, model.resolved.path)
-                    say(f"this chat continues with {model.label}")
+                    model = _switch_model(session, model, command.arg, args)
                 elif command.name == "copy":
                     say("/copy works in the TUI (localllm chat); select the text here to copy it")
                 else:
                     say(session.command(command))
             except LocalLLMError as exc:
-                print_error(str(exc) + (f" ({exc.hint})" if exc.hint else ""))
+                print_error(exc)
     finally:
         model.close()
         history.close()
     return 0
 
 
+def _switch_model(session, model, reference: str, args: argparse.Namespace):
+    """The model the chat goes on with: ``reference`` loaded, or ``model`` again if that fails."""
+    from localllm import app
+
+    resolved = app.find(reference, notice=say)  # a wrong name fails here, with the current model still open
+    if str(resolved.path) == str(model.resolved.path):
+        say(f"this chat already uses {model.label}")
+        return model
+    current = model.resolved
+    load = {"n_ctx": args.ctx, "n_gpu_layers": args.gpu_layers, "n_threads": args.threads, "notice": say}
+    model.close()  # one model in memory at a time
+    try:
+        model = app.open_model(resolved=resolved, **load)
+    except LocalLLMError:
+        model = app.open_model(resolved=current, **load)  # back to the model that worked
+        raise
+    session.switch_model(model.label, model.resolved.path)
+    say(f"this chat continues with {model.label}")
+    return model
+
+
 def _chat_turn(session, model, text: str) -> None:
     from localllm import app
 
-    messages, reply_id, dropped = session.ask(text, model)
-    if dropped:
-        say(f"(the {dropped} oldest messages were left out: the context is full)")
-    generation = model.chat(messages, app.sampling(**session.settings))
-    interrupted = _stream(generation, quiet=False)
-    sys.stdout.write("\n" if not generation.text.endswith("\n") else "")
+    sampling = app.sampling(**session.settings)
+    session.send(text)
+    reply = session.reply().stream(
+        model,
+        sampling,
+        on_piece=_write,
+        on_trimmed=lambda n: say(f"(the {n} oldest messages were left out: the context is full)"),
+    )
+    if not reply.discarded:
+        sys.stdout.write("\n" if not reply.text.endswith("\n") else "")
+        sys.stdout.flush()
+    if reply.error is not None:
+        raise reply.error
+
+
+def _write(piece: str) -> None:
+    sys.stdout.write(piece)
     sys.stdout.flush()
-    session.answered(reply_id, generation.text, generation.stats, interrupted)
 
 
 def _stream(generation, *, quiet: bool) -> bool:

@@ -169,6 +169,13 @@ class Model:
             )
         return self._formatter.render(messages)
 
+    def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """The tokens ``chat`` evaluates for ``messages``: the chat template's text, its special tokens
+        parsed. The template writes BOS itself where the model wants one; without a template, the
+        tokenizer adds it. The one rule for a chat prompt's tokens (the server, batch and the
+        context fitting count with it)."""
+        return self.tokenize(self.render_chat(messages), add_special=self._template is None, parse_special=True)
+
     # -- generation ---------------------------------------------------------------------------
 
     def chat(
@@ -178,10 +185,7 @@ class Model:
         cancel: threading.Event | None = None,
     ) -> Generation:
         """Stream the assistant's reply to ``messages`` (dicts with role and content)."""
-        prompt = self.render_chat(messages)
-        # The template writes BOS itself where the model wants one.
-        tokens = self.tokenize(prompt, add_special=self._template is None, parse_special=True)
-        return Generation(self, tokens, sampling or SamplingOptions(), cancel)
+        return Generation(self, self.chat_tokens(messages), sampling or SamplingOptions(), cancel)
 
     def complete(
         self,

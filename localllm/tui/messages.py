@@ -23,12 +23,15 @@ class ContextTrimmed(Message):
 
 
 class ReplyFinished(Message):
-    def __init__(self, text: str, status: str, stats: dict | None, error: Exception | None = None) -> None:
+    def __init__(
+        self, text: str, status: str, stats: dict | None, error: Exception | None = None, *, discarded: bool = False
+    ) -> None:
         super().__init__()
         self.text = text
         self.status = status
         self.stats = stats
         self.error = error
+        self.discarded = discarded  # failed before its first word: not kept
 
 
 class PullProgressed(Message):

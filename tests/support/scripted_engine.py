@@ -126,8 +126,11 @@ class ScriptedModel:
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
         return list(range(len(pieces_of(text))))
 
+    def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        return self.tokenize(self.render_chat(messages))
+
     def chat(self, messages, sampling: SamplingOptions | None = None, cancel: threading.Event | None = None):
-        tokens = len(self.tokenize(self.render_chat(messages)))
+        tokens = len(self.chat_tokens(messages))
         if tokens >= self.n_ctx:
             raise ContextOverflowError(f"the prompt is {tokens} tokens but the context holds {self.n_ctx}")
         self.prompts.append(list(messages))

@@ -400,3 +400,21 @@ async def test_the_footer_says_how_to_quit(isolated_home):
         await pilot.press("ctrl+q")
         await pilot.pause()
     assert app.return_code == 0
+
+
+async def test_a_reply_that_fails_before_its_first_word_leaves_no_empty_message(tmp_path):
+    """The chat turn keeps no empty reply (as the terminal chat, issue 22): a message longer than the
+    whole context fails with its reason, and only the message itself stays, on screen and saved."""
+    app = make_app(services=FakeServices(ScriptedModel(n_ctx=64)), history=History(tmp_path / "h.sqlite3"), chat=TARGET)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = chat_screen(app)
+        await wait_for(pilot, lambda: not screen.loading)
+        prompt = screen.query_one("#prompt")
+        prompt.focus()
+        prompt.load_text("word " * 200)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.conversation_id is not None and not screen.generating)
+        await pilot.pause()
+        assert [v.role for v in views(app)] == ["user"]
+        assert [m.role for m in app.history.get(screen.conversation_id).messages] == ["user"]
+        assert any("tokens but the context holds 64" in str(n.message) for n in app._notifications)

@@ -1,0 +1,160 @@
+"""The chat's transcript: one view per message (who said it, then its Markdown), notices between
+them, and a long conversation shown from its last messages with the rest on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widget import Widget
+from textual.widgets import Button, Markdown, Static
+
+from localllm.chat import history as hist
+
+SHOWN_MESSAGES = 24  # a long conversation opens with its last messages; the rest on demand
+
+ROLE_LABEL = {"user": "You", "assistant": "Assistant", "system": "System"}
+STATUS_NOTE = {hist.PARTIAL: "interrupted", hist.STOPPED: "stopped"}
+EMPTY_HINT = (
+    "Ask anything. Enter sends, Shift+Enter or ^j breaks the line; Esc stops a reply; ^r "
+    "regenerates; ^e edits your last message; ^y copies the last reply. F2 renames this chat, "
+    "F3 exports it, F8 deletes it, F9 switches light/dark, F1 lists every key, /help the "
+    "commands (/system, /set temperature 0.2, /model, /save ...). Chats are saved as you go."
+)
+
+
+def _soft_breaks_are_hard(state: StateCore) -> None:
+    for token in state.tokens:
+        for child in token.children or ():
+            if child.type == "softbreak":
+                child.type = "hardbreak"
+
+
+def reply_parser() -> MarkdownIt:
+    """Markdown as models write it: a single newline is a line break (a poem keeps its lines)."""
+    parser = MarkdownIt("gfm-like", {"breaks": True})
+    parser.core.ruler.push("soft_breaks_are_hard", _soft_breaks_are_hard)
+    return parser
+
+
+class MessageView(Vertical):
+    """One message: who said it, then its Markdown."""
+
+    def __init__(
+        self,
+        role: str,
+        content: str,
+        message_id: int | None = None,
+        status: str = hist.COMPLETE,
+        *,
+        writing: bool = False,
+    ) -> None:
+        super().__init__(classes=f"message {role}")
+        self.role = role
+        self.content = content
+        self.message_id = message_id
+        self.status = status
+        self.writing = writing  # being streamed: no "(interrupted)" note until it ends
+        self.note = ""  # what the label says meanwhile ("reading the conversation…")
+
+    @classmethod
+    def of(cls, message: hist.StoredMessage) -> MessageView:
+        return cls(message.role, message.content, message.id, message.status)
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._label(), classes="role")
+        yield Markdown(self.content, parser_factory=reply_parser)
+
+    def _label(self) -> str:
+        note = self.note if self.writing else STATUS_NOTE.get(self.status)
+        return ROLE_LABEL.get(self.role, self.role) + (f" ({note})" if note else "")
+
+    def set_status(self, status: str) -> None:
+        self.status = status
+        self.writing = False
+        self.note = ""
+        self.query_one(".role", Static).update(self._label())
+
+    def set_note(self, note: str) -> None:
+        """A word on the label while the reply is being written (empty: none)."""
+        if note != self.note:
+            self.note = note
+            self.query_one(".role", Static).update(self._label())
+
+    @property
+    def markdown(self) -> Markdown:
+        return self.query_one(Markdown)
+
+
+class Transcript(VerticalScroll):
+    """The messages of the chat on screen, oldest first."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._hidden: list[hist.StoredMessage] = []  # the earlier messages not shown yet
+
+    def on_mount(self) -> None:
+        # Anchored: it follows a growing reply unless the user scrolled up, and follows again once
+        # they scroll back to the bottom.
+        self.anchor()
+
+    def show(self, messages: Sequence[hist.StoredMessage]) -> None:
+        """Show a conversation (its last messages, a button for the rest); the empty hint if none."""
+        self.remove_children()
+        shown = list(messages[-SHOWN_MESSAGES:])
+        self._hidden = list(messages[: len(messages) - len(shown)])
+        views: list[Widget] = []
+        if self._hidden:
+            views.append(Button(f"Show {len(self._hidden)} earlier messages", id="show-earlier", classes="earlier"))
+        views += [MessageView.of(m) for m in shown]
+        if not views:
+            self.show_empty_hint()
+        self.mount_all(views)
+        self.scroll_end(animate=False)
+
+    def clear(self) -> None:
+        """Nothing but the empty chat's hint."""
+        self._hidden = []
+        self.remove_children()
+        self.show_empty_hint()
+
+    def show_empty_hint(self) -> None:
+        self.mount(Static(EMPTY_HINT, classes="empty-hint"))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "show-earlier":
+            event.stop()
+            hidden, self._hidden = self._hidden, []
+            self.mount_all([MessageView.of(m) for m in hidden], after=event.button)
+            event.button.remove()
+
+    async def add(self, view: MessageView) -> None:
+        """A new message at the end (the empty hint goes)."""
+        for hint in self.query(".empty-hint"):
+            hint.remove()
+        await self.mount(view)
+        self.scroll_end(animate=False)
+
+    async def add_notice(self, text: str, kind: str = "") -> None:
+        await self.mount(Static(text, classes=f"notice {kind}".strip()))
+        self.scroll_end(animate=False)
+
+    def add_notice_before(self, text: str, view: MessageView | None) -> None:
+        """A notice above ``view`` (the reply it concerns), or at the end."""
+        notice = Static(text, classes="notice")
+        if view is not None and view.is_mounted:
+            self.mount(notice, before=view)
+        else:
+            self.mount(notice)
+
+    def views(self) -> list[MessageView]:
+        return list(self.query(MessageView))
+
+    async def remove_from(self, view: MessageView) -> None:
+        """Take ``view`` and every later message off the screen."""
+        views = self.views()
+        await self.remove_children(views[views.index(view) :])
