@@ -79,6 +79,8 @@ class BatchRequest:
     tokens: Sequence[int]
     sampling: SamplingOptions = SamplingOptions()
     grammar: str | None = None  # GBNF (see json_schema_grammar)
+    grammar_triggers: tuple[str, ...] = ()  # lazy grammar: applied from the first match of one
+    special_tokens: bool = False  # control tokens show as text (a family's tool-call markers)
 
 
 @dataclass
@@ -174,6 +176,7 @@ class BatchSession:
         self._started = time.perf_counter()
         self._n_vocab = model.llama.n_vocab()
         self._tokens: dict[int, tuple[bool, bytes]] = {}  # token -> (end of generation?, its bytes)
+        self._special: dict[int, tuple[bool, bytes]] = {}  # the same, control tokens shown as text
 
     def close(self) -> None:
         self.drop_all()
@@ -234,7 +237,7 @@ class BatchSession:
         try:
             self.check(request.tokens)
             if sampler is None:
-                sampler = self.model.make_sampler(request.sampling, request.grammar)
+                sampler = self.model.make_sampler(request.sampling, request.grammar, request.grammar_triggers)
         except BaseException:
             if sampler is not None:
                 sampler.close()
@@ -386,7 +389,10 @@ class BatchSession:
             token = greedy_token(ctx, s.index, n_vocab) if s.greedy else s.sampler.sample(ctx, s.index)
             if s.generated == 0:
                 s.first_at = now
-            eog, raw = known.get(token) or describe(token)
+            if s.request.special_tokens:
+                eog, raw = self._special.get(token) or self._describe(token, special=True)
+            else:
+                eog, raw = known.get(token) or describe(token)
             finish = None
             if eog and not s.ignore_eos:
                 finish = "stop"
@@ -419,10 +425,11 @@ class BatchSession:
             events.append((s.seq_id, self._result(s, finish, s.text)))
         return events
 
-    def _describe(self, token: int) -> tuple[bool, bytes]:
+    def _describe(self, token: int, *, special: bool = False) -> tuple[bool, bytes]:
         """(whether ``token`` ends generation, its bytes), remembered for the next time."""
         llama = self.model.llama
-        info = self._tokens[token] = (llama.is_eog(token), token_piece(llama, token))
+        info = (llama.is_eog(token), token_piece(llama, token, special))
+        (self._special if special else self._tokens)[token] = info
         return info
 
     @staticmethod

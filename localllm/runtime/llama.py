@@ -553,6 +553,19 @@ class LlamaSampler(_Owner):
             raise GrammarError("llama.cpp rejected the grammar", hint="run with --verbose to see why")
         L.llama_sampler_chain_add(self._ptr, stage)
 
+    def add_grammar_lazy(self, model: LlamaModel, grammar: str, patterns: Sequence[str]) -> None:
+        """Constrain tokens to ``grammar`` from the first match of one of ``patterns`` (regular
+        expressions over the generated text; the grammar reads from their first group) on:
+        llama.cpp's lazy grammar, for tool calls the model may or may not make."""
+        encoded = [p.encode("utf-8") for p in patterns]
+        array = (ctypes.c_char_p * len(encoded))(*encoded)
+        stage = L.llama_sampler_init_grammar_lazy_patterns(
+            model._vocab, grammar.encode("utf-8"), b"root", array, len(encoded), None, 0
+        )
+        if not stage:
+            raise GrammarError("llama.cpp rejected the grammar", hint="run with --verbose to see why")
+        L.llama_sampler_chain_add(self._ptr, stage)
+
     def add_penalties(self, last_n: int, repeat: float, frequency: float = 0.0, presence: float = 0.0) -> None:
         L.llama_sampler_chain_add(self._ptr, L.llama_sampler_init_penalties(last_n, repeat, frequency, presence))
 
@@ -582,14 +595,15 @@ class LlamaSampler(_Owner):
         return L.llama_sampler_sample(self._ptr, ctx._ptr, index)
 
 
-def token_piece(model: LlamaModel, token: int) -> bytes:
+def token_piece(model: LlamaModel, token: int, special: bool = False) -> bytes:
     """The bytes ``token`` stands for, like :meth:`LlamaModel.token_to_piece` but through a buffer
-    of its own, so a thread that decodes may call it while another uses the model."""
+    of its own, so a thread that decodes may call it while another uses the model. ``special``:
+    control tokens show their text (a family's tool-call markers)."""
     buf = ctypes.create_string_buffer(64)
-    n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, False)
+    n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, special)
     if n < 0:
         buf = ctypes.create_string_buffer(-n)
-        n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, False)
+        n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, special)
     return buf.raw[:n]
 
 

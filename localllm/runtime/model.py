@@ -15,8 +15,9 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from localllm.errors import ContextOverflowError, GenerationError
 from localllm.fit.estimate import cpu_expert_patterns
@@ -156,11 +157,17 @@ class Model:
     def has_chat_template(self) -> bool:
         return self._template is not None
 
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
-        """The prompt text for ``messages`` in the model's own chat template (from the GGUF)."""
+    @property
+    def chat_template_source(self) -> str | None:
+        """The GGUF's chat template (None when it has none)."""
+        return self._template
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]], **template_vars: Any) -> str:
+        """The prompt text for ``messages`` in the model's own chat template (from the GGUF);
+        ``template_vars`` are further names the template sees (``tools``, ``enable_thinking``)."""
         if self._template is None:
             # No template in the file: a plain transcript is more honest than llama-2's format.
-            lines = [f"{m['role']}: {m['content']}" for m in messages]
+            lines = [f"{m['role']}: {m.get('content') or ''}" for m in messages]
             return "\n".join(lines) + "\nassistant:"
         if self._formatter is None:
             bos, eos = self.llama.bos(), self.llama.eos()
@@ -169,7 +176,7 @@ class Model:
                 bos_token=self.llama.token_text(bos) if bos >= 0 else "",
                 eos_token=self.llama.token_text(eos) if eos >= 0 else "",
             )
-        return self._formatter.render(messages)
+        return self._formatter.render(messages, **template_vars)
 
     # -- generation ---------------------------------------------------------------------------
 
@@ -195,12 +202,18 @@ class Model:
         tokens = self.tokenize(prompt, add_special=True, parse_special=False)
         return Generation(self, tokens, sampling or SamplingOptions(), cancel)
 
-    def make_sampler(self, sampling: SamplingOptions, grammar: str | None = None) -> LlamaSampler:
-        """A sampler chain for ``sampling`` (grammar first, if any); the caller closes it."""
+    def make_sampler(
+        self, sampling: SamplingOptions, grammar: str | None = None, triggers: Sequence[str] = ()
+    ) -> LlamaSampler:
+        """A sampler chain for ``sampling`` (grammar first, if any: lazy, from the first match of
+        one of ``triggers``, when they are given); the caller closes it."""
         sampler = LlamaSampler()
         if grammar is not None:
             try:
-                sampler.add_grammar(self.llama, grammar)
+                if triggers:
+                    sampler.add_grammar_lazy(self.llama, grammar, triggers)
+                else:
+                    sampler.add_grammar(self.llama, grammar)
             except BaseException:
                 sampler.close()
                 raise
