@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,6 +49,21 @@ def check_schema(schema: object) -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
+# JSON strings hold no raw control character (RFC 8259): llama-cpp-python's converter lets its
+# "char" rule and a pattern's "." take any of them (and "." a quote or a backslash), which gives
+# text that json.loads and pydantic refuse.
+_STRICT_RULES = {
+    "char": r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})',
+    "dot": r'[^"\\\x7F\x00-\x1F]',
+}
+_RULE_LINE = re.compile(r"^(char|dot) ::= .*$", re.MULTILINE)
+
+
+def strict_json_strings(gbnf: str) -> str:
+    """``gbnf`` with its string-character rules kept to what JSON allows unescaped."""
+    return _RULE_LINE.sub(lambda m: f"{m.group(1)} ::= {_STRICT_RULES[m.group(1)]}", gbnf)
+
+
 def json_schema_grammar(schema: object) -> str:
     """The GBNF grammar of JSON text that matches ``schema`` (a dict or its JSON text), for
     schemas within :func:`check_schema`'s bounds."""
@@ -63,7 +79,7 @@ def json_schema_grammar(schema: object) -> str:
     if len(text) > MAX_SCHEMA_CHARS:
         raise GrammarError(f"the JSON schema is longer than {MAX_SCHEMA_CHARS} characters")
     try:
-        return json_schema_to_gbnf(text)
+        return strict_json_strings(json_schema_to_gbnf(text))
     except Exception as exc:  # the converter raises ValueError, KeyError, TypeError, ...
         raise GrammarError(
             f"the JSON schema cannot be turned into a grammar: {exc}",
