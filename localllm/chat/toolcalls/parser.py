@@ -224,6 +224,21 @@ class StreamParser:
 
 
 _RESPONSE_HEAD = re.compile(r'\s*\{\s*"response"\s*:\s*"')
+_CALLS_HEAD = re.compile(r'\s*\{\s*"tool_calls"\s*:\s*\[')
+CUT_WARNING = "the reply was cut off in a list of tool calls; the calls that were whole are kept"
+
+
+def _whole_items(text: str) -> list[Any]:
+    """The JSON values that are whole at the start of a cut-off list's items."""
+    decoder, items, i = json.JSONDecoder(), [], 0
+    while True:
+        while i < len(text) and text[i] in " \t\r\n,":
+            i += 1
+        try:
+            item, i = decoder.raw_decode(text, i)
+        except ValueError:
+            return items
+        items.append(item)
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
@@ -300,6 +315,15 @@ class GenericParser(StreamParser):
             except (ValueError, TypeError, KeyError, RecursionError):
                 calls = []
             if calls:
+                self._give_calls(calls)
+                return
+        if value is None and _CALLS_HEAD.match(raw):  # cut off (max_tokens): the calls that are whole
+            try:
+                calls = [self._checked(self._raw(c)) for c in _whole_items(raw[_CALLS_HEAD.match(raw).end() :])]
+            except (ValueError, TypeError, KeyError, RecursionError):
+                calls = []
+            if calls:
+                self._warnings.append(CUT_WARNING)
                 self._give_calls(calls)
                 return
         if isinstance(value, dict) and isinstance(value.get("response"), str):
