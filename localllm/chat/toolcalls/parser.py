@@ -239,6 +239,8 @@ def _whole_items(text: str) -> list[Any]:
         except ValueError:
             return items
         items.append(item)
+
+
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 

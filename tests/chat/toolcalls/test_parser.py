@@ -197,7 +197,14 @@ CASES = [
     ("generic", '{"response": "Hello, \\"world\\"\\n\\u00e9!"}', 'Hello, "world"\né!', "", [], False),
     ("generic", "plain words", "plain words", "", [], False),
     # cut off by max_tokens in the second call: the first, whole, is kept
-    ("generic", '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_ti', "", "", [PARIS], False),
+    (
+        "generic",
+        '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_ti',
+        "",
+        "",
+        [PARIS],
+        False,
+    ),
     (
         "generic",
         '{"tool_calls": [{"name": "nope", "arguments": {}}]}',
