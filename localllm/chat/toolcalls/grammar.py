@@ -194,6 +194,7 @@ def constraint(fmt: ToolFormat, tools: Sequence[Tool], choice: ToolChoice, *, pa
     chosen = chosen_tools(tools, choice)
     if not chosen:
         return None
+    parallel = parallel and choice.mode != "function"  # a named function: that one call
     if fmt.name == "generic":
         return Constraint(_generic(chosen, choice, parallel))
     grammar = _family(fmt, chosen, parallel)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["GenericParser", "StreamParser", "UNPARSED_WARNING"]
 
 UNPARSED_WARNING = "a tool call could not be parsed; kept as content"
+CUT_WARNING = "the reply was cut off in a tool call; the calls that were whole are kept"
 
 
 def _partial_suffix(text: str, markers: Sequence[str]) -> int:
@@ -197,6 +198,11 @@ class StreamParser:
         try:
             calls = [self._checked(raw) for raw in self.fmt.decode(block)]
         except (ValueError, TypeError, KeyError, RecursionError):
+            if close is None and self.fmt.close is not None and self._calls:
+                # cut off (max_tokens) in a further call after whole ones: the calls stand
+                self._warnings.append(CUT_WARNING)
+                self._pending_ws = ""
+                return
             text = ("" if opener.keep else opener.marker) + block + (close or "")
             self._warnings.append(UNPARSED_WARNING)
             self._started = True
@@ -225,7 +231,6 @@ class StreamParser:
 
 _RESPONSE_HEAD = re.compile(r'\s*\{\s*"response"\s*:\s*"')
 _CALLS_HEAD = re.compile(r'\s*\{\s*"tool_calls"\s*:\s*\[')
-CUT_WARNING = "the reply was cut off in a list of tool calls; the calls that were whole are kept"
 
 
 def _whole_items(text: str) -> list[Any]:

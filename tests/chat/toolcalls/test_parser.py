@@ -215,6 +215,10 @@ CASES = [
     ),
 ]
 
+# cut off in a second call: the whole first one stands, the broken rest is dropped (with a warning)
+CUT = '<tool_call>{"name": "get_time", "arguments": {"zone": "UTC"}}</tool_call>\n<tool_call>{"name": "get_w'
+CASES.append(("hermes", CUT, "", "", [UTC], False))
+
 
 def _run(fmt_name: str, text: str, *, pieces: list[str]):
     fmt = FORMATS[fmt_name]
