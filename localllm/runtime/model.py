@@ -205,7 +205,7 @@ class Model:
     def make_sampler(
         self, sampling: SamplingOptions, grammar: str | None = None, triggers: Sequence[str] = ()
     ) -> LlamaSampler:
-        """A sampler chain for ``sampling`` (grammar first, if any: lazy, from the first match of
+        """A sampler chain for ``sampling`` (and a grammar, if any: lazy, from the first match of
         one of ``triggers``, when they are given); the caller closes it."""
         sampler = LlamaSampler()
         if grammar is not None:
