@@ -120,7 +120,7 @@ class GenerateRequest:
     reasoning: bool | None = None  # None: the template's default; False: think off
     reasoning_budget: int | None = None  # tokens (Anthropic's budget_tokens)
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)  # chat_template_kwargs
-    logprobs: int | None = None  # top log-probabilities per token (not computed yet)
+    logprobs: int | None = None  # None: none; N: each token's log-probability and its N likeliest
 
     def sampling(self, max_tokens: int) -> SamplingOptions:
         given = {k: getattr(self, k) for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")}
@@ -578,6 +578,7 @@ class ModelManager:
                 grammar=grammar,
                 grammar_triggers=triggers,
                 special_tokens=special,
+                logprobs=request.logprobs,
             )
         )
         return Reply(resident.key, stream, lambda: self._release(resident), n_ctx, parser)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from localllm.errors import ContextOverflowError, GenerationError, GrammarError
 
-from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_piece
+from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_logprobs, token_piece
 from .model import Model, find_stop, stop_prefix_len
 from .options import DEFAULT_CTX, SamplingOptions
 
@@ -97,6 +97,7 @@ class BatchRequest:
     grammar: str | None = None  # GBNF (see json_schema_grammar)
     grammar_triggers: tuple[str, ...] = ()  # lazy grammar: applied from the first match of one
     special_tokens: bool = False  # control tokens show as text (a family's tool-call markers)
+    logprobs: int | None = None  # log-probabilities of each generated token and of its N likeliest
 
 
 @dataclass
@@ -109,6 +110,8 @@ class BatchResult:
     wait_s: float  # from the start of the run (or the request's submission) to its admission
     prompt_s: float  # from admission to its first token
     generation_s: float  # from its first token to its last
+    # (token bytes, log-probability, ((bytes, log-probability) of the likeliest, ...)) per token
+    logprobs: tuple[tuple[bytes, float, tuple[tuple[bytes, float], ...]], ...] | None = None
 
 
 # What one decode step reports: (slot, a piece of new text) or (slot, the sequence's result, last).
@@ -137,6 +140,7 @@ class _Sequence:
         "stop_len",
         "greedy",
         "ignore_eos",
+        "logprobs",
     )
 
     request: BatchRequest
@@ -280,6 +284,7 @@ class BatchSession:
         # Greedy without a grammar or penalties: the argmax of the logits, no sampler chain.
         s.greedy = sampling.temperature <= 0 and request.grammar is None and sampling.repeat_penalty in (0, 1)
         s.ignore_eos = sampling.ignore_eos
+        s.logprobs = [] if request.logprobs is not None else None
         room = self.n_ctx_seq - len(request.tokens)
         max_tokens = request.sampling.max_tokens
         s.limit = min(max_tokens, room) if max_tokens is not None else room
@@ -413,6 +418,8 @@ class BatchSession:
             if eog and not s.ignore_eos:
                 finish = "stop"
             else:
+                if s.logprobs is not None:
+                    self._note_logprobs(s, token, raw)
                 s.generated += 1
                 piece = s.decoder.decode(raw) if raw else ""
                 if piece:
@@ -440,6 +447,13 @@ class BatchSession:
                 s.shown = len(s.text)
             events.append((s.seq_id, self._result(s, finish, s.text)))
         return events
+
+    def _note_logprobs(self, s: _Sequence, token: int, raw: bytes) -> None:
+        top = max(0, min(20, s.request.logprobs or 0))
+        logprob, best = token_logprobs(self._ctx, s.index, self._n_vocab, token, top)
+        known = self._tokens
+        alternatives = tuple(((known.get(t) or self._describe(t))[1], lp) for t, lp in best)
+        s.logprobs.append((raw, logprob, alternatives))
 
     def _describe(self, token: int, *, special: bool = False) -> tuple[bool, bytes]:
         """(whether ``token`` ends generation, its bytes), remembered for the next time."""
@@ -469,6 +483,7 @@ class BatchSession:
             wait_s=s.admitted - s.queued_at,
             prompt_s=started - s.admitted,
             generation_s=time.perf_counter() - s.first_at if s.generated else 0.0,
+            logprobs=tuple(s.logprobs) if s.logprobs is not None else None,
         )
 
     def _release(self, s: _Sequence) -> None:

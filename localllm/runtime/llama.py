@@ -644,6 +644,22 @@ def token_piece(model: LlamaModel, token: int, special: bool = False) -> bytes:
     return buf.raw[:n]
 
 
+def token_logprobs(
+    ctx: LlamaContext, index: int, n_vocab: int, token: int, top: int
+) -> tuple[float, list[tuple[int, float]]]:
+    """The log-probability of ``token`` in the logits of batch entry ``index`` (the model's own
+    distribution, before sampling's temperature), and the ``top`` most likely tokens with theirs."""
+    row = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx._ptr, index), shape=(n_vocab,)).astype(np.float64)
+    peak = row.max()
+    logz = peak + np.log(np.exp(row - peak).sum())
+    best: list[tuple[int, float]] = []
+    if top > 0:
+        ids = np.argpartition(-row, min(top, n_vocab - 1))[:top]
+        ids = ids[np.argsort(-row[ids])]
+        best = [(int(i), float(row[i] - logz)) for i in ids]
+    return float(row[token] - logz), best
+
+
 def greedy_token(ctx: LlamaContext, index: int, n_vocab: int) -> int:
     """The most likely token in the logits of batch entry ``index`` of ``ctx``: what a sampler
     chain of llama.cpp's greedy stage alone picks (the first of equal logits), without building

@@ -5,6 +5,7 @@ streamed chunk (the one with the finish reason)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import struct
 import time
 import uuid
@@ -53,6 +54,57 @@ def _message(parsed: ParsedReply) -> dict[str, Any]:
             for c in parsed.tool_calls
         ]
     return message
+
+
+def _logprobs_wanted(data: dict[str, Any], chat: bool) -> int | None:
+    """Chat: ``logprobs: true`` and ``top_logprobs`` (0-20); completions: ``logprobs`` (0-5)."""
+    f = fields.Fields(data)
+    if not chat:
+        return f.integer("logprobs", 0, 5)
+    top = f.integer("top_logprobs", 0, 20)
+    if not f.boolean("logprobs"):
+        if top:
+            raise problems.RequestError("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+        return None
+    return top or 0
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+def _chat_logprobs(reply: Reply) -> dict[str, Any] | None:
+    rows = reply.result.logprobs if reply.result is not None else None
+    if rows is None:
+        return None
+    return {
+        "content": [
+            {
+                "token": _text(raw),
+                "logprob": lp,
+                "bytes": list(raw),
+                "top_logprobs": [{"token": _text(b), "logprob": x, "bytes": list(b)} for b, x in best],
+            }
+            for raw, lp, best in rows
+        ],
+        "refusal": None,
+    }
+
+
+def _completion_logprobs(reply: Reply) -> dict[str, Any] | None:
+    rows = reply.result.logprobs if reply.result is not None else None
+    if rows is None:
+        return None
+    offsets, at = [], 0
+    for raw, _, _ in rows:
+        offsets.append(at)
+        at += len(_text(raw))
+    return {
+        "tokens": [_text(raw) for raw, _, _ in rows],
+        "token_logprobs": [lp for _, lp, _ in rows],
+        "top_logprobs": [{_text(b): x for b, x in best} for _, _, best in rows],
+        "text_offset": offsets,
+    }
 
 
 def _event_delta(event: Event) -> dict[str, Any]:
@@ -105,6 +157,7 @@ def _completions(chat: bool):
         wanted = fields.openai_request(data, chat=chat)
         if chat:
             wanted = tooling.openai_chat(data, wanted)
+        wanted = dataclasses.replace(wanted, logprobs=_logprobs_wanted(data, chat))
         stream = fields.Fields(data).boolean("stream") or False
         options = data.get("stream_options")
         usage_chunk = isinstance(options, dict) and options.get("include_usage") is True
@@ -122,7 +175,12 @@ def _completions(chat: bool):
             )
         if chat:
             parsed = await read_parsed(request, reply)
-            choice = {"index": 0, "message": _message(parsed), "logprobs": None, "finish_reason": _finish_reason(reply)}
+            choice = {
+                "index": 0,
+                "message": _message(parsed),
+                "logprobs": _chat_logprobs(reply),
+                "finish_reason": _finish_reason(reply),
+            }
             return JSONResponse(
                 {
                     "id": ident,
@@ -140,7 +198,7 @@ def _completions(chat: bool):
                 "object": shape.object,
                 "created": created,
                 "model": reply.model,
-                "choices": [shape.choice(text, _finish_reason(reply))],
+                "choices": [{**shape.choice(text, _finish_reason(reply)), "logprobs": _completion_logprobs(reply)}],
                 "usage": _usage(reply),
             }
         )

@@ -180,3 +180,28 @@ def test_a_model_by_id(serve):
     assert api.models.retrieve(MODEL).id == MODEL
     with pytest.raises(openai.NotFoundError):
         api.models.retrieve("no-such-model")
+
+
+def test_logprobs_and_top_logprobs(serve):
+    import math
+
+    server = serve()
+    api = client(server)
+    reply = api.chat.completions.create(
+        model=MODEL, messages=QUESTION, temperature=0, max_tokens=8, logprobs=True, top_logprobs=3
+    )
+    rows = reply.choices[0].logprobs.content
+    assert len(rows) == reply.usage.completion_tokens
+    assert "".join(r.token for r in rows) == reply.choices[0].message.content
+    for r in rows:
+        assert r.logprob <= 0 and len(r.top_logprobs) == 3
+        # greedy: the token taken is the likeliest
+        assert math.isclose(r.logprob, r.top_logprobs[0].logprob, abs_tol=1e-4)
+        assert r.top_logprobs[0].logprob >= r.top_logprobs[1].logprob >= r.top_logprobs[2].logprob
+    assert api.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2).choices[0].logprobs is None
+    done = api.completions.create(
+        model=MODEL, prompt="The capital of France is", temperature=0, max_tokens=4, logprobs=2
+    )
+    lp = done.choices[0].logprobs
+    assert "".join(lp.tokens) == done.choices[0].text and len(lp.top_logprobs[0]) == 2
+    assert lp.text_offset[0] == 0
