@@ -538,6 +538,7 @@ class ModelManager:
         parser: StreamParser | None = None
         grammar: str | None = None
         triggers: tuple[str, ...] = ()
+        check_after = False  # a tool-call grammar checks the sampled token (llama.cpp's way, faster)
         special = False
         if request.messages is not None:
             fmt = detect(model.chat_template_source)
@@ -556,7 +557,7 @@ class ModelManager:
             parser = fmt.parser(request.tools, choice, in_reasoning=in_reasoning)
             wanted = constraint(fmt, request.tools, choice, parallel=request.parallel_tool_calls)
             if wanted is not None:
-                grammar, triggers = wanted.grammar, wanted.lazy_triggers
+                grammar, triggers, check_after = wanted.grammar, wanted.lazy_triggers, True
             special = fmt.special_tokens and (bool(request.tools) or fmt.think is not None)
         else:
             tokens = model.tokenize(request.prompt or "", add_special=True, parse_special=True)
@@ -569,7 +570,7 @@ class ModelManager:
         max_tokens = min(request.max_tokens or room, room)  # clamped to the context
         if request.schema is not None and (grammar is None or triggers):
             # a response format: for the whole reply (a lazy tool grammar gives way to it)
-            grammar, triggers = _grammar(json.dumps(request.schema, sort_keys=True)), ()
+            grammar, triggers, check_after = _grammar(json.dumps(request.schema, sort_keys=True)), (), False
         stream = resident.engine.submit(
             runtime.BatchRequest(
                 key=None,
@@ -579,6 +580,7 @@ class ModelManager:
                 grammar_triggers=triggers,
                 special_tokens=special,
                 logprobs=request.logprobs,
+                grammar_check_after=check_after,
             )
         )
         return Reply(resident.key, stream, lambda: self._release(resident), n_ctx, parser)

@@ -98,6 +98,7 @@ class BatchRequest:
     grammar_triggers: tuple[str, ...] = ()  # lazy grammar: applied from the first match of one
     special_tokens: bool = False  # control tokens show as text (a family's tool-call markers)
     logprobs: int | None = None  # log-probabilities of each generated token and of its N likeliest
+    grammar_check_after: bool = False  # the grammar checks the sampled token (faster; tool calls)
 
 
 @dataclass
@@ -257,7 +258,9 @@ class BatchSession:
         try:
             self.check(request.tokens)
             if sampler is None:
-                sampler = self.model.make_sampler(request.sampling, request.grammar, request.grammar_triggers)
+                sampler = self.model.make_sampler(
+                    request.sampling, request.grammar, request.grammar_triggers, check_after=request.grammar_check_after
+                )
         except BaseException:
             if sampler is not None:
                 sampler.close()

@@ -550,12 +550,17 @@ class LlamaSampler(_Owner):
     def closed(self) -> bool:
         return not self._ptr
 
-    def add_grammar(self, model: LlamaModel, grammar: str) -> None:
-        """Constrain tokens to ``grammar`` (GBNF, rule ``root``); :class:`GrammarError` if refused."""
+    def add_grammar(self, model: LlamaModel, grammar: str, *, check_after: bool = False) -> None:
+        """Constrain tokens to ``grammar`` (GBNF, rule ``root``); :class:`GrammarError` if refused.
+        ``check_after``: the grammar checks the chain's pick instead of filtering first (see
+        :meth:`sample`)."""
         stage = L.llama_sampler_init_grammar(model._vocab, grammar.encode("utf-8"), b"root")
         if not stage:
             raise GrammarError("llama.cpp rejected the grammar", hint="run with --verbose to see why")
-        self._set_grammar(model, stage)
+        if check_after:
+            self._set_grammar(model, stage)
+        else:
+            L.llama_sampler_chain_add(self._ptr, stage)
 
     def _set_grammar(self, model: LlamaModel, stage: Any) -> None:
         if self._grammar:
@@ -566,7 +571,8 @@ class LlamaSampler(_Owner):
     def add_grammar_lazy(self, model: LlamaModel, grammar: str, patterns: Sequence[str]) -> None:
         """Constrain tokens to ``grammar`` from the first match of one of ``patterns`` (regular
         expressions over the generated text; the grammar reads from their first group) on:
-        llama.cpp's lazy grammar, for tool calls the model may or may not make."""
+        llama.cpp's lazy grammar, for tool calls the model may or may not make. It checks the
+        chain's pick (see :meth:`sample`)."""
         encoded = [p.encode("utf-8") for p in patterns]
         array = (ctypes.c_char_p * len(encoded))(*encoded)
         stage = L.llama_sampler_init_grammar_lazy_patterns(
@@ -627,7 +633,7 @@ class LlamaSampler(_Owner):
         candidates = L.llama_token_data_array(data, n, -1, False)
         L.llama_sampler_apply(grammar, ctypes.byref(candidates))
         L.llama_sampler_apply(self._ptr, ctypes.byref(candidates))
-        token = int(data[candidates.selected].id)
+        token = int(candidates.data[candidates.selected].id)  # a stage may point data elsewhere
         L.llama_sampler_accept(grammar, token)
         return token
 

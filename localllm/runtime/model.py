@@ -203,7 +203,12 @@ class Model:
         return Generation(self, tokens, sampling or SamplingOptions(), cancel)
 
     def make_sampler(
-        self, sampling: SamplingOptions, grammar: str | None = None, triggers: Sequence[str] = ()
+        self,
+        sampling: SamplingOptions,
+        grammar: str | None = None,
+        triggers: Sequence[str] = (),
+        *,
+        check_after: bool = False,
     ) -> LlamaSampler:
         """A sampler chain for ``sampling`` (and a grammar, if any: lazy, from the first match of
         one of ``triggers``, when they are given); the caller closes it."""
@@ -213,7 +218,7 @@ class Model:
                 if triggers:
                     sampler.add_grammar_lazy(self.llama, grammar, triggers)
                 else:
-                    sampler.add_grammar(self.llama, grammar)
+                    sampler.add_grammar(self.llama, grammar, check_after=check_after)
             except BaseException:
                 sampler.close()
                 raise

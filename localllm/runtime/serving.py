@@ -213,7 +213,7 @@ class BatchEngine:
         with self._lock:
             self._check_open()
         sampler = self.model.make_sampler(  # GrammarError
-            request.sampling, request.grammar, request.grammar_triggers
+            request.sampling, request.grammar, request.grammar_triggers, check_after=request.grammar_check_after
         )
         try:
             with self._lock:
