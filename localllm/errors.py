@@ -36,6 +36,11 @@ class UsageError(LocalLLMError):
     exit_code = 2
 
 
+class ToolSpecError(UsageError):
+    """A request's tools cannot be used: a bad tool list, a tool_choice naming an unknown function,
+    or a parameters schema the grammar cannot follow (the server answers 400)."""
+
+
 class CatalogError(LocalLLMError):
     """models.toml is malformed; the message names the entry and field."""
 

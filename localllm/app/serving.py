@@ -19,10 +19,21 @@ import math
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from localllm.chat.toolcalls import (
+    ContentDelta,
+    Event,
+    ParsedReply,
+    StreamParser,
+    Tool,
+    ToolChoice,
+    constraint,
+    detect,
+    prepare,
+)
 from localllm.errors import ContextOverflowError, EngineClosedError, ModelNotFoundError, ServerBusyError
 from localllm.fit.hardware import Hardware
 from localllm.models import catalog, store
@@ -90,7 +101,7 @@ class GenerateRequest:
     (given to the model as it is). Sampling fields left None take localllm's defaults."""
 
     model: str | None = None
-    messages: Sequence[dict[str, str]] | None = None
+    messages: Sequence[Mapping[str, Any]] | None = None  # OpenAI's chat shape (tool_calls, tool role)
     prompt: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
@@ -103,6 +114,13 @@ class GenerateRequest:
     schema: object | None = None  # a JSON schema the reply must match ({"type": "object"}: any object)
     ignore_eos: bool = False  # generate max_tokens whatever the model says (benchmarks; llama-server has it too)
     keep_alive_s: float | None = None  # None: the server's default
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
+    parallel_tool_calls: bool = True
+    reasoning: bool | None = None  # None: the template's default; False: think off
+    reasoning_budget: int | None = None  # tokens (Anthropic's budget_tokens)
+    template_kwargs: Mapping[str, Any] = field(default_factory=dict)  # chat_template_kwargs
+    logprobs: int | None = None  # None: none; N: each token's log-probability and its N likeliest
 
     def sampling(self, max_tokens: int) -> SamplingOptions:
         given = {k: getattr(self, k) for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")}
@@ -212,8 +230,13 @@ class Reply:
     runtime's BatchResult (finish reason, token counts) once the text has ended. Ending the
     iteration early, or :meth:`cancel`, stops the sequence at once and frees its slot."""
 
-    def __init__(self, model: str, stream: Any, release: Any, n_ctx_seq: int) -> None:
+    def __init__(
+        self, model: str, stream: Any, release: Any, n_ctx_seq: int, parser: StreamParser | None = None
+    ) -> None:
         self.model = model
+        self._parser = parser
+        self._parsed: ParsedReply | None = None
+        self._text: list[str] = []
         self.prompt_tokens: int = stream.prompt_tokens
         self.n_ctx_seq = n_ctx_seq
         self.result: Any = None
@@ -253,6 +276,39 @@ class Reply:
     def read(self) -> str:
         return "".join(self)
 
+    def _events_of(self, piece: str | None) -> list[Event]:
+        """The parser's events for a piece (None: the end of the text)."""
+        if self._parser is None:
+            if piece is None:
+                self._parsed = ParsedReply("".join(self._text))
+                return []
+            self._text.append(piece)
+            return [ContentDelta(piece)]
+        if piece is None:
+            events = self._parser.finish()
+            self._parsed = self._parser.reply()
+            return events
+        return self._parser.feed(piece)
+
+    def events(self) -> Iterator[Event]:
+        """The reply as content, reasoning and tool-call events (through the model's format)."""
+        for piece in self:
+            yield from self._events_of(piece)
+        yield from self._events_of(None)
+
+    async def aevents(self) -> AsyncIterator[Event]:
+        async for piece in self:
+            for event in self._events_of(piece):
+                yield event
+        for event in self._events_of(None):
+            yield event
+
+    def parsed(self) -> ParsedReply:
+        """The whole reply split into its parts (after :meth:`events` has ended)."""
+        if self._parsed is None:
+            raise RuntimeError("the reply has not ended")
+        return self._parsed
+
     @property
     def completion_tokens(self) -> int:
         """Tokens generated (for a reply cancelled early: the pieces it had sent)."""
@@ -260,6 +316,8 @@ class Reply:
 
     @property
     def finish_reason(self) -> str:
+        if self._parsed is not None and self._parsed.tool_calls:
+            return "tool_calls"
         return self.result.finish_reason if self.result is not None else "cancelled"
 
     def cancel(self) -> None:
@@ -477,8 +535,30 @@ class ModelManager:
 
         model = resident.batch.opened.model
         n_ctx = resident.engine.n_ctx_seq
+        parser: StreamParser | None = None
+        grammar: str | None = None
+        triggers: tuple[str, ...] = ()
+        check_after = False  # a tool-call grammar checks the sampled token (llama.cpp's way, faster)
+        special = False
         if request.messages is not None:
-            tokens = model.chat_tokens(request.messages)
+            fmt = detect(model.chat_template_source)
+            choice = request.tool_choice
+            prepared = prepare(
+                fmt,
+                request.messages,
+                request.tools,
+                choice,
+                reasoning=request.reasoning,
+                template_kwargs=request.template_kwargs,
+            )
+            text = model.render_chat(prepared.messages, **prepared.template_vars)
+            tokens = model.prompt_tokens(text)
+            in_reasoning = fmt.think is not None and text.rstrip().endswith(fmt.think[0])
+            parser = fmt.parser(request.tools, choice, in_reasoning=in_reasoning)
+            wanted = constraint(fmt, request.tools, choice, parallel=request.parallel_tool_calls)
+            if wanted is not None:
+                grammar, triggers, check_after = wanted.grammar, wanted.lazy_triggers, True
+            special = fmt.special_tokens and (bool(request.tools) or fmt.think is not None)
         else:
             tokens = model.tokenize(request.prompt or "", add_special=True, parse_special=True)
         if len(tokens) >= n_ctx:
@@ -488,11 +568,22 @@ class ModelManager:
             )
         room = n_ctx - len(tokens)
         max_tokens = min(request.max_tokens or room, room)  # clamped to the context
-        grammar = _grammar(json.dumps(request.schema, sort_keys=True)) if request.schema is not None else None
+        if request.schema is not None and (grammar is None or triggers):
+            # a response format: for the whole reply (a lazy tool grammar gives way to it)
+            grammar, triggers, check_after = _grammar(json.dumps(request.schema, sort_keys=True)), (), False
         stream = resident.engine.submit(
-            runtime.BatchRequest(key=None, tokens=tokens, sampling=request.sampling(max_tokens), grammar=grammar)
+            runtime.BatchRequest(
+                key=None,
+                tokens=tokens,
+                sampling=request.sampling(max_tokens),
+                grammar=grammar,
+                grammar_triggers=triggers,
+                special_tokens=special,
+                logprobs=request.logprobs,
+                grammar_check_after=check_after,
+            )
         )
-        return Reply(resident.key, stream, lambda: self._release(resident), n_ctx)
+        return Reply(resident.key, stream, lambda: self._release(resident), n_ctx, parser)
 
     def load(self, name: str | None, keep_alive_s: float | None = None) -> str:
         """Load the model ``name`` resolves to without a request (0: unload it now); its key."""
@@ -575,6 +666,18 @@ class ModelManager:
         wanted = self.resolve(name)
         resolved = self._resident_resolved(wanted.key) or self._resolved(wanted)
         return {"name": wanted.key, **describe(resolved.path, resolved.entry)}
+
+    def capabilities(self, name: str) -> frozenset[str]:
+        """What the model ``name`` resolves to can do, for ``/api/show`` and ``/v1/models``:
+        "completion", "tools" (every chat template: one that does not render tools gets the
+        generic JSON format), "thinking" (a template that reasons in tags)."""
+        template = self.describe(name).get("chat_template")
+        found = {"completion"}
+        if template:
+            found.add("tools")
+            if detect(template).think is not None:
+                found.add("thinking")
+        return frozenset(found)
 
     def _resident_resolved(self, key: str) -> ResolvedModel | None:
         with self._lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from localllm.errors import ContextOverflowError, GenerationError, GrammarError
 
-from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_piece
+from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_logprobs, token_piece
 from .model import Model, find_stop, stop_prefix_len
 from .options import DEFAULT_CTX, SamplingOptions
 
@@ -48,6 +49,21 @@ def check_schema(schema: object) -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
+# JSON strings hold no raw control character (RFC 8259): llama-cpp-python's converter lets its
+# "char" rule and a pattern's "." take any of them (and "." a quote or a backslash), which gives
+# text that json.loads and pydantic refuse.
+_STRICT_RULES = {
+    "char": r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})',
+    "dot": r'[^"\\\x7F\x00-\x1F]',
+}
+_RULE_LINE = re.compile(r"^(char|dot) ::= .*$", re.MULTILINE)
+
+
+def strict_json_strings(gbnf: str) -> str:
+    """``gbnf`` with its string-character rules kept to what JSON allows unescaped."""
+    return _RULE_LINE.sub(lambda m: f"{m.group(1)} ::= {_STRICT_RULES[m.group(1)]}", gbnf)
+
+
 def json_schema_grammar(schema: object) -> str:
     """The GBNF grammar of JSON text that matches ``schema`` (a dict or its JSON text), for
     schemas within :func:`check_schema`'s bounds."""
@@ -63,7 +79,7 @@ def json_schema_grammar(schema: object) -> str:
     if len(text) > MAX_SCHEMA_CHARS:
         raise GrammarError(f"the JSON schema is longer than {MAX_SCHEMA_CHARS} characters")
     try:
-        return json_schema_to_gbnf(text)
+        return strict_json_strings(json_schema_to_gbnf(text))
     except Exception as exc:  # the converter raises ValueError, KeyError, TypeError, ...
         raise GrammarError(
             f"the JSON schema cannot be turned into a grammar: {exc}",
@@ -79,6 +95,10 @@ class BatchRequest:
     tokens: Sequence[int]
     sampling: SamplingOptions = SamplingOptions()
     grammar: str | None = None  # GBNF (see json_schema_grammar)
+    grammar_triggers: tuple[str, ...] = ()  # lazy grammar: applied from the first match of one
+    special_tokens: bool = False  # control tokens show as text (a family's tool-call markers)
+    logprobs: int | None = None  # log-probabilities of each generated token and of its N likeliest
+    grammar_check_after: bool = False  # the grammar checks the sampled token (faster; tool calls)
 
 
 @dataclass
@@ -91,6 +111,8 @@ class BatchResult:
     wait_s: float  # from the start of the run (or the request's submission) to its admission
     prompt_s: float  # from admission to its first token
     generation_s: float  # from its first token to its last
+    # (token bytes, log-probability, ((bytes, log-probability) of the likeliest, ...)) per token
+    logprobs: tuple[tuple[bytes, float, tuple[tuple[bytes, float], ...]], ...] | None = None
 
 
 # What one decode step reports: (slot, a piece of new text) or (slot, the sequence's result, last).
@@ -119,6 +141,7 @@ class _Sequence:
         "stop_len",
         "greedy",
         "ignore_eos",
+        "logprobs",
     )
 
     request: BatchRequest
@@ -141,6 +164,7 @@ class _Sequence:
     stop_len: int
     greedy: bool
     ignore_eos: bool
+    logprobs: list[tuple[bytes, float, tuple[tuple[bytes, float], ...]]] | None
 
 
 class BatchSession:
@@ -192,6 +216,7 @@ class BatchSession:
         self._started = time.perf_counter()
         self._n_vocab = model.llama.n_vocab()
         self._tokens: dict[int, tuple[bool, bytes]] = {}  # token -> (end of generation?, its bytes)
+        self._special: dict[int, tuple[bool, bytes]] = {}  # the same, control tokens shown as text
 
     def close(self) -> None:
         self.drop_all()
@@ -252,7 +277,9 @@ class BatchSession:
         try:
             self.check(request.tokens)
             if sampler is None:
-                sampler = self.model.make_sampler(request.sampling, request.grammar)
+                sampler = self.model.make_sampler(
+                    request.sampling, request.grammar, request.grammar_triggers, check_after=request.grammar_check_after
+                )
         except BaseException:
             if sampler is not None:
                 sampler.close()
@@ -279,6 +306,7 @@ class BatchSession:
         # Greedy without a grammar or penalties: the argmax of the logits, no sampler chain.
         s.greedy = sampling.temperature <= 0 and request.grammar is None and sampling.repeat_penalty in (0, 1)
         s.ignore_eos = sampling.ignore_eos
+        s.logprobs = [] if request.logprobs is not None else None
         room = self.n_ctx_seq - len(request.tokens)
         max_tokens = request.sampling.max_tokens
         s.limit = min(max_tokens, room) if max_tokens is not None else room
@@ -405,11 +433,16 @@ class BatchSession:
             token = greedy_token(ctx, s.index, n_vocab) if s.greedy else s.sampler.sample(ctx, s.index)
             if s.generated == 0:
                 s.first_at = now
-            eog, raw = known.get(token) or describe(token)
+            if s.request.special_tokens:
+                eog, raw = self._special.get(token) or self._describe(token, special=True)
+            else:
+                eog, raw = known.get(token) or describe(token)
             finish = None
             if eog and not s.ignore_eos:
                 finish = "stop"
             else:
+                if s.logprobs is not None:
+                    self._note_logprobs(s, token, raw)
                 s.generated += 1
                 piece = s.decoder.decode(raw) if raw else ""
                 if piece:
@@ -438,10 +471,20 @@ class BatchSession:
             events.append((s.seq_id, self._result(s, finish, s.text)))
         return events
 
-    def _describe(self, token: int) -> tuple[bool, bytes]:
+    def _note_logprobs(self, s: _Sequence, token: int, raw: bytes) -> None:
+        if s.logprobs is None:  # not asked for
+            return
+        top = max(0, min(20, s.request.logprobs or 0))
+        logprob, best = token_logprobs(self._ctx, s.index, self._n_vocab, token, top)
+        known = self._tokens
+        alternatives = tuple(((known.get(t) or self._describe(t))[1], lp) for t, lp in best)
+        s.logprobs.append((raw, logprob, alternatives))
+
+    def _describe(self, token: int, *, special: bool = False) -> tuple[bool, bytes]:
         """(whether ``token`` ends generation, its bytes), remembered for the next time."""
         llama = self.model.llama
-        info = self._tokens[token] = (llama.is_eog(token), token_piece(llama, token))
+        info = (llama.is_eog(token), token_piece(llama, token, special))
+        (self._special if special else self._tokens)[token] = info
         return info
 
     @staticmethod
@@ -465,6 +508,7 @@ class BatchSession:
             wait_s=s.admitted - s.queued_at,
             prompt_s=started - s.admitted,
             generation_s=time.perf_counter() - s.first_at if s.generated else 0.0,
+            logprobs=tuple(s.logprobs) if s.logprobs is not None else None,
         )
 
     def _release(self, s: _Sequence) -> None:

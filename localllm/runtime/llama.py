@@ -536,11 +536,15 @@ class LlamaSampler(_Owner):
 
     def __init__(self) -> None:
         self._ptr = None
+        self._grammar = None  # a grammar stage of its own: checked after the chain picks (see sample)
         params = L.llama_sampler_chain_default_params()
         params.no_perf = True
         self._ptr = L.llama_sampler_chain_init(params)
 
     def close(self) -> None:
+        if self._grammar:
+            L.llama_sampler_free(self._grammar)
+            self._grammar = None
         if self._ptr:
             L.llama_sampler_free(self._ptr)
             self._ptr = None
@@ -549,12 +553,37 @@ class LlamaSampler(_Owner):
     def closed(self) -> bool:
         return not self._ptr
 
-    def add_grammar(self, model: LlamaModel, grammar: str) -> None:
-        """Constrain tokens to ``grammar`` (GBNF, rule ``root``); :class:`GrammarError` if refused."""
+    def add_grammar(self, model: LlamaModel, grammar: str, *, check_after: bool = False) -> None:
+        """Constrain tokens to ``grammar`` (GBNF, rule ``root``); :class:`GrammarError` if refused.
+        ``check_after``: the grammar checks the chain's pick instead of filtering first (see
+        :meth:`sample`)."""
         stage = L.llama_sampler_init_grammar(model._vocab, grammar.encode("utf-8"), b"root")
         if not stage:
             raise GrammarError("llama.cpp rejected the grammar", hint="run with --verbose to see why")
-        L.llama_sampler_chain_add(self._ptr, stage)
+        if check_after:
+            self._set_grammar(model, stage)
+        else:
+            L.llama_sampler_chain_add(self._ptr, stage)
+
+    def _set_grammar(self, model: LlamaModel, stage: Any) -> None:
+        if self._grammar:
+            L.llama_sampler_free(self._grammar)
+        self._grammar = stage
+        self._n_vocab = L.llama_vocab_n_tokens(model._vocab)
+
+    def add_grammar_lazy(self, model: LlamaModel, grammar: str, patterns: Sequence[str]) -> None:
+        """Constrain tokens to ``grammar`` from the first match of one of ``patterns`` (regular
+        expressions over the generated text; the grammar reads from their first group) on:
+        llama.cpp's lazy grammar, for tool calls the model may or may not make. It checks the
+        chain's pick (see :meth:`sample`)."""
+        encoded = [p.encode("utf-8") for p in patterns]
+        array = (ctypes.c_char_p * len(encoded))(*encoded)
+        stage = L.llama_sampler_init_grammar_lazy_patterns(
+            model._vocab, grammar.encode("utf-8"), b"root", array, len(encoded), None, 0
+        )
+        if not stage:
+            raise GrammarError("llama.cpp rejected the grammar", hint="run with --verbose to see why")
+        self._set_grammar(model, stage)
 
     def add_penalties(self, last_n: int, repeat: float, frequency: float = 0.0, presence: float = 0.0) -> None:
         L.llama_sampler_chain_add(self._ptr, L.llama_sampler_init_penalties(last_n, repeat, frequency, presence))
@@ -581,19 +610,63 @@ class LlamaSampler(_Owner):
         )
 
     def sample(self, ctx: LlamaContext, index: int) -> int:
-        """The token picked from the logits of batch entry ``index`` (-1: the last) of ``ctx``."""
-        return L.llama_sampler_sample(self._ptr, ctx._ptr, index)
+        """The token picked from the logits of batch entry ``index`` (-1: the last) of ``ctx``.
+
+        With a grammar, as llama.cpp's own common sampler does: the chain picks first and the
+        grammar checks that one token; only when it refuses is the whole vocabulary filtered by
+        the grammar and the chain run again (a grammar over every token each step costs more than
+        the model's own decoding)."""
+        token = L.llama_sampler_sample(self._ptr, ctx._ptr, index)
+        grammar = self._grammar
+        if grammar is None:
+            return token
+        one = L.llama_token_data(token, 1.0, 0.0)
+        single = L.llama_token_data_array(ctypes.pointer(one), 1, -1, False)
+        L.llama_sampler_apply(grammar, ctypes.byref(single))
+        if one.logit != float("-inf"):
+            L.llama_sampler_accept(grammar, token)
+            return token
+        n = self._n_vocab
+        logits = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx._ptr, index), shape=(n,))
+        data = (L.llama_token_data * n)()
+        view = np.frombuffer(data, dtype=np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
+        view["id"] = np.arange(n, dtype=np.int32)
+        view["logit"] = logits
+        view["p"] = 0.0
+        candidates = L.llama_token_data_array(data, n, -1, False)
+        L.llama_sampler_apply(grammar, ctypes.byref(candidates))
+        L.llama_sampler_apply(self._ptr, ctypes.byref(candidates))
+        token = int(candidates.data[candidates.selected].id)  # a stage may point data elsewhere
+        L.llama_sampler_accept(grammar, token)
+        return token
 
 
-def token_piece(model: LlamaModel, token: int) -> bytes:
+def token_piece(model: LlamaModel, token: int, special: bool = False) -> bytes:
     """The bytes ``token`` stands for, like :meth:`LlamaModel.token_to_piece` but through a buffer
-    of its own, so a thread that decodes may call it while another uses the model."""
+    of its own, so a thread that decodes may call it while another uses the model. ``special``:
+    control tokens show their text (a family's tool-call markers)."""
     buf = ctypes.create_string_buffer(64)
-    n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, False)
+    n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, special)
     if n < 0:
         buf = ctypes.create_string_buffer(-n)
-        n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, False)
+        n = L.llama_token_to_piece(model._vocab, token, buf, len(buf), 0, special)
     return buf.raw[:n]
+
+
+def token_logprobs(
+    ctx: LlamaContext, index: int, n_vocab: int, token: int, top: int
+) -> tuple[float, list[tuple[int, float]]]:
+    """The log-probability of ``token`` in the logits of batch entry ``index`` (the model's own
+    distribution, before sampling's temperature), and the ``top`` most likely tokens with theirs."""
+    row = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx._ptr, index), shape=(n_vocab,)).astype(np.float64)
+    peak = row.max()
+    logz = peak + np.log(np.exp(row - peak).sum())
+    best: list[tuple[int, float]] = []
+    if top > 0:
+        ids = np.argpartition(-row, min(top, n_vocab - 1))[:top]
+        ids = ids[np.argsort(-row[ids])]
+        best = [(int(i), float(row[i] - logz)) for i in ids]
+    return float(row[token] - logz), best
 
 
 def greedy_token(ctx: LlamaContext, index: int, n_vocab: int) -> int:

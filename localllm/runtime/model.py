@@ -15,8 +15,9 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from localllm.errors import ContextOverflowError, GenerationError
 from localllm.fit.estimate import cpu_expert_patterns
@@ -154,11 +155,17 @@ class Model:
     def has_chat_template(self) -> bool:
         return self._template is not None
 
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
-        """The prompt text for ``messages`` in the model's own chat template (from the GGUF)."""
+    @property
+    def chat_template_source(self) -> str | None:
+        """The GGUF's chat template (None when it has none)."""
+        return self._template
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]], **template_vars: Any) -> str:
+        """The prompt text for ``messages`` in the model's own chat template (from the GGUF);
+        ``template_vars`` are further names the template sees (``tools``, ``enable_thinking``)."""
         if self._template is None:
             # No template in the file: a plain transcript is more honest than llama-2's format.
-            lines = [f"{m['role']}: {m['content']}" for m in messages]
+            lines = [f"{m['role']}: {m.get('content') or ''}" for m in messages]
             return "\n".join(lines) + "\nassistant:"
         if self._formatter is None:
             bos, eos = self.llama.bos(), self.llama.eos()
@@ -167,14 +174,18 @@ class Model:
                 bos_token=self.llama.token_text(bos) if bos >= 0 else "",
                 eos_token=self.llama.token_text(eos) if eos >= 0 else "",
             )
-        return self._formatter.render(messages)
+        return self._formatter.render(messages, **template_vars)
 
-    def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
+    def chat_tokens(self, messages: Sequence[Mapping[str, Any]], **template_vars: Any) -> list[int]:
         """The tokens ``chat`` evaluates for ``messages``: the chat template's text, its special tokens
-        parsed. The template writes BOS itself where the model wants one; without a template, the
-        tokenizer adds it. The one rule for a chat prompt's tokens (the server, batch and the
-        context fitting count with it)."""
-        return self.tokenize(self.render_chat(messages), add_special=self._template is None, parse_special=True)
+        parsed (see :meth:`prompt_tokens`). The one rule for a chat prompt's tokens (the server, batch
+        and the context fitting count with it)."""
+        return self.prompt_tokens(self.render_chat(messages, **template_vars))
+
+    def prompt_tokens(self, text: str) -> list[int]:
+        """The tokens of a chat prompt already rendered by :meth:`render_chat`. The template writes BOS
+        itself where the model wants one; without a template, the tokenizer adds it."""
+        return self.tokenize(text, add_special=self._template is None, parse_special=True)
 
     # -- generation ---------------------------------------------------------------------------
 
@@ -197,12 +208,23 @@ class Model:
         tokens = self.tokenize(prompt, add_special=True, parse_special=False)
         return Generation(self, tokens, sampling or SamplingOptions(), cancel)
 
-    def make_sampler(self, sampling: SamplingOptions, grammar: str | None = None) -> LlamaSampler:
-        """A sampler chain for ``sampling`` (grammar first, if any); the caller closes it."""
+    def make_sampler(
+        self,
+        sampling: SamplingOptions,
+        grammar: str | None = None,
+        triggers: Sequence[str] = (),
+        *,
+        check_after: bool = False,
+    ) -> LlamaSampler:
+        """A sampler chain for ``sampling`` (and a grammar, if any: lazy, from the first match of
+        one of ``triggers``, when they are given); the caller closes it."""
         sampler = LlamaSampler()
         if grammar is not None:
             try:
-                sampler.add_grammar(self.llama, grammar)
+                if triggers:
+                    sampler.add_grammar_lazy(self.llama, grammar, triggers)
+                else:
+                    sampler.add_grammar(self.llama, grammar, check_after=check_after)
             except BaseException:
                 sampler.close()
                 raise

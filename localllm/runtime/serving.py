@@ -220,7 +220,9 @@ class BatchEngine:
         self._session.check(request.tokens)
         with self._lock:
             self._check_open()
-        sampler = self.model.make_sampler(request.sampling, request.grammar)  # GrammarError
+        sampler = self.model.make_sampler(  # GrammarError
+            request.sampling, request.grammar, request.grammar_triggers, check_after=request.grammar_check_after
+        )
         try:
             with self._lock:
                 self._check_open()

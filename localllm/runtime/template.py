@@ -19,7 +19,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -142,7 +142,11 @@ class ChatTemplate:
         except (RecursionError, MemoryError, ValueError, TypeError) as exc:  # a template too deep to compile
             raise GenerationError(f"the model's chat template cannot be compiled: {type(exc).__name__}") from None
 
-    def render(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
+    def render(
+        self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True, **template_vars: Any
+    ) -> str:
+        """The prompt for ``messages``; ``template_vars`` (``tools``, ``enable_thinking``, a
+        client's ``chat_template_kwargs``) are further names the template sees."""
         context = dict(
             messages=list(messages),
             bos_token=self.bos_token,
@@ -155,6 +159,9 @@ class ChatTemplate:
             tools=None,
             tool_choice=None,
         )
+        for name, value in template_vars.items():
+            if name not in ("messages", "raise_exception", "strftime_now"):
+                context[name] = value
         try:
             return self._bounded(context)
         except _Bound as exc:

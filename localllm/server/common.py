@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from localllm.app.serving import GenerateRequest, ModelManager, Reply
+from localllm.chat.toolcalls import Event, ParsedReply
 
 from . import problems
 from .fields import read_json
@@ -93,6 +94,50 @@ async def pieces(request: Request, reply: Reply) -> AsyncIterator[str]:
     finally:
         reply.close()  # cancels the sequence unless it ended, and frees its slot
         finished(request, reply)
+
+
+def warn(request: Request, reply: Reply) -> None:
+    """Log what the parser noticed (a tool call it could not parse, kept as content)."""
+    import sys
+
+    log = request.app.state.settings.log or sys.stderr
+    try:
+        parsed = reply.parsed()
+    except RuntimeError:  # the reply did not end (the client went away)
+        return
+    for warning in parsed.warnings:
+        print(f"localllm serve: warning: {request.url.path} model={reply.model}: {warning}", file=log, flush=True)
+
+
+async def read_parsed(request: Request, reply: Reply) -> ParsedReply:
+    """The whole reply, split into content, reasoning and tool calls (not streamed)."""
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        reply.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async for _ in reply.aevents():
+            pass
+    finally:
+        watcher.cancel()
+        reply.close()
+        finished(request, reply)
+    warn(request, reply)
+    return reply.parsed()
+
+
+async def events(request: Request, reply: Reply) -> AsyncIterator[Event]:
+    """The reply's events; a client that goes away cancels the sequence at once."""
+    try:
+        async for event in reply.aevents():
+            yield event
+    finally:
+        reply.close()
+        finished(request, reply)
+    warn(request, reply)
 
 
 def dumps(value: Any) -> str:

@@ -5,7 +5,7 @@ and ``GET /``, so Ollama's own clients and the apps built on them work unchanged
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,10 +16,11 @@ from starlette.routing import Route
 
 from localllm import __version__
 from localllm.app.serving import GenerateRequest, ModelFacts, Reply, facts
+from localllm.chat.toolcalls import ContentDelta, ReasoningDelta, ToolCall
 from localllm.errors import LocalLLMError
 
-from . import fields, problems
-from .common import answers_errors, body, dumps, manager, pieces, problem_of, read_all, start
+from . import fields, problems, tooling
+from .common import answers_errors, body, dumps, events, manager, pieces, problem_of, read_all, read_parsed, start
 from .middleware import log_of
 
 
@@ -69,9 +70,22 @@ def _endpoint(chat: bool):
         stream = fields.Fields(data).boolean("stream")
         if _only_loads(data, chat):
             return await _load(request, wanted, shape)
+        if chat:
+            wanted = tooling.ollama_chat(data, wanted)
         reply = await start(request, wanted)
         if stream is None or stream:
-            return StreamingResponse(_lines(request, reply, shape, started), media_type="application/x-ndjson")
+            lines = _chat_lines(request, reply, started) if chat else _lines(request, reply, shape, started)
+            return StreamingResponse(lines, media_type="application/x-ndjson")
+        if chat:
+            parsed = await read_parsed(request, reply)
+            return JSONResponse(
+                {
+                    "model": reply.model,
+                    "created_at": _now(),
+                    "message": _message(parsed.content, parsed.reasoning, parsed.tool_calls),
+                    **_final(reply, time.perf_counter() - started),
+                }
+            )
         text = await read_all(request, reply)
         return JSONResponse(
             {
@@ -108,6 +122,43 @@ async def _lines(request: Request, reply: Reply, shape: _Shape, started: float) 
         "model": reply.model,
         "created_at": _now(),
         **shape.piece(""),
+        **_final(reply, time.perf_counter() - started),
+    }
+    yield dumps(last) + "\n"
+
+
+def _message(content: str, thinking: str = "", calls: Sequence[ToolCall] = ()) -> dict[str, Any]:
+    """An assistant message: content, ``thinking`` and ``tool_calls`` with arguments as objects."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if thinking:
+        message["thinking"] = thinking
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.args()}} for i, c in enumerate(calls)
+        ]
+    return message
+
+
+async def _chat_lines(request: Request, reply: Reply, started: float) -> AsyncIterator[str]:
+    def line(message: dict[str, Any]) -> str:
+        return dumps({"model": reply.model, "created_at": _now(), "message": message, "done": False}) + "\n"
+
+    try:
+        async for event in events(request, reply):
+            if isinstance(event, ContentDelta):
+                yield line(_message(event.text))
+            elif isinstance(event, ReasoningDelta):
+                yield line(_message("", event.text))
+            else:
+                call = ToolCall(event.id or "", event.name or "", event.arguments)
+                yield line(_message("", "", [call]))
+    except Exception as exc:  # after the status was sent: the error goes in the stream
+        yield dumps(problems.ollama_body(problem_of(request, exc))) + "\n"
+        return
+    last = {
+        "model": reply.model,
+        "created_at": _now(),
+        "message": _message(""),
         **_final(reply, time.perf_counter() - started),
     }
     yield dumps(last) + "\n"
@@ -163,6 +214,7 @@ async def show(request: Request) -> Response:
     if not name:
         raise problems.RequestError("'model' must name a model", param="model")
     info = await run_in_threadpool(manager(request).describe, name)
+    capabilities = await run_in_threadpool(manager(request).capabilities, name)
     quant = info["name"].partition(":")[2] or None
     model_info = {
         "general.architecture": info["architecture"],
@@ -181,7 +233,7 @@ async def show(request: Request) -> Response:
                 ModelFacts(info["architecture"] or "", info["parameters"] or 0, info["file_type"]), quant
             ),
             "model_info": model_info,
-            "capabilities": ["completion"],
+            "capabilities": sorted(capabilities),
             "modified_at": _now(),
         }
     )

@@ -5,6 +5,7 @@ streamed chunk (the one with the finish reason)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import struct
 import time
 import uuid
@@ -17,9 +18,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from localllm.app.serving import Reply
+from localllm.chat.toolcalls import ContentDelta, Event, ParsedReply, ReasoningDelta
+from localllm.errors import ModelNotFoundError
 
-from . import fields, problems
-from .common import answers_errors, body, dumps, manager, pieces, problem_of, read_all, start
+from . import fields, problems, tooling
+from .common import answers_errors, body, dumps, events, manager, pieces, problem_of, read_all, read_parsed, start
 from .middleware import log_of
 
 MAX_EMBED_INPUTS = 2048
@@ -34,7 +37,87 @@ def _usage(reply: Reply) -> dict[str, int]:
 
 
 def _finish_reason(reply: Reply) -> str:
+    if reply.finish_reason == "tool_calls":
+        return "tool_calls"
     return "length" if reply.finish_reason == "length" else "stop"
+
+
+def _message(parsed: ParsedReply) -> dict[str, Any]:
+    """The assistant message of a chat completion: content, reasoning and tool calls."""
+    message: dict[str, Any] = {"role": "assistant", "content": parsed.content}
+    if parsed.reasoning:
+        message["reasoning_content"] = parsed.reasoning
+    if parsed.tool_calls:
+        message["content"] = parsed.content or None
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in parsed.tool_calls
+        ]
+    return message
+
+
+def _logprobs_wanted(data: dict[str, Any], chat: bool) -> int | None:
+    """Chat: ``logprobs: true`` and ``top_logprobs`` (0-20); completions: ``logprobs`` (0-5)."""
+    f = fields.Fields(data)
+    if not chat:
+        return f.integer("logprobs", 0, 5)
+    top = f.integer("top_logprobs", 0, 20)
+    if not f.boolean("logprobs"):
+        if top:
+            raise problems.RequestError("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+        return None
+    return top or 0
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+def _chat_logprobs(reply: Reply) -> dict[str, Any] | None:
+    rows = reply.result.logprobs if reply.result is not None else None
+    if rows is None:
+        return None
+    return {
+        "content": [
+            {
+                "token": _text(raw),
+                "logprob": lp,
+                "bytes": list(raw),
+                "top_logprobs": [{"token": _text(b), "logprob": x, "bytes": list(b)} for b, x in best],
+            }
+            for raw, lp, best in rows
+        ],
+        "refusal": None,
+    }
+
+
+def _completion_logprobs(reply: Reply) -> dict[str, Any] | None:
+    rows = reply.result.logprobs if reply.result is not None else None
+    if rows is None:
+        return None
+    offsets, at = [], 0
+    for raw, _, _ in rows:
+        offsets.append(at)
+        at += len(_text(raw))
+    return {
+        "tokens": [_text(raw) for raw, _, _ in rows],
+        "token_logprobs": [lp for _, lp, _ in rows],
+        "top_logprobs": [{_text(b): x for b, x in best} for _, _, best in rows],
+        "text_offset": offsets,
+    }
+
+
+def _event_delta(event: Event) -> dict[str, Any]:
+    if isinstance(event, ContentDelta):
+        return {"content": event.text}
+    if isinstance(event, ReasoningDelta):
+        return {"reasoning_content": event.text}
+    call: dict[str, Any] = {"index": event.index, "function": {"arguments": event.arguments}}
+    if event.id is not None:
+        call["id"], call["type"] = event.id, "function"
+    if event.name is not None:
+        call["function"]["name"] = event.name
+    return {"tool_calls": [call]}
 
 
 class _Shape:
@@ -72,14 +155,41 @@ def _completions(chat: bool):
     async def handler(request: Request) -> Response:
         data = await body(request)
         wanted = fields.openai_request(data, chat=chat)
+        if chat:
+            wanted = tooling.openai_chat(data, wanted)
+        wanted = dataclasses.replace(wanted, logprobs=_logprobs_wanted(data, chat))
         stream = fields.Fields(data).boolean("stream") or False
+        options = data.get("stream_options")
+        usage_chunk = isinstance(options, dict) and options.get("include_usage") is True
         reply = await start(request, wanted)
         ident = f"{shape.prefix}{uuid.uuid4().hex}"
         created = int(time.time())
         if stream:
-            events = _events(request, reply, shape, ident, created)
+            chunks = (
+                _chat_events(request, reply, ident, created, usage_chunk)
+                if chat
+                else _events(request, reply, shape, ident, created)
+            )
             return StreamingResponse(
-                events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+                chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            )
+        if chat:
+            parsed = await read_parsed(request, reply)
+            choice = {
+                "index": 0,
+                "message": _message(parsed),
+                "logprobs": _chat_logprobs(reply),
+                "finish_reason": _finish_reason(reply),
+            }
+            return JSONResponse(
+                {
+                    "id": ident,
+                    "object": shape.object,
+                    "created": created,
+                    "model": reply.model,
+                    "choices": [choice],
+                    "usage": _usage(reply),
+                }
             )
         text = await read_all(request, reply)
         return JSONResponse(
@@ -88,7 +198,7 @@ def _completions(chat: bool):
                 "object": shape.object,
                 "created": created,
                 "model": reply.model,
-                "choices": [shape.choice(text, _finish_reason(reply))],
+                "choices": [{**shape.choice(text, _finish_reason(reply)), "logprobs": _completion_logprobs(reply)}],
                 "usage": _usage(reply),
             }
         )
@@ -111,11 +221,54 @@ async def _events(request: Request, reply: Reply, shape: _Shape, ident: str, cre
     yield "data: [DONE]\n\n"
 
 
+async def _chat_events(
+    request: Request, reply: Reply, ident: str, created: int, usage_chunk: bool
+) -> AsyncIterator[str]:
+    """Chat chunks: content, reasoning_content and tool-call deltas (with their index); the
+    usage in a last chunk of its own (``choices: []``) when the client asked for it, as OpenAI does."""
+    head = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": reply.model}
+
+    def chunk(delta: dict[str, Any], finish: str | None) -> str:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return f"data: {dumps({**head, 'choices': [choice]})}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""}, None)
+    try:
+        async for event in events(request, reply):
+            yield chunk(_event_delta(event), None)
+    except Exception as exc:  # after the status was sent: the error goes in the stream
+        yield f"data: {dumps(problems.openai_body(problem_of(request, exc)))}\n\n"
+        return
+    if usage_chunk:
+        yield chunk({}, _finish_reason(reply))
+        yield f"data: {dumps({**head, 'choices': [], 'usage': _usage(reply)})}\n\n"
+    else:
+        last = {
+            **head,
+            "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": _finish_reason(reply)}],
+        }
+        yield f"data: {dumps({**last, 'usage': _usage(reply)})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
 @answers_errors
 async def list_models(request: Request) -> Response:
     installed = await run_in_threadpool(manager(request).installed)
     data = [{"id": m.key, "object": "model", "created": int(m.installed_at), "owned_by": "localllm"} for m in installed]
     return JSONResponse({"object": "list", "data": data})
+
+
+@answers_errors
+async def get_model(request: Request) -> Response:
+    """``GET /v1/models/{id}``: one installed model (404 for one that is not)."""
+    wanted = request.path_params["model"]
+    installed = await run_in_threadpool(manager(request).installed)
+    for m in installed:
+        if m.key == wanted or m.key.partition(":")[0] == wanted:
+            return JSONResponse(
+                {"id": m.key, "object": "model", "created": int(m.installed_at), "owned_by": "localllm"}
+            )
+    raise ModelNotFoundError(f"model {wanted!r} is not installed", hint=f"download it with: localllm pull {wanted}")
 
 
 def _embed_inputs(data: dict[str, Any]) -> list[str]:
@@ -165,5 +318,6 @@ def routes() -> list[Route]:
         Route("/v1/chat/completions", _completions(chat=True), methods=["POST"]),
         Route("/v1/completions", _completions(chat=False), methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
     ]
