@@ -262,6 +262,11 @@ class Reply:
     def finish_reason(self) -> str:
         return self.result.finish_reason if self.result is not None else "cancelled"
 
+    @property
+    def stop_sequence(self) -> str | None:
+        """The stop string that ended the reply, if one did."""
+        return self.result.stop_sequence if self.result is not None else None
+
     def cancel(self) -> None:
         self.close()
 
@@ -272,6 +277,15 @@ class Reply:
         release, self._release = self._release, None
         if release is not None:
             release()
+
+
+def _prompt_tokens(model: Any, request: GenerateRequest) -> list[int]:
+    """The tokens the model reads for ``request``: its messages rendered with the model's chat
+    template, or its raw prompt."""
+    if request.messages is not None:
+        text = model.render_chat(request.messages)
+        return model.tokenize(text, add_special=not model.has_chat_template, parse_special=True)
+    return model.tokenize(request.prompt or "", add_special=True, parse_special=True)
 
 
 @functools.lru_cache(maxsize=64)
@@ -475,13 +489,8 @@ class ModelManager:
     def _submit(self, resident: _Resident, request: GenerateRequest) -> Reply:
         from localllm import runtime
 
-        model = resident.batch.opened.model
         n_ctx = resident.engine.n_ctx_seq
-        if request.messages is not None:
-            text = model.render_chat(request.messages)
-            tokens = model.tokenize(text, add_special=not model.has_chat_template, parse_special=True)
-        else:
-            tokens = model.tokenize(request.prompt or "", add_special=True, parse_special=True)
+        tokens = _prompt_tokens(resident.batch.opened.model, request)
         if len(tokens) >= n_ctx:
             raise ContextOverflowError(
                 f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",
@@ -494,6 +503,15 @@ class ModelManager:
             runtime.BatchRequest(key=None, tokens=tokens, sampling=request.sampling(max_tokens), grammar=grammar)
         )
         return Reply(resident.key, stream, lambda: self._release(resident), n_ctx)
+
+    def count_tokens(self, request: GenerateRequest) -> tuple[str, int]:
+        """(model key, tokens of the prompt ``request`` would give its model), loading it if need be
+        but generating nothing (Anthropic's ``count_tokens``)."""
+        resident = self._acquire(request.model, request.keep_alive_s)
+        try:
+            return resident.key, len(_prompt_tokens(resident.batch.opened.model, request))
+        finally:
+            self._release(resident)
 
     def load(self, name: str | None, keep_alive_s: float | None = None) -> str:
         """Load the model ``name`` resolves to without a request (0: unload it now); its key."""

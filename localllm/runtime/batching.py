@@ -91,6 +91,7 @@ class BatchResult:
     wait_s: float  # from the start of the run (or the request's submission) to its admission
     prompt_s: float  # from admission to its first token
     generation_s: float  # from its first token to its last
+    stop_sequence: str | None = None  # the stop string that ended it (Anthropic's stop_sequence), if one did
 
 
 # What one decode step reports: (slot, a piece of new text) or (slot, the sequence's result, last).
@@ -117,6 +118,7 @@ class _Sequence:
         "shown",
         "stops",
         "stop_len",
+        "stopped_by",
         "greedy",
         "ignore_eos",
     )
@@ -256,6 +258,7 @@ class BatchSession:
         s.shown = 0  # characters of text already reported (stream)
         s.stops = tuple(x for x in request.sampling.stop if x)
         s.stop_len = max(map(len, s.stops), default=0)
+        s.stopped_by = None
         s.generated = 0
         sampling = request.sampling
         # Greedy without a grammar or penalties: the argmax of the logits, no sampler chain.
@@ -400,6 +403,8 @@ class BatchSession:
                         base = max(0, len(s.text) - len(piece) - s.stop_len)
                         cut = find_stop(s.text[base:], s.stops)
                         if cut is not None:
+                            rest = s.text[base + cut :]
+                            s.stopped_by = next(x for x in s.stops if rest.startswith(x))
                             s.text = s.text[: base + cut]
                             finish = "stop"
                 if finish is None and (s.generated >= s.limit or s.pos >= n_ctx_seq):
@@ -446,6 +451,7 @@ class BatchSession:
             wait_s=s.admitted - s.queued_at,
             prompt_s=started - s.admitted,
             generation_s=time.perf_counter() - s.first_at if s.generated else 0.0,
+            stop_sequence=s.stopped_by,
         )
 
     def _release(self, s: _Sequence) -> None:

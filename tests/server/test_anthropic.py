@@ -1,0 +1,182 @@
+"""Anthropic's Messages API, through the official ``anthropic`` client, against the real SmolLM2."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import httpx
+import pytest
+from support.serving import MODEL, QUESTION
+
+from localllm.server import toolbridge
+from localllm.server.app import ServerSettings
+
+
+def client(server, key: str = "unused") -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=0, timeout=120)
+
+
+def test_create_answers_with_a_text_block_and_usage(serve):
+    server = serve()
+    message = client(server).messages.create(model=MODEL, max_tokens=40, messages=QUESTION, temperature=0)
+    assert message.type == "message" and message.role == "assistant"
+    assert message.id.startswith("msg_")
+    assert message.model == MODEL
+    assert [b.type for b in message.content] == ["text"]
+    assert "Paris" in message.content[0].text
+    assert message.stop_reason == "end_turn" and message.stop_sequence is None
+    assert message.usage.input_tokens > 5
+    assert 0 < message.usage.output_tokens <= 40
+
+
+def test_stop_sequences_and_max_tokens_say_why_the_reply_ended(serve):
+    server = serve()
+    api = client(server)
+    whole = api.messages.create(model=MODEL, max_tokens=40, messages=QUESTION, temperature=0).content[0].text
+    assert "Paris" in whole
+    cut = api.messages.create(
+        model=MODEL, max_tokens=40, messages=QUESTION, temperature=0, stop_sequences=["nowhere", "Paris"]
+    )
+    assert cut.stop_reason == "stop_sequence" and cut.stop_sequence == "Paris"
+    assert cut.content[0].text == whole.split("Paris")[0]
+    short = api.messages.create(model=MODEL, max_tokens=3, messages=QUESTION, temperature=0, top_k=40, top_p=0.9)
+    assert short.stop_reason == "max_tokens" and short.usage.output_tokens == 3
+
+
+def test_system_as_a_string_or_blocks_and_several_turns_reach_the_prompt(serve):
+    server = serve()
+    api = client(server)
+    system = "You are a geography teacher."
+    alone = api.messages.count_tokens(model=MODEL, messages=QUESTION).input_tokens
+    as_text = api.messages.count_tokens(model=MODEL, messages=QUESTION, system=system).input_tokens
+    as_blocks = api.messages.count_tokens(
+        model=MODEL,
+        messages=QUESTION,
+        system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+    ).input_tokens
+    assert as_text == as_blocks > alone
+    turns = [
+        {"role": "user", "content": [{"type": "text", "text": "Hello."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Hello! How can I help?"}]},
+        *QUESTION,
+    ]
+    longer = api.messages.count_tokens(model=MODEL, messages=turns, system=system).input_tokens
+    assert longer > as_text + 8
+    reply = api.messages.create(
+        model=MODEL, max_tokens=40, messages=turns, system=system, temperature=0, metadata={"user_id": "u1"}
+    )
+    assert "Paris" in reply.content[0].text
+    assert reply.usage.input_tokens == longer  # count_tokens counts what create reads
+
+
+def test_streamed_text_matches_the_whole_reply(serve):
+    server = serve()
+    api = client(server)
+    whole = api.messages.create(model=MODEL, max_tokens=40, messages=QUESTION, temperature=0)
+    with api.messages.stream(model=MODEL, max_tokens=40, messages=QUESTION, temperature=0) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert len(pieces) > 3  # piece by piece, not in one go
+    assert "".join(pieces) == whole.content[0].text == final.content[0].text
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == whole.usage.output_tokens
+    assert final.usage.input_tokens == whole.usage.input_tokens
+
+
+def test_the_stream_sends_anthropics_event_sequence(serve):
+    server = serve()
+    request = {"model": MODEL, "max_tokens": 40, "messages": QUESTION, "temperature": 0, "stream": True}
+    headers = {"x-api-key": "unused", "anthropic-version": "2023-06-01"}
+    with httpx.stream("POST", f"{server.url}/v1/messages", json=request, headers=headers, timeout=120) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    names = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    data = [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+    assert [d["type"] for d in data] == names
+    deltas = names.count("content_block_delta")
+    assert deltas > 3
+    expected = ["message_start", "content_block_start", "ping", *["content_block_delta"] * deltas]
+    assert names == [*expected, "content_block_stop", "message_delta", "message_stop"]
+    assert data[0]["message"]["usage"]["input_tokens"] > 5
+    assert data[1]["content_block"] == {"type": "text", "text": ""}
+    assert all(d["delta"]["type"] == "text_delta" and d["index"] == 0 for d in data[3:-3])
+    assert data[-2]["delta"]["stop_reason"] == "end_turn"
+    assert data[-2]["usage"]["output_tokens"] > 0
+
+
+def test_streamed_stop_sequence(serve):
+    server = serve()
+    with client(server).messages.stream(
+        model=MODEL, max_tokens=40, messages=QUESTION, temperature=0, stop_sequences=["Paris"]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert "Paris" not in text
+    assert final.stop_reason == "stop_sequence" and final.stop_sequence == "Paris"
+
+
+def test_count_tokens_matches_the_prompt_create_reads(serve):
+    server = serve()
+    api = client(server)
+    counted = api.messages.count_tokens(model=MODEL, messages=QUESTION)
+    made = api.messages.create(model=MODEL, max_tokens=2, messages=QUESTION)
+    assert counted.input_tokens == made.usage.input_tokens > 5
+
+
+def test_bad_requests_get_anthropics_error_types(serve):
+    server = serve()
+    api = client(server)
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        api.messages.create(model=MODEL, max_tokens=0, messages=QUESTION)
+    assert bad.value.body["type"] == "error"
+    assert bad.value.body["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in bad.value.body["error"]["message"]
+    missing = httpx.post(f"{server.url}/v1/messages", json={"model": MODEL, "messages": QUESTION}, timeout=30)
+    assert missing.status_code == 400
+    assert missing.json()["error"] == {"type": "invalid_request_error", "message": missing.json()["error"]["message"]}
+    assert "max_tokens" in missing.json()["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError, match="image"):
+        api.messages.create(
+            model=MODEL,
+            max_tokens=4,
+            messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "x"}}]}],
+        )
+    with pytest.raises(anthropic.NotFoundError) as unknown:
+        api.messages.create(model="no-such-model", max_tokens=4, messages=QUESTION)
+    assert unknown.value.body["error"]["type"] == "not_found_error"
+    broken = httpx.post(f"{server.url}/v1/messages", content=b"{not json", timeout=30)
+    assert broken.status_code == 400 and broken.json()["type"] == "error"
+
+
+def test_the_api_key_is_taken_from_x_api_key(serve):
+    server = serve(settings=ServerSettings(api_key="s3cret"))
+    reply = client(server, "s3cret").messages.create(model=MODEL, max_tokens=2, messages=QUESTION)
+    assert reply.usage.output_tokens > 0
+    with pytest.raises(anthropic.AuthenticationError) as refused:
+        client(server, "wrong").messages.count_tokens(model=MODEL, messages=QUESTION)
+    assert refused.value.body["error"]["type"] == "authentication_error"
+
+
+def test_thinking_off_works_and_tools_say_what_they_need_without_tool_support(serve, monkeypatch):
+    server = serve()
+    api = client(server)
+    off = api.messages.create(
+        model=MODEL, max_tokens=40, messages=QUESTION, temperature=0, thinking={"type": "disabled"}
+    )
+    assert "Paris" in off.content[0].text
+    monkeypatch.setattr(toolbridge, "_APP_FIELDS", toolbridge._APP_FIELDS - {"tools", "reasoning", "reasoning_budget"})
+    tool = {"name": "get_weather", "description": "Weather in a city", "input_schema": {"type": "object"}}
+    with pytest.raises(anthropic.BadRequestError, match="tools need"):
+        api.messages.create(model=MODEL, max_tokens=40, messages=QUESTION, tools=[tool])
+    with pytest.raises(anthropic.BadRequestError, match="thinking needs"):
+        api.messages.create(
+            model=MODEL, max_tokens=2048, messages=QUESTION, thinking={"type": "enabled", "budget_tokens": 1024}
+        )
+    none = api.messages.create(model=MODEL, max_tokens=4, messages=QUESTION, tools=[tool], tool_choice={"type": "none"})
+    assert none.stop_reason == "max_tokens"  # tool_choice none: the tools are not needed
+    with pytest.raises(anthropic.BadRequestError, match="budget_tokens"):
+        api.messages.create(
+            model=MODEL, max_tokens=100, messages=QUESTION, thinking={"type": "enabled", "budget_tokens": 200}
+        )
