@@ -178,22 +178,38 @@ def _tool_choice(data: dict[str, Any], tools: tuple[Tool, ...]) -> tuple[ToolCho
     return ToolChoice("function", name), parallel
 
 
-def _thinking(data: dict[str, Any], max_tokens: int | None) -> tuple[bool, int | None]:
-    """(think, budget_tokens) from ``thinking``; no ``thinking``: off, as Anthropic's models do."""
+def _thinking(data: dict[str, Any], max_tokens: int | None) -> tuple[bool | None, int | None]:
+    """(think, budget_tokens) from ``thinking``: no ``thinking`` is off, as on Anthropic's older
+    models; "adaptive" (and "between_tools") leave it to the model's template (None)."""
     value = data.get("thinking")
     if value is None:
         return False, None
     kind = value.get("type") if isinstance(value, dict) else None
     if kind == "disabled":
         return False, None
+    if kind in ("adaptive", "between_tools"):
+        return None, None
     if kind != "enabled":
-        raise _bad("thinking", 'must be {"type": "enabled", "budget_tokens": N} or {"type": "disabled"}')
+        raise _bad("thinking", 'must be {"type": "enabled", "budget_tokens": N}, "adaptive" or "disabled"')
     budget = Fields(value, "thinking.").integer("budget_tokens", 1, MAX_TOKENS)
     if budget is None:
         raise _bad("thinking.budget_tokens", "is required when thinking is enabled")
     if max_tokens is not None and budget >= max_tokens:
         raise _bad("thinking.budget_tokens", f"must be less than max_tokens ({max_tokens})")
     return True, budget
+
+
+def _schema(data: dict[str, Any]) -> object | None:
+    """``output_config.format``: a JSON schema the reply must match (structured outputs)."""
+    config = data.get("output_config")
+    if config is None:
+        return None
+    fmt = config.get("format") if isinstance(config, dict) else "?"
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise _bad("output_config.format", 'must be {"type": "json_schema", "schema": {...}}')
+    return fmt["schema"]
 
 
 def to_request(data: dict[str, Any], *, counting: bool = False) -> GenerateRequest:
@@ -220,6 +236,7 @@ def to_request(data: dict[str, Any], *, counting: bool = False) -> GenerateReque
         top_p=f.number("top_p", 0.0, 1.0),
         top_k=f.integer("top_k", 0, 1 << 20),
         stop=tuple(s for s in stop or () if s),
+        schema=_schema(data),
         tools=tools,
         tool_choice=choice,
         parallel_tool_calls=parallel,
