@@ -9,7 +9,7 @@ import httpx
 import pytest
 from support.serving import MODEL, QUESTION
 
-from localllm.server import toolbridge
+from localllm.server import problems, toolbridge
 from localllm.server.app import ServerSettings
 
 GREEDY = {"temperature": 0}  # the client no longer has the sampling fields; the API still takes them
@@ -188,3 +188,115 @@ def test_thinking_off_works_and_tools_say_what_they_need_without_tool_support(se
         api.messages.create(
             model=MODEL, max_tokens=100, messages=QUESTION, thinking={"type": "enabled", "budget_tokens": 200}
         )
+
+
+# -- conversion, without a model: tool and thinking blocks in, tool-call events out -------------
+
+
+def test_tool_use_tool_result_and_thinking_blocks_become_internal_messages():
+    from localllm.server.anthropic_api import to_messages
+
+    data = {
+        "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "I should call the tool.", "signature": "x"},
+                    {"type": "text", "text": "Let me look."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "18 C"}]},
+                    {"type": "text", "text": "Thanks."},
+                ],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "is_error": True}]},
+        ],
+    }
+    assert to_messages(data) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "reasoning_content": "I should call the tool.",
+            "tool_calls": [
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "18 C"},
+        {"role": "user", "content": "Thanks."},
+        {"role": "tool", "tool_call_id": "toolu_2", "content": "Error: "},
+    ]
+
+
+def test_tool_events_stream_as_thinking_text_and_tool_use_blocks():
+    from types import SimpleNamespace
+
+    from localllm.server.anthropic_api import _Stream, to_message
+
+    reply = SimpleNamespace(finish_reason="stop", stop_sequence=None, prompt_tokens=9, completion_tokens=7, model=MODEL)
+    s = _Stream()
+    lines = []
+    for event in (
+        toolbridge.ReasoningDelta("Think."),
+        toolbridge.ContentDelta("Calling."),
+        toolbridge.ToolCallDelta(0, "call_a", "get_weather", '{"city": '),
+        toolbridge.ToolCallDelta(0, None, None, '"Paris"}'),
+        toolbridge.ToolCallDelta(1, "call_b", "get_time", "{}"),
+    ):
+        lines += s.feed(event)
+    lines += s.end(reply)
+    events = [json.loads(line.split("data: ", 1)[1]) for line in lines]
+    assert [(e["type"], e.get("index")) for e in events] == [
+        ("content_block_start", 0),
+        ("ping", None),
+        ("content_block_delta", 0),
+        ("content_block_stop", 0),
+        ("content_block_start", 1),
+        ("content_block_delta", 1),
+        ("content_block_stop", 1),
+        ("content_block_start", 2),
+        ("content_block_delta", 2),
+        ("content_block_delta", 2),
+        ("content_block_stop", 2),
+        ("content_block_start", 3),
+        ("content_block_delta", 3),
+        ("content_block_stop", 3),
+        ("message_delta", None),
+        ("message_stop", None),
+    ]
+    assert events[0]["content_block"]["type"] == "thinking" and events[2]["delta"]["type"] == "thinking_delta"
+    assert events[7]["content_block"] == {"type": "tool_use", "id": "call_a", "name": "get_weather", "input": {}}
+    assert "".join(e["delta"]["partial_json"] for e in events[8:10]) == '{"city": "Paris"}'
+    assert events[-2]["delta"]["stop_reason"] == "tool_use"
+    call = toolbridge.ToolCall("call_a", "get_weather", '{"city": "Paris"}')
+    message = to_message("msg_1", reply, toolbridge.ParsedReply("", "Think.", (call,), ()))
+    assert [b["type"] for b in message["content"]] == ["thinking", "tool_use"]
+    assert message["content"][1]["input"] == {"city": "Paris"} and message["stop_reason"] == "tool_use"
+
+
+def test_tools_and_tool_choice_convert_or_are_refused():
+    from localllm.server.anthropic_api import _tool_choice, _tools
+
+    data = {
+        "tools": [{"name": "get_weather", "description": "Weather", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
+    }
+    tools = _tools(data)
+    assert tools == (toolbridge.Tool("get_weather", "Weather", {"type": "object"}),)
+    assert _tool_choice(data, tools) == (toolbridge.ToolChoice("function", "get_weather"), False)
+    assert _tool_choice({"tool_choice": {"type": "any"}}, tools) == (toolbridge.ToolChoice("required"), True)
+    with pytest.raises(problems.RequestError, match="tool_choice.name"):
+        _tool_choice({"tool_choice": {"type": "tool", "name": "other"}}, tools)
+    with pytest.raises(problems.RequestError, match="server tool"):
+        _tools({"tools": [{"type": "web_search_20250305", "name": "web_search"}]})

@@ -210,3 +210,103 @@ def test_the_store_keeps_the_last_n_responses():
     assert store.get("b") is not None  # now the most recently used
     store.put(Stored({"id": "d"}, []))
     assert store.get("c") is None and store.get("b") is not None and store.get("d") is not None
+
+
+# -- conversion, without a model: function-call items in, function-call events out --------------
+
+
+def test_function_call_items_become_internal_messages():
+    from localllm.server.responses_api import to_messages
+
+    items = [
+        {"role": "developer", "content": "Be brief."},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather in Paris?"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+        {"type": "function_call", "call_id": "call_2", "name": "get_time", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "18 C"},
+        {"type": "function_call_output", "call_id": "call_2", "output": [{"type": "input_text", "text": "noon"}]},
+    ]
+    assert to_messages(items) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                },
+                {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 C"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
+    ]
+
+
+def test_tool_call_events_stream_as_function_call_items():
+    from localllm.server import toolbridge
+    from localllm.server.responses_api import _Stream, assistant_message
+
+    s = _Stream()
+    lines = []
+    for event in (
+        toolbridge.ContentDelta("Calling."),
+        toolbridge.ToolCallDelta(0, "call_a", "get_weather", '{"city": '),
+        toolbridge.ToolCallDelta(0, None, None, '"Paris"}'),
+    ):
+        lines += s.feed(event)
+    lines += s.end()
+    events = [json.loads(line.split("data: ", 1)[1]) for line in lines]
+    assert [e["type"] for e in events] == [
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+    ]
+    assert [e["output_index"] for e in events] == [0] * 6 + [1] * 5
+    assert events[-2]["arguments"] == '{"city": "Paris"}'
+    assert events[-1]["item"]["call_id"] == "call_a" and events[-1]["item"]["status"] == "completed"
+    assert [item["type"] for item in s.output] == ["message", "function_call"]
+    message = assistant_message(s.parsed())
+    assert message["content"] == "Calling."
+    assert message["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+
+
+def test_function_tools_and_tool_choice_convert_or_are_refused():
+    from localllm.server import problems, toolbridge
+    from localllm.server.responses_api import _tool_choice, _tools
+
+    data = {"tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}, "strict": True}]}
+    tools = _tools(data)
+    assert tools == (toolbridge.Tool("get_weather", "", {"type": "object"}, True),)
+    assert _tool_choice({"tool_choice": "required"}, tools) == toolbridge.ToolChoice("required")
+    assert _tool_choice({"tool_choice": {"type": "function", "name": "get_weather"}}, tools).name == "get_weather"
+    with pytest.raises(problems.RequestError, match="tool_choice"):
+        _tool_choice({"tool_choice": {"type": "function", "name": "nope"}}, tools)
+
+
+def test_function_tools_say_what_they_need_without_tool_support(serve, monkeypatch):
+    from localllm.server import toolbridge
+
+    server = serve()
+    api = client(server)
+    off = api.responses.create(model=MODEL, input=ASK, max_output_tokens=2, reasoning={"effort": "none"})
+    assert off.usage.output_tokens == 2  # thinking off needs nothing
+    monkeypatch.setattr(toolbridge, "_APP_FIELDS", toolbridge._APP_FIELDS - {"tools", "reasoning", "reasoning_budget"})
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    with pytest.raises(openai.BadRequestError, match="tools need") as refused:
+        api.responses.create(model=MODEL, input=ASK, tools=[tool])
+    assert refused.value.body["param"] == "tools"
+    with pytest.raises(openai.BadRequestError, match="thinking needs"):
+        api.responses.create(model=MODEL, input=ASK, reasoning={"effort": "high"})
