@@ -396,8 +396,7 @@ async def messages(request: Request) -> Response:
 async def count_tokens(request: Request) -> Response:
     wanted = to_request(await body(request), counting=True)
     key, n_tokens = await run_in_threadpool(manager(request).count_tokens, wanted)
-    log = log_of(request.scope)
-    log.model, log.prompt_tokens = key, n_tokens
+    log_of(request.scope).model = key  # no prompt_tokens: nothing was evaluated, so none for the metrics
     return JSONResponse({"input_tokens": n_tokens})
 
 
