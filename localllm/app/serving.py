@@ -281,7 +281,8 @@ class Reply:
 
 def _prompt_tokens(model: Any, request: GenerateRequest) -> list[int]:
     """The tokens the model reads for ``request``: its messages rendered with the model's chat
-    template, or its raw prompt."""
+    template, or its raw prompt. (What ``_submit`` does; kept apart from it until the tool-call
+    work's rendering merges, then both should share this.)"""
     if request.messages is not None:
         text = model.render_chat(request.messages)
         return model.tokenize(text, add_special=not model.has_chat_template, parse_special=True)
@@ -489,8 +490,13 @@ class ModelManager:
     def _submit(self, resident: _Resident, request: GenerateRequest) -> Reply:
         from localllm import runtime
 
+        model = resident.batch.opened.model
         n_ctx = resident.engine.n_ctx_seq
-        tokens = _prompt_tokens(resident.batch.opened.model, request)
+        if request.messages is not None:
+            text = model.render_chat(request.messages)
+            tokens = model.tokenize(text, add_special=not model.has_chat_template, parse_special=True)
+        else:
+            tokens = model.tokenize(request.prompt or "", add_special=True, parse_special=True)
         if len(tokens) >= n_ctx:
             raise ContextOverflowError(
                 f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",

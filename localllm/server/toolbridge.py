@@ -29,6 +29,8 @@ from .problems import RequestError
 # this block with:
 #   from localllm.chat.toolcalls import (
 #       ContentDelta, Event, ParsedReply, ReasoningDelta, Tool, ToolCall, ToolCallDelta, ToolChoice)
+# and, below, ``stream_events`` / ``collect`` may become that branch's ``common.events`` /
+# ``common.read_parsed`` (the same loops, plus its warnings); ``_APP_FIELDS`` then holds ``tools``.
 
 
 @dataclass(frozen=True)
