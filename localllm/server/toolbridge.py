@@ -83,6 +83,23 @@ class ToolCallDelta:
 Event = ContentDelta | ReasoningDelta | ToolCallDelta
 # ---- end of STAND-IN -------------------------------------------------------------------------
 
+__all__ = [  # the types are re-exported: the APIs import them from here
+    "ContentDelta",
+    "Event",
+    "ParsedReply",
+    "ReasoningDelta",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
+    "arguments_of",
+    "collect",
+    "generate_request",
+    "parsed",
+    "stream_events",
+]
+
+_AUTO = ToolChoice()
 _APP_FIELDS = frozenset(f.name for f in dataclasses.fields(GenerateRequest))
 NO_TOOLS = "tools need localllm's tool-call support (localllm.chat.toolcalls), which this build lacks"
 NO_THINKING = "thinking needs localllm's reasoning support (localllm.chat.toolcalls), which this build lacks"
@@ -91,7 +108,7 @@ NO_THINKING = "thinking needs localllm's reasoning support (localllm.chat.toolca
 def generate_request(
     *,
     tools: tuple[Tool, ...] = (),
-    tool_choice: ToolChoice = ToolChoice(),
+    tool_choice: ToolChoice = _AUTO,
     parallel_tool_calls: bool = True,
     reasoning: bool | None = None,
     reasoning_budget: int | None = None,
