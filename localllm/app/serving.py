@@ -320,6 +320,11 @@ class Reply:
             return "tool_calls"
         return self.result.finish_reason if self.result is not None else "cancelled"
 
+    @property
+    def stop_sequence(self) -> str | None:
+        """The stop string that ended the reply, if one did."""
+        return self.result.stop_sequence if self.result is not None else None
+
     def cancel(self) -> None:
         self.close()
 
@@ -330,6 +335,26 @@ class Reply:
         release, self._release = self._release, None
         if release is not None:
             release()
+
+
+def _render(model: Any, request: GenerateRequest) -> tuple[Any, str, list[int]]:
+    """(the chat template's tool-call format or None, the prompt text, its tokens) for ``request``:
+    its messages rendered with the model's chat template (with its tools, as the format offers them),
+    or its raw prompt. What ``_submit`` evaluates and ``count_tokens`` counts."""
+    if request.messages is None:
+        text = request.prompt or ""
+        return None, text, model.tokenize(text, add_special=True, parse_special=True)
+    fmt = detect(model.chat_template_source)
+    prepared = prepare(
+        fmt,
+        request.messages,
+        request.tools,
+        request.tool_choice,
+        reasoning=request.reasoning,
+        template_kwargs=request.template_kwargs,
+    )
+    text = model.render_chat(prepared.messages, **prepared.template_vars)
+    return fmt, text, model.prompt_tokens(text)
 
 
 @functools.lru_cache(maxsize=64)
@@ -540,27 +565,15 @@ class ModelManager:
         triggers: tuple[str, ...] = ()
         check_after = False  # a tool-call grammar checks the sampled token (llama.cpp's way, faster)
         special = False
-        if request.messages is not None:
-            fmt = detect(model.chat_template_source)
+        fmt, text, tokens = _render(model, request)
+        if fmt is not None:
             choice = request.tool_choice
-            prepared = prepare(
-                fmt,
-                request.messages,
-                request.tools,
-                choice,
-                reasoning=request.reasoning,
-                template_kwargs=request.template_kwargs,
-            )
-            text = model.render_chat(prepared.messages, **prepared.template_vars)
-            tokens = model.prompt_tokens(text)
             in_reasoning = fmt.think is not None and text.rstrip().endswith(fmt.think[0])
             parser = fmt.parser(request.tools, choice, in_reasoning=in_reasoning)
             wanted = constraint(fmt, request.tools, choice, parallel=request.parallel_tool_calls)
             if wanted is not None:
                 grammar, triggers, check_after = wanted.grammar, wanted.lazy_triggers, True
             special = fmt.special_tokens and (bool(request.tools) or fmt.think is not None)
-        else:
-            tokens = model.tokenize(request.prompt or "", add_special=True, parse_special=True)
         if len(tokens) >= n_ctx:
             raise ContextOverflowError(
                 f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",
@@ -584,6 +597,15 @@ class ModelManager:
             )
         )
         return Reply(resident.key, stream, lambda: self._release(resident), n_ctx, parser)
+
+    def count_tokens(self, request: GenerateRequest) -> tuple[str, int]:
+        """(model key, tokens of the prompt ``request`` would give its model), loading it if need be
+        but generating nothing (Anthropic's ``count_tokens``)."""
+        resident = self._acquire(request.model, request.keep_alive_s)
+        try:
+            return resident.key, len(_render(resident.batch.opened.model, request)[2])
+        finally:
+            self._release(resident)
 
     def load(self, name: str | None, keep_alive_s: float | None = None) -> str:
         """Load the model ``name`` resolves to without a request (0: unload it now); its key."""

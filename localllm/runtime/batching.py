@@ -113,6 +113,7 @@ class BatchResult:
     generation_s: float  # from its first token to its last
     # (token bytes, log-probability, ((bytes, log-probability) of the likeliest, ...)) per token
     logprobs: tuple[tuple[bytes, float, tuple[tuple[bytes, float], ...]], ...] | None = None
+    stop_sequence: str | None = None  # the stop string that ended it (Anthropic's stop_sequence), if one did
 
 
 # What one decode step reports: (slot, a piece of new text) or (slot, the sequence's result, last).
@@ -139,6 +140,7 @@ class _Sequence:
         "shown",
         "stops",
         "stop_len",
+        "stopped_by",
         "greedy",
         "ignore_eos",
         "logprobs",
@@ -165,6 +167,7 @@ class _Sequence:
     greedy: bool
     ignore_eos: bool
     logprobs: list[tuple[bytes, float, tuple[tuple[bytes, float], ...]]] | None
+    stopped_by: str | None
 
 
 class BatchSession:
@@ -301,6 +304,7 @@ class BatchSession:
         s.shown = 0  # characters of text already reported (stream)
         s.stops = tuple(x for x in request.sampling.stop if x)
         s.stop_len = max(map(len, s.stops), default=0)
+        s.stopped_by = None
         s.generated = 0
         sampling = request.sampling
         # Greedy without a grammar or penalties: the argmax of the logits, no sampler chain.
@@ -452,6 +456,8 @@ class BatchSession:
                         base = max(0, len(s.text) - len(piece) - s.stop_len)
                         cut = find_stop(s.text[base:], s.stops)
                         if cut is not None:
+                            rest = s.text[base + cut :]
+                            s.stopped_by = next(x for x in s.stops if rest.startswith(x))
                             s.text = s.text[: base + cut]
                             finish = "stop"
                 if finish is None and (s.generated >= s.limit or s.pos >= n_ctx_seq):
@@ -509,6 +515,7 @@ class BatchSession:
             prompt_s=started - s.admitted,
             generation_s=time.perf_counter() - s.first_at if s.generated else 0.0,
             logprobs=tuple(s.logprobs) if s.logprobs is not None else None,
+            stop_sequence=s.stopped_by,
         )
 
     def _release(self, s: _Sequence) -> None:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from localllm.app.serving import ModelManager
 
-from . import ollama_api, openai_api, ops, problems, rerank
+from . import anthropic_api, ollama_api, openai_api, ops, problems, rerank, responses_api
 from .middleware import AccessLog, ApiKey
 
 MAX_BODY = 8 << 20  # bytes: a long conversation is a few hundred KiB
@@ -41,7 +41,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(manager: ModelManager, settings: ServerSettings | None = None) -> Starlette:
     settings = settings or ServerSettings()
-    routes = [*ollama_api.routes(), *openai_api.routes(), *rerank.routes(), *ops.routes()]
+    routes = [
+        *ollama_api.routes(),
+        *openai_api.routes(),
+        *anthropic_api.routes(),
+        *responses_api.routes(),
+        *rerank.routes(),
+        *ops.routes(),
+    ]
     metrics = ops.Metrics(manager, (r.path for r in routes))
     middleware = [Middleware(AccessLog, stream=settings.log, observe=metrics.observe)]
     if settings.cors:
@@ -63,4 +70,5 @@ def create_app(manager: ModelManager, settings: ServerSettings | None = None) ->
     app.state.manager = manager
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.responses = responses_api.ResponseStore()
     return app

@@ -1,7 +1,8 @@
 """Every error a request can meet, mapped to an HTTP status and each API's error body.
 
 OpenAI routes answer ``{"error": {"message", "type", "param", "code"}}`` (what the ``openai``
-client turns into its exceptions); Ollama routes answer ``{"error": "..."}``. Nothing answers
+client turns into its exceptions); Anthropic's ``/v1/messages`` routes answer ``{"type": "error",
+"error": {"type", "message"}}``; Ollama routes answer ``{"error": "..."}``. Nothing answers
 with a traceback.
 """
 
@@ -102,11 +103,38 @@ def ollama_body(problem: RequestError) -> dict:
     return {"error": problem.message}
 
 
+# Anthropic's error types by status (https://docs.anthropic.com/en/api/errors).
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_body(problem: RequestError) -> dict:
+    """``{"type": "error", "error": {"type", "message"}}``, what the ``anthropic`` client reads."""
+    kind = _ANTHROPIC_TYPES.get(problem.status, "invalid_request_error" if problem.status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": problem.message}}
+
+
 def is_ollama(path: str) -> bool:
     return path.startswith("/api/")
 
 
+def is_anthropic(path: str) -> bool:
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
 def response(problem: RequestError, path: str) -> JSONResponse:
     """The error response for a route under ``path``, in that API's shape."""
-    body = ollama_body(problem) if is_ollama(path) else openai_body(problem)
+    if is_ollama(path):
+        body = ollama_body(problem)
+    elif is_anthropic(path):
+        body = anthropic_body(problem)
+    else:
+        body = openai_body(problem)
     return JSONResponse(body, status_code=problem.status, headers=problem.headers)
