@@ -20,7 +20,7 @@ from localllm.fit.plan import LoadChoice, load_settings, plan_parallel
 from localllm.gguf import cache as headercache
 from localllm.models import store
 from localllm.models.resolve import ResolvedModel, resolve
-from localllm.runtime.options import DEFAULT_CTX, LoadOptions, SamplingOptions
+from localllm.runtime.options import LoadOptions, SamplingOptions, default_ctx
 
 from . import machine
 
@@ -149,7 +149,7 @@ def open_for_batch(
     ``resolved``: the model already resolved (the server resolves each request's name once)."""
     resolved = resolved or find(reference, notice)
     header = headercache.read_header(resolved.path)
-    n_ctx_seq = n_ctx_seq or min(DEFAULT_CTX, header.context_length or DEFAULT_CTX)
+    n_ctx_seq = default_ctx(n_ctx_seq, header.context_length)
     hw = hardware or machine.detect()
     choice = load_settings(header, hw, n_ctx_seq, n_gpu_layers, label=resolved.label)
     if n_parallel:
