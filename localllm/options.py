@@ -37,6 +37,8 @@ def _show(value: object, typed: bool = False) -> str:
     """A value for an error message: text as typed (quoted when it came in JSON or is not printable)."""
     if isinstance(value, str):
         text = value if typed and value.isprintable() else repr(value)
+    elif isinstance(value, int) and value.bit_length() > 256:
+        text = "a number of more than 70 digits"  # str() of a huge int is slow, and refused past 4300 digits
     else:
         text = str(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -102,8 +104,10 @@ class Option:
     def error(self, value: object, spelled: str | None = None, *, typed: bool = False) -> OptionError:
         """The error for ``value`` (``typed``: the text as the user typed it, shown without quotes)."""
         spelled = spelled or self.flag
-        shown = _show(value, typed)
-        return OptionError(f"{spelled} must be {self.describe()}, not {shown}", self.name, spelled)
+        what = self.describe()
+        if isinstance(value, float) and not math.isfinite(value):
+            what = what.replace("a number", "a finite number")
+        return OptionError(f"{spelled} must be {what}, not {_show(value, typed)}", self.name, spelled)
 
 
 def _options(*options: Option) -> dict[str, Option]:

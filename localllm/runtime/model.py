@@ -202,7 +202,7 @@ class Model:
                 sampler.close()
                 raise
         if sampling.repeat_penalty and sampling.repeat_penalty != 1.0:
-            sampler.add_penalties(64, sampling.repeat_penalty)
+            sampler.add_penalties(self.llama, 64, sampling.repeat_penalty)
         if sampling.temperature <= 0:
             sampler.add_greedy()
             return sampler
