@@ -86,7 +86,7 @@ def version_text() -> str:
 
 
 def add_option(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    parser: argparse.ArgumentParser,
     name: str,
     *,
     default: object = None,

@@ -4,7 +4,6 @@ range, or a 400 that names the field (413 for a body over the limit)."""
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from starlette.requests import Request
@@ -71,16 +70,6 @@ class Fields:
         if not isinstance(value, bool):
             raise self._bad(name, "true or false")
         return value
-
-    def number(self, name: str, low: float, high: float) -> float | None:
-        value = self.body.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self._bad(name, "a number")
-        if not low <= value <= high:
-            raise self._bad(name, f"from {low:g} to {high:g}")
-        return float(value)
 
     def integer(self, name: str, low: int, high: int) -> int | None:
         value = self.body.get(name)
@@ -232,7 +221,7 @@ def ollama_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
     if not isinstance(options, dict):
         raise RequestError("'options' must be an object")
     o = Fields(options, "options.")
-    o.option(LOADING["ctx"], "num_ctx")
+    o.option(LOADING["ctx"], LOADING["ctx"].ollama)  # read and checked; the context is the server's
     common = dict(
         model=f.string("model"),
         schema=ollama_schema(body),
