@@ -54,6 +54,17 @@ def test_text_is_parsed_to_the_options_type_or_refused_as_typed():
         options.SAMPLING["top_p"].parse("\x1b[2J", "top_p")  # shown escaped, never drives the terminal
 
 
+def test_saved_settings_the_schema_refuses_fall_back_to_the_defaults():
+    """A conversation saved by a version whose /set took top_p 50 (or edited by hand) still opens:
+    what the schema refuses is left at its default."""
+    from localllm import app
+
+    sampling = app.sampling(top_p=50, temperature="hot", top_k=5, max_tokens=-3, seed=None, colour="red")
+    assert (sampling.top_p, sampling.temperature, sampling.top_k) == (0.95, 0.8, 5)
+    assert sampling.max_tokens is None and sampling.seed is None
+    assert app.sampling(max_tokens=7, ignore_eos=True) == SamplingOptions(max_tokens=7, ignore_eos=True)
+
+
 def test_the_planners_smallest_context_is_not_the_smallest_a_user_may_ask_for():
     from localllm.fit import plan
 
