@@ -205,9 +205,7 @@ SAMPLING: dict[str, Option] = _options(
 )
 # How a model is loaded: set per command (and for the server when it starts), not per request.
 LOADING: dict[str, Option] = _options(
-    Option(
-        "ctx", int, None, MIN_CTX_ASKED, MAX_CTX, "context size in tokens", flag="--ctx", short="-c", ollama="num_ctx"
-    ),
+    Option("ctx", int, None, MIN_CTX_ASKED, MAX_CTX, "context size in tokens", flag="--ctx", short="-c"),
     Option("threads", int, None, 1, MAX_THREADS, "CPU threads", flag="--threads"),
     Option(
         "gpu_layers",

@@ -125,10 +125,11 @@ class Fields:
         values: dict[str, Any] = {}
         for name, option in SAMPLING.items():
             field = option.ollama
-            if name == "max_tokens" and isinstance(self.body.get(field), int) and -2 <= self.body[field] <= 0:
+            value = self.body.get(field) if field else None
+            if field is None or (name == "max_tokens" and isinstance(value, int) and -2 <= value <= 0):
                 values[name] = None
             else:
-                values[name] = self.option(option, field) if field else None
+                values[name] = self.option(option, field)
         return values
 
 
@@ -221,7 +222,7 @@ def ollama_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
     if not isinstance(options, dict):
         raise RequestError("'options' must be an object")
     o = Fields(options, "options.")
-    o.option(LOADING["ctx"], LOADING["ctx"].ollama)  # read and checked; the context is the server's
+    o.option(LOADING["ctx"], "num_ctx")  # read and checked as --ctx; the context is the server's
     common = dict(
         model=f.string("model"),
         schema=ollama_schema(body),
