@@ -117,10 +117,6 @@ def hf_endpoint() -> str:
     return (get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
 
 
-def hf_endpoint_is_mirror() -> bool:
-    return hf_endpoint() != DEFAULT_HF_ENDPOINT
-
-
 def hf_token() -> str | None:
     """``HF_TOKEN``; None leaves huggingface_hub to find the token `hf auth login` stored."""
     return get("HF_TOKEN")

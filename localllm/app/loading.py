@@ -20,7 +20,8 @@ from localllm.fit.plan import LoadChoice, load_settings, plan_parallel
 from localllm.gguf import cache as headercache
 from localllm.models import store
 from localllm.models.resolve import ResolvedModel, resolve
-from localllm.runtime.options import DEFAULT_CTX, LoadOptions, SamplingOptions
+from localllm.options import SAMPLING, OptionError
+from localllm.runtime.options import LoadOptions, SamplingOptions, default_ctx
 
 from . import machine
 
@@ -149,7 +150,7 @@ def open_for_batch(
     ``resolved``: the model already resolved (the server resolves each request's name once)."""
     resolved = resolved or find(reference, notice)
     header = headercache.read_header(resolved.path)
-    n_ctx_seq = n_ctx_seq or min(DEFAULT_CTX, header.context_length or DEFAULT_CTX)
+    n_ctx_seq = default_ctx(n_ctx_seq, header.context_length)
     hw = hardware or machine.detect()
     choice = load_settings(header, hw, n_ctx_seq, n_gpu_layers, label=resolved.label)
     if n_parallel:
@@ -184,8 +185,20 @@ def open_for_bench(
 
 def sampling(**settings: Any) -> SamplingOptions:
     """Sampling options (``runtime.SamplingOptions``) from the settings given; unknown keys are
-    ignored, so a conversation's saved settings from another version still load."""
-    known = {k: v for k, v in settings.items() if k in SamplingOptions.__dataclass_fields__}
+    ignored, and a value the option schema refuses (saved by a version with other limits, or
+    edited by hand) is left at its default, so a conversation's saved settings always load."""
+    known: dict[str, Any] = {}
+    for name, value in settings.items():
+        option = SAMPLING.get(name)
+        if option is not None:
+            try:
+                value = option.check(value)
+            except OptionError:
+                continue  # the default
+            if value is not None:
+                known[name] = value
+        elif name in SamplingOptions.__dataclass_fields__:
+            known[name] = value
     return SamplingOptions(**known)
 
 

@@ -2,7 +2,9 @@
 
 Input: one JSON object per line, ``{"id": ..., "prompt": "..."}`` (sent as one user message, in the
 model's chat template, as ``localllm run`` does) or ``{"id": ..., "messages": [{"role", "content"}...]}``,
-with optional ``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop`` (a string or a list),
+with optional sampling options (``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``min_p``,
+``repeat_penalty``, ``seed``: :data:`localllm.options.SAMPLING`, the limits every surface has),
+``stop`` (a string or a list),
 ``json_schema`` (a JSON schema the reply must match) or ``response_format`` (OpenAI's
 ``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema": {"schema": {...}}}``).
 Other keys are ignored, so records can carry their own labels.
@@ -26,7 +28,6 @@ kernels round differently (see docs/benchmarks.md).
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 import threading
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localllm.errors import LocalLLMError, OutputError, UsageError
+from localllm.options import SAMPLING, OptionError
 
 # --------------------------------------------------------------------------------------------
 # Defaults and the memory budget
@@ -54,13 +56,10 @@ class LineRequest:
     line: int  # 1-based line number in the input
     id: object
     messages: list[dict[str, str]]
-    max_tokens: int | None
-    temperature: float | None
-    top_p: float | None
-    seed: int | None
     stop: tuple[str, ...]
     schema: object | None  # a JSON schema dict, or None
     ignore_eos: bool = False
+    sampling: dict[str, object] = field(default_factory=dict)  # the SAMPLING options the line sets
 
 
 class LineError(Exception):
@@ -71,17 +70,14 @@ class LineError(Exception):
         self.id = id
 
 
-def _number(obj: dict, key: str, kind: type, low: float | None = None, high: float | None = None):
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-        raise LineError(f'"{key}" must be {"a number" if kind is float else "an integer"}')
-    if isinstance(value, float) and not math.isfinite(value):
-        raise LineError(f'"{key}" must be a finite number')
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise LineError(f'"{key}" is out of range: {value}')
-    return kind(value)
+def _sampling_of(obj: dict) -> dict[str, object]:
+    """The sampling options a line sets, each checked against the schema."""
+    try:
+        return {
+            name: option.check(obj[name], f'"{name}"') for name, option in SAMPLING.items() if obj.get(name) is not None
+        }
+    except OptionError as exc:
+        raise LineError(exc.message) from None
 
 
 def _schema_of(obj: dict) -> object | None:
@@ -197,10 +193,7 @@ def parse_line(text: str, line: int) -> LineRequest:
             line=line,
             id=ident,
             messages=messages,
-            max_tokens=_number(obj, "max_tokens", int, 1),
-            temperature=_number(obj, "temperature", float, 0),
-            top_p=_number(obj, "top_p", float, 0, 1),
-            seed=_number(obj, "seed", int),
+            sampling=_sampling_of(obj),
             stop=tuple(stop),
             schema=_schema_of(obj),
             ignore_eos=obj.get("ignore_eos") is True,
@@ -355,12 +348,12 @@ class StreamWriter:
 
 @dataclass(frozen=True)
 class BatchDefaults:
-    """Settings for lines that do not give their own."""
+    """Settings for lines that do not give their own (the rest: :data:`localllm.options.SAMPLING`'s)."""
 
     max_tokens: int = DEFAULT_MAX_TOKENS
-    temperature: float = 0.8
-    top_p: float = 0.95
-    seed: int = 0
+    temperature: float = SAMPLING["temperature"].default
+    top_p: float = SAMPLING["top_p"].default
+    seed: int = 0  # the same input gives the same output
 
 
 @dataclass
@@ -483,14 +476,8 @@ class _Requests:
         from localllm import runtime
 
         d = self.defaults
-        return runtime.SamplingOptions(
-            temperature=d.temperature if req.temperature is None else req.temperature,
-            top_p=d.top_p if req.top_p is None else req.top_p,
-            seed=d.seed if req.seed is None else req.seed,
-            max_tokens=d.max_tokens if req.max_tokens is None else req.max_tokens,
-            stop=req.stop,
-            ignore_eos=req.ignore_eos,
-        )
+        given = {"temperature": d.temperature, "top_p": d.top_p, "seed": d.seed, "max_tokens": d.max_tokens}
+        return runtime.SamplingOptions(**{**given, **req.sampling}, stop=req.stop, ignore_eos=req.ignore_eos)
 
     def __call__(self, session, todo: list[tuple[int, str]]) -> Iterator:
         from localllm import runtime

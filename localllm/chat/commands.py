@@ -12,17 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from localllm.errors import LocalLLMError
+from localllm.options import SAMPLING, OptionError
 
-# What /set accepts: the sampling settings a conversation stores, with their types.
-SETTINGS: dict[str, type] = {
-    "temperature": float,
-    "top_p": float,
-    "top_k": int,
-    "min_p": float,
-    "repeat_penalty": float,
-    "seed": int,
-    "max_tokens": int,
-}
+# What /set accepts: the sampling settings a conversation stores (their types and limits: the schema).
+SETTINGS = tuple(SAMPLING)
 
 HELP = [
     ("/system TEXT", "set this chat's system prompt (empty: none)"),
@@ -75,8 +68,8 @@ def message_text(text: str) -> str:
 def parse_setting(arg: str) -> tuple[str, Any]:
     name, _, value = arg.partition(" ")
     name, value = name.strip().lower().replace("-", "_"), value.strip()
-    kind = SETTINGS.get(name)
-    if kind is None:
+    option = SAMPLING.get(name)
+    if option is None:
         raise CommandError(
             f"no setting named {name!r}" if name else "/set needs a setting and a value",
             hint="settings: " + ", ".join(SETTINGS),
@@ -84,12 +77,10 @@ def parse_setting(arg: str) -> tuple[str, Any]:
     if value.lower() in ("", "default", "none"):
         return name, None
     try:
-        parsed = kind(value)
-    except ValueError:
-        raise CommandError(f"{name} takes {'a number' if kind is float else 'a whole number'}, not {value!r}") from None
-    if isinstance(parsed, float) and not 0 <= parsed <= 100:
-        raise CommandError(f"{name} must be between 0 and 100")
-    return name, parsed
+        return name, option.parse(value, f"/set {name}")
+    except OptionError as exc:
+        back = "" if option.default is None else f" to {option.default}"
+        raise CommandError(exc.message, hint=f"'/set {name} default' sets it back{back}") from None
 
 
 def apply_setting(settings: dict[str, Any], setting: tuple[str, Any]) -> dict[str, Any]:

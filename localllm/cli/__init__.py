@@ -14,7 +14,7 @@ import sys
 from localllm import __version__
 
 # name -> (module under localllm.cli, one-line help). Each module has add_arguments(parser) and
-# run(args) -> int; add_arguments must only touch argparse (it runs for --help).
+# run(args) -> int; add_arguments must only touch argparse and the option schema (it runs for --help).
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "answer one prompt and stream the reply to stdout"),
     "inspect": ("inspect", "show what is inside a GGUF model file"),
@@ -83,6 +83,25 @@ def version_text() -> str:
         f"features: {features}",
     ]
     return "\n".join(lines)
+
+
+def add_option(
+    parser: argparse.ArgumentParser,
+    name: str,
+    *,
+    default: object = None,
+    shown: object = None,
+    help: str | None = None,
+) -> None:
+    """The flag of a schema option (``localllm.options``): its names, type and help text.
+    ``default`` is this command's value when the flag is not given; ``shown`` is what the help says
+    the default is (``default`` unless told); ``help`` replaces the schema's own words."""
+    from localllm.app.options import OPTIONS
+
+    option = OPTIONS[name]
+    flags = [option.short, option.flag] if option.short else [option.flag]
+    text = option.help_text(default if shown is None else shown) if help is None else help
+    parser.add_argument(*flags, type=option.kind, default=default, help=text)
 
 
 def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from localllm.app.options import SAMPLING
 from localllm.format import format_clock
 
-from . import EXIT_INTERRUPTED, print_error, say
+from . import EXIT_INTERRUPTED, add_option, print_error, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,22 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="JSONL file the results are appended to; running again skips what it holds (default: - = stdout)",
     )
     parser.add_argument("-m", "--model", help="model reference or .gguf file (default: the last model used)")
-    parser.add_argument(
-        "-p",
-        "--parallel",
-        type=int,
-        help="sequences decoded at once (default: as many as the memory planner fits, at most one per line)",
-    )
-    parser.add_argument(
-        "-c", "--ctx", type=int, help="context of each sequence in tokens (default: 4096 or the model's)"
-    )
-    parser.add_argument("-n", "--max-tokens", type=int, help="default for lines without max_tokens (512)")
-    parser.add_argument(
-        "-t", "--temperature", type=float, default=0.8, help="default for lines without temperature (0.8; 0 = greedy)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="default for lines without seed (0)")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
-    parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1 = all; default: planned)")
+    add_option(parser, "parallel", shown="as many as the memory planner fits, at most one per line")
+    add_option(parser, "ctx", help="context of each sequence in tokens (default: 4096 or the model's)")
+    # Defaults for the lines that give none (a line may set any sampling option: localllm.batch).
+    temperature = SAMPLING["temperature"].default
+    for name, default, shown in (("temperature", temperature, temperature), ("max_tokens", None, 512), ("seed", 0, 0)):
+        help = f"{SAMPLING[name].help}, for lines without {name} (default {shown})"
+        add_option(parser, name, default=default, help=help)
+    add_option(parser, "threads", shown="physical cores")
+    add_option(parser, "gpu_layers", shown="planned")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
 
 

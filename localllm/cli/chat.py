@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import say
+from localllm.app.options import SAMPLING
+
+from . import add_option, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,14 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the last model used, or the starter model)",
     )
     parser.add_argument("-s", "--system", default="", help="system prompt for new chats")
-    parser.add_argument("-t", "--temperature", type=float, help="sampling temperature, 0 = greedy (default 0.8)")
-    parser.add_argument(
-        "-c",
-        "--ctx",
-        type=int,
-        help="context size in tokens (default: what fits this machine, up to the model's own; the status bar shows it)",
-    )
-    parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1 = all; default: planned)")
+    add_option(parser, "temperature", shown=SAMPLING["temperature"].default)
+    add_option(parser, "ctx", shown="what fits this machine, up to the model's own; the status bar shows it")
+    add_option(parser, "gpu_layers", shown="planned")
     parser.add_argument("--light", action="store_true", help="light theme (F9 toggles)")
 
 

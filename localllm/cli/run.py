@@ -6,10 +6,13 @@ import argparse
 import json
 import sys
 
+from localllm.app.options import SAMPLING
 from localllm.errors import LocalLLMError
 from localllm.format import json_terminal_safe
 
-from . import EXIT_INTERRUPTED, print_error, say
+from . import EXIT_INTERRUPTED, add_option, print_error, say
+
+SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,14 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the last model used, or the starter model)",
     )
     parser.add_argument("-s", "--system", help="system prompt")
-    parser.add_argument("-t", "--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
-    parser.add_argument("--top-k", type=int, default=40, help="top-k sampling, 0 = off (default 40)")
-    parser.add_argument("-n", "--max-tokens", type=int, help="stop after this many tokens")
-    parser.add_argument("--seed", type=int, help="sampling seed, for repeatable output")
-    parser.add_argument("-c", "--ctx", type=int, help="context size in tokens (default: planned for this machine)")
-    parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU, -1 = all (default: planned)")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    for name in SAMPLING_FLAGS:
+        add_option(parser, name, default=SAMPLING[name].default)
+    add_option(parser, "ctx", shown="planned for this machine")
+    add_option(parser, "gpu_layers", shown="planned")
+    add_option(parser, "threads", shown="physical cores")
     parser.add_argument("--ignore-eos", action="store_true", help="generate past the end of the reply (benchmarking)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the reply and its stats as one JSON object")
@@ -61,24 +61,14 @@ def run(args: argparse.Namespace) -> int:
     app.options.check(
         ctx=args.ctx,
         threads=args.threads,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        max_tokens=args.max_tokens,
         gpu_layers=args.gpu_layers,
+        **{name: getattr(args, name) for name in SAMPLING_FLAGS},
     )
     if not args.prompt and sys.stdin.isatty() and sys.stdout.isatty() and not args.json:
         return interactive(args)
     prompt = _read_prompt(args)
     app.show_llama_log(args.verbose)
-    sampling = app.sampling(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        seed=args.seed,
-        max_tokens=args.max_tokens,
-        ignore_eos=args.ignore_eos,
-    )
+    sampling = app.sampling(**{name: getattr(args, name) for name in SAMPLING_FLAGS}, ignore_eos=args.ignore_eos)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": prompt}
     ]
@@ -116,17 +106,7 @@ def interactive(args: argparse.Namespace, read=input) -> int:
     from localllm.chat.session import ChatSession
 
     app.show_llama_log(args.verbose)
-    settings = {
-        k: v
-        for k, v in {
-            "temperature": args.temperature,
-            "top_p": args.top_p,
-            "top_k": args.top_k,
-            "seed": args.seed,
-            "max_tokens": args.max_tokens,
-        }.items()
-        if v is not None
-    }
+    settings = {name: getattr(args, name) for name in SAMPLING_FLAGS if getattr(args, name) is not None}
     model = app.open_model(args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say)
     history = History()
     session = ChatSession(

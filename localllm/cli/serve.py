@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import say
+from . import add_option, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,15 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)",
     )
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; Ollama's apps expect 11434)")
-    parser.add_argument(
-        "-p",
-        "--parallel",
-        type=int,
-        help="sequences decoded at once per model (default: as many as the planner fits, at most 8)",
+    add_option(
+        parser, "parallel", help="sequences decoded at once per model (default: as many as the planner fits, at most 8)"
     )
-    parser.add_argument(
-        "-c", "--ctx", type=int, help="context of each sequence in tokens (default: 4096 or the model's)"
-    )
+    add_option(parser, "ctx", help="context of each sequence in tokens (default: 4096 or the model's)")
     parser.add_argument(
         "--max-models",
         type=int,
@@ -52,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grace", type=float, default=5.0, help="seconds streams in flight get to finish after Ctrl-C (default 5)"
     )
-    parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1 = all; default: planned)")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    add_option(parser, "gpu_layers", shown="planned")
+    add_option(parser, "threads", shown="physical cores")
 
 
 def _options(args: argparse.Namespace):

@@ -16,12 +16,13 @@ from localllm.errors import DoesNotFitError, EstimateError
 from localllm.format import format_bytes
 from localllm.gguf import header as ggufmeta
 from localllm.gguf import quants
+from localllm.options import MAX_PARALLEL
 
 from . import estimate
 from .hardware import Hardware
 
 DEFAULT_CTX_CAP = 8192
-MIN_CTX = 2048
+MIN_CTX_PLANNED = 2048  # tokens: the planner shortens a context that does not fit down to this, no further
 HEADROOM = 0.8  # use at most this share of a budget for a "fits" verdict
 
 
@@ -185,9 +186,9 @@ def plan_load(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int | None = Non
     ctx = n_ctx if n_ctx is not None else min(trained, DEFAULT_CTX_CAP)
     while True:
         place, replaced = _place_with_kv(header, hw, ctx)
-        if place.verdict is not Verdict.NO or asked or ctx <= MIN_CTX:
+        if place.verdict is not Verdict.NO or asked or ctx <= MIN_CTX_PLANNED:
             break
-        ctx = max(MIN_CTX, ctx // 2)  # a shorter context before giving up
+        ctx = max(MIN_CTX_PLANNED, ctx // 2)  # a shorter context before giving up
     kept = estimate.cpu_expert_bytes(header, place.moe)
     reason = _reason(place, kept, replaced, hw, ctx, trained)
     return LoadPlan(ctx, place.layers, place.est, place.verdict, reason, place.moe, place.kv, kept)
@@ -406,9 +407,6 @@ def load_settings(
 
 # --------------------------------------------------------------------------------------------
 # Several sequences at once (batch)
-
-# llama.cpp's LLAMA_MAX_SEQ (src/llama-cparams.h): a context holds at most this many sequences.
-MAX_PARALLEL = 256
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from localllm.errors import ContextOverflowError, GenerationError, GrammarError
 
 from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_logprobs, token_piece
 from .model import Model, find_stop, stop_prefix_len
-from .options import DEFAULT_CTX, SamplingOptions
+from .options import SamplingOptions, default_ctx
 
 MAX_SCHEMA_CHARS = 64 << 10  # a JSON schema's text
 MAX_SCHEMA_DEPTH = 32  # objects and arrays inside one another
@@ -200,7 +200,7 @@ class BatchSession:
             raise ValueError("n_parallel must be at least 1")
         self.model = model
         self.n_parallel = n_parallel
-        wanted = n_ctx_seq or min(DEFAULT_CTX, model.n_ctx_train or DEFAULT_CTX)
+        wanted = default_ctx(n_ctx_seq, model.n_ctx_train)
         self._ctx = model.new_context(
             n_ctx=wanted * n_parallel,
             n_seq_max=n_parallel,

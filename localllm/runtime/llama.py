@@ -585,8 +585,13 @@ class LlamaSampler(_Owner):
             raise GrammarError("llama.cpp rejected the grammar", hint="run with --verbose to see why")
         self._set_grammar(model, stage)
 
-    def add_penalties(self, last_n: int, repeat: float, frequency: float = 0.0, presence: float = 0.0) -> None:
-        L.llama_sampler_chain_add(self._ptr, L.llama_sampler_init_penalties(last_n, repeat, frequency, presence))
+    def add_penalties(
+        self, model: LlamaModel, last_n: int, repeat: float, frequency: float = 0.0, presence: float = 0.0
+    ) -> None:
+        """Penalise the last ``last_n`` tokens (``repeat`` > 0, 1 = off). This llama.cpp's
+        ``llama_sampler_init_penalties`` still takes the vocabulary size first."""
+        stage = L.llama_sampler_init_penalties(model.n_vocab(), last_n, repeat, frequency, presence)
+        L.llama_sampler_chain_add(self._ptr, stage)
 
     def add_greedy(self) -> None:
         L.llama_sampler_chain_add(self._ptr, L.llama_sampler_init_greedy())

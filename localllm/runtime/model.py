@@ -26,7 +26,7 @@ from localllm.gguf import cache as headercache
 
 from .devices import build_has_amx
 from .llama import LOG, LlamaContext, LlamaEmbedder, LlamaModel, LlamaSampler, buffers_mib
-from .options import DEFAULT_CTX, GenerationStats, LoadOptions, LoadReport, SamplingOptions, default_threads
+from .options import GenerationStats, LoadOptions, LoadReport, SamplingOptions, default_ctx, default_threads
 from .template import ChatTemplate
 
 EMBED_CTX = 512  # tokens of the embedding context: a text longer than this cannot be embedded
@@ -57,7 +57,7 @@ class Model:
             cpu_patterns=cpu_expert_patterns(o.cpu_moe_layers),
         )
         self.n_ctx_train = self.llama.n_ctx_train()
-        n_ctx = o.n_ctx or min(DEFAULT_CTX, self.n_ctx_train or DEFAULT_CTX)
+        n_ctx = default_ctx(o.n_ctx, self.n_ctx_train)
         self.n_threads = o.n_threads or default_threads()
         try:
             self._ctx: LlamaContext = self.new_context(
@@ -148,9 +148,6 @@ class Model:
             raise GenerationError("could not tokenize the prompt")
         return tokens
 
-    def token_bytes(self, token: int, *, special: bool = False) -> bytes:
-        return self.llama.token_to_piece(token, special)
-
     @property
     def has_chat_template(self) -> bool:
         return self._template is not None
@@ -229,7 +226,7 @@ class Model:
                 sampler.close()
                 raise
         if sampling.repeat_penalty and sampling.repeat_penalty != 1.0:
-            sampler.add_penalties(64, sampling.repeat_penalty)
+            sampler.add_penalties(self.llama, 64, sampling.repeat_penalty)
         if sampling.temperature <= 0:
             sampler.add_greedy()
             return sampler

@@ -10,7 +10,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_CTX = 4096
+from localllm.options import SAMPLING
+
+DEFAULT_CTX = 4096  # tokens of context when nobody asked for a size and the model allows it
+
+
+def default_ctx(asked: int | None, trained: int | None) -> int:
+    """The context to load with: the size asked for, else the smaller of :data:`DEFAULT_CTX` and the
+    model's trained context (``trained``; None or 0: unknown)."""
+    return asked or min(DEFAULT_CTX, trained or DEFAULT_CTX)
 
 
 def default_threads() -> int:
@@ -54,13 +62,13 @@ class LoadOptions:
 class SamplingOptions:
     """How to pick tokens. ``temperature <= 0`` is greedy, which makes output deterministic."""
 
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    seed: int | None = None
-    max_tokens: int | None = None  # None: until the model stops or the context is full
+    temperature: float = SAMPLING["temperature"].default
+    top_p: float = SAMPLING["top_p"].default
+    top_k: int = SAMPLING["top_k"].default
+    min_p: float = SAMPLING["min_p"].default
+    repeat_penalty: float = SAMPLING["repeat_penalty"].default
+    seed: int | None = SAMPLING["seed"].default
+    max_tokens: int | None = SAMPLING["max_tokens"].default  # None: until the model stops or the context is full
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # keep generating past end-of-text (benchmarks)
 

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from localllm.app.options import SAMPLING
 from localllm.app.serving import GenerateRequest, Reply
 
 from . import problems
@@ -215,7 +216,7 @@ def _schema(data: dict[str, Any]) -> object | None:
 def to_request(data: dict[str, Any], *, counting: bool = False) -> GenerateRequest:
     """A Messages request (``counting``: a count_tokens one, without max_tokens), checked."""
     f = Fields(data)
-    max_tokens = None if counting else f.integer("max_tokens", 1, MAX_TOKENS)
+    max_tokens = None if counting else f.option(SAMPLING["max_tokens"], "max_tokens")
     if max_tokens is None and not counting:
         raise _bad("max_tokens", "is required: an integer of at least 1")
     stop = data.get("stop_sequences")
@@ -232,9 +233,9 @@ def to_request(data: dict[str, Any], *, counting: bool = False) -> GenerateReque
         model=f.string("model"),
         messages=to_messages(data),
         max_tokens=max_tokens,
-        temperature=f.number("temperature", 0.0, 1.0),
-        top_p=f.number("top_p", 0.0, 1.0),
-        top_k=f.integer("top_k", 0, 1 << 20),
+        temperature=f.option(SAMPLING["temperature"], "temperature"),
+        top_p=f.option(SAMPLING["top_p"], "top_p"),
+        top_k=f.option(SAMPLING["top_k"], "top_k"),
         stop=tuple(s for s in stop or () if s),
         schema=_schema(data),
         tools=tools,

@@ -4,11 +4,11 @@ range, or a 400 that names the field (413 for a body over the limit)."""
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from starlette.requests import Request
 
+from localllm.app.options import LOADING, SAMPLING, Option, OptionError
 from localllm.app.serving import GenerateRequest, parse_keep_alive
 
 from .problems import RequestError
@@ -71,16 +71,6 @@ class Fields:
             raise self._bad(name, "true or false")
         return value
 
-    def number(self, name: str, low: float, high: float) -> float | None:
-        value = self.body.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self._bad(name, "a number")
-        if not low <= value <= high:
-            raise self._bad(name, f"from {low:g} to {high:g}")
-        return float(value)
-
     def integer(self, name: str, low: int, high: int) -> int | None:
         value = self.body.get(name)
         if value is None:
@@ -112,16 +102,35 @@ class Fields:
         except ValueError as exc:
             raise RequestError(str(exc), param=name) from None
 
-    def sampling(self) -> dict[str, Any]:
-        """The sampling fields both APIs share, by localllm's names."""
-        return {
-            "temperature": self.number("temperature", 0.0, 100.0),
-            "top_p": self.number("top_p", 0.0, 1.0),
-            "top_k": self.integer("top_k", -1, 1 << 20),
-            "min_p": self.number("min_p", 0.0, 1.0),
-            "seed": self.integer("seed", -(1 << 63), (1 << 64) - 1),
-            "stop": self.stop(),
-        }
+    def option(self, option: Option, name: str) -> Any:
+        """Field ``name``, checked as the schema's ``option`` (None when absent or null)."""
+        spelled = f"{self.prefix}{name}"
+        try:
+            return option.check(self.body.get(name), f"'{spelled}'")
+        except OptionError as exc:
+            raise RequestError(exc.message, param=spelled) from None
+
+    def openai_sampling(self) -> dict[str, Any]:
+        """The sampling options by localllm's names, from OpenAI's fields (the first given, where
+        OpenAI has two names: ``max_completion_tokens`` before ``max_tokens``)."""
+        values: dict[str, Any] = {}
+        for name, option in SAMPLING.items():
+            given = [v for v in (self.option(option, field) for field in option.openai) if v is not None]
+            values[name] = given[0] if given else None
+        return values
+
+    def ollama_sampling(self) -> dict[str, Any]:
+        """The sampling options by localllm's names, from Ollama's ``options`` fields. num_predict
+        of 0 or less (-1: no limit, -2: fill the context) is no limit."""
+        values: dict[str, Any] = {}
+        for name, option in SAMPLING.items():
+            field = option.ollama
+            value = self.body.get(field) if field else None
+            if field is None or (name == "max_tokens" and isinstance(value, int) and -2 <= value <= 0):
+                values[name] = None
+            else:
+                values[name] = self.option(option, field)
+        return values
 
 
 def _text_of(content: object, where: str) -> str:
@@ -176,14 +185,12 @@ def openai_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
     """A chat completion (``chat``) or a completion request, checked."""
     f = Fields(body)
     f.integer("n", 1, 1)  # one choice per request
-    max_tokens = f.integer("max_completion_tokens", 1, 1 << 24) or f.integer("max_tokens", 1, 1 << 24)
     common = dict(
         model=f.string("model"),
-        max_tokens=max_tokens,
         schema=openai_schema(body),
-        repeat_penalty=_repeat_penalty(f),
         ignore_eos=f.boolean("ignore_eos") or False,
-        **f.sampling(),
+        stop=f.stop(),
+        **f.openai_sampling(),
     )
     if chat:
         return GenerateRequest(messages=messages(body), **common)
@@ -193,10 +200,6 @@ def openai_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
     if not isinstance(prompt, str):
         raise RequestError("'prompt' must be a string", param="prompt")
     return GenerateRequest(prompt=prompt, **common)
-
-
-def _repeat_penalty(f: Fields) -> float | None:
-    return f.number("repeat_penalty", 0.0, 10.0)
 
 
 def ollama_schema(body: dict[str, Any]) -> object | None:
@@ -219,15 +222,13 @@ def ollama_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
     if not isinstance(options, dict):
         raise RequestError("'options' must be an object")
     o = Fields(options, "options.")
-    o.integer("num_ctx", 1, 1 << 24)
-    num_predict = o.integer("num_predict", -2, 1 << 24)
+    o.option(LOADING["ctx"], "num_ctx")  # read and checked as --ctx; the context is the server's
     common = dict(
         model=f.string("model"),
         schema=ollama_schema(body),
         keep_alive_s=f.keep_alive(),
-        max_tokens=num_predict if num_predict and num_predict > 0 else None,
-        repeat_penalty=_repeat_penalty(o),
-        **o.sampling(),
+        stop=o.stop(),
+        **o.ollama_sampling(),
     )
     if chat:
         return GenerateRequest(messages=messages(body), **common)

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from localllm.app.options import SAMPLING
 from localllm.app.serving import GenerateRequest, Reply
 
 from . import problems
@@ -44,7 +45,6 @@ from .toolbridge import (
 )
 
 KEPT_RESPONSES = 256  # responses kept for GET and previous_response_id (the least recently used go first)
-MAX_TOKENS = 1 << 24
 
 
 @dataclass
@@ -256,9 +256,9 @@ def to_request(data: dict[str, Any], previous: Stored | None) -> Converted:
     choice = _tool_choice(data, tools)
     parallel = f.boolean("parallel_tool_calls")
     store = f.boolean("store")
-    max_tokens = f.integer("max_output_tokens", 1, MAX_TOKENS)
-    temperature = f.number("temperature", 0.0, 2.0)
-    top_p = f.number("top_p", 0.0, 1.0)
+    max_tokens = f.option(SAMPLING["max_tokens"], "max_output_tokens")
+    temperature = f.option(SAMPLING["temperature"], "temperature")
+    top_p = f.option(SAMPLING["top_p"], "top_p")
     schema = _schema(data)
     request = generate_request(
         model=f.string("model"),

@@ -10,14 +10,10 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, TextArea
 
-# (field, label, type, default)
-FIELDS: list[tuple[str, str, type, Any]] = [
-    ("temperature", "Temperature (0 = greedy)", float, 0.8),
-    ("top_p", "Top-p", float, 0.95),
-    ("top_k", "Top-k (0 = off)", int, 40),
-    ("max_tokens", "Max reply tokens (empty = no limit)", int, None),
-    ("seed", "Seed (empty = random)", int, None),
-]
+from localllm.app.options import SAMPLING, OptionError
+
+# The settings the dialog shows (the schema gives each its label, type, default and limits).
+FIELDS = [SAMPLING[name] for name in ("temperature", "top_p", "top_k", "max_tokens", "seed")]
 
 
 class SettingsDialog(ModalScreen[tuple[str, dict[str, Any]] | None]):
@@ -36,10 +32,10 @@ class SettingsDialog(ModalScreen[tuple[str, dict[str, Any]] | None]):
             yield Label("System prompt and settings for this chat", classes="question")
             yield TextArea(self.system_prompt, id="system", soft_wrap=True)
             with Grid(id="fields"):
-                for name, label, _kind, default in FIELDS:
-                    value = self.settings.get(name, default)
-                    yield Label(label)
-                    yield Input("" if value is None else str(value), id=name, compact=True)
+                for option in FIELDS:
+                    value = self.settings.get(option.name, option.default)
+                    yield Label(option.label)
+                    yield Input("" if value is None else str(value), id=option.name, compact=True)
             yield Label("", id="error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Save (^s)", variant="primary", id="save", compact=True)
@@ -52,14 +48,14 @@ class SettingsDialog(ModalScreen[tuple[str, dict[str, Any]] | None]):
             self.dismiss(None)
 
     def action_save(self) -> None:
-        settings: dict[str, Any] = {}
-        for name, label, kind, _default in FIELDS:
-            text = self.query_one(f"#{name}", Input).value.strip()
-            if not text:
-                continue
+        settings: dict[str, Any] = dict(self.settings)  # the ones the dialog does not show (/set min_p) stay
+        for option in FIELDS:
+            settings.pop(option.name, None)
             try:
-                settings[name] = kind(text)
-            except ValueError:
-                self.query_one("#error", Label).update(f"{label}: '{text}' is not a number")
+                value = option.parse(self.query_one(f"#{option.name}", Input).value, option.label)
+            except OptionError as exc:
+                self.query_one("#error", Label).update(exc.message)
                 return
+            if value is not None:
+                settings[option.name] = value
         self.dismiss((self.query_one("#system", TextArea).text, settings))

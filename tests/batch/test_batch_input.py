@@ -45,6 +45,24 @@ def test_hostile_lines_are_line_errors(name):
     json.dumps({"error": str(info.value)}, ensure_ascii=False).encode("utf-8")  # the record can be written
 
 
+@pytest.mark.parametrize(
+    ("field", "value"), [("top_k", -100), ("temperature", 500), ("min_p", 2), ("repeat_penalty", -1), ("top_p", 50)]
+)
+def test_a_lines_sampling_options_have_the_limits_of_every_other_surface(field, value):
+    """A line's options are checked as run's flags are (issue 20): top_k, min_p and repeat_penalty
+    were ignored, and temperature had no upper limit."""
+    with pytest.raises(jobs.LineError, match=f'^"{field}" must be a (whole )?number from'):
+        jobs.parse_line(json.dumps({"id": 1, "prompt": "x", field: value}), 1)
+
+
+def test_a_lines_sampling_options_reach_the_sampler():
+    line = jobs.parse_line(json.dumps({"id": 1, "prompt": "x", "top_k": 1, "min_p": 0.2, "repeat_penalty": 1.1}), 1)
+    job = jobs._Requests(None, jobs.BatchDefaults(), set(), lambda *a: None)
+    sampling = job._sampling(line)
+    assert (sampling.top_k, sampling.min_p, sampling.repeat_penalty) == (1, 0.2, 1.1)
+    assert (sampling.temperature, sampling.seed, sampling.max_tokens) == (0.8, 0, jobs.DEFAULT_MAX_TOKENS)
+
+
 def test_lines_split_on_newline_only_with_a_bom_and_crlf_accepted():
     data = (
         "\ufeff"

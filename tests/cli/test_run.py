@@ -202,6 +202,34 @@ def test_bad_option_values(cli):
     assert "--max-tokens" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [
+        ("run", "--temperature", "500"),  # was accepted up to a million: HTTP and /set stop at 100
+        ("run", "--min-p", "2"),
+        ("run", "--repeat-penalty", "-1"),
+        ("run", "--top-k", "-100"),
+        ("batch", "--temperature", "500"),
+        ("chat", "--temperature", "500"),
+    ],
+)
+def test_flags_have_the_limits_of_every_other_surface(cli, command, flag, value):
+    """One schema: a value /set, a batch line or a request would refuse is refused here too, by
+    its flag, before any model is looked for (issue 20)."""
+    result = cli(command, flag, value, "-" if command == "batch" else "hello")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"localllm: error: {flag} must be a "), result.stderr
+
+
+def test_flag_help_comes_from_the_schema(cli):
+    from localllm.options import SAMPLING
+
+    result = cli("run", "--help")
+    text = " ".join(result.stdout.split())
+    for option in SAMPLING.values():
+        assert option.flag in text and " ".join(option.help.split()) in text, option.name
+
+
 def test_top_k_and_top_p_reach_the_sampler(cli, installed_starter):
     """README (run): --top-k 1 or a tiny --top-p leave one candidate, so temperature 1 gives the
     greedy reply whatever the seed; without them, seeds differ (issue 16)."""

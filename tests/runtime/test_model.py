@@ -47,6 +47,19 @@ def test_max_tokens_stops_with_length(model):
     assert generation.stats.finish_reason == "length"
 
 
+def test_repeat_penalty_builds_the_penalties_sampler_and_changes_the_reply(model):
+    """llama_sampler_init_penalties takes the vocabulary size first in this llama.cpp: called
+    without it, every repeat_penalty other than 1 was a TypeError (a 500 in serve; issue 20)."""
+    cats = [{"role": "user", "content": "Write the word 'cat' ten times."}]
+
+    def reply(penalty: float) -> str:
+        return "".join(model.chat(cats, runtime.SamplingOptions(temperature=0, max_tokens=30, repeat_penalty=penalty)))
+
+    plain = reply(1.0)
+    assert plain.lower().count("cat") >= 8
+    assert reply(1.5) != plain and reply(1.5).lower().count("cat") < plain.lower().count("cat")
+
+
 def test_cancel_mid_reply_keeps_model_usable(model):
     cancel = threading.Event()
     story = [{"role": "user", "content": "Write a long story about a dragon."}]

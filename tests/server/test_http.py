@@ -72,6 +72,38 @@ def test_ollama_routes_answer_errors_in_ollamas_shape(serve):
     assert answer.status_code == 400 and "options.top_p" in answer.json()["error"]
 
 
+def test_sampling_fields_have_the_limits_of_every_other_surface(serve):
+    """One schema (issue 20): each API's field is checked as run's flag is, and a bad value is a 400
+    naming the field as that API spells it."""
+    server = serve()
+    for field, value, flag in [
+        ("top_k", -100, "--top-k"),
+        ("max_completion_tokens", -3, "--max-tokens"),
+        ("min_p", 2, "--min-p"),
+        ("seed", 1.5, "--seed"),
+    ]:
+        answer = httpx.post(server.url + CHAT, json={"model": MODEL, "messages": QUESTION, field: value})
+        assert answer.status_code == 400, field
+        error = answer.json()["error"]
+        assert error["param"] == field and error["message"].startswith(f"'{field}' must be a ")
+        assert error["message"].split(" must be ")[1] == cli_message(flag, value).split(" must be ")[1]
+    for field, value in [("num_predict", -3), ("repeat_penalty", 11), ("num_ctx", 8)]:  # num_ctx 8: was taken
+        body = {"model": MODEL, "messages": QUESTION, "stream": False, "options": {field: value}}
+        answer = httpx.post(server.url + "/api/chat", json=body)
+        assert answer.status_code == 400 and answer.json()["error"].startswith(f"'options.{field}' must be a "), field
+
+
+def cli_message(flag: str, value: object) -> str:
+    from localllm.app.options import OPTIONS, OptionError
+
+    [option] = [o for o in OPTIONS.values() if o.flag == flag]
+    try:
+        option.check(value)
+    except OptionError as exc:
+        return exc.message
+    raise AssertionError(f"{flag} {value} was accepted")
+
+
 def test_unknown_paths_and_methods_are_json_errors(serve):
     server = serve()
     answer = httpx.get(server.url + "/v1/nothing")

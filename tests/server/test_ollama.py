@@ -75,6 +75,25 @@ def test_stop_and_num_predict_are_honoured(serve):
     assert short.eval_count == 3 and short.done_reason == "length"
 
 
+def test_sampling_options_reach_the_sampler(serve):
+    """Ollama's repeat_penalty (its default is 1.1), min_p and top_k through /api/chat: the
+    penalties sampler is built and greedy decoding with a penalty differs from without (issue 20)."""
+    server = serve()
+    story = [{"role": "user", "content": "Write the word 'cat' ten times."}]
+
+    def reply(**options) -> str:
+        answer = client(server).chat(
+            model=MODEL, messages=story, stream=False, options={"temperature": 0, "num_predict": 30, **options}
+        )
+        assert answer.done and answer.eval_count > 0
+        return answer.message.content
+
+    plain = reply()
+    assert reply(repeat_penalty=1.0, min_p=0.0, top_k=40) == plain
+    assert reply(repeat_penalty=1.1) != plain
+    assert reply(repeat_penalty=1.1, top_k=1, min_p=0.5) == reply(repeat_penalty=1.1)
+
+
 def test_format_json_gives_a_json_object(serve):
     server = serve()
     reply = client(server).chat(

@@ -111,6 +111,37 @@ async def test_system_prompt_and_settings_apply_to_the_conversation():
         assert info.system_prompt == "Answer in French." and info.settings["max_tokens"] == 1
 
 
+async def test_the_settings_dialog_refuses_what_every_other_surface_refuses():
+    """The dialog checks each field against the option schema (issue 20): top_p 50 and top_k -100
+    were saved; a value out of range stays in the dialog with the reason, and /set's own settings
+    (min_p) survive a save."""
+    from localllm.tui.settings_dialog import SettingsDialog
+
+    model = ScriptedModel(["Ok."])
+    app = scripted_app(model)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: not chat_screen(app).loading)
+        chat_screen(app).settings = {"min_p": 0.2}
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        refused = [
+            ("top_p", "50", "Top-p must be a number from 0 to 1, not 50"),
+            ("top_k", "-100", "Top-k (0 = off) must be a whole number from -1 to 1,048,576"),
+        ]
+        for field, bad, why in refused:
+            app.screen.query_one(f"#{field}").value = bad
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            assert isinstance(app.screen, SettingsDialog)
+            assert str(app.screen.query_one("#error").render()).startswith(why)
+            app.screen.query_one(f"#{field}").value = ""
+        app.screen.query_one("#top_k").value = "5"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert not isinstance(app.screen, SettingsDialog)
+        assert chat_screen(app).settings == {"min_p": 0.2, "temperature": 0.8, "top_k": 5}
+
+
 async def test_reopen_a_saved_conversation(tmp_path):
     db = History(tmp_path / "h.sqlite3")
     conv = db.create(title="Old chat", model="scripted:Q4_K_M", model_path="scripted.gguf")
