@@ -655,12 +655,14 @@ def system_info() -> str:
     return L.llama_print_system_info().decode("utf-8", errors="replace")
 
 
-def quantize(src: Path, dest: Path, ftype: int, threads: int, label: str) -> None:
-    """Write ``dest``: ``src`` quantized to llama.cpp file type ``ftype`` (named ``label``)."""
+def quantize(src: Path, dest: Path, ftype: int, threads: int, label: str, allow_requantize: bool = False) -> None:
+    """Write ``dest``: ``src`` quantized to llama.cpp file type ``ftype`` (named ``label``);
+    ``allow_requantize``: ``src`` may itself be quantized (llama-quantize's --allow-requantize)."""
     init_backend()
     params = L.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = threads
+    params.allow_requantize = allow_requantize
     marker = LOG.mark()
     rc = L.llama_model_quantize(os.fsencode(src), os.fsencode(dest), ctypes.byref(params))
     if rc != 0:
