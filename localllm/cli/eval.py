@@ -36,14 +36,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _Bar:
-    """A redrawn bar with an ETA on a terminal; nothing otherwise."""
+    """A redrawn bar with an ETA on a terminal; elsewhere (a log, a pipe) a line when a pass starts
+    and every ``interval`` seconds."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+    def __init__(self, enabled: bool, interval: float = 10.0) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
         self.drawn = False
+        self.interval = interval
+        self._last = (None, 0.0)
 
     def __call__(self, p) -> None:
         if not self.enabled:
+            return
+        if not self.tty:
+            now = time.monotonic()
+            label, last = self._last
+            if label != p.label or now - last >= self.interval:
+                self._last = (p.label, now)
+                say(f"{p.label}: {p.done}/{p.total} done, ETA {format_clock(p.eta_s)}")
             return
         fraction = p.done / p.total if p.total else 1.0
         width = 24

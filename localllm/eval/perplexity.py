@@ -141,9 +141,9 @@ def run(
     result = Run(chunks)
     rows = chunks.rows_per_chunk
     started = time.perf_counter()
-    if progress is not None:
-        progress(Progress(label, 0, chunks.n_chunks, 0.0))
     try:
+        if progress is not None:
+            progress(Progress(label, 0, chunks.n_chunks, 0.0))
         for i in range(chunks.n_chunks):
             out = logits(chunks.tokens[i].tolist(), chunks.first)[:-1]  # the last position predicts nothing here
             targets = chunks.targets(i)
