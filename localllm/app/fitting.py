@@ -32,6 +32,7 @@ class FitRow:
     where: str  # "installed", "local file", "on the Hub"
     header: GGUFHeader
     path: Path | None  # the local file, when there is one
+    sha256: str | None = None  # an installed file's, from the manifest
 
     @property
     def quant(self) -> str:
@@ -55,7 +56,7 @@ def _local_rows(reference: str) -> tuple[list[FitRow], CatalogEntry | None, str 
     name = entry.name if entry is not None else ref.repo
     installed = {m.quant: m for m in store.installed() if m.name.lower() == name.lower()}
     rows = [
-        FitRow(m.key, "installed", headercache.read_header(m.path()), m.path())
+        FitRow(m.key, "installed", headercache.read_header(m.path()), m.path(), m.sha256)
         for quant, m in installed.items()
         if ref.quant in (None, quant)
     ]
@@ -163,12 +164,22 @@ def fit_model(reference: str, hw: Hardware, n_ctx: int | None = None) -> FitRepo
         measured = last_load(row.header, row.path, hw)
         if measured is not None:
             result["last_load"] = measured
+        result["quality"] = _quality(row)
         results.append(result)
     choice = None
     if len(rows) > 1:
         candidates = [(r.quant, r.header.file_size or r.header.data_end, r.header) for r in rows]
         choice = plan_quants(candidates, hw, n_ctx)
     return FitReport(results, choice, skipped, str(error) if skipped and error else "")
+
+
+def _quality(row: FitRow) -> dict[str, Any] | None:
+    """What the row's quantization costs in quality: measured by ``eval``, or the prior for its type."""
+    from localllm.eval.quality import quality_cost
+
+    quant = row.header.file_type_name if row.path is not None else row.quant
+    size = row.path.stat().st_size if row.path is not None else None
+    return quality_cost(quant or row.quant, row.path, size, row.sha256)
 
 
 # --- the TUI's badges ----------------------------------------------------------------------------

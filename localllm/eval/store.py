@@ -17,13 +17,14 @@ import json
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from localllm import fs, paths
 
-from .metrics import Reference
+if TYPE_CHECKING:  # numpy is imported by the functions that read or write arrays: fit and list need none
+    import numpy as np
+
+    from .metrics import Reference
 
 FORMAT = 1
 
@@ -71,6 +72,10 @@ def reference_path(ref_sha: str, text_sha: str, n_ctx: int) -> Path:
 def save_reference(path: Path, ref: Reference, tokens: np.ndarray, complete: bool) -> None:
     """Write the reference's rows and the chunk tokens they were computed on, all or nothing
     (``complete``: they are every chunk of the text)."""
+    import numpy as np
+
+    from .metrics import Reference
+
     with fs.replacing(path) as out:
         np.savez(
             out,
@@ -84,6 +89,10 @@ def save_reference(path: Path, ref: Reference, tokens: np.ndarray, complete: boo
 def load_reference(path: Path) -> tuple[Reference, np.ndarray, bool] | None:
     """The reference saved at ``path``, its chunk tokens (n_chunks, n_ctx) and whether they are all
     the text's chunks; None when absent, damaged, or of another format."""
+    import numpy as np
+
+    from .metrics import Reference
+
     try:
         with np.load(path, allow_pickle=False) as data:
             if int(data["format"]) != FORMAT:
@@ -154,6 +163,8 @@ def measured_kld(path: Path | None = None, size: int | None = None, sha: str | N
         ):
             continue
         for run in data["runs"]:
+            if (run.get("reference") or {}).get("sha256") == data.get("sha256"):
+                continue  # the file against itself: 0 by construction, nothing measured
             kld = run.get("kl_divergence")
             if isinstance(kld, dict) and isinstance(kld.get("mean"), (int, float)) and not run.get("interrupted"):
                 if best is None or run.get("time", 0) > best.get("time", 0):

@@ -69,7 +69,7 @@ def test_perplexity_is_exp_of_the_mean_nll_of_the_second_halves(smollm2_path: Pa
 
 
 def test_kld_is_zero_against_itself_and_positive_for_a_requantized_copy(
-    smollm2_path: Path, requantized: Path, isolated_home: Path
+    smollm2_path: Path, requantized: Path, isolated_home: Path, cli
 ):
     same = app.evaluate(str(smollm2_path), ref=str(smollm2_path), n_ctx=CTX, n_chunks=CHUNKS)
     assert same["kl_divergence"]["mean"] == 0.0 and same["kl_divergence"]["p99"] == 0.0
@@ -93,6 +93,16 @@ def test_kld_is_zero_against_itself_and_positive_for_a_requantized_copy(
     assert 0.5 < other["same_top"] < 1.0
     assert other["quant"] == "Q4_0" and other["perplexity"] != same["perplexity"]
     assert store.measured_kld(requantized, requantized.stat().st_size)["kld"] == kld["mean"]
+    assert store.measured_kld(smollm2_path, smollm2_path.stat().st_size) is None  # against itself: not a cost
+
+    # fit shows the measured cost of the copy, and the prior for the quant type of the original.
+    shown = cli("fit", str(requantized))
+    assert shown.returncode == 0, shown.stderr
+    assert f"quality: KLD {kld['mean']:.4f} (measured by localllm eval against {smollm2_path.name})" in shown.stdout
+    fit_json = json.loads(cli("fit", str(requantized), "--json").stdout)
+    assert fit_json["models"][0]["quality"]["source"] == "measured"
+    original = cli("fit", str(smollm2_path))
+    assert "quality: KLD 0.0270 (prior from llama.cpp's published Llama-3-8B table, interpolated" in original.stdout
 
 
 def test_kld_over_all_tokens_equals_the_textbook_formula():
