@@ -116,7 +116,7 @@ def evaluate(
             n = min(len(ref_tokens), chunks.n_chunks)
             if not np.array_equal(ref_tokens[:n], chunks.tokens[:n]):
                 raise UsageError(
-                    f"{opened.label} and {ref_info['model']} tokenize the text differently",
+                    f"{opened.label} and {ref} tokenize the text differently",
                     hint="KL divergence compares models of the same vocabulary (quantizations of one model)",
                 )
             chunks = perplexity.Chunks(chunks.tokens[:n], n_ctx)
