@@ -182,6 +182,14 @@ def _quality(row: FitRow) -> dict[str, Any] | None:
     return quality_cost(quant or row.quant, row.path, size, row.sha256)
 
 
+def quality_of(path: Path | None, quant: str | None, sha256: str | None = None) -> dict[str, Any] | None:
+    """What a model file costs in quality (``eval``'s measured KLD, else its quant type's prior)."""
+    from localllm.eval.quality import quality_cost
+
+    size = path.stat().st_size if path is not None and path.is_file() else None
+    return quality_cost(quant, path if size is not None else None, size, sha256)
+
+
 # --- the TUI's badges ----------------------------------------------------------------------------
 
 

@@ -178,3 +178,10 @@ def test_usage_errors(smollm2_path: Path, cli, tmp_path: Path):
     assert done.returncode != 0 and "at least 2 x ctx" in done.stderr and "Traceback" not in done.stderr
     done = cli("eval", str(smollm2_path), "--text", str(tmp_path / "missing.txt"))
     assert done.returncode != 0 and "cannot read" in done.stderr
+
+
+def test_list_shows_the_quality_cost(installed_starter, cli):
+    listed = cli("list")
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()[:2]
+    assert "KLD" in header.split() and "0.0270 estimate" in row  # Q4_1: interpolated by bits per weight
