@@ -207,6 +207,7 @@ class QuantOption:
     exact: bool  # the size of a real file (True), or typical for the quantization (False)
     installed: InstalledModel | None
     fit: Fit
+    quality: dict[str, Any] | None = None  # its KLD: measured by eval, else its type's prior
 
 
 NOT_JUDGED = "not judged: no header of this model has been read yet (`localllm fit NAME` reads one)"
@@ -243,10 +244,14 @@ def quant_options(
         header = _local_header(model.path())
         sibling = sibling or header
         seen.add((model.quant or "").upper())
-        options.append(QuantOption(model.quant or "?", size, True, model, judge(header, hw)))
+        quality = quality_of(model.path(), model.quant, model.sha256)
+        options.append(QuantOption(model.quant or "?", size, True, model, judge(header, hw), quality))
     if foreign is not None:
         header = _local_header(foreign)
-        options.append(QuantOption("file", foreign.stat().st_size, True, None, judge(header, hw)))
+        quant = header.file_type_name if header is not None else None
+        options.append(
+            QuantOption("file", foreign.stat().st_size, True, None, judge(header, hw), quality_of(foreign, quant))
+        )
     if entry is None:
         return options
     if sibling is None:
@@ -264,5 +269,5 @@ def quant_options(
         else:
             size, exact = quants.typical_size(quant, entry.params) or int(entry.params * 5 / 8), False
         header = sized_header(sibling, size) if sibling is not None else None
-        options.append(QuantOption(quant, size, exact, None, judge(header, hw)))
+        options.append(QuantOption(quant, size, exact, None, judge(header, hw), quality_of(None, quant)))
     return options
