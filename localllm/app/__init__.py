@@ -8,6 +8,7 @@ shell repeats a core sequence (resolve, plan, load, record); nothing here prints
 - :mod:`.library`: list, pull, import, remove, inspect.
 - :mod:`.browsing`: the TUI's model browser (one row per model, the chat a row opens).
 - :mod:`.batching`: batch completion and benchmarks.
+- :mod:`.evaluating`: perplexity, KL divergence and task accuracy of a model file (``eval``).
 - :mod:`.serving`: models served to many clients at once (``serve``): loaded on demand, unloaded when idle.
 - :mod:`.conversation_state`: a conversation's KV cache kept on disk (reopening a long chat).
 - :mod:`.machine`: the machine to plan for (detected, named or overridden).
@@ -26,6 +27,7 @@ _SUBMODULES = frozenset(
         "batching",
         "browsing",
         "conversation_state",
+        "evaluating",
         "fitting",
         "library",
         "loading",
@@ -40,6 +42,7 @@ _SUBMODULES = frozenset(
 # for the use cases it calls (`localllm list` never loads the batch or loading code).
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("bench", "complete_jsonl", "writer_for"), "batching"),
+    **dict.fromkeys(("evaluate", "evaluate_tasks"), "evaluating"),
     **dict.fromkeys(("FitReport", "fit_model", "quant_options"), "fitting"),
     **dict.fromkeys(("import_file", "inspect_model", "list_models", "plan_pull", "remove_model"), "library"),
     **dict.fromkeys(

@@ -32,6 +32,7 @@ class FitRow:
     where: str  # "installed", "local file", "on the Hub"
     header: GGUFHeader
     path: Path | None  # the local file, when there is one
+    sha256: str | None = None  # an installed file's, from the manifest
 
     @property
     def quant(self) -> str:
@@ -59,7 +60,7 @@ def _local_rows(reference: str) -> tuple[list[FitRow], CatalogEntry | None, str 
         name = ref.repo
     installed = {m.quant: m for m in store.installed() if m.name.lower() == name.lower()}
     rows = [
-        FitRow(m.key, "installed", headercache.read_header(m.path()), m.path())
+        FitRow(m.key, "installed", headercache.read_header(m.path()), m.path(), m.sha256)
         for quant, m in installed.items()
         if ref.quant in (None, quant)
     ]
@@ -167,12 +168,30 @@ def fit_model(reference: str, hw: Hardware, n_ctx: int | None = None) -> FitRepo
         measured = last_load(row.header, row.path, hw)
         if measured is not None:
             result["last_load"] = measured
+        result["quality"] = _quality(row)
         results.append(result)
     choice = None
     if len(rows) > 1:
         candidates = [(r.quant, r.header.file_size or r.header.data_end, r.header) for r in rows]
         choice = plan_quants(candidates, hw, n_ctx)
     return FitReport(results, choice, skipped, str(error) if skipped and error else "")
+
+
+def _quality(row: FitRow) -> dict[str, Any] | None:
+    """What the row's quantization costs in quality: measured by ``eval``, or the prior for its type."""
+    from localllm.eval.quality import quality_cost
+
+    quant = row.header.file_type_name if row.path is not None else row.quant
+    size = row.path.stat().st_size if row.path is not None else None
+    return quality_cost(quant or row.quant, row.path, size, row.sha256)
+
+
+def quality_of(path: Path | None, quant: str | None, sha256: str | None = None) -> dict[str, Any] | None:
+    """What a model file costs in quality (``eval``'s measured KLD, else its quant type's prior)."""
+    from localllm.eval.quality import quality_cost
+
+    size = path.stat().st_size if path is not None and path.is_file() else None
+    return quality_cost(quant, path if size is not None else None, size, sha256)
 
 
 # --- the TUI's badges ----------------------------------------------------------------------------
@@ -192,6 +211,7 @@ class QuantOption:
     exact: bool  # the size of a real file (True), or typical for the quantization (False)
     installed: InstalledModel | None
     fit: Fit
+    quality: dict[str, Any] | None = None  # its KLD: measured by eval, else its type's prior
 
 
 NOT_JUDGED = "not judged: no header of this model has been read yet (`localllm fit NAME` reads one)"
@@ -228,10 +248,14 @@ def quant_options(
         header = _local_header(model.path())
         sibling = sibling or header
         seen.add((model.quant or "").upper())
-        options.append(QuantOption(model.quant or "?", size, True, model, judge(header, hw)))
+        quality = quality_of(model.path(), model.quant, model.sha256)
+        options.append(QuantOption(model.quant or "?", size, True, model, judge(header, hw), quality))
     if foreign is not None:
         header = _local_header(foreign)
-        options.append(QuantOption("file", foreign.stat().st_size, True, None, judge(header, hw)))
+        quant = header.file_type_name if header is not None else None
+        options.append(
+            QuantOption("file", foreign.stat().st_size, True, None, judge(header, hw), quality_of(foreign, quant))
+        )
     if entry is None:
         return options
     if sibling is None:
@@ -249,5 +273,5 @@ def quant_options(
         else:
             size, exact = quants.typical_size(quant, entry.params) or int(entry.params * 5 / 8), False
         header = sized_header(sibling, size) if sibling is not None else None
-        options.append(QuantOption(quant, size, exact, None, judge(header, hw)))
+        options.append(QuantOption(quant, size, exact, None, judge(header, hw), quality_of(None, quant)))
     return options

@@ -303,12 +303,28 @@ class Pull:
         return execute(self.plan, self.hub, progress=progress, notice=notice, cancel=cancel)
 
 
-def plan_pull(reference: str, *, offline: bool = False, reuse: bool = True) -> Pull:
-    """Plan a pull; asks the Hub only when the model is not installed (never when offline)."""
+def plan_pull(reference: str, *, offline: bool = False, reuse: bool = True, max_kld: float | None = None) -> Pull:
+    """Plan a pull; asks the Hub only when the model is not installed (never when offline).
+    ``max_kld``: choose the smallest quantization whose KL divergence (measured by ``eval`` for an
+    installed copy, else the prior of its type) is at most this."""
     from localllm.hub.client import Hub
     from localllm.hub.pull import plan
 
     hub = Hub(offline=offline)
     # The planner needs the machine (GPUs included) only when it must choose the quantization:
     # detected then, not for a model that is installed or named with its quantization.
-    return Pull(plan(reference, hub, look_for_copies=reuse, hardware=machine.detect), hub)
+    return Pull(plan(reference, hub, look_for_copies=reuse, hardware=machine.detect, max_kld=max_kld, kld=_kld_of), hub)
+
+
+def _kld_of(name: str, quant: str) -> tuple[float, str] | None:
+    """The KL divergence of ``name:quant`` and where it comes from: measured for an installed copy,
+    else the prior of its quantization type."""
+    from localllm.eval.quality import quality_cost
+
+    found = store.find_installed(name, quant)
+    if found is not None:
+        path = found.path()
+        cost = quality_cost(quant, path, path.stat().st_size if path.is_file() else None, found.sha256)
+    else:
+        cost = quality_cost(quant)
+    return (cost["kld"], cost["label"]) if cost is not None else None

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "batch": ("batch", "complete every line of a JSONL file, several at once, resumably"),
     "bench": ("bench", "measure prompt, generation and batched tokens/s like llama-bench"),
     "hw": ("hw", "show the hardware detected and the memory budget for models"),
+    "eval": ("eval", "measure perplexity, KL divergence against a reference, or multiple-choice accuracy"),
     "fit": ("fit", "estimate the memory a model needs here, per quantization, and plan its load"),
     "serve": ("serve", "serve models over HTTP to OpenAI and Ollama clients (127.0.0.1:8080)"),
     "chat": ("chat", "chat with a model in the terminal UI (localllm alone opens the UI)"),

@@ -60,6 +60,7 @@ def _print_table(results: list[dict]) -> None:
             print(f"{'':<34} {'':<10} GPU = {_breakdown(est['gpu'])}")
     for r in results:
         print(terminal_safe(f"{r['model']}: {r['reason']}"))  # names come from files
+        print(terminal_safe(f"  quality: {_quality(r.get('quality'))}"))
         m = r.get("last_load")
         if m and m["error"] is not None:
             rss = (
@@ -71,6 +72,13 @@ def _print_table(results: list[dict]) -> None:
                 f"  last load (ctx {m['n_ctx']}, gpu layers {m['n_gpu_layers']}): llama.cpp allocated "
                 f"{format_bytes(m['allocated'])}, estimate {format_bytes(m['estimated'])} ({m['error']:+.1%}){rss}"
             )
+
+
+def _quality(cost: dict | None) -> str:
+    """``KLD 0.0313 (prior from llama.cpp's published Llama-3-8B table)``: the quality cost."""
+    if cost is None:
+        return "KL divergence unknown (localllm eval MODEL --ref REFERENCE measures it)"
+    return f"KLD {cost['kld']:.4f} ({cost['label']})"
 
 
 PARTS = ("weights", "kv", "compute", "output", "runtime")

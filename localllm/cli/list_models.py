@@ -30,6 +30,17 @@ def _ago(ts: float | None) -> str:
     return "just now"
 
 
+# How each kind of KLD value is marked in the table (fit and the README say what they are).
+_KLD_TAGS = {"measured": "measured", "published": "llama.cpp table", "interpolated": "estimate", "unquantized": ""}
+
+
+def _kld(cost: dict | None) -> str:
+    """``0.0123 measured``, ``0.0313 llama.cpp table``, ``0.0270 estimate``: the quality cost."""
+    if cost is None:
+        return "-"
+    return f"{cost['kld']:.4f} {_KLD_TAGS.get(cost['source'], '')}".strip()
+
+
 def run(args: argparse.Namespace) -> int:
     from localllm import app
     from localllm.format import format_bytes, terminal_safe
@@ -44,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print("no models installed (localllm pull MODEL downloads one)")
         return 0
     show_fit = any(m.verdict is not None for m in listed)
-    header = ["NAME", "QUANT", "SIZE"] + (["FITS"] if show_fit else []) + ["LAST USED"]
+    header = ["NAME", "QUANT", "SIZE"] + (["FITS"] if show_fit else []) + ["KLD", "LAST USED"]
     if args.all:
         header.append("WHERE")
     table = [header]
@@ -56,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         line = [m.name, m.quant or "-", format_bytes(m.size)]
         if show_fit:
             line.append(m.verdict.label if m.verdict is not None else "-")
+        line.append(_kld(app.fitting.quality_of(m.path, m.quant, m.model.sha256 if m.model else None)))
         line.append(_ago(m.last_used) if m.installed else "-")
         if args.all:
             line.append("installed" if m.installed else f"{m.source}: {m.path}")

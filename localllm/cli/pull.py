@@ -16,6 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not link copies found in the Hugging Face cache, LM Studio or Ollama",
     )
+    parser.add_argument(
+        "--max-kld",
+        type=float,
+        help="without a quantization: the smallest one whose KL divergence (measured by eval, else its "
+        "type's prior) is at most this, e.g. 0.05",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
 
     from .progress import ProgressPrinter
 
-    pull = app.plan_pull(args.model, offline=args.offline, reuse=not args.no_reuse)
+    if args.max_kld is not None and not args.max_kld >= 0:
+        from localllm.errors import UsageError
+
+        raise UsageError("--max-kld must be a number of at least 0")
+    pull = app.plan_pull(args.model, offline=args.offline, reuse=not args.no_reuse, max_kld=args.max_kld)
     plan = pull.plan
     if plan.reason:
         say(f"{plan.name}: chose {plan.reason} (ask for another with {plan.name}:QUANT)")

@@ -8,6 +8,7 @@ write, and the size a quantization of N parameters takes before its header has b
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -92,3 +93,48 @@ def typical_size(name: str, n_params: int) -> int | None:
     if quant is None or quant.bits is None:
         return None
     return int(n_params * quant.bits / 8)
+
+
+# --- What a quantization costs in quality ---------------------------------------------------------
+
+# Mean KL divergence of each quantization's next-token distributions from FP16's, as llama.cpp
+# published it for Llama-3-8B (llama-perplexity --kl-divergence; tools/perplexity/README.md). These
+# are the measured points; other quantizations are interpolated from them by bits per weight.
+KLD_SOURCE = "llama.cpp's published Llama-3-8B table"
+PUBLISHED_KLD: dict[str, float] = {"Q8_0": 0.0014, "Q6_K": 0.0055, "Q5_K_M": 0.0108, "Q4_K_M": 0.0313}
+
+
+@dataclass(frozen=True)
+class KLDPrior:
+    quant: str
+    kld: float
+    source: str  # "published", "interpolated" (by bits per weight) or "unquantized"
+
+    @property
+    def label(self) -> str:
+        if self.source == "unquantized":
+            return "unquantized: no loss"
+        how = "" if self.source == "published" else ", interpolated by bits per weight"
+        return f"prior from {KLD_SOURCE}{how}"
+
+
+def kld_prior(name: str) -> KLDPrior | None:
+    """The expected mean KLD of quantization ``name`` against FP16, from llama.cpp's published
+    table: the table's value, or log-linear in bits per weight between (and beyond) its points;
+    None for a quantization of unknown bits."""
+    quant = get(name)
+    if quant is None:
+        return None
+    if quant.name in UNQUANTIZED:
+        return KLDPrior(quant.name, 0.0, "unquantized")
+    if quant.name in PUBLISHED_KLD:
+        return KLDPrior(quant.name, PUBLISHED_KLD[quant.name], "published")
+    if quant.bits is None:
+        return None
+    points = sorted((_BY_NAME[q].bits or 0.0, math.log(k)) for q, k in PUBLISHED_KLD.items())
+    bits = quant.bits
+    # The segment around ``bits``, or the nearest end segment to extrapolate along.
+    i = next((i for i in range(len(points) - 1) if bits <= points[i + 1][0]), len(points) - 2)
+    (b0, k0), (b1, k1) = points[i], points[i + 1]
+    kld = math.exp(k0 + (k1 - k0) * (bits - b0) / (b1 - b0))
+    return KLDPrior(quant.name, round(kld, 4 if kld < 0.1 else 3), "interpolated")

@@ -46,6 +46,8 @@ def choose_quant(
     hardware=None,
     *,
     hub: Hub | None = None,
+    max_kld: float | None = None,
+    kld=None,
 ) -> tuple[str, str]:
     """The planner's choice among a repository's quantizations (quant -> [(path, size)]), and why.
 
@@ -53,6 +55,9 @@ def choose_quant(
     from their sizes (:func:`localllm.fit.plan.sized_header`), against ``hardware``: the caller's
     machine, or a function that detects it (called only here, when a choice is really made); None:
     this one, detected without asking llama.cpp. Raises :class:`DoesNotFitError` when nothing fits.
+
+    ``max_kld``: the quality floor instead: the smallest quantization that fits and whose KL
+    divergence (``kld(quant)``: measured or prior; default the prior of its type) is at most it.
     """
     from localllm.errors import DoesNotFitError, LocalLLMError
     from localllm.fit import hardware as hardware_module
@@ -69,14 +74,52 @@ def choose_quant(
                       for q, files in offered.items()]  # fmt: skip
         choice = plan_quants(candidates, hw)
     except LocalLLMError as exc:
+        if max_kld is not None:
+            raise
         quant, why = default_quant(quants)
         return quant, f"{why}: {exc.message}"
+    if max_kld is not None:
+        return _smallest_within(repo, choice, max_kld, kld)
     if choice.chosen is None:
         raise DoesNotFitError(
             f"{repo}: {choice.reason}",
             hint="name a quantization to pull it anyway (MODEL:QUANT), or pick a smaller model",
         )
     return choice.chosen.quant, choice.reason
+
+
+def _smallest_within(repo: str, choice, max_kld: float, kld=None) -> tuple[str, str]:
+    """The smallest fitting quantization of ``choice`` whose KLD is at most ``max_kld``, and why."""
+    from localllm.errors import DoesNotFitError
+    from localllm.fit.plan import Verdict
+
+    def cost(q: str) -> tuple[float, str] | None:
+        if kld is not None:
+            return kld(q)
+        prior = quants.kld_prior(q)
+        return (prior.kld, prior.label) if prior is not None else None
+
+    known = [(c, cost(c.quant)) for c in choice.choices]
+    within = [(c, k) for c, k in known if k is not None and k[0] <= max_kld]
+    fitting = [(c, k) for c, k in within if c.plan.verdict in (Verdict.FITS, Verdict.TIGHT)]
+    if not fitting:
+        if within:
+            raise DoesNotFitError(
+                f"{repo}: no quantization with KLD at most {max_kld:g} fits this machine "
+                f"({', '.join(c.quant for c, _ in within)} would, but do not fit)",
+                hint="raise --max-kld, or pick a smaller model",
+            )
+        best = min((k[0] for _, k in known if k is not None), default=None)
+        raise DoesNotFitError(
+            f"{repo}: no quantization offered has KLD at most {max_kld:g}"
+            + (f" (the lowest is {best:.4f})" if best is not None else ""),
+            hint="raise --max-kld, or name a quantization (MODEL:QUANT)",
+        )
+    chosen, (value, label) = min(fitting, key=lambda ck: (ck[0].plan.estimate.total, ck[0].quant))
+    return chosen.quant, (
+        f"{chosen.quant}: the smallest quantization with KLD at most {max_kld:g} that fits "
+        f"(KLD {value:.4f}, {label}; {chosen.plan.reason})"
+    )
 
 
 def quants_in(filenames: list[str]) -> list[str]:
@@ -121,12 +164,17 @@ class PullPlan:
         return sum(f.size for f in self.files if f.reuse is None)
 
 
-def plan(reference: str, hub: Hub, *, look_for_copies: bool = True, hardware=None) -> PullPlan:
+def plan(
+    reference: str, hub: Hub, *, look_for_copies: bool = True, hardware=None, max_kld: float | None = None, kld=None
+) -> PullPlan:
     """What pulling ``reference`` means; asks the Hub only when the model is not installed.
 
     ``hardware`` (a :class:`localllm.fit.hardware.Hardware`) is the machine a quantization is
-    chosen for when the reference names none; None: this machine."""
+    chosen for when the reference names none; None: this machine. ``max_kld`` (and ``kld``, see
+    :func:`choose_quant`): choose the smallest quantization that keeps that quality instead."""
     ref = refs.parse_ref(reference)
+    if max_kld is not None and (ref.quant is not None or ref.kind == "hf_file"):
+        raise UsageError("--max-kld chooses the quantization", hint=f"leave the quantization out of {reference}")
     if ref.kind == "file":
         raise UsageError(f"{reference} is a local file", hint=f"adopt it with: localllm import {reference}")
     cat = catalog.load_catalog()
@@ -137,6 +185,8 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True, hardware=Non
         name, repo = entry.name, entry.repo
         quant = ref.quant
         if quant is None and hub.offline:
+            if max_kld is not None:
+                raise offline_error(ref.raw.strip())
             quant, reason = _offline_choice(entry)
         if entry.pypi is not None and quant == entry.pypi.quant:
             found = store.find_installed(name, quant)
@@ -167,7 +217,10 @@ def plan(reference: str, hub: Hub, *, look_for_copies: bool = True, hardware=Non
                 raise HubFileNotFoundError(
                     f"{repo} has no GGUF files", hint="pick a repository whose name ends in -GGUF"
                 )
-            quant, reason = choose_quant(repo, listing.revision, offered, hardware, hub=hub)
+            quant, reason = choose_quant(
+                repo, listing.revision, offered, hardware, hub=hub, max_kld=max_kld,
+                kld=(lambda q: kld(name, q)) if kld is not None else None,
+            )  # fmt: skip
             if entry is not None and entry.pypi is not None and quant == entry.pypi.quant:
                 return PullPlan(name, quant, installed=store.find_installed(name, quant), starter=entry, reason=reason)
             found = store.find_installed(name, quant)

@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("BatchEngine", "SequenceStream"), "serving"),
     **dict.fromkeys(("bench_pp_tg", "bench_batched", "BatchedBench"), "bench"),
     "quantize_model": "quantize",
+    "Scorer": "scoring",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -682,6 +682,30 @@ def greedy_token(ctx: LlamaContext, index: int, n_vocab: int) -> int:
     return int(np.ctypeslib.as_array(row, shape=(n_vocab,)).argmax())
 
 
+def output_logits(ctx: LlamaContext, n_outputs: int, n_vocab: int) -> np.ndarray:
+    """The logits of the last decode's ``n_outputs`` outputs, in batch order, as one
+    ``(n_outputs, n_vocab)`` float32 numpy view over llama.cpp's own buffer (no copy, no Python
+    loop over the vocabulary). Valid until the next decode on ``ctx``."""
+    row = L.llama_get_logits(ctx._ptr)
+    return np.ctypeslib.as_array(row, shape=(n_outputs, n_vocab))
+
+
+def fill_batch(batch: LlamaBatch, tokens: Sequence[int], first_output: int) -> None:
+    """Put ``tokens`` at positions 0.. of sequence 0 in ``batch``, with logits for the positions
+    from ``first_output`` on."""
+    n = len(tokens)
+    np.ctypeslib.as_array(batch.token, shape=(batch.capacity,))[:n] = tokens
+    np.ctypeslib.as_array(batch.pos, shape=(batch.capacity,))[:n] = np.arange(n, dtype=np.int32)
+    np.ctypeslib.as_array(batch.n_seq_id, shape=(batch.capacity,))[:n] = 1
+    wants = np.ctypeslib.as_array(batch.logits, shape=(batch.capacity,))
+    wants[:n] = 0
+    wants[first_output:n] = 1
+    seqs = batch.seq_id
+    for i in range(n):
+        seqs[i][0] = 0
+    batch.n_tokens = n
+
+
 # --------------------------------------------------------------------------------------------
 # Chat templates and JSON schemas (llama-cpp-python's Python helpers)
 
@@ -712,12 +736,14 @@ def system_info() -> str:
     return L.llama_print_system_info().decode("utf-8", errors="replace")
 
 
-def quantize(src: Path, dest: Path, ftype: int, threads: int, label: str) -> None:
-    """Write ``dest``: ``src`` quantized to llama.cpp file type ``ftype`` (named ``label``)."""
+def quantize(src: Path, dest: Path, ftype: int, threads: int, label: str, allow_requantize: bool = False) -> None:
+    """Write ``dest``: ``src`` quantized to llama.cpp file type ``ftype`` (named ``label``);
+    ``allow_requantize``: ``src`` may itself be quantized (llama-quantize's --allow-requantize)."""
     init_backend()
     params = L.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = threads
+    params.allow_requantize = allow_requantize
     marker = LOG.mark()
     rc = L.llama_model_quantize(os.fsencode(src), os.fsencode(dest), ctypes.byref(params))
     if rc != 0:

@@ -173,7 +173,9 @@ class ModelsScreen(Screen):
             why.update("")
             return
         action = "Enter: chat · d: delete" if option.installed or item.foreign_path else "Enter or p: download"
-        why.update(f"{option.quant}: {option.fit.reason}.\n{action}")
+        cost = option.quality
+        quality = f"Quality: KLD {cost['kld']:.4f} ({cost['label']}).\n" if cost else ""
+        why.update(f"{option.quant}: {option.fit.reason}.\n{quality}{action}")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_why()

@@ -28,8 +28,9 @@ def test_list_reads_only_the_manifest(cli):
     result = cli("list")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "QUANT", "SIZE", "LAST", "USED"]
+    assert lines[0].split() == ["NAME", "QUANT", "SIZE", "KLD", "LAST", "USED"]
     assert len(lines) == 21 and "model-19" in lines[-1] and "18.6 GiB" in lines[-1]
+    assert "0.0313 llama.cpp table" in lines[-1]  # the quant type's prior: no GGUF opened for it
     rows = json.loads(cli("list", "--json").stdout)
     assert len(rows) == 20 and rows[0]["size"] == 10**9 and rows[0]["last_used"] is None
 

@@ -11,7 +11,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from support.scripted_engine import FakeServices, ScriptedModel
+from textual.widgets import TextArea
 
 from localllm.chat.history import History
 from localllm.tui.app import make_app
@@ -28,6 +30,13 @@ def add(a: int, b: int) -> int:
 It **returns** the sum."""
 
 TARGET = ChatTarget("scripted-model:Q4_K_M", Path("scripted.gguf"), "Q4_K_M")
+
+
+@pytest.fixture(autouse=True)
+def steady_cursor(monkeypatch):
+    """The input's cursor drawn whenever the input has focus: a blinking one is on or off by the
+    time the picture is taken, which made the pictures differ from run to run on a busy machine."""
+    monkeypatch.setattr(TextArea, "_toggle_cursor_blink_visible", lambda self: None)
 
 
 def fixed_history(tmp_path: Path) -> History:

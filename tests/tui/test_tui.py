@@ -121,7 +121,7 @@ async def test_the_settings_dialog_refuses_what_every_other_surface_refuses():
     app = scripted_app(model)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: not chat_screen(app).loading)
-        chat_screen(app).settings = {"min_p": 0.2}
+        chat_screen(app).session.configure(settings={"min_p": 0.2})
         await pilot.press("ctrl+s")
         await pilot.pause()
         refused = [
