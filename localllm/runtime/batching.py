@@ -18,7 +18,7 @@ from localllm.errors import ContextOverflowError, GenerationError, GrammarError
 
 from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_piece
 from .model import Model, find_stop, stop_prefix_len
-from .options import DEFAULT_CTX, SamplingOptions
+from .options import DEFAULT_CTX, AdapterSet, SamplingOptions
 
 MAX_SCHEMA_CHARS = 64 << 10  # a JSON schema's text
 MAX_SCHEMA_DEPTH = 32  # objects and arrays inside one another
@@ -79,6 +79,8 @@ class BatchRequest:
     tokens: Sequence[int]
     sampling: SamplingOptions = SamplingOptions()
     grammar: str | None = None  # GBNF (see json_schema_grammar)
+    # LoRA adapters by name and scale (loaded with the model); None: the model's default set.
+    adapters: Sequence[tuple[str, float]] | None = None
 
 
 @dataclass
@@ -119,6 +121,7 @@ class _Sequence:
         "stop_len",
         "greedy",
         "ignore_eos",
+        "adapters",
     )
 
     request: BatchRequest
@@ -141,6 +144,7 @@ class _Sequence:
     stop_len: int
     greedy: bool
     ignore_eos: bool
+    adapters: AdapterSet
 
 
 class BatchSession:
@@ -152,6 +156,11 @@ class BatchSession:
     and its slot (its sequence id) can take the next request (:meth:`admit`). Each sequence has its
     own KV stream of ``n_ctx_seq`` cells (``kv_unified`` off), so one sequence never waits for
     another's room.
+
+    LoRA adapters are chosen per request (:attr:`BatchRequest.adapters`). Sequences never share
+    KV cells, so no two requests share a prefix computed with other weights; a step whose
+    sequences use different adapter sets decodes each set's sequences in a ``llama_decode`` of
+    their own, with that set applied.
 
     :meth:`run` drives the steps for ``localllm batch`` and ``bench``: the order in which requests
     are admitted and batched depends only on the requests and ``n_parallel``, never on timing, so
@@ -192,6 +201,7 @@ class BatchSession:
         self._started = time.perf_counter()
         self._n_vocab = model.llama.n_vocab()
         self._tokens: dict[int, tuple[bool, bytes]] = {}  # token -> (end of generation?, its bytes)
+        self._adapters: AdapterSet = ()  # the LoRA adapters this context applies now (a new one: none)
 
     def close(self) -> None:
         self.drop_all()
@@ -251,13 +261,15 @@ class BatchSession:
             raise RuntimeError("no free slot: n_parallel sequences are running")
         try:
             self.check(request.tokens)
+            adapters = self.model.adapter_set(request.adapters)  # UsageError for an adapter not loaded
             if sampler is None:
                 sampler = self.model.make_sampler(request.sampling, request.grammar)
         except BaseException:
             if sampler is not None:
                 sampler.close()
             raise
-        self._slots[slot] = self._new_sequence(slot, request, sampler, stream, queued_at)
+        self._slots[slot] = s = self._new_sequence(slot, request, sampler, stream, queued_at)
+        s.adapters = adapters
         return slot
 
     def _new_sequence(
@@ -299,6 +311,23 @@ class BatchSession:
         active = [s for s in self._slots if s is not None]
         if not active:
             return []
+        groups: dict[AdapterSet, list[_Sequence]] = {}
+        for s in active:
+            groups.setdefault(s.adapters, []).append(s)
+        if len(groups) == 1:
+            return self._decode_group(s.adapters, active)
+        # Sequences with other adapters are other weights: one llama_decode per adapter set, the
+        # one applied now first (llama.cpp re-plans its graph when the set changes).
+        events: list[StepEvent] = []
+        for adapters in sorted(groups, key=lambda a: a != self._adapters):
+            events += self._decode_group(adapters, groups[adapters])
+        events.sort(key=lambda e: e[0])  # stable: a sequence's text stays before its result
+        return events
+
+    def _decode_group(self, adapters: AdapterSet, active: list[_Sequence]) -> list[StepEvent]:
+        if adapters != self._adapters:
+            self.model.apply_adapters(self._ctx, adapters)
+            self._adapters = adapters
         n = self._fill_batch(active)
         rc = self._ctx.decode(self._batch)
         if rc != 0:
