@@ -7,7 +7,7 @@ import sys
 
 from localllm.format import format_clock
 
-from . import EXIT_INTERRUPTED, print_error, say
+from . import EXIT_INTERRUPTED, lora, print_error, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="default for lines without seed (0)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1 = all; default: planned)")
+    lora.add_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -141,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
             n_parallel=args.parallel,
             n_gpu_layers=args.gpu_layers,
             n_threads=args.threads,
+            adapters=app.lora_specs(args.lora),
             max_tokens=args.max_tokens,
             temperature=args.temperature,
             seed=args.seed,

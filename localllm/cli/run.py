@@ -9,7 +9,7 @@ import sys
 from localllm.errors import LocalLLMError
 from localllm.format import json_terminal_safe
 
-from . import EXIT_INTERRUPTED, print_error, say
+from . import EXIT_INTERRUPTED, lora, print_error, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="sampling seed, for repeatable output")
     parser.add_argument("-c", "--ctx", type=int, help="context size in tokens (default: planned for this machine)")
     parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU, -1 = all (default: planned)")
+    lora.add_argument(parser)
     parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     parser.add_argument("--ignore-eos", action="store_true", help="generate past the end of the reply (benchmarking)")
     out = parser.add_mutually_exclusive_group()
@@ -82,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": prompt}
     ]
+    adapters = app.lora_specs(args.lora)
     with app.open_model(
-        args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say
+        args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say, adapters=adapters
     ) as model:
         generation = model.chat(messages, sampling)
         interrupted = _stream(generation, quiet=args.json)
@@ -127,7 +129,10 @@ def interactive(args: argparse.Namespace, read=input) -> int:
         }.items()
         if v is not None
     }
-    model = app.open_model(args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say)
+    adapters = app.lora_specs(args.lora)
+    model = app.open_model(
+        args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say, adapters=adapters
+    )
     history = History()
     session = ChatSession(
         history,
@@ -155,6 +160,8 @@ def interactive(args: argparse.Namespace, read=input) -> int:
                     break
                 elif command.name == "model":
                     model = _switch_model(session, model, command.arg, args)
+                elif command.name == "lora":
+                    say(_lora_command(model, command))
                 elif command.name == "copy":
                     say("/copy works in the TUI (localllm chat); select the text here to copy it")
                 else:
@@ -177,7 +184,7 @@ def _switch_model(session, model, reference: str, args: argparse.Namespace):
         return model
     current = model.resolved
     load = {"n_ctx": args.ctx, "n_gpu_layers": args.gpu_layers, "n_threads": args.threads, "notice": say}
-    model.close()  # one model in memory at a time
+    model.close()  # one model in memory at a time; the adapters stay with the old base
     try:
         model = app.open_model(resolved=resolved, **load)
     except LocalLLMError:
@@ -186,6 +193,23 @@ def _switch_model(session, model, reference: str, args: argparse.Namespace):
     session.switch_model(model.label, model.resolved.path)
     say(f"this chat continues with {model.label}")
     return model
+
+
+def _lora_command(model, command) -> str:
+    """Carry out ``/lora`` on the loaded model; what to tell the user."""
+    from localllm.chat import commands
+
+    if not model.adapters:
+        return "no LoRA adapter is loaded (start the chat with --lora FILE)"
+    if command.adapter is not None:
+        name, scale = command.adapter
+        current = dict(model.active_adapters)
+        if name == "off":
+            current = {}
+        else:
+            current[name] = scale
+        model.set_adapters(model.adapter_set(list(current.items())))
+    return commands.describe_adapters(list(model.adapters), model.active_adapters)
 
 
 def _chat_turn(session, model, text: str) -> None:

@@ -201,7 +201,7 @@ class BatchSession:
         self._started = time.perf_counter()
         self._n_vocab = model.llama.n_vocab()
         self._tokens: dict[int, tuple[bool, bytes]] = {}  # token -> (end of generation?, its bytes)
-        self._adapters: AdapterSet = ()  # the LoRA adapters this context applies now (a new one: none)
+        self._adapters: AdapterSet = model.default_adapters  # the LoRA adapters this context applies now
 
     def close(self) -> None:
         self.drop_all()

@@ -421,7 +421,8 @@ class LlamaContext(_Owner):
         """Apply exactly these LoRA adapters with their scales to the following decodes (none: the
         base weights alone). llama.cpp does nothing when the set is unchanged."""
         n = len(adapters)
-        ptrs = (L.llama_adapter_lora_p_ctypes * max(n, 1))(*(a._ptr for a, _ in adapters))
+        pointers: list[Any] = [a._ptr for a, _ in adapters]
+        ptrs = (L.llama_adapter_lora_p_ctypes * max(n, 1))(*pointers)
         scales = (ctypes.c_float * max(n, 1))(*(float(s) for _, s in adapters))
         rc = L.llama_set_adapters_lora(self._ptr, ptrs if n else None, n, scales if n else None)
         if rc != 0:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 
-from localllm.errors import ContextOverflowError, GenerationError, UsageError
+from localllm.errors import ContextOverflowError, GenerationError, ModelFileError, UsageError
 from localllm.fit.estimate import cpu_expert_patterns
 from localllm.fs import temp_beside
 from localllm.gguf import adapter as ggufadapter
@@ -53,6 +53,11 @@ class Model:
         self.options = o = options or LoadOptions()
         # Clear errors before llama.cpp sees it; cached, since the planner has usually just read it.
         self.header = headercache.read_header(self.path)
+        if ggufadapter.is_adapter(self.header):
+            raise ModelFileError(
+                f"{self.path.name} is a LoRA adapter, not a model",
+                hint="load its base model with -m and the adapter with --lora",
+            )
         self._lock = threading.Lock()
         self._evaluated: list[int] = []  # tokens whose KV is in the cache, in order (rebound only by load_state)
         # Adapters are checked against the base before llama.cpp sees either (AdapterMismatchError).
@@ -76,7 +81,7 @@ class Model:
             self.llama.close()
             raise
         self.default_adapters: AdapterSet = self.adapter_set([(spec.label, spec.scale) for spec in o.adapters])
-        self.active_adapters: AdapterSet = ()  # what the main context applies now
+        self.active_adapters: AdapterSet = self.default_adapters  # what the main context applies now
         self.n_ctx_train = self.llama.n_ctx_train()
         n_ctx = o.n_ctx or min(DEFAULT_CTX, self.n_ctx_train or DEFAULT_CTX)
         self.n_threads = o.n_threads or default_threads()
@@ -90,7 +95,6 @@ class Model:
                 no_perf=False,
                 what="create a context for",
             )
-            self.set_adapters(self.default_adapters)
         except BaseException:
             self._free_adapters()
             self.llama.close()
@@ -131,10 +135,11 @@ class Model:
         no_perf: bool = True,
         what: str = "create a batch context for",
     ) -> LlamaContext:
-        """Another llama.cpp context over these weights, with this model's KV and attention options."""
+        """Another llama.cpp context over these weights, with this model's KV and attention options
+        and its default LoRA adapters applied."""
         threads = n_threads or self.n_threads
         o = self.options
-        return LlamaContext(
+        ctx = LlamaContext(
             self.llama,
             n_ctx=n_ctx,
             n_batch=n_batch,
@@ -150,6 +155,13 @@ class Model:
             no_perf=no_perf,
             what=what,
         )
+        if self.default_adapters:
+            try:
+                self.apply_adapters(ctx, self.default_adapters)
+            except BaseException:
+                ctx.close()
+                raise
+        return ctx
 
     # -- LoRA adapters --------------------------------------------------------------------------
 
