@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import say
+from . import lora, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1 = all; default: planned)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    lora.add_argument(parser)
 
 
 def _options(args: argparse.Namespace):
@@ -80,6 +81,7 @@ def _options(args: argparse.Namespace):
         keep_alive_s=keep_alive,
         n_gpu_layers=args.gpu_layers,
         n_threads=args.threads,
+        adapters=app.lora_specs(args.lora),
     )
 
 
