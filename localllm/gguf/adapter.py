@@ -119,6 +119,16 @@ def adapter_info(header: GGUFHeader, label: str, path: Path | None = None) -> Ad
     )
 
 
+def store_fields(header: GGUFHeader, label: str) -> dict[str, object]:
+    """What the store records of an adapter file (its manifest entry's extra fields): empty for a
+    model; for a LoRA adapter its kind, base architecture, base model (when recorded) and rank.
+    A damaged adapter raises as :func:`adapter_info` does."""
+    if not is_adapter(header):
+        return {}
+    info = adapter_info(header, label)
+    return {"kind": "adapter", "base_architecture": info.architecture, "base_model": info.base_name, "rank": info.rank}
+
+
 def read_adapter(path: str | os.PathLike[str]) -> AdapterInfo:
     """Read and check a LoRA adapter file (through the header cache): NotAGGUFError or
     CorruptModelError for a damaged file, ModelFileError for one that is not a LoRA adapter."""
