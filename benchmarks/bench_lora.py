@@ -65,7 +65,11 @@ def one_run(base: Path, specs: tuple, args) -> dict[str, float]:
             print(f"  {label}: {wall:.2f} s", file=sys.stderr, flush=True)
     finally:
         model.close()
-    return {"load_s": load_s, "tg": tg, **rates}
+    row = {"load_s": load_s, "tg": tg, **rates}
+    print(
+        f"  {len(specs)} adapter(s): " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), file=sys.stderr, flush=True
+    )
+    return row
 
 
 def main() -> int:
