@@ -77,6 +77,10 @@ class ModelLoadError(ModelFileError):
     """llama.cpp refused to load the model for another reason (memory, format)."""
 
 
+class AdapterMismatchError(ModelFileError):
+    """A LoRA adapter was made for another base model (architecture or tensor shapes)."""
+
+
 class DoesNotFitError(LocalLLMError):
     """No quantization of a model fits this machine's memory."""
 

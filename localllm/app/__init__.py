@@ -24,6 +24,7 @@ from typing import Any
 
 _SUBMODULES = frozenset(
     {
+        "adapters",
         "batching",
         "browsing",
         "conversation_state",
@@ -46,7 +47,16 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("FitReport", "fit_model", "quant_options"), "fitting"),
     **dict.fromkeys(("import_file", "inspect_model", "list_models", "plan_pull", "remove_model"), "library"),
     **dict.fromkeys(
-        ("OpenedModel", "find", "open_for_batch", "open_for_bench", "open_model", "sampling", "show_llama_log"),
+        (
+            "OpenedModel",
+            "find",
+            "lora_specs",
+            "open_for_batch",
+            "open_for_bench",
+            "open_model",
+            "sampling",
+            "show_llama_log",
+        ),
         "loading",
     ),
 }

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import statistics
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from localllm.batch import jobs
+from localllm.runtime.options import AdapterSpec
 
 from .loading import Notice, open_for_batch, open_for_bench
 
@@ -30,6 +31,7 @@ def complete_jsonl(
     n_parallel: int | None = None,
     n_gpu_layers: int | None = None,
     n_threads: int | None = None,
+    adapters: Sequence[AdapterSpec] = (),
     max_tokens: int | None = None,
     temperature: float = 0.8,
     seed: int = 0,
@@ -49,6 +51,7 @@ def complete_jsonl(
         n_threads=n_threads,
         lines=len(lines),
         notice=notice,
+        adapters=adapters,
     ) as job:
         if started is not None:
             started(job.opened.label, len(lines), job.n_parallel, job.n_ctx_seq, job.parallel_reason)
@@ -83,6 +86,7 @@ def bench(
     parallel: list[int] | tuple[int, ...] = (1, 2, 4, 8),
     n_threads: int | None = None,
     n_gpu_layers: int | None = None,
+    adapters: Sequence[AdapterSpec] = (),
     notice: Notice | None = None,
     started: Callable[[dict[str, Any]], None] | None = None,
     emit: Callable[[dict[str, Any]], None] | None = None,
@@ -101,7 +105,7 @@ def bench(
     # The biggest context a test makes: pp+tg in one sequence, or N sequences of 2 x n_gen tokens.
     n_ctx = max(n_prompt + n_gen, max(parallel, default=1) * 2 * n_gen)
     with open_for_bench(
-        reference, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads, notice=notice
+        reference, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads, notice=notice, adapters=adapters
     ) as opened:
         model = opened.model
         threads = model.n_threads
@@ -113,6 +117,7 @@ def bench(
             "llama_cpp": runtime.llama_cpp_version(),
             "params": model.header.n_params,
             "file_size": model.header.file_size,
+            "adapters": [{"name": name, "scale": scale} for name, scale in model.default_adapters],
         }
         if started is not None:
             started(info)
@@ -132,4 +137,5 @@ def bench(
                     "total_tokens_per_s": round(result.tokens_per_s, 2),
                 }
             )
-    return {**{k: info[k] for k in ("model", "path", "threads", "gpu_layers", "llama_cpp")}, "results": rows}
+    keys = ("model", "path", "threads", "gpu_layers", "llama_cpp", "adapters")
+    return {**{k: info[k] for k in keys}, "results": rows}

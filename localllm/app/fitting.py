@@ -8,6 +8,7 @@ catalog model never fetched) is judged from a sibling's header scaled to its siz
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from localllm.fit.hardware import Hardware
 from localllm.fit.plan import ModelPlan, Verdict, plan_load, plan_quants, sized_header
 from localllm.gguf import cache as headercache
 from localllm.gguf import quants
+from localllm.gguf.adapter import check_fits
 from localllm.gguf.header import GGUFHeader
 from localllm.models import catalog, refs, store
 from localllm.models.catalog import CatalogEntry
@@ -148,9 +150,19 @@ def last_load(header: GGUFHeader, path: Path | None, hw: Hardware) -> dict[str, 
     }  # fmt: skip
 
 
-def fit_model(reference: str, hw: Hardware, n_ctx: int | None = None) -> FitReport:
+def fit_model(
+    reference: str, hw: Hardware, n_ctx: int | None = None, adapters: Sequence[str] | None = None
+) -> FitReport:
     """The plan for the file a reference names, or for every quantization of a catalog model (the
-    installed ones from disk, the others by reading their headers from the Hub), and the choice."""
+    installed ones from disk, the others by reading their headers from the Hub), and the choice.
+    ``adapters``: ``--lora`` references whose tensors count with the weights (``adapters`` bytes
+    in each result)."""
+    from localllm.fit.plan import adapter_bytes, with_adapters
+
+    from .adapters import adapter_infos, adapter_specs
+
+    infos = adapter_infos(adapter_specs(adapters or ()))
+    extra = adapter_bytes(infos)
     rows, entry, quant, installed = _local_rows(reference)
     skipped: list[str] = []
     error: LocalLLMError | None = None
@@ -163,8 +175,12 @@ def fit_model(reference: str, hw: Hardware, n_ctx: int | None = None) -> FitRepo
         raise ModelNotFoundError(f"{reference} is not installed", hint=f"download it with: localllm pull {reference}")
     results = []
     for row in rows:
-        plan = plan_load(row.header, hw, n_ctx)
+        for info in infos:
+            check_fits(info, row.header, row.label)
+        plan = plan_load(with_adapters(row.header, infos), hw, n_ctx)
         result = {"model": row.label, "where": row.where, "file_size": row.header.file_size, **plan.as_dict()}
+        if infos:
+            result["adapters"] = {"names": [i.name for i in infos], "bytes": extra}
         measured = last_load(row.header, row.path, hw)
         if measured is not None:
             result["last_load"] = measured

@@ -38,6 +38,7 @@ class ListedModel:
     verdict: Verdict | None = None  # None: not judged (an odd or missing file, or not asked)
     model: InstalledModel | None = None  # the store's record, for installed models
     error: str | None = None  # why a manifest entry cannot be used (it is listed, never run)
+    adapter_for: list[str] | None = None  # a LoRA adapter: the installed models it fits (None: a model)
 
     @property
     def key(self) -> str:
@@ -63,6 +64,11 @@ class ListedModel:
             row["fits"] = self.verdict.value
         if self.error is not None:
             row["error"] = self.error
+        if self.adapter_for is not None and self.model is not None:
+            row["kind"] = "adapter"
+            row["base_architecture"] = self.model.extra.get("base_architecture")
+            row["base_model"] = self.model.extra.get("base_model")
+            row["fits_models"] = self.adapter_for
         return row
 
 
@@ -72,6 +78,24 @@ def verdict_of(model: InstalledModel, hw: Hardware) -> Verdict | None:
         return plan_load(headercache.read_header(model.path()), hw).verdict
     except (LocalLLMError, OSError):
         return None  # a missing or odd file: `localllm fit` says why
+
+
+def bases_of(adapter: InstalledModel, models: list[InstalledModel]) -> list[str]:
+    """The installed models a LoRA adapter fits (architecture and tensor shapes, from the headers)."""
+    from localllm.gguf.adapter import check_fits, read_adapter
+
+    try:
+        info = read_adapter(adapter.path())
+    except (LocalLLMError, OSError):
+        return []
+    fits = []
+    for m in models:
+        try:
+            check_fits(info, headercache.read_header(m.path()), m.key)
+        except (LocalLLMError, OSError):
+            continue
+        fits.append(m.key)
+    return fits
 
 
 def _bad_row(entry: store.BadEntry) -> ListedModel:
@@ -95,7 +119,9 @@ def list_models(
     """Installed models (by name), each judged on this machine unless ``judge`` is False, then the
     manifest entries that cannot be used (with ``error`` saying why); then, if asked, the GGUFs
     other apps hold (Hugging Face cache, LM Studio, Ollama) not installed here."""
-    models = sorted(store.installed(), key=lambda m: m.key)
+    everything = sorted(store.installed(), key=lambda m: m.key)
+    models = [m for m in everything if not m.is_adapter]
+    adapters = [m for m in everything if m.is_adapter]
     # RAM and GPUs only: loading llama.cpp would cost more than the listing.
     hw = hardware or (machine.detect(ask_llama_cpp=False) if models and judge else None)
     rows = [
@@ -111,6 +137,12 @@ def list_models(
             m,
         )
         for m in models
+    ]
+    rows += [
+        ListedModel(
+            m.name, None, m.size, m.path(), m.source, True, m.last_used, None, m, adapter_for=bases_of(m, models)
+        )
+        for m in adapters
     ]
     rows += [_bad_row(b) for b in store.unusable()]
     if found_elsewhere:

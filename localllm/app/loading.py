@@ -10,20 +10,21 @@ load in the runtime -> note the model as used. Closing records what llama.cpp re
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from localllm.fit import loadlog
 from localllm.fit.hardware import Hardware
-from localllm.fit.plan import LoadChoice, load_settings, plan_parallel
+from localllm.fit.plan import LoadChoice, load_settings, plan_parallel, with_adapters
 from localllm.gguf import cache as headercache
 from localllm.models import store
 from localllm.models.resolve import ResolvedModel, resolve
 from localllm.options import SAMPLING, OptionError
-from localllm.runtime.options import LoadOptions, SamplingOptions, default_ctx
+from localllm.runtime.options import AdapterSpec, LoadOptions, SamplingOptions, default_ctx
 
 from . import machine
+from .adapters import adapter_infos, adapter_specs
 
 Notice = Callable[[str], None]
 
@@ -64,8 +65,13 @@ class OpenedModel:
         self.close()
 
 
-def _load(resolved: ResolvedModel, options: LoadOptions) -> OpenedModel:
+def _load(resolved: ResolvedModel, options: LoadOptions, adapters: Sequence[AdapterSpec] = ()) -> OpenedModel:
+    from dataclasses import replace
+
     from localllm import runtime
+
+    if adapters:
+        options = replace(options, adapters=tuple(adapters))
 
     opened = OpenedModel(runtime.Model(resolved.path, options), resolved)
     if resolved.installed is not None:
@@ -75,6 +81,16 @@ def _load(resolved: ResolvedModel, options: LoadOptions) -> OpenedModel:
             opened.close()
             raise
     return opened
+
+
+def _planned_header(resolved: ResolvedModel, adapters: Sequence[AdapterSpec]):
+    """The base's header as the planner sees it: with the adapters' tensors among its weights."""
+    return with_adapters(headercache.read_header(resolved.path), adapter_infos(adapters))
+
+
+def lora_specs(references: Sequence[str] | None) -> tuple[AdapterSpec, ...]:
+    """The adapters ``--lora FILE_OR_NAME[:SCALE]`` options name (read and checked)."""
+    return adapter_specs(references or ())
 
 
 def find(reference: str | None, notice: Notice | None = None) -> ResolvedModel:
@@ -91,18 +107,20 @@ def open_model(
     n_threads: int | None = None,
     hardware: Hardware | None = None,
     notice: Notice | None = None,
+    adapters: Sequence[AdapterSpec] = (),
 ) -> OpenedModel:
     """Load a model for chatting or completing, with the planner's settings for what is not given.
+    ``adapters``: LoRA adapters loaded with it (see :func:`lora_specs`), counted by the planner.
 
     Raises :class:`~localllm.errors.DoesNotFitError` when the model cannot fit and the user did not
     set both the context and the GPU layers."""
     resolved = resolved or find(reference, notice)
     if n_ctx is None or n_gpu_layers is None:
-        header = headercache.read_header(resolved.path)
+        header = _planned_header(resolved, adapters)
         choice = load_settings(header, hardware or machine.detect(), n_ctx, n_gpu_layers, label=resolved.label)
     else:
         choice = LoadChoice(n_ctx, n_gpu_layers)
-    return _load(resolved, _options(choice, n_ctx=choice.n_ctx, n_threads=n_threads))
+    return _load(resolved, _options(choice, n_ctx=choice.n_ctx, n_threads=n_threads), adapters)
 
 
 def _options(choice: LoadChoice, *, n_ctx: int | None, n_threads: int | None, n_batch: int = 512) -> LoadOptions:
@@ -142,6 +160,7 @@ def open_for_batch(
     lines: int | None = None,
     hardware: Hardware | None = None,
     notice: Notice | None = None,
+    adapters: Sequence[AdapterSpec] = (),
 ) -> BatchModel:
     """Load a model for ``batch``: the sequences' context (default the smaller of 4096 and the
     model's), the placement (GPU layers, experts on the CPU, KV cache type) and how many sequences
@@ -149,7 +168,7 @@ def open_for_batch(
     planner when not given. The model's own context is only used to tokenize, so it is kept tiny.
     ``resolved``: the model already resolved (the server resolves each request's name once)."""
     resolved = resolved or find(reference, notice)
-    header = headercache.read_header(resolved.path)
+    header = _planned_header(resolved, adapters)
     n_ctx_seq = default_ctx(n_ctx_seq, header.context_length)
     hw = hardware or machine.detect()
     choice = load_settings(header, hw, n_ctx_seq, n_gpu_layers, label=resolved.label)
@@ -159,7 +178,10 @@ def open_for_batch(
         planned = plan_parallel(header, hw, n_ctx_seq, choice, lines)
         parallel, why = planned.n, planned.reason
     return BatchModel(
-        _load(resolved, _options(choice, n_ctx=64, n_batch=64, n_threads=n_threads)), parallel, n_ctx_seq, why
+        _load(resolved, _options(choice, n_ctx=64, n_batch=64, n_threads=n_threads), adapters),
+        parallel,
+        n_ctx_seq,
+        why,
     )
 
 
@@ -171,6 +193,7 @@ def open_for_bench(
     n_threads: int | None = None,
     hardware: Hardware | None = None,
     notice: Notice | None = None,
+    adapters: Sequence[AdapterSpec] = (),
 ) -> OpenedModel:
     """Load a model for ``bench``: the benchmarks make contexts of their own (the largest holds
     ``n_ctx`` tokens), so the model's is tiny. The GPU layers are the planner's for that context,
@@ -178,9 +201,9 @@ def open_for_bench(
     resolved = find(reference, notice)
     choice = LoadChoice(n_ctx, n_gpu_layers or 0)
     if n_gpu_layers is None:
-        header = headercache.read_header(resolved.path)
+        header = _planned_header(resolved, adapters)
         choice = load_settings(header, hardware or machine.detect(), n_ctx, None, label=resolved.label)
-    return _load(resolved, _options(choice, n_ctx=64, n_batch=64, n_threads=n_threads))
+    return _load(resolved, _options(choice, n_ctx=64, n_batch=64, n_threads=n_threads), adapters)
 
 
 def sampling(**settings: Any) -> SamplingOptions:

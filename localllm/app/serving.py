@@ -34,12 +34,19 @@ from localllm.chat.toolcalls import (
     detect,
     prepare,
 )
-from localllm.errors import ContextOverflowError, EngineClosedError, ModelNotFoundError, ServerBusyError
+from localllm.errors import (
+    ContextOverflowError,
+    EngineClosedError,
+    LocalLLMError,
+    ModelNotFoundError,
+    ServerBusyError,
+    UsageError,
+)
 from localllm.fit.hardware import Hardware
 from localllm.models import catalog, store
 from localllm.models.refs import parse_ref
 from localllm.models.resolve import ResolvedModel, from_installed
-from localllm.runtime.options import SamplingOptions
+from localllm.runtime.options import AdapterSpec, SamplingOptions
 
 from . import loading
 
@@ -93,6 +100,8 @@ class ServeOptions:
     n_threads: int | None = None
     queue_size: int = DEFAULT_QUEUE_SIZE
     switch_wait_s: float = 30.0  # how long a request for another model waits for a busy one to finish
+    # LoRA adapters (--lora) loaded once with every model they fit; requests choose them (and scales).
+    adapters: tuple[AdapterSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,9 @@ class GenerateRequest:
     reasoning_budget: int | None = None  # tokens (Anthropic's budget_tokens)
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)  # chat_template_kwargs
     logprobs: int | None = None  # None: none; N: each token's log-probability and its N likeliest
+    # llama-server's ``lora``: (adapter id in load order, or name; scale); adapters left out are off.
+    # None: the adapter a ``base+adapter`` model name gives, else the --lora scales.
+    adapters: Sequence[tuple[int | str, float]] | None = None
 
     def sampling(self, max_tokens: int) -> SamplingOptions:
         given = {k: getattr(self, k) for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")}
@@ -501,6 +513,7 @@ class ModelManager:
         # the whole memory holds would take it all (and tens of seconds to clear) for one client.
         batch = loading.open_for_batch(
             resolved=resolved,
+            adapters=self._fitting_adapters(resolved.path),
             n_ctx_seq=o.n_ctx_seq,
             n_parallel=o.n_parallel,
             n_gpu_layers=o.n_gpu_layers,
@@ -516,6 +529,48 @@ class ModelManager:
             batch.close()
             raise
         return _Resident(key, batch, engine, keep_alive_s)
+
+    def _fitting_adapters(self, path: Any) -> tuple[AdapterSpec, ...]:
+        """The --lora adapters made for the model file at ``path`` (the others are not loaded with it)."""
+        if not self.options.adapters:
+            return ()
+        from localllm.gguf import adapter as ggufadapter
+        from localllm.gguf import cache as headercache
+
+        header = headercache.read_header(path)
+        fitting = []
+        for spec in self.options.adapters:
+            try:
+                ggufadapter.check_fits(ggufadapter.read_adapter(spec.path), header, str(path))
+            except LocalLLMError:
+                continue
+            fitting.append(spec)
+        return tuple(fitting)
+
+    def adapters_of(self, key: str) -> list[dict[str, Any]]:
+        """llama-server's ``/lora-adapters`` for a loaded model: id, path and default scale of each."""
+        with self._lock:
+            resident = self._resident.get(key)
+        if resident is None:
+            return []
+        model = resident.batch.opened.model
+        defaults = dict(model.default_adapters)
+        return [
+            {"id": i, "name": name, "path": str(a.path), "scale": defaults.get(name, 0.0)}
+            for i, (name, a) in enumerate(model.adapters.items())
+        ]
+
+    def combinations(self) -> list[tuple[str, store.InstalledModel]]:
+        """``base+adapter`` names a client can ask for: each installed model with each --lora adapter
+        made for it."""
+        pairs = []
+        for model in self.installed():
+            try:
+                fitting = self._fitting_adapters(model.path())
+            except (LocalLLMError, OSError):  # a file that cannot be read offers no pairs
+                continue
+            pairs += [(f"{model.key}+{spec.label}", model) for spec in fitting]
+        return pairs
 
     def _unload(self, resident: _Resident) -> None:
         """Close a model no reply is using (the lock is held)."""
@@ -544,18 +599,49 @@ class ModelManager:
 
     # -- requests ----------------------------------------------------------------------------
 
+    def split_adapter(self, name: str | None) -> tuple[str | None, str | None]:
+        """``base+adapter`` -> (base, adapter) for an adapter loaded with ``--lora``; else (name, None)."""
+        if name and "+" in name:
+            base, _, adapter = name.rpartition("+")
+            if base and any(spec.label == adapter for spec in self.options.adapters):
+                return base, adapter
+        return name, None
+
     def start(self, request: GenerateRequest) -> Reply:
         """Start a completion (blocking while its model loads). Raises ModelNotFoundError,
         DoesNotFitError, ContextOverflowError (a prompt longer than the context: both numbers),
-        GrammarError, and the engine's QueueFullError."""
-        resident = self._acquire(request.model, request.keep_alive_s)
+        GrammarError, UsageError (an adapter not loaded), and the engine's QueueFullError."""
+        base, adapter = self.split_adapter(request.model)
+        resident = self._acquire(base, request.keep_alive_s)
         try:
-            return self._submit(resident, request)
+            return self._submit(resident, request, adapter)
         except BaseException:
             self._release(resident)
             raise
 
-    def _submit(self, resident: _Resident, request: GenerateRequest) -> Reply:
+    @staticmethod
+    def _adapters(model: Any, request: GenerateRequest, adapter: str | None) -> list[tuple[str, float]] | None:
+        """The adapter set a request asks for, by name (None: the model's default set)."""
+        if request.adapters is not None:
+            names = list(model.adapters)
+            chosen = []
+            for ident, scale in request.adapters:
+                if isinstance(ident, int):
+                    if not 0 <= ident < len(names):
+                        raise UsageError(
+                            f"lora id {ident} is not an adapter of this model ({len(names)} loaded)",
+                            hint="ids count the --lora adapters from 0"
+                            if names
+                            else "start the server with --lora FILE",
+                        )
+                    ident = names[ident]
+                chosen.append((ident, scale))
+            return chosen
+        if adapter is not None:
+            return [(adapter, 1.0)]
+        return None
+
+    def _submit(self, resident: _Resident, request: GenerateRequest, adapter: str | None = None) -> Reply:
         from localllm import runtime
 
         model = resident.batch.opened.model
@@ -584,6 +670,11 @@ class ModelManager:
         if request.schema is not None and (grammar is None or triggers):
             # a response format: for the whole reply (a lazy tool grammar gives way to it)
             grammar, triggers, check_after = _grammar(json.dumps(request.schema, sort_keys=True)), (), False
+        adapters = self._adapters(model, request, adapter)
+        if adapter is not None and adapter not in model.adapters:
+            raise UsageError(
+                f"the adapter {adapter} does not fit {resident.key}", hint="GET /v1/models lists the pairs"
+            )
         stream = resident.engine.submit(
             runtime.BatchRequest(
                 key=None,
@@ -594,14 +685,17 @@ class ModelManager:
                 special_tokens=special,
                 logprobs=request.logprobs,
                 grammar_check_after=check_after,
+                adapters=adapters,
             )
         )
-        return Reply(resident.key, stream, lambda: self._release(resident), n_ctx, parser)
+        name = f"{resident.key}+{adapter}" if adapter else resident.key
+        return Reply(name, stream, lambda: self._release(resident), n_ctx, parser)
 
     def count_tokens(self, request: GenerateRequest) -> tuple[str, int]:
         """(model key, tokens of the prompt ``request`` would give its model), loading it if need be
         but generating nothing (Anthropic's ``count_tokens``)."""
-        resident = self._acquire(request.model, request.keep_alive_s)
+        base, _ = self.split_adapter(request.model)  # an adapter changes no token of the prompt
+        resident = self._acquire(base, request.keep_alive_s)
         try:
             return resident.key, len(_render(resident.batch.opened.model, request)[2])
         finally:
@@ -644,7 +738,8 @@ class ModelManager:
     # -- what is there -----------------------------------------------------------------------
 
     def installed(self) -> list[store.InstalledModel]:
-        return sorted(store.installed(), key=lambda m: m.key)
+        """The models a client can name (adapters are not models: see :meth:`combinations`)."""
+        return sorted((m for m in store.installed() if not m.is_adapter), key=lambda m: m.key)
 
     def running(self) -> list[RunningModel]:
         now = time.monotonic()

@@ -1,7 +1,7 @@
 """Slash commands typed in a chat's input (the TUI and the terminal chat share them).
 
-``/system TEXT``, ``/clear``, ``/model NAME``, ``/set NAME VALUE``, ``/save PATH``, ``/copy [code]``,
-``/help``, ``/bye``. :func:`parse` turns a line into a :class:`Command` (or None: a message to send;
+``/system TEXT``, ``/clear``, ``/model NAME``, ``/set NAME VALUE``, ``/lora [NAME SCALE|off]``,
+``/save PATH``, ``/copy [code]``, ``/help``, ``/bye``. :func:`parse` turns a line into a :class:`Command` (or None: a message to send;
 ``//text`` sends ``/text``); each shell carries it out with its own screen.
 """
 
@@ -22,12 +22,13 @@ HELP = [
     ("/clear", "start a new chat with the same model, system prompt and settings"),
     ("/model NAME", "continue this chat with another installed model"),
     ("/set NAME VALUE", "a setting for this chat: " + ", ".join(SETTINGS) + " (none: the default)"),
+    ("/lora [NAME SCALE|off]", "the LoRA adapters loaded with --lora: list them, set one's scale (0: off), or all off"),
     ("/save PATH", "export this chat (.md Markdown, .json JSON)"),
     ("/copy [code]", "copy the last reply (or its last code block) to the clipboard"),
     ("/help", "this list"),
     ("/bye", "leave"),
 ]
-NAMES = ("system", "clear", "model", "set", "save", "copy", "help", "bye")
+NAMES = ("system", "clear", "model", "set", "lora", "save", "copy", "help", "bye")
 ALIASES = {"exit": "bye", "quit": "bye", "?": "help", "export": "save", "new": "clear"}
 _CODE_BLOCK = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 
@@ -41,6 +42,7 @@ class Command:
     name: str
     arg: str = ""
     setting: tuple[str, Any] | None = None  # /set: (name, value); value None: back to the default
+    adapter: tuple[str, float] | None = None  # /lora NAME SCALE: (name, scale); ("off", 0.0): all off; None: list
 
 
 def parse(text: str) -> Command | None:
@@ -57,7 +59,33 @@ def parse(text: str) -> Command | None:
         raise CommandError(f"/{name} needs a {'model name' if name == 'model' else 'file path'}")
     if name == "set":
         return Command(name, arg, parse_setting(arg))
+    if name == "lora":
+        return Command(name, arg, adapter=parse_adapter(arg))
     return Command(name, arg)
+
+
+def parse_adapter(arg: str) -> tuple[str, float] | None:
+    """``/lora``'s argument: None (list), ("off", 0.0), or (adapter name, scale)."""
+    words = arg.split()
+    if not words:
+        return None
+    if words == ["off"]:
+        return "off", 0.0
+    if len(words) != 2:
+        raise CommandError("/lora takes an adapter's name and a scale (or off)", hint="/lora alpha 0.5")
+    try:
+        scale = float(words[1])
+    except ValueError:
+        raise CommandError(f"a LoRA scale is a number, not {words[1]!r}") from None
+    if not -100 <= scale <= 100:
+        raise CommandError("a LoRA scale must be between -100 and 100")
+    return words[0], scale
+
+
+def describe_adapters(loaded: list[str], active: tuple[tuple[str, float], ...]) -> str:
+    """What ``/lora`` shows: each loaded adapter with the scale it is applied with."""
+    scales = dict(active)
+    return "LoRA adapters: " + ", ".join(f"{n} {scales[n]:g}" if n in scales else f"{n} off" for n in loaded)
 
 
 def message_text(text: str) -> str:

@@ -8,7 +8,7 @@ import sys
 from localllm.app.options import SAMPLING
 from localllm.format import format_clock
 
-from . import EXIT_INTERRUPTED, add_option, print_error, say
+from . import EXIT_INTERRUPTED, add_option, lora, print_error, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_option(parser, name, default=default, help=help)
     add_option(parser, "threads", shown="physical cores")
     add_option(parser, "gpu_layers", shown="planned")
+    lora.add_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
             n_parallel=args.parallel,
             n_gpu_layers=args.gpu_layers,
             n_threads=args.threads,
+            adapters=app.lora_specs(args.lora),
             max_tokens=args.max_tokens,
             temperature=args.temperature,
             seed=args.seed,

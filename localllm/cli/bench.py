@@ -8,7 +8,7 @@ import sys
 
 from localllm.format import format_bytes, terminal_safe
 
-from . import say
+from . import lora, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="layers to offload to the GPU (-1 = all, 0 = CPU only; default: planned, as for run)",
     )
+    lora.add_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
 
 
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(
                 f"model: {terminal_safe(info['model'])}, {info['params'] / 1e6:.0f}M params, {format_bytes(info['file_size'])}, "
-                f"threads: {info['threads']}, gpu layers: {info['gpu_layers']}",
+                f"threads: {info['threads']}, gpu layers: {info['gpu_layers']}"
+                + "".join(f", lora {terminal_safe(a['name'])}:{a['scale']:g}" for a in info["adapters"]),
                 flush=True,
             )
             print(f"{'test':<22} {'tokens/s':>18}", flush=True)
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         parallel=parallel,
         n_threads=args.threads,
         n_gpu_layers=args.gpu_layers,
+        adapters=app.lora_specs(args.lora),
         notice=say,
         started=started,
         emit=emit,

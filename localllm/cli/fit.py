@@ -8,12 +8,14 @@ import sys
 
 from localllm.format import format_breakdown, format_bytes, json_terminal_safe, terminal_safe
 
+from . import lora
 from .hw import add_hardware_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="an installed model, a catalog name, owner/repo[:QUANT] or a local .gguf")
     parser.add_argument("-c", "--ctx", type=int, help="plan for this context size (default: up to 8192)")
+    lora.add_argument(parser)
     add_hardware_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -23,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     app.options.check(ctx=args.ctx)
     hw = app.machine.machine(args.profile, args.ram, args.vram)
-    report = app.fit_model(args.model, hw, args.ctx)
+    report = app.fit_model(args.model, hw, args.ctx, args.lora)
     if report.not_judged:
         print(
             terminal_safe(f"localllm: not judged: {', '.join(report.not_judged)} ({report.why_not_judged})"),
@@ -61,6 +63,13 @@ def _print_table(results: list[dict]) -> None:
     for r in results:
         print(terminal_safe(f"{r['model']}: {r['reason']}"))  # names come from files
         print(terminal_safe(f"  quality: {_quality(r.get('quality'))}"))
+        if r.get("adapters"):
+            names = ", ".join(r["adapters"]["names"])
+            print(
+                terminal_safe(
+                    f"  LoRA adapters ({names}): {format_bytes(r['adapters']['bytes'])} counted with the weights"
+                )
+            )
         m = r.get("last_load")
         if m and m["error"] is not None:
             rss = (

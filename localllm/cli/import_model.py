@@ -21,12 +21,11 @@ def run(args: argparse.Namespace) -> int:
     mode = "hardlink" if args.link else "symlink" if args.symlink else "copy"
     imported = app.import_file(Path(args.path), mode=mode, name=args.name)
     model = imported.model
+    use = f"use it with: --lora {model.key}" if model.is_adapter else f"run it with: localllm run -m {model.key}"
     if imported.already_installed:
-        print(
-            f"{model.key} is already installed (same file, sha256 {model.sha256[:12]}…): nothing copied;"
-            f" run it with: localllm run -m {model.key}"
-        )
+        print(f"{model.key} is already installed (same file, sha256 {model.sha256[:12]}…): nothing copied; {use}")
         return 0
     how = {"copy": "copied", "hardlink": "hard-linked", "symlink": "linked"}[mode]
-    print(f"imported {model.key} ({format_bytes(model.size)}, {how}); run it with: localllm run -m {model.key}")
+    kind = "LoRA adapter " if model.is_adapter else ""
+    print(f"imported {kind}{model.key} ({format_bytes(model.size)}, {how}); {use}")
     return 0

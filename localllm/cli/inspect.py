@@ -30,7 +30,29 @@ def _count(n: int) -> str:
     return f"{format_count(n)} ({n:,})"
 
 
+def _adapter_text(info: dict) -> str:
+    tensors = info["tensors"]
+    kinds = sorted({t.split(".")[-2] if t.count(".") >= 2 else t for t in tensors})
+    rows = [
+        ("file", info["path"]),
+        ("size", format_bytes(info["file_size"])),
+        ("kind", "LoRA adapter"),
+        ("name", info.get("name") or "-"),
+        ("base architecture", info["architecture"]),
+        ("base model", info.get("base_model") or "- (not recorded)"),
+        ("rank", info["rank"]),
+        ("alpha", f"{info['alpha']:g}" if info.get("alpha") is not None else "- (scale 1)"),
+        ("parameters", _count(info["parameters"])),
+        ("adapted tensors", f"{len(tensors)} ({', '.join(kinds)})"),
+        ("GGUF version", info["gguf_version"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join([f"{k:<{width}}  {v}" for k, v in rows] + ["    " + t for t in tensors])
+
+
 def format_text(info: dict) -> str:
+    if info.get("kind") == "adapter":
+        return _adapter_text(info)
     rows = [
         ("file", info["path"]),
         ("size", format_bytes(info["file_size"])),

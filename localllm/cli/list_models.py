@@ -59,12 +59,14 @@ def run(args: argparse.Namespace) -> int:
     if args.all:
         header.append("WHERE")
     table = [header]
-    damaged = []
+    damaged, adapters = [], []
     for m in listed:
         if m.error is not None:
             damaged.append(m)
             continue
-        line = [m.name, m.quant or "-", format_bytes(m.size)]
+        if m.adapter_for is not None:
+            adapters.append(m)
+        line = [m.name, "LoRA" if m.adapter_for is not None else m.quant or "-", format_bytes(m.size)]
         if show_fit:
             line.append(m.verdict.label if m.verdict is not None else "-")
         line.append(_kld(app.fitting.quality_of(m.path, m.quant, m.model.sha256 if m.model else None)))
@@ -76,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     if len(table) > 1 or not damaged:
         for row in table:
             print("  ".join(terminal_safe(str(c)).ljust(w) for c, w in zip(row, widths)).rstrip())
+    for m in adapters:
+        arch = m.model.extra.get("base_architecture") if m.model else None
+        bases = ", ".join(m.adapter_for or []) or "no installed model"
+        print(terminal_safe(f"{m.name}: LoRA adapter for {arch or '?'}, fits {bases}"))
     for m in damaged:  # listed, never hidden: the rest of the store still works
         print(f"! {terminal_safe(m.key)}  {terminal_safe(m.problem)}")
     return 0

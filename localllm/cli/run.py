@@ -10,7 +10,7 @@ from localllm.app.options import SAMPLING
 from localllm.errors import LocalLLMError
 from localllm.format import json_terminal_safe
 
-from . import EXIT_INTERRUPTED, add_option, print_error, say
+from . import EXIT_INTERRUPTED, add_option, lora, print_error, say
 
 SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed")
 
@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_option(parser, name, default=SAMPLING[name].default)
     add_option(parser, "ctx", shown="planned for this machine")
     add_option(parser, "gpu_layers", shown="planned")
+    lora.add_argument(parser)
     add_option(parser, "threads", shown="physical cores")
     parser.add_argument("--ignore-eos", action="store_true", help="generate past the end of the reply (benchmarking)")
     out = parser.add_mutually_exclusive_group()
@@ -72,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": prompt}
     ]
+    adapters = app.lora_specs(args.lora)
     with app.open_model(
-        args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say
+        args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say, adapters=adapters
     ) as model:
         generation = model.chat(messages, sampling)
         interrupted = _stream(generation, quiet=args.json)
@@ -107,7 +109,10 @@ def interactive(args: argparse.Namespace, read=input) -> int:
 
     app.show_llama_log(args.verbose)
     settings = {name: getattr(args, name) for name in SAMPLING_FLAGS if getattr(args, name) is not None}
-    model = app.open_model(args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say)
+    adapters = app.lora_specs(args.lora)
+    model = app.open_model(
+        args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say, adapters=adapters
+    )
     history = History()
     session = ChatSession(
         history,
@@ -135,6 +140,8 @@ def interactive(args: argparse.Namespace, read=input) -> int:
                     break
                 elif command.name == "model":
                     model = _switch_model(session, model, command.arg, args)
+                elif command.name == "lora":
+                    say(_lora_command(model, command))
                 elif command.name == "copy":
                     say("/copy works in the TUI (localllm chat); select the text here to copy it")
                 else:
@@ -157,7 +164,7 @@ def _switch_model(session, model, reference: str, args: argparse.Namespace):
         return model
     current = model.resolved
     load = {"n_ctx": args.ctx, "n_gpu_layers": args.gpu_layers, "n_threads": args.threads, "notice": say}
-    model.close()  # one model in memory at a time
+    model.close()  # one model in memory at a time; the adapters stay with the old base
     try:
         model = app.open_model(resolved=resolved, **load)
     except LocalLLMError:
@@ -166,6 +173,23 @@ def _switch_model(session, model, reference: str, args: argparse.Namespace):
     session.switch_model(model.label, model.resolved.path)
     say(f"this chat continues with {model.label}")
     return model
+
+
+def _lora_command(model, command) -> str:
+    """Carry out ``/lora`` on the loaded model; what to tell the user."""
+    from localllm.chat import commands
+
+    if not model.adapters:
+        return "no LoRA adapter is loaded (start the chat with --lora FILE)"
+    if command.adapter is not None:
+        name, scale = command.adapter
+        current = dict(model.active_adapters)
+        if name == "off":
+            current = {}
+        else:
+            current[name] = scale
+        model.set_adapters(model.adapter_set(list(current.items())))
+    return commands.describe_adapters(list(model.adapters), model.active_adapters)
 
 
 def _chat_turn(session, model, text: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_option, say
+from . import add_option, lora, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_option(parser, "gpu_layers", shown="planned")
     add_option(parser, "threads", shown="physical cores")
+    lora.add_argument(parser)
 
 
 def _options(args: argparse.Namespace):
@@ -75,6 +76,7 @@ def _options(args: argparse.Namespace):
         keep_alive_s=keep_alive,
         n_gpu_layers=args.gpu_layers,
         n_threads=args.threads,
+        adapters=app.lora_specs(args.lora),
     )
 
 

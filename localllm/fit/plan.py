@@ -10,7 +10,9 @@ in every command and screen; JSON keeps the values ``fits``, ``tight``, ``no``).
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from localllm.errors import DoesNotFitError, EstimateError
 from localllm.format import format_bytes
@@ -20,6 +22,9 @@ from localllm.options import MAX_PARALLEL
 
 from . import estimate
 from .hardware import Hardware
+
+if TYPE_CHECKING:
+    from localllm.gguf.adapter import AdapterInfo
 
 DEFAULT_CTX_CAP = 8192
 MIN_CTX_PLANNED = 2048  # tokens: the planner shortens a context that does not fit down to this, no further
@@ -273,6 +278,28 @@ def sized_header(header: ggufmeta.GGUFHeader, size: int) -> ggufmeta.GGUFHeader:
     ratio = target / data
     tensors = tuple(_replace(t, n_bytes=int(t.n_bytes * ratio)) for t in header.tensors)
     return _replace(header, tensors=tensors, file_size=size)
+
+
+def with_adapters(header: ggufmeta.GGUFHeader, adapters: Sequence[AdapterInfo]) -> ggufmeta.GGUFHeader:
+    """``header`` with the tensors of LoRA ``adapters`` added to its weights: llama.cpp puts each
+    adapter tensor in the buffer of the weight it adapts, so they count with that weight's layer
+    (their offsets follow the base's data, as a second mapped file)."""
+    if not adapters:
+        return header
+    from dataclasses import replace as _replace
+
+    extra, end = [], header.data_end
+    for info in adapters:
+        for a, b in info.pairs.values():
+            for t in (a, b):
+                extra.append(_replace(t, offset=end))
+                end += t.n_bytes
+    return _replace(header, tensors=header.tensors + tuple(extra))
+
+
+def adapter_bytes(adapters: Sequence[AdapterInfo]) -> int:
+    """The memory LoRA ``adapters`` take: their tensor data (what llama.cpp's LoRA buffers hold)."""
+    return sum(a.n_bytes + b.n_bytes for info in adapters for a, b in info.pairs.values())
 
 
 def plan_quants(

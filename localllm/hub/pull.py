@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localllm import fs
-from localllm.errors import UsageError
+from localllm.errors import LocalLLMError, UsageError
 from localllm.gguf import quants
 from localllm.models import catalog, discover, refs, store
 from localllm.models.catalog import CatalogEntry, is_split_part, match_quant_file
@@ -392,10 +392,24 @@ def _move_into_place(pull: PullPlan, staged: list[Path | None]) -> list[str]:
     return links
 
 
+def _adapter_fields(first: Path) -> dict[str, object]:
+    """The store's fields for a LoRA adapter (``general.type = adapter``); none for a model, or for
+    a header this reader refuses (llama.cpp judges the model when it loads it, as before)."""
+    from localllm.gguf import cache as headercache
+    from localllm.gguf.adapter import store_fields
+
+    try:
+        header = headercache.read_header(first)
+    except (LocalLLMError, OSError):
+        return {}
+    return store_fields(header, first.name)
+
+
 def _record(pull: PullPlan, links: list[str]) -> store.InstalledModel:
     shas = [f.sha256 or "" for f in pull.files]
     source = f"hf:{pull.repo}@{pull.revision}" if pull.revision else f"hf:{pull.repo}"
     reused = [f.reuse for f in pull.files if f.reuse is not None]
+    adapter = _adapter_fields(store.file_path(pull.files[0].relative))
     if links and reused:
         source += f" (linked from {reused[0].source})"
     model = store.InstalledModel(
@@ -409,6 +423,7 @@ def _record(pull: PullPlan, links: list[str]) -> store.InstalledModel:
         repo=pull.repo,
         revision=pull.revision,
         link=links[0] if links and len(links) == len(pull.files) else None,
+        extra=adapter,
     )
     store.record(model)
     return model

@@ -18,6 +18,7 @@ from typing import Literal
 from localllm import fs
 from localllm.errors import ModelFileError, UsageError
 from localllm.gguf import header as ggufmeta
+from localllm.gguf.adapter import store_fields
 
 from . import store
 from .catalog import is_split_part
@@ -123,8 +124,9 @@ def import_gguf(path: Path, *, mode: Mode = "copy", name: str | None = None) -> 
     header = ggufmeta.read_header(path)  # raises NotAGGUFError / CorruptModelError
     if not header.tensors:
         raise ModelFileError(f"{path.name} is a GGUF header with no tensors: there is no model in it")
+    adapter = store_fields(header, path.name)  # a LoRA adapter is stored too (checked here)
     parts = split_parts(path)
-    quant = guess_quant(path.name) or (header.file_type_name or None)
+    quant = None if adapter else guess_quant(path.name) or (header.file_type_name or None)
     quant = quant.upper() if quant else None
     name = _model_name(path, quant, name)
     key = f"{name}:{quant}" if quant else name
@@ -161,6 +163,7 @@ def import_gguf(path: Path, *, mode: Mode = "copy", name: str | None = None) -> 
         source=f"import:{path.resolve()}",
         sha256s=shas,
         link=None if mode == "copy" else mode,
+        extra=adapter,
     )
     store.record(model)
     return Imported(model)

@@ -24,7 +24,24 @@ def describe(path: Path, entry: CatalogEntry | None = None) -> dict:
 
 def describe_header(header: ggufmeta.GGUFHeader, where: str, entry: CatalogEntry | None = None) -> dict:
     """A header read from anywhere (a local file, or a Hub file by range requests); ``where``
-    says which file it is."""
+    says which file it is. A LoRA adapter's: its rank, alpha, adapted tensors and base."""
+    from localllm.gguf.adapter import adapter_info, is_adapter
+
+    if is_adapter(header):
+        info = adapter_info(header, where.rsplit("/", 1)[-1])
+        return {
+            "path": where,
+            "file_size": header.file_size,
+            "gguf_version": header.version,
+            "kind": "adapter",
+            "name": header.name,
+            "architecture": info.architecture,
+            "base_model": info.base_name,
+            "rank": info.rank,
+            "alpha": info.alpha,
+            "parameters": header.n_params,
+            "tensors": list(info.tensors),
+        }
     total = header.tensor_bytes or 1
     mix = {name: size / total for name, size in sorted(header.quant_mix.items(), key=lambda kv: -kv[1])}
     license_ = header.get("general.license") or (entry.license if entry else None)

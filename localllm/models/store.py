@@ -61,6 +61,12 @@ class InstalledModel:
     def key(self) -> str:
         return f"{self.name}:{self.quant}" if self.quant else self.name
 
+    @property
+    def is_adapter(self) -> bool:
+        """A LoRA adapter (``extra["kind"] == "adapter"``, with ``base_architecture`` and, when the
+        file records it, ``base_model``), not a model that loads on its own."""
+        return self.extra.get("kind") == "adapter"
+
     def path(self, models_dir: Path | None = None) -> Path:
         return file_path(self.files[0], models_dir)
 
@@ -378,8 +384,14 @@ def find_installed_file(name: str, hub_path: str) -> InstalledModel | None:
     return None
 
 
+def find_adapter(name: str) -> InstalledModel | None:
+    """The installed LoRA adapter named ``name``."""
+    name = name.lower()
+    return next((m for m in installed() if m.is_adapter and m.name.lower() == name), None)
+
+
 def most_recent() -> InstalledModel | None:
-    models = installed()
+    models = [m for m in installed() if not m.is_adapter]
     return max(models, key=lambda m: (m.last_used or 0.0, m.installed_at)) if models else None
 
 

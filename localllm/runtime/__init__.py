@@ -13,7 +13,16 @@ from typing import Any
 # public name -> the submodule that defines it
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
-        ("LoadOptions", "SamplingOptions", "GenerationStats", "LoadReport", "DEFAULT_CTX", "default_threads"),
+        (
+            "LoadOptions",
+            "AdapterSpec",
+            "AdapterSet",
+            "SamplingOptions",
+            "GenerationStats",
+            "LoadReport",
+            "DEFAULT_CTX",
+            "default_threads",
+        ),
         "options",
     ),
     **dict.fromkeys(("Model", "Generation"), "model"),

@@ -19,7 +19,7 @@ from localllm.errors import ContextOverflowError, GenerationError, GrammarError
 
 from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_logprobs, token_piece
 from .model import Model, find_stop, stop_prefix_len
-from .options import SamplingOptions, default_ctx
+from .options import AdapterSet, SamplingOptions, default_ctx
 
 MAX_SCHEMA_CHARS = 64 << 10  # a JSON schema's text
 MAX_SCHEMA_DEPTH = 32  # objects and arrays inside one another
@@ -99,6 +99,8 @@ class BatchRequest:
     special_tokens: bool = False  # control tokens show as text (a family's tool-call markers)
     logprobs: int | None = None  # log-probabilities of each generated token and of its N likeliest
     grammar_check_after: bool = False  # the grammar checks the sampled token (faster; tool calls)
+    # LoRA adapters by name and scale (loaded with the model); None: the model's default set.
+    adapters: Sequence[tuple[str, float]] | None = None
 
 
 @dataclass
@@ -144,6 +146,7 @@ class _Sequence:
         "greedy",
         "ignore_eos",
         "logprobs",
+        "adapters",
     )
 
     request: BatchRequest
@@ -168,6 +171,7 @@ class _Sequence:
     ignore_eos: bool
     logprobs: list[tuple[bytes, float, tuple[tuple[bytes, float], ...]]] | None
     stopped_by: str | None
+    adapters: AdapterSet
 
 
 class BatchSession:
@@ -179,6 +183,11 @@ class BatchSession:
     and its slot (its sequence id) can take the next request (:meth:`admit`). Each sequence has its
     own KV stream of ``n_ctx_seq`` cells (``kv_unified`` off), so one sequence never waits for
     another's room.
+
+    LoRA adapters are chosen per request (:attr:`BatchRequest.adapters`). Sequences never share
+    KV cells, so no two requests share a prefix computed with other weights; a step whose
+    sequences use different adapter sets decodes each set's sequences in a ``llama_decode`` of
+    their own, with that set applied.
 
     :meth:`run` drives the steps for ``localllm batch`` and ``bench``: the order in which requests
     are admitted and batched depends only on the requests and ``n_parallel``, never on timing, so
@@ -220,6 +229,7 @@ class BatchSession:
         self._n_vocab = model.llama.n_vocab()
         self._tokens: dict[int, tuple[bool, bytes]] = {}  # token -> (end of generation?, its bytes)
         self._special: dict[int, tuple[bool, bytes]] = {}  # the same, control tokens shown as text
+        self._adapters: AdapterSet = model.default_adapters  # the LoRA adapters this context applies now
 
     def close(self) -> None:
         self.drop_all()
@@ -279,6 +289,7 @@ class BatchSession:
             raise RuntimeError("no free slot: n_parallel sequences are running")
         try:
             self.check(request.tokens)
+            adapters = self.model.adapter_set(request.adapters)  # UsageError for an adapter not loaded
             if sampler is None:
                 sampler = self.model.make_sampler(
                     request.sampling, request.grammar, request.grammar_triggers, check_after=request.grammar_check_after
@@ -287,7 +298,8 @@ class BatchSession:
             if sampler is not None:
                 sampler.close()
             raise
-        self._slots[slot] = self._new_sequence(slot, request, sampler, stream, queued_at)
+        self._slots[slot] = s = self._new_sequence(slot, request, sampler, stream, queued_at)
+        s.adapters = adapters
         return slot
 
     def _new_sequence(
@@ -331,6 +343,23 @@ class BatchSession:
         active = [s for s in self._slots if s is not None]
         if not active:
             return []
+        groups: dict[AdapterSet, list[_Sequence]] = {}
+        for s in active:
+            groups.setdefault(s.adapters, []).append(s)
+        if len(groups) == 1:
+            return self._decode_group(s.adapters, active)
+        # Sequences with other adapters are other weights: one llama_decode per adapter set, the
+        # one applied now first (llama.cpp re-plans its graph when the set changes).
+        events: list[StepEvent] = []
+        for adapters in sorted(groups, key=lambda a: a != self._adapters):
+            events += self._decode_group(adapters, groups[adapters])
+        events.sort(key=lambda e: e[0])  # stable: a sequence's text stays before its result
+        return events
+
+    def _decode_group(self, adapters: AdapterSet, active: list[_Sequence]) -> list[StepEvent]:
+        if adapters != self._adapters:
+            self.model.apply_adapters(self._ctx, adapters)
+            self._adapters = adapters
         n = self._fill_batch(active)
         rc = self._ctx.decode(self._batch)
         if rc != 0:

@@ -2,7 +2,8 @@
 
 It holds llama.cpp's log sink, backend initialisation, the ctypes binding of ggml's device
 registry, and small owner classes in the style of llama-cpp-python's ``_internals.py``: each of
-:class:`LlamaModel`, :class:`LlamaContext`, :class:`LlamaBatch` and :class:`LlamaSampler` creates
+:class:`LlamaModel`, :class:`LlamaAdapter`, :class:`LlamaContext`, :class:`LlamaBatch` and
+:class:`LlamaSampler` creates
 exactly one llama.cpp object and frees it exactly once (``close()``, idempotent). The modules above
 (model, batching, bench, devices, quantize) compose these and never touch a raw pointer.
 
@@ -262,6 +263,36 @@ class LlamaModel(_Owner):
         return raw.decode("utf-8", errors="replace") if raw else ""
 
 
+class LlamaAdapter(_Owner):
+    """One LoRA adapter (``llama_adapter_lora``) loaded onto a :class:`LlamaModel`'s weights.
+
+    Freed before the model (``close()``); contexts apply it with :meth:`LlamaContext.set_adapters`.
+    The file should be checked first (``localllm.gguf.adapter``): llama.cpp's own refusal is only a
+    logged line.
+    """
+
+    def __init__(self, model: LlamaModel, path: Path) -> None:
+        self.path = Path(path)
+        self._ptr = None
+        init_backend()
+        marker = LOG.mark()
+        ptr = L.llama_adapter_lora_init(model._ptr, os.fsencode(self.path))
+        if not ptr:
+            raise load_failure(self.path, LOG.since(marker), "load the LoRA adapter")
+        self._ptr = ptr
+        self.model = model  # the weights must outlive the adapter
+
+    def close(self) -> None:
+        if self._ptr:
+            if not self.model.closed:  # llama.cpp frees an adapter with its model
+                L.llama_adapter_lora_free(self._ptr)
+            self._ptr = None
+
+    @property
+    def closed(self) -> bool:
+        return not self._ptr
+
+
 class _BuftOverride(ctypes.Structure):
     """``struct llama_model_tensor_buft_override`` (llama-cpp-python declares the field as a bare
     pointer and does not bind the struct)."""
@@ -385,6 +416,17 @@ class LlamaContext(_Owner):
     def decode(self, batch: LlamaBatch) -> int:
         """Evaluate the first ``batch.n_tokens`` entries of ``batch``; llama.cpp's return code."""
         return L.llama_decode(self._ptr, batch._batch)
+
+    def set_adapters(self, adapters: Sequence[tuple[LlamaAdapter, float]]) -> None:
+        """Apply exactly these LoRA adapters with their scales to the following decodes (none: the
+        base weights alone). llama.cpp does nothing when the set is unchanged."""
+        n = len(adapters)
+        pointers: list[Any] = [a._ptr for a, _ in adapters]
+        ptrs = (L.llama_adapter_lora_p_ctypes * max(n, 1))(*pointers)
+        scales = (ctypes.c_float * max(n, 1))(*(float(s) for _, s in adapters))
+        rc = L.llama_set_adapters_lora(self._ptr, ptrs if n else None, n, scales if n else None)
+        if rc != 0:
+            raise ModelLoadError(f"llama.cpp could not apply {n} LoRA adapter(s) (code {rc})")
 
     def synchronize(self) -> None:
         L.llama_synchronize(self._ptr)

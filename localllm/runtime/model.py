@@ -19,14 +19,23 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from localllm.errors import ContextOverflowError, GenerationError
+from localllm.errors import ContextOverflowError, GenerationError, ModelFileError, UsageError
 from localllm.fit.estimate import cpu_expert_patterns
 from localllm.fs import temp_beside
+from localllm.gguf import adapter as ggufadapter
 from localllm.gguf import cache as headercache
 
 from .devices import build_has_amx
-from .llama import LOG, LlamaContext, LlamaEmbedder, LlamaModel, LlamaSampler, buffers_mib
-from .options import GenerationStats, LoadOptions, LoadReport, SamplingOptions, default_ctx, default_threads
+from .llama import LOG, LlamaAdapter, LlamaContext, LlamaEmbedder, LlamaModel, LlamaSampler, buffers_mib
+from .options import (
+    AdapterSet,
+    GenerationStats,
+    LoadOptions,
+    LoadReport,
+    SamplingOptions,
+    default_ctx,
+    default_threads,
+)
 from .template import ChatTemplate
 
 EMBED_CTX = 512  # tokens of the embedding context: a text longer than this cannot be embedded
@@ -45,7 +54,15 @@ class Model:
         self.options = o = options or LoadOptions()
         # Clear errors before llama.cpp sees it; cached, since the planner has usually just read it.
         self.header = headercache.read_header(self.path)
+        if ggufadapter.is_adapter(self.header):
+            raise ModelFileError(
+                f"{self.path.name} is a LoRA adapter, not a model",
+                hint="load its base model with -m and the adapter with --lora",
+            )
         self._lock = threading.Lock()
+        self._evaluated: list[int] = []  # tokens whose KV is in the cache, in order (rebound only by load_state)
+        # Adapters are checked against the base before llama.cpp sees either (AdapterMismatchError).
+        self.adapter_infos = self._check_adapters()
 
         started = time.perf_counter()
         repack = o.repack if o.repack is not None else not build_has_amx()
@@ -56,6 +73,16 @@ class Model:
             use_mmap=o.use_mmap,
             cpu_patterns=cpu_expert_patterns(o.cpu_moe_layers),
         )
+        self.adapters: dict[str, LlamaAdapter] = {}  # name -> adapter, in load order
+        try:
+            for spec in o.adapters:
+                self.adapters[spec.label] = LlamaAdapter(self.llama, Path(spec.path))
+        except BaseException:
+            self._free_adapters()
+            self.llama.close()
+            raise
+        self.default_adapters: AdapterSet = self.adapter_set([(spec.label, spec.scale) for spec in o.adapters])
+        self.active_adapters: AdapterSet = self.default_adapters  # what the main context applies now
         self.n_ctx_train = self.llama.n_ctx_train()
         n_ctx = default_ctx(o.n_ctx, self.n_ctx_train)
         self.n_threads = o.n_threads or default_threads()
@@ -70,12 +97,18 @@ class Model:
                 what="create a context for",
             )
         except BaseException:
+            self._free_adapters()
             self.llama.close()
             raise
         self.n_ctx = self._ctx.n_ctx
         settings = {"n_ctx": self.n_ctx, "n_gpu_layers": o.n_gpu_layers, "type_k": o.type_k, "type_v": o.type_v,
                     "flash_attn": o.flash_attn, "n_batch": o.n_batch, "n_ubatch": o.n_ubatch,
                     "cpu_moe_layers": o.cpu_moe_layers, "repack": repack}  # fmt: skip
+        if o.adapters:
+            settings["adapters"] = [
+                {"name": spec.label, "path": str(spec.path), "scale": spec.scale, "file_size": info.file_size}
+                for spec, info in zip(o.adapters, self.adapter_infos)
+            ]
         self.load_report = LoadReport(
             load_s=time.perf_counter() - started,
             buffers_mib=buffers_mib(LOG.buffers_since(self.llama.log_marker)),
@@ -83,7 +116,6 @@ class Model:
             file_size=self.header.file_size or 0,
             settings=settings,
         )
-        self._evaluated: list[int] = []  # tokens whose KV is in the cache, in order (rebound only by load_state)
         self._template = self.llama.chat_template()
         self._formatter: ChatTemplate | None = None
         self._embedder: LlamaEmbedder | None = None  # made by the first embed()
@@ -104,10 +136,11 @@ class Model:
         no_perf: bool = True,
         what: str = "create a batch context for",
     ) -> LlamaContext:
-        """Another llama.cpp context over these weights, with this model's KV and attention options."""
+        """Another llama.cpp context over these weights, with this model's KV and attention options
+        and its default LoRA adapters applied."""
         threads = n_threads or self.n_threads
         o = self.options
-        return LlamaContext(
+        ctx = LlamaContext(
             self.llama,
             n_ctx=n_ctx,
             n_batch=n_batch,
@@ -123,15 +156,71 @@ class Model:
             no_perf=no_perf,
             what=what,
         )
+        if self.default_adapters:
+            try:
+                self.apply_adapters(ctx, self.default_adapters)
+            except BaseException:
+                ctx.close()
+                raise
+        return ctx
+
+    # -- LoRA adapters --------------------------------------------------------------------------
+
+    def _check_adapters(self) -> list[ggufadapter.AdapterInfo]:
+        infos, names = [], set()
+        for spec in self.options.adapters:
+            if spec.label in names:
+                raise UsageError(f"two adapters are named {spec.label}", hint="give each --lora a different file")
+            names.add(spec.label)
+            info = ggufadapter.read_adapter(spec.path)
+            ggufadapter.check_fits(info, self.header, self.path.name)
+            infos.append(info)
+        return infos
+
+    def adapter_set(self, wanted: Sequence[tuple[str, float]] | None) -> AdapterSet:
+        """The normal form of a set of adapters by name and scale (None: the default set): in load
+        order, scale-0 adapters left out, a name given twice taking its last scale. UsageError for
+        a name not loaded with the model."""
+        if wanted is None:
+            return self.default_adapters
+        scales: dict[str, float] = {}
+        for name, scale in wanted:
+            if name not in self.adapters:
+                loaded = ", ".join(self.adapters) or "none"
+                raise UsageError(
+                    f"no LoRA adapter named {name!r} is loaded with {self.path.name} (loaded: {loaded})",
+                    hint="load it with --lora FILE",
+                )
+            scales[name] = float(scale)
+        return tuple((name, scales[name]) for name in self.adapters if scales.get(name, 0.0) != 0.0)
+
+    def apply_adapters(self, ctx: LlamaContext, adapters: AdapterSet) -> None:
+        """Make ``ctx`` decode with exactly ``adapters`` (a normal form from :meth:`adapter_set`)."""
+        ctx.set_adapters([(self.adapters[name], scale) for name, scale in adapters])
+
+    def set_adapters(self, adapters: AdapterSet) -> None:
+        """Use ``adapters`` for the following replies of this model's own context. The KV cache
+        was computed with other weights when the set changes: it is then emptied."""
+        with self._lock:
+            if adapters != self.active_adapters:
+                self._ctx.memory_clear(True)
+                self._evaluated.clear()
+            self.apply_adapters(self._ctx, adapters)
+            self.active_adapters = adapters
+
+    def _free_adapters(self) -> None:
+        for adapter in getattr(self, "adapters", {}).values():
+            adapter.close()
 
     # -- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Free the contexts, then the weights (safe to call again)."""
+        """Free the contexts, then the adapters and the weights (safe to call again)."""
         for embedder in (self._embedder, self._ranker):
             if embedder is not None:
                 embedder.close()
         self._ctx.close()
+        self._free_adapters()
         self.llama.close()
 
     def __enter__(self) -> Model:

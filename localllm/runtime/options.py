@@ -37,6 +37,25 @@ def default_threads() -> int:
 
 
 @dataclass(frozen=True)
+class AdapterSpec:
+    """A LoRA adapter to load with a model: its file, the scale applied by default (0: loaded but
+    off until a request asks for it) and the name requests use (default: the file's stem)."""
+
+    path: Path
+    scale: float = 1.0
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.path).stem
+
+
+# A set of adapters applied together: (name, scale) pairs in the order the adapters were loaded,
+# none with scale 0. The empty set is the base model alone.
+AdapterSet = tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
 class LoadOptions:
     """How to load a model. ``n_ctx=None`` means the smaller of 4096 and the model's own."""
 
@@ -56,6 +75,8 @@ class LoadOptions:
     # MoE: the routed experts of layers 0 .. N-1 stay in RAM while the rest of those layers goes to
     # the GPU (llama.cpp's --n-cpu-moe N, through tensor buffer-type overrides).
     cpu_moe_layers: int = 0
+    # LoRA adapters loaded once with the weights; their scales are the default adapter set.
+    adapters: tuple[AdapterSpec, ...] = ()
 
 
 @dataclass(frozen=True)

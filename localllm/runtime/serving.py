@@ -214,10 +214,12 @@ class BatchEngine:
     def submit(self, request: BatchRequest) -> SequenceStream:
         """Queue ``request``; its stream. Never waits for decoding.
 
-        Raises ContextOverflowError (the prompt does not fit one sequence), GrammarError
+        Raises ContextOverflowError (the prompt does not fit one sequence), UsageError (a LoRA
+        adapter not loaded with the model), GrammarError
         (llama.cpp rejects the grammar), QueueFullError, or EngineClosedError.
         """
         self._session.check(request.tokens)
+        self.model.adapter_set(request.adapters)  # UsageError for an adapter not loaded with the model
         with self._lock:
             self._check_open()
         sampler = self.model.make_sampler(  # GrammarError

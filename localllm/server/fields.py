@@ -190,6 +190,7 @@ def openai_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
         schema=openai_schema(body),
         ignore_eos=f.boolean("ignore_eos") or False,
         stop=f.stop(),
+        adapters=lora(body),
         **f.openai_sampling(),
     )
     if chat:
@@ -200,6 +201,34 @@ def openai_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
     if not isinstance(prompt, str):
         raise RequestError("'prompt' must be a string", param="prompt")
     return GenerateRequest(prompt=prompt, **common)
+
+
+MAX_LORA_SCALE = 100.0
+
+
+def lora(body: dict[str, Any]) -> list[tuple[int | str, float]] | None:
+    """llama-server's ``lora``: ``[{"id": N, "scale": S}, ...]`` (an adapter's ``name`` may stand
+    for its id); None when absent."""
+    value = body.get("lora")
+    if value is None:
+        return None
+    bad = RequestError('\'lora\' must be a list of {"id": N, "scale": S}', param="lora")
+    if not isinstance(value, list) or len(value) > 64:
+        raise bad
+    chosen: list[tuple[int | str, float]] = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise bad
+        ident = item.get("id", item.get("name"))
+        scale = item.get("scale", 1.0)
+        if isinstance(ident, bool) or not isinstance(ident, (int, str)):
+            raise bad
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not abs(scale) <= MAX_LORA_SCALE:
+            raise RequestError(
+                f"'lora' scales must be numbers from -{MAX_LORA_SCALE:g} to {MAX_LORA_SCALE:g}", param="lora"
+            )
+        chosen.append((ident, float(scale)))
+    return chosen
 
 
 def ollama_schema(body: dict[str, Any]) -> object | None:

@@ -180,17 +180,18 @@ def _details(facts: ModelFacts | None, quant: str | None) -> dict[str, Any] | No
     }
 
 
-def _tags(models: list[Any]) -> list[dict[str, Any]]:
+def _tags(models: list[Any], pairs: Sequence[tuple[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Rows of ``/api/tags``: each model, then each ``base+adapter`` pair (under its base's details)."""
     rows = []
-    for m in models:
+    for key, m in [(m.key, m) for m in models] + list(pairs):
         try:
             details = _details(facts(m.path()), m.quant)
         except (LocalLLMError, OSError):  # a file that cannot be read is listed without details, not dropped
             details = None
         rows.append(
             {
-                "name": m.key,
-                "model": m.key,
+                "name": key,
+                "model": key,
                 "modified_at": _iso(m.installed_at),
                 "size": m.size,
                 "digest": m.sha256 or "",
@@ -202,7 +203,7 @@ def _tags(models: list[Any]) -> list[dict[str, Any]]:
 
 @answers_errors
 async def tags(request: Request) -> Response:
-    models = await run_in_threadpool(lambda: _tags(manager(request).installed()))
+    models = await run_in_threadpool(lambda: _tags(manager(request).installed(), manager(request).combinations()))
     return JSONResponse({"models": models})
 
 

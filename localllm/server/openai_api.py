@@ -254,7 +254,9 @@ async def _chat_events(
 @answers_errors
 async def list_models(request: Request) -> Response:
     installed = await run_in_threadpool(manager(request).installed)
-    data = [{"id": m.key, "object": "model", "created": int(m.installed_at), "owned_by": "localllm"} for m in installed]
+    pairs = await run_in_threadpool(manager(request).combinations)
+    named = [(m.key, m) for m in installed] + pairs
+    data = [{"id": key, "object": "model", "created": int(m.installed_at), "owned_by": "localllm"} for key, m in named]
     return JSONResponse({"object": "list", "data": data})
 
 
