@@ -124,7 +124,7 @@ class GenerateRequest:
     logprobs: int | None = None  # None: none; N: each token's log-probability and its N likeliest
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias), checked against the vocabulary
 
-    def sampling(self, max_tokens: int) -> SamplingOptions:
+    def sampling(self, max_tokens: int | None) -> SamplingOptions:
         given = {k: getattr(self, k) for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")}
         return SamplingOptions(
             **{k: v for k, v in given.items() if v is not None},

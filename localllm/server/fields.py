@@ -226,7 +226,12 @@ def logit_bias(body: dict[str, Any]) -> tuple[tuple[int, float], ...]:
         raise RequestError(f"'logit_bias' must be {what} (at most {MAX_BIAS})", param="logit_bias")
     result = []
     for key, bias in value.items():
-        if not key.isdigit() or isinstance(bias, bool) or not isinstance(bias, (int, float)) or not -100 <= bias <= 100:
+        if (
+            not (key.isascii() and key.isdigit() and len(key) <= 10)
+            or isinstance(bias, bool)
+            or not isinstance(bias, (int, float))
+            or not -100 <= bias <= 100
+        ):
             raise RequestError(f"'logit_bias' must be {what}: not {key!r}: {bias!r}", param="logit_bias")
         result.append((int(key), float(bias)))
     return tuple(result)

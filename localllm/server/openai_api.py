@@ -227,7 +227,9 @@ def _asks(data: dict[str, Any], wanted: GenerateRequest, chat: bool) -> list[Gen
     """One request per choice: each prompt (a list of prompts on completions) ``n`` times, each
     sampled on its own (a given seed is seed + i for the i-th of the n)."""
     n = fields.choices(data)
-    prompts = [None] if chat else fields.token_inputs(data.get("prompt"), "prompt", fields.MAX_PROMPTS)
+    prompts: list[str | tuple[int, ...] | None] = [None]
+    if not chat:
+        prompts = [*fields.token_inputs(data.get("prompt"), "prompt", fields.MAX_PROMPTS)]
     asks = []
     for prompt in prompts:
         if isinstance(prompt, tuple):
@@ -268,6 +270,7 @@ async def _many(
         texts = await _read_many(request, replies, shape.chat)
         choices = []
         for i, (reply, text) in enumerate(zip(replies, texts)):
+            choice: dict[str, Any]
             if shape.chat:
                 choice = {"index": i, "message": _message(text), "logprobs": _chat_logprobs(reply)}
             else:
@@ -278,8 +281,9 @@ async def _many(
     async def chunks() -> AsyncIterator[str]:
         try:
             async for i, item in _merged(replies, shape.chat):
+                choice: dict[str, Any]
                 if item is None:
-                    end = {"index": i, "logprobs": None, "finish_reason": _finish_reason(replies[i])}
+                    end: dict[str, Any] = {"index": i, "logprobs": None, "finish_reason": _finish_reason(replies[i])}
                     choice = {**end, "delta": {}} if shape.chat else {**end, "text": ""}
                 elif shape.chat:
                     choice = {"index": i, "delta": _event_delta(item), "logprobs": None, "finish_reason": None}
