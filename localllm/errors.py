@@ -31,9 +31,13 @@ def one_line(exc: BaseException) -> str:
 
 
 class UsageError(LocalLLMError):
-    """The command line or its input is wrong."""
+    """The command line or its input is wrong (``field``: the request field at fault, if known)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None, *, field: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.field = field
 
 
 class ToolSpecError(UsageError):

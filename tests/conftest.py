@@ -8,7 +8,6 @@ in the repo). Every test gets its own empty data directory (``LOCALLLM_HOME``).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,26 +66,9 @@ def restore_library_globals():
 @pytest.fixture
 def installed_starter(isolated_home: Path, smollm2_path: Path):
     """A data directory in which the starter model is installed (hard-linked, not copied)."""
-    from localllm.models import catalog, store
+    from support.models import install_starter
 
-    entry = catalog.load_catalog().starter()
-    relative = f"{store.model_dir_name(entry.name)}/{smollm2_path.name}"
-    dest = isolated_home / "models" / relative
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(smollm2_path, dest)
-    except OSError:
-        shutil.copyfile(smollm2_path, dest)
-    model = store.InstalledModel(
-        name=entry.name,
-        quant=entry.pypi.quant,
-        files=[relative],
-        sha256=entry.pypi.sha256,
-        size=entry.pypi.size,
-        source="test",
-    )
-    store.record(model)
-    return model
+    return install_starter(isolated_home, smollm2_path)
 
 
 def run_cli(*args: str, input: str | None = None, env: dict | None = None, timeout: float = 180):

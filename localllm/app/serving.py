@@ -112,6 +112,7 @@ class GenerateRequest:
     model: str | None = None
     messages: Sequence[Mapping[str, Any]] | None = None  # OpenAI's chat shape (tool_calls, tool role)
     prompt: str | None = None
+    prompt_ids: tuple[int, ...] | None = None  # a raw prompt given as token ids (OpenAI's token-id prompts)
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -133,14 +134,16 @@ class GenerateRequest:
     # llama-server's ``lora``: (adapter id in load order, or name; scale); adapters left out are off.
     # None: the adapter a ``base+adapter`` model name gives, else the --lora scales.
     adapters: Sequence[tuple[int | str, float]] | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias), checked against the vocabulary
 
-    def sampling(self, max_tokens: int) -> SamplingOptions:
+    def sampling(self, max_tokens: int | None) -> SamplingOptions:
         given = {k: getattr(self, k) for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")}
         return SamplingOptions(
             **{k: v for k, v in given.items() if v is not None},
             max_tokens=max_tokens,
             stop=self.stop,
             ignore_eos=self.ignore_eos,
+            logit_bias=self.logit_bias,
         )
 
 
@@ -353,6 +356,17 @@ def _render(model: Any, request: GenerateRequest) -> tuple[Any, str, list[int]]:
     """(the chat template's tool-call format or None, the prompt text, its tokens) for ``request``:
     its messages rendered with the model's chat template (with its tools, as the format offers them),
     or its raw prompt. What ``_submit`` evaluates and ``count_tokens`` counts."""
+    n_vocab = model.llama.n_vocab()
+    outside = [t for t in (*(request.prompt_ids or ()), *(t for t, _ in request.logit_bias)) if not 0 <= t < n_vocab]
+    if outside:
+        field = "logit_bias" if outside[0] not in (request.prompt_ids or ()) else "prompt"
+        raise UsageError(
+            f"'{field}' holds token id {outside[0]}, outside the model's vocabulary (0 to {n_vocab - 1})",
+            hint="token ids come from this model's tokenizer",
+            field=field,
+        )
+    if request.prompt_ids is not None:
+        return None, "", list(request.prompt_ids)
     if request.messages is None:
         text = request.prompt or ""
         return None, text, model.tokenize(text, add_special=True, parse_special=True)
@@ -665,8 +679,6 @@ class ModelManager:
                 f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",
                 hint="shorten the prompt, or start the server with a larger --ctx",
             )
-        room = n_ctx - len(tokens)
-        max_tokens = min(request.max_tokens or room, room)  # clamped to the context
         if request.schema is not None and (grammar is None or triggers):
             # a response format: for the whole reply (a lazy tool grammar gives way to it)
             grammar, triggers, check_after = _grammar(json.dumps(request.schema, sort_keys=True)), (), False
@@ -679,7 +691,7 @@ class ModelManager:
             runtime.BatchRequest(
                 key=None,
                 tokens=tokens,
-                sampling=request.sampling(max_tokens),
+                sampling=request.sampling(request.max_tokens),  # the engine clamps it to the context
                 grammar=grammar,
                 grammar_triggers=triggers,
                 special_tokens=special,
@@ -707,10 +719,19 @@ class ModelManager:
         self._release(resident)
         return resident.key
 
-    def embed(self, name: str | None, texts: Sequence[str]) -> tuple[str, list[list[float]], int]:
-        """(model key, one vector per text, tokens read) with the model ``name`` resolves to."""
+    def embed(self, name: str | None, texts: Sequence[str | Sequence[int]]) -> tuple[str, list[list[float]], int]:
+        """(model key, one vector per text (or list of token ids), tokens read) with the model
+        ``name`` resolves to. UsageError for a token id outside the model's vocabulary."""
         resident = self._acquire(name, None)
         try:
+            n_vocab = resident.batch.opened.model.llama.n_vocab()
+            for ids in texts:
+                bad = [] if isinstance(ids, str) else [t for t in ids if not 0 <= t < n_vocab]
+                if bad:
+                    raise UsageError(
+                        f"'input' holds token id {bad[0]}, outside the model's vocabulary (0 to {n_vocab - 1})",
+                        field="input",
+                    )
             vectors, n_tokens = resident.batch.opened.model.embed(list(texts))
         finally:
             self._release(resident)

@@ -320,7 +320,12 @@ class BatchSession:
         s.generated = 0
         sampling = request.sampling
         # Greedy without a grammar or penalties: the argmax of the logits, no sampler chain.
-        s.greedy = sampling.temperature <= 0 and request.grammar is None and sampling.repeat_penalty in (0, 1)
+        s.greedy = (
+            sampling.temperature <= 0
+            and request.grammar is None
+            and sampling.repeat_penalty in (0, 1)
+            and not sampling.logit_bias
+        )
         s.ignore_eos = sampling.ignore_eos
         s.logprobs = [] if request.logprobs is not None else None
         room = self.n_ctx_seq - len(request.tokens)

@@ -635,6 +635,11 @@ class LlamaSampler(_Owner):
         stage = L.llama_sampler_init_penalties(model.n_vocab(), last_n, repeat, frequency, presence)
         L.llama_sampler_chain_add(self._ptr, stage)
 
+    def add_logit_bias(self, model: LlamaModel, biases: Sequence[tuple[int, float]]) -> None:
+        """Add ``bias`` to the logit of each ``(token, bias)`` (OpenAI's ``logit_bias``)."""
+        array = (L.llama_logit_bias * len(biases))(*(L.llama_logit_bias(t, b) for t, b in biases))
+        L.llama_sampler_chain_add(self._ptr, L.llama_sampler_init_logit_bias(model.n_vocab(), len(biases), array))
+
     def add_greedy(self) -> None:
         L.llama_sampler_chain_add(self._ptr, L.llama_sampler_init_greedy())
 

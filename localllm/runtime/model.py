@@ -316,6 +316,8 @@ class Model:
                 raise
         if sampling.repeat_penalty and sampling.repeat_penalty != 1.0:
             sampler.add_penalties(self.llama, 64, sampling.repeat_penalty)
+        if sampling.logit_bias:
+            sampler.add_logit_bias(self.llama, sampling.logit_bias)
         if sampling.temperature <= 0:
             sampler.add_greedy()
             return sampler
@@ -331,7 +333,7 @@ class Model:
 
     # -- embeddings -----------------------------------------------------------------------------
 
-    def embed(self, texts: Sequence[str], *, n_ctx: int | None = None) -> tuple[list[list[float]], int]:
+    def embed(self, texts: Sequence[str | Sequence[int]], *, n_ctx: int | None = None) -> tuple[list[list[float]], int]:
         """One vector per text and the number of tokens read, for ``/v1/embeddings``.
 
         llama.cpp's mean pooling over each text's tokens, scaled to unit length (L2) as
@@ -339,7 +341,9 @@ class Model:
         EMBED_CTX), made on first use; safe to call while a batch context decodes in another
         thread. ContextOverflowError for a text longer than that context, before any is read.
         """
-        token_lists = [self.tokenize(text, add_special=True, parse_special=False) for text in texts]
+        token_lists = [  # a text, or its token ids
+            self.tokenize(t, add_special=True, parse_special=False) if isinstance(t, str) else list(t) for t in texts
+        ]
         with self._embed_lock:
             embedder = self._embedding_context(n_ctx or min(EMBED_CTX, self.n_ctx_train or EMBED_CTX))
             for tokens in token_lists:

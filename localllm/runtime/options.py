@@ -92,6 +92,7 @@ class SamplingOptions:
     max_tokens: int | None = SAMPLING["max_tokens"].default  # None: until the model stops or the context is full
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # keep generating past end-of-text (benchmarks)
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit), OpenAI's logit_bias
 
 
 @dataclass

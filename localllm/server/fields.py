@@ -14,6 +14,9 @@ from localllm.app.serving import GenerateRequest, parse_keep_alive
 from .problems import RequestError
 
 MAX_STOP = 16  # stop strings in one request
+MAX_CHOICES = 16  # OpenAI's n
+MAX_PROMPTS = 64  # prompts in one /v1/completions request
+MAX_BIAS = 1024  # logit_bias entries
 
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
@@ -33,6 +36,10 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
         raise RequestError(f"the body is not valid JSON: {why}") from None
     if not isinstance(value, dict):
         raise RequestError("the body must be a JSON object")
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone UTF-16 surrogate escape such as "\ud800"
+        raise RequestError("the body holds a lone UTF-16 surrogate escape (such as \\ud800) in a string") from None
     return value
 
 
@@ -156,7 +163,8 @@ def messages(body: dict[str, Any]) -> list[dict[str, str]]:
             raise RequestError(f"'messages[{i}]' must be an object with a string 'role'", param=f"messages[{i}]")
         content = message.get("content")
         text = "" if content is None else _text_of(content, f"messages[{i}].content")
-        result.append({"role": message["role"], "content": text})
+        role = "system" if message["role"] == "developer" else message["role"]  # OpenAI's newer name
+        result.append({"role": role, "content": text})
     return result
 
 
@@ -181,25 +189,73 @@ def openai_schema(body: dict[str, Any]) -> object | None:
     return schema
 
 
+def choices(body: dict[str, Any]) -> int:
+    """OpenAI's ``n``: how many choices to sample (1 to MAX_CHOICES)."""
+    return Fields(body).integer("n", 1, MAX_CHOICES) or 1
+
+
+def _is_ids(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def token_inputs(value: object, name: str, limit: int) -> list[str | tuple[int, ...]]:
+    """OpenAI's ``prompt`` / ``input``: a string, a list of strings, a list of token ids or a list
+    of such lists; each non-empty, at most ``limit`` of them."""
+    what = f"a non-empty string or token-id list, or a list of 1 to {limit} of them"
+    if isinstance(value, str) or (_is_ids(value) and value):
+        value = [value]
+    if not isinstance(value, list) or not value or len(value) > limit:
+        raise RequestError(f"'{name}' must be {what}", param=name)
+    result: list[str | tuple[int, ...]] = []
+    for item in value:
+        if not (isinstance(item, str) or _is_ids(item)):
+            raise RequestError(f"'{name}' must be {what}", param=name)
+        if not item:
+            raise RequestError(f"'{name}' must not be empty (nor hold an empty string or token list)", param=name)
+        result.append(item if isinstance(item, str) else tuple(item))
+    return result
+
+
+def logit_bias(body: dict[str, Any]) -> tuple[tuple[int, float], ...]:
+    """OpenAI's ``logit_bias``: {"token id": bias from -100 to 100}."""
+    value = body.get("logit_bias")
+    if value is None:
+        return ()
+    what = 'an object of {"token id": bias from -100 to 100}'
+    if not isinstance(value, dict) or len(value) > MAX_BIAS:
+        raise RequestError(f"'logit_bias' must be {what} (at most {MAX_BIAS})", param="logit_bias")
+    result = []
+    for key, bias in value.items():
+        if (
+            not (key.isascii() and key.isdigit() and len(key) <= 10)
+            or isinstance(bias, bool)
+            or not isinstance(bias, (int, float))
+            or not -100 <= bias <= 100
+        ):
+            raise RequestError(f"'logit_bias' must be {what}: not {key!r}: {bias!r}", param="logit_bias")
+        result.append((int(key), float(bias)))
+    return tuple(result)
+
+
 def openai_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
-    """A chat completion (``chat``) or a completion request, checked."""
+    """A chat completion (``chat``) or a completion request (its first prompt: see
+    :func:`token_inputs` for the others), checked."""
     f = Fields(body)
-    f.integer("n", 1, 1)  # one choice per request
+    choices(body)
     common = dict(
         model=f.string("model"),
         schema=openai_schema(body),
         ignore_eos=f.boolean("ignore_eos") or False,
         stop=f.stop(),
         adapters=lora(body),
+        logit_bias=logit_bias(body),
         **f.openai_sampling(),
     )
     if chat:
         return GenerateRequest(messages=messages(body), **common)
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise RequestError("'prompt' must be a string", param="prompt")
+    prompt = token_inputs(body.get("prompt"), "prompt", MAX_PROMPTS)[0]
+    if isinstance(prompt, tuple):
+        return GenerateRequest(prompt_ids=prompt, **common)
     return GenerateRequest(prompt=prompt, **common)
 
 

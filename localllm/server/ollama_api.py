@@ -67,6 +67,7 @@ def _endpoint(chat: bool):
         started = time.perf_counter()
         data = await body(request)
         wanted = fields.ollama_request(data, chat=chat)
+        _refuse_images(data, chat)
         stream = fields.Fields(data).boolean("stream")
         if _only_loads(data, chat):
             return await _load(request, wanted, shape)
@@ -97,6 +98,16 @@ def _endpoint(chat: bool):
         )
 
     return handler
+
+
+def _refuse_images(data: dict[str, Any], chat: bool) -> None:
+    """A 400 for ``images`` (on the request, or on a chat message): no model served here reads them."""
+    places = [(f"messages[{i}].images", m) for i, m in enumerate(data.get("messages") or ()) if isinstance(m, dict)]
+    for where, holder in places if chat else [("images", data)]:
+        if holder.get("images"):
+            raise problems.RequestError(
+                f"'{where}': this model cannot see images (localllm serves text-only models)", param=where
+            )
 
 
 def _only_loads(data: dict[str, Any], chat: bool) -> bool:
@@ -271,8 +282,9 @@ async def embed(request: Request) -> Response:
     legacy = request.url.path == "/api/embeddings"
     value = data.get("prompt" if legacy else "input")
     texts = [value] if isinstance(value, str) else value
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise problems.RequestError(f"'{'prompt' if legacy else 'input'}' must be a string or a list of strings")
+    name = "prompt" if legacy else "input"
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+        raise problems.RequestError(f"'{name}' must be a non-empty string or a list of non-empty strings", param=name)
     key, vectors, n_tokens = await run_in_threadpool(manager(request).embed, f.string("model"), texts)
     log = log_of(request.scope)
     log.model, log.prompt_tokens = key, n_tokens

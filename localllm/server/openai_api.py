@@ -4,8 +4,10 @@ streamed chunk (the one with the finish reason)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
+import math
 import struct
 import time
 import uuid
@@ -17,12 +19,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from localllm.app.serving import Reply
+from localllm.app.serving import GenerateRequest, Reply
 from localllm.chat.toolcalls import ContentDelta, Event, ParsedReply, ReasoningDelta
 from localllm.errors import ModelNotFoundError
 
 from . import fields, problems, tooling
-from .common import answers_errors, body, dumps, events, manager, pieces, problem_of, read_all, read_parsed, start
+from .common import (
+    answers_errors,
+    body,
+    dumps,
+    events,
+    finished,
+    manager,
+    pieces,
+    problem_of,
+    read_all,
+    read_parsed,
+    start,
+)
 from .middleware import log_of
 
 MAX_EMBED_INPUTS = 2048
@@ -161,9 +175,12 @@ def _completions(chat: bool):
         stream = fields.Fields(data).boolean("stream") or False
         options = data.get("stream_options")
         usage_chunk = isinstance(options, dict) and options.get("include_usage") is True
-        reply = await start(request, wanted)
+        asks = _asks(data, wanted, chat)
         ident = f"{shape.prefix}{uuid.uuid4().hex}"
         created = int(time.time())
+        if len(asks) > 1:
+            return await _many(request, asks, shape, ident, created, stream)
+        reply = await start(request, wanted)
         if stream:
             chunks = (
                 _chat_events(request, reply, ident, created, usage_chunk)
@@ -204,6 +221,142 @@ def _completions(chat: bool):
         )
 
     return handler
+
+
+def _asks(data: dict[str, Any], wanted: GenerateRequest, chat: bool) -> list[GenerateRequest]:
+    """One request per choice: each prompt (a list of prompts on completions) ``n`` times, each
+    sampled on its own (a given seed is seed + i for the i-th of the n)."""
+    n = fields.choices(data)
+    prompts: list[str | tuple[int, ...] | None] = [None]
+    if not chat:
+        prompts = [*fields.token_inputs(data.get("prompt"), "prompt", fields.MAX_PROMPTS)]
+    asks = []
+    for prompt in prompts:
+        if isinstance(prompt, tuple):
+            ask = dataclasses.replace(wanted, prompt=None, prompt_ids=prompt)
+        else:
+            ask = wanted if prompt is None else dataclasses.replace(wanted, prompt=prompt, prompt_ids=None)
+        for i in range(n):
+            asks.append(ask if ask.seed is None else dataclasses.replace(ask, seed=ask.seed + i))
+    return asks
+
+
+async def _many(
+    request: Request, asks: list[GenerateRequest], shape: _Shape, ident: str, created: int, stream: bool
+) -> Response:
+    """Several choices (``n`` > 1, or a list of prompts), decoded side by side; choice ``index`` in
+    the order of the prompts, then of the n."""
+    replies: list[Reply] = []
+    try:
+        for ask in asks:
+            replies.append(await start(request, ask))
+    except BaseException:
+        for reply in replies:
+            reply.close()
+        raise
+    head = {"id": ident, "object": shape.chunk_object if stream else shape.object, "created": created}
+    head["model"] = replies[0].model
+    usage = {
+        "prompt_tokens": sum(r.prompt_tokens for r in replies),
+        "completion_tokens": 0,
+        "total_tokens": 0,
+    }
+
+    def total() -> dict[str, int]:
+        done = sum(r.completion_tokens for r in replies)
+        return {**usage, "completion_tokens": done, "total_tokens": usage["prompt_tokens"] + done}
+
+    if not stream:
+        texts = await _read_many(request, replies, shape.chat)
+        choices = []
+        for i, (reply, text) in enumerate(zip(replies, texts)):
+            choice: dict[str, Any]
+            if shape.chat:
+                choice = {"index": i, "message": _message(text), "logprobs": _chat_logprobs(reply)}
+            else:
+                choice = {"index": i, "text": text, "logprobs": _completion_logprobs(reply)}
+            choices.append({**choice, "finish_reason": _finish_reason(reply)})
+        return JSONResponse({**head, "choices": choices, "usage": total()})
+
+    async def chunks() -> AsyncIterator[str]:
+        try:
+            async for i, item in _merged(replies, shape.chat):
+                choice: dict[str, Any]
+                if item is None:
+                    end: dict[str, Any] = {"index": i, "logprobs": None, "finish_reason": _finish_reason(replies[i])}
+                    choice = {**end, "delta": {}} if shape.chat else {**end, "text": ""}
+                elif shape.chat:
+                    choice = {"index": i, "delta": _event_delta(item), "logprobs": None, "finish_reason": None}
+                else:
+                    choice = {"index": i, "text": item, "logprobs": None, "finish_reason": None}
+                yield f"data: {dumps({**head, 'choices': [choice]})}\n\n"
+        except Exception as exc:  # after the status was sent: the error goes in the stream
+            yield f"data: {dumps(problems.openai_body(problem_of(request, exc)))}\n\n"
+            return
+        finally:
+            for reply in replies:
+                reply.close()
+                finished(request, reply)
+        yield f"data: {dumps({**head, 'choices': [], 'usage': total()})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(
+        chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+async def _read_many(request: Request, replies: list[Reply], chat: bool) -> list[Any]:
+    """Each reply whole (chat: parsed); a client that goes away cancels them all."""
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        for reply in replies:
+            reply.cancel()
+
+    async def one(reply: Reply) -> Any:
+        try:
+            if not chat:
+                return "".join([piece async for piece in reply])
+            async for _ in reply.aevents():
+                pass
+        finally:
+            reply.close()
+            finished(request, reply)
+        return reply.parsed()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await asyncio.gather(*(one(r) for r in replies))
+    finally:
+        watcher.cancel()
+
+
+async def _merged(replies: list[Reply], chat: bool) -> AsyncIterator[tuple[int, Any]]:
+    """(choice index, text piece or chat event) as each reply makes them; (index, None) when one ends."""
+    queue: asyncio.Queue[tuple[int, Any, BaseException | None]] = asyncio.Queue()
+
+    async def feed(i: int, reply: Reply) -> None:
+        try:
+            async for item in reply.aevents() if chat else reply:
+                await queue.put((i, item, None))
+            await queue.put((i, None, None))
+        except Exception as exc:
+            await queue.put((i, None, exc))
+
+    tasks = [asyncio.create_task(feed(i, r)) for i, r in enumerate(replies)]
+    try:
+        left = len(tasks)
+        while left:
+            i, item, error = await queue.get()
+            if error is not None:
+                raise error
+            if item is None:
+                left -= 1
+            yield i, item
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def _events(request: Request, reply: Reply, shape: _Shape, ident: str, created: int) -> AsyncIterator[str]:
@@ -273,20 +426,17 @@ async def get_model(request: Request) -> Response:
     raise ModelNotFoundError(f"model {wanted!r} is not installed", hint=f"download it with: localllm pull {wanted}")
 
 
-def _embed_inputs(data: dict[str, Any]) -> list[str]:
-    value = data.get("input")
-    if isinstance(value, str):
-        value = [value]
-    if (
-        not isinstance(value, list)
-        or not value
-        or len(value) > MAX_EMBED_INPUTS
-        or not all(isinstance(v, str) for v in value)
-    ):
+def _truncated(vector: list[float], dimensions: int | None) -> list[float]:
+    """The first ``dimensions`` values scaled back to unit length (OpenAI's ``dimensions``)."""
+    if dimensions is None or dimensions == len(vector):
+        return vector
+    if dimensions > len(vector):
         raise problems.RequestError(
-            f"'input' must be a string or a list of 1 to {MAX_EMBED_INPUTS} strings", param="input"
+            f"'dimensions' must be at most {len(vector)}, this model's embedding size", param="dimensions"
         )
-    return value
+    head = vector[:dimensions]
+    norm = math.sqrt(sum(x * x for x in head)) or 1.0
+    return [x / norm for x in head]
 
 
 def _base64(vector: list[float]) -> str:
@@ -297,13 +447,15 @@ def _base64(vector: list[float]) -> str:
 @answers_errors
 async def embeddings(request: Request) -> Response:
     data = await body(request)
-    texts = _embed_inputs(data)
+    texts = fields.token_inputs(data.get("input"), "input", MAX_EMBED_INPUTS)
     f = fields.Fields(data)
     model = f.string("model")
+    dimensions = f.integer("dimensions", 1, 1 << 20)
     encoding = f.string("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise problems.RequestError('\'encoding_format\' must be "float" or "base64"', param="encoding_format")
     key, vectors, n_tokens = await run_in_threadpool(manager(request).embed, model, texts)
+    vectors = [_truncated(v, dimensions) for v in vectors]
     log = log_of(request.scope)
     log.model, log.prompt_tokens = key, n_tokens
     rows = [

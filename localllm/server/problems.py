@@ -78,7 +78,8 @@ def from_exception(exc: BaseException, *, debug: bool = False, log: TextIO | Non
         status, code, headers = _status_of(exc)
         if debug and status >= 500:
             _log_traceback(f"error answered with {status}:", exc, log)
-        return RequestError(errors.one_line(exc), status=status, code=code, headers=headers)
+        param = exc.field if isinstance(exc, errors.UsageError) else None
+        return RequestError(errors.one_line(exc), param, status=status, code=code, headers=headers)
     _log_traceback("internal error:", exc, log)
     return RequestError("internal server error (see the server's log)", status=500)
 

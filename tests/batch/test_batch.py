@@ -472,3 +472,14 @@ def test_bench_uses_the_planned_gpu_layers_and_says_so(cli, smollm2_path, monkey
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["gpu_layers"] == 0  # this machine has no GPU: the planner keeps the CPU
+
+
+def test_a_stop_string_across_two_tokens_ends_the_reply(model):
+    # Greedy, the reply's tokens are "The", " capital", " city", " of", " France", " is", " Paris",
+    # ".": "ance is" begins in " France" and ends in " is" (tests/runtime/test_engine.py checks them).
+    ask = {"id": "s", "prompt": "What is the capital city of France? Answer in one sentence.", "temperature": 0}
+    records, _ = run_core(model, [{**ask, "max_tokens": 24}, {**ask, "id": "t", "stop": ["ance is"], "max_tokens": 24}])
+    by_id = {r["id"]: r for r in records}
+    assert by_id["s"]["text"] == "The capital city of France is Paris."
+    assert by_id["t"]["finish_reason"] == "stop"
+    assert by_id["t"]["text"] == "The capital city of Fr"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import threading
 
@@ -281,3 +282,19 @@ def test_embedding_while_the_engine_decodes(model):
 def test_a_text_longer_than_the_embedding_context_is_refused(model):
     with pytest.raises(ContextOverflowError, match=r"is \d+ tokens but the embedding context holds \d+"):
         model.embed(["Short.", "word " * 2000])
+
+
+def test_a_stop_string_that_starts_in_one_token_and_ends_in_the_next_stops_the_reply(model):
+    # Greedy, the reply is "The capital city of France is Paris." in the tokens "The", " capital",
+    # " city", " of", " France", " is", " Paris", ".": "ance is" begins in " France" and ends in " is",
+    # so a search of the newest piece alone would miss it.
+    with runtime.BatchEngine(model, 1, 256, n_threads=1) as engine:
+        question = "What is the capital city of France? Answer in one sentence."
+        full = engine.submit(dataclasses.replace(request(model, 0, question, 24), logprobs=0))
+        result = read(full)[1]
+        assert [raw for raw, _, _ in result.logprobs][4:6] == [b" France", b" is"]
+        pieces, stopped = read(engine.submit(request(model, 0, question, max_tokens=24, stop=("ance is",))))
+        assert stopped.finish_reason == "stop" and stopped.stop_sequence == "ance is"
+        assert (
+            "".join(pieces) == stopped.text == result.text[: result.text.index("ance is")] == "The capital city of Fr"
+        )

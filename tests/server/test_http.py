@@ -153,14 +153,16 @@ def test_a_full_queue_answers_503_with_retry_after(serve):
 
 def test_a_client_that_goes_away_frees_its_sequence_at_once(serve):
     server = serve(ServeOptions(n_parallel=1, n_ctx_seq=512, queue_size=0))
-    body = {"model": MODEL, "messages": LONG, "temperature": 0, "max_tokens": 200, "ignore_eos": True, "stream": True}
+    # No max_tokens: uncancelled, the reply would fill the context (about 480 tokens, seconds).
+    body = {"model": MODEL, "messages": LONG, "temperature": 0, "ignore_eos": True, "stream": True}
     with httpx.stream("POST", server.url + CHAT, json=body, timeout=120) as first:
         lines = first.iter_lines()
         for _ in range(3):
             next(lines)
-    # The connection is closed: its sequence is cancelled, so the one slot takes the next request
-    # (with no queue, a busy slot would answer 503).
-    wait_until(lambda: server.manager.running()[0].active == 0)
+        assert server.manager.running()[0].active == 1
+    # The connection is closed: its sequence is cancelled within about a second, so the one slot
+    # takes the next request (with no queue, a busy slot would answer 503).
+    wait_until(lambda: server.manager.running()[0].active == 0, timeout=1.5)
     reply = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=120).chat.completions.create(
         model=MODEL, messages=QUESTION, temperature=0, max_tokens=4
     )

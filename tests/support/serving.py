@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import pytest
@@ -29,31 +29,42 @@ class RunningServer:
         return self.log.getvalue().splitlines()
 
 
+def start_server(
+    options: ServeOptions | None = None, settings: ServerSettings | None = None, hardware=None
+) -> tuple[RunningServer, Callable[[], None]]:
+    """A running server and the function that stops it."""
+    manager = ModelManager(options or ServeOptions(n_ctx_seq=1024, n_parallel=2), hardware=hardware)
+    log = io.StringIO()
+    app = create_app(manager, replace(settings or ServerSettings(), log=log))
+    sock = running.bind("127.0.0.1", 0)
+    server = running.make_server(app, grace_s=1.0)
+    thread = threading.Thread(target=running.serve, args=(server, sock), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=30)
+        manager.close()
+
+    return RunningServer(running.address_of(sock), manager, log), stop
+
+
 @pytest.fixture
 def serve(installed_starter) -> Iterator:
     """serve(options=..., settings=..., hardware=...) starts a server; each is stopped at the end of the test."""
-    started: list[tuple[RunningServer, object, threading.Thread]] = []
+    stops: list[Callable[[], None]] = []
 
     def start(
         options: ServeOptions | None = None, settings: ServerSettings | None = None, hardware=None
     ) -> RunningServer:
-        manager = ModelManager(options or ServeOptions(n_ctx_seq=1024, n_parallel=2), hardware=hardware)
-        log = io.StringIO()
-        app = create_app(manager, replace(settings or ServerSettings(), log=log))
-        sock = running.bind("127.0.0.1", 0)
-        server = running.make_server(app, grace_s=1.0)
-        thread = threading.Thread(target=running.serve, args=(server, sock), daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
-        handle = RunningServer(running.address_of(sock), manager, log)
-        started.append((handle, server, thread))
+        handle, stop = start_server(options, settings, hardware)
+        stops.append(stop)
         return handle
 
     yield start
-    for handle, server, thread in started:
-        server.should_exit = True
-        thread.join(timeout=30)
-        handle.manager.close()
+    for stop in stops:
+        stop()
