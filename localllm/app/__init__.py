@@ -26,6 +26,7 @@ _SUBMODULES = frozenset(
         "batching",
         "browsing",
         "conversation_state",
+        "documents",
         "fitting",
         "library",
         "loading",

@@ -81,9 +81,9 @@ class CollectionDB:
     # -- schema -----------------------------------------------------------------------------
 
     def create(self, *, name: str, roots: list[str], embed_model: str, embed_key: str, dim: int) -> None:
-        with self.transaction():
-            self.db.executescript(
-                f"""
+        self.db.executescript(
+            f"""
+                BEGIN;
                 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                 CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT,
                                     n_chunks INTEGER);
@@ -93,10 +93,11 @@ class CollectionDB:
                 CREATE VIRTUAL TABLE chunks_fts USING fts5(heading, text, content='chunks', content_rowid='id');
                 CREATE VIRTUAL TABLE chunks_vec USING vec0(embedding float[{int(dim)}] distance_metric=cosine);
                 """
-            )
-            meta = {"schema_version": SCHEMA_VERSION, "name": name, "roots": json.dumps(roots),
-                    "embed_model": embed_model, "embed_key": embed_key, "dim": dim}  # fmt: skip
-            self.db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
+        )
+        meta = {"schema_version": SCHEMA_VERSION, "name": name, "roots": json.dumps(roots),
+                "embed_model": embed_model, "embed_key": embed_key, "dim": dim}  # fmt: skip
+        self.db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
+        self.db.execute("COMMIT")
 
     def meta(self) -> dict[str, str]:
         try:
