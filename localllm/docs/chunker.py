@@ -37,8 +37,9 @@ def _blocks(lines: list[str], markdown: bool):
         if not line.strip():
             i += 1
             continue
-        if markdown and _HEADING.match(line):
-            yield i, i + 1, len(_HEADING.match(line).group(1))
+        heading = _HEADING.match(line) if markdown else None
+        if heading:
+            yield i, i + 1, len(heading.group(1))
             i += 1
             continue
         fence = _FENCE.match(line) if markdown else None

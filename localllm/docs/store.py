@@ -22,7 +22,7 @@ SCHEMA_VERSION = 1
 
 def _module():
     try:
-        import sqlean  # type: ignore[import-not-found]
+        import sqlean
 
         return sqlean
     except ImportError:
@@ -30,7 +30,7 @@ def _module():
 
 
 def connect(path: Path):
-    import sqlite_vec  # type: ignore[import-not-found]
+    import sqlite_vec
 
     db = _module().connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
     try:
