@@ -132,3 +132,7 @@ class ServerBusyError(LocalLLMError):
     def __init__(self, message: str, hint: str | None = None, retry_after_s: float = 1.0) -> None:
         super().__init__(message, hint)
         self.retry_after_s = retry_after_s
+
+
+class DocumentsError(LocalLLMError):
+    """A document collection cannot be used: unknown, already there, or built with another embedding model."""

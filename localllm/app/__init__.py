@@ -29,6 +29,7 @@ _SUBMODULES = frozenset(
         "browsing",
         "conversation_state",
         "evaluating",
+        "documents",
         "fitting",
         "library",
         "loading",

@@ -68,9 +68,14 @@ def model_items() -> list[ModelItem]:
     for row in listed:
         if row.model is not None:
             by_name.setdefault(row.name.lower(), []).append(row.model)
+    entries = list(catalog.load_catalog())
+    for e in entries:  # a row opens a chat, which an embedding model cannot hold: they serve `docs`
+        if "embedding" in e.tags:
+            by_name.pop(e.name, None)
     items = [
         ModelItem(e.name, e.display, format_count(e.params), e.description, entry=e, installed=by_name.pop(e.name, []))
-        for e in catalog.load_catalog()
+        for e in entries
+        if "embedding" not in e.tags
     ]
     for models in by_name.values():  # Hub references outside the catalog, imports
         first = models[0]

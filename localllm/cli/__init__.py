@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("fit", "estimate the memory a model needs here, per quantization, and plan its load"),
     "serve": ("serve", "serve models over HTTP to OpenAI and Ollama clients (127.0.0.1:8080)"),
     "chat": ("chat", "chat with a model in the terminal UI (localllm alone opens the UI)"),
+    "docs": ("docs", "index folders of documents and search them (run --docs NAME answers from them)"),
     "completion": ("completion", "print a bash, zsh or fish completion script"),
 }
 

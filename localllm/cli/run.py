@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "gpu_layers", shown="planned")
     lora.add_argument(parser)
     add_option(parser, "threads", shown="physical cores")
+    parser.add_argument(
+        "--docs",
+        metavar="NAME",
+        help="answer from the document collection NAME (localllm docs add), citing [file:lines]",
+    )
     parser.add_argument("--ignore-eos", action="store_true", help="generate past the end of the reply (benchmarking)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the reply and its stats as one JSON object")
@@ -65,18 +70,25 @@ def run(args: argparse.Namespace) -> int:
         gpu_layers=args.gpu_layers,
         **{name: getattr(args, name) for name in SAMPLING_FLAGS},
     )
-    if not args.prompt and sys.stdin.isatty() and sys.stdout.isatty() and not args.json:
+    if not args.prompt and sys.stdin.isatty() and sys.stdout.isatty() and not args.json and not args.docs:
         return interactive(args)
     prompt = _read_prompt(args)
     app.show_llama_log(args.verbose)
     sampling = app.sampling(**{name: getattr(args, name) for name in SAMPLING_FLAGS}, ignore_eos=args.ignore_eos)
-    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
-        {"role": "user", "content": prompt}
-    ]
     adapters = app.lora_specs(args.lora)
+    found = _retrieve(args.docs, prompt) if args.docs else None  # the embedding model is closed again here
+    kept: list = []
     with app.open_model(
         args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say, adapters=adapters
     ) as model:
+        if found is not None:
+            budget = model.n_ctx - (args.max_tokens or model.n_ctx // 4) - 64 - len(model.tokenize(args.system or ""))
+            prompt, kept = app.documents.docs_prompt(
+                prompt, found, budget, lambda text: len(model.tokenize(text, add_special=False, parse_special=False))
+            )
+        messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+            {"role": "user", "content": prompt}
+        ]
         generation = model.chat(messages, sampling)
         interrupted = _stream(generation, quiet=args.json)
         stats, load_s = generation.stats, model.load_report.load_s
@@ -88,9 +100,14 @@ def run(args: argparse.Namespace) -> int:
                 "finish_reason": stats.finish_reason,
                 "stats": {"load_s": round(load_s, 4), **stats.as_dict()},
             }
+            if found is not None:
+                result["sources"] = [{"cite": f"[{s.cite}]", "heading": s.heading} for s in kept]
             sys.stdout.write(json_terminal_safe(json.dumps(result, ensure_ascii=False)) + "\n")
-        elif generation.text and not generation.text.endswith("\n"):
-            sys.stdout.write("\n")
+        else:
+            if generation.text and not generation.text.endswith("\n"):
+                sys.stdout.write("\n")
+            if found is not None:
+                sys.stdout.write(_sources_text(kept))
         sys.stdout.flush()
         if args.stats:
             print(_stats_line(model.label, load_s, stats), file=sys.stderr)
@@ -98,6 +115,26 @@ def run(args: argparse.Namespace) -> int:
         print_error("interrupted; the reply above is partial")
         return EXIT_INTERRUPTED
     return 0
+
+
+def _retrieve(name: str, question: str) -> list:
+    from localllm import app
+
+    return app.documents.sources(name, app.documents.search(name, question, k=8))
+
+
+def _title(source) -> str:
+    first = source.text.lstrip().split("\n", 1)[0]
+    return first.lstrip("#").strip() if first.startswith("#") else source.heading.split(" > ")[-1].lstrip("#").strip()
+
+
+def _sources_text(kept: list) -> str:
+    from localllm.format import terminal_safe
+
+    if not kept:
+        return "\nSources: none of the collection's chunks matched\n"
+    lines = [f"  [{s.cite}]  {_title(s)}".rstrip() for s in kept]
+    return terminal_safe("\nSources:\n" + "\n".join(lines) + "\n")
 
 
 def interactive(args: argparse.Namespace, read=input) -> int:

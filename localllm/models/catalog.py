@@ -29,7 +29,7 @@ if TYPE_CHECKING:
         from importlib.abc import Traversable
 
 TAGS: frozenset[str] = frozenset(
-    {"chat", "code", "reasoning", "tools", "vision", "small", "multilingual", "moe", "base"}
+    {"chat", "code", "reasoning", "tools", "vision", "small", "multilingual", "moe", "base", "embedding"}
 )
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")

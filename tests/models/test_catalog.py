@@ -70,9 +70,14 @@ def test_starter_is_the_pypi_smollm2():
 def test_every_entry_is_sane(entry: CatalogEntry):
     assert entry.name == entry.name.lower() and " " not in entry.name
     assert entry.display and entry.family
-    assert 100_000_000 <= entry.params <= 80_000_000_000
-    assert entry.architecture in LLAMA_CPP_ARCHS
-    assert 2048 <= entry.context_length <= 1_048_576 and entry.context_length % 1024 == 0
+    if "embedding" in entry.tags:  # encoders for `docs`: small, short context, llama.cpp's BERT family
+        assert 10_000_000 <= entry.params <= 10_000_000_000
+        assert entry.architecture in {"bert", "nomic-bert", "jina-bert-v2", "qwen3"}
+        assert 512 <= entry.context_length <= 32768 and entry.context_length % 512 == 0
+    else:
+        assert 100_000_000 <= entry.params <= 80_000_000_000
+        assert entry.architecture in LLAMA_CPP_ARCHS
+        assert 2048 <= entry.context_length <= 1_048_576 and entry.context_length % 1024 == 0
     assert entry.license and entry.license == entry.license.lower()
     owner, _, name = entry.repo.partition("/")
     assert owner and name.lower().endswith("-gguf")
