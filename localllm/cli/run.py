@@ -197,7 +197,7 @@ def _chat_turn(session, model, text: str) -> None:
         model,
         sampling,
         on_piece=_write,
-        on_trimmed=lambda n: say(f"(the {n} oldest messages were left out: the context is full)"),
+        on_trimmed=lambda n: say(f"(old turns left the context: the {n} oldest messages are left out from now on)"),
     )
     if not reply.discarded:
         sys.stdout.write("\n" if not reply.text.endswith("\n") else "")

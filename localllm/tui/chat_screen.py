@@ -394,8 +394,8 @@ class ChatScreen(Screen):
     def on_context_trimmed(self, message: ContextTrimmed) -> None:
         n = message.dropped
         text = (
-            f"⚠ The conversation is longer than the context: the {n} oldest message"
-            f"{'s' if n != 1 else ''} were left out of this reply."
+            f"⚠ Old turns left the context: the {n} oldest message{'s are' if n != 1 else ' is'} left out"
+            " from this reply on (they stay in the chat)."
         )
         self.transcript.add_notice_before(text, self._stream_view)
         self.notify(text, severity="warning")
