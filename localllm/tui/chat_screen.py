@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from textual import getters, work
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -54,7 +55,11 @@ class ChatScreen(Screen):
         Binding("f2", "rename", "Rename", show=False),
         Binding("f3", "export", "Export", show=False),
         Binding("f8", "delete_chat", "Delete chat", show=False),
-        Binding("ctrl+y", "copy_reply", "Copy reply", show=False),
+        # priority: the prompt's own ctrl+y (redo) must not swallow "copy the last reply"
+        Binding("ctrl+y", "copy_reply", "Copy reply", show=False, priority=True),
+        # priority: while a reply is written Ctrl+C stops it (as in the terminal chat), else it is
+        # the prompt's copy or the app's quit hint
+        Binding("ctrl+c", "stop_reply", "Stop", show=False, priority=True),
         Binding("ctrl+q", "app.quit", "Quit", show=False),
     ]
 
@@ -237,13 +242,17 @@ class ChatScreen(Screen):
 
     def _show_new_chat(self) -> None:
         self.transcript.clear()
+        self.status_line.show_stats({})  # nothing used yet in a new chat: not the last chat's numbers
         self.refresh_sidebar()
 
     def show_conversation(self, conversation_id: int) -> None:
         self.session = ChatSession.resume(self.app.history, conversation_id)
         if self.target is not None:  # answered with the model on screen unless another one loads
             self._set_target(self.target)
-        self.transcript.show(self.app.history.get(conversation_id).messages)
+        messages = self.app.history.get(conversation_id).messages
+        self.transcript.show(messages)
+        # this chat's own last numbers (none yet: zero), never the previous chat's
+        self.status_line.show_stats(next((m.stats for m in reversed(messages) if m.stats), None) or {})
         self.refresh_sidebar()
 
     def refresh_sidebar(self) -> None:
@@ -251,7 +260,10 @@ class ChatScreen(Screen):
 
     def on_sidebar_chosen(self, event: Sidebar.Chosen) -> None:
         self.open(None, event.conversation_id)
-        self.prompt.focus()
+        # after the transcript and the sidebar are rebuilt: focus would otherwise move on from the
+        # removed list item to the next focusable widget ("Show N earlier messages"), and Enter
+        # would load history instead of sending the message typed
+        self.call_after_refresh(self.prompt.focus)
 
     # -- sending and streaming ------------------------------------------------------------------
 
@@ -266,6 +278,7 @@ class ChatScreen(Screen):
             command = commands.parse(text)
         except commands.CommandError as exc:
             self.notify(f"{exc} ({exc.hint})" if exc.hint else str(exc), severity="warning")
+            event.prompt.select_all()  # kept to correct, but typing replaces it rather than appending
             return
         if command is not None:
             event.prompt.set_text("")
@@ -402,6 +415,12 @@ class ChatScreen(Screen):
 
     # -- actions --------------------------------------------------------------------------------
 
+    def action_stop_reply(self) -> None:
+        """Ctrl+C: stop the reply being written; otherwise the key does what it does elsewhere."""
+        if not self.generating:
+            raise SkipAction()
+        self.cancel.set()
+
     def action_stop(self) -> None:
         if self.generating:
             self.cancel.set()
@@ -522,7 +541,7 @@ class ChatScreen(Screen):
         """Carry out a slash command typed in the prompt (see :mod:`localllm.chat.commands`)."""
         name = command.name
         if name == "help":
-            await self.transcript.add_notice("Commands:\n" + commands.help_text(), "help")
+            await self.transcript.add_notice("Commands:\n" + commands.help_text(), "help", markup=False)
         elif name in ("system", "set"):
             self.notify(self.session.command(command))
         elif name == "clear":  # a new chat with this one's system prompt and settings

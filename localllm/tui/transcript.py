@@ -139,8 +139,9 @@ class Transcript(VerticalScroll):
         await self.mount(view)
         self.scroll_end(animate=False)
 
-    async def add_notice(self, text: str, kind: str = "") -> None:
-        await self.mount(Static(text, classes=f"notice {kind}".strip()))
+    async def add_notice(self, text: str, kind: str = "", *, markup: bool = True) -> None:
+        """A line of the app's own (``markup=False`` for text with brackets, such as /help's)."""
+        await self.mount(Static(text, classes=f"notice {kind}".strip(), markup=markup))
         self.scroll_end(animate=False)
 
     def add_notice_before(self, text: str, view: MessageView | None) -> None:
