@@ -27,7 +27,7 @@ SETTINGS: dict[str, type] = {
 HELP = [
     ("/system TEXT", "set this chat's system prompt (empty: none)"),
     ("/clear", "start a new chat with the same model, system prompt and settings"),
-    ("/model NAME", "continue this chat with another installed model"),
+    ("/model [NAME]", "continue this chat with another installed model (no name: the installed ones)"),
     ("/set NAME VALUE", "a setting for this chat: " + ", ".join(SETTINGS) + " (none: the default)"),
     ("/save PATH", "export this chat (.md Markdown, .json JSON)"),
     ("/copy [code]", "copy the last reply (or its last code block) to the clipboard"),
@@ -60,8 +60,8 @@ def parse(text: str) -> Command | None:
     arg = arg.strip()
     if name not in NAMES:
         raise CommandError(f"unknown command /{head}", hint="/help lists the commands; //text sends /text")
-    if name in ("model", "save") and not arg:
-        raise CommandError(f"/{name} needs a {'model name' if name == 'model' else 'file path'}")
+    if name == "save" and not arg:
+        raise CommandError("/save needs a file path")
     if name == "set":
         return Command(name, arg, parse_setting(arg))
     return Command(name, arg)

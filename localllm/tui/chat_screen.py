@@ -550,6 +550,8 @@ class ChatScreen(Screen):
             self.session.clear()
             self._show_new_chat()
             self.prompt.focus()
+        elif name == "model" and not command.arg:  # no name: the list of models to pick from
+            self.action_models()
         elif name == "model":
             self.notify(f"Looking for {command.arg}…")
             self._find_model(command.arg)

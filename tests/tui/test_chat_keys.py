@@ -192,3 +192,11 @@ async def test_a_pull_cancelled_before_it_started_does_not_offer_to_resume(isola
         await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen))
         said = [n.message for n in app._notifications]
         assert any("cancelled" in m for m in said) and not any("resume" in m for m in said)
+
+
+async def test_model_with_no_name_opens_the_models_list():
+    app = scripted_app(ScriptedModel())
+    async with app.run_test() as pilot:
+        await pilot.click("#prompt")
+        await pilot.press(*"/model", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen))
