@@ -398,6 +398,7 @@ class ChatScreen(Screen):
                 await view.remove()
             else:
                 view.set_status(message.status)
+                view.show_stats(message.stats)
         if message.error is not None:
             notify_error(self, message.error, title="The reply failed", timeout=10)
         if message.stats:

@@ -200,3 +200,21 @@ async def test_model_with_no_name_opens_the_models_list():
         await pilot.click("#prompt")
         await pilot.press(*"/model", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen))
+
+
+async def test_a_replys_speed_and_first_token_time_show_on_its_label(tmp_path):
+    app = scripted_app(ScriptedModel(["A reply of a few words."], tokens_per_s=50))
+    async with app.run_test() as pilot:
+        await send(pilot, "Hi")
+        await reply_done(pilot)
+        tip = str(views(app)[-1].query_one(".role").tooltip)
+        assert "tok/s" in tip and "first token" in tip
+    # and when the chat is opened again, from its saved stats
+    db = History(tmp_path / "h.sqlite3")
+    conv = db.create(title="Saved")
+    db.add_message(conv, "user", "q")
+    db.add_message(conv, "assistant", "a", stats={"generated_tokens": 5, "tokens_per_s": 12.0, "ttft_s": 0.5})
+    app = scripted_app(ScriptedModel(), history=db, conversation_id=conv)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: len(views(app)) == 2)
+        assert str(views(app)[-1].query_one(".role").tooltip) == "5 tokens · 12.0 tok/s · first token 0.50 s"
