@@ -49,7 +49,8 @@ class ChatScreen(Screen):
         # priority: the prompt's own ctrl+e (go to end; End does the same) must not swallow it
         Binding("ctrl+e", "edit_last", "Edit", priority=True),
         Binding("ctrl+n", "new_chat", "New"),
-        Binding("ctrl+s", "settings", "Settings"),
+        # off the footer so that "^q Quit" fits at 80 columns; listed by ? / F1 and in the palette
+        Binding("ctrl+s", "settings", "Settings", show=False),
         Binding("ctrl+b", "toggle_sidebar", "Chats"),
         Binding("ctrl+o", "models", "Models"),
         Binding("f2", "rename", "Rename", show=False),

@@ -3,6 +3,8 @@ with Pilot as a person would."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from support.chat_pilot import chat_screen, reply_done, scripted_app, send, views, wait_for
 from support.scripted_engine import FakeServices, ScriptedModel
@@ -218,3 +220,15 @@ async def test_a_replys_speed_and_first_token_time_show_on_its_label(tmp_path):
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: len(views(app)) == 2)
         assert str(views(app)[-1].query_one(".role").tooltip) == "5 tokens · 12.0 tok/s · first token 0.50 s"
+
+
+async def test_the_footer_shows_quit_whole_at_80_columns():
+    app = scripted_app(ScriptedModel())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+
+        def shown() -> str:  # what a person sees (the footer's keys are cut at its edge)
+            return "".join(re.findall(r">([^<]*)</text>", app.export_screenshot())).replace("&#160;", " ")
+
+        await wait_for(pilot, lambda: "palette" in shown())
+        assert " Quit" in shown() and " Models" in shown(), shown()
