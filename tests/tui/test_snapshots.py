@@ -11,11 +11,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from support.scripted_engine import FakeServices, ScriptedModel
 
 from localllm.chat.history import History
 from localllm.tui.app import make_app
 from localllm.tui.chat_screen import ChatScreen
+from localllm.tui.prompt_area import PromptArea
 from localllm.tui.services import ChatTarget
 
 REPLY = """Here is a function that adds two numbers:
@@ -28,6 +30,13 @@ def add(a: int, b: int) -> int:
 It **returns** the sum."""
 
 TARGET = ChatTarget("scripted-model:Q4_K_M", Path("scripted.gguf"), "Q4_K_M")
+
+
+@pytest.fixture(autouse=True)
+def steady_cursor(monkeypatch):
+    """The prompt's cursor does not blink: a snapshot taken mid-blink (as happens on a busy
+    machine) would otherwise show it or not by chance."""
+    monkeypatch.setattr(PromptArea, "cursor_blink", False)
 
 
 def fixed_history(tmp_path: Path) -> History:
