@@ -17,6 +17,14 @@
    KV cache (what every reopen cost before issue 12); "after" is the next reopen, which loads the
    cache the previous reply saved. Measured: time to first token (the runtime's) and from Enter to
    the first text on screen.
+6. At the context limit (issue 22, ``--only limit``, the real SmolLM2 at ``--limit-ctx``): a chat is
+   grown past its context, then 5 more turns are sent through ``ChatSession`` as both shells do.
+   Measured: each turn's time to first token and how many old messages it left out, against a
+   short chat's first token (target: each under 2x). Old turns leave in large steps, so most turns
+   at the limit reuse the KV cache of the one before.
+7. UI CPU while streaming (``--only cpu``): the scripted engine at 30 tok/s for 10 s into the chat
+   screen (headless); the process's CPU time over the wall time (the engine thread only sleeps, so
+   this is the UI thread's share of a core; target < 10%).
 
 Prints a table; figures go in docs/benchmarks.md.
 """
@@ -301,6 +309,79 @@ def reopen_real(model: Path, tokens: int, runs: int) -> tuple[list[dict], list[d
     return before, after
 
 
+def at_the_limit(model_path: Path, n_ctx: int, turns: int = 5) -> tuple[float, list[dict]]:
+    """(a short chat's first token, [{ttft_s, dropped, prompt_tokens}] for ``turns`` turns at the limit)."""
+    from localllm import app
+    from localllm.chat.session import ChatSession
+    from localllm.models.resolve import ResolvedModel
+
+    os.environ["LOCALLLM_HOME"] = tempfile.mkdtemp()
+    db = History(Path(os.environ["LOCALLLM_HOME"]) / "h.sqlite3")
+    sampling = app.sampling(temperature=0.0, max_tokens=32)
+    resolved = ResolvedModel(path=model_path, label="smollm2")
+    with app.open_model(resolved=resolved, n_ctx=n_ctx, n_gpu_layers=0) as model:
+        short = ChatSession(db, model_label="smollm2", model_path=model_path)
+        short.send("What is the capital of France?")
+        short_ttft = short.reply().stream(model, sampling).stats["ttft_s"]
+        chat = ChatSession(db, model_label="smollm2", model_path=model_path, system_prompt="Be brief.")
+        n, dropped = 0, 0
+        while not dropped:  # grow the chat until its first turn leaves the context
+            n += 1
+            chat.send(f"Tell me fact {n} about rivers, bridges and the towns built along them, in detail.")
+            dropped = chat.reply().stream(model, sampling).dropped
+        rows = []
+        for k in range(turns):
+            chat.send(f"And fact {n + k + 1}, please, about another river of Europe.")
+            reply = chat.reply().stream(model, sampling)
+            rows.append(
+                {
+                    "ttft_s": reply.stats["ttft_s"],
+                    "dropped": reply.dropped,
+                    "prompt_tokens": reply.stats["prompt_tokens"],
+                }
+            )
+    db.close()
+    return short_ttft, rows
+
+
+async def _ui_cpu(rate: float = 30.0, seconds: float = 10.0) -> float:
+    reply = " ".join(f"word{n}" for n in range(int(rate * seconds)))
+    model = ScriptedModel([reply], tokens_per_s=rate)
+    app = make_app(services=FakeServices(model), history=History(Path(tempfile.mkdtemp()) / "h.sqlite3"), chat=TARGET)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = next(s for s in app.screen_stack if isinstance(s, ChatScreen))
+        while screen.loading:
+            await pilot.pause(0.05)
+        await pilot.click("#prompt")
+        await pilot.press(*"go", "enter")
+        await pilot.pause(0.5)  # the reply has begun
+        cpu, wall = time.process_time(), time.perf_counter()
+        while screen.generating:
+            await pilot.pause(0.05)
+        return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+
+def print_limit(args) -> None:
+    short, rows = at_the_limit(args.model, args.limit_ctx)
+    out = [("short chat: first token", f"{short:.2f} s", "")]
+    for k, r in enumerate(rows, 1):
+        out.append(
+            (
+                f"turn {k} at the limit ({args.limit_ctx}): first token",
+                f"{r['ttft_s']:.2f} s",
+                f"{r['ttft_s'] / short:.1f}x short; prompt {r['prompt_tokens']} tokens, {r['dropped']} left out; target < 2x",
+            )
+        )
+    print_rows(out, 1)
+
+
+def print_cpu(args) -> None:
+    shares = [asyncio.run(_ui_cpu()) for _ in range(args.runs)]
+    print_rows(
+        [("UI CPU while streaming 30 tok/s", f"{med(shares):.0%}", f"max {max(shares):.0%}; target < 10%")], args.runs
+    )
+
+
 def default_model() -> Path | None:
     cache = Path(os.environ.get("LOCALLLM_TEST_CACHE", ROOT / ".cache" / "test-models"))
     return next(iter(sorted(cache.glob("*.gguf"))), None)
@@ -313,8 +394,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--model", type=Path, default=default_model(), help="a SmolLM2 GGUF (reopen test)")
     parser.add_argument("--chat-tokens", type=int, default=2000)
-    parser.add_argument("--only", choices=["stream", "reopen"], help="run one part only")
+    parser.add_argument("--limit-ctx", type=int, default=2048, help="the context of the at-the-limit test")
+    parser.add_argument("--only", choices=["stream", "reopen", "limit", "cpu"], help="run one part only")
     args = parser.parse_args()
+    if args.only == "limit":
+        return print_limit(args)
+    if args.only == "cpu":
+        return print_cpu(args)
     if args.only == "reopen":
         return print_reopen(args)
     if args.only == "stream":

@@ -5,7 +5,13 @@ After a reply, the model's KV cache (the conversation as evaluated so far) is wr
 its size and modification time, and the load settings (context, KV types, GPU layers...). When the
 conversation is next continued, the file is loaded only if the key matches the model now loaded;
 the runtime then reuses the longest prefix of the new prompt that it holds, so a stale file costs
-nothing but the read. Files are written atomically; the oldest are removed past :data:`KEEP`.
+nothing but the read. Files are written atomically.
+
+A file holds the KV cache of the tokens evaluated: tokens × the model's KV bytes per token (layers ×
+2 × KV heads × head size × 2 bytes at f16), e.g. about 23 KB a token for SmolLM2-135M (165 MB at
+7,100 tokens) and 128 KB a token for an 8B Llama (1 GiB at 8,192). All of them together are kept
+under :data:`BUDGET` bytes: after each save the least recently saved are removed until they fit
+(the one just saved always stays).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 from localllm import paths
 from localllm.fs import atomic_write, ensure_dir
 
-KEEP = 12  # conversations whose cache is kept (the most recently saved)
+BUDGET = 2 * 1024**3  # bytes of saved caches, all conversations together (oldest evicted past it)
 MIN_TOKENS = 256  # shorter conversations are evaluated again faster than a file is written
 
 
@@ -43,7 +49,7 @@ def key_of(model: Any) -> dict[str, Any]:
     }
 
 
-def save(model: Any, conversation_id: int) -> bool:
+def save(model: Any, conversation_id: int, budget: int | None = None) -> bool:
     """Save ``model``'s KV cache as ``conversation_id``'s; False if there was little to save."""
     if model.cached_tokens < MIN_TOKENS:
         return False
@@ -53,7 +59,7 @@ def save(model: Any, conversation_id: int) -> bool:
     if not model.save_state(state):
         return False
     atomic_write(key, json.dumps(key_of(model), sort_keys=True))
-    _prune()
+    _prune(BUDGET if budget is None else budget)
     return True
 
 
@@ -80,8 +86,16 @@ def forget(conversation_id: int) -> None:
         path.unlink(missing_ok=True)
 
 
-def _prune() -> None:
-    states = sorted(state_dir().glob("*.bin"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in states[KEEP:]:
-        if old.stem.isdigit():
-            forget(int(old.stem))
+def disk_use() -> int:
+    """Bytes the saved caches take, all conversations together."""
+    return sum(p.stat().st_size for p in state_dir().glob("*.bin"))
+
+
+def _prune(budget: int) -> None:
+    """Remove the least recently saved caches until the rest fit in ``budget`` bytes (the newest stays)."""
+    states = sorted(state_dir().glob("*.bin"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    total = 0
+    for n, state in enumerate(states):
+        total += state.stat().st_size
+        if n and total > budget and state.stem.isdigit():
+            forget(int(state.stem))

@@ -3,7 +3,8 @@
 ``localllm fit``, ``localllm list`` and the TUI's badges all ask here, so a model gets one verdict,
 in the same words, whatever screen shows it. A quantization whose header has not been read (a
 catalog model never fetched) is judged from a sibling's header scaled to its size
-(:func:`~localllm.fit.plan.sized_header`); with no header at all it is "not judged".
+(:func:`~localllm.fit.plan.sized_header`); with no header at all, from the catalog's size of the
+file alone (:func:`judge_size`), marked as an estimate until a header is read.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 from localllm.errors import LocalLLMError, ModelNotFoundError, NetworkError
 from localllm.fit import estimate, loadlog
 from localllm.fit.hardware import Hardware
-from localllm.fit.plan import ModelPlan, Verdict, plan_load, plan_quants, sized_header
+from localllm.fit.plan import HEADROOM, ModelPlan, Verdict, plan_load, plan_quants, sized_header
+from localllm.format import format_bytes
 from localllm.gguf import cache as headercache
 from localllm.gguf import quants
 from localllm.gguf.adapter import check_fits
@@ -218,6 +220,7 @@ class Fit:
     verdict: Verdict
     reason: str
     need_bytes: int  # 0 when not judged
+    estimated: bool = False  # judged from the file's size alone (no header of the model read yet)
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,24 @@ def _local_header(path: Path) -> GGUFHeader | None:
         return headercache.read_header(path)
     except (LocalLLMError, OSError):
         return None
+
+
+# Beyond its weights a model needs its KV cache and compute buffers; without a header (layers,
+# heads) they are guessed as a share of the weights plus a floor, about what a 4k-8k context takes.
+SIZE_OVERHEAD = 0.15
+SIZE_OVERHEAD_MIN = 512 * 1024**2
+
+
+def judge_size(size: int, hw: Hardware) -> Fit:
+    """A verdict from the file's size alone (no header read yet): an estimate, said as one."""
+    need = int(size * (1 + SIZE_OVERHEAD)) + SIZE_OVERHEAD_MIN
+    room = hw.ram_budget + hw.gpu_budget  # layers that do not fit the GPU stay on the CPU
+    verdict = Verdict.FITS if need <= room * HEADROOM else Verdict.TIGHT if need <= room else Verdict.NO
+    reason = (
+        f"{verdict.label}, estimated from its size (no header read yet): needs about {format_bytes(need)}"
+        f" of {format_bytes(room)} available"
+    )
+    return Fit(verdict, reason, need, estimated=True)
 
 
 def judge(header: GGUFHeader | None, hw: Hardware) -> Fit:
@@ -288,6 +309,6 @@ def quant_options(
             size, exact = entry.pypi.size, True
         else:
             size, exact = quants.typical_size(quant, entry.params) or int(entry.params * 5 / 8), False
-        header = sized_header(sibling, size) if sibling is not None else None
-        options.append(QuantOption(quant, size, exact, None, judge(header, hw), quality_of(None, quant)))
+        fit = judge(sized_header(sibling, size), hw) if sibling is not None else judge_size(size, hw)
+        options.append(QuantOption(quant, size, exact, None, fit, quality_of(None, quant)))
     return options

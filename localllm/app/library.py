@@ -186,6 +186,7 @@ def catalog_quants(hw: Hardware) -> list[dict[str, Any]]:
                     "exact_size": option.exact,
                     "installed": option.installed is not None,
                     "fits": option.fit.verdict.label,
+                    "estimated": option.fit.estimated,  # from the size alone: no header read yet
                     "why": option.fit.reason,
                 }
             )

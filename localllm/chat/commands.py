@@ -20,7 +20,7 @@ SETTINGS = tuple(SAMPLING)
 HELP = [
     ("/system TEXT", "set this chat's system prompt (empty: none)"),
     ("/clear", "start a new chat with the same model, system prompt and settings"),
-    ("/model NAME", "continue this chat with another installed model"),
+    ("/model [NAME]", "continue this chat with another installed model (no name: the installed ones)"),
     ("/set NAME VALUE", "a setting for this chat: " + ", ".join(SETTINGS) + " (none: the default)"),
     ("/lora [NAME SCALE|off]", "the LoRA adapters loaded with --lora: list them, set one's scale (0: off), or all off"),
     ("/save PATH", "export this chat (.md Markdown, .json JSON)"),
@@ -55,8 +55,8 @@ def parse(text: str) -> Command | None:
     arg = arg.strip()
     if name not in NAMES:
         raise CommandError(f"unknown command /{head}", hint="/help lists the commands; //text sends /text")
-    if name in ("model", "save") and not arg:
-        raise CommandError(f"/{name} needs a {'model name' if name == 'model' else 'file path'}")
+    if name == "save" and not arg:
+        raise CommandError("/save needs a file path")
     if name == "set":
         return Command(name, arg, parse_setting(arg))
     if name == "lora":

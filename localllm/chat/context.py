@@ -1,8 +1,12 @@
 """Fitting a conversation into a model's context window.
 
-When a conversation outgrows the context, the oldest turns are dropped (the system prompt is always
-kept) until the prompt plus room for the reply fits; the caller is told how many messages were
-dropped so it can say so. Only when even the last message alone does not fit is it an error.
+When a conversation outgrows the context, old turns are dropped in large steps (the system prompt is
+always kept): the oldest half of the turns still in the context goes at once, again until the prompt
+plus room for the reply fits. The next turns start where the last one did (``keep_from``) for as long
+as they fit, so consecutive turns at the limit share their prompt's prefix and the runtime reuses its
+KV cache instead of reading the whole conversation again each turn. The caller is told how many
+messages were dropped so it can say so. Only when even the last message alone does not fit is it an
+error.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ def count_tokens(model: ChatModel, messages: Sequence[dict[str, str]]) -> int:
     return len(model.chat_tokens(messages))
 
 
-def fit_messages(model: ChatModel, messages: Sequence[dict[str, str]], reserve: int) -> Fitted:
-    """The longest recent part of ``messages`` whose prompt leaves ``reserve`` tokens free."""
+def fit_messages(model: ChatModel, messages: Sequence[dict[str, str]], reserve: int, keep_from: int = 0) -> Fitted:
+    """A recent part of ``messages`` whose prompt leaves ``reserve`` tokens free, starting no earlier
+    than ``keep_from`` (the messages, after the system prompt, that the previous turn dropped)."""
     messages = list(messages)
     system = messages[:1] if messages and messages[0]["role"] == "system" else []
     rest = messages[len(system) :]
@@ -48,28 +53,21 @@ def fit_messages(model: ChatModel, messages: Sequence[dict[str, str]], reserve: 
     def size(start: int) -> int:
         return count_tokens(model, system + rest[start:])
 
-    whole = size(0)
-    if whole <= budget:
-        return Fitted(messages, 0, whole)
     # Start at a user message where possible, so the model never sees a reply without its question.
     starts = [i for i, m in enumerate(rest) if m["role"] == "user"] or list(range(len(rest)))
-    starts = [i for i in starts if i > 0] or [len(rest) - 1]
-    # Fewer messages never take more tokens: binary-search the earliest start that fits.
-    lo, hi = 0, len(starts) - 1
-    best = None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        tokens = size(starts[mid])
-        if tokens <= budget:
-            best = (starts[mid], tokens)
-            hi = mid - 1
-        else:
-            lo = mid + 1
-    if best is None:
-        last = size(starts[-1])
-        raise ContextOverflowError(
-            f"the last message is {last} tokens but the context holds {model.n_ctx} with {reserve} kept for the reply",
-            hint="shorten the message, or start the chat with a larger context (localllm chat --ctx N)",
-        )
-    start, tokens = best
+    # Where the previous turn started (a history edited since may have moved it: the nearest start before).
+    start = max([0] + [i for i in starts if i <= keep_from])
+    tokens = size(start)
+    while tokens > budget:
+        later = [i for i in starts if i > start]
+        if not later:
+            raise ContextOverflowError(
+                f"the last message is {tokens} tokens but the context holds {model.n_ctx} with {reserve} kept for the reply",
+                hint="shorten the message, or start the chat with a larger context (localllm chat --ctx N)",
+            )
+        # Drop the oldest half of what is left at once (at least one turn): the prompt then has room
+        # to grow for many turns with the same prefix before it has to move again.
+        half = start + (len(rest) - start) // 2
+        start = next((i for i in later if i >= half), later[-1])
+        tokens = size(start)
     return Fitted(system + rest[start:], start, tokens)

@@ -186,6 +186,11 @@ def default_path() -> Path:
     return paths.data_dir() / FILE_NAME
 
 
+def input_history_path() -> Path:
+    """The lines typed in the terminal chat (its Up arrow, across sessions): prompt_toolkit's file."""
+    return paths.data_dir() / "chat_input_history"
+
+
 class History:
     """The conversation store. ``clock`` is injectable so tests get fixed timestamps."""
 

@@ -129,15 +129,22 @@ class ChatSession:
         """An empty reply to the conversation as it stands, saved as interrupted until it ends."""
         if self.conversation_id is None:
             raise LocalLLMError("there is nothing to reply to yet", hint="send a message first")
-        messages = self.history.get(self.conversation_id).chat_messages()
+        conversation = self.history.get(self.conversation_id)
+        # Where the last reply's context started: the next one starts there while it fits, so its
+        # prompt shares the cached prefix (saved with the reply, so a reopened chat keeps it too).
+        keep_from = next(
+            (int(m.stats.get("context_dropped", 0)) for m in reversed(conversation.messages) if m.stats), 0
+        )
         message_id = self.history.add_message(self.conversation_id, "assistant", "", status=hist.PARTIAL)
-        return Reply(self, message_id, messages)
+        return Reply(self, message_id, conversation.chat_messages(), keep_from=keep_from)
 
 
 class Reply:
     """One assistant reply: the messages it answers, its saved message, what has been written."""
 
-    def __init__(self, session: ChatSession, message_id: int, messages: list[dict[str, str]]) -> None:
+    def __init__(
+        self, session: ChatSession, message_id: int, messages: list[dict[str, str]], *, keep_from: int = 0
+    ) -> None:
         self.session = session
         self.conversation_id = session.conversation_id
         self.message_id = message_id
@@ -146,6 +153,7 @@ class Reply:
         self.status = hist.PARTIAL
         self.stats: dict[str, Any] | None = None
         self.dropped = 0  # old messages left out to fit the context
+        self.keep_from = keep_from  # how many the previous reply left out (this one starts no earlier)
         self.error: LocalLLMError | None = None
         self.discarded = False  # failed before its first word: not kept in the history
         self.generation: Any = None  # the runtime's generation while it runs (for its prompt progress)
@@ -160,15 +168,16 @@ class Reply:
         on_trimmed: Callable[[int], None] | None = None,
     ) -> Reply:
         """Write the reply with ``model`` (a runtime or opened model) and ``sampling``
-        (``SamplingOptions``). ``on_trimmed(n)`` is told, before the first piece, when the ``n``
-        oldest messages were left out; ``on_piece`` gets each piece as it comes. Ctrl-C or
+        (``SamplingOptions``). ``on_trimmed(n)`` is told, before the first piece, when old turns
+        left the context for this reply (the ``n`` oldest messages are now left out); ``on_piece`` gets each piece as it comes. Ctrl-C or
         ``cancel`` stops it (kept, as stopped); a :class:`LocalLLMError` ends it as :attr:`error`
         (never raised). Returns self, saved."""
         history = self.session.history
         try:
-            fitted = fit_messages(model, self.messages, reply_reserve(model.n_ctx, sampling.max_tokens))
+            reserve = reply_reserve(model.n_ctx, sampling.max_tokens)
+            fitted = fit_messages(model, self.messages, reserve, keep_from=self.keep_from)
             self.dropped = fitted.dropped
-            if fitted.dropped and on_trimmed is not None:
+            if fitted.dropped > self.keep_from and on_trimmed is not None:
                 on_trimmed(fitted.dropped)
             self.generation = generation = model.chat(fitted.messages, sampling, cancel)
             saved_at = time.monotonic()
@@ -187,6 +196,7 @@ class Reply:
                 self.status = hist.STOPPED if generation.stats.finish_reason == "cancelled" else hist.COMPLETE
             s = generation.stats
             self.stats = {**s.as_dict(), "context_used": s.prompt_tokens + s.generated_tokens, "n_ctx": model.n_ctx}
+            self.stats["context_dropped"] = fitted.dropped
         except LocalLLMError as exc:
             self.fail(exc)
             return self

@@ -104,7 +104,7 @@ def _catalog(as_json: bool) -> int:
                 format_count(r["params"]),
                 r["quant"],
                 ("" if r["exact_size"] else "~") + format_bytes(r["size"]),
-                r["fits"],
+                r["fits"] + ("?" if r["estimated"] else ""),  # ?: from the size alone, no header read
                 "installed" if r["installed"] else "",
             ]
         )

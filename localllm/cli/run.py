@@ -137,12 +137,18 @@ def _sources_text(kept: list) -> str:
     return terminal_safe("\nSources:\n" + "\n".join(lines) + "\n")
 
 
-def interactive(args: argparse.Namespace, read=input) -> int:
-    """A chat in the terminal, as ``ollama run`` opens: slash commands, saved like the TUI's chats."""
+def interactive(args: argparse.Namespace, read=None) -> int:
+    """A chat in the terminal, as ``ollama run`` opens: slash commands, saved like the TUI's chats;
+    lines read with editing and history on a terminal (:mod:`.line_input`), ``read`` in tests."""
     from localllm import app
     from localllm.chat import commands
-    from localllm.chat.history import History
+    from localllm.chat.history import History, input_history_path
     from localllm.chat.session import ChatSession
+
+    from .line_input import read_message, reader
+
+    if read is None:
+        read = reader(input_history_path())
 
     app.show_llama_log(args.verbose)
     settings = {name: getattr(args, name) for name in SAMPLING_FLAGS if getattr(args, name) is not None}
@@ -158,11 +164,11 @@ def interactive(args: argparse.Namespace, read=input) -> int:
         system_prompt=args.system or "",
         settings=settings,
     )
-    say(f"{model.label}: type a message (/help for commands, /bye or Ctrl-D to leave)")
+    say(f'{model.label}: type a message (/help for commands, """ for several lines, /bye or Ctrl-D to leave)')
     try:
         while True:
             try:
-                line = read(">>> ")
+                line = read_message(read, ">>> ")
             except EOFError:
                 break
             except KeyboardInterrupt:
@@ -175,6 +181,8 @@ def interactive(args: argparse.Namespace, read=input) -> int:
                         _chat_turn(session, model, commands.message_text(line.strip()))
                 elif command.name == "bye":
                     break
+                elif command.name == "model" and not command.arg:
+                    _list_models(model)
                 elif command.name == "model":
                     model = _switch_model(session, model, command.arg, args)
                 elif command.name == "lora":
@@ -189,6 +197,21 @@ def interactive(args: argparse.Namespace, read=input) -> int:
         model.close()
         history.close()
     return 0
+
+
+def _list_models(model) -> None:
+    """``/model`` alone: the installed models, this chat's marked, and how to switch."""
+    from localllm import app
+
+    installed = [m for m in app.list_models(judge=False) if m.installed and m.error is None]
+    if not installed:
+        say("no models installed (localllm pull NAME)")
+        return
+    current = str(model.resolved.path)
+    for m in installed:
+        mark = "*" if m.path is not None and str(m.path) == current else " "
+        say(f"{mark} {m.key}")
+    say("/model NAME continues this chat with another one")
 
 
 def _switch_model(session, model, reference: str, args: argparse.Namespace):
@@ -232,24 +255,21 @@ def _lora_command(model, command) -> str:
 def _chat_turn(session, model, text: str) -> None:
     from localllm import app
 
+    from .line_input import WordWrap
+
     sampling = app.sampling(**session.settings)
     session.send(text)
+    wrap = WordWrap(sys.stdout)
     reply = session.reply().stream(
         model,
         sampling,
-        on_piece=_write,
-        on_trimmed=lambda n: say(f"(the {n} oldest messages were left out: the context is full)"),
+        on_piece=wrap.write,
+        on_trimmed=lambda n: say(f"(old turns left the context: the {n} oldest messages are left out from now on)"),
     )
     if not reply.discarded:
-        sys.stdout.write("\n" if not reply.text.endswith("\n") else "")
-        sys.stdout.flush()
+        wrap.end()
     if reply.error is not None:
         raise reply.error
-
-
-def _write(piece: str) -> None:
-    sys.stdout.write(piece)
-    sys.stdout.flush()
 
 
 def _stream(generation, *, quiet: bool) -> bool:

@@ -67,7 +67,8 @@ class LocalLLMApp(App):
     TITLE = "localllm"
     BINDINGS = [
         Binding("f9", "toggle_theme", "Light/Dark", show=False),
-        Binding("f1", "keys", "Keys", show=False),
+        # ? works outside a text box (a prompt or search box types it)
+        Binding("f1,question_mark", "keys", "Keys", show=False),
         # Textual's own ctrl+q is hidden from the footer: people looked for how to quit.
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
@@ -138,7 +139,14 @@ class LocalLLMApp(App):
         from textual.app import SystemCommand
 
         from .chat_screen import ChatScreen
+        from .models_screen import ModelsScreen
 
+        if isinstance(screen, ModelsScreen):
+            yield SystemCommand("Chats", "Open the chat screen with the saved chats (c)", screen.action_chats)
+            yield SystemCommand("Search models", "Search the catalog and installed models (/)", screen.action_search)
+            yield SystemCommand("Pull model", "Download the selected quantization (p)", screen.action_pull)
+            yield SystemCommand("Delete model", "Delete the selected installed model (d)", screen.action_delete)
+            yield SystemCommand("Hardware", "What this machine has, and what fits (h)", screen.action_hardware)
         if isinstance(screen, ChatScreen):
             yield SystemCommand("New chat", "Start a new chat (^n)", screen.action_new_chat)
             yield SystemCommand("Models", "The models list (^o)", screen.action_models)
@@ -158,8 +166,9 @@ class LocalLLMApp(App):
         yield SystemCommand(
             "Light/dark theme", "Switch between the light and dark theme (F9)", self.action_toggle_theme
         )
-        yield SystemCommand("Keys", "Every key of this screen (F1)", self.action_keys)
-        yield from super().get_system_commands(screen)
+        yield SystemCommand("Keys", "Every key of this screen (F1, ?)", self.action_keys)
+        # Textual's own "Keys" (its help panel) would be listed beside ours under the same name
+        yield from (c for c in super().get_system_commands(screen) if c.title != "Keys")
 
     def exit(self, *args: Any, **kwargs: Any) -> None:
         # Worker threads are not daemons: ask every reply or download to stop before leaving.

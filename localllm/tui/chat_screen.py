@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from textual import getters, work
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -48,13 +49,18 @@ class ChatScreen(Screen):
         # priority: the prompt's own ctrl+e (go to end; End does the same) must not swallow it
         Binding("ctrl+e", "edit_last", "Edit", priority=True),
         Binding("ctrl+n", "new_chat", "New"),
-        Binding("ctrl+s", "settings", "Settings"),
+        # off the footer so that "^q Quit" fits at 80 columns; listed by ? / F1 and in the palette
+        Binding("ctrl+s", "settings", "Settings", show=False),
         Binding("ctrl+b", "toggle_sidebar", "Chats"),
         Binding("ctrl+o", "models", "Models"),
         Binding("f2", "rename", "Rename", show=False),
         Binding("f3", "export", "Export", show=False),
         Binding("f8", "delete_chat", "Delete chat", show=False),
-        Binding("ctrl+y", "copy_reply", "Copy reply", show=False),
+        # priority: the prompt's own ctrl+y (redo) must not swallow "copy the last reply"
+        Binding("ctrl+y", "copy_reply", "Copy reply", show=False, priority=True),
+        # priority: while a reply is written Ctrl+C stops it (as in the terminal chat), else it is
+        # the prompt's copy or the app's quit hint
+        Binding("ctrl+c", "stop_reply", "Stop", show=False, priority=True),
         Binding("ctrl+q", "app.quit", "Quit", show=False),
     ]
 
@@ -237,13 +243,18 @@ class ChatScreen(Screen):
 
     def _show_new_chat(self) -> None:
         self.transcript.clear()
+        self.status_line.show_stats({})  # nothing used yet in a new chat: not the last chat's numbers
         self.refresh_sidebar()
 
     def show_conversation(self, conversation_id: int) -> None:
         self.session = ChatSession.resume(self.app.history, conversation_id)
         if self.target is not None:  # answered with the model on screen unless another one loads
             self._set_target(self.target)
-        self.transcript.show(self.app.history.get(conversation_id).messages)
+        messages = self.app.history.get(conversation_id).messages
+        self.transcript.show(messages)
+        # this chat's own last numbers (none yet: zero), never the previous chat's
+        last: dict[str, Any] = next((m.stats for m in reversed(messages) if m.stats), {})
+        self.status_line.show_stats(last)
         self.refresh_sidebar()
 
     def refresh_sidebar(self) -> None:
@@ -251,7 +262,10 @@ class ChatScreen(Screen):
 
     def on_sidebar_chosen(self, event: Sidebar.Chosen) -> None:
         self.open(None, event.conversation_id)
-        self.prompt.focus()
+        # after the transcript and the sidebar are rebuilt: focus would otherwise move on from the
+        # removed list item to the next focusable widget ("Show N earlier messages"), and Enter
+        # would load history instead of sending the message typed
+        self.call_after_refresh(self.prompt.focus)
 
     # -- sending and streaming ------------------------------------------------------------------
 
@@ -266,6 +280,7 @@ class ChatScreen(Screen):
             command = commands.parse(text)
         except commands.CommandError as exc:
             self.notify(f"{exc} ({exc.hint})" if exc.hint else str(exc), severity="warning")
+            event.prompt.select_all()  # kept to correct, but typing replaces it rather than appending
             return
         if command is not None:
             event.prompt.set_text("")
@@ -385,6 +400,7 @@ class ChatScreen(Screen):
                 await view.remove()
             else:
                 view.set_status(message.status)
+                view.show_stats(message.stats)
         if message.error is not None:
             notify_error(self, message.error, title="The reply failed", timeout=10)
         if message.stats:
@@ -394,13 +410,19 @@ class ChatScreen(Screen):
     def on_context_trimmed(self, message: ContextTrimmed) -> None:
         n = message.dropped
         text = (
-            f"⚠ The conversation is longer than the context: the {n} oldest message"
-            f"{'s' if n != 1 else ''} were left out of this reply."
+            f"⚠ Old turns left the context: the {n} oldest message{'s are' if n != 1 else ' is'} left out"
+            " from this reply on (they stay in the chat)."
         )
         self.transcript.add_notice_before(text, self._stream_view)
         self.notify(text, severity="warning")
 
     # -- actions --------------------------------------------------------------------------------
+
+    def action_stop_reply(self) -> None:
+        """Ctrl+C: stop the reply being written; otherwise the key does what it does elsewhere."""
+        if not self.generating:
+            raise SkipAction()
+        self.cancel.set()
 
     def action_stop(self) -> None:
         if self.generating:
@@ -522,7 +544,7 @@ class ChatScreen(Screen):
         """Carry out a slash command typed in the prompt (see :mod:`localllm.chat.commands`)."""
         name = command.name
         if name == "help":
-            await self.transcript.add_notice("Commands:\n" + commands.help_text(), "help")
+            await self.transcript.add_notice("Commands:\n" + commands.help_text(), "help", markup=False)
         elif name in ("system", "set"):
             self.notify(self.session.command(command))
         elif name == "clear":  # a new chat with this one's system prompt and settings
@@ -531,6 +553,8 @@ class ChatScreen(Screen):
             self.session.clear()
             self._show_new_chat()
             self.prompt.focus()
+        elif name == "model" and not command.arg:  # no name: the list of models to pick from
+            self.action_models()
         elif name == "model":
             self.notify(f"Looking for {command.arg}…")
             self._find_model(command.arg)

@@ -22,9 +22,10 @@ def key_lines(app, screen: Screen) -> list[tuple[str, str]]:
     rows, seen = [], set()
     for owner in (screen, app):
         for binding in owner.BINDINGS:
-            if not isinstance(binding, Binding) or not binding.description or binding.action in seen:
+            action = binding.action.removeprefix("app.") if isinstance(binding, Binding) else ""
+            if not isinstance(binding, Binding) or not binding.description or action in seen:
                 continue
-            seen.add(binding.action)
+            seen.add(action)  # "app.quit" on a screen and "quit" on the app are one key to list
             display = app.get_key_display(binding)
             rows.append(
                 (display.upper() if display[:1] == "f" and display[1:].isdigit() else display, binding.description)
@@ -33,7 +34,7 @@ def key_lines(app, screen: Screen) -> list[tuple[str, str]]:
 
 
 class KeysDialog(ModalScreen[None]):
-    BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
+    BINDINGS = [Binding("escape,f1,q,question_mark", "dismiss", "Close")]
 
     def __init__(self, screen: Screen) -> None:
         super().__init__()

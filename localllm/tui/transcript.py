@@ -41,6 +41,20 @@ def reply_parser() -> MarkdownIt:
     return parser
 
 
+def speed_text(stats: dict[str, Any] | None) -> str | None:
+    """ "42 tokens · 31.0 tok/s · first token 0.42 s" for a reply's stats (None: nothing known)."""
+    if not stats or not stats.get("generated_tokens"):
+        return None
+    parts = [f"{stats['generated_tokens']} tokens"]
+    if stats.get("tokens_per_s"):
+        parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
+    if stats.get("ttft_s") is not None:
+        parts.append(f"first token {stats['ttft_s']:.2f} s")
+    if stats.get("prompt_tokens"):
+        parts.append(f"prompt {stats['prompt_tokens']} tokens")
+    return " · ".join(parts)
+
+
 class MessageView(Vertical):
     """One message: who said it, then its Markdown."""
 
@@ -60,14 +74,24 @@ class MessageView(Vertical):
         self.status = status
         self.writing = writing  # being streamed: no "(interrupted)" note until it ends
         self.note = ""  # what the label says meanwhile ("reading the conversation…")
+        self.stats: dict[str, Any] | None = None  # a reply's speed, shown when the pointer is on its label
 
     @classmethod
     def of(cls, message: hist.StoredMessage) -> MessageView:
-        return cls(message.role, message.content, message.id, message.status)
+        view = cls(message.role, message.content, message.id, message.status)
+        view.stats = message.stats
+        return view
 
     def compose(self) -> ComposeResult:
-        yield Static(self._label(), classes="role")
+        label = Static(self._label(), classes="role")
+        label.tooltip = speed_text(self.stats)
+        yield label
         yield Markdown(self.content, parser_factory=reply_parser)
+
+    def show_stats(self, stats: dict[str, Any] | None) -> None:
+        """The reply's speed and first-token time, on its label's tooltip."""
+        self.stats = stats
+        self.query_one(".role", Static).tooltip = speed_text(stats)
 
     def _label(self) -> str:
         note = self.note if self.writing else STATUS_NOTE.get(self.status)
@@ -139,8 +163,9 @@ class Transcript(VerticalScroll):
         await self.mount(view)
         self.scroll_end(animate=False)
 
-    async def add_notice(self, text: str, kind: str = "") -> None:
-        await self.mount(Static(text, classes=f"notice {kind}".strip()))
+    async def add_notice(self, text: str, kind: str = "", *, markup: bool = True) -> None:
+        """A line of the app's own (``markup=False`` for text with brackets, such as /help's)."""
+        await self.mount(Static(text, classes=f"notice {kind}".strip(), markup=markup))
         self.scroll_end(animate=False)
 
     def add_notice_before(self, text: str, view: MessageView | None) -> None:

@@ -61,3 +61,19 @@ def test_short_chats_and_missing_files_are_no_cache(smollm2_path):
         model.chat([{"role": "user", "content": "Hi"}], GREEDY).read()
         assert not conversation_state.save(model, 1)
         assert conversation_state.restore(model, 99) == 0
+
+
+def test_saved_caches_stay_within_the_disk_budget_oldest_evicted_first(smollm2_path):
+    with opened(smollm2_path) as model:
+        model.chat(long_chat(), GREEDY).read()
+        assert conversation_state.save(model, 1)
+        one = conversation_state.disk_use()
+        assert one > 0
+        for conversation_id in (2, 3, 4):  # a budget of two and a half files: the two newest stay
+            assert conversation_state.save(model, conversation_id, budget=int(one * 2.5))
+        saved = sorted(int(p.stem) for p in conversation_state.state_dir().glob("*.bin"))
+        assert saved == [3, 4] and conversation_state.disk_use() <= one * 2.5
+        assert not list(conversation_state.state_dir().glob("1.*"))
+        # the one just saved always stays, even over the budget
+        assert conversation_state.save(model, 5, budget=1)
+        assert [p.stem for p in conversation_state.state_dir().glob("*.bin")] == ["5"]

@@ -75,6 +75,24 @@ def test_a_long_conversation_is_fitted_to_the_context_and_says_so(history):
     assert len(history.get(session.conversation_id).messages) == 24
 
 
+def test_turns_at_the_context_limit_share_the_prompt_prefix_even_after_reopening(history):
+    """Old turns leave in large steps and rarely: most turns at the limit start with the previous
+    turn's prompt (the KV cache is reused), and a reopened chat starts where it was."""
+    model = ScriptedModel(["word " * 5], n_ctx=300)
+    session = session_of(history, system_prompt="Be brief.")
+    told: list[int] = []
+    for n in range(30):
+        session.send(f"question {n} " + "word " * 8)
+        session.reply().stream(model, SamplingOptions(max_tokens=10), on_trimmed=told.append)
+    prompts = model.prompts
+    shared = sum(later[: len(earlier)] == earlier for earlier, later in zip(prompts, prompts[1:]))
+    assert told and len(told) <= 4 and shared >= len(prompts) - 1 - len(told)
+    reopened = ChatSession.resume(history, session.conversation_id)
+    reopened.send("one more " + "word " * 8)
+    reopened.reply().stream(model, SamplingOptions(max_tokens=10), on_trimmed=told.append)
+    assert model.prompts[-1][: len(prompts[-2])] == prompts[-2]
+
+
 def test_a_cancelled_reply_keeps_what_was_written_as_stopped(history):
     model = ScriptedModel(["one two three four five"])
     cancel = threading.Event()

@@ -59,7 +59,8 @@ def test_list_catalog_shows_every_quant_with_a_verdict(cli, installed_starter):
 
 
 def _chat_in_a_pty(*argv: str, lines: list[str], timeout: float = 240) -> tuple[int, str]:
-    """``python -m localllm ARGV`` on a terminal (a pty), typing ``lines``; (exit code, what it showed)."""
+    """``python -m localllm ARGV`` on a terminal (a pty), typing ``lines``; (exit code, what it showed).
+    A line is typed once the chat asks for one (``>>> ``, or ``... `` inside a \"\"\" message)."""
     import os
     import pty
     import select
@@ -68,15 +69,20 @@ def _chat_in_a_pty(*argv: str, lines: list[str], timeout: float = 240) -> tuple[
     import time
 
     master, slave = pty.openpty()
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal's size
     proc = subprocess.Popen(
         [sys.executable, "-m", "localllm", *argv], stdin=slave, stdout=slave, stderr=slave, close_fds=True
     )
     os.close(slave)
-    shown, typed = b"", 0
+    shown, typed, since, quiet = b"", 0, 0, time.monotonic()
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
+            ready, _, _ = select.select([master], [], [], 0.1)
             if ready:
                 try:
                     chunk = os.read(master, 65536)
@@ -85,10 +91,14 @@ def _chat_in_a_pty(*argv: str, lines: list[str], timeout: float = 240) -> tuple[
                 if not chunk:
                     break
                 shown += chunk
-            # Type the next line once the chat asks for one (the prompt is ">>> ").
-            if typed < len(lines) and shown.count(b">>> ") > typed:
-                os.write(master, lines[typed].encode() + b"\n")
+                quiet = time.monotonic()
+                for _ in range(chunk.count(b"\x1b[6n")):  # a terminal answers where its cursor is
+                    os.write(master, b"\x1b[1;1R")
+            # Type the next line once the chat asks for one and has gone quiet.
+            if typed < len(lines) and _asking(shown[since:]) and time.monotonic() - quiet > 0.3:
+                os.write(master, lines[typed].encode() + b"\r")
                 typed += 1
+                since = len(shown)
             if proc.poll() is not None and not ready:
                 break
         return proc.wait(timeout=max(1.0, deadline - time.monotonic())), shown.decode("utf-8", "replace")
@@ -96,6 +106,16 @@ def _chat_in_a_pty(*argv: str, lines: list[str], timeout: float = 240) -> tuple[
         if proc.poll() is None:
             proc.kill()
         os.close(master)
+
+
+def _asking(shown: bytes) -> bool:
+    """Whether what the chat showed ends with its prompt (``>>>``, or ``...`` in a \"\"\" message) at
+    the start of a line, terminal escapes left out (prompt_toolkit draws the prompt's space as a
+    cursor move)."""
+    import re
+
+    plain = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r|\x08", b"", shown)
+    return re.search(rb"(?:^|\n)(?:>>>|\.\.\.)+\s*$", plain) is not None  # redrawn: ">>>>>>"
 
 
 def test_a_wrong_model_name_keeps_the_chat_going_with_the_current_model(installed_starter):
@@ -121,3 +141,48 @@ def test_a_wrong_model_name_keeps_the_chat_going_with_the_current_model(installe
     conv = history.get(info.id)
     assert [(m.role, m.status) for m in conv.messages] == [("user", hist.COMPLETE), ("assistant", hist.COMPLETE)]
     assert conv.messages[1].content.strip() and conv.info.model.startswith("smollm2-135m-instruct")
+
+
+CHAT = ("run", "-m", "smollm2-135m-instruct", "-t", "0", "-n", "16", "-s", "Answer in one short sentence.")
+
+
+def test_lines_are_edited_and_remembered_across_sessions(installed_starter):
+    """Issue 22: Up printed ^[[A. Now it recalls a line, also one typed in an earlier session."""
+    rc, shown = _chat_in_a_pty(*CHAT, lines=["/system Be kind.", "/bye"])
+    assert rc == 0, shown
+    # Up twice: "/bye", then "/system Be kind."; Left and a typed letter edit it: "/system Be kindd."
+    rc, shown = _chat_in_a_pty(*CHAT, lines=["\x1b[A\x1b[A\x1b[Dd", "/bye"])
+    assert rc == 0, shown
+    assert "^[[A" not in shown and "System prompt set" in shown
+
+
+def test_a_paste_and_a_triple_quoted_message_are_one_turn_each(installed_starter):
+    """Issue 22: a pasted three-line text became three turns. A paste (bracketed) and lines between
+    \"\"\" fences are one message each."""
+    paste = "\x1b[200~Here is a list:\nred\nblue\x1b[201~"
+    rc, shown = _chat_in_a_pty(*CHAT, lines=[paste, '"""', "one", 'two"""', "/bye"])
+    assert rc == 0, shown
+    history = History()
+    [info] = history.conversations()
+    users = [m.content for m in history.get(info.id).messages if m.role == "user"]
+    assert users == ["Here is a list:\nred\nblue", "one\ntwo"]
+
+
+def test_model_with_no_name_lists_the_installed_models(installed_starter):
+    rc, shown = _chat_in_a_pty(*CHAT, lines=["/model", "/bye"])
+    assert rc == 0, shown
+    assert "* smollm2-135m-instruct" in shown and "needs a model name" not in shown
+
+
+def test_replies_wrap_at_word_boundaries():
+    import io
+
+    from localllm.cli.line_input import WordWrap
+
+    out = io.StringIO()
+    wrap = WordWrap(out, width=20)
+    for piece in ["The quick", " brown fox jum", "ps over the lazy", " dog.\nA", "nd then some", "."]:
+        wrap.write(piece)
+    wrap.end()
+    assert out.getvalue().splitlines() == ["The quick brown fox", "jumps over the lazy", "dog.", "And then some."]
+    assert all(len(line) <= 20 for line in out.getvalue().splitlines())

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from support.scripted_engine import FakeServices, ScriptedModel
-from textual.widgets import TextArea
 
 from localllm.chat.history import History
 from localllm.tui.app import make_app
 from localllm.tui.chat_screen import ChatScreen
+from localllm.tui.prompt_area import PromptArea
 from localllm.tui.services import ChatTarget
 
 REPLY = """Here is a function that adds two numbers:
@@ -34,9 +34,9 @@ TARGET = ChatTarget("scripted-model:Q4_K_M", Path("scripted.gguf"), "Q4_K_M")
 
 @pytest.fixture(autouse=True)
 def steady_cursor(monkeypatch):
-    """The input's cursor drawn whenever the input has focus: a blinking one is on or off by the
-    time the picture is taken, which made the pictures differ from run to run on a busy machine."""
-    monkeypatch.setattr(TextArea, "_toggle_cursor_blink_visible", lambda self: None)
+    """The prompt's cursor does not blink: a snapshot taken mid-blink (as happens on a busy
+    machine) would otherwise show it or not by chance."""
+    monkeypatch.setattr(PromptArea, "cursor_blink", False)
 
 
 def fixed_history(tmp_path: Path) -> History:

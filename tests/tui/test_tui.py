@@ -187,18 +187,20 @@ async def test_a_long_conversation_opens_with_its_latest_messages(tmp_path):
 
 
 async def test_outgrowing_the_context_drops_oldest_turns_with_a_notice():
-    model = ScriptedModel(["Sure " * 10], n_ctx=120)
+    model = ScriptedModel(["Sure " * 10], n_ctx=160)
     app = scripted_app(model)
     async with app.run_test(size=(100, 40)) as pilot:
-        for n in range(6):
+        for n in range(12):
             await send(pilot, f"question number {n} with some words")
             await reply_done(pilot)
         notices = [str(n.render()) for n in app.screen.query(".notice")]
-        assert notices and "left out" in notices[-1]
+        assert notices and "Old turns left the context" in notices[-1] and "left out" in notices[-1]
+        # Old turns leave in one large step, said once: not a notice (and a cache miss) every turn.
+        assert len(notices) < sum(p[0]["content"] != "question number 0 with some words" for p in model.prompts)
         last_prompt = model.prompts[-1]
         assert last_prompt[0]["content"] != "question number 0 with some words"
-        assert last_prompt[-1]["content"] == "question number 5 with some words"
-        assert len(views(app)) == 12  # nothing disappears from the screen or the history
+        assert last_prompt[-1]["content"] == "question number 11 with some words"
+        assert len(views(app)) == 24  # nothing disappears from the screen or the history
 
 
 async def test_switching_models_frees_the_previous_one():
