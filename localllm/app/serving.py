@@ -315,6 +315,11 @@ class Reply:
         return self.result.completion_tokens if self.result is not None else self.pieces
 
     @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens the server found already evaluated (its prompt cache)."""
+        return getattr(self.result, "cached_tokens", 0) if self.result is not None else 0
+
+    @property
     def finish_reason(self) -> str:
         if self._parsed is not None and self._parsed.tool_calls:
             return "tool_calls"

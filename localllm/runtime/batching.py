@@ -114,6 +114,7 @@ class BatchResult:
     # (token bytes, log-probability, ((bytes, log-probability) of the likeliest, ...)) per token
     logprobs: tuple[tuple[bytes, float, tuple[tuple[bytes, float], ...]], ...] | None = None
     stop_sequence: str | None = None  # the stop string that ended it (Anthropic's stop_sequence), if one did
+    cached_tokens: int = 0  # prompt tokens whose KV a finished sequence left in the slot (prompt cache)
 
 
 # What one decode step reports: (slot, a piece of new text) or (slot, the sequence's result, last).
@@ -144,6 +145,8 @@ class _Sequence:
         "greedy",
         "ignore_eos",
         "logprobs",
+        "history",
+        "cached",
     )
 
     request: BatchRequest
@@ -168,6 +171,8 @@ class _Sequence:
     ignore_eos: bool
     logprobs: list[tuple[bytes, float, tuple[tuple[bytes, float], ...]]] | None
     stopped_by: str | None
+    history: list[int]  # generated tokens fed (or to feed next step), for the prompt cache
+    cached: int  # prompt tokens already in the slot's cells at admission
 
 
 class BatchSession:
@@ -195,6 +200,7 @@ class BatchSession:
         n_batch: int = 512,
         n_ubatch: int = 512,
         n_threads: int | None = None,
+        prompt_cache: bool = False,
     ) -> None:
         if n_parallel < 1:
             raise ValueError("n_parallel must be at least 1")
@@ -220,6 +226,13 @@ class BatchSession:
         self._n_vocab = model.llama.n_vocab()
         self._tokens: dict[int, tuple[bool, bytes]] = {}  # token -> (end of generation?, its bytes)
         self._special: dict[int, tuple[bool, bytes]] = {}  # the same, control tokens shown as text
+        # Prompt cache (serve): each free slot keeps the tokens its last sequence left in its cells,
+        # and under which adapter set; a request takes the free slot sharing the longest prefix.
+        self.prompt_cache = prompt_cache
+        self._kept: list[list[int]] = [[] for _ in range(n_parallel)]
+        self._kept_key: list[object] = [None] * n_parallel
+        self._kept_used: list[int] = [0] * n_parallel  # admission counter when last used (LRU)
+        self._admissions = 0
 
     def close(self) -> None:
         self.drop_all()
@@ -274,7 +287,7 @@ class BatchSession:
         begin a stop string), else only its result. ``sampler`` (made by ``model.make_sampler``
         for the request) is taken over; ``queued_at`` (``time.perf_counter()``) starts its wait_s.
         Raises ContextOverflowError or GrammarError (the slot stays free), RuntimeError if none is free."""
-        slot = self.free_slot()
+        slot = self._cache_slot(request) if self.prompt_cache else self.free_slot()
         if slot is None:
             raise RuntimeError("no free slot: n_parallel sequences are running")
         try:
@@ -287,7 +300,10 @@ class BatchSession:
             if sampler is not None:
                 sampler.close()
             raise
-        self._slots[slot] = self._new_sequence(slot, request, sampler, stream, queued_at)
+        seq = self._new_sequence(slot, request, sampler, stream, queued_at)
+        if self.prompt_cache:
+            self._reuse_prefix(seq)
+        self._slots[slot] = seq
         return slot
 
     def _new_sequence(
@@ -311,6 +327,8 @@ class BatchSession:
         s.greedy = sampling.temperature <= 0 and request.grammar is None and sampling.repeat_penalty in (0, 1)
         s.ignore_eos = sampling.ignore_eos
         s.logprobs = [] if request.logprobs is not None else None
+        s.history = []
+        s.cached = 0
         room = self.n_ctx_seq - len(request.tokens)
         max_tokens = request.sampling.max_tokens
         s.limit = min(max_tokens, room) if max_tokens is not None else room
@@ -354,7 +372,7 @@ class BatchSession:
         for i, s in enumerate(self._slots):
             if s is not None:
                 self._slots[i] = None
-                self._release(s)
+                self._release(s, keep=False)
                 dropped.append(i)
         return dropped
 
@@ -371,6 +389,8 @@ class BatchSession:
         self.drop_all()
         self._started = time.perf_counter()
         self._ctx.memory_clear(True)
+        self._kept = [[] for _ in range(self.n_parallel)]
+        self._kept_key = [None] * self.n_parallel
         try:
             while True:
                 if cancel is not None and cancel.is_set():
@@ -464,6 +484,7 @@ class BatchSession:
                     finish = "length"
             if finish is None:
                 s.next_token = token
+                s.history.append(token)
                 if s.stream:
                     self._report(s, events)
                 continue
@@ -516,8 +537,78 @@ class BatchSession:
             generation_s=time.perf_counter() - s.first_at if s.generated else 0.0,
             logprobs=tuple(s.logprobs) if s.logprobs is not None else None,
             stop_sequence=s.stopped_by,
+            cached_tokens=s.cached,
         )
 
-    def _release(self, s: _Sequence) -> None:
+    def _release(self, s: _Sequence, keep: bool = True) -> None:
         s.sampler.close()
-        self._ctx.memory_seq_rm(s.seq_id, -1, -1)
+        if self.prompt_cache and keep:
+            self._keep_cells(s)
+        else:
+            self._forget(s.seq_id)
+
+    # -- the prompt cache -----------------------------------------------------------------------
+
+    @staticmethod
+    def _cache_key(request: BatchRequest) -> object:
+        """What must match for two requests to share KV cells besides the tokens: the adapter set
+        (a field ``adapters`` where the request has one). Sampling, grammars and stops do not matter."""
+        adapters = getattr(request, "adapters", None)
+        return tuple(adapters) if isinstance(adapters, (list, tuple)) else adapters
+
+    def _forget(self, slot: int) -> None:
+        self._ctx.memory_seq_rm(slot, -1, -1)
+        self._kept[slot] = []
+        self._kept_key[slot] = None
+
+    def _keep_cells(self, s: _Sequence) -> None:
+        """Leave a finished sequence's cells in its slot and remember which tokens they hold."""
+        slot = s.seq_id
+        tokens = list(s.request.tokens) + s.history
+        self._kept[slot] = tokens[: s.pos]
+        self._kept_key[slot] = self._cache_key(s.request)
+
+    def _cache_slot(self, request: BatchRequest) -> int | None:
+        """The free slot whose kept tokens share the longest prefix with ``request``'s prompt (and
+        its adapter set); with none sharing any, the least recently used free slot."""
+        key = self._cache_key(request)
+        prompt = request.tokens
+        best, best_len, best_used = None, -1, 0
+        for slot, s in enumerate(self._slots):
+            if s is not None:
+                continue
+            kept = self._kept[slot]
+            common = common_prefix(kept, prompt) if kept and self._kept_key[slot] == key else 0
+            used = self._kept_used[slot]
+            if common > best_len or (common == best_len and used < best_used):
+                best, best_len, best_used = slot, common, used
+        return best
+
+    def _reuse_prefix(self, s: _Sequence) -> None:
+        """Start ``s`` after the prefix its slot's cells already hold; drop the cells after it.
+        At least one prompt token is left to evaluate, so the sequence has logits to sample."""
+        slot, prompt = s.seq_id, s.request.tokens
+        self._admissions += 1
+        self._kept_used[slot] = self._admissions
+        kept = self._kept[slot]
+        n = 0
+        if kept and self._kept_key[slot] == self._cache_key(s.request):
+            n = min(common_prefix(kept, prompt), len(prompt) - 1)
+        # A sliding-window cache may have pruned early positions: reuse only a sequence whose
+        # cells start at position 0, and only if llama.cpp accepts cutting it at n.
+        if n > 0 and (self._ctx.memory_seq_pos_min(slot) != 0 or not self._ctx.memory_seq_rm(slot, n, -1)):
+            n = 0
+        if n == 0:
+            self._forget(slot)
+        else:
+            self._kept[slot] = []
+        s.fed = s.pos = s.cached = n
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
