@@ -43,6 +43,7 @@ from localllm.options import SAMPLING, OptionError
 # Defaults and the memory budget
 
 DEFAULT_MAX_TOKENS = 512
+SHARE_PREFIX = 32  # lines whose prompts share this many leading tokens evaluate them once
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,6 +366,7 @@ class BatchProgress:
     failed_before: int = 0  # among the skipped: lines an earlier run answered with an error record
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    shared_tokens: int = 0  # prompt tokens not evaluated: copied from another line's shared prefix
     started: float = field(default_factory=time.perf_counter)
     wall_s: float = 0.0
 
@@ -516,8 +518,11 @@ def run_batch(
     n_threads: int | None = None,
     progress: Callable[[BatchProgress], None] | None = None,
     cancel: threading.Event | None = None,
+    share_prefix: int = SHARE_PREFIX,
 ) -> BatchProgress:
-    """Run every line not already in the output; returns the counts. ``model`` is a runtime.Model."""
+    """Run every line not already in the output; returns the counts. ``model`` is a runtime.Model.
+    Lines sharing at least ``share_prefix`` leading prompt tokens with a running one copy its cells
+    for them (0: every line evaluates its whole prompt)."""
     from localllm import runtime
 
     todo, skipped, failed_before, seen = _todo(lines, writer)
@@ -536,10 +541,11 @@ def run_batch(
     requests = _Requests(model, defaults, seen, reject)
     report()
     with runtime.BatchSession(model, n_parallel, n_ctx_seq, n_threads=n_threads) as session:
-        for result in session.run(requests(session, todo), cancel=cancel):
+        for result in session.run(requests(session, todo), cancel=cancel, share_prefix=share_prefix):
             writer.write(_result_record(result))
             state.done += 1
             state.prompt_tokens += result.prompt_tokens
+            state.shared_tokens += result.cached_tokens
             state.completion_tokens += result.completion_tokens
             report()
     report()

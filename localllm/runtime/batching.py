@@ -100,6 +100,13 @@ class BatchRequest:
     logprobs: int | None = None  # log-probabilities of each generated token and of its N likeliest
     grammar_check_after: bool = False  # the grammar checks the sampled token (faster; tool calls)
 
+    @property
+    def adapters_key(self) -> object:
+        """What must match for two requests to share KV cells besides their tokens: the adapter
+        set (a field ``adapters`` where the request has one). Sampling and grammars do not matter."""
+        adapters = getattr(self, "adapters", None)
+        return tuple(adapters) if isinstance(adapters, list) else adapters
+
 
 @dataclass
 class BatchResult:
@@ -233,6 +240,8 @@ class BatchSession:
         self._kept_key: list[object] = [None] * n_parallel
         self._kept_used: list[int] = [0] * n_parallel  # admission counter when last used (LRU)
         self._admissions = 0
+        self.saved_tokens = 0  # prompt tokens copied from a shared prefix in the last run()
+        self._copied: set[int] = set()  # slots given a copy of cells since the last decode
 
     def close(self) -> None:
         self.drop_all()
@@ -351,6 +360,7 @@ class BatchSession:
             return []
         n = self._fill_batch(active)
         rc = self._ctx.decode(self._batch)
+        self._copied.clear()
         if rc != 0:
             self.drop_all()
             raise GenerationError(f"llama_decode failed in a batch of {n} tokens (code {rc})")
@@ -378,14 +388,22 @@ class BatchSession:
 
     # -- localllm batch -------------------------------------------------------------------------
 
-    def run(self, requests: Iterable[BatchRequest], cancel: threading.Event | None = None) -> Iterator[BatchResult]:
+    def run(
+        self, requests: Iterable[BatchRequest], cancel: threading.Event | None = None, *, share_prefix: int = 0
+    ) -> Iterator[BatchResult]:
         """Complete ``requests`` (read lazily, in order), yielding each result as it finishes.
 
+        ``share_prefix`` (N > 0): a request whose prompt shares at least N leading tokens with a
+        running sequence's copies that sequence's cells for them (``llama_memory_seq_cp``) instead
+        of evaluating them; one waits for the step that evaluates such a prefix. The tokens saved
+        are counted in :attr:`saved_tokens` (and each result's ``cached_tokens``).
         Stops between two decode steps when ``cancel`` is set (or the consumer closes the
         iterator); the sequences in flight are then dropped and their cells freed.
         """
         source = iter(requests)
         exhausted = False
+        pending: BatchRequest | None = None  # the next request, waiting for a prefix to be evaluated
+        self.saved_tokens = 0
         self.drop_all()
         self._started = time.perf_counter()
         self._ctx.memory_clear(True)
@@ -396,11 +414,16 @@ class BatchSession:
                 if cancel is not None and cancel.is_set():
                     return
                 while not exhausted and self.free_slot() is not None:
-                    request = next(source, None)
+                    request, pending = (pending, None) if pending is not None else (next(source, None), None)
                     if request is None:
                         exhausted = True
+                    elif share_prefix > 0 and self._prefix_coming(request, share_prefix):
+                        pending = request
+                        break
                     else:
-                        self.admit(request)
+                        slot = self.admit(request)
+                        if share_prefix > 0:
+                            self._copy_prefix(slot, share_prefix)
                 events = self.step()
                 if not events and not self.active():
                     return
@@ -547,14 +570,50 @@ class BatchSession:
         else:
             self._forget(s.seq_id)
 
-    # -- the prompt cache -----------------------------------------------------------------------
+    # -- shared prefixes (localllm batch) -------------------------------------------------------
 
-    @staticmethod
-    def _cache_key(request: BatchRequest) -> object:
-        """What must match for two requests to share KV cells besides the tokens: the adapter set
-        (a field ``adapters`` where the request has one). Sampling, grammars and stops do not matter."""
-        adapters = getattr(request, "adapters", None)
-        return tuple(adapters) if isinstance(adapters, (list, tuple)) else adapters
+    def _donors(self, request: BatchRequest, exclude: int = -1) -> Iterator[tuple[_Sequence, int, int]]:
+        """(running sequence, prefix it shares with ``request``'s prompt, of which evaluated) for
+        each running sequence whose cells start at position 0; the prefix leaves one token out."""
+        prompt = request.tokens
+        cap = len(prompt) - 1
+        for d in self._slots:
+            if d is None or d.seq_id == exclude or d.seq_id in self._copied:
+                continue  # (a copy is made at the next decode: its source is the one to copy)
+            if d.request.adapters_key != request.adapters_key:
+                continue
+            shared = min(common_prefix(d.request.tokens, prompt), cap)
+            if shared > 0 and self._ctx.memory_seq_pos_min(d.seq_id) in (0, -1):
+                yield d, shared, min(shared, d.fed)
+
+    def _prefix_coming(self, request: BatchRequest, at_least: int) -> bool:
+        """Whether a running sequence shares at least ``at_least`` tokens with ``request`` that no
+        running sequence has evaluated yet: the request then waits a step to copy them."""
+        best_shared = best_ready = 0
+        for _, shared, ready in self._donors(request):
+            best_shared, best_ready = max(best_shared, shared), max(best_ready, ready)
+        return best_shared >= at_least and best_ready < best_shared
+
+    def _copy_prefix(self, slot: int, at_least: int) -> None:
+        """Give the sequence just admitted to ``slot`` the cells of the longest evaluated prefix it
+        shares with a running sequence, if at least ``at_least`` tokens long."""
+        s = self._slots[slot]
+        assert s is not None
+        best, n = None, 0
+        for d, _, ready in self._donors(s.request, exclude=slot):
+            if ready > n:
+                best, n = d, ready
+        if best is None or n < at_least:
+            return
+        # Across KV streams llama.cpp copies a whole stream: copy it, then cut it at the prefix.
+        self._ctx.memory_seq_rm(slot, -1, -1)
+        self._ctx.memory_seq_cp(best.seq_id, slot, -1, -1)
+        self._ctx.memory_seq_rm(slot, n, -1)
+        s.fed = s.pos = s.cached = n
+        self.saved_tokens += n
+        self._copied.add(slot)
+
+    # -- the prompt cache -----------------------------------------------------------------------
 
     def _forget(self, slot: int) -> None:
         self._ctx.memory_seq_rm(slot, -1, -1)
@@ -566,12 +625,12 @@ class BatchSession:
         slot = s.seq_id
         tokens = list(s.request.tokens) + s.history
         self._kept[slot] = tokens[: s.pos]
-        self._kept_key[slot] = self._cache_key(s.request)
+        self._kept_key[slot] = s.request.adapters_key
 
     def _cache_slot(self, request: BatchRequest) -> int | None:
         """The free slot whose kept tokens share the longest prefix with ``request``'s prompt (and
         its adapter set); with none sharing any, the least recently used free slot."""
-        key = self._cache_key(request)
+        key = request.adapters_key
         prompt = request.tokens
         best, best_len, best_used = None, -1, 0
         for slot, s in enumerate(self._slots):
@@ -592,7 +651,7 @@ class BatchSession:
         self._kept_used[slot] = self._admissions
         kept = self._kept[slot]
         n = 0
-        if kept and self._kept_key[slot] == self._cache_key(s.request):
+        if kept and self._kept_key[slot] == s.request.adapters_key:
             n = min(common_prefix(kept, prompt), len(prompt) - 1)
         # A sliding-window cache may have pruned early positions: reuse only a sequence whose
         # cells start at position 0, and only if llama.cpp accepts cutting it at n.
