@@ -241,7 +241,9 @@ def test_tool_events_stream_as_thinking_text_and_tool_use_blocks():
 
     from localllm.server.anthropic_api import _Stream, to_message
 
-    reply = SimpleNamespace(finish_reason="stop", stop_sequence=None, prompt_tokens=9, completion_tokens=7, model=MODEL)
+    reply = SimpleNamespace(
+        finish_reason="stop", stop_sequence=None, prompt_tokens=9, completion_tokens=7, model=MODEL, cached_tokens=0
+    )
     s = _Stream()
     lines = []
     for event in (
