@@ -82,6 +82,7 @@ def converse(url: str, turns: int, ntg: int) -> tuple[dict[int, dict], dict[int,
     messages: list[dict] = [{"role": "system", "content": "You are a helpful museum assistant."}]
     rows, sent = {}, {}
     with httpx.Client(timeout=600) as client:
+        ask(client, url, [{"role": "user", "content": "Hello."}], 4)  # warm-up: the model loads on demand
         for turn in range(1, turns + 1):
             messages.append({"role": "user", "content": user_message(turn)})
             ttft, answer, usage = ask(client, url, messages, ntg)
@@ -112,7 +113,8 @@ def localllm(model: Path, threads: int, home: str, src: Path | None = None) -> S
     env = {"LOCALLLM_HOME": home}
     if src is not None:
         env["PYTHONPATH"] = str(src)
-    command = [sys.executable, "-m", "localllm", "serve", "-m", str(model), "--port", str(port)]
+    # -P: the current directory (this checkout) does not come before PYTHONPATH's tree.
+    command = [sys.executable, "-P", "-m", "localllm", "serve", "-m", str(model), "--port", str(port)]
     command += ["--threads", str(threads), "--parallel", "1", "--ctx", str(CTX), "--keep-alive", "-1"]
     return Server("localllm serve" + (" (baseline)" if src else ""), command, port, env=env)
 

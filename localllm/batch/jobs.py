@@ -43,7 +43,11 @@ from localllm.options import SAMPLING, OptionError
 # Defaults and the memory budget
 
 DEFAULT_MAX_TOKENS = 512
-SHARE_PREFIX = 32  # lines whose prompts share this many leading tokens evaluate them once
+# Lines whose prompts share this many leading tokens can evaluate them once (run_batch's
+# share_prefix). Off by default for now: llama.cpp logs a line for every copy between KV streams,
+# and a Ctrl-C that arrives while Python runs that log callback is swallowed by ctypes
+# (tests/batch/test_batch.py::test_ctrl_c_keeps_what_is_written_and_exits_130 fails with it on).
+SHARE_PREFIX = 32
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,7 +522,7 @@ def run_batch(
     n_threads: int | None = None,
     progress: Callable[[BatchProgress], None] | None = None,
     cancel: threading.Event | None = None,
-    share_prefix: int = SHARE_PREFIX,
+    share_prefix: int = 0,
 ) -> BatchProgress:
     """Run every line not already in the output; returns the counts. ``model`` is a runtime.Model.
     Lines sharing at least ``share_prefix`` leading prompt tokens with a running one copy its cells

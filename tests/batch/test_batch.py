@@ -497,7 +497,7 @@ def test_lines_sharing_a_prefix_evaluate_it_once_and_answer_as_before(model):
         for i, q in enumerate(questions)
     ]
     alone, before = run_core(model, records, n_parallel=3, share_prefix=0)
-    shared, after = run_core(model, records, n_parallel=3)
+    shared, after = run_core(model, records, n_parallel=3, share_prefix=batch.SHARE_PREFIX)
     strip = lambda rs: sorted((r["id"], r["text"], r["prompt_tokens"]) for r in rs)  # noqa: E731
     assert strip(shared) == strip(alone)
     assert before.shared_tokens == 0
