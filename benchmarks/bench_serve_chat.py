@@ -11,7 +11,7 @@ to the first content chunk.
 
 "before": the same requests (the conversation's prompts at those turns, built from the "after" run's
 answers) to a server started from the sources in --baseline-src (a tree without the prompt cache, e.g.
-`git archive df3ad6b localllm | tar -x -C .bench/base`); with a cold server each prompt is read whole,
+`git archive df3ad6b localllm models.toml | tar -x -C .bench/base`); with a cold server each prompt is read whole,
 so only the measured turns are sent. --llama-server also runs llama.cpp's server (cache_prompt on).
 """
 
