@@ -87,20 +87,22 @@ def test_sampling_settings_and_grammars_share_the_cells(model):
     assert got.text in ("yes", "no")
 
 
-@dataclasses.dataclass(frozen=True)
-class AdapterRequest(runtime.BatchRequest):
-    adapters: tuple[tuple[str, float], ...] = ()
+def test_different_adapter_sets_never_share_cells(smollm2_path, tmp_path):
+    from tests.support.lora import write_lora
 
-
-def test_different_adapter_sets_never_share_cells(model):
-    base = chat(model, "Do you sell rye bread?")
-    one = AdapterRequest(key="a", tokens=base.tokens, sampling=base.sampling, adapters=(("style.gguf", 1.0),))
-    two = AdapterRequest(key="b", tokens=base.tokens, sampling=base.sampling, adapters=(("other.gguf", 1.0),))
-    with runtime.BatchEngine(model, 1, 512, n_threads=1) as engine:
-        assert result_of(engine, one).cached_tokens == 0
-        assert result_of(engine, two).cached_tokens == 0
-        assert result_of(engine, base).cached_tokens == 0
-        assert result_of(engine, base).cached_tokens == len(base.tokens) - 1
+    alpha = write_lora(tmp_path / "alpha.gguf", smollm2_path, seed=1)
+    beta = write_lora(tmp_path / "beta.gguf", smollm2_path, seed=2)
+    specs = (runtime.AdapterSpec(alpha, 0.0), runtime.AdapterSpec(beta, 0.0))
+    options = runtime.LoadOptions(n_ctx=64, n_batch=64, n_ubatch=64, n_threads=1, adapters=specs)
+    with runtime.Model(smollm2_path, options) as model:
+        base = chat(model, "Do you sell rye bread?")
+        one = dataclasses.replace(base, key="a", adapters=[("alpha", 1.0)])
+        two = dataclasses.replace(base, key="b", adapters=[("beta", 1.0)])
+        with runtime.BatchEngine(model, 1, 512, n_threads=1) as engine:
+            assert result_of(engine, one).cached_tokens == 0
+            assert result_of(engine, two).cached_tokens == 0  # the same tokens, another adapter set
+            assert result_of(engine, base).cached_tokens == 0
+            assert result_of(engine, base).cached_tokens == len(base.tokens) - 1
 
 
 def test_a_request_goes_to_the_slot_with_the_longest_shared_prefix(model):
