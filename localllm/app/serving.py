@@ -19,7 +19,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -330,6 +330,11 @@ class Reply:
         return self.result.completion_tokens if self.result is not None else self.pieces
 
     @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens the server found already evaluated (its prompt cache)."""
+        return getattr(self.result, "cached_tokens", 0) if self.result is not None else 0
+
+    @property
     def finish_reason(self) -> str:
         if self._parsed is not None and self._parsed.tool_calls:
             return "tool_calls"
@@ -397,9 +402,18 @@ class ModelManager:
     Thread-safe. Loading, rendering and tokenizing block: the server calls :meth:`start` from a
     worker thread, then streams the reply on its event loop."""
 
-    def __init__(self, options: ServeOptions | None = None, *, hardware: Hardware | None = None) -> None:
+    def __init__(
+        self,
+        options: ServeOptions | None = None,
+        *,
+        hardware: Hardware | None = None,
+        loader: Callable[[str, ResolvedModel], tuple[Any, Any]] | None = None,
+    ) -> None:
         self.options = options or ServeOptions()
         self._hardware = hardware
+        # (key, resolved) -> (the loaded model, its engine), each with close(): the seam that tests
+        # the manager without llama.cpp (Ollama's scheduler has the same); None: load for real.
+        self._loader = loader
         self._lock = threading.Condition()
         self._resident: dict[str, _Resident] = {}
         self._loading: dict[str, threading.Lock] = {}
@@ -477,8 +491,9 @@ class ModelManager:
                     resident.busy += 1
                     resident.keep_alive_s = keep
                     return resident
-                self._make_room()
+                unloaded = self._make_room()
                 self._pending += 1
+            self._free(unloaded)  # before the load: the memory they held is what it needs
             try:
                 resident = self._load(key, self._resolved(wanted), keep)
             except BaseException as exc:
@@ -491,34 +506,43 @@ class ModelManager:
                     self._pending -= 1
                     self._lock.notify_all()
             with self._lock:
-                if self._closed:  # the server stopped while this model loaded
-                    resident.engine.close()
-                    resident.batch.close()
-                    raise EngineClosedError("the server is stopping")
-                self._resident[key] = resident
-                self._loads += 1
-                self._last_load_error = None
-                resident.busy += 1
-                return resident
+                closed = self._closed  # the server stopped while this model loaded
+                if not closed:
+                    self._resident[key] = resident
+                    self._loads += 1
+                    self._last_load_error = None
+                    resident.busy += 1
+            if closed:
+                self._free([resident])
+                raise EngineClosedError("the server is stopping")
+            return resident
 
-    def _make_room(self) -> None:
-        """Unload idle models until one more fits under max_models (the lock is held)."""
+    def _make_room(self) -> list[_Resident]:
+        """Take idle models off the resident list until one more fits under max_models (the lock
+        is held); the models taken off, for the caller to :meth:`_free` once it has let go of the lock."""
         deadline = time.monotonic() + self.options.switch_wait_s
+        unloaded: list[_Resident] = []
         while len(self._resident) + self._pending >= self.options.max_models:
             idle = [r for r in self._resident.values() if not r.busy]
             if idle:
-                self._unload(min(idle, key=lambda r: r.last_used))
+                unloaded.append(self._unload(min(idle, key=lambda r: r.last_used)))
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
+                # Models already taken off stay off: freed on a thread of their own, lock released.
+                threading.Thread(target=self._free, args=(unloaded,), name="localllm-free", daemon=True).start()
                 raise ServerBusyError(
                     f"{len(self._resident)} model(s) are loaded and busy; another cannot load now",
                     hint="try again shortly, or start the server with a higher --max-models",
                     retry_after_s=5.0,
                 )
             self._lock.wait(left)
+        return unloaded
 
     def _load(self, key: str, resolved: ResolvedModel, keep_alive_s: float) -> _Resident:
+        if self._loader is not None:
+            batch, engine = self._loader(key, resolved)
+            return _Resident(key, batch, engine, keep_alive_s)
         from localllm import runtime
 
         o = self.options
@@ -586,13 +610,21 @@ class ModelManager:
             pairs += [(f"{model.key}+{spec.label}", model) for spec in fitting]
         return pairs
 
-    def _unload(self, resident: _Resident) -> None:
-        """Close a model no reply is using (the lock is held)."""
+    def _unload(self, resident: _Resident) -> _Resident:
+        """Take a model no reply is using off the resident list (the lock is held); it is closed
+        by :meth:`_free`, after the lock is released: closing joins the engine's thread and frees
+        llama.cpp's memory, which takes long enough to stall every request waiting for the lock."""
         self._resident.pop(resident.key, None)
         self._unloads += 1
-        resident.engine.close()
-        resident.batch.close()
         self._lock.notify_all()
+        return resident
+
+    @staticmethod
+    def _free(residents: Sequence[_Resident]) -> None:
+        """Close models taken off the resident list (called without the lock)."""
+        for resident in residents:
+            resident.engine.close()
+            resident.batch.close()
 
     def _release(self, resident: _Resident) -> None:
         with self._lock:
@@ -602,14 +634,17 @@ class ModelManager:
 
     def _reap(self) -> None:
         """Unload each model once its keep_alive has passed since its last reply."""
-        with self._lock:
-            while not self._closed:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
                 now = time.monotonic()
                 due = [r for r in self._resident.values() if r.expires_at is not None and r.expires_at <= now]
-                for resident in due:
-                    self._unload(resident)
-                later = [r.expires_at for r in self._resident.values() if r.expires_at is not None]
-                self._lock.wait(min(later) - now if later else None)
+                unloaded = [self._unload(r) for r in due]
+                if not unloaded:
+                    later = [r.expires_at for r in self._resident.values() if r.expires_at is not None]
+                    self._lock.wait(min(later) - now if later else None)
+            self._free(unloaded)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -826,7 +861,7 @@ class ModelManager:
         """Unload every model (replies still streaming are cancelled)."""
         with self._lock:
             self._closed = True
-            for resident in list(self._resident.values()):
-                self._unload(resident)
+            unloaded = [self._unload(r) for r in list(self._resident.values())]
             self._lock.notify_all()
+        self._free(unloaded)
         self._reaper.join(timeout=5)

@@ -43,6 +43,11 @@ from localllm.options import SAMPLING, OptionError
 # Defaults and the memory budget
 
 DEFAULT_MAX_TOKENS = 512
+# Lines whose prompts share this many leading tokens can evaluate them once (run_batch's
+# share_prefix). Off by default for now: llama.cpp logs a line for every copy between KV streams,
+# and a Ctrl-C that arrives while Python runs that log callback is swallowed by ctypes
+# (tests/batch/test_batch.py::test_ctrl_c_keeps_what_is_written_and_exits_130 fails with it on).
+SHARE_PREFIX = 32
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,6 +370,7 @@ class BatchProgress:
     failed_before: int = 0  # among the skipped: lines an earlier run answered with an error record
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    shared_tokens: int = 0  # prompt tokens not evaluated: copied from another line's shared prefix
     started: float = field(default_factory=time.perf_counter)
     wall_s: float = 0.0
 
@@ -516,8 +522,11 @@ def run_batch(
     n_threads: int | None = None,
     progress: Callable[[BatchProgress], None] | None = None,
     cancel: threading.Event | None = None,
+    share_prefix: int = 0,
 ) -> BatchProgress:
-    """Run every line not already in the output; returns the counts. ``model`` is a runtime.Model."""
+    """Run every line not already in the output; returns the counts. ``model`` is a runtime.Model.
+    Lines sharing at least ``share_prefix`` leading prompt tokens with a running one copy its cells
+    for them (0: every line evaluates its whole prompt)."""
     from localllm import runtime
 
     todo, skipped, failed_before, seen = _todo(lines, writer)
@@ -536,10 +545,11 @@ def run_batch(
     requests = _Requests(model, defaults, seen, reject)
     report()
     with runtime.BatchSession(model, n_parallel, n_ctx_seq, n_threads=n_threads) as session:
-        for result in session.run(requests(session, todo), cancel=cancel):
+        for result in session.run(requests(session, todo), cancel=cancel, share_prefix=share_prefix):
             writer.write(_result_record(result))
             state.done += 1
             state.prompt_tokens += result.prompt_tokens
+            state.shared_tokens += result.cached_tokens
             state.completion_tokens += result.completion_tokens
             report()
     report()

@@ -103,6 +103,7 @@ def summary_line(p, interrupted: bool = False) -> str:
         f"batch {state}: {p.done} done, {p.errors} errors, {p.skipped} skipped (already in the output), "
         f"{p.prompt_tokens} prompt + {p.completion_tokens} generated tokens in {p.wall_s:.1f} s, "
         f"{p.tokens_per_s:.1f} tok/s generated"
+        + (f", {p.shared_tokens} prompt tokens saved by shared prefixes" if p.shared_tokens else "")
     )
 
 

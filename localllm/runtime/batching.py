@@ -102,6 +102,13 @@ class BatchRequest:
     # LoRA adapters by name and scale (loaded with the model); None: the model's default set.
     adapters: Sequence[tuple[str, float]] | None = None
 
+    @property
+    def adapters_key(self) -> object:
+        """What must match for two requests to share KV cells besides their tokens: the adapter
+        set (a field ``adapters`` where the request has one). Sampling and grammars do not matter."""
+        adapters = getattr(self, "adapters", None)
+        return tuple(adapters) if isinstance(adapters, list) else adapters
+
 
 @dataclass
 class BatchResult:
@@ -116,6 +123,7 @@ class BatchResult:
     # (token bytes, log-probability, ((bytes, log-probability) of the likeliest, ...)) per token
     logprobs: tuple[tuple[bytes, float, tuple[tuple[bytes, float], ...]], ...] | None = None
     stop_sequence: str | None = None  # the stop string that ended it (Anthropic's stop_sequence), if one did
+    cached_tokens: int = 0  # prompt tokens whose KV a finished sequence left in the slot (prompt cache)
 
 
 # What one decode step reports: (slot, a piece of new text) or (slot, the sequence's result, last).
@@ -147,6 +155,8 @@ class _Sequence:
         "ignore_eos",
         "logprobs",
         "adapters",
+        "history",
+        "cached",
     )
 
     request: BatchRequest
@@ -172,6 +182,8 @@ class _Sequence:
     logprobs: list[tuple[bytes, float, tuple[tuple[bytes, float], ...]]] | None
     stopped_by: str | None
     adapters: AdapterSet
+    history: list[int]  # generated tokens fed (or to feed next step), for the prompt cache
+    cached: int  # prompt tokens already in the slot's cells at admission
 
 
 class BatchSession:
@@ -204,6 +216,7 @@ class BatchSession:
         n_batch: int = 512,
         n_ubatch: int = 512,
         n_threads: int | None = None,
+        prompt_cache: bool = False,
     ) -> None:
         if n_parallel < 1:
             raise ValueError("n_parallel must be at least 1")
@@ -230,6 +243,15 @@ class BatchSession:
         self._tokens: dict[int, tuple[bool, bytes]] = {}  # token -> (end of generation?, its bytes)
         self._special: dict[int, tuple[bool, bytes]] = {}  # the same, control tokens shown as text
         self._adapters: AdapterSet = model.default_adapters  # the LoRA adapters this context applies now
+        # Prompt cache (serve): each free slot keeps the tokens its last sequence left in its cells,
+        # and under which adapter set; a request takes the free slot sharing the longest prefix.
+        self.prompt_cache = prompt_cache
+        self._kept: list[list[int]] = [[] for _ in range(n_parallel)]
+        self._kept_key: list[object] = [None] * n_parallel
+        self._kept_used: list[int] = [0] * n_parallel  # admission counter when last used (LRU)
+        self._admissions = 0
+        self.saved_tokens = 0  # prompt tokens copied from a shared prefix in the last run()
+        self._copied: set[int] = set()  # slots given a copy of cells since the last decode
 
     def close(self) -> None:
         self.drop_all()
@@ -284,7 +306,7 @@ class BatchSession:
         begin a stop string), else only its result. ``sampler`` (made by ``model.make_sampler``
         for the request) is taken over; ``queued_at`` (``time.perf_counter()``) starts its wait_s.
         Raises ContextOverflowError or GrammarError (the slot stays free), RuntimeError if none is free."""
-        slot = self.free_slot()
+        slot = self._cache_slot(request) if self.prompt_cache else self.free_slot()
         if slot is None:
             raise RuntimeError("no free slot: n_parallel sequences are running")
         try:
@@ -298,8 +320,11 @@ class BatchSession:
             if sampler is not None:
                 sampler.close()
             raise
-        self._slots[slot] = s = self._new_sequence(slot, request, sampler, stream, queued_at)
-        s.adapters = adapters
+        seq = self._new_sequence(slot, request, sampler, stream, queued_at)
+        seq.adapters = adapters
+        if self.prompt_cache:
+            self._reuse_prefix(seq)
+        self._slots[slot] = seq
         return slot
 
     def _new_sequence(
@@ -328,6 +353,8 @@ class BatchSession:
         )
         s.ignore_eos = sampling.ignore_eos
         s.logprobs = [] if request.logprobs is not None else None
+        s.history = []
+        s.cached = 0
         room = self.n_ctx_seq - len(request.tokens)
         max_tokens = request.sampling.max_tokens
         s.limit = min(max_tokens, room) if max_tokens is not None else room
@@ -367,6 +394,7 @@ class BatchSession:
             self._adapters = adapters
         n = self._fill_batch(active)
         rc = self._ctx.decode(self._batch)
+        self._copied.clear()
         if rc != 0:
             self.drop_all()
             raise GenerationError(f"llama_decode failed in a batch of {n} tokens (code {rc})")
@@ -388,33 +416,48 @@ class BatchSession:
         for i, s in enumerate(self._slots):
             if s is not None:
                 self._slots[i] = None
-                self._release(s)
+                self._release(s, keep=False)
                 dropped.append(i)
         return dropped
 
     # -- localllm batch -------------------------------------------------------------------------
 
-    def run(self, requests: Iterable[BatchRequest], cancel: threading.Event | None = None) -> Iterator[BatchResult]:
+    def run(
+        self, requests: Iterable[BatchRequest], cancel: threading.Event | None = None, *, share_prefix: int = 0
+    ) -> Iterator[BatchResult]:
         """Complete ``requests`` (read lazily, in order), yielding each result as it finishes.
 
+        ``share_prefix`` (N > 0): a request whose prompt shares at least N leading tokens with a
+        running sequence's copies that sequence's cells for them (``llama_memory_seq_cp``) instead
+        of evaluating them; one waits for the step that evaluates such a prefix. The tokens saved
+        are counted in :attr:`saved_tokens` (and each result's ``cached_tokens``).
         Stops between two decode steps when ``cancel`` is set (or the consumer closes the
         iterator); the sequences in flight are then dropped and their cells freed.
         """
         source = iter(requests)
         exhausted = False
+        pending: BatchRequest | None = None  # the next request, waiting for a prefix to be evaluated
+        self.saved_tokens = 0
         self.drop_all()
         self._started = time.perf_counter()
         self._ctx.memory_clear(True)
+        self._kept = [[] for _ in range(self.n_parallel)]
+        self._kept_key = [None] * self.n_parallel
         try:
             while True:
                 if cancel is not None and cancel.is_set():
                     return
                 while not exhausted and self.free_slot() is not None:
-                    request = next(source, None)
+                    request, pending = (pending, None) if pending is not None else (next(source, None), None)
                     if request is None:
                         exhausted = True
+                    elif share_prefix > 0 and self._prefix_coming(request, share_prefix):
+                        pending = request
+                        break
                     else:
-                        self.admit(request)
+                        slot = self.admit(request)
+                        if share_prefix > 0:
+                            self._copy_prefix(slot, share_prefix)
                 events = self.step()
                 if not events and not self.active():
                     return
@@ -498,6 +541,7 @@ class BatchSession:
                     finish = "length"
             if finish is None:
                 s.next_token = token
+                s.history.append(token)
                 if s.stream:
                     self._report(s, events)
                 continue
@@ -550,8 +594,114 @@ class BatchSession:
             generation_s=time.perf_counter() - s.first_at if s.generated else 0.0,
             logprobs=tuple(s.logprobs) if s.logprobs is not None else None,
             stop_sequence=s.stopped_by,
+            cached_tokens=s.cached,
         )
 
-    def _release(self, s: _Sequence) -> None:
+    def _release(self, s: _Sequence, keep: bool = True) -> None:
         s.sampler.close()
-        self._ctx.memory_seq_rm(s.seq_id, -1, -1)
+        if self.prompt_cache and keep:
+            self._keep_cells(s)
+        else:
+            self._forget(s.seq_id)
+
+    # -- shared prefixes (localllm batch) -------------------------------------------------------
+
+    def _donors(self, request: BatchRequest, exclude: int = -1) -> Iterator[tuple[_Sequence, int, int]]:
+        """(running sequence, prefix it shares with ``request``'s prompt, of which evaluated) for
+        each running sequence whose cells start at position 0; the prefix leaves one token out."""
+        prompt = request.tokens
+        cap = len(prompt) - 1
+        for d in self._slots:
+            if d is None or d.seq_id == exclude or d.seq_id in self._copied:
+                continue  # (a copy is made at the next decode: its source is the one to copy)
+            if d.request.adapters_key != request.adapters_key:
+                continue
+            shared = min(common_prefix(d.request.tokens, prompt), cap)
+            if shared > 0 and self._ctx.memory_seq_pos_min(d.seq_id) in (0, -1):
+                yield d, shared, min(shared, d.fed)
+
+    def _prefix_coming(self, request: BatchRequest, at_least: int) -> bool:
+        """Whether a running sequence shares at least ``at_least`` tokens with ``request`` that no
+        running sequence has evaluated yet: the request then waits a step to copy them."""
+        best_shared = best_ready = 0
+        for _, shared, ready in self._donors(request):
+            best_shared, best_ready = max(best_shared, shared), max(best_ready, ready)
+        return best_shared >= at_least and best_ready < best_shared
+
+    def _copy_prefix(self, slot: int, at_least: int) -> None:
+        """Give the sequence just admitted to ``slot`` the cells of the longest evaluated prefix it
+        shares with a running sequence, if at least ``at_least`` tokens long."""
+        s = self._slots[slot]
+        assert s is not None
+        best, n = None, 0
+        for d, _, ready in self._donors(s.request, exclude=slot):
+            if ready > n:
+                best, n = d, ready
+        if best is None or n < at_least:
+            return
+        # Across KV streams llama.cpp copies a whole stream: copy it, then cut it at the prefix.
+        self._ctx.memory_seq_rm(slot, -1, -1)
+        self._ctx.memory_seq_cp(best.seq_id, slot, -1, -1)
+        self._ctx.memory_seq_rm(slot, n, -1)
+        s.fed = s.pos = s.cached = n
+        self.saved_tokens += n
+        self._copied.add(slot)
+
+    # -- the prompt cache -----------------------------------------------------------------------
+
+    def _forget(self, slot: int) -> None:
+        self._ctx.memory_seq_rm(slot, -1, -1)
+        self._kept[slot] = []
+        self._kept_key[slot] = None
+
+    def _keep_cells(self, s: _Sequence) -> None:
+        """Leave a finished sequence's cells in its slot and remember which tokens they hold."""
+        slot = s.seq_id
+        tokens = list(s.request.tokens) + s.history
+        self._kept[slot] = tokens[: s.pos]
+        self._kept_key[slot] = s.request.adapters_key
+
+    def _cache_slot(self, request: BatchRequest) -> int | None:
+        """The free slot whose kept tokens share the longest prefix with ``request``'s prompt (and
+        its adapter set); with none sharing any, the least recently used free slot."""
+        key = request.adapters_key
+        prompt = request.tokens
+        best, best_len, best_used = None, -1, 0
+        for slot, s in enumerate(self._slots):
+            if s is not None:
+                continue
+            kept = self._kept[slot]
+            common = common_prefix(kept, prompt) if kept and self._kept_key[slot] == key else 0
+            used = self._kept_used[slot]
+            if common > best_len or (common == best_len and used < best_used):
+                best, best_len, best_used = slot, common, used
+        return best
+
+    def _reuse_prefix(self, s: _Sequence) -> None:
+        """Start ``s`` after the prefix its slot's cells already hold; drop the cells after it.
+        At least one prompt token is left to evaluate, so the sequence has logits to sample."""
+        slot, prompt = s.seq_id, s.request.tokens
+        self._admissions += 1
+        self._kept_used[slot] = self._admissions
+        kept = self._kept[slot]
+        n = 0
+        if kept and self._kept_key[slot] == s.request.adapters_key:
+            n = min(common_prefix(kept, prompt), len(prompt) - 1)
+        # A sliding-window cache may have pruned early positions: reuse only a sequence whose
+        # cells start at position 0, and only if llama.cpp accepts cutting it at n.
+        if n > 0 and (self._ctx.memory_seq_pos_min(slot) != 0 or not self._ctx.memory_seq_rm(slot, n, -1)):
+            n = 0
+        if n == 0:
+            self._forget(slot)
+        else:
+            self._kept[slot] = []
+        s.fed = s.pos = s.cached = n
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

@@ -439,6 +439,14 @@ class LlamaContext(_Owner):
         """Remove positions [p0, p1) of ``seq_id`` (-1: all sequences / open end). False if refused."""
         return bool(L.llama_memory_seq_rm(self._memory, seq_id, p0, p1))
 
+    def memory_seq_pos_min(self, seq_id: int) -> int:
+        """The smallest position ``seq_id`` holds in the cells (-1: none)."""
+        return int(L.llama_memory_seq_pos_min(self._memory, seq_id))
+
+    def memory_seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        """Copy positions [p0, p1) of sequence ``src`` to ``dst`` (-1: open ends)."""
+        L.llama_memory_seq_cp(self._memory, src, dst, p0, p1)
+
     def state_seq_save_file(self, path: Path, seq_id: int, tokens: Sequence[int]) -> bool:
         """Write ``seq_id``'s KV cells and the ``tokens`` they hold to ``path``. False if it failed."""
         array = (L.llama_token * max(len(tokens), 1))(*tokens)

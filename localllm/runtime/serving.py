@@ -179,12 +179,19 @@ class BatchEngine:
         n_batch: int = 512,
         n_ubatch: int = 512,
         n_threads: int | None = None,
+        prompt_cache: bool = True,
     ) -> None:
         if queue_size < 0:
             raise ValueError("queue_size must not be negative")
         self.model = model
         self._session = BatchSession(
-            model, n_parallel, n_ctx_seq, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=n_threads
+            model,
+            n_parallel,
+            n_ctx_seq,
+            n_batch=n_batch,
+            n_ubatch=n_ubatch,
+            n_threads=n_threads,
+            prompt_cache=prompt_cache,
         )
         self.n_parallel = n_parallel
         self.n_ctx_seq = self._session.n_ctx_seq

@@ -261,7 +261,13 @@ def stop_reason(reply: Reply, parsed: ParsedReply | None = None, called: bool = 
 
 
 def _usage(reply: Reply) -> dict[str, int]:
-    return {"input_tokens": reply.prompt_tokens, "output_tokens": reply.completion_tokens}
+    # Anthropic counts cache reads apart from input_tokens (input = uncached prompt tokens).
+    cached = reply.cached_tokens
+    return {
+        "input_tokens": reply.prompt_tokens - cached,
+        "output_tokens": reply.completion_tokens,
+        "cache_read_input_tokens": cached,
+    }
 
 
 def _head(ident: str, reply: Reply) -> dict[str, Any]:

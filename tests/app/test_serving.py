@@ -139,3 +139,43 @@ def test_a_request_resolves_its_model_once_and_a_loaded_model_needs_no_look_up(t
         assert looked_up == [second]
     finally:
         manager.close()
+
+
+class _Closing:
+    """A loaded model or engine stand-in whose close() blocks until ``release`` is set."""
+
+    def __init__(self, release, closing) -> None:
+        self.release, self.closing, self.closed = release, closing, False
+
+    def close(self) -> None:
+        self.closing.set()
+        assert self.release.wait(30)
+        self.closed = True
+
+
+def test_a_model_unloads_without_holding_the_lock_every_request_needs(three_models):
+    import threading
+
+    first, second, _ = three_models
+    release, closing = threading.Event(), threading.Event()
+    made: dict[str, _Closing] = {}
+
+    def loader(key, resolved):
+        made[key] = _Closing(release, closing)
+        return made[key], _Closing(release, closing)
+
+    manager = ModelManager(ServeOptions(n_parallel=1, n_ctx_seq=256), loader=loader)
+    switch = threading.Thread(target=manager.load, args=(second,))
+    try:
+        manager.load(first)
+        switch.start()  # unloads the first model (one at a time), whose close() blocks
+        assert closing.wait(30)
+        answered = threading.Event()
+        threading.Thread(target=lambda: (manager.health(), manager.counters(), answered.set()), daemon=True).start()
+        assert answered.wait(5), "the manager's lock is held while a model is freed"
+        assert not made[first].closed
+    finally:
+        release.set()
+        switch.join(30)
+        manager.close()
+    assert made[first].closed and made[second].closed

@@ -41,7 +41,7 @@ def model(smollm2_path):
         yield m
 
 
-def run_core(model, records, *, n_parallel=2, defaults=None, n_ctx_seq=512):
+def run_core(model, records, *, n_parallel=2, defaults=None, n_ctx_seq=512, **kwargs):
     defaults = defaults or batch.BatchDefaults(max_tokens=12)
     out = io.StringIO()
     state = batch.run_batch(
@@ -52,6 +52,7 @@ def run_core(model, records, *, n_parallel=2, defaults=None, n_ctx_seq=512):
         n_ctx_seq=n_ctx_seq,
         defaults=defaults,
         n_threads=1,
+        **kwargs,
     )
     return [json.loads(line) for line in out.getvalue().splitlines()], state
 
@@ -483,3 +484,38 @@ def test_a_stop_string_across_two_tokens_ends_the_reply(model):
     assert by_id["s"]["text"] == "The capital city of France is Paris."
     assert by_id["t"]["finish_reason"] == "stop"
     assert by_id["t"]["text"] == "The capital city of Fr"
+
+
+SYSTEM = (
+    "You are a librarian in a small town. You answer questions about books, opening hours, and "
+    "library cards. Keep answers short and friendly. The library opens at nine and closes at five, "
+    "and a card is free for everyone who lives in the town or works there."
+)
+
+
+def test_lines_sharing_a_prefix_evaluate_it_once_and_answer_as_before(model):
+    # Short replies: llama.cpp's CPU kernels round differently with the tokens in a batch, and a
+    # prefix evaluated for another line can flip a near-tie in a long reply (as a resumed batch can).
+    questions = ["When do you open?", "Is a card free?", "Can I borrow books?", "Do you close at five?"]
+    questions += ["Who can get a card?", "Are you open today?", "Is there a reading room?"]
+    records = [
+        {
+            "id": i,
+            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}],
+            "temperature": 0,
+            "max_tokens": 5,
+        }
+        for i, q in enumerate(questions)
+    ]
+    alone, before = run_core(model, records, n_parallel=3, share_prefix=0)
+    shared, after = run_core(model, records, n_parallel=3, share_prefix=batch.SHARE_PREFIX)
+    strip = lambda rs: sorted((r["id"], r["text"], r["prompt_tokens"]) for r in rs)  # noqa: E731
+    assert strip(shared) == strip(alone)
+    assert before.shared_tokens == 0
+    # Every line but the first copies the system prompt's tokens (more than 60 each).
+    assert after.shared_tokens > 60 * (len(records) - 1)
+    assert after.prompt_tokens == before.prompt_tokens
+
+    from localllm.cli.batch import summary_line
+
+    assert f"{after.shared_tokens} prompt tokens saved by shared prefixes" in summary_line(after)

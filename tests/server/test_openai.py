@@ -49,6 +49,9 @@ def test_streamed_chat_gives_the_same_text_and_usage_in_a_last_chunk(serve):
     assert chunks[-1].choices == []  # the usage comes in a chunk of its own, as OpenAI sends it
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
     assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+    # The same prompt again: all of it but the last token comes from the prompt cache.
+    assert whole.usage.prompt_tokens_details.cached_tokens == 0
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == whole.usage.prompt_tokens - 1
 
 
 def test_max_tokens_and_stop_are_honoured(serve):
