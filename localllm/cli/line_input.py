@@ -77,6 +77,8 @@ class WordWrap:
         if self.width <= 1:
             self.out.write(piece)
             self.out.flush()
+            if piece:
+                self.column = 0 if piece.endswith("\n") else self.column + len(piece)
             return
         for char in piece:
             if char == "\n":

@@ -186,3 +186,17 @@ def test_replies_wrap_at_word_boundaries():
     wrap.end()
     assert out.getvalue().splitlines() == ["The quick brown fox", "jumps over the lazy", "dog.", "And then some."]
     assert all(len(line) <= 20 for line in out.getvalue().splitlines())
+
+
+def test_piped_replies_each_end_their_line():
+    import io
+
+    from localllm.cli.line_input import WordWrap
+
+    out = io.StringIO()  # not a terminal: written as it comes, but a reply still ends its line
+    for reply in (["The capital", " is Paris."], ["Ends with a newline\n"]):
+        wrap = WordWrap(out)
+        for piece in reply:
+            wrap.write(piece)
+        wrap.end()
+    assert out.getvalue() == "The capital is Paris.\nEnds with a newline\n"

@@ -273,6 +273,9 @@ def test_a_bug_answers_500_without_its_stack_and_the_log_keeps_the_whole_traceba
     assert answer.status_code == 500
     message = answer.json()["error"]["message"]
     assert message == "internal server error (see the server's log)"
+    deadline = time.monotonic() + 10  # the access line is written after the answer is sent
+    while "POST /v1/chat/completions" not in server.log.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
     log = server.log.getvalue()
     assert "Traceback (most recent call last)" in log
     assert "in start" in log and "RuntimeError: a bug in the server" in log  # the frame that raised

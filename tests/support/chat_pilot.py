@@ -39,9 +39,9 @@ async def send(pilot, text: str) -> None:
     await wait_for(pilot, lambda: bool(views(pilot.app)) and views(pilot.app)[-1].role == "assistant")
 
 
-async def reply_done(pilot) -> None:
+async def reply_done(pilot, timeout: float = 30.0) -> None:
     screen = chat_screen(pilot.app)
-    await wait_for(pilot, lambda: not screen.generating)
+    await wait_for(pilot, lambda: not screen.generating, timeout)
 
 
 def scripted_app(model: ScriptedModel, **kwargs):

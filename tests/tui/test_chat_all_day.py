@@ -177,15 +177,15 @@ async def test_a_reopened_long_chat_replies_from_its_saved_cache(installed_start
     async with first.run_test() as pilot:  # the first reply evaluates the whole chat, then keeps its cache
         first.open_chat(None, conversation)
         await send(pilot, "And one more?")
-        await reply_done(pilot)
-        await wait_for(pilot, lambda: not first.holder.lock.locked())
+        await reply_done(pilot, timeout=180)  # ~2500 tokens evaluated on CI's two slow cores
+        await wait_for(pilot, lambda: not first.holder.lock.locked(), timeout=60)
     history_path = first.history.path
     second = make_app(
         services=Services(), chat=target, conversation_id=conversation, defaults=defaults, history_path=history_path
     )
     async with second.run_test() as pilot:
         await send(pilot, "Last one?")
-        await reply_done(pilot)
+        await reply_done(pilot, timeout=120)
         stats = second.history.get(conversation).messages[-1].stats
     # Only the new turn is evaluated (its time is in benchmarks/bench_tui.py: it depends on the machine).
     assert stats["prompt_tokens"] > 2000 and stats["cached_tokens"] > stats["prompt_tokens"] - 40
