@@ -308,9 +308,7 @@ def _chat_turn(session, model, text: str, *, hide_thinking: bool = False) -> Non
             sampling,
             on_piece=answer,
             on_reasoning=thinking.write if thinking is not None else None,
-            on_trimmed=lambda n: say(
-                f"(old turns left the context: the {n} oldest messages are left out from now on)"
-            ),
+            on_trimmed=lambda n: say(f"(old turns left the context: the {n} oldest messages are left out from now on)"),
         )
     finally:
         if thinking is not None:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from localllm.errors import ContextOverflowError, GenerationError, GrammarError
 
-from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_logprobs, token_piece
 from .budget import BudgetTracker
+from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_logprobs, token_piece
 from .model import Model, budget_tracker, find_stop, stop_prefix_len
 from .options import AdapterSet, SamplingOptions, default_ctx
 
