@@ -20,9 +20,10 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from localllm.chat.reasoning import think_budget
 from localllm.chat.toolcalls import (
     ContentDelta,
     Event,
@@ -717,6 +718,12 @@ class ModelManager:
         if request.schema is not None and (grammar is None or triggers):
             # a response format: for the whole reply (a lazy tool grammar gives way to it)
             grammar, triggers, check_after = _grammar(json.dumps(request.schema, sort_keys=True)), (), False
+        sampling = request.sampling(request.max_tokens)  # the engine clamps max_tokens to the context
+        budget = request.reasoning_budget
+        if fmt is not None and budget is not None and request.reasoning is not False and (grammar is None or triggers):
+            # Anthropic's budget_tokens: the runtime closes the reasoning block once it is spent
+            # (not under a whole-reply grammar, which the injected marker could break)
+            sampling = replace(sampling, think_budget=think_budget(fmt, budget, text))
         adapters = self._adapters(model, request, adapter)
         if adapter is not None and adapter not in model.adapters:
             raise UsageError(
@@ -726,7 +733,7 @@ class ModelManager:
             runtime.BatchRequest(
                 key=None,
                 tokens=tokens,
-                sampling=request.sampling(request.max_tokens),  # the engine clamps it to the context
+                sampling=sampling,
                 grammar=grammar,
                 grammar_triggers=triggers,
                 special_tokens=special,

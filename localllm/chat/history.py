@@ -96,6 +96,13 @@ def m001_conversations_and_messages(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX messages_by_conversation ON messages(conversation_id, id)")
 
 
+@migration
+def m002_message_reasoning(db: sqlite3.Connection) -> None:
+    """A reply's reasoning (a reasoning model's thinking), kept apart from its answer: shown folded,
+    never given back to the model as the answer."""
+    db.execute("ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT ''")
+
+
 SCHEMA_VERSION = len(MIGRATIONS)  # the newest version this code knows
 
 
@@ -163,8 +170,10 @@ class StoredMessage:
     status: str = COMPLETE
     stats: dict[str, Any] | None = None
     created_at: float = 0.0
+    reasoning: str = ""  # a reply's thinking, apart from its answer (``content``)
 
     def as_chat(self) -> dict[str, str]:
+        """The message as the model is given it: the answer alone (templates leave past reasoning out)."""
         return {"role": self.role, "content": self.content}
 
 
@@ -287,7 +296,8 @@ class History:
     def get(self, conversation_id: int) -> Conversation:
         info = self.info(conversation_id)
         rows = self._run(
-            "SELECT id, role, content, status, stats, created_at FROM messages WHERE conversation_id=? ORDER BY id",
+            "SELECT id, role, content, status, stats, created_at, reasoning FROM messages"
+            " WHERE conversation_id=? ORDER BY id",
             (conversation_id,),
         ).fetchall()
         messages = [
@@ -298,6 +308,7 @@ class History:
                 status=_text(r[3]) or COMPLETE,
                 stats=_json_object(r[4]),
                 created_at=_time(r[5]),
+                reasoning=_text(r[6]),
             )
             for r in rows
         ]
@@ -355,9 +366,13 @@ class History:
         *,
         status: str | None = None,
         stats: dict[str, Any] | None = None,
+        reasoning: str | None = None,
     ) -> None:
-        """Save a reply's text so far (``partial``) or its final text and status."""
+        """Save a reply's text so far (``partial``) or its final text and status; ``reasoning``: its
+        thinking, kept apart from the answer."""
         self._run("UPDATE messages SET content=? WHERE id=?", (content, message_id))
+        if reasoning is not None:
+            self._run("UPDATE messages SET reasoning=? WHERE id=?", (reasoning, message_id))
         if status is not None:
             self._run("UPDATE messages SET status=? WHERE id=?", (status, message_id))
         if stats is not None:
@@ -386,6 +401,7 @@ class History:
                     "content": m.content,
                     "status": m.status,
                     "created_at": m.created_at,
+                    **({"reasoning": m.reasoning} if m.reasoning else {}),
                     **({"stats": m.stats} if m.stats else {}),
                 }
                 for m in conv.messages
@@ -402,7 +418,10 @@ class History:
         for message in conv.messages:
             heading = {"user": "You", "assistant": "Assistant"}.get(message.role, message.role.title())
             note = {PARTIAL: " (interrupted)", STOPPED: " (stopped)"}.get(message.status, "")
-            lines += [f"## {heading}{note}", "", message.content.strip(), ""]
+            lines += [f"## {heading}{note}", ""]
+            if message.reasoning.strip():  # folded, as the TUI shows it
+                lines += ["<details><summary>Thinking</summary>", "", message.reasoning.strip(), "", "</details>", ""]
+            lines += [message.content.strip(), ""]
         return "\n".join(lines).rstrip() + "\n"
 
     def export(self, conversation_id: int, dest: str | Path) -> Path:

@@ -21,9 +21,10 @@ from typing import Any
 
 from localllm.errors import LocalLLMError
 
-from . import commands
+from . import commands, reasoning
 from . import history as hist
 from .context import fit_messages, reply_reserve
+from .toolcalls import ReasoningDelta
 
 SAVE_INTERVAL = 1.0  # seconds between saves of a reply being written (a crash loses at most this)
 
@@ -40,8 +41,13 @@ class ChatSession:
         system_prompt: str = "",
         settings: dict[str, Any] | None = None,
         conversation_id: int | None = None,
+        think: bool | None = None,
+        think_budget: int | None = None,
     ) -> None:
         self.history = history
+        # a reasoning model's thinking: None the template's default, False off (enable_thinking);
+        # think_budget caps its tokens (see localllm.chat.reasoning)
+        self.think, self.think_budget = think, think_budget
         self.model_label, self.model_path = model_label, str(model_path)
         self.system_prompt = system_prompt
         self.settings: dict[str, Any] = dict(settings or {})
@@ -149,7 +155,8 @@ class Reply:
         self.conversation_id = session.conversation_id
         self.message_id = message_id
         self.messages = messages
-        self.text = ""
+        self.text = ""  # the answer (never the reasoning)
+        self.reasoning = ""  # a reasoning model's thinking, saved apart from the answer
         self.status = hist.PARTIAL
         self.stats: dict[str, Any] | None = None
         self.dropped = 0  # old messages left out to fit the context
@@ -166,12 +173,15 @@ class Reply:
         cancel: threading.Event | None = None,
         on_piece: Callable[[str], None] | None = None,
         on_trimmed: Callable[[int], None] | None = None,
+        on_reasoning: Callable[[str], None] | None = None,
     ) -> Reply:
         """Write the reply with ``model`` (a runtime or opened model) and ``sampling``
         (``SamplingOptions``). ``on_trimmed(n)`` is told, before the first piece, when old turns
-        left the context for this reply (the ``n`` oldest messages are now left out); ``on_piece`` gets each piece as it comes. Ctrl-C or
-        ``cancel`` stops it (kept, as stopped); a :class:`LocalLLMError` ends it as :attr:`error`
-        (never raised). Returns self, saved."""
+        left the context for this reply (the ``n`` oldest messages are now left out); ``on_piece``
+        gets each piece of the answer as it comes, ``on_reasoning`` each piece of a reasoning
+        model's thinking (split out by :mod:`.reasoning`, saved apart, never as the answer). Ctrl-C
+        or ``cancel`` stops it (kept, as stopped); a :class:`LocalLLMError` ends it as
+        :attr:`error` (never raised). Returns self, saved."""
         history = self.session.history
         try:
             reserve = reply_reserve(model.n_ctx, sampling.max_tokens)
@@ -179,15 +189,23 @@ class Reply:
             self.dropped = fitted.dropped
             if fitted.dropped > self.keep_from and on_trimmed is not None:
                 on_trimmed(fitted.dropped)
-            self.generation = generation = model.chat(fitted.messages, sampling, cancel)
+            session = self.session
+            self.generation = generation = reasoning.chat(
+                model, fitted.messages, sampling, cancel, think=session.think, budget=session.think_budget
+            )
             saved_at = time.monotonic()
             try:
-                for piece in generation:
-                    self.text += piece
-                    if on_piece is not None:
-                        on_piece(piece)
+                for part in generation:
+                    if isinstance(part, ReasoningDelta):
+                        self.reasoning += part.text
+                        if on_reasoning is not None:
+                            on_reasoning(part.text)
+                    else:
+                        self.text += part.text
+                        if on_piece is not None:
+                            on_piece(part.text)
                     if time.monotonic() - saved_at >= SAVE_INTERVAL:
-                        history.update_message(self.message_id, self.text)
+                        history.update_message(self.message_id, self.text, reasoning=self.reasoning.strip())
                         saved_at = time.monotonic()
             except KeyboardInterrupt:  # the terminal's Ctrl-C: the reply so far is kept, as stopped
                 generation.close()
@@ -213,13 +231,15 @@ class Reply:
             self._save()
 
     def _discard_if_empty(self) -> bool:
-        if self.text or self.conversation_id is None:
+        if self.text or self.reasoning.strip() or self.conversation_id is None:
             return False
         self.session.history.delete_messages_from(self.conversation_id, self.message_id)
         self.discarded = True
         return True
 
     def _save(self) -> None:
-        self.session.history.update_message(self.message_id, self.text, status=self.status, stats=self.stats)
+        self.session.history.update_message(
+            self.message_id, self.text, status=self.status, stats=self.stats, reasoning=self.reasoning.strip()
+        )
         if self.status != hist.PARTIAL:
             self.session.last_reply = self.text

@@ -22,12 +22,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "temperature", shown=SAMPLING["temperature"].default)
     add_option(parser, "ctx", shown="what fits this machine, up to the model's own; the status bar shows it")
     add_option(parser, "gpu_layers", shown="planned")
+    parser.add_argument(
+        "--think",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a reasoning model thinks before it answers (--no-think: the template's enable_thinking=false)",
+    )
+    parser.add_argument("--reasoning-budget", type=int, metavar="N", help="at most N tokens of thinking per reply")
     parser.add_argument("--light", action="store_true", help="light theme (F9 toggles)")
 
 
 def run(args: argparse.Namespace) -> int:
     from localllm import app
 
+    from .run import _check_budget
+
+    _check_budget(args)
     app.options.check(ctx=args.ctx, temperature=args.temperature, gpu_layers=args.gpu_layers)
     # Resolve before the UI starts: a wrong name is one clear line on stderr, not a screen.
     resolved = app.find(args.model, notice=say)
@@ -40,10 +50,23 @@ def run(args: argparse.Namespace) -> int:
         system=args.system,
         settings=settings,
         light=args.light,
+        think=args.think,
+        think_budget=args.reasoning_budget,
     )
 
 
-def launch(*, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", settings=None, light=False) -> int:
+def launch(
+    *,
+    chat=None,
+    open_chat=False,
+    ctx=None,
+    gpu_layers=None,
+    system="",
+    settings=None,
+    light=False,
+    think=None,
+    think_budget=None,
+) -> int:
     """Run the TUI (also what ``localllm`` with no command does)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         from localllm.errors import UsageError
@@ -58,7 +81,14 @@ def launch(*, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", 
     app = make_app(
         chat=target,
         open_chat=open_chat,
-        defaults=ChatDefaults(n_ctx=ctx, n_gpu_layers=gpu_layers, system_prompt=system, settings=settings or {}),
+        defaults=ChatDefaults(
+            n_ctx=ctx,
+            n_gpu_layers=gpu_layers,
+            system_prompt=system,
+            settings=settings or {},
+            think=think,
+            think_budget=think_budget,
+        ),
         theme="textual-light" if light else None,  # None: the theme chosen last time
     )
     app.run()

@@ -36,6 +36,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer from the document collection NAME (localllm docs add), citing [file:lines]",
     )
     parser.add_argument("--ignore-eos", action="store_true", help="generate past the end of the reply (benchmarking)")
+    parser.add_argument(
+        "--think",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a reasoning model thinks before it answers (--no-think: the template's enable_thinking=false; "
+        "default: the model's own)",
+    )
+    parser.add_argument(
+        "--hide-thinking", action="store_true", help="do not show a reasoning model's thinking (only its answer)"
+    )
+    parser.add_argument(
+        "--reasoning-budget",
+        type=int,
+        metavar="N",
+        help="at most N tokens of thinking: then the model is made to close it and answer (default: no limit)",
+    )
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the reply and its stats as one JSON object")
     out.add_argument("--stats", action="store_true", help="print token counts and speed to stderr")
@@ -61,9 +77,21 @@ def _read_prompt(args: argparse.Namespace) -> str:
     return prompt
 
 
+def _check_budget(args: argparse.Namespace) -> None:
+    from localllm.errors import UsageError
+
+    budget = getattr(args, "reasoning_budget", None)
+    if budget is not None and budget < 0:
+        raise UsageError(f"--reasoning-budget must be 0 or more tokens, not {budget}")
+
+
 def run(args: argparse.Namespace) -> int:
     from localllm import app
+    from localllm.chat import reasoning
 
+    from .thinking import ThinkingShown, thinking_stream
+
+    _check_budget(args)
     app.options.check(
         ctx=args.ctx,
         threads=args.threads,
@@ -89,14 +117,16 @@ def run(args: argparse.Namespace) -> int:
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
             {"role": "user", "content": prompt}
         ]
-        generation = model.chat(messages, sampling)
-        interrupted = _stream(generation, quiet=args.json)
+        generation = reasoning.chat(model, messages, sampling, think=args.think, budget=args.reasoning_budget)
+        shown = None if args.json else thinking_stream(hide=args.hide_thinking)
+        interrupted = _stream(generation, quiet=args.json, thinking=ThinkingShown(shown) if shown else None)
         stats, load_s = generation.stats, model.load_report.load_s
         if args.json:
             result = {
                 "model": model.label,
                 "path": str(model.resolved.path),
-                "reply": generation.text,
+                "reply": generation.answer,
+                "reasoning": generation.reasoning,
                 "finish_reason": stats.finish_reason,
                 "stats": {"load_s": round(load_s, 4), **stats.as_dict()},
             }
@@ -104,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                 result["sources"] = [{"cite": f"[{s.cite}]", "heading": s.heading} for s in kept]
             sys.stdout.write(json_terminal_safe(json.dumps(result, ensure_ascii=False)) + "\n")
         else:
-            if generation.text and not generation.text.endswith("\n"):
+            if generation.answer and not generation.answer.endswith("\n"):
                 sys.stdout.write("\n")
             if found is not None:
                 sys.stdout.write(_sources_text(kept))
@@ -163,7 +193,10 @@ def interactive(args: argparse.Namespace, read=None) -> int:
         model_path=model.resolved.path,
         system_prompt=args.system or "",
         settings=settings,
+        think=getattr(args, "think", None),
+        think_budget=getattr(args, "reasoning_budget", None),
     )
+    hide_thinking = getattr(args, "hide_thinking", False)
     say(f'{model.label}: type a message (/help for commands, """ for several lines, /bye or Ctrl-D to leave)')
     try:
         while True:
@@ -178,7 +211,7 @@ def interactive(args: argparse.Namespace, read=None) -> int:
                 command = commands.parse(line)
                 if command is None:
                     if line.strip():
-                        _chat_turn(session, model, commands.message_text(line.strip()))
+                        _chat_turn(session, model, commands.message_text(line.strip()), hide_thinking=hide_thinking)
                 elif command.name == "bye":
                     break
                 elif command.name == "model" and not command.arg:
@@ -252,36 +285,62 @@ def _lora_command(model, command) -> str:
     return commands.describe_adapters(list(model.adapters), model.active_adapters)
 
 
-def _chat_turn(session, model, text: str) -> None:
+def _chat_turn(session, model, text: str, *, hide_thinking: bool = False) -> None:
     from localllm import app
 
     from .line_input import WordWrap
+    from .thinking import ThinkingShown
 
     sampling = app.sampling(**session.settings)
     session.send(text)
     wrap = WordWrap(sys.stdout)
-    reply = session.reply().stream(
-        model,
-        sampling,
-        on_piece=wrap.write,
-        on_trimmed=lambda n: say(f"(old turns left the context: the {n} oldest messages are left out from now on)"),
-    )
+    # the thinking dimmed above the answer on a terminal; a pipe gets the answers alone
+    thinking = ThinkingShown(sys.stdout) if sys.stdout.isatty() and not hide_thinking else None
+
+    def answer(piece: str) -> None:
+        if thinking is not None:
+            thinking.done()
+        wrap.write(piece)
+
+    try:
+        reply = session.reply().stream(
+            model,
+            sampling,
+            on_piece=answer,
+            on_reasoning=thinking.write if thinking is not None else None,
+            on_trimmed=lambda n: say(f"(old turns left the context: the {n} oldest messages are left out from now on)"),
+        )
+    finally:
+        if thinking is not None:
+            thinking.done()
     if not reply.discarded:
         wrap.end()
     if reply.error is not None:
         raise reply.error
 
 
-def _stream(generation, *, quiet: bool) -> bool:
-    """Write the reply as it comes (unless ``quiet``); True if Ctrl-C stopped it."""
+def _stream(generation, *, quiet: bool, thinking=None) -> bool:
+    """Write the answer as it comes (unless ``quiet``), the reasoning to ``thinking`` (a
+    :class:`~.thinking.ThinkingShown`, None: not shown); True if Ctrl-C stopped it."""
+    from localllm.chat.toolcalls import ReasoningDelta
+
     try:
-        for piece in generation:
+        for part in generation:
+            if isinstance(part, ReasoningDelta):
+                if thinking is not None:
+                    thinking.write(part.text)
+                continue
+            if thinking is not None:
+                thinking.done()
             if not quiet:
-                sys.stdout.write(piece)
+                sys.stdout.write(part.text)
                 sys.stdout.flush()
     except KeyboardInterrupt:
         generation.close()
         return True
+    finally:
+        if thinking is not None:
+            thinking.done()
     return False
 
 

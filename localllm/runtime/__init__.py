@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
             "AdapterSpec",
             "AdapterSet",
             "SamplingOptions",
+            "ThinkBudget",
             "GenerationStats",
             "LoadReport",
             "DEFAULT_CTX",

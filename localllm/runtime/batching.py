@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from localllm.errors import ContextOverflowError, GenerationError, GrammarError
 
+from .budget import BudgetTracker
 from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_logprobs, token_piece
-from .model import Model, find_stop, stop_prefix_len
+from .model import Model, budget_tracker, find_stop, stop_prefix_len
 from .options import AdapterSet, SamplingOptions, default_ctx
 
 MAX_SCHEMA_CHARS = 64 << 10  # a JSON schema's text
@@ -157,6 +158,7 @@ class _Sequence:
         "adapters",
         "history",
         "cached",
+        "budget",
     )
 
     request: BatchRequest
@@ -184,6 +186,7 @@ class _Sequence:
     adapters: AdapterSet
     history: list[int]  # generated tokens fed (or to feed next step), for the prompt cache
     cached: int  # prompt tokens already in the slot's cells at admission
+    budget: BudgetTracker | None  # the reasoning budget, if the request has one
 
 
 class BatchSession:
@@ -355,6 +358,7 @@ class BatchSession:
         s.logprobs = [] if request.logprobs is not None else None
         s.history = []
         s.cached = 0
+        s.budget = budget_tracker(self.model, sampling.think_budget)
         room = self.n_ctx_seq - len(request.tokens)
         max_tokens = request.sampling.max_tokens
         s.limit = min(max_tokens, room) if max_tokens is not None else room
@@ -511,7 +515,13 @@ class BatchSession:
         for s in active:
             if s.index < 0:
                 continue
-            token = greedy_token(ctx, s.index, n_vocab) if s.greedy else s.sampler.sample(ctx, s.index)
+            forced = s.budget.forced() if s.budget is not None else None
+            if forced is not None:  # the reasoning budget is spent: its closing marker is fed
+                token = forced
+                if not s.greedy:
+                    s.sampler.accept(token)
+            else:
+                token = greedy_token(ctx, s.index, n_vocab) if s.greedy else s.sampler.sample(ctx, s.index)
             if s.generated == 0:
                 s.first_at = now
             if s.request.special_tokens:
@@ -526,6 +536,8 @@ class BatchSession:
                     self._note_logprobs(s, token, raw)
                 s.generated += 1
                 piece = s.decoder.decode(raw) if raw else ""
+                if s.budget is not None:
+                    s.budget.after(piece)
                 if piece:
                     s.text += piece
                     if s.stops:

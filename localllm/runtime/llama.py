@@ -669,6 +669,13 @@ class LlamaSampler(_Owner):
             self._ptr, L.llama_sampler_init_dist(L.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF)
         )
 
+    def accept(self, token: int) -> None:
+        """Tell every stage that ``token`` comes next without sampling it (a token fed by the
+        caller: penalties and grammars keep their history)."""
+        L.llama_sampler_accept(self._ptr, token)
+        if self._grammar:
+            L.llama_sampler_accept(self._grammar, token)
+
     def sample(self, ctx: LlamaContext, index: int) -> int:
         """The token picked from the logits of batch entry ``index`` (-1: the last) of ``ctx``.
 

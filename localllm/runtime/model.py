@@ -25,6 +25,7 @@ from localllm.fs import temp_beside
 from localllm.gguf import adapter as ggufadapter
 from localllm.gguf import cache as headercache
 
+from .budget import BudgetTracker
 from .devices import build_has_amx
 from .llama import LOG, LlamaAdapter, LlamaContext, LlamaEmbedder, LlamaModel, LlamaSampler, buffers_mib
 from .options import (
@@ -33,6 +34,7 @@ from .options import (
     LoadOptions,
     LoadReport,
     SamplingOptions,
+    ThinkBudget,
     default_ctx,
     default_threads,
 )
@@ -280,9 +282,19 @@ class Model:
         messages: Sequence[dict[str, str]],
         sampling: SamplingOptions | None = None,
         cancel: threading.Event | None = None,
+        *,
+        template_vars: Mapping[str, Any] | None = None,
+        special_tokens: bool = False,
     ) -> Generation:
-        """Stream the assistant's reply to ``messages`` (dicts with role and content)."""
-        return Generation(self, self.chat_tokens(messages), sampling or SamplingOptions(), cancel)
+        """Stream the assistant's reply to ``messages`` (dicts with role and content).
+        ``template_vars``: further names the chat template sees (``enable_thinking``);
+        ``special_tokens``: control tokens show as text (a family's reasoning markers)."""
+        text = self.render_chat(messages, **(template_vars or {}))
+        generation = Generation(
+            self, self.prompt_tokens(text), sampling or SamplingOptions(), cancel, special_tokens=special_tokens
+        )
+        generation.prompt_text = text
+        return generation
 
     def complete(
         self,
@@ -506,7 +518,13 @@ class Generation:
     """
 
     def __init__(
-        self, model: Model, tokens: list[int], sampling: SamplingOptions, cancel: threading.Event | None
+        self,
+        model: Model,
+        tokens: list[int],
+        sampling: SamplingOptions,
+        cancel: threading.Event | None,
+        *,
+        special_tokens: bool = False,
     ) -> None:
         if len(tokens) >= model.n_ctx:
             raise ContextOverflowError(
@@ -519,6 +537,8 @@ class Generation:
         self.cancel = cancel
         self.stats = GenerationStats(prompt_tokens=len(tokens))
         self.text = ""
+        self.prompt_text = ""  # the chat prompt as rendered (``Model.chat``)
+        self.special_tokens = special_tokens
         # Prompt evaluation, for a progress display (read from another thread: plain ints).
         self.prompt_to_evaluate = 0  # tokens not in the cache, known once evaluation starts
         self.prompt_evaluated = 0
@@ -586,17 +606,25 @@ class Generation:
         ctx, evaluated, n_ctx = model._ctx, model._evaluated, model.n_ctx
         sample, decode_token = sampler.sample, ctx.decode_token
         is_eog, piece_of = model.llama.is_eog, model.llama.token_to_piece
-        cancel, ignore_eos = self.cancel, sampling.ignore_eos
+        cancel, ignore_eos, special = self.cancel, sampling.ignore_eos, self.special_tokens
+        budget = budget_tracker(model, sampling.think_budget)
         while True:
             if stats.generated_tokens >= limit or len(evaluated) >= n_ctx:
                 stats.finish_reason = "length"
                 break
-            token = sample(ctx, -1)
+            forced = budget.forced() if budget is not None else None
+            if forced is None:
+                token = sample(ctx, -1)
+            else:  # the reasoning budget is spent: its closing marker is fed
+                token = forced
+                sampler.accept(token)
             if not ignore_eos and is_eog(token):
                 stats.finish_reason = "stop"
                 break
             stats.generated_tokens += 1
-            piece = decoder.decode(piece_of(token))
+            piece = decoder.decode(piece_of(token, special))
+            if budget is not None:
+                budget.after(piece)
             if self._first_at is None:
                 self._first_at = time.perf_counter()
                 stats.ttft_s = self._first_at - started
@@ -624,6 +652,14 @@ class Generation:
         if tail and stats.finish_reason != "stop":
             self.text += tail
             yield tail
+
+
+def budget_tracker(model: Model, budget: ThinkBudget | None) -> BudgetTracker | None:
+    """The tracker of a reply's reasoning budget (None: no budget)."""
+    if budget is None:
+        return None
+    force = budget.force or budget.close
+    return BudgetTracker(budget, model.tokenize(force, add_special=False, parse_special=True) if force else [])
 
 
 def _unit_length(vector: list[float]) -> list[float]:

@@ -80,6 +80,20 @@ class LoadOptions:
 
 
 @dataclass(frozen=True)
+class ThinkBudget:
+    """A cap on a reply's reasoning, as llama-server's ``--reasoning-budget`` and Anthropic's
+    ``budget_tokens``: once the reply has written ``tokens`` tokens inside a reasoning block (from
+    ``open`` to ``close``; ``inside``: the prompt already opened it), the tokens of ``force`` (the
+    family's closing marker) are fed instead of sampled ones, and the reply goes on after it."""
+
+    tokens: int
+    open: str
+    close: str
+    force: str = ""  # the text injected to close the block (empty: ``close``)
+    inside: bool = False
+
+
+@dataclass(frozen=True)
 class SamplingOptions:
     """How to pick tokens. ``temperature <= 0`` is greedy, which makes output deterministic."""
 
@@ -93,6 +107,7 @@ class SamplingOptions:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # keep generating past end-of-text (benchmarks)
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit), OpenAI's logit_bias
+    think_budget: ThinkBudget | None = None  # a cap on the reply's reasoning tokens
 
 
 @dataclass

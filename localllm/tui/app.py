@@ -23,6 +23,8 @@ class ChatDefaults:
     n_gpu_layers: int | None = None  # None: the planner's
     system_prompt: str = ""
     settings: dict[str, Any] = field(default_factory=dict)  # SamplingOptions fields
+    think: bool | None = None  # a reasoning model's thinking: None the template's default, False off
+    think_budget: int | None = None  # the most tokens of thinking (None: no limit)
 
 
 class ModelHolder:

@@ -77,6 +77,7 @@ class ChatScreen(Screen):
         self._queued: str | None = None
         self._editing: MessageView | None = None  # the message "edit last" will replace
         self._pending: list[str] = []
+        self._pending_reasoning: list[str] = []  # a reasoning model's thinking, shown apart
         self._pending_lock = threading.Lock()
         self._stream_view: MessageView | None = None
         self._reply: Reply | None = None  # the reply being written, for its prompt progress
@@ -173,6 +174,8 @@ class ChatScreen(Screen):
             model_path=target.path if target else "",
             system_prompt=defaults.system_prompt,
             settings=defaults.settings,
+            think=defaults.think,
+            think_budget=defaults.think_budget,
         )
 
     # -- opening models and conversations ---------------------------------------------------------
@@ -358,6 +361,7 @@ class ChatScreen(Screen):
                 sampling,
                 cancel=self.cancel,
                 on_piece=self._arrived,
+                on_reasoning=self._thought,
                 on_trimmed=self._trimmed,
             )
         self.post_message(ReplyFinished(reply.text, reply.status, reply.stats, reply.error, discarded=reply.discarded))
@@ -371,21 +375,38 @@ class ChatScreen(Screen):
         with self._pending_lock:
             self._pending.append(piece)
 
+    def _thought(self, piece: str) -> None:
+        """A piece of the reply's thinking (from the worker): shown apart at the next flush."""
+        with self._pending_lock:
+            self._pending_reasoning.append(piece)
+
     async def flush(self) -> None:
         """Move text that arrived since the last tick into the transcript (the 50 ms timer)."""
         view = self._stream_view
         if view is None or not view.is_mounted:
             return
         with self._pending_lock:
-            if not self._pending:
-                if not view.content and time.monotonic() - self._reply_started > READING_NOTE_AFTER:
+            thought = "".join(self._pending_reasoning)
+            self._pending_reasoning.clear()
+            if not self._pending and not thought:
+                if (
+                    not view.content
+                    and not view.reasoning
+                    and time.monotonic() - self._reply_started > READING_NOTE_AFTER
+                ):
                     generation = self._reply.generation if self._reply is not None else None
                     fraction = getattr(generation, "prompt_fraction", None)
                     view.set_note("reading the conversation…" + (f" {fraction:.0%}" if fraction else ""))
                 return
             text = "".join(self._pending)
             self._pending.clear()
+        if thought:
+            view.set_note("thinking…")
+            await view.add_reasoning(thought)
+        if not text:
+            return
         view.set_note("")
+        view.fold_thinking()
         # The transcript is anchored: it follows the growing reply unless the user scrolled up,
         # and follows again once they scroll back to the bottom.
         view.content += text

@@ -11,7 +11,7 @@ from markdown_it.rules_core import StateCore
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widget import Widget
-from textual.widgets import Button, Markdown, Static
+from textual.widgets import Button, Collapsible, Markdown, Static
 
 from localllm.chat import history as hist
 
@@ -55,8 +55,24 @@ def speed_text(stats: dict[str, Any] | None) -> str | None:
     return " · ".join(parts)
 
 
+class ThinkingView(Collapsible):
+    """A reasoning model's thinking above its answer: dimmed, folded under "Thinking" (open while
+    it is being written, folded once the answer begins)."""
+
+    def __init__(self, text: str = "", *, collapsed: bool = True) -> None:
+        self.text = text
+        super().__init__(Static(text, classes="thinking-text", markup=False), title="Thinking", collapsed=collapsed)
+        self.add_class("thinking")
+
+    def append(self, text: str) -> None:
+        if not self.text:
+            text = text.lstrip()
+        self.text += text
+        self.query_one(".thinking-text", Static).update(self.text)
+
+
 class MessageView(Vertical):
-    """One message: who said it, then its Markdown."""
+    """One message: who said it, a reply's thinking (folded), then its Markdown."""
 
     def __init__(
         self,
@@ -66,10 +82,13 @@ class MessageView(Vertical):
         status: str = hist.COMPLETE,
         *,
         writing: bool = False,
+        reasoning: str = "",
     ) -> None:
         super().__init__(classes=f"message {role}")
         self.role = role
         self.content = content
+        self.reasoning = reasoning  # a reply's thinking, shown apart from its answer
+        self._folded = False  # the thinking was folded when the answer began (the user may reopen it)
         self.message_id = message_id
         self.status = status
         self.writing = writing  # being streamed: no "(interrupted)" note until it ends
@@ -78,7 +97,7 @@ class MessageView(Vertical):
 
     @classmethod
     def of(cls, message: hist.StoredMessage) -> MessageView:
-        view = cls(message.role, message.content, message.id, message.status)
+        view = cls(message.role, message.content, message.id, message.status, reasoning=message.reasoning)
         view.stats = message.stats
         return view
 
@@ -86,7 +105,33 @@ class MessageView(Vertical):
         label = Static(self._label(), classes="role")
         label.tooltip = speed_text(self.stats)
         yield label
+        if self.reasoning:
+            yield ThinkingView(self.reasoning)
         yield Markdown(self.content, parser_factory=reply_parser)
+
+    @property
+    def thinking(self) -> ThinkingView | None:
+        found = self.query(ThinkingView)
+        return found.first() if found else None
+
+    async def add_reasoning(self, text: str) -> None:
+        """More of the reply's thinking (the fold opens, unfolded, at its first piece)."""
+        self.reasoning += text
+        view = self.thinking
+        if view is None:
+            if not text.strip():
+                self.reasoning = ""
+                return
+            view = ThinkingView(collapsed=False)
+            await self.mount(view, before=self.markdown)
+        view.append(text)
+
+    def fold_thinking(self) -> None:
+        """The answer has begun: the thinking folds away (a click opens it again)."""
+        view = self.thinking
+        if view is not None and not self._folded:
+            view.collapsed = True
+            self._folded = True
 
     def show_stats(self, stats: dict[str, Any] | None) -> None:
         """The reply's speed and first-token time, on its label's tooltip."""

@@ -112,8 +112,9 @@ def test_released_database_is_version_1_and_keeps_everything(tmp_path: Path) -> 
     finally:
         h.close()
 
-    assert rows(path) == (CONVERSATIONS, MESSAGES)  # byte for byte what was there
-    assert user_version(path) == history_mod.SCHEMA_VERSION >= 1
+    # byte for byte what was there; migration 2 adds each message an empty reasoning
+    assert rows(path) == (CONVERSATIONS, [(*m, "") for m in MESSAGES])
+    assert user_version(path) == history_mod.SCHEMA_VERSION >= 2
 
     h = History(path)  # a second open migrates nothing and changes nothing
     try:
@@ -122,7 +123,7 @@ def test_released_database_is_version_1_and_keeps_everything(tmp_path: Path) -> 
     finally:
         h.close()
     conversations, messages = rows(path)
-    assert conversations[:2] == CONVERSATIONS and messages[:5] == MESSAGES
+    assert conversations[:2] == CONVERSATIONS and messages[:5] == [(*m, "") for m in MESSAGES]
     assert user_version(path) == history_mod.SCHEMA_VERSION
 
 
@@ -138,7 +139,8 @@ def test_fresh_database_gets_every_migration(tmp_path: Path) -> None:
 
 
 def test_fresh_database_has_the_released_schema(tmp_path: Path) -> None:
-    """Migration 1 makes the same tables the release did (compared column by column)."""
+    """Migration 1 makes the same tables the release did (compared column by column); a migrated
+    released database and a fresh one end up alike."""
 
     def columns(path: Path) -> dict[str, list[tuple]]:
         db = sqlite3.connect(path)
@@ -147,8 +149,15 @@ def test_fresh_database_has_the_released_schema(tmp_path: Path) -> None:
         finally:
             db.close()
 
+    db = sqlite3.connect(tmp_path / "v1.sqlite3", isolation_level=None)
+    history_mod.migrate(db, history_mod.MIGRATIONS[:1])
+    db.close()
+    assert columns(tmp_path / "v1.sqlite3") == columns(released_database(tmp_path / "old.sqlite3"))
     History(tmp_path / "fresh.sqlite3").close()
-    assert columns(tmp_path / "fresh.sqlite3") == columns(released_database(tmp_path / "old.sqlite3"))
+    History(tmp_path / "old.sqlite3").close()
+    fresh = columns(tmp_path / "fresh.sqlite3")
+    assert fresh == columns(tmp_path / "old.sqlite3")
+    assert fresh["messages"][-1][1:5] == ("reasoning", "TEXT", 1, "''")  # migration 2
 
 
 def test_newer_database_is_refused_untouched(tmp_path: Path) -> None:
@@ -173,24 +182,25 @@ def test_only_missing_migrations_run_each_in_a_transaction(tmp_path: Path) -> No
     History(path).close()
     ran = []
 
-    def m002_add_pinned(db: sqlite3.Connection) -> None:
-        ran.append("m002")
+    def m_next_add_pinned(db: sqlite3.Connection) -> None:
+        ran.append("next")
         db.execute("ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")
 
-    def m003_broken(db: sqlite3.Connection) -> None:
+    def m_then_broken(db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE half_done (x)")
         raise sqlite3.OperationalError("boom")
 
     db = sqlite3.connect(path, isolation_level=None)
     try:
         with pytest.raises(sqlite3.OperationalError, match="boom"):
-            history_mod.migrate(db, [*history_mod.MIGRATIONS, m002_add_pinned, m003_broken])
-        assert ran == ["m002"]
-        assert history_mod.schema_version(db) == 2  # m002 committed, m003 rolled back
+            history_mod.migrate(db, [*history_mod.MIGRATIONS, m_next_add_pinned, m_then_broken])
+        assert ran == ["next"]
+        known = len(history_mod.MIGRATIONS)
+        assert history_mod.schema_version(db) == known + 1  # the next one committed, the broken one rolled back
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
         assert "half_done" not in names
-        assert history_mod.migrate(db, [*history_mod.MIGRATIONS, m002_add_pinned]) == 2
-        assert ran == ["m002"]  # not run again
+        assert history_mod.migrate(db, [*history_mod.MIGRATIONS, m_next_add_pinned]) == known + 1
+        assert ran == ["next"]  # not run again
         assert db.execute("SELECT id, pinned FROM conversations ORDER BY id").fetchall() == [(1, 0), (2, 0)]
     finally:
         db.close()

@@ -193,3 +193,36 @@ def test_a_turn_with_the_real_model(installed_starter, history):
     stats = history.get(session.conversation_id).messages[1].stats
     assert stats["prompt_tokens"] + stats["cached_tokens"] == prompt_tokens
     assert stats["n_ctx"] == 1024
+
+
+# -- a reasoning model (the real SmolLM2 with a template that opens <think> for it) ------------
+
+
+def test_a_reasoning_reply_keeps_its_thinking_apart_and_out_of_the_next_prompt(history, smollm2_path, tmp_path):
+    from support.thinking import thinking_model
+
+    from localllm.runtime import LoadOptions, Model
+
+    path = thinking_model(smollm2_path, tmp_path / "thinking.gguf")
+    session = session_of(history, think_budget=3)
+    with Model(path, LoadOptions(n_ctx=1024)) as model:
+        thoughts: list[str] = []
+        answer: list[str] = []
+        session.send("What is the capital of France?")
+        first = session.reply().stream(
+            model, SamplingOptions(temperature=0.0, max_tokens=30), on_piece=answer.append, on_reasoning=thoughts.append
+        )
+        assert first.status == hist.COMPLETE and first.error is None
+        assert "".join(thoughts).strip() == first.reasoning.strip() and first.reasoning.strip()
+        assert "".join(answer) == first.text == session.last_reply and first.text.strip()
+        assert "<think>" not in first.text and "</think>" not in first.text
+        saved = history.get(session.conversation_id).messages[-1]
+        assert saved.content == first.text and saved.reasoning == first.reasoning.strip()
+        session.send("And of Italy?")
+        second = session.reply().stream(model, SamplingOptions(temperature=0.0, max_tokens=10))
+        prompt = second.generation.generation.prompt_text  # what the model was given
+    assert first.text.strip() in prompt  # the earlier answer is in the prompt ...
+    assert prompt.count("<think>") == 1 and prompt.rstrip().endswith("<think>")  # ... its thinking is not
+    assert first.reasoning.strip() + "</think>" not in prompt.replace("\n", "")
+    exported = history.to_json(session.conversation_id)["messages"][1]
+    assert exported["content"] == first.text and exported["reasoning"] == first.reasoning.strip()

@@ -200,3 +200,47 @@ def test_piped_replies_each_end_their_line():
             wrap.write(piece)
         wrap.end()
     assert out.getvalue() == "The capital is Paris.\nEnds with a newline\n"
+
+
+def test_a_reasoning_models_thinking_is_dimmed_on_the_terminal_and_never_saved_as_the_answer(
+    smollm2_path, tmp_path, monkeypatch
+):
+    import os
+    import pty
+    import sys
+
+    from support.thinking import thinking_model
+
+    path = thinking_model(smollm2_path, tmp_path / "thinking.gguf")
+    master, slave = pty.openpty()
+    terminal = os.fdopen(slave, "w", encoding="utf-8")  # stdout is a terminal, as for a person
+    monkeypatch.setattr(sys, "stdout", terminal)
+    lines = iter(["What is the capital of France?", "/bye"])
+    args = args_for("-m", str(path), "--temperature", "0", "-n", "30", "--reasoning-budget", "3")
+    try:
+        assert run_cli.interactive(args, read=lambda _: next(lines)) == 0
+        terminal.flush()
+        shown = b""
+        while True:
+            import select
+
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                break
+            shown += os.read(master, 65536)
+    finally:
+        terminal.close()
+        os.close(master)
+    text = shown.decode("utf-8", "replace").replace("\r\n", "\n")
+    history = History()
+    [info] = history.conversations()
+    reply = history.get(info.id).messages[1]
+    assert reply.role == "assistant" and reply.status == hist.COMPLETE
+    assert reply.reasoning and reply.content.strip()  # saved apart
+    assert "<think>" not in reply.content and "</think>" not in reply.content
+    assert reply.reasoning not in reply.content.split("\n")[0] or not reply.content.startswith(reply.reasoning)
+    assert "\x1b[2mThinking...\x1b[0m" in text and "...done thinking." in text
+    assert text.index("...done thinking.") < text.index(reply.content.strip().splitlines()[0])
+    # what the next turn would be given: the answer alone
+    given = history.get(info.id).chat_messages()
+    assert given[-1] == {"role": "assistant", "content": reply.content}

@@ -299,3 +299,51 @@ def test_tools_and_tool_choice_convert_or_are_refused():
         _tool_choice({"tool_choice": {"type": "tool", "name": "other"}}, tools)
     with pytest.raises(problems.RequestError, match="server tool"):
         _tools({"tools": [{"type": "web_search_20250305", "name": "web_search"}]})
+
+
+# -- budget_tokens enforced, on a model whose template opens <think> ---------------------------
+
+
+def test_budget_tokens_caps_the_thinking_block_and_the_answer_still_comes(serve, smollm2_path, tmp_path):
+    from support.thinking import thinking_model
+
+    from localllm.app.serving import ServeOptions
+    from localllm.runtime import LoadOptions, Model
+
+    path = thinking_model(smollm2_path, tmp_path / "thinking.gguf")
+    server = serve(options=ServeOptions(model=str(path), n_ctx_seq=1024, n_parallel=1))
+    api = client(server)
+    budget = 3
+    message = api.messages.create(
+        model=str(path),
+        max_tokens=60,
+        messages=QUESTION,
+        extra_body=GREEDY,
+        thinking={"type": "enabled", "budget_tokens": budget},
+    )
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    thinking, text = message.content[0].thinking, message.content[1].text
+    with Model(path, LoadOptions(n_ctx=256)) as model:  # the model's own tokenizer counts the block
+        spent = len(model.tokenize(thinking, add_special=False, parse_special=False))
+    assert 0 < spent <= budget
+    assert text.strip() and "</think>" not in text and "<think>" not in text
+    # without the cap the model reasons longer than the budget (so the cap is what cut it)
+    free = api.messages.create(
+        model=str(path),
+        max_tokens=60,
+        messages=QUESTION,
+        extra_body=GREEDY,
+        thinking={"type": "enabled", "budget_tokens": 50},
+    )
+    assert free.content[0].type == "thinking" and len(free.content[0].thinking) > len(thinking)
+    # streamed: the same blocks, in Anthropic's events
+    with api.messages.stream(
+        model=str(path),
+        max_tokens=60,
+        messages=QUESTION,
+        extra_body=GREEDY,
+        thinking={"type": "enabled", "budget_tokens": budget},
+    ) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.content[0].thinking.strip() == thinking and final.content[1].text.strip() == text.strip()

@@ -106,8 +106,11 @@ class ScriptedModel:
         path: Path = Path("scripted.gguf"),
         prompt_s: float = 0.0,
         hold: threading.Event | None = None,
+        chat_template_source: str | None = None,
     ) -> None:
         self.replies = list(replies)
+        # a template with <think> in it makes the chat split each reply's reasoning out, as for a real one
+        self.chat_template_source = chat_template_source
         self.hold = hold  # when given, each reply's last piece waits for it: "still generating" without a race
         self.tokens_per_s = tokens_per_s
         self.prompt_s = prompt_s  # seconds before the first piece, as a long prompt takes to evaluate
@@ -120,7 +123,7 @@ class ScriptedModel:
         self.closed = False
         self._turn = 0
 
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
+    def render_chat(self, messages: Sequence[dict[str, str]], **template_vars: object) -> str:
         return "".join(f"<{m['role']}> {m['content']}\n" for m in messages) + "<assistant>"
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
@@ -129,7 +132,15 @@ class ScriptedModel:
     def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
         return self.tokenize(self.render_chat(messages))
 
-    def chat(self, messages, sampling: SamplingOptions | None = None, cancel: threading.Event | None = None):
+    def chat(
+        self,
+        messages,
+        sampling: SamplingOptions | None = None,
+        cancel: threading.Event | None = None,
+        *,
+        template_vars: dict | None = None,
+        special_tokens: bool = False,
+    ):
         tokens = len(self.chat_tokens(messages))
         if tokens >= self.n_ctx:
             raise ContextOverflowError(f"the prompt is {tokens} tokens but the context holds {self.n_ctx}")

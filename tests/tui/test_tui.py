@@ -451,3 +451,38 @@ async def test_a_reply_that_fails_before_its_first_word_leaves_no_empty_message(
         assert [v.role for v in views(app)] == ["user"]
         assert [m.role for m in app.history.get(screen.conversation_id).messages] == ["user"]
         assert any("tokens but the context holds 64" in str(n.message) for n in app._notifications)
+
+
+async def test_a_reasoning_models_thinking_folds_above_its_answer(smollm2_path, tmp_path):
+    """The real SmolLM2 with a template that opens <think> for it: the thinking shows apart, folded
+    under "Thinking" once the answer begins, and is saved apart from the answer."""
+    from support.thinking import thinking_model
+    from textual.widgets import Collapsible
+
+    path = thinking_model(smollm2_path, tmp_path / "thinking.gguf")
+    services = Services()
+    target = services.resolve(str(path))
+    defaults = ChatDefaults(n_ctx=1024, settings={"temperature": 0.0, "max_tokens": 30}, think_budget=3)
+    app = make_app(services=services, chat=target, defaults=defaults)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "What is the capital of France?")
+        await reply_done(pilot, timeout=120)
+        reply = views(app)[-1]
+        fold = reply.thinking
+        assert isinstance(fold, Collapsible) and fold.title == "Thinking" and fold.collapsed  # the answer came: folded
+        assert fold.text.strip() == reply.reasoning.strip()
+        assert reply.content.strip() and reply.markdown.source == reply.content
+        assert "<think>" not in reply.markdown.source and "</think>" not in reply.markdown.source
+        await pilot.click(fold.query_one("CollapsibleTitle"))
+        await wait_for(pilot, lambda: not fold.collapsed)  # a click opens it
+        saved = app.history.get(app.history.conversations()[0].id).messages[-1]
+        assert saved.content == reply.content and saved.reasoning == reply.reasoning.strip()
+    reopened = make_app(services=FakeServices(ScriptedModel()), chat=TARGET)
+    async with reopened.run_test(size=(100, 30)) as pilot:
+        screen = chat_screen(reopened)
+        await wait_for(pilot, lambda: not screen.loading)
+        screen.open(None, reopened.history.conversations()[0].id)
+        await wait_for(pilot, lambda: len(views(reopened)) == 2)
+        again = views(reopened)[-1]
+        await wait_for(pilot, lambda: again.thinking is not None)
+        assert again.reasoning == saved.reasoning and again.thinking.collapsed
