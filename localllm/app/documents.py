@@ -279,10 +279,10 @@ class Retriever:
         return [_source(h, self.roots) for h in hits]
 
     def ground(
-        self, model: Any, messages: Sequence[dict[str, Any]], reserve: int
+        self, model: Any, messages: Sequence[dict[str, Any]], reserve: int, n_ctx: int | None = None
     ) -> tuple[list[dict[str, Any]], list[Source]]:
         """``messages`` with their last question asked over this collection (see :func:`ground`)."""
-        return ground(model, messages, self.retrieve(_question(messages)[1]), reserve)
+        return ground(model, messages, self.retrieve(_question(messages)[1]), reserve, n_ctx)
 
     def close(self) -> None:
         self._stack.close()
@@ -335,13 +335,14 @@ def _question(messages: Sequence[dict[str, Any]]) -> tuple[int, str]:
 
 
 def ground(
-    model: Any, messages: Sequence[dict[str, Any]], found: Sequence[Source], reserve: int
+    model: Any, messages: Sequence[dict[str, Any]], found: Sequence[Source], reserve: int, n_ctx: int | None = None
 ) -> tuple[list[dict[str, Any]], list[Source]]:
     """``messages`` with the last user message replaced by the question asked over ``found`` (best
     first), and the sources that went in. The one place a grounded prompt is built (``run --docs``,
     the chats, batch, serve): the chunks take what the context has left after the conversation and
     ``reserve`` tokens for the reply, and at least half of what the system prompt and the question
-    leave (older turns then make way: the chat's context fitting drops them)."""
+    leave (older turns then make way: the chat's context fitting drops them). ``n_ctx``: the
+    context of the sequence the prompt goes in (default: the model's)."""
     last, question = _question(messages)
 
     def count(text: str) -> int:
@@ -351,7 +352,7 @@ def ground(
         return sum(count(m["content"]) + 8 for m in ms if isinstance(m.get("content"), str))
 
     system = [m for m in messages[:1] if m.get("role") == "system"]
-    room = model.n_ctx - reserve - MARGIN
+    room = (n_ctx or model.n_ctx) - reserve - MARGIN
     budget = max(room - size(messages), (room - size([*system, messages[last]])) // 2) + count(question)
     prompt, kept = docs_prompt(question, found, budget, count)
     grounded = [dict(m) for m in messages]
@@ -383,3 +384,30 @@ def docs_prompt(
         kept.append(source)
         used += cost
     return head + "\n\nSources:" + "".join(parts) + tail, kept
+
+
+class Retrievers:
+    """Retrievers by collection name, opened when first asked for and closed together (a batch's
+    lines, a server's requests name their collections one by one). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, Retriever] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Retriever:
+        with self._lock:
+            if name not in self._open:
+                self._open[name] = Retriever(name)
+            return self._open[name]
+
+    def close(self) -> None:
+        with self._lock:
+            for retriever in self._open.values():
+                retriever.close()
+            self._open.clear()
+
+    def __enter__(self) -> Retrievers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
