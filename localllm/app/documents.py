@@ -17,7 +17,7 @@ from localllm import paths
 from localllm.docs import index
 from localllm.docs.index import Progress, Summary
 from localllm.docs.store import CollectionDB, Hit
-from localllm.errors import DocumentsError, ModelNotFoundError
+from localllm.errors import CollectionNotFoundError, DocumentsError, ModelNotFoundError
 
 from . import loading
 
@@ -53,7 +53,7 @@ def _db_path(name: str) -> Path:
 def _open(name: str) -> CollectionDB:
     path = _db_path(name)
     if not path.is_file():
-        raise DocumentsError(
+        raise CollectionNotFoundError(
             f"no collection named {name}", hint="see `localllm docs list`, or make one with `localllm docs add`"
         )
     return CollectionDB(path)
