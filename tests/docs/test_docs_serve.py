@@ -63,3 +63,13 @@ def test_an_unknown_collection_is_a_404_with_the_reason(serve, installed_starter
     assert bad.status_code == 400 and "'docs' answers chat messages" in bad.json()["error"]["message"]
     ollama = httpx.post(f"{server.url}/api/chat", json={"model": f"{MODEL}@docs:no/such", "messages": QUESTION})
     assert ollama.status_code == 400 and "is not a collection name" in ollama.json()["error"]
+
+
+def test_anthropic_messages_take_the_docs_field(serve, notes):
+    import anthropic
+
+    server = serve()
+    api = anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+    message = api.messages.create(model=MODEL, max_tokens=8, messages=QUESTION, extra_body={"docs": notes})
+    assert message.to_dict()["sources"][0]["cite"] == "[kitchen/sourdough.md:7-9]"
+    assert message.content[0].text.strip()
