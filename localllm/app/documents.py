@@ -62,6 +62,11 @@ def _open(name: str) -> CollectionDB:
 EMBED_CTX = 512  # what the embedding model is loaded with (a chunk longer than it reads is cut)
 
 
+def require(name: str) -> None:
+    """Raise :class:`CollectionNotFoundError` unless the collection ``name`` exists."""
+    _open(name).close()
+
+
 def _model_key(path: Path) -> str:
     return f"{path.name}:{path.stat().st_size}"
 

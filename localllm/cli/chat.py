@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "temperature", shown=SAMPLING["temperature"].default)
     add_option(parser, "ctx", shown="what fits this machine, up to the model's own; the status bar shows it")
     add_option(parser, "gpu_layers", shown="planned")
+    parser.add_argument(
+        "--docs", metavar="NAME", help="new chats answer from the document collection NAME (/docs in a chat changes it)"
+    )
     parser.add_argument("--light", action="store_true", help="light theme (F9 toggles)")
 
 
@@ -32,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     # Resolve before the UI starts: a wrong name is one clear line on stderr, not a screen.
     resolved = app.find(args.model, notice=say)
     settings = {"temperature": args.temperature} if args.temperature is not None else {}
+    if args.docs:
+        app.documents.require(args.docs)  # an unknown collection: one line, before the UI starts
+        settings["docs"] = args.docs
     return launch(
         chat=resolved,
         open_chat=True,
