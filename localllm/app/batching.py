@@ -79,6 +79,28 @@ def complete_jsonl(
         )
 
 
+def _embedders_bytes(lines: list[tuple[int, str]]) -> int:
+    """The memory the embedding models of the collections the lines name take (loaded beside the
+    batch's model); a collection that does not exist counts nothing (its lines fail on their own)."""
+    from localllm.errors import LocalLLMError
+
+    names: set[str] = set()
+    for _, text in lines:
+        try:
+            obj = jobs.load_line(text)
+        except (jobs.LineError, ValueError):
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("docs"), str):
+            names.add(obj["docs"])
+    total = 0
+    for name in names:
+        try:
+            total += documents.embedder_bytes(name)
+        except LocalLLMError:
+            continue
+    return total
+
+
 def _stat(test: str, rates: list[float]) -> dict[str, Any]:
     return {
         "test": test,

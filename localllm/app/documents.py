@@ -267,6 +267,7 @@ class Retriever:
         self.name, self.k, self._path = name, k, _db_path(name)
         self.roots: list[str] = json.loads(meta["roots"])
         self._lock = threading.Lock()
+        self.memory_bytes = embedder_bytes(name)  # what the planner leaves for it beside a chat model
         self._stack = ExitStack()
         self._embed, self.embed_model, _ = self._stack.enter_context(_embedder(meta["embed_model"], meta["embed_key"]))
 
@@ -290,7 +291,8 @@ class Retriever:
         return ground(model, messages, self.retrieve(_question(messages)[1]), reserve, n_ctx)
 
     def close(self) -> None:
-        self._stack.close()
+        with self._lock:  # not while a question is being embedded
+            self._stack.close()
 
     def __enter__(self) -> Retriever:
         return self
@@ -404,6 +406,11 @@ class Retrievers:
             if name not in self._open:
                 self._open[name] = Retriever(name)
             return self._open[name]
+
+    def memory_bytes(self) -> int:
+        """What the open retrievers' embedding models take (the planner leaves it for them)."""
+        with self._lock:
+            return sum(r.memory_bytes for r in self._open.values())
 
     def close(self) -> None:
         with self._lock:

@@ -566,6 +566,7 @@ class ModelManager:
             n_threads=o.n_threads,
             hardware=self._hardware,
             lines=None if o.n_parallel else DEFAULT_PARALLEL,
+            beside=self.retrievers.memory_bytes(),  # the collections' embedding models requests use
         )
         try:
             engine = runtime.BatchEngine(

@@ -138,9 +138,11 @@ def interactive(args: argparse.Namespace, read=None) -> int:
     app.show_llama_log(args.verbose)
     settings = {name: getattr(args, name) for name in SAMPLING_FLAGS if getattr(args, name) is not None}
     adapters = app.lora_specs(args.lora)
+    beside = app.documents.embedder_bytes(args.docs) if args.docs else 0  # loaded beside it: the planner leaves room
     model = app.open_model(
-        args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say, adapters=adapters
-    )
+        args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say,
+        adapters=adapters, beside=beside,
+    )  # fmt: skip
     history = History()
     session = ChatSession(
         history,
