@@ -273,7 +273,7 @@ def _usage(reply: Reply) -> dict[str, int]:
 
 def _head(ident: str, reply: Reply) -> dict[str, Any]:
     """The Message's first fields; a request with ``docs`` (localllm's own field) gets ``sources``."""
-    sources = {"sources": reply.sources} if reply.sources is not None else {}
+    sources = {"sources": reply.sources} if getattr(reply, "sources", None) is not None else {}
     return {"id": ident, "type": "message", "role": "assistant", "model": reply.model, **sources}
 
 

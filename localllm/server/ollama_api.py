@@ -40,7 +40,7 @@ def _final(reply: Reply, total_s: float) -> dict[str, Any]:
     """The fields of the last line: why it stopped, the counts and durations (nanoseconds); the
     ``sources`` of a request with ``docs`` (localllm's own field)."""
     result = reply.result
-    sources = {"sources": reply.sources} if reply.sources is not None else {}
+    sources = {"sources": reply.sources} if getattr(reply, "sources", None) is not None else {}
     return {
         **sources,
         "done": True,

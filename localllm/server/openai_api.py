@@ -53,7 +53,7 @@ def _usage(reply: Reply) -> dict[str, Any]:
 
 def _sources(reply: Reply) -> dict[str, Any]:
     """A request with ``docs`` (localllm's own field): the chunks its answer was asked over."""
-    return {"sources": reply.sources} if reply.sources is not None else {}
+    return {"sources": reply.sources} if getattr(reply, "sources", None) is not None else {}
 
 
 def _finish_reason(reply: Reply) -> str:
