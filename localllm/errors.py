@@ -136,3 +136,7 @@ class ServerBusyError(LocalLLMError):
 
 class DocumentsError(LocalLLMError):
     """A document collection cannot be used: unknown, already there, or built with another embedding model."""
+
+
+class CollectionNotFoundError(DocumentsError):
+    """No document collection has the name given (HTTP 404 in serve)."""

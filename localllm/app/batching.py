@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from localllm.batch import jobs
 from localllm.runtime.options import AdapterSpec
 
+from . import documents
 from .loading import Notice, open_for_batch, open_for_bench
 
 # label, lines, sequences at once, context of each, why that many at once ("" when the user said)
@@ -43,18 +44,27 @@ def complete_jsonl(
     """Complete every line of JSONL ``text`` not already in ``writer``'s output (see localllm.batch)."""
     lines = jobs.read_lines(text)
     defaults = jobs.BatchDefaults(max_tokens=max_tokens or jobs.DEFAULT_MAX_TOKENS, temperature=temperature, seed=seed)
-    with open_for_batch(
-        reference,
-        n_ctx_seq=n_ctx_seq,
-        n_parallel=n_parallel,
-        n_gpu_layers=n_gpu_layers,
-        n_threads=n_threads,
-        lines=len(lines),
-        notice=notice,
-        adapters=adapters,
-    ) as job:
+    with (
+        open_for_batch(
+            reference,
+            n_ctx_seq=n_ctx_seq,
+            n_parallel=n_parallel,
+            n_gpu_layers=n_gpu_layers,
+            n_threads=n_threads,
+            lines=len(lines),
+            notice=notice,
+            adapters=adapters,
+        ) as job,
+        documents.Retrievers() as retrievers,
+    ):
         if started is not None:
             started(job.opened.label, len(lines), job.n_parallel, job.n_ctx_seq, job.parallel_reason)
+        model = job.opened.model
+
+        def ground(name: str, messages: list[dict[str, str]], reserve: int, n_ctx: int):
+            grounded, kept = retrievers.get(name).ground(model, messages, reserve, n_ctx)
+            return grounded, [source.record() for source in kept]
+
         return jobs.run_batch(
             job.opened.model,
             lines,
@@ -65,7 +75,30 @@ def complete_jsonl(
             n_threads=n_threads,
             progress=progress,
             cancel=cancel,
+            ground=ground,
         )
+
+
+def _embedders_bytes(lines: list[tuple[int, str]]) -> int:
+    """The memory the embedding models of the collections the lines name take (loaded beside the
+    batch's model); a collection that does not exist counts nothing (its lines fail on their own)."""
+    from localllm.errors import LocalLLMError
+
+    names: set[str] = set()
+    for _, text in lines:
+        try:
+            obj = jobs.load_line(text)
+        except (jobs.LineError, ValueError):
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("docs"), str):
+            names.add(obj["docs"])
+    total = 0
+    for name in names:
+        try:
+            total += documents.embedder_bytes(name)
+        except LocalLLMError:
+            continue
+    return total
 
 
 def _stat(test: str, rates: list[float]) -> dict[str, Any]:

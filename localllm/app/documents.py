@@ -6,23 +6,29 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from localllm import paths
 from localllm.docs import index
 from localllm.docs.index import Progress, Summary
 from localllm.docs.store import CollectionDB, Hit
-from localllm.errors import DocumentsError, ModelNotFoundError
+from localllm.errors import CollectionNotFoundError, DocumentsError, ModelNotFoundError
 
 from . import loading
 
 DEFAULT_EMBED = "all-minilm-l6-v2"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-__all__ = ["Collection", "Progress", "Summary", "Hit", "add", "update", "collections", "remove", "search"]
+__all__ = [
+    "Collection", "Progress", "Summary", "Hit", "Source", "Retriever", "add", "update", "collections", "remove",
+    "search", "ground", "sources_text", "embedder_bytes",
+]  # fmt: skip
+TOP_K = 8  # chunks retrieved per question (as many of them as fit the context go in the prompt)
 
 
 @dataclass(frozen=True)
@@ -47,10 +53,18 @@ def _db_path(name: str) -> Path:
 def _open(name: str) -> CollectionDB:
     path = _db_path(name)
     if not path.is_file():
-        raise DocumentsError(
+        raise CollectionNotFoundError(
             f"no collection named {name}", hint="see `localllm docs list`, or make one with `localllm docs add`"
         )
     return CollectionDB(path)
+
+
+EMBED_CTX = 512  # what the embedding model is loaded with (a chunk longer than it reads is cut)
+
+
+def require(name: str) -> None:
+    """Raise :class:`CollectionNotFoundError` unless the collection ``name`` exists."""
+    _open(name).close()
 
 
 def _model_key(path: Path) -> str:
@@ -73,7 +87,7 @@ def _embedder(reference: str, expected_key: str | None = None):
             f"the collection was indexed with {expected_key.split(':')[0]}, not {resolved.path.name}",
             hint="vectors of two models cannot be compared: search with the collection's model, or make a new collection",
         )
-    with loading.open_model(resolved=resolved, n_ctx=512, n_gpu_layers=0) as model:
+    with loading.open_model(resolved=resolved, n_ctx=EMBED_CTX, n_gpu_layers=0) as model:
         limit = min(512, model.n_ctx_train or 512)
 
         def embed(texts: list[str]) -> list[list[float]]:
@@ -197,6 +211,28 @@ class Source:
     heading: str
     text: str
 
+    @property
+    def title(self) -> str:
+        """The chunk's own heading, else the last heading above it (what a sources list shows)."""
+        first = self.text.lstrip().split("\n", 1)[0]
+        return first.lstrip("#").strip() if first.startswith("#") else self.heading.split(" > ")[-1].lstrip("#").strip()
+
+    def record(self, *, text: bool = False) -> dict[str, Any]:
+        """The source as JSON output gives it (``run --json``, batch records, serve's ``sources``)."""
+        file, _, lines = self.cite.rpartition(":")
+        out: dict[str, Any] = {"cite": f"[{self.cite}]", "file": file, "lines": lines, "heading": self.heading}
+        return {**out, "text": self.text} if text else out
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Source:
+        """A source saved with a chat's reply (:meth:`record` with its text)."""
+        cite = str(record.get("cite", "")).strip("[]")
+        return cls(cite, str(record.get("heading", "")), str(record.get("text", "")))
+
+
+def _source(hit: Hit, roots: list[str]) -> Source:
+    return Source(f"{_relative(hit.path, roots)}:{hit.start_line}-{hit.end_line}", hit.heading, hit.text)
+
 
 def sources(name: str, hits: Sequence[Hit]) -> list[Source]:
     db = _open(name)
@@ -204,7 +240,131 @@ def sources(name: str, hits: Sequence[Hit]) -> list[Source]:
         roots = json.loads(db.meta()["roots"])
     finally:
         db.close()
-    return [Source(f"{_relative(h.path, roots)}:{h.start_line}-{h.end_line}", h.heading, h.text) for h in hits]
+    return [_source(h, roots) for h in hits]
+
+
+def sources_text(kept: Sequence[Source]) -> str:
+    """The sources list printed under an answer (``run --docs``, the terminal chat)."""
+    if not kept:
+        return "Sources: none of the collection's chunks matched\n"
+    lines = [f"  [{s.cite}]  {s.title}".rstrip() for s in kept]
+    return "Sources:\n" + "\n".join(lines) + "\n"
+
+
+class Retriever:
+    """A collection attached to a chat, a batch or a server: its embedding model held open beside
+    the chat model (:func:`embedder_bytes` is what the planner counts for it), each question's best
+    chunks found with it, and the prompt built from them (:func:`ground`). One question at a time:
+    threads share it. Raises :class:`DocumentsError` for a collection that does not exist, or whose
+    embedding model is gone."""
+
+    def __init__(self, name: str, k: int = TOP_K) -> None:
+        db = _open(name)
+        try:
+            meta = db.meta()
+        finally:
+            db.close()
+        self.name, self.k, self._path = name, k, _db_path(name)
+        self.roots: list[str] = json.loads(meta["roots"])
+        self._lock = threading.Lock()
+        self.memory_bytes = embedder_bytes(name)  # what the planner leaves for it beside a chat model
+        self._stack = ExitStack()
+        self._embed, self.embed_model, _ = self._stack.enter_context(_embedder(meta["embed_model"], meta["embed_key"]))
+
+    def retrieve(self, question: str) -> list[Source]:
+        """The collection's best chunks for ``question``, best first."""
+        with self._lock:
+            if not self._path.is_file():
+                raise DocumentsError(f"the collection {self.name} was removed", hint="attach another one")
+            vector = self._embed([question])[0]
+            db = CollectionDB(self._path)
+            try:
+                hits = index.search(db, question, vector, self.k)
+            finally:
+                db.close()
+        return [_source(h, self.roots) for h in hits]
+
+    def ground(
+        self, model: Any, messages: Sequence[dict[str, Any]], reserve: int, n_ctx: int | None = None
+    ) -> tuple[list[dict[str, Any]], list[Source]]:
+        """``messages`` with their last question asked over this collection (see :func:`ground`)."""
+        return ground(model, messages, self.retrieve(_question(messages)[1]), reserve, n_ctx)
+
+    def close(self) -> None:
+        with self._lock:  # not while a question is being embedded
+            self._stack.close()
+
+    def __enter__(self) -> Retriever:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def embedder_bytes(name: str) -> int:
+    """The memory the embedding model of the collection ``name`` takes, loaded (on the CPU, with
+    its small context) beside a chat model: what the planner leaves for it."""
+    from localllm.errors import EstimateError
+    from localllm.fit import estimate
+    from localllm.gguf import cache as headercache
+
+    db = _open(name)
+    try:
+        reference = db.meta()["embed_model"]
+    finally:
+        db.close()
+    try:
+        path = loading.find(reference).path
+    except ModelNotFoundError as exc:
+        raise DocumentsError(f"the embedding model {reference} of {name} is not installed") from exc
+    try:
+        header = headercache.read_header(path)
+        settings = estimate.Settings(n_ctx=EMBED_CTX, n_gpu_layers=0, n_batch=EMBED_CTX, n_ubatch=EMBED_CTX)
+        est = estimate.estimate(header, settings)
+    except EstimateError:
+        return path.stat().st_size  # an architecture the estimate does not know: its weights at least
+    return est.cpu.total + est.gpu.total
+
+
+MARGIN = 64  # tokens for the chat template's wrapping of the messages
+
+
+def _question(messages: Sequence[dict[str, Any]]) -> tuple[int, str]:
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].get("role") == "user":
+            content = messages[i].get("content")
+            if isinstance(content, str) and content.strip():
+                return i, content
+            break
+    raise DocumentsError(
+        "there is no question to answer from the documents", hint="the last message must be the user's, as text"
+    )
+
+
+def ground(
+    model: Any, messages: Sequence[dict[str, Any]], found: Sequence[Source], reserve: int, n_ctx: int | None = None
+) -> tuple[list[dict[str, Any]], list[Source]]:
+    """``messages`` with the last user message replaced by the question asked over ``found`` (best
+    first), and the sources that went in. The one place a grounded prompt is built (``run --docs``,
+    the chats, batch, serve): the chunks take what the context has left after the conversation and
+    ``reserve`` tokens for the reply, and at least half of what the system prompt and the question
+    leave (older turns then make way: the chat's context fitting drops them). ``n_ctx``: the
+    context of the sequence the prompt goes in (default: the model's)."""
+    last, question = _question(messages)
+
+    def count(text: str) -> int:
+        return len(model.tokenize(text, add_special=False, parse_special=False))
+
+    def size(ms: Sequence[dict[str, Any]]) -> int:
+        return sum(count(m["content"]) + 8 for m in ms if isinstance(m.get("content"), str))
+
+    system = [m for m in messages[:1] if m.get("role") == "system"]
+    room = (n_ctx or model.n_ctx) - reserve - MARGIN
+    budget = max(room - size(messages), (room - size([*system, messages[last]])) // 2) + count(question)
+    prompt, kept = docs_prompt(question, found, budget, count)
+    grounded = [dict(m) for m in messages]
+    grounded[last] = {**grounded[last], "content": prompt}
+    return grounded, kept
 
 
 INSTRUCTION = (
@@ -231,3 +391,35 @@ def docs_prompt(
         kept.append(source)
         used += cost
     return head + "\n\nSources:" + "".join(parts) + tail, kept
+
+
+class Retrievers:
+    """Retrievers by collection name, opened when first asked for and closed together (a batch's
+    lines, a server's requests name their collections one by one). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, Retriever] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Retriever:
+        with self._lock:
+            if name not in self._open:
+                self._open[name] = Retriever(name)
+            return self._open[name]
+
+    def memory_bytes(self) -> int:
+        """What the open retrievers' embedding models take (the planner leaves it for them)."""
+        with self._lock:
+            return sum(r.memory_bytes for r in self._open.values())
+
+    def close(self) -> None:
+        with self._lock:
+            for retriever in self._open.values():
+                retriever.close()
+            self._open.clear()
+
+    def __enter__(self) -> Retrievers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -153,18 +153,30 @@ def last_load(header: GGUFHeader, path: Path | None, hw: Hardware) -> dict[str, 
 
 
 def fit_model(
-    reference: str, hw: Hardware, n_ctx: int | None = None, adapters: Sequence[str] | None = None
+    reference: str,
+    hw: Hardware,
+    n_ctx: int | None = None,
+    adapters: Sequence[str] | None = None,
+    docs: str | None = None,
 ) -> FitReport:
     """The plan for the file a reference names, or for every quantization of a catalog model (the
     installed ones from disk, the others by reading their headers from the Hub), and the choice.
     ``adapters``: ``--lora`` references whose tensors count with the weights (``adapters`` bytes
-    in each result)."""
+    in each result); ``docs``: a collection whose embedding model is loaded beside it (its RAM is
+    left for it: ``docs`` in each result)."""
     from localllm.fit.plan import adapter_bytes, with_adapters
 
     from .adapters import adapter_infos, adapter_specs
 
     infos = adapter_infos(adapter_specs(adapters or ()))
     extra = adapter_bytes(infos)
+    beside = 0
+    if docs is not None:
+        from . import documents
+        from .loading import leaving
+
+        beside = documents.embedder_bytes(docs)
+        hw = leaving(hw, beside)
     rows, entry, quant, installed = _local_rows(reference)
     skipped: list[str] = []
     error: LocalLLMError | None = None
@@ -183,6 +195,8 @@ def fit_model(
         result = {"model": row.label, "where": row.where, "file_size": row.header.file_size, **plan.as_dict()}
         if infos:
             result["adapters"] = {"names": [i.name for i in infos], "bytes": extra}
+        if docs is not None:
+            result["docs"] = {"name": docs, "embedder_bytes": beside}
         measured = last_load(row.header, row.path, hw)
         if measured is not None:
             result["last_load"] = measured

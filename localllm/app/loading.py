@@ -88,6 +88,16 @@ def _planned_header(resolved: ResolvedModel, adapters: Sequence[AdapterSpec]):
     return with_adapters(headercache.read_header(resolved.path), adapter_infos(adapters))
 
 
+def leaving(hw: Hardware, used: int) -> Hardware:
+    """``hw`` with ``used`` bytes of RAM already taken (an embedding model loaded beside the one
+    being planned): what the planner has left."""
+    if used <= 0:
+        return hw
+    from dataclasses import replace
+
+    return replace(hw, ram_available=max(0, hw.ram_available - used), ram_total=max(0, hw.ram_total - used))
+
+
 def lora_specs(references: Sequence[str] | None) -> tuple[AdapterSpec, ...]:
     """The adapters ``--lora FILE_OR_NAME[:SCALE]`` options name (read and checked)."""
     return adapter_specs(references or ())
@@ -108,16 +118,19 @@ def open_model(
     hardware: Hardware | None = None,
     notice: Notice | None = None,
     adapters: Sequence[AdapterSpec] = (),
+    beside: int = 0,
 ) -> OpenedModel:
     """Load a model for chatting or completing, with the planner's settings for what is not given.
-    ``adapters``: LoRA adapters loaded with it (see :func:`lora_specs`), counted by the planner.
+    ``adapters``: LoRA adapters loaded with it (see :func:`lora_specs`), counted by the planner;
+    ``beside``: bytes of RAM another model loaded with it takes (a collection's embedding model).
 
     Raises :class:`~localllm.errors.DoesNotFitError` when the model cannot fit and the user did not
     set both the context and the GPU layers."""
     resolved = resolved or find(reference, notice)
     if n_ctx is None or n_gpu_layers is None:
         header = _planned_header(resolved, adapters)
-        choice = load_settings(header, hardware or machine.detect(), n_ctx, n_gpu_layers, label=resolved.label)
+        hw = leaving(hardware or machine.detect(), beside)
+        choice = load_settings(header, hw, n_ctx, n_gpu_layers, label=resolved.label)
     else:
         choice = LoadChoice(n_ctx, n_gpu_layers)
     return _load(resolved, _options(choice, n_ctx=choice.n_ctx, n_threads=n_threads), adapters)
@@ -161,16 +174,18 @@ def open_for_batch(
     hardware: Hardware | None = None,
     notice: Notice | None = None,
     adapters: Sequence[AdapterSpec] = (),
+    beside: int = 0,
 ) -> BatchModel:
     """Load a model for ``batch``: the sequences' context (default the smaller of 4096 and the
     model's), the placement (GPU layers, experts on the CPU, KV cache type) and how many sequences
     run at once (what the memory holds, at most one per input line of ``lines``) come from the
     planner when not given. The model's own context is only used to tokenize, so it is kept tiny.
-    ``resolved``: the model already resolved (the server resolves each request's name once)."""
+    ``resolved``: the model already resolved (the server resolves each request's name once);
+    ``beside``: bytes of RAM the embedding models loaded beside it take."""
     resolved = resolved or find(reference, notice)
     header = _planned_header(resolved, adapters)
     n_ctx_seq = default_ctx(n_ctx_seq, header.context_length)
-    hw = hardware or machine.detect()
+    hw = leaving(hardware or machine.detect(), beside)
     choice = load_settings(header, hw, n_ctx_seq, n_gpu_layers, label=resolved.label)
     if n_parallel:
         parallel, why = n_parallel, ""

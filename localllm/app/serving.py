@@ -13,6 +13,7 @@ Nothing here knows HTTP: the server (``localllm.server``) parses requests into
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -23,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from localllm.chat.context import reply_reserve
 from localllm.chat.reasoning import think_budget
 from localllm.chat.toolcalls import (
     ContentDelta,
@@ -49,10 +51,11 @@ from localllm.models.refs import parse_ref
 from localllm.models.resolve import ResolvedModel, from_installed
 from localllm.runtime.options import AdapterSpec, SamplingOptions
 
-from . import loading
+from . import documents, loading
 
 DEFAULT_KEEP_ALIVE_S = 300.0  # Ollama's default: five minutes
 DEFAULT_QUEUE_SIZE = 64  # requests waiting for a sequence, per model
+DOCS_SUFFIX = "@docs:"  # ``model@docs:NAME``: the model, answering from the collection NAME
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -136,6 +139,9 @@ class GenerateRequest:
     # None: the adapter a ``base+adapter`` model name gives, else the --lora scales.
     adapters: Sequence[tuple[int | str, float]] | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias), checked against the vocabulary
+    # A document collection the last question is answered from (also ``model@docs:NAME``): the
+    # chunks found go in the prompt, the reply's ``sources`` lists them.
+    docs: str | None = None
 
     def sampling(self, max_tokens: int | None) -> SamplingOptions:
         given = {k: getattr(self, k) for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")}
@@ -261,6 +267,7 @@ class Reply:
         self.pieces = 0  # text pieces received (a piece is a token, or a few for multi-byte text)
         self._stream = stream
         self._release = release
+        self.sources: list[dict[str, Any]] | None = None  # a request with docs: what it was asked over
 
     def _take(self, item: Any) -> str | None:
         if isinstance(item, str):
@@ -424,6 +431,7 @@ class ModelManager:
         self._last_load_error: str | None = None  # cleared by the next load that succeeds
         self._reaper = threading.Thread(target=self._reap, name="localllm-unload", daemon=True)
         self._reaper.start()
+        self.retrievers = documents.Retrievers()  # the collections requests named (``docs``), kept open
 
     # -- which model -------------------------------------------------------------------------
 
@@ -559,6 +567,7 @@ class ModelManager:
             n_threads=o.n_threads,
             hardware=self._hardware,
             lines=None if o.n_parallel else DEFAULT_PARALLEL,
+            beside=self.retrievers.memory_bytes(),  # the collections' embedding models requests use
         )
         try:
             engine = runtime.BatchEngine(
@@ -657,10 +666,24 @@ class ModelManager:
                 return base, adapter
         return name, None
 
+    @staticmethod
+    def split_docs(request: GenerateRequest) -> GenerateRequest:
+        """``model@docs:NAME`` -> the model, with ``docs`` NAME (a request's own ``docs`` wins)."""
+        if request.model and DOCS_SUFFIX in request.model:
+            model, _, name = request.model.partition(DOCS_SUFFIX)
+            return dataclasses.replace(request, model=model or None, docs=request.docs or name)
+        return request
+
     def start(self, request: GenerateRequest) -> Reply:
         """Start a completion (blocking while its model loads). Raises ModelNotFoundError,
         DoesNotFitError, ContextOverflowError (a prompt longer than the context: both numbers),
-        GrammarError, UsageError (an adapter not loaded), and the engine's QueueFullError."""
+        GrammarError, UsageError (an adapter not loaded), CollectionNotFoundError and
+        DocumentsError (``docs``), and the engine's QueueFullError."""
+        request = self.split_docs(request)
+        if request.docs is not None:
+            if request.messages is None:
+                raise UsageError("'docs' answers chat messages, not a raw prompt", field="docs")
+            self.retrievers.get(request.docs)  # an unknown collection fails before a model loads
         base, adapter = self.split_adapter(request.model)
         resident = self._acquire(base, request.keep_alive_s)
         try:
@@ -696,6 +719,13 @@ class ModelManager:
 
         model = resident.batch.opened.model
         n_ctx = resident.engine.n_ctx_seq
+        found: list[Any] | None = None
+        if request.docs is not None and request.messages is not None:
+            reserve = reply_reserve(n_ctx, request.max_tokens)
+            grounded, found = self.retrievers.get(request.docs).ground(
+                model, [dict(m) for m in request.messages], reserve, n_ctx
+            )
+            request = dataclasses.replace(request, messages=grounded)
         parser: StreamParser | None = None
         grammar: str | None = None
         triggers: tuple[str, ...] = ()
@@ -743,7 +773,10 @@ class ModelManager:
             )
         )
         name = f"{resident.key}+{adapter}" if adapter else resident.key
-        return Reply(name, stream, lambda: self._release(resident), n_ctx, parser)
+        reply = Reply(name, stream, lambda: self._release(resident), n_ctx, parser)
+        if found is not None:
+            reply.sources = [source.record(text=True) for source in found]
+        return reply
 
     def count_tokens(self, request: GenerateRequest) -> tuple[str, int]:
         """(model key, tokens of the prompt ``request`` would give its model), loading it if need be
@@ -871,4 +904,5 @@ class ModelManager:
             unloaded = [self._unload(r) for r in list(self._resident.values())]
             self._lock.notify_all()
         self._free(unloaded)
+        self.retrievers.close()
         self._reaper.join(timeout=5)

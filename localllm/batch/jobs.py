@@ -4,7 +4,8 @@ Input: one JSON object per line, ``{"id": ..., "prompt": "..."}`` (sent as one u
 model's chat template, as ``localllm run`` does) or ``{"id": ..., "messages": [{"role", "content"}...]}``,
 with optional sampling options (``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``min_p``,
 ``repeat_penalty``, ``seed``: :data:`localllm.options.SAMPLING`, the limits every surface has),
-``stop`` (a string or a list),
+``stop`` (a string or a list), ``docs`` (a document collection the line's question is answered
+from, citing ``[file:lines]``: its record then has ``sources``),
 ``json_schema`` (a JSON schema the reply must match) or ``response_format`` (OpenAI's
 ``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema": {"schema": {...}}}``).
 Other keys are ignored, so records can carry their own labels.
@@ -65,6 +66,7 @@ class LineRequest:
     schema: object | None  # a JSON schema dict, or None
     ignore_eos: bool = False
     sampling: dict[str, object] = field(default_factory=dict)  # the SAMPLING options the line sets
+    docs: str | None = None  # the document collection the question is answered from
 
 
 class LineError(Exception):
@@ -194,9 +196,13 @@ def parse_line(text: str, line: int) -> LineRequest:
             stop = (stop,)
         if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
             raise LineError('"stop" must be a string or a list of non-empty strings')
+        docs = obj.get("docs")
+        if docs is not None and (not isinstance(docs, str) or not docs):
+            raise LineError('"docs" must be the name of a document collection')
         return LineRequest(
             line=line,
             id=ident,
+            docs=docs,
             messages=messages,
             sampling=_sampling_of(obj),
             stop=tuple(stop),
@@ -460,13 +466,27 @@ def _result_record(result) -> dict:
     }
 
 
+# A line's ``docs``: (collection, messages, tokens kept for the reply, context) -> (the messages
+# asked over what was found, the sources as output records).
+Ground = Callable[[str, list[dict[str, str]], int, int], tuple[list[dict[str, str]], list[dict]]]
+
+
 class _Requests:
     """Turns input lines into batch requests, lazily and in order; a line that cannot run becomes
     an error record (through ``reject``) and the batch goes on."""
 
-    def __init__(self, model, defaults: BatchDefaults, seen: set[str], reject: Callable[[int, object, str], None]):
+    def __init__(
+        self,
+        model,
+        defaults: BatchDefaults,
+        seen: set[str],
+        reject: Callable[[int, object, str], None],
+        ground: Ground | None = None,
+    ):
         self.model, self.defaults, self.seen, self.reject = model, defaults, seen, reject
         self.grammars: dict[str, str] = {}
+        self.ground = ground
+        self.sources: dict[tuple[int, object], list[dict]] = {}  # each grounded line's, by key
 
     def _grammar(self, session, schema: object) -> str:
         from localllm import runtime
@@ -498,7 +518,14 @@ class _Requests:
                     raise LineError(f"duplicate id {key} (first used on an earlier line)", req.id)
                 self.seen.add(key)
                 grammar = self._grammar(session, req.schema) if req.schema is not None else None
-                tokens = model.chat_tokens(req.messages)
+                messages = req.messages
+                if req.docs is not None:
+                    if self.ground is None:
+                        raise LineError('"docs" is not available in this batch', req.id)
+                    reserve = int(req.sampling.get("max_tokens") or self.defaults.max_tokens)  # type: ignore[call-overload]
+                    messages, found = self.ground(req.docs, messages, reserve, session.n_ctx_seq)
+                    self.sources[(number, req.id)] = found
+                tokens = model.chat_tokens(messages)
                 session.check(tokens)
             except LineError as exc:
                 self.reject(number, exc.id, str(exc))
@@ -523,10 +550,11 @@ def run_batch(
     progress: Callable[[BatchProgress], None] | None = None,
     cancel: threading.Event | None = None,
     share_prefix: int = 0,
+    ground: Ground | None = None,
 ) -> BatchProgress:
     """Run every line not already in the output; returns the counts. ``model`` is a runtime.Model.
     Lines sharing at least ``share_prefix`` leading prompt tokens with a running one copy its cells
-    for them (0: every line evaluates its whole prompt)."""
+    for them (0: every line evaluates its whole prompt). ``ground`` answers lines with ``docs``."""
     from localllm import runtime
 
     todo, skipped, failed_before, seen = _todo(lines, writer)
@@ -542,11 +570,14 @@ def run_batch(
         state.errors += 1
         report()
 
-    requests = _Requests(model, defaults, seen, reject)
+    requests = _Requests(model, defaults, seen, reject, ground)
     report()
     with runtime.BatchSession(model, n_parallel, n_ctx_seq, n_threads=n_threads) as session:
         for result in session.run(requests(session, todo), cancel=cancel, share_prefix=share_prefix):
-            writer.write(_result_record(result))
+            record = _result_record(result)
+            if result.key in requests.sources:
+                record["sources"] = requests.sources.pop(result.key)
+            writer.write(record)
             state.done += 1
             state.prompt_tokens += result.prompt_tokens
             state.shared_tokens += result.cached_tokens

@@ -1,7 +1,7 @@
 """Slash commands typed in a chat's input (the TUI and the terminal chat share them).
 
 ``/system TEXT``, ``/clear``, ``/model NAME``, ``/set NAME VALUE``, ``/lora [NAME SCALE|off]``,
-``/save PATH``, ``/copy [code]``, ``/help``, ``/bye``. :func:`parse` turns a line into a :class:`Command` (or None: a message to send;
+``/docs [NAME|off]``, ``/save PATH``, ``/copy [code]``, ``/help``, ``/bye``. :func:`parse` turns a line into a :class:`Command` (or None: a message to send;
 ``//text`` sends ``/text``); each shell carries it out with its own screen.
 """
 
@@ -23,12 +23,17 @@ HELP = [
     ("/model [NAME]", "continue this chat with another installed model (no name: the installed ones)"),
     ("/set NAME VALUE", "a setting for this chat: " + ", ".join(SETTINGS) + " (none: the default)"),
     ("/lora [NAME SCALE|off]", "the LoRA adapters loaded with --lora: list them, set one's scale (0: off), or all off"),
+    (
+        "/docs [NAME|off]",
+        "answer from a document collection (localllm docs add), citing [file:lines]; no name: list them",
+    ),
     ("/save PATH", "export this chat (.md Markdown, .json JSON)"),
     ("/copy [code]", "copy the last reply (or its last code block) to the clipboard"),
     ("/help", "this list"),
     ("/bye", "leave"),
 ]
-NAMES = ("system", "clear", "model", "set", "lora", "save", "copy", "help", "bye")
+NAMES = ("system", "clear", "model", "set", "lora", "docs", "save", "copy", "help", "bye")
+DOCS_SETTING = "docs"  # where a conversation's settings keep the collection attached to it
 ALIASES = {"exit": "bye", "quit": "bye", "?": "help", "export": "save", "new": "clear"}
 _CODE_BLOCK = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 

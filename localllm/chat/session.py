@@ -84,6 +84,17 @@ class ChatSession:
         if self.conversation_id is not None:
             self.history.configure(self.conversation_id, system_prompt=self.system_prompt, settings=self.settings)
 
+    @property
+    def docs(self) -> str | None:
+        """The document collection attached to this chat (``/docs NAME``), kept in its settings."""
+        value = self.settings.get(commands.DOCS_SETTING)
+        return value if isinstance(value, str) and value else None
+
+    def attach_docs(self, name: str | None) -> None:
+        """Answer from the collection ``name`` from now on (None: from the model alone); saved."""
+        settings = {k: v for k, v in self.settings.items() if k != commands.DOCS_SETTING}
+        self.configure(settings={**settings, commands.DOCS_SETTING: name} if name else settings)
+
     def clear(self) -> None:
         """A new chat with the same model, system prompt and settings (the previous one stays saved)."""
         self.conversation_id, self.last_reply = None, ""
@@ -164,6 +175,7 @@ class Reply:
         self.error: LocalLLMError | None = None
         self.discarded = False  # failed before its first word: not kept in the history
         self.generation: Any = None  # the runtime's generation while it runs (for its prompt progress)
+        self.sources: list[Any] = []  # the document chunks the reply was asked over (``ground``)
 
     def stream(
         self,
@@ -174,6 +186,7 @@ class Reply:
         on_piece: Callable[[str], None] | None = None,
         on_trimmed: Callable[[int], None] | None = None,
         on_reasoning: Callable[[str], None] | None = None,
+        ground: Callable[[Any, list[dict[str, str]], int], tuple[list[dict[str, str]], list[Any]]] | None = None,
     ) -> Reply:
         """Write the reply with ``model`` (a runtime or opened model) and ``sampling``
         (``SamplingOptions``). ``on_trimmed(n)`` is told, before the first piece, when old turns
@@ -181,11 +194,17 @@ class Reply:
         gets each piece of the answer as it comes, ``on_reasoning`` each piece of a reasoning
         model's thinking (split out by :mod:`.reasoning`, saved apart, never as the answer). Ctrl-C
         or ``cancel`` stops it (kept, as stopped); a :class:`LocalLLMError` ends it as
-        :attr:`error` (never raised). Returns self, saved."""
+        :attr:`error` (never raised). ``ground(model, messages, reserve)`` (a document collection
+        attached to the chat) gives the messages with the last question asked over the sources it
+        found, and those sources (saved with the reply's stats, as ``sources``: each
+        ``.record(text=True)``). Returns self, saved."""
         history = self.session.history
         try:
             reserve = reply_reserve(model.n_ctx, sampling.max_tokens)
-            fitted = fit_messages(model, self.messages, reserve, keep_from=self.keep_from)
+            messages = self.messages
+            if ground is not None:
+                messages, self.sources = ground(model, messages, reserve)
+            fitted = fit_messages(model, messages, reserve, keep_from=self.keep_from)
             self.dropped = fitted.dropped
             if fitted.dropped > self.keep_from and on_trimmed is not None:
                 on_trimmed(fitted.dropped)
@@ -215,6 +234,8 @@ class Reply:
             s = generation.stats
             self.stats = {**s.as_dict(), "context_used": s.prompt_tokens + s.generated_tokens, "n_ctx": model.n_ctx}
             self.stats["context_dropped"] = fitted.dropped
+            if ground is not None:
+                self.stats["sources"] = [source.record(text=True) for source in self.sources]
         except LocalLLMError as exc:
             self.fail(exc)
             return self

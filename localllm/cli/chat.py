@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a reasoning model thinks before it answers (--no-think: the template's enable_thinking=false)",
     )
     parser.add_argument("--reasoning-budget", type=int, metavar="N", help="at most N tokens of thinking per reply")
+    parser.add_argument(
+        "--docs", metavar="NAME", help="new chats answer from the document collection NAME (/docs in a chat changes it)"
+    )
     parser.add_argument("--light", action="store_true", help="light theme (F9 toggles)")
 
 
@@ -42,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     # Resolve before the UI starts: a wrong name is one clear line on stderr, not a screen.
     resolved = app.find(args.model, notice=say)
     settings = {"temperature": args.temperature} if args.temperature is not None else {}
+    if args.docs:
+        app.documents.require(args.docs)  # an unknown collection: one line, before the UI starts
+        settings["docs"] = args.docs
     return launch(
         chat=resolved,
         open_chat=True,

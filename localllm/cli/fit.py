@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--ctx", type=int, help="plan for this context size (default: up to 8192)")
     lora.add_argument(parser)
     add_hardware_options(parser)
+    parser.add_argument(
+        "--docs", metavar="NAME", help="with the embedding model of the collection NAME loaded beside it (chat --docs)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -25,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     app.options.check(ctx=args.ctx)
     hw = app.machine.machine(args.profile, args.ram, args.vram)
-    report = app.fit_model(args.model, hw, args.ctx, args.lora)
+    report = app.fit_model(args.model, hw, args.ctx, args.lora, args.docs)
     if report.not_judged:
         print(
             terminal_safe(f"localllm: not judged: {', '.join(report.not_judged)} ({report.why_not_judged})"),
@@ -68,6 +71,14 @@ def _print_table(results: list[dict]) -> None:
             print(
                 terminal_safe(
                     f"  LoRA adapters ({names}): {format_bytes(r['adapters']['bytes'])} counted with the weights"
+                )
+            )
+        if r.get("docs"):
+            d = r["docs"]
+            print(
+                terminal_safe(
+                    f"  documents {d['name']}: its embedding model takes {format_bytes(d['embedder_bytes'])} "
+                    "of RAM beside it (left out of the RAM planned here)"
                 )
             )
         m = r.get("last_load")

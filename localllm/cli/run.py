@@ -7,8 +7,9 @@ import json
 import sys
 
 from localllm.app.options import SAMPLING
+from localllm.chat.context import reply_reserve
 from localllm.errors import LocalLLMError
-from localllm.format import json_terminal_safe
+from localllm.format import json_terminal_safe, terminal_safe
 
 from . import EXIT_INTERRUPTED, add_option, lora, print_error, say
 
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         gpu_layers=args.gpu_layers,
         **{name: getattr(args, name) for name in SAMPLING_FLAGS},
     )
-    if not args.prompt and sys.stdin.isatty() and sys.stdout.isatty() and not args.json and not args.docs:
+    if not args.prompt and sys.stdin.isatty() and sys.stdout.isatty() and not args.json:
         return interactive(args)
     prompt = _read_prompt(args)
     app.show_llama_log(args.verbose)
@@ -109,14 +110,11 @@ def run(args: argparse.Namespace) -> int:
     with app.open_model(
         args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say, adapters=adapters
     ) as model:
-        if found is not None:
-            budget = model.n_ctx - (args.max_tokens or model.n_ctx // 4) - 64 - len(model.tokenize(args.system or ""))
-            prompt, kept = app.documents.docs_prompt(
-                prompt, found, budget, lambda text: len(model.tokenize(text, add_special=False, parse_special=False))
-            )
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
             {"role": "user", "content": prompt}
         ]
+        if found is not None:
+            messages, kept = app.documents.ground(model, messages, found, reply_reserve(model.n_ctx, args.max_tokens))
         generation = reasoning.chat(model, messages, sampling, think=args.think, budget=args.reasoning_budget)
         shown = None if args.json else thinking_stream(hide=args.hide_thinking)
         interrupted = _stream(generation, quiet=args.json, thinking=ThinkingShown(shown) if shown else None)
@@ -131,13 +129,13 @@ def run(args: argparse.Namespace) -> int:
                 "stats": {"load_s": round(load_s, 4), **stats.as_dict()},
             }
             if found is not None:
-                result["sources"] = [{"cite": f"[{s.cite}]", "heading": s.heading} for s in kept]
+                result["sources"] = [s.record() for s in kept]
             sys.stdout.write(json_terminal_safe(json.dumps(result, ensure_ascii=False)) + "\n")
         else:
             if generation.answer and not generation.answer.endswith("\n"):
                 sys.stdout.write("\n")
             if found is not None:
-                sys.stdout.write(_sources_text(kept))
+                sys.stdout.write(terminal_safe("\n" + app.documents.sources_text(kept)))
         sys.stdout.flush()
         if args.stats:
             print(_stats_line(model.label, load_s, stats), file=sys.stderr)
@@ -150,21 +148,8 @@ def run(args: argparse.Namespace) -> int:
 def _retrieve(name: str, question: str) -> list:
     from localllm import app
 
-    return app.documents.sources(name, app.documents.search(name, question, k=8))
-
-
-def _title(source) -> str:
-    first = source.text.lstrip().split("\n", 1)[0]
-    return first.lstrip("#").strip() if first.startswith("#") else source.heading.split(" > ")[-1].lstrip("#").strip()
-
-
-def _sources_text(kept: list) -> str:
-    from localllm.format import terminal_safe
-
-    if not kept:
-        return "\nSources: none of the collection's chunks matched\n"
-    lines = [f"  [{s.cite}]  {_title(s)}".rstrip() for s in kept]
-    return terminal_safe("\nSources:\n" + "\n".join(lines) + "\n")
+    with app.documents.Retriever(name) as retriever:
+        return retriever.retrieve(question)
 
 
 def interactive(args: argparse.Namespace, read=None) -> int:
@@ -183,9 +168,11 @@ def interactive(args: argparse.Namespace, read=None) -> int:
     app.show_llama_log(args.verbose)
     settings = {name: getattr(args, name) for name in SAMPLING_FLAGS if getattr(args, name) is not None}
     adapters = app.lora_specs(args.lora)
+    beside = app.documents.embedder_bytes(args.docs) if args.docs else 0  # loaded beside it: the planner leaves room
     model = app.open_model(
-        args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say, adapters=adapters
-    )
+        args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say,
+        adapters=adapters, beside=beside,
+    )  # fmt: skip
     history = History()
     session = ChatSession(
         history,
@@ -197,6 +184,14 @@ def interactive(args: argparse.Namespace, read=None) -> int:
         think_budget=getattr(args, "reasoning_budget", None),
     )
     hide_thinking = getattr(args, "hide_thinking", False)
+    retriever = None
+    try:
+        if args.docs:
+            retriever = _docs_command(session, None, args.docs)
+    except LocalLLMError:
+        model.close()
+        history.close()
+        raise
     say(f'{model.label}: type a message (/help for commands, """ for several lines, /bye or Ctrl-D to leave)')
     try:
         while True:
@@ -211,7 +206,9 @@ def interactive(args: argparse.Namespace, read=None) -> int:
                 command = commands.parse(line)
                 if command is None:
                     if line.strip():
-                        _chat_turn(session, model, commands.message_text(line.strip()), hide_thinking=hide_thinking)
+                        _chat_turn(
+                            session, model, commands.message_text(line.strip()), retriever, hide_thinking=hide_thinking
+                        )
                 elif command.name == "bye":
                     break
                 elif command.name == "model" and not command.arg:
@@ -220,6 +217,8 @@ def interactive(args: argparse.Namespace, read=None) -> int:
                     model = _switch_model(session, model, command.arg, args)
                 elif command.name == "lora":
                     say(_lora_command(model, command))
+                elif command.name == "docs":
+                    retriever = _docs_command(session, retriever, command.arg)
                 elif command.name == "copy":
                     say("/copy works in the TUI (localllm chat); select the text here to copy it")
                 else:
@@ -227,9 +226,38 @@ def interactive(args: argparse.Namespace, read=None) -> int:
             except LocalLLMError as exc:
                 print_error(exc)
     finally:
+        if retriever is not None:
+            retriever.close()
         model.close()
         history.close()
     return 0
+
+
+def _docs_command(session, retriever, arg: str):
+    """``/docs NAME|off`` (or ``--docs NAME``): the collection the chat answers from now on (its
+    retriever, the embedding model open beside the chat model), or None; ``/docs`` lists them."""
+    from localllm import app
+
+    if not arg:
+        found = app.documents.collections()
+        for c in found:
+            mark = "*" if c.name == session.docs else " "
+            say(terminal_safe(f"{mark} {c.name}  ({c.files} files, {c.chunks} chunks)"))
+        say("/docs NAME answers from a collection, /docs off from the model alone" if found else
+            "no collections (make one with `localllm docs add NAME PATH...`)")  # fmt: skip
+        return retriever
+    if arg == "off":
+        if retriever is not None:
+            retriever.close()
+        session.attach_docs(None)
+        say("answers come from the model alone from now on")
+        return None
+    attached = app.documents.Retriever(arg)  # an unknown collection fails here, the chat goes on as it was
+    if retriever is not None:
+        retriever.close()
+    session.attach_docs(arg)
+    say(f"answers come from the collection {arg} from now on, citing [file:lines] (/docs off to stop)")
+    return attached
 
 
 def _list_models(model) -> None:
@@ -285,7 +313,7 @@ def _lora_command(model, command) -> str:
     return commands.describe_adapters(list(model.adapters), model.active_adapters)
 
 
-def _chat_turn(session, model, text: str, *, hide_thinking: bool = False) -> None:
+def _chat_turn(session, model, text: str, retriever=None, *, hide_thinking: bool = False) -> None:
     from localllm import app
 
     from .line_input import WordWrap
@@ -309,12 +337,16 @@ def _chat_turn(session, model, text: str, *, hide_thinking: bool = False) -> Non
             on_piece=answer,
             on_reasoning=thinking.write if thinking is not None else None,
             on_trimmed=lambda n: say(f"(old turns left the context: the {n} oldest messages are left out from now on)"),
+            ground=retriever.ground if retriever is not None else None,
         )
     finally:
         if thinking is not None:
             thinking.done()
     if not reply.discarded:
         wrap.end()
+    if retriever is not None and not reply.discarded:
+        sys.stdout.write(terminal_safe(app.documents.sources_text(reply.sources)))
+        sys.stdout.flush()
     if reply.error is not None:
         raise reply.error
 

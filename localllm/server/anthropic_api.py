@@ -243,6 +243,7 @@ def to_request(data: dict[str, Any], *, counting: bool = False) -> GenerateReque
         parallel_tool_calls=parallel,
         reasoning=think,
         reasoning_budget=budget,
+        docs=f.string("docs"),
     )
 
 
@@ -271,7 +272,9 @@ def _usage(reply: Reply) -> dict[str, int]:
 
 
 def _head(ident: str, reply: Reply) -> dict[str, Any]:
-    return {"id": ident, "type": "message", "role": "assistant", "model": reply.model}
+    """The Message's first fields; a request with ``docs`` (localllm's own field) gets ``sources``."""
+    sources = {"sources": reply.sources} if getattr(reply, "sources", None) is not None else {}
+    return {"id": ident, "type": "message", "role": "assistant", "model": reply.model, **sources}
 
 
 def to_message(ident: str, reply: Reply, parsed: ParsedReply) -> dict[str, Any]:

@@ -249,6 +249,7 @@ def openai_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
         stop=f.stop(),
         adapters=lora(body),
         logit_bias=logit_bias(body),
+        docs=f.string("docs"),
         **f.openai_sampling(),
     )
     if chat:
@@ -313,6 +314,7 @@ def ollama_request(body: dict[str, Any], *, chat: bool) -> GenerateRequest:
         schema=ollama_schema(body),
         keep_alive_s=f.keep_alive(),
         stop=o.stop(),
+        docs=f.string("docs"),
         **o.ollama_sampling(),
     )
     if chat:

@@ -37,9 +37,12 @@ def _ns(seconds: float) -> int:
 
 
 def _final(reply: Reply, total_s: float) -> dict[str, Any]:
-    """The fields of the last line: why it stopped, the counts and durations (nanoseconds)."""
+    """The fields of the last line: why it stopped, the counts and durations (nanoseconds); the
+    ``sources`` of a request with ``docs`` (localllm's own field)."""
     result = reply.result
+    sources = {"sources": reply.sources} if getattr(reply, "sources", None) is not None else {}
     return {
+        **sources,
         "done": True,
         "done_reason": "length" if reply.finish_reason == "length" else "stop",
         "total_duration": _ns(total_s),

@@ -51,6 +51,11 @@ def _usage(reply: Reply) -> dict[str, Any]:
     }
 
 
+def _sources(reply: Reply) -> dict[str, Any]:
+    """A request with ``docs`` (localllm's own field): the chunks its answer was asked over."""
+    return {"sources": reply.sources} if getattr(reply, "sources", None) is not None else {}
+
+
 def _finish_reason(reply: Reply) -> str:
     if reply.finish_reason == "tool_calls":
         return "tool_calls"
@@ -207,6 +212,7 @@ def _completions(chat: bool):
                     "model": reply.model,
                     "choices": [choice],
                     "usage": _usage(reply),
+                    **_sources(reply),
                 }
             )
         text = await read_all(request, reply)
@@ -257,6 +263,7 @@ async def _many(
         raise
     head = {"id": ident, "object": shape.chunk_object if stream else shape.object, "created": created}
     head["model"] = replies[0].model
+    head.update(_sources(replies[0]))
     usage = {
         "prompt_tokens": sum(r.prompt_tokens for r in replies),
         "completion_tokens": 0,
@@ -386,7 +393,9 @@ async def _chat_events(
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return f"data: {dumps({**head, 'choices': [choice]})}\n\n"
 
-    yield chunk({"role": "assistant", "content": ""}, None)
+    first = {"role": "assistant", "content": ""}
+    choice = {"index": 0, "delta": first, "logprobs": None, "finish_reason": None}
+    yield f"data: {dumps({**head, 'choices': [choice], **_sources(reply)})}\n\n"  # sources in the first chunk
     try:
         async for event in events(request, reply):
             yield chunk(_event_delta(event), None)

@@ -58,7 +58,9 @@ def _status_of(exc: errors.LocalLLMError) -> tuple[int, str | None, dict[str, st
         return 404, "model_not_found", {}
     if isinstance(exc, errors.ContextOverflowError):
         return 400, "context_length_exceeded", {}
-    if isinstance(exc, (errors.GrammarError, errors.UsageError)):
+    if isinstance(exc, errors.CollectionNotFoundError):
+        return 404, "collection_not_found", {}
+    if isinstance(exc, (errors.GrammarError, errors.UsageError, errors.DocumentsError)):
         return 400, None, {}
     if isinstance(exc, (errors.ServerBusyError, errors.QueueFullError, errors.EngineClosedError)):
         return 503, "server_busy", _retry_after(exc)

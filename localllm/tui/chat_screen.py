@@ -33,6 +33,7 @@ from .messages import ContextTrimmed, ModelLoaded, ReplyFinished
 from .prompt_area import PromptArea
 from .services import ChatTarget
 from .sidebar import ConversationItem, Sidebar
+from .sources import DocsAttachment
 from .status_line import StatusLine, fit_line
 from .transcript import SHOWN_MESSAGES, MessageView, Transcript, reply_parser
 
@@ -82,6 +83,7 @@ class ChatScreen(Screen):
         self._stream_view: MessageView | None = None
         self._reply: Reply | None = None  # the reply being written, for its prompt progress
         self._reply_started = 0.0
+        self.docs = DocsAttachment(lambda name: self.app.services.open_retriever(name))
 
     # -- state the widgets show -----------------------------------------------------------------
 
@@ -164,6 +166,7 @@ class ChatScreen(Screen):
     def on_unmount(self) -> None:
         self.cancel.set()
         self.app.cancel_events.discard(self.cancel)
+        self.docs.close()
 
     def _new_session(self) -> ChatSession:
         defaults = self.app.defaults
@@ -353,6 +356,8 @@ class ChatScreen(Screen):
                 app.services.restore_state(model, reply.conversation_id)
                 holder.conversation_id = reply.conversation_id
             sampling = app.services.sampling(self.settings)
+            if self.docs.name != self.session.docs:  # a reopened chat's collection, or /docs off
+                self.docs.attach(self.session.docs)
         except LocalLLMError as exc:
             reply.fail(exc)
         else:
@@ -363,6 +368,7 @@ class ChatScreen(Screen):
                 on_piece=self._arrived,
                 on_reasoning=self._thought,
                 on_trimmed=self._trimmed,
+                ground=self.docs.ground,
             )
         self.post_message(ReplyFinished(reply.text, reply.status, reply.stats, reply.error, discarded=reply.discarded))
         return model if reply.error is None else None
@@ -583,6 +589,8 @@ class ChatScreen(Screen):
             self.export(command.arg)
         elif name == "copy":
             self.action_copy_reply(code=command.arg.lower() == "code")
+        elif name == "docs":
+            self._docs_command(command.arg)
         elif name == "bye":
             self.app.exit()
 
@@ -594,6 +602,26 @@ class ChatScreen(Screen):
             self.app.call_from_thread(notify_error, self, exc, title="")
         else:
             self.app.call_from_thread(self.open, target, None)
+
+    @work(thread=True, exclusive=True, group="docs")
+    def _docs_command(self, arg: str) -> None:
+        """``/docs``: list the collections; ``/docs NAME|off``: answer from one (or none) from now on."""
+        app = self.app
+        try:
+            if not arg:
+                names = [f"{'* ' if c.name == self.session.docs else ''}{c.name}" for c in app.services.collections()]
+                text = (
+                    ("Collections: " + ", ".join(names)) if names else "No collections (localllm docs add NAME PATH)."
+                )
+                app.call_from_thread(self.notify, text)
+                return
+            name = None if arg == "off" else arg
+            with app.holder.lock:  # not while a reply is grounded in the collection being replaced
+                said = self.docs.attach(name)
+                self.session.attach_docs(name)  # saved with the chat (the reply worker saves from a thread too)
+            app.call_from_thread(self.notify, said)
+        except LocalLLMError as exc:
+            app.call_from_thread(notify_error, self, exc, title="")
 
     def action_copy_reply(self, code: bool = False) -> None:
         """Copy the last reply (or its last code block) to the clipboard (OSC 52 in the terminal)."""

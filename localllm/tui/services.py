@@ -99,6 +99,15 @@ class Services:
     def sampling(self, settings: dict):
         return app.sampling(**settings)
 
+    # -- document collections --------------------------------------------------------------------
+
+    def collections(self) -> list:
+        return app.documents.collections()
+
+    def open_retriever(self, name: str):
+        """The collection ``name``'s retriever, its embedding model loaded (from a worker thread)."""
+        return app.documents.Retriever(name)
+
     # -- a conversation's KV cache ---------------------------------------------------------------
 
     def restore_state(self, model, conversation_id: int) -> int:

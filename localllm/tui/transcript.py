@@ -15,6 +15,8 @@ from textual.widgets import Button, Collapsible, Markdown, Static
 
 from localllm.chat import history as hist
 
+from .sources import SourcesList
+
 SHOWN_MESSAGES = 24  # a long conversation opens with its last messages; the rest on demand
 
 ROLE_LABEL = {"user": "You", "assistant": "Assistant", "system": "System"}
@@ -108,6 +110,8 @@ class MessageView(Vertical):
         if self.reasoning:
             yield ThinkingView(self.reasoning)
         yield Markdown(self.content, parser_factory=reply_parser)
+        if self.stats and isinstance(self.stats.get("sources"), list):
+            yield SourcesList(self.stats["sources"])
 
     @property
     def thinking(self) -> ThinkingView | None:
@@ -134,9 +138,12 @@ class MessageView(Vertical):
             self._folded = True
 
     def show_stats(self, stats: dict[str, Any] | None) -> None:
-        """The reply's speed and first-token time, on its label's tooltip."""
+        """The reply's speed and first-token time, on its label's tooltip; the sources it was
+        answered from (a chat with a document collection), under it."""
         self.stats = stats
         self.query_one(".role", Static).tooltip = speed_text(stats)
+        if stats and isinstance(stats.get("sources"), list) and not self.query(SourcesList):
+            self.mount(SourcesList(stats["sources"]))
 
     def _label(self) -> str:
         note = self.note if self.writing else STATUS_NOTE.get(self.status)
