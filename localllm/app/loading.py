@@ -108,9 +108,11 @@ def open_model(
     hardware: Hardware | None = None,
     notice: Notice | None = None,
     adapters: Sequence[AdapterSpec] = (),
+    draft: str | None = None,
 ) -> OpenedModel:
     """Load a model for chatting or completing, with the planner's settings for what is not given.
     ``adapters``: LoRA adapters loaded with it (see :func:`lora_specs`), counted by the planner.
+    ``draft``: speculative decoding (``--draft``): "ngram", or a reference to a draft model.
 
     Raises :class:`~localllm.errors.DoesNotFitError` when the model cannot fit and the user did not
     set both the context and the GPU layers."""
@@ -120,7 +122,21 @@ def open_model(
         choice = load_settings(header, hardware or machine.detect(), n_ctx, n_gpu_layers, label=resolved.label)
     else:
         choice = LoadChoice(n_ctx, n_gpu_layers)
-    return _load(resolved, _options(choice, n_ctx=choice.n_ctx, n_threads=n_threads), adapters)
+    options = _options(choice, n_ctx=choice.n_ctx, n_threads=n_threads)
+    if draft is not None:
+        from dataclasses import replace
+
+        options = replace(options, draft=draft_path(draft, notice))
+    return _load(resolved, options, adapters)
+
+
+def draft_path(reference: str, notice: Notice | None = None) -> str:
+    """What ``--draft`` names, for :class:`LoadOptions`: "ngram", or the draft model's file."""
+    from localllm.runtime.speculative import NGRAM
+
+    if reference.strip().lower() == NGRAM:
+        return NGRAM
+    return str(find(reference, notice).path)
 
 
 def _options(choice: LoadChoice, *, n_ctx: int | None, n_threads: int | None, n_batch: int = 512) -> LoadOptions:

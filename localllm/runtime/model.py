@@ -747,6 +747,7 @@ class Generation:
                 spec.round(len(drafts), accepted, clock() - began)
         finally:
             stats.drafted_tokens, stats.accepted_tokens = spec.drafted, spec.accepted
+            stats.plain_step_s = spec.plain_s or 0.0
         tail = held + decoder.decode(b"", final=True)
         if tail and stats.finish_reason != "stop":
             self.text += tail

@@ -110,10 +110,16 @@ class GenerationStats:
     draft: str = ""  # the drafter ("ngram" or the draft model's file name); "": no speculative decoding
     drafted_tokens: int = 0  # tokens proposed by the drafter and verified
     accepted_tokens: int = 0  # of those, the ones the model agreed with (each one a decode saved)
+    plain_step_s: float = 0.0  # a plain decoding step's time, measured in the same reply (0: unknown)
 
     @property
     def acceptance(self) -> float:
         return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else 0.0
+
+    @property
+    def speedup(self) -> float:
+        """Tokens per second against plain decoding's, estimated from this reply's plain steps (0: unknown)."""
+        return self.tokens_per_s * self.plain_step_s if self.plain_step_s > 0 else 0.0
 
     @property
     def tokens_per_s(self) -> float:
@@ -144,6 +150,7 @@ class GenerationStats:
                     "drafted_tokens": self.drafted_tokens,
                     "accepted_tokens": self.accepted_tokens,
                     "acceptance": round(self.acceptance, 4),
+                    "speedup": round(self.speedup, 3),
                 }
                 if self.draft
                 else {}
