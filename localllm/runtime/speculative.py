@@ -31,17 +31,19 @@ from localllm.errors import DraftMismatchError, ModelFileError
 from .llama import LlamaContext, LlamaModel, greedy_token
 
 NGRAM_MAX = 4  # the longest suffix looked up
+NGRAM_MIN = 2  # the shortest: one common token (" the") is no evidence that the text repeats
 NGRAM = "ngram"  # the name of the draft-free drafter (``--draft ngram``)
 
 
 class NgramDrafter:
     """Prompt lookup: the tokens that followed the latest earlier occurrence of the longest of the
-    history's last ``NGRAM_MAX``..1 tokens. Indexes the history as it grows (a dict per length)."""
+    history's last ``max_n``..``min_n`` tokens. Indexes the history as it grows (a dict per length)."""
 
     name = NGRAM
 
-    def __init__(self, max_n: int = NGRAM_MAX) -> None:
+    def __init__(self, max_n: int = NGRAM_MAX, min_n: int = NGRAM_MIN) -> None:
         self.max_n = max_n
+        self.min_n = min_n
         self._seen: list[dict[tuple[int, ...], int]] = [{} for _ in range(max_n + 1)]
         self._indexed = 0  # history tokens indexed
 
@@ -54,7 +56,7 @@ class NgramDrafter:
         seen, max_n = self._seen, self.max_n
         for i in range(max(self._indexed, 1), len(history)):
             # the n-grams ending just before i were followed by the token at i
-            for n in range(1, min(max_n, i) + 1):
+            for n in range(self.min_n, min(max_n, i) + 1):
                 seen[n][tuple(history[i - n : i])] = i
         self._indexed = len(history)
 
@@ -63,7 +65,7 @@ class NgramDrafter:
             self.reset()
         self._index(history)
         end = len(history)
-        for n in range(min(self.max_n, end), 0, -1):
+        for n in range(min(self.max_n, end), self.min_n - 1, -1):
             at = self._seen[n].get(tuple(history[end - n :]))
             if at is not None:
                 return list(history[at : min(at + k, end)])
@@ -178,7 +180,9 @@ class Speculation:
 
     ``gain`` is the smoothed ratio of tokens per second in drafted rounds to plain decoding's; while
     it stays below 1 the draft length halves, down to no drafting for ``pause`` tokens (doubled
-    each time drafting fails again, at most ``MAX_PAUSE``); full acceptance doubles it back.
+    each time drafting fails again, at most ``MAX_PAUSE``); full acceptance that pays doubles it, up
+    to ``k_max``. It starts (and starts again after a pause) at ``START`` tokens, so a probe of text
+    that repeats nothing costs little.
     """
 
     k_max: int = 8
@@ -193,9 +197,10 @@ class Speculation:
 
     MAX_PAUSE = 256
     SMOOTH = 0.3
+    START = 2
 
     def __post_init__(self) -> None:
-        self.k = self.k_max
+        self.k = min(self.START, self.k_max)
 
     def want(self) -> int:
         """Tokens to draft this step (0: a plain step)."""
@@ -203,28 +208,31 @@ class Speculation:
             return 0
         return self.k
 
-    def plain(self, seconds: float) -> None:
+    def plain(self, seconds: float, sequences: int = 1) -> None:
+        """A plain step took ``seconds`` for a token of each of ``sequences``."""
+        seconds /= max(sequences, 1)
         if self.paused > 0:
             self.paused -= 1
             if self.paused == 0:
-                self.k, self.gain = max(2, self.k_max // 4), 1.0
+                self.k, self.gain = min(self.START, self.k_max), 1.0
         s = self.SMOOTH
         self.plain_s = seconds if self.plain_s is None else (1 - s) * self.plain_s + s * seconds
 
-    def round(self, drafted: int, accepted: int, seconds: float) -> None:
-        """A drafted round took ``seconds`` for ``drafted`` drafts of which ``accepted`` held."""
+    def round(self, drafted: int, accepted: int, seconds: float, sequences: int = 1) -> None:
+        """A drafted round took ``seconds`` for ``drafted`` drafts of which ``accepted`` held, and
+        a token of each of ``sequences`` besides."""
         self.drafted += drafted
         self.accepted += accepted
         self.rounds += 1
         assert self.plain_s is not None
-        gain = (accepted + 1) * self.plain_s / max(seconds, 1e-9)
+        gain = (accepted + sequences) * self.plain_s / max(seconds, 1e-9)
         self.gain = (1 - self.SMOOTH) * self.gain + self.SMOOTH * gain
         if self.gain < 1.0:
             self.k //= 2
             self.gain = 1.0
             if self.k == 0:
                 self.paused, self.pause = self.pause, min(self.pause * 2, self.MAX_PAUSE)
-        elif accepted == drafted == self.k and self.gain > 1.1:
+        elif accepted == drafted >= self.k and self.gain > 1.1:
             self.k = min(self.k * 2, self.k_max)
 
 
