@@ -16,7 +16,7 @@ from typing import Any
 
 from localllm.fit import loadlog
 from localllm.fit.hardware import Hardware
-from localllm.fit.plan import LoadChoice, load_settings, plan_parallel, with_adapters
+from localllm.fit.plan import LoadChoice, load_settings, plan_parallel, with_adapters, with_draft
 from localllm.gguf import cache as headercache
 from localllm.models import store
 from localllm.models.resolve import ResolvedModel, resolve
@@ -117,16 +117,19 @@ def open_model(
     Raises :class:`~localllm.errors.DoesNotFitError` when the model cannot fit and the user did not
     set both the context and the GPU layers."""
     resolved = resolved or find(reference, notice)
+    drafter = draft_path(draft, notice) if draft is not None else None
     if n_ctx is None or n_gpu_layers is None:
         header = _planned_header(resolved, adapters)
+        if drafter is not None and drafter != "ngram":  # the planner counts the draft model's weights
+            header = with_draft(header, headercache.read_header(drafter))
         choice = load_settings(header, hardware or machine.detect(), n_ctx, n_gpu_layers, label=resolved.label)
     else:
         choice = LoadChoice(n_ctx, n_gpu_layers)
     options = _options(choice, n_ctx=choice.n_ctx, n_threads=n_threads)
-    if draft is not None:
+    if drafter is not None:
         from dataclasses import replace
 
-        options = replace(options, draft=draft_path(draft, notice))
+        options = replace(options, draft=drafter)
     return _load(resolved, options, adapters)
 
 

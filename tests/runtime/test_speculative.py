@@ -174,3 +174,44 @@ def test_drafting_grows_while_drafts_are_accepted():
     for _ in range(3):
         spec.round(spec.k, spec.k, 0.012)
     assert spec.want() == 8
+
+
+# -- batch and serve: n-gram drafts verified in the step's batch ------------------------------
+
+
+def test_batch_session_with_ngram_drafts_gives_the_plain_results(plain):
+    from localllm.runtime.batching import BatchRequest
+
+    prompts = [REPEAT, STORY, [{"role": "user", "content": f"Repeat this twice: {PASSAGE[:80]}"}]]
+    samplings = [
+        GREEDY,
+        runtime.SamplingOptions(temperature=0.8, seed=5, max_tokens=40),
+        runtime.SamplingOptions(temperature=0, max_tokens=80, stop=("private",)),
+        runtime.SamplingOptions(temperature=0, max_tokens=9),
+    ]
+    requests = [
+        BatchRequest(key=(i, j), tokens=plain.chat_tokens(messages), sampling=sampling)
+        for i, messages in enumerate(prompts)
+        for j, sampling in enumerate(samplings)
+    ]
+    results = {}
+    for draft in (None, "ngram"):
+        with runtime.BatchSession(plain, 3, 1024, draft=draft) as session:
+            results[draft] = {r.key: r for r in session.run(requests)}
+            drafted, accepted = session.drafted_tokens, session.accepted_tokens
+    for key, expected in results[None].items():
+        got = results["ngram"][key]
+        assert (got.text, got.finish_reason, got.completion_tokens) == (
+            expected.text,
+            expected.finish_reason,
+            expected.completion_tokens,
+        ), key
+    assert 0 < accepted <= drafted == sum(r.drafted_tokens for r in results["ngram"].values())
+    assert results["ngram"][(0, 0)].accepted_tokens > 0  # the repeated passage
+
+
+def test_batch_session_takes_no_draft_model(plain, smollm2_path):
+    from localllm.errors import UsageError
+
+    with pytest.raises(UsageError, match="n-gram lookup only"):
+        runtime.BatchSession(plain, 2, 256, draft=str(smollm2_path))
