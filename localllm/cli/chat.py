@@ -8,7 +8,7 @@ import sys
 
 from localllm.app.options import SAMPLING
 
-from . import add_option, say
+from . import add_option, draft, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "temperature", shown=SAMPLING["temperature"].default)
     add_option(parser, "ctx", shown="what fits this machine, up to the model's own; the status bar shows it")
     add_option(parser, "gpu_layers", shown="planned")
+    draft.add_argument(parser)
     parser.add_argument("--light", action="store_true", help="light theme (F9 toggles)")
 
 
@@ -40,10 +41,13 @@ def run(args: argparse.Namespace) -> int:
         system=args.system,
         settings=settings,
         light=args.light,
+        draft=args.draft,
     )
 
 
-def launch(*, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", settings=None, light=False) -> int:
+def launch(
+    *, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", settings=None, light=False, draft=None
+) -> int:
     """Run the TUI (also what ``localllm`` with no command does)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         from localllm.errors import UsageError
@@ -58,7 +62,9 @@ def launch(*, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", 
     app = make_app(
         chat=target,
         open_chat=open_chat,
-        defaults=ChatDefaults(n_ctx=ctx, n_gpu_layers=gpu_layers, system_prompt=system, settings=settings or {}),
+        defaults=ChatDefaults(
+            n_ctx=ctx, n_gpu_layers=gpu_layers, system_prompt=system, settings=settings or {}, draft=draft
+        ),
         theme="textual-light" if light else None,  # None: the theme chosen last time
     )
     app.run()

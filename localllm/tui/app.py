@@ -23,6 +23,7 @@ class ChatDefaults:
     n_gpu_layers: int | None = None  # None: the planner's
     system_prompt: str = ""
     settings: dict[str, Any] = field(default_factory=dict)  # SamplingOptions fields
+    draft: str | None = None  # speculative decoding (--draft ngram|MODEL)
 
 
 class ModelHolder:
