@@ -85,6 +85,10 @@ class AdapterMismatchError(ModelFileError):
     """A LoRA adapter was made for another base model (architecture or tensor shapes)."""
 
 
+class DraftMismatchError(ModelFileError):
+    """A draft model for speculative decoding has another vocabulary than the model it drafts for."""
+
+
 class DoesNotFitError(LocalLLMError):
     """No quantization of a model fits this machine's memory."""
 

@@ -40,8 +40,10 @@ def complete_jsonl(
     started: Started | None = None,
     progress: Callable[[jobs.BatchProgress], None] | None = None,
     cancel: threading.Event | None = None,
+    draft: str | None = None,
 ) -> jobs.BatchProgress:
-    """Complete every line of JSONL ``text`` not already in ``writer``'s output (see localllm.batch)."""
+    """Complete every line of JSONL ``text`` not already in ``writer``'s output (see localllm.batch).
+    ``draft``: "ngram" for speculative decoding with n-gram lookup."""
     lines = jobs.read_lines(text)
     defaults = jobs.BatchDefaults(max_tokens=max_tokens or jobs.DEFAULT_MAX_TOKENS, temperature=temperature, seed=seed)
     with (
@@ -76,6 +78,7 @@ def complete_jsonl(
             progress=progress,
             cancel=cancel,
             ground=ground,
+            draft=draft,
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from localllm.fit import loadlog
 from localllm.fit.hardware import Hardware
-from localllm.fit.plan import LoadChoice, load_settings, plan_parallel, with_adapters
+from localllm.fit.plan import LoadChoice, load_settings, plan_parallel, with_adapters, with_draft
 from localllm.gguf import cache as headercache
 from localllm.models import store
 from localllm.models.resolve import ResolvedModel, resolve
@@ -119,21 +119,40 @@ def open_model(
     notice: Notice | None = None,
     adapters: Sequence[AdapterSpec] = (),
     beside: int = 0,
+    draft: str | None = None,
 ) -> OpenedModel:
     """Load a model for chatting or completing, with the planner's settings for what is not given.
     ``adapters``: LoRA adapters loaded with it (see :func:`lora_specs`), counted by the planner;
     ``beside``: bytes of RAM another model loaded with it takes (a collection's embedding model).
+    ``draft``: speculative decoding (``--draft``): "ngram", or a reference to a draft model.
 
     Raises :class:`~localllm.errors.DoesNotFitError` when the model cannot fit and the user did not
     set both the context and the GPU layers."""
     resolved = resolved or find(reference, notice)
+    drafter = draft_path(draft, notice) if draft is not None else None
     if n_ctx is None or n_gpu_layers is None:
         header = _planned_header(resolved, adapters)
+        if drafter is not None and drafter != "ngram":  # the planner counts the draft model's weights
+            header = with_draft(header, headercache.read_header(drafter))
         hw = leaving(hardware or machine.detect(), beside)
         choice = load_settings(header, hw, n_ctx, n_gpu_layers, label=resolved.label)
     else:
         choice = LoadChoice(n_ctx, n_gpu_layers)
-    return _load(resolved, _options(choice, n_ctx=choice.n_ctx, n_threads=n_threads), adapters)
+    options = _options(choice, n_ctx=choice.n_ctx, n_threads=n_threads)
+    if drafter is not None:
+        from dataclasses import replace
+
+        options = replace(options, draft=drafter)
+    return _load(resolved, options, adapters)
+
+
+def draft_path(reference: str, notice: Notice | None = None) -> str:
+    """What ``--draft`` names, for :class:`LoadOptions`: "ngram", or the draft model's file."""
+    from localllm.runtime.speculative import NGRAM
+
+    if reference.strip().lower() == NGRAM:
+        return NGRAM
+    return str(find(reference, notice).path)
 
 
 def _options(choice: LoadChoice, *, n_ctx: int | None, n_threads: int | None, n_batch: int = 512) -> LoadOptions:

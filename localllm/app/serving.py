@@ -106,6 +106,7 @@ class ServeOptions:
     switch_wait_s: float = 30.0  # how long a request for another model waits for a busy one to finish
     # LoRA adapters (--lora) loaded once with every model they fit; requests choose them (and scales).
     adapters: tuple[AdapterSpec, ...] = ()
+    draft: str | None = None  # speculative decoding (--draft ngram) in every model's sequences
 
 
 @dataclass(frozen=True)
@@ -571,7 +572,12 @@ class ModelManager:
         )
         try:
             engine = runtime.BatchEngine(
-                batch.opened.model, batch.n_parallel, batch.n_ctx_seq, queue_size=o.queue_size, n_threads=o.n_threads
+                batch.opened.model,
+                batch.n_parallel,
+                batch.n_ctx_seq,
+                queue_size=o.queue_size,
+                n_threads=o.n_threads,
+                draft=o.draft,
             )
         except BaseException:
             batch.close()

@@ -377,6 +377,8 @@ class BatchProgress:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     shared_tokens: int = 0  # prompt tokens not evaluated: copied from another line's shared prefix
+    drafted_tokens: int = 0  # speculative decoding (--draft ngram): tokens drafted, and of those accepted
+    accepted_tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
     wall_s: float = 0.0
 
@@ -551,6 +553,7 @@ def run_batch(
     cancel: threading.Event | None = None,
     share_prefix: int = 0,
     ground: Ground | None = None,
+    draft: str | None = None,
 ) -> BatchProgress:
     """Run every line not already in the output; returns the counts. ``model`` is a runtime.Model.
     Lines sharing at least ``share_prefix`` leading prompt tokens with a running one copy its cells
@@ -572,7 +575,7 @@ def run_batch(
 
     requests = _Requests(model, defaults, seen, reject, ground)
     report()
-    with runtime.BatchSession(model, n_parallel, n_ctx_seq, n_threads=n_threads) as session:
+    with runtime.BatchSession(model, n_parallel, n_ctx_seq, n_threads=n_threads, draft=draft) as session:
         for result in session.run(requests(session, todo), cancel=cancel, share_prefix=share_prefix):
             record = _result_record(result)
             if result.key in requests.sources:
@@ -582,6 +585,8 @@ def run_batch(
             state.prompt_tokens += result.prompt_tokens
             state.shared_tokens += result.cached_tokens
             state.completion_tokens += result.completion_tokens
+            state.drafted_tokens += result.drafted_tokens
+            state.accepted_tokens += result.accepted_tokens
             report()
     report()
     return state

@@ -8,7 +8,7 @@ import sys
 from localllm.app.options import SAMPLING
 from localllm.format import format_clock
 
-from . import EXIT_INTERRUPTED, add_option, lora, print_error, say
+from . import EXIT_INTERRUPTED, add_option, draft, lora, print_error, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "threads", shown="physical cores")
     add_option(parser, "gpu_layers", shown="planned")
     lora.add_argument(parser)
+    draft.add_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -104,6 +105,11 @@ def summary_line(p, interrupted: bool = False) -> str:
         f"{p.prompt_tokens} prompt + {p.completion_tokens} generated tokens in {p.wall_s:.1f} s, "
         f"{p.tokens_per_s:.1f} tok/s generated"
         + (f", {p.shared_tokens} prompt tokens saved by shared prefixes" if p.shared_tokens else "")
+        + (
+            f", drafts: {p.accepted_tokens} of {p.drafted_tokens} accepted ({p.accepted_tokens / p.drafted_tokens:.0%})"
+            if getattr(p, "drafted_tokens", 0)
+            else ""
+        )
     )
 
 
@@ -138,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             n_gpu_layers=args.gpu_layers,
             n_threads=args.threads,
             adapters=app.lora_specs(args.lora),
+            draft=draft.ngram_only(args.draft, "batch"),
             max_tokens=args.max_tokens,
             temperature=args.temperature,
             seed=args.seed,

@@ -8,7 +8,7 @@ import sys
 
 from localllm.app.options import SAMPLING
 
-from . import add_option, say
+from . import add_option, draft, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--docs", metavar="NAME", help="new chats answer from the document collection NAME (/docs in a chat changes it)"
     )
+    draft.add_argument(parser)
     parser.add_argument("--light", action="store_true", help="light theme (F9 toggles)")
 
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         light=args.light,
         think=args.think,
         think_budget=args.reasoning_budget,
+        draft=args.draft,
     )
 
 
@@ -72,6 +74,7 @@ def launch(
     light=False,
     think=None,
     think_budget=None,
+    draft=None,
 ) -> int:
     """Run the TUI (also what ``localllm`` with no command does)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -94,6 +97,7 @@ def launch(
             settings=settings or {},
             think=think,
             think_budget=think_budget,
+            draft=draft,
         ),
         theme="textual-light" if light else None,  # None: the theme chosen last time
     )

@@ -11,7 +11,7 @@ from localllm.chat.context import reply_reserve
 from localllm.errors import LocalLLMError
 from localllm.format import json_terminal_safe, terminal_safe
 
-from . import EXIT_INTERRUPTED, add_option, lora, print_error, say
+from . import EXIT_INTERRUPTED, add_option, draft, lora, print_error, say
 
 SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed")
 
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "ctx", shown="planned for this machine")
     add_option(parser, "gpu_layers", shown="planned")
     lora.add_argument(parser)
+    draft.add_argument(parser)
     add_option(parser, "threads", shown="physical cores")
     parser.add_argument(
         "--docs",
@@ -108,7 +109,13 @@ def run(args: argparse.Namespace) -> int:
     found = _retrieve(args.docs, prompt) if args.docs else None  # the embedding model is closed again here
     kept: list = []
     with app.open_model(
-        args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say, adapters=adapters
+        args.model,
+        n_ctx=args.ctx,
+        n_gpu_layers=args.gpu_layers,
+        n_threads=args.threads,
+        notice=say,
+        adapters=adapters,
+        draft=args.draft,
     ) as model:
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
             {"role": "user", "content": prompt}
@@ -171,7 +178,7 @@ def interactive(args: argparse.Namespace, read=None) -> int:
     beside = app.documents.embedder_bytes(args.docs) if args.docs else 0  # loaded beside it: the planner leaves room
     model = app.open_model(
         args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads, notice=say,
-        adapters=adapters, beside=beside,
+        adapters=adapters, beside=beside, draft=args.draft,
     )  # fmt: skip
     history = History()
     session = ChatSession(
@@ -284,7 +291,8 @@ def _switch_model(session, model, reference: str, args: argparse.Namespace):
         say(f"this chat already uses {model.label}")
         return model
     current = model.resolved
-    load = {"n_ctx": args.ctx, "n_gpu_layers": args.gpu_layers, "n_threads": args.threads, "notice": say}
+    load = {"n_ctx": args.ctx, "n_gpu_layers": args.gpu_layers, "n_threads": args.threads, "notice": say,
+            "draft": args.draft}  # fmt: skip
     model.close()  # one model in memory at a time; the adapters stay with the old base
     try:
         model = app.open_model(resolved=resolved, **load)
@@ -380,5 +388,18 @@ def _stats_line(label: str, load_s: float, stats) -> str:
     return (
         f"{label}: loaded in {load_s:.2f} s, prompt {stats.prompt_tokens} tokens at {stats.prompt_tokens_per_s:.1f} tok/s, "
         f"{stats.generated_tokens} generated at {stats.tokens_per_s:.1f} tok/s, "
-        f"first token {stats.ttft_s * 1000:.0f} ms, finish: {stats.finish_reason}"
+        f"first token {stats.ttft_s * 1000:.0f} ms, finish: {stats.finish_reason}" + draft_stats(stats)
     )
+
+
+def draft_stats(stats) -> str:
+    """The speculative decoding part of a stats line ("" without ``--draft``)."""
+    if not stats.draft:
+        return ""
+    text = (
+        f", draft {stats.draft}: {stats.accepted_tokens} of {stats.drafted_tokens} drafted tokens accepted "
+        f"({stats.acceptance:.0%})"
+    )
+    if stats.speedup:
+        text += f", about {stats.speedup:.2f}x plain decoding"
+    return text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_option, lora, say
+from . import add_option, draft, lora, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "gpu_layers", shown="planned")
     add_option(parser, "threads", shown="physical cores")
     lora.add_argument(parser)
+    draft.add_argument(parser)
 
 
 def _options(args: argparse.Namespace):
@@ -77,6 +78,7 @@ def _options(args: argparse.Namespace):
         n_gpu_layers=args.gpu_layers,
         n_threads=args.threads,
         adapters=app.lora_specs(args.lora),
+        draft=draft.ngram_only(args.draft, "serve"),
     )
 
 

@@ -297,6 +297,20 @@ def with_adapters(header: ggufmeta.GGUFHeader, adapters: Sequence[AdapterInfo]) 
     return _replace(header, tensors=header.tensors + tuple(extra))
 
 
+def with_draft(header: ggufmeta.GGUFHeader, draft: ggufmeta.GGUFHeader) -> ggufmeta.GGUFHeader:
+    """``header`` with a draft model's weights (speculative decoding) added to its own: the draft
+    loads with the same GPU layers, so its layer N counts with the model's layer N (its KV cache,
+    a few MiB for the small models that draft, is not counted)."""
+    from dataclasses import replace as _replace
+
+    end = header.data_end
+    extra = []
+    for t in draft.tensors:
+        extra.append(_replace(t, offset=end))
+        end += t.n_bytes
+    return _replace(header, tensors=header.tensors + tuple(extra))
+
+
 def adapter_bytes(adapters: Sequence[AdapterInfo]) -> int:
     """The memory LoRA ``adapters`` take: their tensor data (what llama.cpp's LoRA buffers hold)."""
     return sum(a.n_bytes + b.n_bytes for info in adapters for a, b in info.pairs.values())

@@ -15,12 +15,13 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from localllm.errors import ContextOverflowError, GenerationError, GrammarError
+from localllm.errors import ContextOverflowError, GenerationError, GrammarError, UsageError
 
 from .budget import BudgetTracker
 from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_logprobs, token_piece
 from .model import Model, budget_tracker, find_stop, stop_prefix_len
 from .options import AdapterSet, SamplingOptions, default_ctx
+from .speculative import NGRAM, NgramDrafter, Speculation
 
 MAX_SCHEMA_CHARS = 64 << 10  # a JSON schema's text
 MAX_SCHEMA_DEPTH = 32  # objects and arrays inside one another
@@ -125,6 +126,8 @@ class BatchResult:
     logprobs: tuple[tuple[bytes, float, tuple[tuple[bytes, float], ...]], ...] | None = None
     stop_sequence: str | None = None  # the stop string that ended it (Anthropic's stop_sequence), if one did
     cached_tokens: int = 0  # prompt tokens whose KV a finished sequence left in the slot (prompt cache)
+    drafted_tokens: int = 0  # speculative decoding (draft "ngram"): tokens drafted and verified
+    accepted_tokens: int = 0  # of those, the ones the model agreed with
 
 
 # What one decode step reports: (slot, a piece of new text) or (slot, the sequence's result, last).
@@ -159,6 +162,10 @@ class _Sequence:
         "history",
         "cached",
         "budget",
+        "drafter",
+        "drafts",
+        "drafted",
+        "accepted",
     )
 
     request: BatchRequest
@@ -187,6 +194,10 @@ class _Sequence:
     history: list[int]  # generated tokens fed (or to feed next step), for the prompt cache
     cached: int  # prompt tokens already in the slot's cells at admission
     budget: BudgetTracker | None  # the reasoning budget, if the request has one
+    drafter: NgramDrafter | None  # speculative decoding: this sequence's n-gram index
+    drafts: list[int]  # tokens drafted after next_token in this step's batch
+    drafted: int
+    accepted: int
 
 
 class BatchSession:
@@ -220,9 +231,15 @@ class BatchSession:
         n_ubatch: int = 512,
         n_threads: int | None = None,
         prompt_cache: bool = False,
+        draft: str | None = None,
+        n_draft: int = 8,
     ) -> None:
         if n_parallel < 1:
             raise ValueError("n_parallel must be at least 1")
+        if draft is not None and str(draft) != NGRAM:
+            raise UsageError(
+                "batch and serve draft with n-gram lookup only", hint="use --draft ngram (a draft model works in run)"
+            )
         self.model = model
         self.n_parallel = n_parallel
         wanted = default_ctx(n_ctx_seq, model.n_ctx_train)
@@ -235,7 +252,8 @@ class BatchSession:
             kv_unified=False,
             # A step needs logits for at most one token per sequence: a vocabulary-wide row each,
             # not one per batch slot (512 x 128k-vocabulary floats would be 256 MiB).
-            n_outputs_max=n_parallel,
+            # Speculative decoding verifies each sequence's drafts: logits for each of them too.
+            n_outputs_max=n_parallel * (n_draft + 1 if draft else 1),
         )
         self.n_ctx_seq = self._ctx.n_ctx_seq
         self.n_batch = self._ctx.n_batch
@@ -255,6 +273,11 @@ class BatchSession:
         self._admissions = 0
         self.saved_tokens = 0  # prompt tokens copied from a shared prefix in the last run()
         self._copied: set[int] = set()  # slots given a copy of cells since the last decode
+        # Speculative decoding: n-gram drafts for every sequence, one draft length for the session,
+        # timed on the steps that only generate (see runtime.speculative.Speculation).
+        self.draft = NGRAM if draft is not None else None
+        self._spec = Speculation(k_max=n_draft) if draft is not None else None
+        self.drafted_tokens = self.accepted_tokens = 0  # over the session's life
 
     def close(self) -> None:
         self.drop_all()
@@ -359,6 +382,9 @@ class BatchSession:
         s.history = []
         s.cached = 0
         s.budget = budget_tracker(self.model, sampling.think_budget)
+        s.drafter = NgramDrafter() if self._spec is not None else None
+        s.drafts = []
+        s.drafted = s.accepted = 0
         room = self.n_ctx_seq - len(request.tokens)
         max_tokens = request.sampling.max_tokens
         s.limit = min(max_tokens, room) if max_tokens is not None else room
@@ -379,6 +405,39 @@ class BatchSession:
         active = [s for s in self._slots if s is not None]
         if not active:
             return []
+        if self._spec is None:
+            return self._step(active)
+        spec = self._spec
+        generating = all(s.next_token is not None for s in active)
+        began = time.perf_counter()
+        drafted = self._propose(active, spec.want()) if generating else 0
+        accepted_before = sum(s.accepted for s in active)
+        events = self._step(active)
+        seconds = time.perf_counter() - began
+        if generating:
+            if drafted:
+                accepted = sum(s.accepted for s in active) - accepted_before
+                spec.round(drafted, accepted, seconds, len(active))
+            else:
+                spec.plain(seconds, len(active))
+        return events
+
+    def _propose(self, active: list[_Sequence], k: int) -> int:
+        """Each generating sequence's n-gram drafts for this step (at most ``k``, within its limits
+        and the batch); how many in all."""
+        if k <= 0:
+            return 0
+        room = self.n_batch - len(active)
+        total = 0
+        for s in active:
+            want = min(k, room - total, s.limit - s.generated - 1, self.n_ctx_seq - s.pos - 2)
+            if s.drafter is None or want <= 0:
+                continue
+            s.drafts = s.drafter.propose([*s.request.tokens, *s.history], want)
+            total += len(s.drafts)
+        return total
+
+    def _step(self, active: list[_Sequence]) -> list[StepEvent]:
         groups: dict[AdapterSet, list[_Sequence]] = {}
         for s in active:
             groups.setdefault(s.adapters, []).append(s)
@@ -486,6 +545,11 @@ class BatchSession:
                 s.index = n
                 s.pos += 1
                 n += 1
+                for token in s.drafts:  # speculative: verified by the logits at each position
+                    tok[n], pos[n], nseq[n], logits[n] = token, s.pos, 1, 1
+                    seqs[n][0] = s.seq_id
+                    s.pos += 1
+                    n += 1
         for s in active:
             if s.next_token is None and n < n_batch:
                 prompt = s.request.tokens
@@ -515,42 +579,59 @@ class BatchSession:
         for s in active:
             if s.index < 0:
                 continue
-            forced = s.budget.forced() if s.budget is not None else None
-            if forced is not None:  # the reasoning budget is spent: its closing marker is fed
-                token = forced
-                if not s.greedy:
-                    s.sampler.accept(token)
-            else:
-                token = greedy_token(ctx, s.index, n_vocab) if s.greedy else s.sampler.sample(ctx, s.index)
-            if s.generated == 0:
-                s.first_at = now
-            if s.request.special_tokens:
-                eog, raw = self._special.get(token) or self._describe(token, special=True)
-            else:
-                eog, raw = known.get(token) or describe(token)
-            finish = None
-            if eog and not s.ignore_eos:
-                finish = "stop"
-            else:
-                if s.logprobs is not None:
-                    self._note_logprobs(s, token, raw)
-                s.generated += 1
-                piece = s.decoder.decode(raw) if raw else ""
-                if s.budget is not None:
-                    s.budget.after(piece)
-                if piece:
-                    s.text += piece
-                    if s.stops:
-                        # Only the new piece and the stop-length text before it can hold a stop.
-                        base = max(0, len(s.text) - len(piece) - s.stop_len)
-                        cut = find_stop(s.text[base:], s.stops)
-                        if cut is not None:
-                            rest = s.text[base + cut :]
-                            s.stopped_by = next(x for x in s.stops if rest.startswith(x))
-                            s.text = s.text[: base + cut]
-                            finish = "stop"
-                if finish is None and (s.generated >= s.limit or s.pos >= n_ctx_seq):
-                    finish = "length"
+            drafts = s.drafts
+            first = s.pos - len(drafts)  # the position after the token fed (plain decoding's s.pos)
+            i = 0
+            while True:
+                forced = s.budget.forced() if s.budget is not None else None
+                if forced is not None:  # the reasoning budget is spent: its closing marker is fed
+                    token = forced
+                    if not s.greedy:
+                        s.sampler.accept(token)
+                else:
+                    token = greedy_token(ctx, s.index, n_vocab) if s.greedy else s.sampler.sample(ctx, s.index)
+                if s.generated == 0:
+                    s.first_at = now
+                if s.request.special_tokens:
+                    eog, raw = self._special.get(token) or self._describe(token, special=True)
+                else:
+                    eog, raw = known.get(token) or describe(token)
+                finish = None
+                if eog and not s.ignore_eos:
+                    finish = "stop"
+                else:
+                    if s.logprobs is not None:
+                        self._note_logprobs(s, token, raw)
+                    s.generated += 1
+                    piece = s.decoder.decode(raw) if raw else ""
+                    if s.budget is not None:
+                        s.budget.after(piece)
+                    if piece:
+                        s.text += piece
+                        if s.stops:
+                            # Only the new piece and the stop-length text before it can hold a stop.
+                            base = max(0, len(s.text) - len(piece) - s.stop_len)
+                            cut = find_stop(s.text[base:], s.stops)
+                            if cut is not None:
+                                rest = s.text[base + cut :]
+                                s.stopped_by = next(x for x in s.stops if rest.startswith(x))
+                                s.text = s.text[: base + cut]
+                                finish = "stop"
+                    if finish is None and (s.generated >= s.limit or first + i >= n_ctx_seq):
+                        finish = "length"
+                if finish is None and i < len(drafts) and token == drafts[i]:
+                    s.history.append(token)  # a draft accepted: already in the cells, its logits next
+                    s.index += 1
+                    i += 1
+                    continue
+                break
+            if drafts:
+                s.drafted += len(drafts)
+                s.accepted += i
+                s.drafts = []
+                s.pos = first + i
+                if i < len(drafts):
+                    ctx.memory_seq_rm(s.seq_id, s.pos, -1)  # the refused drafts
             if finish is None:
                 s.next_token = token
                 s.history.append(token)
@@ -607,10 +688,14 @@ class BatchSession:
             logprobs=tuple(s.logprobs) if s.logprobs is not None else None,
             stop_sequence=s.stopped_by,
             cached_tokens=s.cached,
+            drafted_tokens=s.drafted,
+            accepted_tokens=s.accepted,
         )
 
     def _release(self, s: _Sequence, keep: bool = True) -> None:
         s.sampler.close()
+        self.drafted_tokens += s.drafted
+        self.accepted_tokens += s.accepted
         if self.prompt_cache and keep:
             self._keep_cells(s)
         else:

@@ -768,6 +768,20 @@ def fill_batch(batch: LlamaBatch, tokens: Sequence[int], first_output: int) -> N
     batch.n_tokens = n
 
 
+def fill_run(batch: LlamaBatch, tokens: Sequence[int], first_pos: int) -> None:
+    """Put ``tokens`` at positions ``first_pos``.. of sequence 0 in ``batch``, with logits for
+    every one (a speculative round verifies each draft)."""
+    n = len(tokens)
+    np.ctypeslib.as_array(batch.token, shape=(batch.capacity,))[:n] = tokens
+    np.ctypeslib.as_array(batch.pos, shape=(batch.capacity,))[:n] = np.arange(first_pos, first_pos + n, dtype=np.int32)
+    np.ctypeslib.as_array(batch.n_seq_id, shape=(batch.capacity,))[:n] = 1
+    np.ctypeslib.as_array(batch.logits, shape=(batch.capacity,))[:n] = 1
+    seqs = batch.seq_id
+    for i in range(n):
+        seqs[i][0] = 0
+    batch.n_tokens = n
+
+
 # --------------------------------------------------------------------------------------------
 # Chat templates and JSON schemas (llama-cpp-python's Python helpers)
 

@@ -27,7 +27,17 @@ from localllm.gguf import cache as headercache
 
 from .budget import BudgetTracker
 from .devices import build_has_amx
-from .llama import LOG, LlamaAdapter, LlamaContext, LlamaEmbedder, LlamaModel, LlamaSampler, buffers_mib
+from .llama import (
+    LOG,
+    LlamaAdapter,
+    LlamaBatch,
+    LlamaContext,
+    LlamaEmbedder,
+    LlamaModel,
+    LlamaSampler,
+    buffers_mib,
+    fill_run,
+)
 from .options import (
     AdapterSet,
     GenerationStats,
@@ -38,6 +48,7 @@ from .options import (
     default_ctx,
     default_threads,
 )
+from .speculative import Drafter, Speculation, open_drafter
 from .template import ChatTemplate
 
 EMBED_CTX = 512  # tokens of the embedding context: a text longer than this cannot be embedded
@@ -103,9 +114,27 @@ class Model:
             self.llama.close()
             raise
         self.n_ctx = self._ctx.n_ctx
+        # Speculative decoding (issue 28): a drafter and the batch its drafts are verified in.
+        self.drafter: Drafter | None = None
+        self._draft_batch: LlamaBatch | None = None
+        if o.draft is not None:
+            try:
+                self.drafter = open_drafter(
+                    o.draft, self.llama, n_ctx=self.n_ctx, n_threads=self.n_threads, n_gpu_layers=o.n_gpu_layers
+                )
+                self._draft_batch = LlamaBatch(o.n_draft + 1, 1)
+            except BaseException:
+                if self.drafter is not None:
+                    self.drafter.close()
+                self._ctx.close()
+                self._free_adapters()
+                self.llama.close()
+                raise
         settings = {"n_ctx": self.n_ctx, "n_gpu_layers": o.n_gpu_layers, "type_k": o.type_k, "type_v": o.type_v,
                     "flash_attn": o.flash_attn, "n_batch": o.n_batch, "n_ubatch": o.n_ubatch,
                     "cpu_moe_layers": o.cpu_moe_layers, "repack": repack}  # fmt: skip
+        if o.draft is not None:
+            settings["draft"] = str(o.draft)
         if o.adapters:
             settings["adapters"] = [
                 {"name": spec.label, "path": str(spec.path), "scale": spec.scale, "file_size": info.file_size}
@@ -221,6 +250,12 @@ class Model:
         for embedder in (self._embedder, self._ranker):
             if embedder is not None:
                 embedder.close()
+        if self.drafter is not None:
+            self.drafter.close()
+            self.drafter = None
+        if self._draft_batch is not None:
+            self._draft_batch.close()
+            self._draft_batch = None
         self._ctx.close()
         self._free_adapters()
         self.llama.close()
@@ -589,7 +624,11 @@ class Generation:
                 return
             self.prompt_evaluated = self.prompt_to_evaluate
             stats.prompt_s = time.perf_counter() - started
-            yield from self._tokens(sampler, started)
+            if model.drafter is not None and self.sampling.think_budget is None:
+                # (a reasoning budget feeds its closing marker token by token: plain decoding then)
+                yield from self._speculative_tokens(sampler, started)
+            else:
+                yield from self._tokens(sampler, started)
         finally:
             if self._first_at is not None:
                 stats.generation_s = time.perf_counter() - self._first_at
@@ -648,6 +687,96 @@ class Generation:
             if rc != 0:
                 raise GenerationError(f"llama_decode failed while generating (code {rc})")
             evaluated.append(token)
+        tail = held + decoder.decode(b"", final=True)
+        if tail and stats.finish_reason != "stop":
+            self.text += tail
+            yield tail
+
+    def _speculative_tokens(self, sampler: LlamaSampler, started: float) -> Iterator[str]:
+        """:meth:`_tokens` with drafts: each round feeds the pending token and up to ``n_draft``
+        drafted ones in one decode, and keeps the drafts the model's own picks agree with (see
+        :mod:`localllm.runtime.speculative`). The same tokens as :meth:`_tokens`, fewer decodes."""
+        model, stats, sampling = self.model, self.stats, self.sampling
+        drafter, batch = model.drafter, model._draft_batch
+        assert drafter is not None and batch is not None
+        drafter.reset()
+        spec = Speculation(k_max=model.options.n_draft)
+        stats.draft = drafter.name
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = tuple(s for s in sampling.stop if s)
+        held = ""
+        limit = sampling.max_tokens if sampling.max_tokens is not None else model.n_ctx
+        ctx, evaluated, n_ctx = model._ctx, model._evaluated, model.n_ctx
+        sample, decode_token, clock = sampler.sample, ctx.decode_token, time.perf_counter
+        is_eog, piece_of = model.llama.is_eog, model.llama.token_to_piece
+        cancel, ignore_eos = self.cancel, sampling.ignore_eos
+        ready = [sample(ctx, -1)]  # picked tokens to show; all but the last are already in the cache
+        try:
+            while ready:
+                base = len(evaluated) - len(ready) + 1  # cache tokens before ready[0]
+                for j, token in enumerate(ready):
+                    if stats.generated_tokens >= limit or base + j >= n_ctx:
+                        stats.finish_reason = "length"
+                    elif not ignore_eos and is_eog(token):
+                        stats.finish_reason = "stop"
+                    else:
+                        stats.generated_tokens += 1
+                        piece = decoder.decode(piece_of(token))
+                        if self._first_at is None:
+                            self._first_at = clock()
+                            stats.ttft_s = self._first_at - started
+                        stopped = False
+                        if stops:
+                            piece, held, stopped = _hold_back(held + piece, stops)
+                            if stopped:
+                                stats.finish_reason = "stop"
+                        if piece:
+                            self.text += piece
+                            yield piece
+                        if not stopped and not (cancel is not None and cancel.is_set()):
+                            if stats.generated_tokens < limit:
+                                continue
+                            stats.finish_reason = "length"
+                    # The reply ends at ``token``: the cache keeps what came before it.
+                    model._forget_from(base + j)
+                    ready = []
+                    break
+                if not ready:
+                    break
+                pending = ready[-1]
+                began = clock()
+                want = min(spec.want(), limit - stats.generated_tokens - 1, n_ctx - len(evaluated) - 2)
+                drafts = drafter.propose([*evaluated, pending], want) if want > 0 else []
+                if not drafts:
+                    rc = decode_token(pending)
+                    if rc != 0:
+                        raise GenerationError(f"llama_decode failed while generating (code {rc})")
+                    evaluated.append(pending)
+                    ready = [sample(ctx, -1)]
+                    spec.plain(clock() - began)
+                    continue
+                fill_run(batch, [pending, *drafts], len(evaluated))
+                rc = ctx.decode(batch)
+                if rc != 0:
+                    model._forget_from(len(evaluated))
+                    raise GenerationError(f"llama_decode failed while generating (code {rc})")
+                evaluated.append(pending)
+                ready = []
+                for i, draft in enumerate(drafts):
+                    token = sample(ctx, i)
+                    ready.append(token)
+                    if token != draft:
+                        break
+                else:
+                    ready.append(sample(ctx, len(drafts)))
+                accepted = len(ready) - 1
+                evaluated.extend(drafts[:accepted])
+                if accepted < len(drafts) and not ctx.memory_seq_rm(0, len(evaluated), -1):
+                    raise GenerationError("llama.cpp could not drop refused drafts from the cache")
+                spec.round(len(drafts), accepted, clock() - began)
+        finally:
+            stats.drafted_tokens, stats.accepted_tokens = spec.drafted, spec.accepted
+            stats.plain_step_s = spec.plain_s or 0.0
         tail = held + decoder.decode(b"", final=True)
         if tail and stats.finish_reason != "stop":
             self.text += tail

@@ -77,6 +77,9 @@ class LoadOptions:
     cpu_moe_layers: int = 0
     # LoRA adapters loaded once with the weights; their scales are the default adapter set.
     adapters: tuple[AdapterSpec, ...] = ()
+    # Speculative decoding: "ngram" (prompt lookup) or a draft model's GGUF path; None: off.
+    draft: str | Path | None = None
+    n_draft: int = 8  # the most tokens drafted per round
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,19 @@ class GenerationStats:
     prompt_s: float = 0.0  # evaluating the prompt
     generation_s: float = 0.0  # from the first token to the last
     finish_reason: str = ""  # "stop", "length", "cancelled"
+    draft: str = ""  # the drafter ("ngram" or the draft model's file name); "": no speculative decoding
+    drafted_tokens: int = 0  # tokens proposed by the drafter and verified
+    accepted_tokens: int = 0  # of those, the ones the model agreed with (each one a decode saved)
+    plain_step_s: float = 0.0  # a plain decoding step's time, measured in the same reply (0: unknown)
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else 0.0
+
+    @property
+    def speedup(self) -> float:
+        """Tokens per second against plain decoding's, estimated from this reply's plain steps (0: unknown)."""
+        return self.tokens_per_s * self.plain_step_s if self.plain_step_s > 0 else 0.0
 
     @property
     def tokens_per_s(self) -> float:
@@ -143,6 +159,17 @@ class GenerationStats:
             "tokens_per_s": round(self.tokens_per_s, 2),
             "prompt_tokens_per_s": round(self.prompt_tokens_per_s, 2),
             "finish_reason": self.finish_reason,
+            **(
+                {
+                    "draft": self.draft,
+                    "drafted_tokens": self.drafted_tokens,
+                    "accepted_tokens": self.accepted_tokens,
+                    "acceptance": round(self.acceptance, 4),
+                    "speedup": round(self.speedup, 3),
+                }
+                if self.draft
+                else {}
+            ),
         }
 
 

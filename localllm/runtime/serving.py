@@ -180,6 +180,7 @@ class BatchEngine:
         n_ubatch: int = 512,
         n_threads: int | None = None,
         prompt_cache: bool = True,
+        draft: str | None = None,
     ) -> None:
         if queue_size < 0:
             raise ValueError("queue_size must not be negative")
@@ -192,6 +193,7 @@ class BatchEngine:
             n_ubatch=n_ubatch,
             n_threads=n_threads,
             prompt_cache=prompt_cache,
+            draft=draft,
         )
         self.n_parallel = n_parallel
         self.n_ctx_seq = self._session.n_ctx_seq

@@ -66,6 +66,8 @@ def finished(request: Request, reply: Reply) -> None:
     log.first_token_at = reply.first_token_at
     if reply.result is not None:
         log.generation_s = reply.result.generation_s
+        log.drafted_tokens = getattr(reply.result, "drafted_tokens", 0)
+        log.accepted_tokens = getattr(reply.result, "accepted_tokens", 0)
 
 
 async def read_all(request: Request, reply: Reply) -> str:

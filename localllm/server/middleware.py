@@ -26,6 +26,8 @@ class RequestLog:
     generation_s: float | None = None  # from the first token to the last
     finish: str | None = None  # stop, length, or cancelled (the client went away)
     first_token_at: float | None = None  # time.perf_counter() of the first generated token
+    drafted_tokens: int = 0  # speculative decoding: tokens drafted, and of those accepted
+    accepted_tokens: int = 0
 
     def tokens(self) -> str:
         if self.prompt_tokens is None:
@@ -35,6 +37,8 @@ class RequestLog:
             text += f" ({self.finish})"
         if self.generation_s and self.completion_tokens and self.completion_tokens > 1:
             text += f" {(self.completion_tokens - 1) / self.generation_s:.1f} tok/s"
+        if self.drafted_tokens:
+            text += f" drafts={self.accepted_tokens}/{self.drafted_tokens} accepted"
         return text
 
 

@@ -25,6 +25,7 @@ class ChatDefaults:
     settings: dict[str, Any] = field(default_factory=dict)  # SamplingOptions fields
     think: bool | None = None  # a reasoning model's thinking: None the template's default, False off
     think_budget: int | None = None  # the most tokens of thinking (None: no limit)
+    draft: str | None = None  # speculative decoding (--draft ngram|MODEL)
 
 
 class ModelHolder:

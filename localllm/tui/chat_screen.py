@@ -226,7 +226,8 @@ class ChatScreen(Screen):
         app = self.app
         try:
             app.holder.switch(
-                target, lambda t: app.services.load_model(t, app.defaults.n_ctx, app.defaults.n_gpu_layers)
+                target,
+                lambda t: app.services.load_model(t, app.defaults.n_ctx, app.defaults.n_gpu_layers, app.defaults.draft),
             )
         except LocalLLMError as exc:
             self.post_message(ModelLoaded(target.label, exc))

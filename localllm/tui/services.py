@@ -91,10 +91,13 @@ class Services:
         """The model file for a reference; the starter model is fetched if nothing is installed."""
         return ChatTarget.of(app.find(reference, notice=notice))
 
-    def load_model(self, target: ChatTarget, n_ctx: int | None = None, n_gpu_layers: int | None = None):
-        """Load a model with the planner's context and GPU layers for what is not given. Runs in a
-        worker thread; returns the opened model (closing it records the load)."""
-        return app.open_model(resolved=target.resolved(), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers)
+    def load_model(
+        self, target: ChatTarget, n_ctx: int | None = None, n_gpu_layers: int | None = None, draft: str | None = None
+    ):
+        """Load a model with the planner's context and GPU layers for what is not given (and the
+        ``draft`` of speculative decoding, if any). Runs in a worker thread; returns the opened
+        model (closing it records the load)."""
+        return app.open_model(resolved=target.resolved(), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, draft=draft)
 
     def sampling(self, settings: dict):
         return app.sampling(**settings)

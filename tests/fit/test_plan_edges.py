@@ -301,3 +301,12 @@ def test_a_full_offload_is_preferred_down_to_about_4_bits():
 def test_an_empty_list_of_quants_is_a_programming_error():
     with pytest.raises(ValueError):
         plan.plan_quants([], machine(1 << 30))
+
+
+def test_a_draft_model_s_weights_count_with_the_model_s():
+    """Speculative decoding (issue 28): the draft loads beside the model, so a machine that holds
+    the model alone may not hold both."""
+    h = header()
+    both = plan.with_draft(h, h)
+    weights = sum(x.n_bytes for x in h.tensors)
+    assert cpu_need(4096, h=both) - cpu_need(4096, h=h) >= weights

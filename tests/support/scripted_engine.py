@@ -182,7 +182,7 @@ class FakeServices(Services):
     def quick_hardware(self) -> Hardware:
         return FIXED_HARDWARE
 
-    def load_model(self, target, n_ctx=None, n_gpu_layers=0):
+    def load_model(self, target, n_ctx=None, n_gpu_layers=0, draft=None):
         self.loaded.append(target)
         self.model.closed = False
         return self.model
