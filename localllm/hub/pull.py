@@ -77,7 +77,7 @@ def choose_quant(
         if max_kld is not None:
             raise
         quant, why = default_quant(quants)
-        return quant, f"{why}: {exc.message}"
+        return quant, f"{why}: {exc.message}{_quality_note(quant, kld)}"
     if max_kld is not None:
         return _smallest_within(repo, choice, max_kld, kld)
     if choice.chosen is None:
@@ -85,7 +85,22 @@ def choose_quant(
             f"{repo}: {choice.reason}",
             hint="name a quantization to pull it anyway (MODEL:QUANT), or pick a smaller model",
         )
-    return choice.chosen.quant, choice.reason
+    return choice.chosen.quant, choice.reason + _quality_note(choice.chosen.quant, kld)
+
+
+def _kld_cost(quant: str, kld=None) -> tuple[float, str] | None:
+    """The KL divergence of ``quant`` and where it comes from: ``kld(quant)`` (measured by eval or
+    the prior), else the prior of its type."""
+    if kld is not None:
+        return kld(quant)
+    prior = quants.kld_prior(quant)
+    return (prior.kld, prior.label) if prior is not None else None
+
+
+def _quality_note(quant: str, kld=None) -> str:
+    """``; quality: KLD 0.0313 (prior from ...)``: what the chosen quantization costs, for its reason."""
+    cost = _kld_cost(quant, kld)
+    return f"; quality: KLD {cost[0]:.4f} ({cost[1]})" if cost is not None else ""
 
 
 def _smallest_within(repo: str, choice, max_kld: float, kld=None) -> tuple[str, str]:
@@ -93,13 +108,7 @@ def _smallest_within(repo: str, choice, max_kld: float, kld=None) -> tuple[str, 
     from localllm.errors import DoesNotFitError
     from localllm.fit.plan import Verdict
 
-    def cost(q: str) -> tuple[float, str] | None:
-        if kld is not None:
-            return kld(q)
-        prior = quants.kld_prior(q)
-        return (prior.kld, prior.label) if prior is not None else None
-
-    known = [(c, cost(c.quant)) for c in choice.choices]
+    known = [(c, _kld_cost(c.quant, kld)) for c in choice.choices]
     within = [(c, k) for c, k in known if k is not None and k[0] <= max_kld]
     fitting = [(c, k) for c, k in within if c.plan.verdict in (Verdict.FITS, Verdict.TIGHT)]
     if not fitting:
@@ -188,6 +197,8 @@ def plan(
             if max_kld is not None:
                 raise offline_error(ref.raw.strip())
             quant, reason = _offline_choice(entry)
+            if quant is not None:
+                reason += _quality_note(quant, (lambda q: kld(name, q)) if kld is not None else None)
         if entry.pypi is not None and quant == entry.pypi.quant:
             found = store.find_installed(name, quant)
             return PullPlan(name, quant, installed=found, starter=entry, reason=reason)
