@@ -189,6 +189,15 @@ def plan(
     cat = catalog.load_catalog()
     entry: CatalogEntry | None = None
     reason = None
+    if ref.kind == "catalog" and cat.find(ref.name) is None:
+        adapter = cat.find_adapter(ref.name)
+        if adapter is not None:
+            if ref.quant is not None or max_kld is not None:
+                raise UsageError(
+                    f"{adapter.name} is a LoRA adapter (for {adapter.base}): it has no quantizations to choose",
+                    hint=f"localllm pull {adapter.name}",
+                )
+            return adapter_plan(adapter, hub, look_for_copies=look_for_copies)
     if ref.kind == "catalog":
         entry = cat.get(ref.name)  # unknown names raise with suggestions
         name, repo = entry.name, entry.repo
@@ -244,6 +253,24 @@ def plan(
             )
     files = _planned_files(listing, chosen, name, look_for_copies)
     return PullPlan(name, quant, repo=repo, revision=listing.revision, files=files, reason=reason)
+
+
+def adapter_plan(adapter: catalog.CatalogAdapter, hub: Hub, *, look_for_copies: bool = True) -> PullPlan:
+    """Pulling a LoRA adapter the catalog names: its one file, stored under the adapter's name
+    (``--lora NAME`` finds it); asks the Hub only when it is not installed."""
+    found = store.find_adapter(adapter.name)
+    if found is not None:
+        return PullPlan(adapter.name, None, repo=adapter.repo, installed=found)
+    if hub.offline:
+        raise offline_error(adapter.name)
+    listing = hub.list_files(adapter.repo)
+    if adapter.file not in {f.path for f in listing.gguf_files()}:
+        raise HubFileNotFoundError(
+            f"{adapter.repo} has no file {adapter.file} (the catalog's adapter {adapter.name})",
+            hint="the catalog entry is out of date: pull the adapter's file by its owner/repo/file.gguf",
+        )
+    files = _planned_files(listing, [adapter.file], adapter.name, look_for_copies)
+    return PullPlan(adapter.name, None, repo=adapter.repo, revision=listing.revision, files=files)
 
 
 def _split_parts(listing, names: list[str], repo: str, filename: str) -> tuple[list[str], str | None]:
