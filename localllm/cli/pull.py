@@ -38,13 +38,13 @@ def run(args: argparse.Namespace) -> int:
         from localllm.errors import UsageError
 
         raise UsageError("--max-kld must be a number of at least 0")
-    pull = app.plan_pull(args.model, offline=args.offline, reuse=not args.no_reuse, max_kld=args.max_kld)
-    # The adapters are planned (and checked) before anything is downloaded.
+    # The adapters are checked (and planned) first: a wrong name costs no request for the base.
     extra = (
         app.library.plan_adapter_pulls(args.model, args.adapter, offline=args.offline, reuse=not args.no_reuse)
         if args.adapter
         else []
     )
+    pull = app.plan_pull(args.model, offline=args.offline, reuse=not args.no_reuse, max_kld=args.max_kld)
     plan = pull.plan
     if plan.reason:
         say(f"{plan.name}: chose {plan.reason} (ask for another with {plan.name}:QUANT)")
