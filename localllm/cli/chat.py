@@ -8,7 +8,7 @@ import sys
 
 from localllm.app.options import SAMPLING
 
-from . import add_option, say
+from . import add_option, lora, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "temperature", shown=SAMPLING["temperature"].default)
     add_option(parser, "ctx", shown="what fits this machine, up to the model's own; the status bar shows it")
     add_option(parser, "gpu_layers", shown="planned")
+    lora.add_argument(parser)
     parser.add_argument("--light", action="store_true", help="light theme (F9 toggles)")
 
 
@@ -32,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     # Resolve before the UI starts: a wrong name is one clear line on stderr, not a screen.
     resolved = app.find(args.model, notice=say)
     settings = {"temperature": args.temperature} if args.temperature is not None else {}
+    app.lora_specs(args.lora)  # a missing or damaged adapter is one line here, not a screen
     return launch(
+        lora=tuple(app.adapters.parse_reference(text) for text in args.lora or ()),
         chat=resolved,
         open_chat=True,
         ctx=args.ctx,
@@ -43,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
 
-def launch(*, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", settings=None, light=False) -> int:
+def launch(
+    *, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", settings=None, light=False, lora=()
+) -> int:
     """Run the TUI (also what ``localllm`` with no command does)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         from localllm.errors import UsageError
@@ -58,7 +63,9 @@ def launch(*, chat=None, open_chat=False, ctx=None, gpu_layers=None, system="", 
     app = make_app(
         chat=target,
         open_chat=open_chat,
-        defaults=ChatDefaults(n_ctx=ctx, n_gpu_layers=gpu_layers, system_prompt=system, settings=settings or {}),
+        defaults=ChatDefaults(
+            n_ctx=ctx, n_gpu_layers=gpu_layers, system_prompt=system, settings=settings or {}, lora=tuple(lora)
+        ),
         theme="textual-light" if light else None,  # None: the theme chosen last time
     )
     app.run()
