@@ -1,7 +1,7 @@
 """LoRA adapters: load time and generation speed with and without an adapter (issue 23).
 
     .venv/bin/python benchmarks/bench_lora.py [--model FILE] [--threads N] [--reps N] [--rank 8]
-                                              [--targets attn_q,attn_v,ffn_down] [--n-gen 128] [--batch 4]
+                                              [--targets attn_q,attn_v,ffn_down] [--n-gen 128] [--batch 4 (0: none)]
 
 For the base alone and for the base with a LoRA adapter written here with gguf's writer (random A and
 B of --rank for --targets of every layer, tests/support/lora.py), each --reps times, alternating:
@@ -50,8 +50,8 @@ def one_run(base: Path, specs: tuple, args) -> dict[str, float]:
         tokens = model.chat_tokens(PROMPT)
         rates = {}
         names = [s.label for s in specs]
-        mixes = {"batch": [None] * args.batch}
-        if names:
+        mixes = {"batch": [None] * args.batch} if args.batch else {}  # --batch 0: load and tg only
+        if names and args.batch:
             mixes["batch mixed"] = [None if i % 2 else [] for i in range(args.batch)]
         for label, sets in mixes.items():
             requests = [

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 from support.chat_pilot import chat_screen, reply_done, send, views, wait_for
+from support.scripted_engine import FakeServices
 
 from localllm import app as core
 from localllm.tui.app import ChatDefaults, make_app
+from localllm.tui.models_screen import ModelsScreen
 from localllm.tui.services import Services
 from localllm.tui.settings_dialog import SettingsDialog
 from tests.support.lora import write_lora
@@ -80,3 +82,25 @@ async def test_choosing_an_adapter_and_its_scale_in_the_chat_settings(installed_
 
         await _choose(pilot, "")  # not used at all
         assert app.holder.model.adapters == {} and app.holder.lora == ()
+
+
+async def test_the_models_screen_shows_the_adapters_a_catalog_entry_names(tmp_path, monkeypatch):
+    from localllm.models.catalog import default_catalog_source
+
+    text = default_catalog_source().read_text(encoding="utf-8")
+    second = text.index("\n[[model]]\n", text.index("\n[[model]]\n") + 1)
+    adapters = (
+        '[[model.adapters]]\nname = "smollm2-pirate"\nrepo = "acme/SmolLM2-pirate-LoRA-GGUF"\n'
+        'file = "pirate.gguf"\ndescription = "Pirate talk."\n'
+    )
+    own = tmp_path / "models.toml"
+    own.write_text(text[:second] + "\n" + adapters + text[second:], encoding="utf-8")
+    monkeypatch.setenv("LOCALLLM_CATALOG", str(own))
+    app = make_app(services=FakeServices())
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ModelsScreen)
+        await pilot.press("slash", *"smollm2-135m")
+        await pilot.pause()
+        about = str(screen.query_one("#model-about").render())
+        assert "LoRA adapter smollm2-pirate: Pirate talk. (pull it: localllm pull smollm2-pirate)" in about
