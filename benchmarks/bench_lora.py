@@ -1,13 +1,15 @@
 """LoRA adapters: load time and generation speed with and without an adapter (issue 23).
 
     .venv/bin/python benchmarks/bench_lora.py [--model FILE] [--threads N] [--reps N] [--rank 8]
-                                              [--targets attn_q,attn_v,ffn_down] [--n-gen 128] [--batch 4]
+                                              [--targets attn_q,attn_v,ffn_down] [--n-gen 128] [--batch 4 (0: none)]
 
 For the base alone and for the base with a LoRA adapter written here with gguf's writer (random A and
 B of --rank for --targets of every layer, tests/support/lora.py), each --reps times, alternating:
 
 - load: wall time of runtime.Model(...) (weights mapped, adapter read, context made);
-- tg: generated tokens per second of one greedy reply of --n-gen tokens (ignore_eos), as `run` does;
+- tg: generated tokens per second of one greedy reply of --n-gen tokens (ignore_eos), as `run` does,
+  and the process's CPU time per generated token, the short prompt included (steadier than wall
+  time on a busy machine);
 - batch: aggregate generated tokens per second of --batch greedy sequences in one BatchSession, all
   with the adapter, and half with it and half without (two llama_decode calls per step).
 
@@ -44,14 +46,18 @@ def one_run(base: Path, specs: tuple, args) -> dict[str, float]:
     load_s = time.perf_counter() - started
     try:
         sampling = runtime.SamplingOptions(temperature=0, max_tokens=args.n_gen, ignore_eos=True)
+        cpu = time.process_time()
         gen = model.chat(PROMPT, sampling)
         gen.read()
         tg = gen.stats.tokens_per_s
+        # CPU time per generated token: less at the mercy of other processes than wall time
+        # (with --threads 1; several threads spin while they wait for each other)
+        tg_cpu_ms = (time.process_time() - cpu) * 1000 / max(gen.stats.generated_tokens, 1)
         tokens = model.chat_tokens(PROMPT)
         rates = {}
         names = [s.label for s in specs]
-        mixes = {"batch": [None] * args.batch}
-        if names:
+        mixes = {"batch": [None] * args.batch} if args.batch else {}  # --batch 0: load and tg only
+        if names and args.batch:
             mixes["batch mixed"] = [None if i % 2 else [] for i in range(args.batch)]
         for label, sets in mixes.items():
             requests = [
@@ -65,7 +71,7 @@ def one_run(base: Path, specs: tuple, args) -> dict[str, float]:
             print(f"  {label}: {wall:.2f} s", file=sys.stderr, flush=True)
     finally:
         model.close()
-    row = {"load_s": load_s, "tg": tg, **rates}
+    row = {"load_s": load_s, "tg": tg, "tg_cpu_ms": tg_cpu_ms, **rates}
     print(
         f"  {len(specs)} adapter(s): " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), file=sys.stderr, flush=True
     )
@@ -94,8 +100,11 @@ def main() -> int:
             for label, specs in cases.items():
                 results[label].append(one_run(args.model, specs, args))
     print(f"model {args.model.name}, threads {args.threads}, {args.reps} reps, tg{args.n_gen}, batch of {args.batch}")
-    print(f"| case | load (ms) | tg{args.n_gen} tok/s | batch N={args.batch} tok/s | half with, half without |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print(
+        f"| case | load (ms) | tg{args.n_gen} tok/s | tg CPU ms/token | batch N={args.batch} tok/s "
+        "| half with, half without |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for label, runs in results.items():
 
         def med(key: str, runs: list[dict[str, float]] = runs) -> str:
@@ -103,7 +112,7 @@ def main() -> int:
             return f"{statistics.median(values):.1f}" if values else "-"
 
         load = statistics.median(r["load_s"] for r in runs) * 1000
-        print(f"| {label} | {load:.0f} | {med('tg')} | {med('batch')} | {med('batch mixed')} |")
+        print(f"| {label} | {load:.0f} | {med('tg')} | {med('tg_cpu_ms')} | {med('batch')} | {med('batch mixed')} |")
     return 0
 
 

@@ -30,6 +30,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOCALLLM_DOWNLOAD_RETRIES", "download attempts in a row without progress before giving up (6)"),
     Variable("LOCALLLM_DOWNLOAD_BACKOFF", "first wait between download retries, in seconds (1.0)"),
     Variable("LOCALLLM_DOWNLOAD_STALL", "seconds without a byte before a download reconnects (30)"),
+    Variable("LOCALLLM_CATALOG", "a models.toml to use instead of the bundled model catalog (same format)"),
     Variable("LOCALLLM_API_KEY", "the key `localllm serve` requires as 'Authorization: Bearer KEY' (--api-key)"),
     Variable("HF_HUB_OFFLINE", "1: make no network request at all"),
     Variable("HF_ENDPOINT", "the Hugging Face Hub or a mirror (default https://huggingface.co)"),
@@ -78,6 +79,11 @@ def _number(name: str, default: float) -> float:
 def home() -> Path | None:
     """``LOCALLLM_HOME``: the data directory to use instead of the platform's."""
     return _path("LOCALLLM_HOME")
+
+
+def catalog_file() -> Path | None:
+    """``LOCALLLM_CATALOG``: a model catalog to read instead of the bundled ``models.toml``."""
+    return _path("LOCALLLM_CATALOG")
 
 
 def lmstudio_dirs() -> list[Path] | None:

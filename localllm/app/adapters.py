@@ -76,3 +76,31 @@ def adapter_specs(references: Sequence[str]) -> tuple[AdapterSpec, ...]:
 
 def adapter_infos(specs: Sequence[AdapterSpec]) -> list[ggufadapter.AdapterInfo]:
     return [ggufadapter.read_adapter(spec.path) for spec in specs]
+
+
+def fitting(base: Path) -> list[str]:
+    """The names of the installed LoRA adapters that fit the model file ``base`` (architecture and
+    tensor shapes, from the headers): what a chat on that model can choose from; none when the
+    base's header cannot be read."""
+    from localllm.errors import LocalLLMError
+    from localllm.gguf import cache as headercache
+    from localllm.models import store
+
+    try:
+        header = headercache.read_header(base)
+        adapters = [m for m in store.installed() if m.is_adapter]
+    except (LocalLLMError, OSError):
+        return []
+    names = []
+    for adapter in adapters:
+        try:
+            ggufadapter.check_fits(ggufadapter.read_adapter(adapter.path()), header, base.name)
+        except (LocalLLMError, OSError):
+            continue
+        names.append(adapter.name)
+    return names
+
+
+def references(chosen: Sequence[tuple[str, float]]) -> tuple[str, ...]:
+    """(name, scale) pairs as ``--lora`` takes them: ``NAME:SCALE``."""
+    return tuple(f"{name}:{scale:g}" for name, scale in chosen)

@@ -169,7 +169,8 @@ class Removed:
 
 def catalog_quants(hw: Hardware) -> list[dict[str, Any]]:
     """Each catalog quantization with its size and the planner's verdict on ``hw`` (installed
-    ones marked), judged from the catalog alone (``list --catalog``)."""
+    ones marked), judged from the catalog alone (``list --catalog``); then each LoRA adapter the
+    catalog names (``kind: adapter``, with the model it is for)."""
     from localllm.models import catalog
 
     from .fitting import quant_options
@@ -188,6 +189,19 @@ def catalog_quants(hw: Hardware) -> list[dict[str, Any]]:
                     "fits": option.fit.verdict.label,
                     "estimated": option.fit.estimated,  # from the size alone: no header read yet
                     "why": option.fit.reason,
+                }
+            )
+    for entry in catalog.load_catalog():
+        for adapter in entry.adapters:  # after the models, as `list --json` puts installed adapters
+            rows.append(
+                {
+                    "kind": "adapter",
+                    "name": adapter.name,
+                    "base": entry.name,
+                    "repo": adapter.repo,
+                    "file": adapter.file,
+                    "description": adapter.description,
+                    "installed": store.find_adapter(adapter.name) is not None,
                 }
             )
     return rows
@@ -347,6 +361,43 @@ def plan_pull(reference: str, *, offline: bool = False, reuse: bool = True, max_
     # The planner needs the machine (GPUs included) only when it must choose the quantization:
     # detected then, not for a model that is installed or named with its quantization.
     return Pull(plan(reference, hub, look_for_copies=reuse, hardware=machine.detect, max_kld=max_kld, kld=_kld_of), hub)
+
+
+def plan_adapter_pulls(base: str, names: list[str], *, offline: bool = False, reuse: bool = True) -> list[Pull]:
+    """``pull BASE --adapter NAME``: a pull for each LoRA adapter the catalog names for the model
+    ``base`` (a catalog name, or the repository of a catalog entry). An adapter the catalog does not
+    name for that model is refused before anything is downloaded."""
+    from localllm.errors import ModelNotFoundError, UsageError
+    from localllm.hub.client import Hub
+    from localllm.hub.pull import adapter_plan
+    from localllm.models import catalog, refs
+
+    ref = refs.parse_ref(base)
+    cat = catalog.load_catalog()
+    entry: catalog.CatalogEntry | None
+    if ref.kind == "catalog":
+        entry = cat.get(ref.name)
+    else:
+        repo = getattr(ref, "repo", None)
+        entry = next((e for e in cat if repo and e.repo.lower() == repo.lower()), None)
+    if entry is None:
+        raise UsageError(
+            f"--adapter takes adapters the catalog names for a model, and {base} is not in the catalog",
+            hint="pull the adapter's file by its owner/repo/file.gguf",
+        )
+    hub = Hub(offline=offline)
+    pulls = []
+    for name in names:
+        adapter = cat.find_adapter(name)
+        if adapter is None or adapter.base != entry.name:
+            known = ", ".join(a.name for a in entry.adapters)
+            where = f" (it is an adapter for {adapter.base})" if adapter is not None else ""
+            raise ModelNotFoundError(
+                f"the catalog names no adapter {name!r} for {entry.name}{where}",
+                hint=f"its adapters: {known}" if known else f"the catalog names no adapters for {entry.name}",
+            )
+        pulls.append(Pull(adapter_plan(adapter, hub, look_for_copies=reuse), hub))
+    return pulls
 
 
 def _kld_of(name: str, quant: str) -> tuple[float, str] | None:

@@ -8,7 +8,7 @@ import sys
 
 from localllm.app.options import SAMPLING
 
-from . import add_option, draft, say
+from . import add_option, draft, lora, say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--docs", metavar="NAME", help="new chats answer from the document collection NAME (/docs in a chat changes it)"
     )
     draft.add_argument(parser)
+    lora.add_argument(parser)
     parser.add_argument("--light", action="store_true", help="light theme (F9 toggles)")
 
 
@@ -49,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if args.docs:
         app.documents.require(args.docs)  # an unknown collection: one line, before the UI starts
         settings["docs"] = args.docs
+    app.lora_specs(args.lora)  # a missing or damaged adapter is one line here, not a screen
     return launch(
+        lora=tuple(app.adapters.parse_reference(text) for text in args.lora or ()),
         chat=resolved,
         open_chat=True,
         ctx=args.ctx,
@@ -75,6 +78,7 @@ def launch(
     think=None,
     think_budget=None,
     draft=None,
+    lora=(),
 ) -> int:
     """Run the TUI (also what ``localllm`` with no command does)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -98,6 +102,7 @@ def launch(
             think=think,
             think_budget=think_budget,
             draft=draft,
+            lora=tuple(lora),
         ),
         theme="textual-light" if light else None,  # None: the theme chosen last time
     )

@@ -90,14 +90,17 @@ def run(args: argparse.Namespace) -> int:
 def _catalog(as_json: bool) -> int:
     """Each catalog quantization with its size and verdict (installed ones marked), judged offline."""
     from localllm import app
-    from localllm.format import format_bytes, format_count
+    from localllm.format import format_bytes, format_count, terminal_safe
 
     rows = app.library.catalog_quants(app.machine.detect(ask_llama_cpp=False))
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0
     table = [["NAME", "PARAMS", "QUANT", "SIZE", "FITS", ""]]
+    adapters = [r for r in rows if r.get("kind") == "adapter"]
     for r in rows:
+        if r.get("kind") == "adapter":
+            continue
         table.append(
             [
                 r["name"],
@@ -111,4 +114,9 @@ def _catalog(as_json: bool) -> int:
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    if adapters:
+        print("\nLoRA adapters (localllm pull BASE --adapter NAME, then --lora NAME):")
+        for r in adapters:
+            mark = " (installed)" if r["installed"] else ""
+            print(terminal_safe(f"  {r['name']}: for {r['base']}, {r['repo']}/{r['file']}{mark}: {r['description']}"))
     return 0

@@ -17,6 +17,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not link copies found in the Hugging Face cache, LM Studio or Ollama",
     )
     parser.add_argument(
+        "--adapter",
+        action="append",
+        metavar="NAME",
+        help="also pull this LoRA adapter the catalog names for the model (repeatable; `list --catalog` "
+        "shows them); run with --lora NAME",
+    )
+    parser.add_argument(
         "--max-kld",
         type=float,
         help="without a quantization: the smallest one whose KL divergence (measured by eval, else its "
@@ -26,24 +33,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from localllm import app
-    from localllm.format import format_bytes
-
-    from .progress import ProgressPrinter
 
     if args.max_kld is not None and not args.max_kld >= 0:
         from localllm.errors import UsageError
 
         raise UsageError("--max-kld must be a number of at least 0")
+    # The adapters are checked (and planned) first: a wrong name costs no request for the base.
+    extra = (
+        app.library.plan_adapter_pulls(args.model, args.adapter, offline=args.offline, reuse=not args.no_reuse)
+        if args.adapter
+        else []
+    )
     pull = app.plan_pull(args.model, offline=args.offline, reuse=not args.no_reuse, max_kld=args.max_kld)
     plan = pull.plan
     if plan.reason:
         say(f"{plan.name}: chose {plan.reason} (ask for another with {plan.name}:QUANT)")
+    for one in (pull, *extra):
+        _pull_one(one, args.dry_run)
+    return 0
+
+
+def _pull_one(pull, dry_run: bool) -> None:
+    from localllm.format import format_bytes
+
+    from .progress import ProgressPrinter
+
+    plan = pull.plan
     if plan.installed is not None:
         print(f"{plan.installed.key} is already installed ({plan.installed.path()})")
-        return 0
-    if args.dry_run:
+        return
+    if dry_run:
         _print_plan(plan)
-        return 0
+        return
     printer = ProgressPrinter()
     try:
         model = pull.run(progress=printer, notice=say)
@@ -56,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     finally:
         printer.end()
-    print(f"installed {model.key} ({format_bytes(model.size)}) in {model.path().parent}")
-    return 0
+    what = "LoRA adapter " if model.is_adapter else ""
+    print(f"installed {what}{model.key} ({format_bytes(model.size)}) in {model.path().parent}")
+    if model.is_adapter:
+        print(f"use it with: --lora {model.name}")
 
 
 def _print_plan(plan) -> None:

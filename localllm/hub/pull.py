@@ -77,7 +77,7 @@ def choose_quant(
         if max_kld is not None:
             raise
         quant, why = default_quant(quants)
-        return quant, f"{why}: {exc.message}"
+        return quant, f"{why}: {exc.message}{_quality_note(quant, kld)}"
     if max_kld is not None:
         return _smallest_within(repo, choice, max_kld, kld)
     if choice.chosen is None:
@@ -85,7 +85,22 @@ def choose_quant(
             f"{repo}: {choice.reason}",
             hint="name a quantization to pull it anyway (MODEL:QUANT), or pick a smaller model",
         )
-    return choice.chosen.quant, choice.reason
+    return choice.chosen.quant, choice.reason + _quality_note(choice.chosen.quant, kld)
+
+
+def _kld_cost(quant: str, kld=None) -> tuple[float, str] | None:
+    """The KL divergence of ``quant`` and where it comes from: ``kld(quant)`` (measured by eval or
+    the prior), else the prior of its type."""
+    if kld is not None:
+        return kld(quant)
+    prior = quants.kld_prior(quant)
+    return (prior.kld, prior.label) if prior is not None else None
+
+
+def _quality_note(quant: str, kld=None) -> str:
+    """``; quality: KLD 0.0313 (prior from ...)``: what the chosen quantization costs, for its reason."""
+    cost = _kld_cost(quant, kld)
+    return f"; quality: KLD {cost[0]:.4f} ({cost[1]})" if cost is not None else ""
 
 
 def _smallest_within(repo: str, choice, max_kld: float, kld=None) -> tuple[str, str]:
@@ -93,13 +108,7 @@ def _smallest_within(repo: str, choice, max_kld: float, kld=None) -> tuple[str, 
     from localllm.errors import DoesNotFitError
     from localllm.fit.plan import Verdict
 
-    def cost(q: str) -> tuple[float, str] | None:
-        if kld is not None:
-            return kld(q)
-        prior = quants.kld_prior(q)
-        return (prior.kld, prior.label) if prior is not None else None
-
-    known = [(c, cost(c.quant)) for c in choice.choices]
+    known = [(c, _kld_cost(c.quant, kld)) for c in choice.choices]
     within = [(c, k) for c, k in known if k is not None and k[0] <= max_kld]
     fitting = [(c, k) for c, k in within if c.plan.verdict in (Verdict.FITS, Verdict.TIGHT)]
     if not fitting:
@@ -180,6 +189,15 @@ def plan(
     cat = catalog.load_catalog()
     entry: CatalogEntry | None = None
     reason = None
+    if ref.kind == "catalog" and cat.find(ref.name) is None:
+        adapter = cat.find_adapter(ref.name)
+        if adapter is not None:
+            if ref.quant is not None or max_kld is not None:
+                raise UsageError(
+                    f"{adapter.name} is a LoRA adapter (for {adapter.base}): it has no quantizations to choose",
+                    hint=f"localllm pull {adapter.name}",
+                )
+            return adapter_plan(adapter, hub, look_for_copies=look_for_copies)
     if ref.kind == "catalog":
         entry = cat.get(ref.name)  # unknown names raise with suggestions
         name, repo = entry.name, entry.repo
@@ -188,6 +206,8 @@ def plan(
             if max_kld is not None:
                 raise offline_error(ref.raw.strip())
             quant, reason = _offline_choice(entry)
+            if quant is not None:
+                reason += _quality_note(quant, (lambda q: kld(name, q)) if kld is not None else None)
         if entry.pypi is not None and quant == entry.pypi.quant:
             found = store.find_installed(name, quant)
             return PullPlan(name, quant, installed=found, starter=entry, reason=reason)
@@ -233,6 +253,24 @@ def plan(
             )
     files = _planned_files(listing, chosen, name, look_for_copies)
     return PullPlan(name, quant, repo=repo, revision=listing.revision, files=files, reason=reason)
+
+
+def adapter_plan(adapter: catalog.CatalogAdapter, hub: Hub, *, look_for_copies: bool = True) -> PullPlan:
+    """Pulling a LoRA adapter the catalog names: its one file, stored under the adapter's name
+    (``--lora NAME`` finds it); asks the Hub only when it is not installed."""
+    found = store.find_adapter(adapter.name)
+    if found is not None:
+        return PullPlan(adapter.name, None, repo=adapter.repo, installed=found)
+    if hub.offline:
+        raise offline_error(adapter.name)
+    listing = hub.list_files(adapter.repo)
+    if adapter.file not in {f.path for f in listing.gguf_files()}:
+        raise HubFileNotFoundError(
+            f"{adapter.repo} has no file {adapter.file} (the catalog's adapter {adapter.name})",
+            hint="the catalog entry is out of date: pull the adapter's file by its owner/repo/file.gguf",
+        )
+    files = _planned_files(listing, [adapter.file], adapter.name, look_for_copies)
+    return PullPlan(adapter.name, None, repo=adapter.repo, revision=listing.revision, files=files)
 
 
 def _split_parts(listing, names: list[str], repo: str, filename: str) -> tuple[list[str], str | None]:

@@ -9,7 +9,6 @@ the network or the disk at import time.
 from __future__ import annotations
 
 import difflib
-import functools
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -92,6 +91,17 @@ class PypiSource:
 
 
 @dataclass(frozen=True)
+class CatalogAdapter:
+    """A LoRA adapter the catalog names for a base model: one GGUF file in a Hugging Face repository."""
+
+    name: str  # unique among the catalog's models and adapters; the store's name after a pull
+    repo: str
+    file: str  # the adapter's .gguf, a path inside the repository
+    description: str
+    base: str  # the name of the catalog entry it is made for
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     """One model of the catalog; sizes are parameter counts, ``quants`` as llama.cpp spells them."""
 
@@ -110,6 +120,7 @@ class CatalogEntry:
     tags: tuple[str, ...]
     description: str
     pypi: PypiSource | None = None
+    adapters: tuple[CatalogAdapter, ...] = ()  # LoRA adapters made for this model
 
     def filename(self, quant: str) -> str | None:
         """The file for ``quant`` from the pattern, or None when it must come from the file list."""
@@ -143,6 +154,7 @@ class Catalog:
     def __init__(self, entries: Iterable[CatalogEntry]) -> None:
         self.entries: tuple[CatalogEntry, ...] = tuple(entries)
         self._by_name = {entry.name: entry for entry in self.entries}
+        self._adapters = {a.name: a for entry in self.entries for a in entry.adapters}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -152,6 +164,10 @@ class Catalog:
 
     def names(self) -> list[str]:
         return [entry.name for entry in self.entries]
+
+    def find_adapter(self, name: str) -> CatalogAdapter | None:
+        """The LoRA adapter called ``name`` (any case) that an entry names, if any."""
+        return self._adapters.get(name.strip().lower())
 
     def find(self, name: str) -> CatalogEntry | None:
         return self._by_name.get(name.strip().lower())
@@ -211,8 +227,9 @@ _REQUIRED = (
     "tags",
     "description",
 )
-_OPTIONAL = ("active_params", "file", "pypi")
+_OPTIONAL = ("active_params", "file", "pypi", "adapters")
 _PYPI_FIELDS = ("package", "version", "path", "sha256", "size", "quant")
+_ADAPTER_FIELDS = ("name", "repo", "file", "description")
 
 
 class _Entry:
@@ -322,10 +339,11 @@ def _parse_entry(source: str, index: int, table: Any) -> CatalogEntry:
     if len(description) >= _MAX_DESCRIPTION or "\n" in description:
         raise ctx.error("description", f"must be one line under {_MAX_DESCRIPTION} characters")
     pypi = _parse_pypi(ctx, table["pypi"]) if "pypi" in table else None
+    adapters = _parse_adapters(ctx, table["adapters"], name) if "adapters" in table else ()
     return CatalogEntry(
         name=name, display=display, family=family, params=params, active_params=active_params, moe=moe,
         architecture=architecture, context_length=context_length, license=license_, repo=repo, file=file,
-        quants=offered, tags=tags, description=description, pypi=pypi,
+        quants=offered, tags=tags, description=description, pypi=pypi, adapters=adapters,
     )  # fmt: skip
 
 
@@ -391,6 +409,36 @@ def _parse_pypi(ctx: _Entry, table: Any) -> PypiSource:
     return PypiSource(size=size, **values)
 
 
+def _parse_adapters(ctx: _Entry, value: Any, base: str) -> tuple[CatalogAdapter, ...]:
+    """``[[model.adapters]]`` tables (or ``adapters = [{...}]``): name, repo, file, description."""
+    if not isinstance(value, list):
+        raise ctx.error("adapters", f"expected [[model.adapters]] tables, got {_describe(value)}")
+    adapters: list[CatalogAdapter] = []
+    for i, table in enumerate(value, start=1):
+        where = f"adapters[{i}]"
+        if not isinstance(table, dict):
+            raise ctx.error(where, f"expected a table with {', '.join(_ADAPTER_FIELDS)}, got {_describe(table)}")
+        unknown = sorted(set(table) - set(_ADAPTER_FIELDS))
+        if unknown:
+            raise ctx.error(f"{where}.{unknown[0]}", f"unknown field (known: {', '.join(_ADAPTER_FIELDS)})")
+        for field in _ADAPTER_FIELDS:
+            if field not in table:
+                raise ctx.error(f"{where}.{field}", "required but missing")
+        name, repo, file, description = (ctx.string(f, table, path=f"{where}.{f}") for f in _ADAPTER_FIELDS)
+        if not _NAME_RE.match(name):
+            raise ctx.error(f"{where}.name", f"{_LOWERCASE}, got {name!r}")
+        if not _REPO_RE.match(repo):
+            raise ctx.error(f"{where}.repo", f"expected a Hugging Face repository 'owner/name', got {repo!r}")
+        if not file.lower().endswith(".gguf") or "" in file.split("/") or file.startswith("/"):
+            raise ctx.error(f"{where}.file", f"expected the path of a .gguf in the repository, got {file!r}")
+        if len(description) >= _MAX_DESCRIPTION or "\n" in description:
+            raise ctx.error(f"{where}.description", f"must be one line under {_MAX_DESCRIPTION} characters")
+        if name == base or any(a.name == name for a in adapters):
+            raise ctx.error(f"{where}.name", f"{name!r} is already the name of this model or one of its adapters")
+        adapters.append(CatalogAdapter(name=name, repo=repo, file=file, description=description, base=base))
+    return tuple(adapters)
+
+
 def parse_catalog(data: Mapping[str, Any], source: str = "models.toml") -> Catalog:
     """Validate already-parsed TOML data; ``source`` names the file in error messages."""
     unknown = sorted(set(data) - {"model"})
@@ -407,7 +455,22 @@ def parse_catalog(data: Mapping[str, Any], source: str = "models.toml") -> Catal
             raise _Entry(source, index, table).error("name", f"duplicate of entry {seen[entry.name]}")
         seen[entry.name] = index
         entries.append(entry)
+    _check_adapter_names(source, tables, entries)
     return Catalog(entries)
+
+
+def _check_adapter_names(source: str, tables: list[Any], entries: list[CatalogEntry]) -> None:
+    """An adapter's name is a name ``pull`` and ``--lora`` take: no model or other adapter has it."""
+    models = {entry.name for entry in entries}
+    seen: dict[str, str] = {}
+    for index, (table, entry) in enumerate(zip(tables, entries), start=1):
+        for i, adapter in enumerate(entry.adapters, start=1):
+            other = "a model" if adapter.name in models else seen.get(adapter.name)
+            if other is not None:
+                raise _Entry(source, index, table).error(
+                    f"adapters[{i}].name", f"{adapter.name!r} is already the name of {other}"
+                )
+            seen[adapter.name] = f"an adapter of {entry.name}"
 
 
 def _toml():
@@ -437,9 +500,20 @@ def default_catalog_source() -> Traversable:
     return Path(__file__).resolve().parent.parent.parent / "models.toml"
 
 
-@functools.lru_cache(maxsize=1)
 def _load_default() -> Catalog:
-    return _load_path(default_catalog_source())
+    """``LOCALLLM_CATALOG`` when set (a models.toml of one's own: a team's fine-tunes and their
+    adapters), else the bundled catalog; each loaded once."""
+    from localllm import config
+
+    own = config.catalog_file()
+    source = own if own is not None else default_catalog_source()
+    key = str(source)
+    if key not in _LOADED:
+        _LOADED[key] = _load_path(source)
+    return _LOADED[key]
+
+
+_LOADED: dict[str, Catalog] = {}  # catalog file -> its entries, loaded once
 
 
 def _load_path(path: Traversable) -> Catalog:

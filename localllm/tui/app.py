@@ -26,6 +26,7 @@ class ChatDefaults:
     think: bool | None = None  # a reasoning model's thinking: None the template's default, False off
     think_budget: int | None = None  # the most tokens of thinking (None: no limit)
     draft: str | None = None  # speculative decoding (--draft ngram|MODEL)
+    lora: tuple[tuple[str, float], ...] = ()  # --lora: (adapter name or file, scale) for the chat's model
 
 
 class ModelHolder:
@@ -40,13 +41,15 @@ class ModelHolder:
         self.model: Any = None
         self.target: ChatTarget | None = None
         self.conversation_id: int | None = None  # whose KV cache the model holds
+        self.lora: tuple[tuple[str, float], ...] = ()  # the LoRA adapters it was loaded with
 
-    def switch(self, target: ChatTarget, load) -> Any:
-        """Close the current model (freeing its memory), then load ``target`` with ``load``."""
+    def switch(self, target: ChatTarget, load, lora: tuple[tuple[str, float], ...] = ()) -> Any:
+        """Close the current model (freeing its memory), then load ``target`` with ``load`` (which
+        applies the adapters ``lora``)."""
         with self.lock:
             self._close()
             self.model = load(target)
-            self.target = target
+            self.target, self.lora = target, lora
             return self.model
 
     def release(self, path: Path | None = None) -> None:
@@ -61,6 +64,7 @@ class ModelHolder:
         self.model = None
         self.target = None
         self.conversation_id = None
+        self.lora = ()
 
 
 class LocalLLMApp(App):

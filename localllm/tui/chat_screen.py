@@ -84,6 +84,7 @@ class ChatScreen(Screen):
         self._reply: Reply | None = None  # the reply being written, for its prompt progress
         self._reply_started = 0.0
         self.docs = DocsAttachment(lambda name: self.app.services.open_retriever(name))
+        self.lora: tuple[tuple[str, float], ...] = ()  # LoRA adapters (name or file, scale) for the model
 
     # -- state the widgets show -----------------------------------------------------------------
 
@@ -153,6 +154,7 @@ class ChatScreen(Screen):
 
     def on_mount(self) -> None:
         self.app.cancel_events.add(self.cancel)
+        self.lora = tuple(self.app.defaults.lora)
         self.session = self._new_session()
         self.sidebar.display = self.app.size.width >= 100
         self.set_interval(FLUSH_INTERVAL, self.flush, name="flush")
@@ -198,7 +200,8 @@ class ChatScreen(Screen):
         elif target is not None and self.conversation_id is not None and target != self.target:
             self.session.switch_model(target.label, target.path)
             self.notify(f"This chat continues with {target.label}.")
-        if target is not None and (target != self.target or self.app.holder.target != target):
+        holder = self.app.holder
+        if target is not None and (target != self.target or holder.target != target or holder.lora != self.lora):
             self.load(target)
         elif self.target is None:
             self._set_target(self.app.holder.target)
@@ -217,17 +220,21 @@ class ChatScreen(Screen):
         return ChatTarget(info.model, path, info.model.rpartition(":")[2] if ":" in info.model else "")
 
     def load(self, target: ChatTarget) -> None:
+        if self.target is not None and target.path != self.target.path:
+            self.lora = tuple(self.app.defaults.lora)  # adapters chosen for one base stay with it
         self._set_target(target)
         self.loading = True
-        self._load(target)
+        self._load(target, self.lora)
 
     @work(thread=True, exclusive=True, group="load")
-    def _load(self, target: ChatTarget) -> None:
+    def _load(self, target: ChatTarget, lora: tuple[tuple[str, float], ...] = ()) -> None:
         app = self.app
+        n_ctx, n_gpu_layers = app.defaults.n_ctx, app.defaults.n_gpu_layers
         try:
             app.holder.switch(
                 target,
-                lambda t: app.services.load_model(t, app.defaults.n_ctx, app.defaults.n_gpu_layers, app.defaults.draft),
+                lambda t: app.services.load_model(t, n_ctx, n_gpu_layers, lora=lora, draft=app.defaults.draft),
+                lora,
             )
         except LocalLLMError as exc:
             self.post_message(ModelLoaded(target.label, exc))
@@ -524,11 +531,16 @@ class ChatScreen(Screen):
         def saved(result) -> None:
             if result is None:
                 return
-            system_prompt, settings = result
+            system_prompt, settings, lora = result
             self.session.configure(system_prompt=system_prompt, settings=settings)
             self.notify("Settings saved for this conversation.")
+            if lora != self.lora:  # the model reloads with the adapters chosen (the same path as --lora)
+                self.lora = lora
+                if self.target is not None:
+                    self.load(self.target)
 
-        self.app.push_screen(SettingsDialog(self.system_prompt, self.settings), saved)
+        available = self.app.services.adapters_for(self.target) if self.target is not None else []
+        self.app.push_screen(SettingsDialog(self.system_prompt, self.settings, available, self.lora), saved)
 
     def action_rename(self) -> None:
         conversation_id = self.conversation_id  # the chat the dialog names

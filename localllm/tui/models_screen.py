@@ -153,6 +153,8 @@ class ModelsScreen(Screen):
         about = item.description
         if item.entry is not None:
             about += f"\n{item.entry.license} · {item.entry.context_length // 1024}k context · {item.entry.repo}"
+            for adapter in item.entry.adapters:  # the LoRA adapters the catalog names for it
+                about += f"\nLoRA adapter {adapter.name}: {adapter.description} (pull it: localllm pull {adapter.name})"
         self.query_one("#model-about", Static).update(about)
         for option in self.options:
             size = format_bytes(option.size) if option.exact else "~" + format_bytes(option.size)

@@ -8,7 +8,7 @@ hardware, scripted models and a fake downloader.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from localllm import app
@@ -92,12 +92,25 @@ class Services:
         return ChatTarget.of(app.find(reference, notice=notice))
 
     def load_model(
-        self, target: ChatTarget, n_ctx: int | None = None, n_gpu_layers: int | None = None, draft: str | None = None
+        self,
+        target: ChatTarget,
+        n_ctx: int | None = None,
+        n_gpu_layers: int | None = None,
+        lora: Sequence[tuple[str, float]] = (),
+        draft: str | None = None,
     ):
-        """Load a model with the planner's context and GPU layers for what is not given (and the
-        ``draft`` of speculative decoding, if any). Runs in a worker thread; returns the opened
+        """Load a model with the planner's context and GPU layers for what is not given, the LoRA
+        adapters ``lora`` ((installed name or file, scale), as ``--lora NAME:SCALE``) and the
+        ``draft`` of speculative decoding, if any. Runs in a worker thread; returns the opened
         model (closing it records the load)."""
-        return app.open_model(resolved=target.resolved(), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, draft=draft)
+        adapters = app.lora_specs(app.adapters.references(lora))
+        return app.open_model(
+            resolved=target.resolved(), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, adapters=adapters, draft=draft
+        )
+
+    def adapters_for(self, target: ChatTarget) -> list[str]:
+        """The installed LoRA adapters that fit ``target``'s model file (reads headers, cached)."""
+        return app.adapters.fitting(target.path)
 
     def sampling(self, settings: dict):
         return app.sampling(**settings)

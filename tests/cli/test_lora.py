@@ -40,6 +40,16 @@ def test_a_lora_that_is_not_an_adapter_is_one_line(cli, smollm2_path, adapter):
     assert result.returncode != 0 and "is a LoRA adapter, not a model" in result.stderr
 
 
+def test_the_tui_chat_checks_its_lora_before_the_screen_opens(cli, smollm2_path):
+    """``localllm chat --lora``: a wrong adapter is one line before the terminal UI starts (which
+    then applies the adapters to the chat's model, tests/tui/test_chat_lora.py)."""
+    result = cli("chat", str(smollm2_path), "--lora", "nope")
+    assert result.returncode != 0 and result.stderr.count("\n") == 1
+    assert "no LoRA adapter named 'nope' is installed" in result.stderr
+    damaged = cli("chat", str(smollm2_path), "--lora", str(smollm2_path))
+    assert damaged.returncode != 0 and "is not a LoRA adapter" in damaged.stderr
+
+
 def test_fit_counts_the_adapter(cli, smollm2_path, adapter):
     plain = json.loads(cli("fit", str(smollm2_path), "--json").stdout)["models"][0]
     result = cli("fit", str(smollm2_path), "--lora", str(adapter), "--json")

@@ -21,6 +21,8 @@ def test_pull_without_quant_says_why_and_installs_verified(cli, hub, smollm2_pat
     result = cli("pull", "smollm2-135m-instruct", env=dict(os.environ))
     assert result.returncode == 0, result.stderr
     assert "chose Q4_K_M" in result.stderr
+    # The quality cost of the choice, labelled (no eval has run: the prior for its type).
+    assert "quality: KLD 0.0313 (prior from llama.cpp's published Llama-3-8B table)" in result.stderr
     model = store.find_installed("smollm2-135m-instruct", "Q4_K_M")
     assert sha256(model.path()) == sha256(smollm2_path) == model.sha256
     assert model.revision == "0123456789abcdef0123456789abcdef01234567"

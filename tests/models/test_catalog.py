@@ -251,7 +251,7 @@ def test_split_parts_are_recognised():
 
 
 def test_importing_reads_nothing():
-    code = "import localllm.models.catalog as c, sys; assert c._load_default.cache_info().currsize == 0; print('ok')"
+    code = "import localllm.models.catalog as c, sys; assert not c._LOADED; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
 
@@ -414,3 +414,60 @@ def test_catalog_without_starter(tmp_path: Path):
     cat = catalog.load_catalog(_write(tmp_path, [VALID]))
     with pytest.raises(CatalogError, match="no starter model"):
         cat.starter()
+
+
+# --- LoRA adapters a catalog entry names (issue 23) ----------------------------------------------
+
+ADAPTER = {"name": "test-model-pirate", "repo": "acme/Pirate-LoRA-GGUF", "file": "pirate.gguf",
+           "description": "Talks like a pirate."}  # fmt: skip
+
+
+def _with_adapters(tmp_path: Path, adapters, entries: list[dict] | None = None) -> Path:
+    """A catalog whose test-model entry names ``adapters`` as [[model.adapters]] tables."""
+    text = _toml(entries or [VALID])
+    if isinstance(adapters, list) and all(isinstance(a, dict) for a in adapters):
+        tables = ["[[model.adapters]]\n" + "\n".join(f"{k} = {_toml_value(v)}" for k, v in a.items()) for a in adapters]
+        text += "\n" + "\n".join(tables) + "\n"
+    else:
+        text = text.replace('name = "test-model"', f'name = "test-model"\nadapters = {_toml_value(adapters)}', 1)
+    path = tmp_path / "models.toml"
+    path.write_text(text)
+    return path
+
+
+def test_an_entry_names_adapters_for_its_model(tmp_path: Path):
+    second = {**ADAPTER, "name": "test-model-poet", "file": "lora/poet.gguf"}
+    cat = catalog.load_catalog(_with_adapters(tmp_path, [ADAPTER, second]))
+    entry = cat.get("test-model")
+    assert [a.name for a in entry.adapters] == ["test-model-pirate", "test-model-poet"]
+    found = cat.find_adapter("Test-Model-Poet")
+    assert (found.base, found.repo, found.file) == ("test-model", "acme/Pirate-LoRA-GGUF", "lora/poet.gguf")
+    assert cat.find_adapter("test-model") is None and cat.find("test-model-pirate") is None
+    assert catalog.load_catalog(_write(tmp_path, [VALID])).get("test-model").adapters == ()
+
+
+@pytest.mark.parametrize(
+    ("adapters", "field", "problem"),
+    [
+        ("pirate", "adapters", "expected [[model.adapters]] tables, got a string"),
+        (["pirate"], "adapters[1]", "expected a table with name, repo, file, description"),
+        ([{**ADAPTER, "name": MISSING}], "adapters[1].name", "required but missing"),
+        ([{**ADAPTER, "repo": "pirate"}], "adapters[1].repo", "owner/name"),
+        ([{**ADAPTER, "file": "pirate.bin"}], "adapters[1].file", "the path of a .gguf"),
+        ([{**ADAPTER, "name": "Pirate Talk"}], "adapters[1].name", "lowercase"),
+        ([{**ADAPTER, "scale": 1}], "adapters[1].scale", "unknown field"),
+        ([{**ADAPTER, "description": "x" * 120}], "adapters[1].description", "under 100 characters"),
+        ([ADAPTER, ADAPTER], "adapters[2].name", "already the name of this model or one of its adapters"),
+        ([{**ADAPTER, "name": "test-model"}], "adapters[1].name", "already the name"),
+        ([{**ADAPTER, "name": "first-model"}], "adapters[1].name", "'first-model' is already the name of a model"),
+    ],
+)
+def test_a_malformed_adapter_is_one_line_naming_entry_and_field(tmp_path: Path, adapters, field, problem):
+    adapters = [{k: v for k, v in a.items() if v is not MISSING} if isinstance(a, dict) else a for a in adapters] \
+        if isinstance(adapters, list) else adapters  # fmt: skip
+    path = _with_adapters(tmp_path, adapters, [{**VALID, "name": "first-model"}, VALID])
+    with pytest.raises(CatalogError) as info:
+        catalog.load_catalog(path)
+    message = str(info.value)
+    assert message.startswith(f"models.toml: model 'test-model' (entry 2): field '{field}': "), message
+    assert problem in message and "\n" not in message

@@ -170,6 +170,7 @@ class FakeServices(Services):
     ) -> None:
         self.model = model or ScriptedModel()
         self.loaded: list[ChatTarget] = []
+        self.loaded_lora: list[tuple] = []  # the LoRA adapters of each load
         self.pull_steps = pull_steps
         self.pull_gate = pull_gate  # when set, the fake download waits on it before each step
         self.pulled: list[str] = []
@@ -182,8 +183,9 @@ class FakeServices(Services):
     def quick_hardware(self) -> Hardware:
         return FIXED_HARDWARE
 
-    def load_model(self, target, n_ctx=None, n_gpu_layers=0, draft=None):
+    def load_model(self, target, n_ctx=None, n_gpu_layers=0, lora=(), draft=None):
         self.loaded.append(target)
+        self.loaded_lora.append(tuple(lora))
         self.model.closed = False
         return self.model
 
