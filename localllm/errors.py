@@ -136,3 +136,12 @@ class ServerBusyError(LocalLLMError):
 
 class DocumentsError(LocalLLMError):
     """A document collection cannot be used: unknown, already there, or built with another embedding model."""
+
+
+class RPCUnavailableError(UsageError):
+    """``--rpc`` or ``rpc-server`` asked of a llama.cpp build without the RPC backend (GGML_RPC)."""
+
+
+class RPCWorkerError(LocalLLMError):
+    """An RPC worker (``--rpc HOST:PORT``) cannot be used: nothing listens there, it is busy with
+    another client, it speaks another protocol version, or ``rpc-server`` cannot listen."""
