@@ -229,6 +229,8 @@ RPC_PORT = 50052  # llama.cpp's rpc-server default
 
 def parse_endpoint(text: str, spelled: str = "--rpc") -> tuple[str, int]:
     """``HOST:PORT`` as (host, port); :class:`OptionError` naming ``spelled`` when it is not one."""
+    if not text.strip():
+        raise OptionError(f"{spelled} has an empty address (a comma too many?)", "rpc", spelled)
     host, sep, port = text.strip().rpartition(":")
     ok = bool(sep and host and port.isdigit() and port.isascii()) and ":" not in host
     ok = ok and all(c.isalnum() or c in ".-_" for c in host) and host.isascii()

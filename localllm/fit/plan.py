@@ -100,8 +100,11 @@ def _estimate(header: ggufmeta.GGUFHeader, hw: Hardware, settings: estimate.Sett
     GPU even with no layers there) and its CPU's weight repacking (off where llama.cpp uses AMX, as
     the runtime does)."""
     features = () if "AMX_INT8" in hw.simd else hw.simd
-    return estimate.estimate(header, settings, gpu_present=hw.gpu_backend is not None,
-                             backend=hw.gpu_backend, cpu_features=features)  # fmt: skip
+    backend = hw.gpu_backend
+    # RPC workers alone hold nothing of a model with no layers offloaded (a local GPU build would).
+    present = backend is not None and not (backend == "rpc" and settings.n_gpu_layers == 0)
+    return estimate.estimate(header, settings, gpu_present=present, backend=backend,
+                             cpu_features=features)  # fmt: skip
 
 
 def _settings(n_ctx: int, layers: int, kv: str, moe: int = 0, n_seq: int = 1) -> estimate.Settings:
