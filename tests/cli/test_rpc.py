@@ -34,6 +34,7 @@ COMMANDS = [
     ["batch", "in.jsonl"],
     ["bench"],
     ["hw"],
+    ["fit", "model.gguf"],
 ]
 
 
@@ -117,7 +118,7 @@ def test_rpc_server_refuses_a_bad_address_in_one_line(args, said, capsys):
 
 
 def test_the_flag_is_in_the_help_of_each_command(capsys):
-    for command in ("run", "serve", "batch", "bench", "hw"):
+    for command in ("run", "serve", "batch", "bench", "hw", "fit"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         out = " ".join(capsys.readouterr().out.split())  # as wrapped for any terminal width
