@@ -100,10 +100,13 @@ def connect_rpc(endpoints: Sequence[str], timeout: float = 5.0) -> list[RPCWorke
                 f"the RPC worker at {endpoint} did not answer within {timeout:g} s",
                 hint="a worker serves one client at a time: is another localllm using it?",
             ) from None
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        except ValueError as exc:
             raise RPCWorkerError(
-                f"cannot reach an RPC worker at {endpoint}: {reason}",
+                f"{endpoint} is not an RPC worker: {exc}", hint="is that the port of a llama.cpp rpc-server?"
+            ) from None
+        except OSError as exc:
+            raise RPCWorkerError(
+                f"cannot reach an RPC worker at {endpoint}: {exc.strerror or exc}",
                 hint="start one there with: localllm rpc-server --host HOST --port PORT",
             ) from None
         if (major, minor) > llama.RPC_PROTO or major != llama.RPC_PROTO[0]:

@@ -971,7 +971,7 @@ def rpc_hello(host: str, port: int, timeout: float) -> tuple[int, int, int]:
                 break
             data += chunk
     if len(data) < 8 or struct.unpack("<Q", data[:8])[0] != 4 + _RPC_CONN_CAPS or len(data) < want:
-        raise ValueError("not a ggml-rpc worker (its answer to HELLO has the wrong size)")
+        raise ValueError("its answer to ggml-rpc's HELLO has the wrong size")
     return data[8], data[9], data[10]
 
 
