@@ -144,3 +144,12 @@ class DocumentsError(LocalLLMError):
 
 class CollectionNotFoundError(DocumentsError):
     """No document collection has the name given (HTTP 404 in serve)."""
+
+
+class RPCUnavailableError(UsageError):
+    """``--rpc`` or ``rpc-server`` asked of a llama.cpp build without the RPC backend (GGML_RPC)."""
+
+
+class RPCWorkerError(LocalLLMError):
+    """An RPC worker (``--rpc HOST:PORT``) cannot be used: nothing listens there, it is busy with
+    another client, it speaks another protocol version, or ``rpc-server`` cannot listen."""

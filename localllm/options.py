@@ -219,3 +219,43 @@ LOADING: dict[str, Option] = _options(
     Option("parallel", int, None, 1, MAX_PARALLEL, "sequences decoded at once", flag="--parallel", short="-p"),
 )
 OPTIONS: dict[str, Option] = {**SAMPLING, **LOADING}
+
+# llama.cpp's RPC workers (``--rpc HOST:PORT[,HOST:PORT]``): ggml-rpc takes at most this many
+# (GGML_RPC_MAX_SERVERS) and splits an endpoint at its first colon, so a host is a name or an IPv4
+# address.
+MAX_RPC_WORKERS = 16
+RPC_PORT = 50052  # llama.cpp's rpc-server default
+
+
+def parse_endpoint(text: str, spelled: str = "--rpc") -> tuple[str, int]:
+    """``HOST:PORT`` as (host, port); :class:`OptionError` naming ``spelled`` when it is not one."""
+    if not text.strip():
+        raise OptionError(f"{spelled} has an empty address (a comma too many?)", "rpc", spelled)
+    host, sep, port = text.strip().rpartition(":")
+    ok = bool(sep and host and port.isdigit() and port.isascii()) and ":" not in host
+    ok = ok and all(c.isalnum() or c in ".-_" for c in host) and host.isascii()
+    if not ok or not 1 <= int(port) <= 65535:
+        raise OptionError(
+            f"{spelled} must be HOST:PORT (e.g. 127.0.0.1:{RPC_PORT}), not {_show(text, typed=True)}",
+            "rpc",
+            spelled,
+            hint="a host name or IPv4 address, and a port from 1 to 65535",
+        )
+    return host, int(port)
+
+
+def parse_endpoints(text: str, spelled: str = "--rpc") -> tuple[str, ...]:
+    """``HOST:PORT[,HOST:PORT...]`` as normalised ``host:port`` strings, each once, at most
+    :data:`MAX_RPC_WORKERS`."""
+    endpoints: list[str] = []
+    for part in text.split(","):
+        host, port = parse_endpoint(part, spelled)
+        endpoint = f"{host}:{port}"
+        if endpoint in endpoints:
+            raise OptionError(f"{spelled} names {endpoint} twice", "rpc", spelled)
+        endpoints.append(endpoint)
+    if len(endpoints) > MAX_RPC_WORKERS:
+        raise OptionError(
+            f"{spelled} names {len(endpoints)} workers; ggml-rpc takes at most {MAX_RPC_WORKERS}", "rpc", spelled
+        )
+    return tuple(endpoints)

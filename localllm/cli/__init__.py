@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "measure perplexity, KL divergence against a reference, or multiple-choice accuracy"),
     "fit": ("fit", "estimate the memory a model needs here, per quantization, and plan its load"),
     "serve": ("serve", "serve models over HTTP to OpenAI and Ollama clients (127.0.0.1:8080)"),
+    "rpc-server": ("rpc_server", "lend this machine's memory to another's --rpc as a llama.cpp RPC worker"),
     "chat": ("chat", "chat with a model in the terminal UI (localllm alone opens the UI)"),
     "docs": ("docs", "index folders of documents and search them (run --docs NAME answers from them)"),
     "completion": ("completion", "print a bash, zsh or fish completion script"),
@@ -104,6 +105,28 @@ def add_option(
     flags = [option.short, option.flag] if option.short else [option.flag]
     text = option.help_text(default if shown is None else shown) if help is None else help
     parser.add_argument(*flags, type=option.kind, default=default, help=text)
+
+
+def add_rpc_option(parser: argparse.ArgumentParser) -> None:
+    """``--rpc HOST:PORT[,HOST:PORT]``: llama.cpp RPC workers whose memory the planner counts and
+    the model's layers go to."""
+    parser.add_argument(
+        "--rpc",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="also put layers on these llama.cpp RPC workers (localllm rpc-server); ggml-rpc has no "
+        "authentication, so use workers only on a trusted network",
+    )
+
+
+def use_rpc_workers(rpc: str | None) -> None:
+    """Connect the RPC workers ``--rpc`` names (before any model loads) and say what each offers."""
+    if not rpc:
+        return
+    from localllm import app
+    from localllm.format import format_bytes
+
+    for w in app.machine.connect_rpc(rpc):
+        say(f"RPC worker {w.endpoint} ({w.name}): {format_bytes(w.free_bytes)} free of {format_bytes(w.total_bytes)}")
 
 
 def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None:

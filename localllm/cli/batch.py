@@ -8,7 +8,7 @@ import sys
 from localllm.app.options import SAMPLING
 from localllm.format import format_clock
 
-from . import EXIT_INTERRUPTED, add_option, draft, lora, print_error, say
+from . import EXIT_INTERRUPTED, add_option, add_rpc_option, draft, lora, print_error, say, use_rpc_workers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "gpu_layers", shown="planned")
     lora.add_argument(parser)
     draft.add_argument(parser)
+    add_rpc_option(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -115,6 +116,7 @@ def summary_line(p, interrupted: bool = False) -> str:
 
 def run(args: argparse.Namespace) -> int:
     _validate(args)
+    use_rpc_workers(args.rpc)
     from localllm import app
 
     app.show_llama_log(args.verbose)

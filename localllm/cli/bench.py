@@ -8,7 +8,7 @@ import sys
 
 from localllm.format import format_bytes, terminal_safe
 
-from . import lora, say
+from . import add_rpc_option, lora, say, use_rpc_workers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="layers to offload to the GPU (-1 = all, 0 = CPU only; default: planned, as for run)",
     )
     lora.add_argument(parser)
+    add_rpc_option(parser)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
 
 
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--reps must be at least 1")
     app.options.check(threads=args.threads, gpu_layers=args.gpu_layers)
     parallel = _parallel_list(args.parallel)
+    use_rpc_workers(args.rpc)
     app.show_llama_log(args.verbose)
 
     def started(info: dict) -> None:

@@ -8,7 +8,7 @@ import sys
 
 from localllm.format import format_breakdown, format_bytes, json_terminal_safe, terminal_safe
 
-from . import lora
+from . import add_rpc_option, lora
 from .hw import add_hardware_options
 
 
@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--docs", metavar="NAME", help="with the embedding model of the collection NAME loaded beside it (chat --docs)"
     )
+    add_rpc_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from localllm import app
 
     app.options.check(ctx=args.ctx)
-    hw = app.machine.machine(args.profile, args.ram, args.vram)
+    hw = app.machine.machine(args.profile, args.ram, args.vram, rpc=args.rpc)
     report = app.fit_model(args.model, hw, args.ctx, args.lora, args.docs)
     if report.not_judged:
         print(

@@ -13,7 +13,10 @@ def add_hardware_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import add_rpc_option
+
     add_hardware_options(parser)
+    add_rpc_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -21,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from localllm import app
     from localllm.format import format_bytes
 
-    hw = app.machine.machine(args.profile, args.ram, args.vram)
+    hw = app.machine.machine(args.profile, args.ram, args.vram, rpc=args.rpc)
     if args.json:
         print(json.dumps(hw.as_dict(), indent=2, default=str))
         return 0
@@ -38,13 +41,16 @@ def run(args: argparse.Namespace) -> int:
         rows.append(("GPU", "none detected"))
     for device in hw.devices:
         rows.append(("llama.cpp device", f"{device.name} ({device.kind}): {device.description}"))
-    rows.append(("GPU offload", "yes" if hw.gpu_offload else "no (CPU-only llama.cpp build or no GPU)"))
-    rows.append(
-        (
-            "memory budget",
-            f"{format_bytes(hw.ram_budget)} RAM" + (f", {format_bytes(hw.gpu_budget)} GPU" if hw.gpu_budget else ""),
+    for worker in hw.rpc_workers:
+        rows.append(
+            (
+                "RPC worker",
+                f"{worker.name}: {format_bytes(worker.free_bytes)} free of {format_bytes(worker.total_bytes)}",
+            )
         )
-    )
+    rows.append(("GPU offload", "yes" if hw.gpu_offload else "no (CPU-only llama.cpp build or no GPU)"))
+    offload = f", {format_bytes(hw.gpu_budget)} {hw.offload_name}" if hw.gpu_budget else ""
+    rows.append(("memory budget", f"{format_bytes(hw.ram_budget)} RAM{offload}"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

@@ -11,7 +11,7 @@ from localllm.chat.context import reply_reserve
 from localllm.errors import LocalLLMError
 from localllm.format import json_terminal_safe, terminal_safe
 
-from . import EXIT_INTERRUPTED, add_option, draft, lora, print_error, say
+from . import EXIT_INTERRUPTED, add_option, add_rpc_option, draft, lora, print_error, say, use_rpc_workers
 
 SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed")
 
@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lora.add_argument(parser)
     draft.add_argument(parser)
     add_option(parser, "threads", shown="physical cores")
+    add_rpc_option(parser)
     parser.add_argument(
         "--docs",
         metavar="NAME",
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         gpu_layers=args.gpu_layers,
         **{name: getattr(args, name) for name in SAMPLING_FLAGS},
     )
+    use_rpc_workers(args.rpc)
     if not args.prompt and sys.stdin.isatty() and sys.stdout.isatty() and not args.json:
         return interactive(args)
     prompt = _read_prompt(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_option, draft, lora, say
+from . import add_option, add_rpc_option, draft, lora, say, use_rpc_workers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "threads", shown="physical cores")
     lora.add_argument(parser)
     draft.add_argument(parser)
+    add_rpc_option(parser)
 
 
 def _options(args: argparse.Namespace):
@@ -91,6 +92,7 @@ def _how_to_connect(url: str, key: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = _options(args)
+    use_rpc_workers(args.rpc)
     from localllm import app, config
     from localllm.app.serving import ModelManager
     from localllm.server import running

@@ -119,6 +119,9 @@ BACKENDS: dict[str, Backend] = {
     "vulkan": Backend("vulkan", 256 * MiB, 256 * MiB, 0, "unmeasured default"),
     "metal": Backend("metal", 256 * MiB, 256 * MiB, 0, "unmeasured default"),
     "gpu": Backend("gpu", 597 * MiB, 529 * MiB, 98 * MiB, "unknown backend: CUDA's measured figures"),
+    # llama.cpp RPC workers: a worker's backend context lives in the worker's own process, outside
+    # the memory it reports free; this process holds only the buffers it allocates there.
+    "rpc": Backend("rpc", 0, 0, 0, "ggml-rpc workers: their backends' own memory is the workers'"),
 }
 
 # llama.cpp offloads an op of a CPU-resident weight to the GPU for batches of this many tokens or

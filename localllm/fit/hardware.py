@@ -56,7 +56,7 @@ class GPU:
     total_bytes: int
     free_bytes: int
     unified: bool = False  # shares system RAM (Apple Silicon, integrated GPUs)
-    source: str = "detected"  # nvml, sysfs, metal, llama.cpp, profile, override
+    source: str = "detected"  # nvml, sysfs, metal, llama.cpp, profile, override, rpc
 
     @property
     def budget(self) -> int:
@@ -99,6 +99,9 @@ class Hardware:
     simd: tuple[str, ...] = ()
     gpus: tuple[GPU, ...] = ()
     devices: tuple[Device, ...] = ()  # what llama.cpp sees; empty for a hypothetical machine
+    # llama.cpp RPC workers (``--rpc``) this process uses: each device a worker reports, with its
+    # memory as reported (vendor "rpc"); layers go to them as to GPUs, whatever the local build.
+    rpc_workers: tuple[GPU, ...] = ()
     gpu_offload: bool = False  # the llama.cpp build can offload to a GPU
     profile: str | None = None  # a named or overridden machine, None when detected
     notes: tuple[str, ...] = field(default=())
@@ -114,7 +117,9 @@ class Hardware:
         when nothing can be offloaded."""
         if not self.offload_gpus:
             return None
-        names = " ".join(d.name.lower() for d in self.devices if d.kind in ("gpu", "igpu"))
+        if not self.local_offload_gpus:
+            return "rpc"
+        names = " ".join(d.name.lower() for d in self.devices if d.kind in ("gpu", "igpu") and not is_rpc_device(d))
         for prefix, backend in (
             ("cuda", "cuda"),
             ("rocm", "rocm"),
@@ -125,7 +130,7 @@ class Hardware:
         ):
             if prefix in names:
                 return backend
-        return {"nvidia": "cuda", "amd": "rocm", "apple": "metal"}.get(self.offload_gpus[0].vendor, "gpu")
+        return {"nvidia": "cuda", "amd": "rocm", "apple": "metal"}.get(self.local_offload_gpus[0].vendor, "gpu")
 
     @property
     def unified_memory(self) -> bool:
@@ -139,9 +144,21 @@ class Hardware:
         return self.ram_available
 
     @property
-    def offload_gpus(self) -> tuple[GPU, ...]:
-        """The GPUs llama.cpp can put layers on (none if the build cannot offload)."""
+    def local_offload_gpus(self) -> tuple[GPU, ...]:
+        """This machine's GPUs llama.cpp can put layers on (none if the build cannot offload)."""
         return self.gpus if self.gpu_offload else ()
+
+    @property
+    def offload_gpus(self) -> tuple[GPU, ...]:
+        """Every device llama.cpp can put layers on: the local GPUs, then the RPC workers."""
+        return self.local_offload_gpus + self.rpc_workers
+
+    @property
+    def offload_name(self) -> str:
+        """What offloaded layers go to, in words: "GPU", "RPC workers" or "GPU and RPC workers"."""
+        if not self.rpc_workers:
+            return "GPU"
+        return "GPU and RPC workers" if self.local_offload_gpus else "RPC workers"
 
     @property
     def gpu_budget(self) -> int:
@@ -187,6 +204,10 @@ class Hardware:
                     "total": d.total_bytes,
                 }
                 for d in self.devices
+            ],
+            "rpc_workers": [
+                {"name": w.name, "total": w.total_bytes, "free": w.free_bytes, "budget": w.budget}
+                for w in self.rpc_workers
             ],
             "gpu_offload": self.gpu_offload,
             "gpu_budget": self.gpu_budget,
@@ -323,18 +344,20 @@ def detect(build: BuildInfo | None = None) -> Hardware:
         gpus.append(apple)
 
     devices: tuple[Device, ...] = ()
+    workers: tuple[GPU, ...] = ()
     offload = False
     simd = _simd_from_flags(cpu_flags)
     if build is not None:
         devices = build.devices
         offload = build.gpu_offload
         simd = _simd_from_system_info(build.system_info) or simd
+        workers = rpc_workers(devices)
         if not gpus:
             # A GPU that only the build knows (Vulkan, SYCL, ...): take its figures.
             gpus = [
                 GPU(d.description or d.name, "other", d.total_bytes, d.free_bytes, d.kind == "igpu", "llama.cpp")
                 for d in devices
-                if d.kind in ("gpu", "igpu")
+                if d.kind in ("gpu", "igpu") and not is_rpc_device(d)
             ]
     notes = _notes(gpus, devices, offload, build is not None)
     return Hardware(
@@ -348,8 +371,24 @@ def detect(build: BuildInfo | None = None) -> Hardware:
         simd=simd,
         gpus=tuple(gpus),
         devices=devices,
+        rpc_workers=workers,
         gpu_offload=offload,
         notes=notes,
+    )
+
+
+def is_rpc_device(device: Device) -> bool:
+    """A device of a llama.cpp RPC worker (ggml-rpc names them RPC0, RPC1, ...)."""
+    return re.fullmatch(r"RPC\d+", device.name) is not None
+
+
+def rpc_workers(devices: tuple[Device, ...]) -> tuple[GPU, ...]:
+    """The RPC workers among llama.cpp's devices, as offload targets (ggml-rpc describes each by
+    its endpoint, host:port)."""
+    return tuple(
+        GPU(f"{d.name} {d.description}".strip(), "rpc", d.total_bytes, d.free_bytes, source="rpc")
+        for d in devices
+        if is_rpc_device(d)
     )
 
 
@@ -361,6 +400,8 @@ GPU_BUILDS = {
     "rocm": "-DGGML_HIP=on",
     "vulkan": "-DGGML_VULKAN=on",
     "cpu": "-DGGML_NATIVE=on",
+    # llama.cpp's RPC backend (--rpc, rpc-server); the script combines it with a GPU backend.
+    "rpc": "-DGGML_RPC=on",
 }
 VENDOR_BACKENDS = {"nvidia": "cuda", "amd": "rocm", "apple": "metal"}  # any other GPU: vulkan
 
@@ -399,7 +440,7 @@ def _this_python() -> str:
 def _notes(gpus: list[GPU], devices: tuple[Device, ...], offload: bool, asked: bool) -> tuple[str, ...]:
     if not asked or not gpus:
         return ()
-    build_gpus = [d for d in devices if d.kind in ("gpu", "igpu")]
+    build_gpus = [d for d in devices if d.kind in ("gpu", "igpu") and not is_rpc_device(d)]
     if offload and build_gpus:
         return ()
     backend = VENDOR_BACKENDS.get(gpus[0].vendor, "vulkan")

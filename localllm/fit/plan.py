@@ -100,8 +100,11 @@ def _estimate(header: ggufmeta.GGUFHeader, hw: Hardware, settings: estimate.Sett
     GPU even with no layers there) and its CPU's weight repacking (off where llama.cpp uses AMX, as
     the runtime does)."""
     features = () if "AMX_INT8" in hw.simd else hw.simd
-    return estimate.estimate(header, settings, gpu_present=hw.gpu_backend is not None,
-                             backend=hw.gpu_backend, cpu_features=features)  # fmt: skip
+    backend = hw.gpu_backend
+    # RPC workers alone hold nothing of a model with no layers offloaded (a local GPU build would).
+    present = backend is not None and not (backend == "rpc" and settings.n_gpu_layers == 0)
+    return estimate.estimate(header, settings, gpu_present=present, backend=backend,
+                             cpu_features=features)  # fmt: skip
 
 
 def _settings(n_ctx: int, layers: int, kv: str, moe: int = 0, n_seq: int = 1) -> estimate.Settings:
@@ -199,21 +202,30 @@ def plan_load(header: ggufmeta.GGUFHeader, hw: Hardware, n_ctx: int | None = Non
     return LoadPlan(ctx, place.layers, place.est, place.verdict, reason, place.moe, place.kv, kept)
 
 
-def where_text(layers: int, moe: int = 0, kept: int = 0) -> str:
+def where_text(layers: int, moe: int = 0, kept: int = 0, device: str = "GPU") -> str:
     """``all layers on the GPU``, ``12 layers on the GPU``, ``on the CPU``, or with experts kept
-    back: ``all layers on the GPU but the experts of layers 0-11 (3.1 GiB) on the CPU``."""
+    back: ``all layers on the GPU but the experts of layers 0-11 (3.1 GiB) on the CPU``. ``device``
+    names where offloaded layers go (``Hardware.offload_name``: "RPC workers" with ``--rpc``)."""
     if moe:
         span = "layer 0" if moe == 1 else f"layers 0-{moe - 1}"
-        return f"all layers on the GPU but the experts of {span} ({format_bytes(kept)}) on the CPU"
-    return "all layers on the GPU" if layers == -1 else (f"{layers} layers on the GPU" if layers else "on the CPU")
+        return f"all layers on the {device} but the experts of {span} ({format_bytes(kept)}) on the CPU"
+    if layers == -1:
+        return f"all layers on the {device}"
+    return f"{layers} layers on the {device}" if layers else "on the CPU"
+
+
+def _offload_memory(hw: Hardware) -> str:
+    """The memory offloaded layers use, in words: "GPU memory", "RPC workers' memory"."""
+    name = hw.offload_name
+    return f"{name}' memory" if name.endswith("s") else f"{name} memory"
 
 
 def _reason(place: _Placement, kept: int, replaced: _Placement | None, hw: Hardware, ctx: int, trained: int) -> str:
     est, verdict = place.est, place.verdict
-    where = where_text(place.layers, place.moe, kept)
+    where = where_text(place.layers, place.moe, kept, hw.offload_name)
     used = f"{format_bytes(est.cpu.total)} of {format_bytes(hw.ram_budget)} RAM"
     if est.gpu.total:
-        used += f" and {format_bytes(est.gpu.total)} of {format_bytes(hw.gpu_budget)} GPU memory"
+        used += f" and {format_bytes(est.gpu.total)} of {format_bytes(hw.gpu_budget)} {_offload_memory(hw)}"
     context = f"{ctx:,}-token context" + ("" if ctx >= trained else f" (trained on {trained:,})")
     if replaced is not None:
         context += f", {place.kv} KV cache ({format_bytes(est.cpu.kv + est.gpu.kv)}; an f16 one would not fit)"
@@ -352,7 +364,7 @@ def plan_quants(
 def _used(c: QuantChoice, hw: Hardware) -> str:
     est = c.plan.estimate
     if est.gpu.total and hw.gpu_budget:
-        return f"{format_bytes(est.gpu.total)} of {format_bytes(hw.gpu_budget)} GPU memory"
+        return f"{format_bytes(est.gpu.total)} of {format_bytes(hw.gpu_budget)} {_offload_memory(hw)}"
     return f"{format_bytes(est.cpu.total)} of {format_bytes(hw.ram_budget)} RAM"
 
 
@@ -499,7 +511,7 @@ def _parallel_reason(
     if more is None:
         return "as many as the planner can estimate"
     if hw.gpu_budget > 0 and more.gpu.total > hw.gpu_budget * HEADROOM:
-        need = f"{format_bytes(more.gpu.total)} of {format_bytes(hw.gpu_budget)} GPU memory"
+        need = f"{format_bytes(more.gpu.total)} of {format_bytes(hw.gpu_budget)} {_offload_memory(hw)}"
     else:
         need = f"{format_bytes(more.cpu.total)} of {format_bytes(hw.ram_budget)} RAM"
     return (

@@ -802,8 +802,14 @@ def version() -> str:
 
 
 def supports_gpu_offload() -> bool:
+    """Whether this build can offload to a GPU of this machine. llama.cpp's own answer is also true
+    for any build with the RPC backend, workers or not; those count apart (:func:`rpc_add_servers`)."""
     init_backend()
-    return bool(L.llama_supports_gpu_offload())
+    if not L.llama_supports_gpu_offload():
+        return False
+    if not L.llama_supports_rpc():
+        return True
+    return any(kind in ("gpu", "igpu") and not name.startswith("RPC") for name, _d, kind, _f, _t in device_list())
 
 
 def system_info() -> str:
@@ -920,3 +926,119 @@ def build_info() -> BuildInfo:
         "commit": _c_text(lib, "ggml_commit"),
         "backends": [b for b in backends if b],
     }
+
+
+# --------------------------------------------------------------------------------------------
+# llama.cpp's RPC backend (ggml-rpc): remote workers as devices, and a worker of our own.
+#
+# ggml-rpc aborts the whole process (GGML_ABORT) when it cannot connect to a worker or the
+# handshake fails, so every endpoint is first greeted here in Python (the same HELLO message the
+# C client sends) and only handed to ggml-rpc when it answered as a worker of our protocol.
+
+RPC_PROTO = (7, 0)  # ggml-rpc.h of this llama.cpp: RPC_PROTO_MAJOR_VERSION, RPC_PROTO_MINOR_VERSION
+_RPC_CMD_HELLO = 14
+_RPC_CONN_CAPS = 24  # transport.h: RPC_CONN_CAPS_SIZE
+_rpc_regs: dict[str, int] = {}  # endpoint -> its registered ggml_backend_reg_t
+_rpc_lock = threading.Lock()
+
+
+def supports_rpc() -> bool:
+    """Whether this llama.cpp build has the RPC backend (built with GGML_RPC)."""
+    init_backend()
+    return bool(L.llama_supports_rpc())
+
+
+def _rpc_reg() -> int:
+    lib = _ggml_dev_lib()
+    lib.ggml_backend_reg_by_name.restype = ctypes.c_void_p
+    lib.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
+    lib.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+    lib.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.ggml_backend_register.restype = None
+    lib.ggml_backend_register.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_reg_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_reg_dev_count.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_reg_dev_get.restype = ctypes.c_void_p
+    lib.ggml_backend_reg_dev_get.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    return lib.ggml_backend_reg_by_name(b"RPC") or 0
+
+
+def _rpc_proc(name: str, restype: Any, *argtypes: Any) -> Any:
+    """A function of ggml-rpc, reached through its backend registry (no library path needed)."""
+    reg = _rpc_reg()
+    address = _ggml_dev_lib().ggml_backend_reg_get_proc_address(reg, name.encode()) if reg else None
+    if not address:
+        raise OSError(f"this llama.cpp build has no {name}")
+    return ctypes.CFUNCTYPE(restype, *argtypes)(address)
+
+
+def rpc_hello(host: str, port: int, timeout: float) -> tuple[int, int, int]:
+    """Greet the ggml-rpc worker at ``host:port`` as ggml-rpc's client does; its protocol version.
+    OSError (connection refused, timed out: a worker serves one client at a time) or ValueError
+    (something else answered)."""
+    import socket
+    import struct
+
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(bytes([_RPC_CMD_HELLO]) + struct.pack("<Q", _RPC_CONN_CAPS) + bytes(_RPC_CONN_CAPS))
+        want = 8 + 4 + _RPC_CONN_CAPS
+        data = b""
+        while len(data) < want:
+            chunk = sock.recv(want - len(data))
+            if not chunk:
+                break
+            data += chunk
+    if len(data) < 8 or struct.unpack("<Q", data[:8])[0] != 4 + _RPC_CONN_CAPS or len(data) < want:
+        raise ValueError("its answer to ggml-rpc's HELLO has the wrong size")
+    return data[8], data[9], data[10]
+
+
+def rpc_add_servers(endpoints: Sequence[str]) -> list[tuple[str, str, str, int, int]]:
+    """Make each ``host:port`` worker (already greeted with :func:`rpc_hello`) a device of this
+    process, once: every later model load may put layers on it. (endpoint, device name, kind, free
+    bytes, total bytes) per worker device, its memory as the worker reports it
+    (``ggml_backend_rpc_get_device_memory``)."""
+    init_backend()
+    add = _rpc_proc("ggml_backend_rpc_add_server", ctypes.c_void_p, ctypes.c_char_p)
+    lib = _ggml_dev_lib()
+    out = []
+    with _rpc_lock:
+        for endpoint in endpoints:
+            reg = _rpc_regs.get(endpoint)
+            if reg is None:
+                reg = add(endpoint.encode())
+                if not reg:
+                    raise OSError(f"the RPC worker at {endpoint} reports no device")
+                lib.ggml_backend_register(reg)
+                _rpc_regs[endpoint] = reg
+            for i in range(lib.ggml_backend_reg_dev_count(reg)):
+                dev = lib.ggml_backend_reg_dev_get(reg, i)
+                free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+                lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+                name = (lib.ggml_backend_dev_name(dev) or b"").decode("utf-8", errors="replace")
+                out.append((endpoint, name, "gpu", int(free.value), int(total.value)))
+    return out
+
+
+def rpc_serve(endpoint: str, threads: int) -> None:
+    """Serve this machine's first GPU (else its CPU) to ggml-rpc clients at ``endpoint``: blocks
+    while it serves (one client at a time); returns only when it cannot listen."""
+    init_backend()
+    start = _rpc_proc(
+        "ggml_backend_rpc_start_server",
+        None,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_size_t,
+        ctypes.POINTER(ctypes.c_void_p),
+    )
+    lib = _ggml_dev_lib()
+    dev = lib.ggml_backend_dev_by_type(1) or lib.ggml_backend_dev_by_type(2) or lib.ggml_backend_dev_by_type(0)
+    if not dev:
+        raise OSError("this llama.cpp build has no device to serve")
+    devices = (ctypes.c_void_p * 1)(dev)
+    start(endpoint.encode(), None, threads, 1, devices)

@@ -2,7 +2,10 @@
 # Rebuild llama-cpp-python (the llama.cpp localllm runs on) with a GPU backend, in one Python
 # environment: the one localllm is installed in.
 #
-#   packaging/gpu/install.sh cuda|metal|rocm|vulkan|cpu [--python PYTHON] [--print]
+#   packaging/gpu/install.sh cuda|metal|rocm|vulkan|cpu|rpc [BACKEND ...] [--python PYTHON] [--print]
+#
+#   rpc              llama.cpp's RPC backend (ggml-rpc): --rpc HOST:PORT and localllm rpc-server;
+#                    combinable with a GPU backend (install.sh cuda rpc)
 #
 #   --python PYTHON  the environment's interpreter (default: python3 on PATH; e.g. .venv/bin/python)
 #   --print          print the command instead of running it
@@ -15,21 +18,31 @@
 set -eu
 
 usage() {
-    echo "usage: $0 cuda|metal|rocm|vulkan|cpu [--python PYTHON] [--print]" >&2
+    echo "usage: $0 cuda|metal|rocm|vulkan|cpu|rpc [BACKEND ...] [--python PYTHON] [--print]" >&2
     exit 2
 }
 
 [ $# -ge 1 ] || usage
-backend=$1
-shift
-case "$backend" in
-    cuda) flags="-DGGML_CUDA=on" ;;
-    metal) flags="-DGGML_METAL=on" ;;
-    rocm) flags="-DGGML_HIP=on" ;;
-    vulkan) flags="-DGGML_VULKAN=on" ;;
-    cpu) flags="-DGGML_NATIVE=on" ;;
-    *) usage ;;
-esac
+all=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        cuda) flags="-DGGML_CUDA=on" ;;
+        metal) flags="-DGGML_METAL=on" ;;
+        rocm) flags="-DGGML_HIP=on" ;;
+        vulkan) flags="-DGGML_VULKAN=on" ;;
+        cpu) flags="-DGGML_NATIVE=on" ;;
+        rpc) flags="-DGGML_RPC=on" ;;
+        --*) break ;;
+        *) usage ;;
+    esac
+    case " $all " in
+        *" $flags "*) ;;
+        *) all="${all:+$all }$flags" ;;
+    esac
+    shift
+done
+[ -n "$all" ] || usage
+flags=$all
 
 python=python3
 print_only=no

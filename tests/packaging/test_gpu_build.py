@@ -24,9 +24,17 @@ def _script(*args: str) -> subprocess.CompletedProcess:
 
 def test_the_script_knows_exactly_the_backends_of_the_table():
     backends = set(re.findall(r"^\s+(\w+)\) flags=", SCRIPT.read_text(), re.M))
-    assert backends == set(hardware.GPU_BUILDS) == {"cuda", "metal", "rocm", "vulkan", "cpu"}
+    assert backends == set(hardware.GPU_BUILDS) == {"cuda", "metal", "rocm", "vulkan", "cpu", "rpc"}
     refused = _script("opencl", "--print")
-    assert refused.returncode == 2 and "cuda|metal|rocm|vulkan|cpu" in refused.stderr
+    assert refused.returncode == 2 and "cuda|metal|rocm|vulkan|cpu|rpc" in refused.stderr
+
+
+def test_the_rpc_backend_combines_with_a_gpu_backend():
+    printed = _script("cuda", "rpc", "--python", "/opt/env/bin/python", "--print")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith('CMAKE_ARGS="-DGGML_CUDA=on -DGGML_RPC=on" /opt/env/bin/python -m pip install')
+    assert _script("rpc", "rpc", "--print").stdout.startswith('CMAKE_ARGS="-DGGML_RPC=on" python3')
+    assert _script("--print").returncode == 2  # no backend at all
 
 
 @pytest.mark.parametrize("backend", sorted(hardware.GPU_BUILDS))
