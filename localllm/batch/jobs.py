@@ -65,6 +65,7 @@ class LineRequest:
     schema: object | None  # a JSON schema dict, or None
     ignore_eos: bool = False
     sampling: dict[str, object] = field(default_factory=dict)  # the SAMPLING options the line sets
+    model: str | None = None  # the line's "model" (a string): used by a batch over endpoints only
 
 
 class LineError(Exception):
@@ -202,6 +203,7 @@ def parse_line(text: str, line: int) -> LineRequest:
             stop=tuple(stop),
             schema=_schema_of(obj),
             ignore_eos=obj.get("ignore_eos") is True,
+            model=obj["model"] if isinstance(obj.get("model"), str) and obj["model"].strip() else None,
         )
     except LineError as exc:
         raise LineError(str(exc), ident) from None
@@ -362,6 +364,27 @@ class BatchDefaults:
 
 
 @dataclass
+class EndpointProgress:
+    """What one server of a batch over endpoints (:mod:`localllm.batch.remote`) has done so far."""
+
+    label: str  # host:port, or the URL where that is ambiguous
+    limit: int  # requests it is sent at once now (lowered after its 429s and 503s)
+    in_flight: int = 0
+    done: int = 0
+    completion_tokens: int = 0
+    state: str = "up"  # "up", "waiting" (backing off after an error or a 429/503), "down"
+    wall_s: float = 0.0
+
+    @property
+    def lines_per_s(self) -> float:
+        return self.done / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass
 class BatchProgress:
     total: int  # lines to run in this invocation (after skipping)
     done: int = 0
@@ -373,6 +396,7 @@ class BatchProgress:
     shared_tokens: int = 0  # prompt tokens not evaluated: copied from another line's shared prefix
     started: float = field(default_factory=time.perf_counter)
     wall_s: float = 0.0
+    endpoints: list[EndpointProgress] = field(default_factory=list)  # a batch over servers: one each
 
     @property
     def finished(self) -> int:
@@ -460,12 +484,72 @@ def _result_record(result) -> dict:
     }
 
 
-class _Requests:
-    """Turns input lines into batch requests, lazily and in order; a line that cannot run becomes
-    an error record (through ``reject``) and the batch goes on."""
+class Job:
+    """One run of a batch, whoever answers its lines (a local model: :func:`run_batch`; servers:
+    :func:`localllm.batch.remote.run_on_endpoints`): the lines still to do, the counts, and the one
+    way records reach the output. Each id is written once: a second answer for an id already
+    written (a retry whose first attempt was answered after all) is dropped."""
 
-    def __init__(self, model, defaults: BatchDefaults, seen: set[str], reject: Callable[[int, object, str], None]):
-        self.model, self.defaults, self.seen, self.reject = model, defaults, seen, reject
+    def __init__(
+        self,
+        lines: list[tuple[int, str]],
+        writer: ResultWriter | StreamWriter,
+        progress: Callable[[BatchProgress], None] | None = None,
+    ) -> None:
+        self.todo, skipped, failed_before, self.seen = _todo(lines, writer)
+        self.writer = writer
+        self.state = BatchProgress(total=len(self.todo), skipped=skipped, failed_before=failed_before)
+        self._progress = progress
+        self._written: set[str] = set()
+
+    def report(self) -> None:
+        self.state.wall_s = time.perf_counter() - self.state.started
+        if self._progress is not None:
+            self._progress(self.state)
+
+    def reject(self, number: int, ident: object, message: str) -> None:
+        """An error record for input line ``number``; the batch goes on."""
+        self.writer.write({"id": ident, "line": number, "error": message})
+        self.state.errors += 1
+        self.report()
+
+    def answer(self, record: dict, *, cached_tokens: int = 0) -> bool:
+        """Write one answered line's record (``id`` first); False (nothing written) for an id
+        already answered in this run."""
+        key = json.dumps(record["id"])
+        if key in self._written:
+            return False
+        self.writer.write(record)
+        self._written.add(key)
+        self.state.done += 1
+        self.state.prompt_tokens += record["prompt_tokens"]
+        self.state.shared_tokens += cached_tokens
+        self.state.completion_tokens += record["completion_tokens"]
+        self.report()
+        return True
+
+    def requests(self) -> Iterator[LineRequest]:
+        """The valid lines still to do, lazily and in input order; a line that cannot be parsed
+        or repeats an earlier id gets its error record instead."""
+        for number, text in self.todo:
+            try:
+                req = parse_line(text, number)
+                key = json.dumps(req.id)
+                if key in self.seen:
+                    raise LineError(f"duplicate id {key} (first used on an earlier line)", req.id)
+                self.seen.add(key)
+            except LineError as exc:
+                self.reject(number, exc.id, str(exc))
+                continue
+            yield req
+
+
+class _Requests:
+    """Turns a job's lines into batch requests, lazily and in order; a line that cannot run here
+    (a bad schema, too long a prompt) becomes an error record and the batch goes on."""
+
+    def __init__(self, model, defaults: BatchDefaults, job: Job):
+        self.model, self.defaults, self.job = model, defaults, job
         self.grammars: dict[str, str] = {}
 
     def _grammar(self, session, schema: object) -> str:
@@ -485,29 +569,20 @@ class _Requests:
         given = {"temperature": d.temperature, "top_p": d.top_p, "seed": d.seed, "max_tokens": d.max_tokens}
         return runtime.SamplingOptions(**{**given, **req.sampling}, stop=req.stop, ignore_eos=req.ignore_eos)
 
-    def __call__(self, session, todo: list[tuple[int, str]]) -> Iterator:
+    def __call__(self, session) -> Iterator:
         from localllm import runtime
 
         model = self.model
-        for number, text in todo:
-            req = None
+        for req in self.job.requests():
             try:
-                req = parse_line(text, number)
-                key = json.dumps(req.id)
-                if key in self.seen:
-                    raise LineError(f"duplicate id {key} (first used on an earlier line)", req.id)
-                self.seen.add(key)
                 grammar = self._grammar(session, req.schema) if req.schema is not None else None
                 tokens = model.chat_tokens(req.messages)
                 session.check(tokens)
-            except LineError as exc:
-                self.reject(number, exc.id, str(exc))
-                continue
             except LocalLLMError as exc:
-                self.reject(number, req.id if req is not None else None, str(exc))
+                self.job.reject(req.line, req.id, str(exc))
                 continue
             yield runtime.BatchRequest(
-                key=(number, req.id), tokens=tokens, sampling=self._sampling(req), grammar=grammar
+                key=(req.line, req.id), tokens=tokens, sampling=self._sampling(req), grammar=grammar
             )
 
 
@@ -529,28 +604,11 @@ def run_batch(
     for them (0: every line evaluates its whole prompt)."""
     from localllm import runtime
 
-    todo, skipped, failed_before, seen = _todo(lines, writer)
-    state = BatchProgress(total=len(todo), skipped=skipped, failed_before=failed_before)
-
-    def report() -> None:
-        state.wall_s = time.perf_counter() - state.started
-        if progress is not None:
-            progress(state)
-
-    def reject(number: int, ident: object, message: str) -> None:
-        writer.write({"id": ident, "line": number, "error": message})
-        state.errors += 1
-        report()
-
-    requests = _Requests(model, defaults, seen, reject)
-    report()
+    job = Job(lines, writer, progress)
+    requests = _Requests(model, defaults, job)
+    job.report()
     with runtime.BatchSession(model, n_parallel, n_ctx_seq, n_threads=n_threads) as session:
-        for result in session.run(requests(session, todo), cancel=cancel, share_prefix=share_prefix):
-            writer.write(_result_record(result))
-            state.done += 1
-            state.prompt_tokens += result.prompt_tokens
-            state.shared_tokens += result.cached_tokens
-            state.completion_tokens += result.completion_tokens
-            report()
-    report()
-    return state
+        for result in session.run(requests(session), cancel=cancel, share_prefix=share_prefix):
+            job.answer(_result_record(result), cached_tokens=result.cached_tokens)
+    job.report()
+    return job.state
