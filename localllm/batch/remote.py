@@ -291,7 +291,7 @@ async def _ask(client: Any, ep: _Endpoint, req: LineRequest, defaults: BatchDefa
     except _Unanswered as exc:
         return _classify(exc.status, exc.message, ep, False)
     except httpx.TransportError as exc:  # refused, reset, timed out, DNS, TLS
-        return _Outcome("failed", f"{ep.label}: {type(exc).__name__} {exc}".rstrip())
+        return _Outcome("failed", f"{ep.label}: {type(exc).__name__}: {exc}".rstrip(": "))
     if response.status_code != 200:
         return _classify(response.status_code, _server_message(response), ep, req.model is not None, response.headers)
     try:
@@ -380,7 +380,8 @@ class _Run:
         if ep.down is None:
             ep.down = why
             others = [e for e in self.endpoints if e.down is None]
-            self._say(f"{why}: {ep.label} is down" + ("; its lines go to the others" if others else ""))
+            reason = why.removeprefix(ep.label).lstrip(": ")
+            self._say(f"{ep.label} is down ({reason})" + ("; its lines go to the others" if others else ""))
 
     def _success(self, ep: _Endpoint) -> None:
         ep.failures = ep.throttles = 0
