@@ -45,7 +45,7 @@ from .jobs import BatchDefaults, BatchProgress, EndpointProgress, Job, LineReque
 DEFAULT_PARALLEL = 4  # requests in flight per endpoint when neither the file nor --parallel says
 MAX_LEARNED_PARALLEL = 32  # how far an endpoint's limit rises when nobody gave one
 MAX_FAILURES = 4  # connection errors / 5xx in a row after which an endpoint is down
-MAX_LINE_ATTEMPTS = 5  # 5xx answers one line may get before it becomes an error record
+MAX_LINE_ATTEMPTS = 3  # 5xx answers one line may get before it becomes an error record (< MAX_FAILURES)
 BACKOFF_S = 0.25  # the first wait after an error; doubled each time, with jitter
 MAX_BACKOFF_S = 30.0
 CONNECT_TIMEOUT_S = 10.0

@@ -247,8 +247,8 @@ class RateLimitingGateway:
     """What an API gateway in front of a server does: at most ``allowed`` requests at once are
     forwarded to the real server upstream; the others get 429 with Retry-After."""
 
-    def __init__(self, upstream: str, allowed: int = 1) -> None:
-        self.active = self.most = self.refused = self.forwarded = 0
+    def __init__(self, upstream: str, allowed: int = 1, broken_on: str | None = None) -> None:
+        self.active = self.most = self.refused = self.forwarded = self.broken = 0
         self.lock = threading.Lock()
         gateway = self
 
@@ -268,6 +268,12 @@ class RateLimitingGateway:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if broken_on is not None and broken_on.encode() in body:  # a line the server fails on
+                    with gateway.lock:
+                        gateway.broken += 1
+                    error = {"error": {"message": "internal server error", "type": "server_error"}}
+                    self._send(500, json.dumps(error).encode(), {"Content-Type": "application/json"})
+                    return
                 with gateway.lock:
                     refuse = gateway.active >= allowed
                     if refuse:
@@ -315,6 +321,29 @@ def test_an_endpoint_answering_429_gets_fewer_requests_at_once_and_every_line_co
     assert f"{label} answered 429: rate limit reached; sending it 2 at a time" in result.stderr
     assert f"{label} answered 429: rate limit reached; sending it 1 at a time" in result.stderr
     assert gateway.refused >= 2 and gateway.forwarded == 6 and gateway.most == 1
+
+
+def test_a_line_the_server_fails_on_three_times_is_an_error_record_and_the_server_stays_up(server, cli, tmp_path):
+    gateway = RateLimitingGateway(server.url, allowed=8, broken_on="POISON")
+    try:
+        src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        src.write_text(
+            lines_of(
+                {"id": "a", "prompt": "Say hi.", "max_tokens": 4},
+                {"id": "p", "prompt": "POISON", "max_tokens": 4},
+                {"id": "b", "prompt": "Say bye.", "max_tokens": 4},
+                {"id": "c", "prompt": "Say yes.", "max_tokens": 4},
+            )
+        )
+        result = cli("batch", str(src), "-o", str(out), "-m", MODEL, "--endpoint", gateway.url, "--parallel", "1")
+    finally:
+        gateway.stop()
+    assert result.returncode == 3, result.stderr
+    records = {r["id"]: r for r in read_records(out)}
+    assert sorted(records) == ["a", "b", "c", "p"]
+    assert records["p"]["line"] == 2
+    assert records["p"]["error"].endswith("answered 500: internal server error (3 times; not retried)")
+    assert gateway.broken == 3 and "is down" not in result.stderr
 
 
 # -- the endpoints file and the options ----------------------------------------------------------
