@@ -32,6 +32,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOCALLLM_DOWNLOAD_STALL", "seconds without a byte before a download reconnects (30)"),
     Variable("LOCALLLM_CATALOG", "a models.toml to use instead of the bundled model catalog (same format)"),
     Variable("LOCALLLM_API_KEY", "the key `localllm serve` requires as 'Authorization: Bearer KEY' (--api-key)"),
+    Variable(
+        "LOCALLLM_ENDPOINT_API_KEY",
+        "the key `batch --endpoint` sends as 'Authorization: Bearer KEY' (an endpoints file's key_env=NAME overrides it)",
+    ),
     Variable("HF_HUB_OFFLINE", "1: make no network request at all"),
     Variable("HF_ENDPOINT", "the Hugging Face Hub or a mirror (default https://huggingface.co)"),
     Variable("HF_TOKEN", "token for gated and private repositories (else the one `hf auth login` stored)"),
@@ -111,6 +115,21 @@ def api_key(flag: str | None = None) -> str | None:
     return flag or get("LOCALLLM_API_KEY")
 
 
+def endpoint_api_key(key_env: str | None = None) -> str | None:
+    """The key for a server of ``batch --endpoint``: the variable an endpoints file names with
+    ``key_env=NAME`` (UsageError when it is unset: a key the user asked for is missing), else
+    ``LOCALLLM_ENDPOINT_API_KEY`` (None: send no key)."""
+    if key_env is None:
+        return get("LOCALLLM_ENDPOINT_API_KEY")
+    value = os.environ.get(key_env)
+    if not value:
+        raise UsageError(
+            f"key_env={key_env} names an environment variable that is not set",
+            hint=f"export {key_env}=YOUR_KEY, or remove key_env= from the endpoints file",
+        )
+    return value
+
+
 # --- the Hugging Face Hub (huggingface_hub reads these only at import: we read them live) -----
 
 
@@ -167,7 +186,7 @@ def as_dict() -> dict[str, str | None]:
     values = {}
     for var in VARIABLES:
         value = os.environ.get(var.name)
-        if value and var.name in ("HF_TOKEN", "LOCALLLM_API_KEY"):
+        if value and var.name in ("HF_TOKEN", "LOCALLLM_API_KEY", "LOCALLLM_ENDPOINT_API_KEY"):
             value = "(set)"
         values[var.name] = value
     return values

@@ -109,6 +109,13 @@ class NetworkError(LocalLLMError):
     """A network operation failed (no connection, server error)."""
 
 
+class EndpointsDownError(NetworkError):
+    """Every server a batch was spread over stopped answering; the results written so far are kept
+    and the same command goes on from there."""
+
+    exit_code = 4
+
+
 class GrammarError(LocalLLMError):
     """A JSON schema (or grammar) for structured output cannot be turned into a grammar."""
 

@@ -43,7 +43,7 @@ _SUBMODULES = frozenset(
 # public name -> the submodule that defines it. Imported on first use (PEP 562): a command pays only
 # for the use cases it calls (`localllm list` never loads the batch or loading code).
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(("bench", "complete_jsonl", "writer_for"), "batching"),
+    **dict.fromkeys(("bench", "complete_jsonl", "complete_on_endpoints", "endpoint_specs", "writer_for"), "batching"),
     **dict.fromkeys(("evaluate", "evaluate_tasks"), "evaluating"),
     **dict.fromkeys(("FitReport", "fit_model", "quant_options"), "fitting"),
     **dict.fromkeys(("import_file", "inspect_model", "list_models", "plan_pull", "remove_model"), "library"),

@@ -5,10 +5,12 @@ from __future__ import annotations
 import statistics
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from localllm.batch import jobs
+from localllm.batch import jobs, remote
+from localllm.batch.remote import EndpointSpec
 from localllm.runtime.options import AdapterSpec
 
 from . import documents
@@ -25,7 +27,7 @@ def writer_for(output: str, stdout: TextIO) -> jobs.ResultWriter | jobs.StreamWr
 
 def complete_jsonl(
     reference: str | None,
-    text: str,
+    text: str | bytes,
     writer: jobs.ResultWriter | jobs.StreamWriter,
     *,
     n_ctx_seq: int | None = None,
@@ -102,6 +104,56 @@ def _embedders_bytes(lines: list[tuple[int, str]]) -> int:
         except LocalLLMError:
             continue
     return total
+
+
+def endpoint_specs(urls: Sequence[str], file: str | None = None) -> list[EndpointSpec]:
+    """The endpoints of ``--endpoint URL`` (each) and ``--endpoints FILE``, with their keys read:
+    ``key_env=NAME``'s variable, else ``LOCALLLM_ENDPOINT_API_KEY`` (see localllm.config)."""
+    from localllm import config
+    from localllm.errors import UsageError
+    from localllm.format import terminal_safe
+
+    specs = [EndpointSpec(remote.check_url(url)) for url in urls]
+    if file is not None:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"no such endpoints file: {terminal_safe(file)}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read the endpoints file {terminal_safe(file)}: {exc}") from None
+        specs += remote.parse_endpoints(text, terminal_safe(file))
+    remote.check_distinct(specs)
+    return [replace(spec, api_key=config.endpoint_api_key(spec.key_env)) for spec in specs]
+
+
+def complete_on_endpoints(
+    text: str | bytes,
+    writer: jobs.ResultWriter | jobs.StreamWriter,
+    endpoints: Sequence[EndpointSpec],
+    *,
+    model: str | None = None,
+    n_parallel: int | None = None,
+    max_tokens: int | None = None,
+    temperature: float = 0.8,
+    seed: int = 0,
+    notice: Notice | None = None,
+    progress: Callable[[jobs.BatchProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> jobs.BatchProgress:
+    """Complete every line of JSONL ``text`` not already in ``writer``'s output on OpenAI-compatible
+    servers (see localllm.batch.remote): the same job as :func:`complete_jsonl`, another executor."""
+    defaults = jobs.BatchDefaults(max_tokens=max_tokens or jobs.DEFAULT_MAX_TOKENS, temperature=temperature, seed=seed)
+    return remote.run_on_endpoints(
+        jobs.read_lines(text),
+        writer,
+        endpoints,
+        n_parallel=n_parallel,
+        model=model,
+        defaults=defaults,
+        progress=progress,
+        notice=notice,
+        cancel=cancel,
+    )
 
 
 def _stat(test: str, rates: list[float]) -> dict[str, Any]:

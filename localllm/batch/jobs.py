@@ -67,6 +67,7 @@ class LineRequest:
     ignore_eos: bool = False
     sampling: dict[str, object] = field(default_factory=dict)  # the SAMPLING options the line sets
     docs: str | None = None  # the document collection the question is answered from
+    model: str | None = None  # the line's "model" (a string): used by a batch over endpoints only
 
 
 class LineError(Exception):
@@ -208,6 +209,7 @@ def parse_line(text: str, line: int) -> LineRequest:
             stop=tuple(stop),
             schema=_schema_of(obj),
             ignore_eos=obj.get("ignore_eos") is True,
+            model=obj["model"] if isinstance(obj.get("model"), str) and obj["model"].strip() else None,
         )
     except LineError as exc:
         raise LineError(str(exc), ident) from None
@@ -368,6 +370,27 @@ class BatchDefaults:
 
 
 @dataclass
+class EndpointProgress:
+    """What one server of a batch over endpoints (:mod:`localllm.batch.remote`) has done so far."""
+
+    label: str  # host:port, or the URL where that is ambiguous
+    limit: int  # requests it is sent at once now (lowered after its 429s and 503s)
+    in_flight: int = 0
+    done: int = 0
+    completion_tokens: int = 0
+    state: str = "up"  # "up", "waiting" (backing off after an error or a 429/503), "down"
+    wall_s: float = 0.0
+
+    @property
+    def lines_per_s(self) -> float:
+        return self.done / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass
 class BatchProgress:
     total: int  # lines to run in this invocation (after skipping)
     done: int = 0
@@ -381,6 +404,7 @@ class BatchProgress:
     accepted_tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
     wall_s: float = 0.0
+    endpoints: list[EndpointProgress] = field(default_factory=list)  # a batch over servers: one each
 
     @property
     def finished(self) -> int:
@@ -468,27 +492,81 @@ def _result_record(result) -> dict:
     }
 
 
+class Job:
+    """One run of a batch, whoever answers its lines (a local model: :func:`run_batch`; servers:
+    :func:`localllm.batch.remote.run_on_endpoints`): the lines still to do, the counts, and the one
+    way records reach the output. Each id is written once: a second answer for an id already
+    written (a retry whose first attempt was answered after all) is dropped."""
+
+    def __init__(
+        self,
+        lines: list[tuple[int, str]],
+        writer: ResultWriter | StreamWriter,
+        progress: Callable[[BatchProgress], None] | None = None,
+    ) -> None:
+        self.todo, skipped, failed_before, self.seen = _todo(lines, writer)
+        self.writer = writer
+        self.state = BatchProgress(total=len(self.todo), skipped=skipped, failed_before=failed_before)
+        self._progress = progress
+        self._written: set[str] = set()
+
+    def report(self) -> None:
+        self.state.wall_s = time.perf_counter() - self.state.started
+        if self._progress is not None:
+            self._progress(self.state)
+
+    def reject(self, number: int, ident: object, message: str) -> None:
+        """An error record for input line ``number``; the batch goes on."""
+        self.writer.write({"id": ident, "line": number, "error": message})
+        self.state.errors += 1
+        self.report()
+
+    def answer(self, record: dict, *, cached_tokens: int = 0) -> bool:
+        """Write one answered line's record (``id`` first); False (nothing written) for an id
+        already answered in this run."""
+        key = json.dumps(record["id"])
+        if key in self._written:
+            return False
+        self.writer.write(record)
+        self._written.add(key)
+        self.state.done += 1
+        self.state.prompt_tokens += record["prompt_tokens"]
+        self.state.shared_tokens += cached_tokens
+        self.state.completion_tokens += record["completion_tokens"]
+        self.report()
+        return True
+
+    def requests(self) -> Iterator[LineRequest]:
+        """The valid lines still to do, lazily and in input order; a line that cannot be parsed
+        or repeats an earlier id gets its error record instead."""
+        for number, text in self.todo:
+            try:
+                req = parse_line(text, number)
+                key = json.dumps(req.id)
+                if key in self.seen:
+                    raise LineError(f"duplicate id {key} (first used on an earlier line)", req.id)
+                self.seen.add(key)
+            except LineError as exc:
+                self.reject(number, exc.id, str(exc))
+                continue
+            yield req
+
+
 # A line's ``docs``: (collection, messages, tokens kept for the reply, context) -> (the messages
 # asked over what was found, the sources as output records).
 Ground = Callable[[str, list[dict[str, str]], int, int], tuple[list[dict[str, str]], list[dict]]]
 
 
 class _Requests:
-    """Turns input lines into batch requests, lazily and in order; a line that cannot run becomes
-    an error record (through ``reject``) and the batch goes on."""
+    """Turns a job's lines into batch requests, lazily and in order; a line that cannot run here
+    (a bad schema, too long a prompt, an unknown collection) becomes an error record and the batch
+    goes on."""
 
-    def __init__(
-        self,
-        model,
-        defaults: BatchDefaults,
-        seen: set[str],
-        reject: Callable[[int, object, str], None],
-        ground: Ground | None = None,
-    ):
-        self.model, self.defaults, self.seen, self.reject = model, defaults, seen, reject
-        self.grammars: dict[str, str] = {}
+    def __init__(self, model, defaults: BatchDefaults, job: Job, ground: Ground | None = None):
+        self.model, self.defaults, self.job = model, defaults, job
         self.ground = ground
         self.sources: dict[tuple[int, object], list[dict]] = {}  # each grounded line's, by key
+        self.grammars: dict[str, str] = {}
 
     def _grammar(self, session, schema: object) -> str:
         from localllm import runtime
@@ -507,18 +585,12 @@ class _Requests:
         given = {"temperature": d.temperature, "top_p": d.top_p, "seed": d.seed, "max_tokens": d.max_tokens}
         return runtime.SamplingOptions(**{**given, **req.sampling}, stop=req.stop, ignore_eos=req.ignore_eos)
 
-    def __call__(self, session, todo: list[tuple[int, str]]) -> Iterator:
+    def __call__(self, session) -> Iterator:
         from localllm import runtime
 
         model = self.model
-        for number, text in todo:
-            req = None
+        for req in self.job.requests():
             try:
-                req = parse_line(text, number)
-                key = json.dumps(req.id)
-                if key in self.seen:
-                    raise LineError(f"duplicate id {key} (first used on an earlier line)", req.id)
-                self.seen.add(key)
                 grammar = self._grammar(session, req.schema) if req.schema is not None else None
                 messages = req.messages
                 if req.docs is not None:
@@ -526,17 +598,14 @@ class _Requests:
                         raise LineError('"docs" is not available in this batch', req.id)
                     reserve = int(req.sampling.get("max_tokens") or self.defaults.max_tokens)  # type: ignore[call-overload]
                     messages, found = self.ground(req.docs, messages, reserve, session.n_ctx_seq)
-                    self.sources[(number, req.id)] = found
+                    self.sources[(req.line, req.id)] = found
                 tokens = model.chat_tokens(messages)
                 session.check(tokens)
-            except LineError as exc:
-                self.reject(number, exc.id, str(exc))
-                continue
-            except LocalLLMError as exc:
-                self.reject(number, req.id if req is not None else None, str(exc))
+            except (LineError, LocalLLMError) as exc:
+                self.job.reject(req.line, req.id, str(exc))
                 continue
             yield runtime.BatchRequest(
-                key=(number, req.id), tokens=tokens, sampling=self._sampling(req), grammar=grammar
+                key=(req.line, req.id), tokens=tokens, sampling=self._sampling(req), grammar=grammar
             )
 
 
@@ -560,33 +629,16 @@ def run_batch(
     for them (0: every line evaluates its whole prompt). ``ground`` answers lines with ``docs``."""
     from localllm import runtime
 
-    todo, skipped, failed_before, seen = _todo(lines, writer)
-    state = BatchProgress(total=len(todo), skipped=skipped, failed_before=failed_before)
-
-    def report() -> None:
-        state.wall_s = time.perf_counter() - state.started
-        if progress is not None:
-            progress(state)
-
-    def reject(number: int, ident: object, message: str) -> None:
-        writer.write({"id": ident, "line": number, "error": message})
-        state.errors += 1
-        report()
-
-    requests = _Requests(model, defaults, seen, reject, ground)
-    report()
+    job = Job(lines, writer, progress)
+    requests = _Requests(model, defaults, job, ground)
+    job.report()
     with runtime.BatchSession(model, n_parallel, n_ctx_seq, n_threads=n_threads, draft=draft) as session:
-        for result in session.run(requests(session, todo), cancel=cancel, share_prefix=share_prefix):
+        for result in session.run(requests(session), cancel=cancel, share_prefix=share_prefix):
             record = _result_record(result)
             if result.key in requests.sources:
                 record["sources"] = requests.sources.pop(result.key)
-            writer.write(record)
-            state.done += 1
-            state.prompt_tokens += result.prompt_tokens
-            state.shared_tokens += result.cached_tokens
-            state.completion_tokens += result.completion_tokens
-            state.drafted_tokens += result.drafted_tokens
-            state.accepted_tokens += result.accepted_tokens
-            report()
-    report()
-    return state
+            job.state.drafted_tokens += result.drafted_tokens
+            job.state.accepted_tokens += result.accepted_tokens
+            job.answer(record, cached_tokens=result.cached_tokens)
+    job.report()
+    return job.state

@@ -33,6 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     draft.add_argument(parser)
     add_rpc_option(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="send the lines to this OpenAI-compatible server instead of loading a model here "
+        "(repeat for several; -m names the model to ask for, --parallel the requests in flight on each)",
+    )
+    parser.add_argument(
+        "--endpoints",
+        metavar="FILE",
+        help="endpoints one a line: URL [model=NAME] [parallel=N] [key_env=NAME]; # starts a comment",
+    )
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -47,6 +60,17 @@ def _validate(args: argparse.Namespace) -> None:
         threads=args.threads,
         gpu_layers=args.gpu_layers,
     )
+    if args.endpoint or args.endpoints:
+        local_only = [
+            flag
+            for flag, value in (("--ctx", args.ctx), ("--threads", args.threads), ("--gpu-layers", args.gpu_layers))
+            if value is not None
+        ] + (["--lora"] if args.lora else [])
+        if local_only:
+            raise UsageError(
+                f"{', '.join(local_only)} apply to a model loaded here, not to a batch over endpoints",
+                hint="set them on the servers",
+            )
     if args.input == "-" and args.output != "-" and sys.stdin.isatty():
         raise UsageError("reading the input from a terminal", hint="pass a JSONL file or pipe one in")
 
@@ -86,6 +110,8 @@ class ProgressBar:
             f"\r[{'#' * filled}{'.' * (width - filled)}] {p.finished}/{p.total}"
             f"  {p.tokens_per_s:.1f} tok/s  ETA {format_clock(p.eta_s)}" + (f"  {p.errors} errors" if p.errors else "")
         )
+        if p.endpoints:
+            line += "  |" + "".join(f"  {endpoint_figures(e)}" for e in p.endpoints)
         sys.stderr.write(line + "\x1b[K")
         sys.stderr.flush()
         self.drawn = True
@@ -94,9 +120,24 @@ class ProgressBar:
         if self.drawn:
             sys.stderr.write("\n")
             sys.stderr.flush()
+            self.drawn = False
 
 
 EXIT_LINES_FAILED = 3  # the batch ran, but some lines have error records (README: batch)
+
+
+def endpoint_figures(e) -> str:
+    """One endpoint in the progress line: label, lines/s, tok/s, and its state when not up."""
+    state = "" if e.state == "up" else f" {e.state}"
+    return f"{e.label} {e.lines_per_s:.2f} lines/s {e.tokens_per_s:.0f} tok/s{state}"
+
+
+def endpoint_summary(e) -> str:
+    return (
+        f"  {e.label}: {e.done} lines, {e.completion_tokens} tokens generated, "
+        f"{e.lines_per_s:.2f} lines/s, {e.tokens_per_s:.1f} tok/s, {e.limit} at a time at the end"
+        + (f" ({e.state})" if e.state != "up" else "")
+    )
 
 
 def summary_line(p, interrupted: bool = False) -> str:
@@ -135,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
             at_once = f"{parallel} at a time" + (f" ({why})" if why else "")
             say(f"{label}: {lines} lines, {at_once}, {n_ctx_seq} tokens of context each")
 
+    if args.endpoint or args.endpoints:
+        return _run_on_endpoints(args, text, writer, bar, track, lambda: progress)
+
     interrupted = False
     try:
         app.complete_jsonl(
@@ -159,8 +203,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.end()
         writer.close()
+    return _finish(args, progress, interrupted)
+
+
+def _finish(args: argparse.Namespace, progress, interrupted: bool) -> int:
     if not args.quiet and progress is not None:
         say(summary_line(progress, interrupted))
+        for e in progress.endpoints:
+            say(endpoint_summary(e))
     if interrupted:
         print_error("interrupted; the results written so far are kept, run the same command to go on")
         return EXIT_INTERRUPTED
@@ -171,3 +221,45 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_LINES_FAILED
     return 0
+
+
+def _run_on_endpoints(args: argparse.Namespace, text: bytes, writer, bar: ProgressBar, track, progress) -> int:
+    """The same job, answered by servers (localllm.batch.remote); the same summary and exit codes,
+    and 4 when every endpoint went down (what was answered is kept)."""
+    from localllm import app
+    from localllm.errors import EndpointsDownError
+
+    interrupted = False
+    try:
+        endpoints = app.endpoint_specs(args.endpoint, args.endpoints)
+        if not args.quiet:
+            model = f"model {args.model}" if args.model else "each server's first model"
+            say(f"batch over {len(endpoints)} endpoints ({model} unless a line or the endpoints file names one)")
+
+        def notice(line: str) -> None:
+            bar.end()  # the bar is redrawn below the notice
+            say(f"localllm batch: {line}")
+
+        app.complete_on_endpoints(
+            text,
+            writer,
+            endpoints,
+            model=args.model,
+            n_parallel=args.parallel,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            seed=args.seed,
+            notice=notice,
+            progress=track,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+    except EndpointsDownError:
+        bar.end()
+        if not args.quiet and progress() is not None:
+            say(summary_line(progress(), interrupted=True))
+        raise
+    finally:
+        bar.end()
+        writer.close()
+    return _finish(args, progress(), interrupted)

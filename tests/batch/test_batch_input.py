@@ -57,7 +57,7 @@ def test_a_lines_sampling_options_have_the_limits_of_every_other_surface(field, 
 
 def test_a_lines_sampling_options_reach_the_sampler():
     line = jobs.parse_line(json.dumps({"id": 1, "prompt": "x", "top_k": 1, "min_p": 0.2, "repeat_penalty": 1.1}), 1)
-    job = jobs._Requests(None, jobs.BatchDefaults(), set(), lambda *a: None)
+    job = jobs._Requests(None, jobs.BatchDefaults(), jobs.Job([], jobs.StreamWriter(io.StringIO())))
     sampling = job._sampling(line)
     assert (sampling.top_k, sampling.min_p, sampling.repeat_penalty) == (1, 0.2, 1.1)
     assert (sampling.temperature, sampling.seed, sampling.max_tokens) == (0.8, 0, jobs.DEFAULT_MAX_TOKENS)
