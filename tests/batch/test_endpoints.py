@@ -112,7 +112,9 @@ def closed_port_url() -> str:
 def test_a_server_killed_mid_job_is_drained_onto_the_other_and_every_id_is_answered_once(serve_process, tmp_path):
     (_, url_a), (b, url_b) = serve_process("--parallel", "2"), serve_process("--parallel", "2")
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    ids = [f"r{i}" for i in range(14)]
+    # Enough lines that the survivor is still busy when the killed server has failed the 4 times
+    # (0.25 s, 0.5 s, 1 s backoffs) that put it down: the job cannot end before it says so.
+    ids = [f"r{i}" for i in range(20)]
     src.write_text(counting_lines(len(ids)))
     batch = subprocess.Popen(
         batch_command(src, out, url_a, url_b, extra=("--parallel", "2")),
@@ -135,7 +137,7 @@ def test_a_server_killed_mid_job_is_drained_onto_the_other_and_every_id_is_answe
     assert all(r["text"] and r["completion_tokens"] == 24 for r in records)
     assert {r["endpoint"] for r in records} == {label_a, label_b}  # both answered before the kill
     assert re.search(rf"{re.escape(label_b)} is down \(\w+Error: .*\); its lines go to the others", stderr)
-    assert "14 done, 0 errors" in stderr
+    assert "20 done, 0 errors" in stderr
     assert re.search(rf"{re.escape(label_a)}: \d+ lines, \d+ tokens generated, [\d.]+ lines/s", stderr)
 
     # The batch itself killed mid-job: the rerun finishes the rest, answering no id twice.

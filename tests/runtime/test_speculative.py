@@ -58,7 +58,8 @@ def test_ngram_greedy_reply_is_the_plain_reply_and_accepts_repeated_text(plain, 
     assert stats.generated_tokens == plain_stats.generated_tokens
     assert "your own machine" in text  # the model really repeats the passage
     assert stats.draft == "ngram"
-    assert stats.accepted_tokens > 10
+    # (how many depends on the machine: the draft length follows measured speed-ups)
+    assert stats.accepted_tokens > 0
     assert stats.accepted_tokens <= stats.drafted_tokens
     assert stats.as_dict()["acceptance"] == round(stats.acceptance, 4) > 0.5
 
