@@ -39,7 +39,7 @@ from .transcript import SHOWN_MESSAGES, MessageView, Transcript, reply_parser
 
 __all__ = ["ChatScreen", "ConversationItem", "MessageView", "SHOWN_MESSAGES", "fit_line", "reply_parser"]
 
-FLUSH_INTERVAL = 0.05  # seconds between transcript updates while streaming
+FLUSH_INTERVAL = 0.1  # seconds between transcript updates while streaming
 READING_NOTE_AFTER = 0.5  # seconds without a first token before the label says the prompt is being read
 
 
