@@ -17,8 +17,10 @@ if [ ! -d "$out/src/llama_cpp_python-$ver" ]; then
   tar xzf "$out/src/llama_cpp_python-$ver.tar.gz" -C "$out/src"
 fi
 src=$out/src/llama_cpp_python-$ver/vendor/llama.cpp
+examples=OFF  # llama-embedding is one of llama.cpp's examples (bench_docs.py --llama-embedding)
+case " $tools " in *" llama-embedding "*) examples=ON ;; esac
 cmake -S "$src" -B "$out/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-  -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF >"$out/cmake.log"
+  -DLLAMA_BUILD_EXAMPLES=$examples -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF >"$out/cmake.log"
 # shellcheck disable=SC2086 # the tool names are words
 cmake --build "$out/build" -j"${JOBS:-$(nproc)}" --target $tools >"$out/build.log"
 mkdir -p "$out/bin"
