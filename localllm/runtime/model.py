@@ -279,14 +279,20 @@ class Model:
         self.n_threads = n
         self._ctx.set_n_threads(n, self.n_threads_batch)
 
-    def _choose_prompt_threads(self) -> None:
-        """Before a prompt is evaluated: the free cores now, unless the counts were given."""
-        if self.thread_policy is None or self.options.n_threads_batch:
+    def _fit_threads(self) -> None:
+        """Before a reply: a short probe of the machine (unless the counts were given). The prompt
+        is evaluated with the free cores; generation starts with fewer threads if fewer are free
+        (more only when the tuner finds them faster)."""
+        policy, tuner = self.thread_policy, self._tuner
+        if policy is None or tuner is None:
             return
-        n = self.thread_policy.prompt_threads()
-        if n != self.n_threads_batch:
-            self.n_threads_batch = n
-            self._ctx.set_n_threads(self.n_threads, n)
+        busy = policy.busy()
+        if not self.options.n_threads_batch:
+            n = policy.prompt_threads(busy)
+            if n != self.n_threads_batch:
+                self.n_threads_batch = n
+                self._ctx.set_n_threads(self.n_threads, n)
+        tuner.at_most(policy.generation_threads(busy))
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -665,8 +671,7 @@ class Generation:
             cached = model._reuse_prefix(self.tokens)
             stats.cached_tokens = cached
             self.prompt_to_evaluate = len(self.tokens) - cached
-            if self.prompt_to_evaluate > 1:  # (one token decodes with the generation count)
-                model._choose_prompt_threads()
+            model._fit_threads()
             if not model._decode(self.tokens[cached:], self.cancel, done=self._evaluated):
                 return
             self.prompt_evaluated = self.prompt_to_evaluate

@@ -7,8 +7,9 @@ threads against 108 with 1). So the default count is the physical cores that are
 
 - :class:`ThreadPolicy` counts the cores other programs want (:func:`busy_cores`: the runnable
   threads of the whole machine less this process's own, sampled a few times) and gives the counts
-  for generation and for prompt evaluation, each from its own probe: prompt evaluation's is chosen
-  again before each prompt, generation's at load and then by the tuner;
+  for generation and for prompt evaluation, chosen apart: both at load, prompt evaluation's again
+  before each reply (a short probe), generation's lowered by that probe and otherwise left to the
+  tuner, which sees how fast it really decodes;
 - :class:`ThreadTuner` watches the decoding rate of a reply and steps the generation count down
   when tokens/s collapses (below half the best seen at that count, or the probe sees fewer free
   cores), and back up when the probe sees free cores again, keeping the higher count only if it is
@@ -172,6 +173,13 @@ class ThreadTuner:
     def restart(self) -> None:
         """Start a new window (a new reply; a step that also evaluated prompt tokens)."""
         self._tokens, self._seconds, self._busy = 0, 0.0, []
+
+    def at_most(self, n: int) -> None:
+        """Use no more than ``n`` threads from now on (a probe found fewer free cores)."""
+        if n < self.threads:
+            self._trial = None
+            self._set(max(1, n))
+            self.restart()
 
     def tick(self, tokens: int, seconds: float, shape: object = None) -> None:
         """``tokens`` made by one decode of ``seconds``; ``shape``: what the rate depends on

@@ -190,3 +190,15 @@ def test_greedy_output_of_a_batch_is_the_same_when_the_count_changes(smollm2_pat
             assert tuner is not None
             assert {r.key: r.text for r in session.run(requests(model))} == expected
             assert tuner.changes >= 2
+
+
+def test_a_reply_starts_with_the_cores_free_now(smollm2_path):
+    # Loaded on a free machine; two busy programs start before the next reply.
+    load = {"busy": 0.0}
+    thread_policy = ThreadPolicy(cores=2, load=lambda: load["busy"])
+    with runtime.Model(smollm2_path, runtime.LoadOptions(n_ctx=256), thread_policy=thread_policy) as model:
+        assert (model.n_threads, model.n_threads_batch) == (2, 2)
+        load["busy"] = 2.0
+        generation = model.chat(PROMPT, SAMPLING)
+        generation.read()
+        assert (generation.stats.threads, generation.stats.threads_batch) == (1, 1)
