@@ -12,7 +12,7 @@ threads against 108 with 1). So the default count is the physical cores that are
   tuner, which sees how fast it really decodes;
 - :class:`ThreadTuner` watches the decoding rate of a reply and steps the generation count down
   when tokens/s collapses (below half the best seen at that count, or the probe sees fewer free
-  cores), and back up when the probe sees free cores again, keeping the higher count only if it is
+  cores, two windows in a row), and back up when the probe sees free cores again, keeping the higher count only if it is
   really faster.
 
 ``--threads N`` bypasses both: N threads for everything, never changed. Nothing here imports
@@ -134,7 +134,7 @@ class ThreadTuner:
     so time spent waiting for a consumer or a request never counts). Every ``window_s`` seconds of
     decoding it rates the window: below ``collapse`` times the best rate seen at this count (for
     the same ``shape``: a batch's number of sequences), or fewer free cores by the load samples,
-    steps the count down (the best fades by ``fade`` a window, so a reply slowing down as its
+    two windows in a row, steps the count down (the best fades by ``fade`` a window, so a reply slowing down as its
     context grows is no collapse); more free cores steps it up, and a step up that decodes slower
     than the count before it is undone. A count left is not tried again for ``retry_s`` seconds of
     decoding, doubled each time it is left.
@@ -169,6 +169,7 @@ class ThreadTuner:
         self._trial: tuple[int, float] | None = None  # after a step up: (count before, its rate)
         self._no_retry_until: dict[int, float] = {}  # count -> decoding time before it is tried again
         self._retry_wait: dict[int, float] = {}
+        self._strikes = 0  # windows in a row that asked for fewer threads
 
     def restart(self) -> None:
         """Start a new window (a new reply; a step that also evaluated prompt tokens)."""
@@ -211,9 +212,15 @@ class ThreadTuner:
             return
         busy = sum(self._busy) / len(self._busy) if self._busy else 0.0
         fits = free_threads(self.policy.cores, busy)
+        collapsed = rate < self.collapse * best
+        # Down after two windows in a row, not one: a program that runs for a moment is no load.
+        self._strikes = self._strikes + 1 if n > 1 and (fits < n or collapsed) else 0
+        if self._strikes == 1:
+            return
+        self._strikes = 0
         if n > 1 and fits < n:
             self._set(fits)
-        elif n > 1 and rate < self.collapse * best:
+        elif n > 1 and collapsed:
             self._hold_off(n)
             self.best.pop(key, None)
             self._set(n - 1)

@@ -76,6 +76,18 @@ def test_a_collapse_the_load_does_not_show_steps_down():
     assert tuner.threads == 1 and machine.applied[0] == 1
 
 
+def test_a_program_that_runs_for_a_moment_changes_nothing():
+    machine = Machine(2, 0, {1: 0.01, 2: 0.006})
+    tuner = machine.tuner(2)
+    machine.decode(tuner, 200)
+    tuner.restart()
+    machine.busy, machine.seconds[2] = 1, 0.03  # one window's worth: 0.27 s, a fifth of the rate
+    machine.decode(tuner, 9)
+    machine.busy, machine.seconds[2] = 0, 0.006
+    machine.decode(tuner, 200)
+    assert machine.applied == []
+
+
 def test_a_busy_machine_steps_down_and_comes_back_when_the_load_drops():
     machine = Machine(4, 0, {1: 0.04, 2: 0.02, 3: 0.014, 4: 0.011})
     tuner = machine.tuner(4)
