@@ -172,7 +172,7 @@ class ThreadTuner:
         self._strikes = 0  # windows in a row that asked for fewer threads
 
     def restart(self) -> None:
-        """Start a new window (a new reply; a step that also evaluated prompt tokens)."""
+        """Start a new window (a new reply: the time between two is no decoding)."""
         self._tokens, self._seconds, self._busy = 0, 0.0, []
 
     def at_most(self, n: int) -> None:
