@@ -54,7 +54,7 @@ class OpenedModel:
         report = model.load_report
         try:
             # Before freeing: the record asks NVML what this process holds on the GPU now.
-            loadlog.record(report.path, report.file_size, report.settings, report.buffers_mib)
+            loadlog.record(report.path, report.file_size, {**report.settings, **report.threads}, report.buffers_mib)
         finally:
             model.close()
 

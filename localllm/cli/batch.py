@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, default, shown in (("temperature", temperature, temperature), ("max_tokens", None, 512), ("seed", 0, 0)):
         help = f"{SAMPLING[name].help}, for lines without {name} (default {shown})"
         add_option(parser, name, default=default, help=help)
-    add_option(parser, "threads", shown="physical cores")
+    add_option(parser, "threads", shown="the free physical cores, followed while generating")
     add_option(parser, "gpu_layers", shown="planned")
     lora.add_argument(parser)
     draft.add_argument(parser)

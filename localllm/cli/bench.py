@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-r", "--reps", type=int, default=5, help="repetitions of pp512 and tg128 (default 5)")
     parser.add_argument("-p", "--n-prompt", type=int, default=512, help="prompt tokens of the pp test (default 512)")
     parser.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens of the tg test (default 128)")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: the physical cores free at load)")
     parser.add_argument(
         "--parallel", default="1,2,4,8", help="sequence counts for the batched test, comma-separated (default 1,2,4,8)"
     )

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="-",
         help="with --tasks: JSONL file of per-line results, resumed if it exists (default: -)",
     )
-    parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: the physical cores free at load)")
     parser.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1 = all; default: planned)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "gpu_layers", shown="planned")
     lora.add_argument(parser)
     draft.add_argument(parser)
-    add_option(parser, "threads", shown="physical cores")
+    add_option(parser, "threads", shown="the free physical cores, followed while generating")
     add_rpc_option(parser)
     parser.add_argument(
         "--docs",
@@ -390,8 +390,19 @@ def _stats_line(label: str, load_s: float, stats) -> str:
     return (
         f"{label}: loaded in {load_s:.2f} s, prompt {stats.prompt_tokens} tokens at {stats.prompt_tokens_per_s:.1f} tok/s, "
         f"{stats.generated_tokens} generated at {stats.tokens_per_s:.1f} tok/s, "
-        f"first token {stats.ttft_s * 1000:.0f} ms, finish: {stats.finish_reason}" + draft_stats(stats)
+        f"first token {stats.ttft_s * 1000:.0f} ms, finish: {stats.finish_reason}"
+        + threads_stats(stats)
+        + draft_stats(stats)
     )
+
+
+def threads_stats(stats) -> str:
+    """The CPU threads part of a stats line: the generation count at the end of the reply, and
+    the prompt's when it differs ("" when unknown)."""
+    if not getattr(stats, "threads", 0):
+        return ""
+    prompt = getattr(stats, "threads_batch", 0)
+    return f", threads {stats.threads}" + (f" (prompt {prompt})" if prompt and prompt != stats.threads else "")
 
 
 def draft_stats(stats) -> str:

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--grace", type=float, default=5.0, help="seconds streams in flight get to finish after Ctrl-C (default 5)"
     )
     add_option(parser, "gpu_layers", shown="planned")
-    add_option(parser, "threads", shown="physical cores")
+    add_option(parser, "threads", shown="the free physical cores, followed while generating")
     lora.add_argument(parser)
     draft.add_argument(parser)
     add_rpc_option(parser)

@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("BatchRequest", "BatchResult", "BatchSession", "json_schema_grammar"), "batching"),
     **dict.fromkeys(("BatchEngine", "SequenceStream"), "serving"),
     **dict.fromkeys(("bench_pp_tg", "bench_batched", "BatchedBench"), "bench"),
+    **dict.fromkeys(("ThreadPolicy", "ThreadTuner", "busy_cores"), "threads"),
     "quantize_model": "quantize",
     "Scorer": "scoring",
 }

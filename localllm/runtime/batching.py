@@ -22,6 +22,7 @@ from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, 
 from .model import Model, budget_tracker, find_stop, stop_prefix_len
 from .options import AdapterSet, SamplingOptions, default_ctx
 from .speculative import NGRAM, NgramDrafter, Speculation
+from .threads import ThreadTuner
 
 MAX_SCHEMA_CHARS = 64 << 10  # a JSON schema's text
 MAX_SCHEMA_DEPTH = 32  # objects and arrays inside one another
@@ -278,6 +279,27 @@ class BatchSession:
         self.draft = NGRAM if draft is not None else None
         self._spec = Speculation(k_max=n_draft) if draft is not None else None
         self.drafted_tokens = self.accepted_tokens = 0  # over the session's life
+        # Threads: ``n_threads`` (or the model's --threads) is kept; else the free cores now, and a
+        # tuner of the session's own follows the load. With several sequences every step decodes
+        # several tokens, so one count serves both kinds of decode.
+        self._tuner: ThreadTuner | None = None
+        policy = model.thread_policy
+        if n_threads is None and policy is not None:
+            n = policy.generation_threads()
+            self._ctx.set_n_threads(n, n)
+            self._tuner = policy.tuner(lambda k: self._ctx.set_n_threads(k, k), n)
+
+    @property
+    def thread_tuner(self) -> ThreadTuner | None:
+        """What follows the load while this session decodes (None: a count was given)."""
+        return self._tuner
+
+    @property
+    def threads(self) -> int:
+        """The CPU threads the next step decodes with."""
+        if self._tuner is not None:
+            return self._tuner.threads
+        return self._ctx.n_threads()[1]
 
     def close(self) -> None:
         self.drop_all()
@@ -405,6 +427,16 @@ class BatchSession:
         active = [s for s in self._slots if s is not None]
         if not active:
             return []
+        tuner = self._tuner
+        if tuner is not None and all(s.next_token is not None for s in active):
+            # A step that only generates is rated (a prompt chunk's step is not: another rate).
+            before, began = sum(s.generated for s in active), time.perf_counter()
+            events = self._drafted_step(active)
+            tuner.tick(sum(s.generated for s in active) - before, time.perf_counter() - began, len(active))
+            return events
+        return self._drafted_step(active)
+
+    def _drafted_step(self, active: list[_Sequence]) -> list[StepEvent]:
         if self._spec is None:
             return self._step(active)
         spec = self._spec

@@ -431,6 +431,15 @@ class LlamaContext(_Owner):
     def synchronize(self) -> None:
         L.llama_synchronize(self._ptr)
 
+    def set_n_threads(self, n_threads: int, n_threads_batch: int) -> None:
+        """Compute the following decodes with ``n_threads`` threads (one token) and
+        ``n_threads_batch`` (several tokens): llama.cpp's ``llama_set_n_threads``."""
+        L.llama_set_n_threads(self._ptr, n_threads, n_threads_batch)
+
+    def n_threads(self) -> tuple[int, int]:
+        """The thread counts the next decodes use: (one token, several tokens)."""
+        return int(L.llama_n_threads(self._ptr)), int(L.llama_n_threads_batch(self._ptr))
+
     def memory_clear(self, data: bool = True) -> None:
         """Forget every sequence (``data``: also zero the cells)."""
         L.llama_memory_clear(self._memory, data)

@@ -46,10 +46,10 @@ from .options import (
     SamplingOptions,
     ThinkBudget,
     default_ctx,
-    default_threads,
 )
 from .speculative import Drafter, Speculation, open_drafter
 from .template import ChatTemplate
+from .threads import ThreadPolicy, ThreadTuner
 
 EMBED_CTX = 512  # tokens of the embedding context: a text longer than this cannot be embedded
 RANK_POOLING = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK, as a reranker's GGUF names it in ARCH.pooling_type
@@ -62,7 +62,11 @@ class Model:
     :attr:`load_report` says what the load cost; the runtime records nothing on disk itself.
     """
 
-    def __init__(self, path: str | Path, options: LoadOptions | None = None) -> None:
+    def __init__(
+        self, path: str | Path, options: LoadOptions | None = None, *, thread_policy: ThreadPolicy | None = None
+    ) -> None:
+        """``thread_policy``: how the default thread counts follow the machine's load (see
+        :mod:`localllm.runtime.threads`); unused when ``options.n_threads`` forces a count."""
         self.path = Path(path)
         self.options = o = options or LoadOptions()
         # Clear errors before llama.cpp sees it; cached, since the planner has usually just read it.
@@ -98,14 +102,27 @@ class Model:
         self.active_adapters: AdapterSet = self.default_adapters  # what the main context applies now
         self.n_ctx_train = self.llama.n_ctx_train()
         n_ctx = default_ctx(o.n_ctx, self.n_ctx_train)
-        self.n_threads = o.n_threads or default_threads()
+        # Threads: --threads forces both counts; else the free cores, for generation and prompt
+        # evaluation, and the tuner follows the load while replies decode.
+        self.thread_policy: ThreadPolicy | None = None
+        self._tuner: ThreadTuner | None = None
+        if o.n_threads:
+            self.n_threads = o.n_threads
+            self.n_threads_batch = o.n_threads_batch or o.n_threads
+        else:
+            self.thread_policy = policy = thread_policy or ThreadPolicy()
+            busy = policy.busy()
+            self.n_threads = policy.generation_threads(busy)
+            self.n_threads_batch = o.n_threads_batch or policy.prompt_threads(busy)
+            self._tuner = policy.tuner(self._set_generation_threads, self.n_threads)
+        chosen = {"n_threads": self.n_threads, "n_threads_batch": self.n_threads_batch}
         try:
             self._ctx: LlamaContext = self.new_context(
                 n_ctx=n_ctx,
                 n_seq_max=1,
                 n_batch=min(o.n_batch, n_ctx),
                 n_ubatch=min(o.n_ubatch, o.n_batch, n_ctx),
-                n_threads_batch=o.n_threads_batch,
+                n_threads_batch=self.n_threads_batch,
                 no_perf=False,
                 what="create a context for",
             )
@@ -146,6 +163,7 @@ class Model:
             path=self.path,
             file_size=self.header.file_size or 0,
             settings=settings,
+            threads={**chosen, "threads_forced": bool(o.n_threads)},
         )
         self._template = self.llama.chat_template()
         self._formatter: ChatTemplate | None = None
@@ -168,8 +186,10 @@ class Model:
         what: str = "create a batch context for",
     ) -> LlamaContext:
         """Another llama.cpp context over these weights, with this model's KV and attention options
-        and its default LoRA adapters applied."""
+        and its default LoRA adapters applied; ``n_threads`` given: that many threads for both
+        kinds of decode, else this model's current counts."""
         threads = n_threads or self.n_threads
+        batch_threads = n_threads_batch or (n_threads if n_threads else self.n_threads_batch)
         o = self.options
         ctx = LlamaContext(
             self.llama,
@@ -178,7 +198,7 @@ class Model:
             n_ubatch=n_ubatch,
             n_seq_max=n_seq_max,
             n_threads=threads,
-            n_threads_batch=n_threads_batch or threads,
+            n_threads_batch=batch_threads,
             type_k=o.type_k,
             type_v=o.type_v,
             flash_attn=o.flash_attn,
@@ -242,6 +262,37 @@ class Model:
     def _free_adapters(self) -> None:
         for adapter in getattr(self, "adapters", {}).values():
             adapter.close()
+
+    # -- threads ------------------------------------------------------------------------------
+
+    @property
+    def threads_forced(self) -> bool:
+        """Whether the thread counts were given (``--threads``): then nothing changes them."""
+        return self._tuner is None
+
+    @property
+    def thread_tuner(self) -> ThreadTuner | None:
+        """What follows the load while this model's replies decode (None: ``--threads`` given)."""
+        return self._tuner
+
+    def _set_generation_threads(self, n: int) -> None:
+        self.n_threads = n
+        self._ctx.set_n_threads(n, self.n_threads_batch)
+
+    def _fit_threads(self) -> None:
+        """Before a reply: a short probe of the machine (unless the counts were given). The prompt
+        is evaluated with the free cores; generation starts with fewer threads if fewer are free
+        (more only when the tuner finds them faster)."""
+        policy, tuner = self.thread_policy, self._tuner
+        if policy is None or tuner is None:
+            return
+        busy = policy.busy()
+        if not self.options.n_threads_batch:
+            n = policy.prompt_threads(busy)
+            if n != self.n_threads_batch:
+                self.n_threads_batch = n
+                self._ctx.set_n_threads(self.n_threads, n)
+        tuner.at_most(policy.generation_threads(busy))
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -457,7 +508,7 @@ class Model:
             current = LlamaEmbedder(
                 self.llama,
                 n_ctx=n_ctx,
-                n_threads=self.n_threads,
+                n_threads=self.n_threads_batch,  # an embedding is a batch of the whole text
                 type_k=o.type_k,
                 type_v=o.type_v,
                 flash_attn=o.flash_attn,
@@ -620,6 +671,7 @@ class Generation:
             cached = model._reuse_prefix(self.tokens)
             stats.cached_tokens = cached
             self.prompt_to_evaluate = len(self.tokens) - cached
+            model._fit_threads()
             if not model._decode(self.tokens[cached:], self.cancel, done=self._evaluated):
                 return
             self.prompt_evaluated = self.prompt_to_evaluate
@@ -632,6 +684,7 @@ class Generation:
         finally:
             if self._first_at is not None:
                 stats.generation_s = time.perf_counter() - self._first_at
+            stats.threads, stats.threads_batch = model.n_threads, model.n_threads_batch
             sampler.close()
             model._lock.release()
 
@@ -647,6 +700,9 @@ class Generation:
         is_eog, piece_of = model.llama.is_eog, model.llama.token_to_piece
         cancel, ignore_eos, special = self.cancel, sampling.ignore_eos, self.special_tokens
         budget = budget_tracker(model, sampling.think_budget)
+        tuner, clock = model._tuner, time.perf_counter
+        if tuner is not None:
+            tuner.restart()
         while True:
             if stats.generated_tokens >= limit or len(evaluated) >= n_ctx:
                 stats.finish_reason = "length"
@@ -683,7 +739,12 @@ class Generation:
             if stats.generated_tokens >= limit:
                 stats.finish_reason = "length"
                 break
-            rc = decode_token(token)
+            if tuner is None:
+                rc = decode_token(token)
+            else:  # the tuner rates the decodes alone: a slow consumer is no collapse
+                began = clock()
+                rc = decode_token(token)
+                tuner.tick(1, clock() - began)
             if rc != 0:
                 raise GenerationError(f"llama_decode failed while generating (code {rc})")
             evaluated.append(token)

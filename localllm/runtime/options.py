@@ -126,6 +126,8 @@ class GenerationStats:
     drafted_tokens: int = 0  # tokens proposed by the drafter and verified
     accepted_tokens: int = 0  # of those, the ones the model agreed with (each one a decode saved)
     plain_step_s: float = 0.0  # a plain decoding step's time, measured in the same reply (0: unknown)
+    threads: int = 0  # CPU threads generating at the end of the reply (0: unknown)
+    threads_batch: int = 0  # CPU threads that evaluated the prompt
 
     @property
     def acceptance(self) -> float:
@@ -159,6 +161,8 @@ class GenerationStats:
             "tokens_per_s": round(self.tokens_per_s, 2),
             "prompt_tokens_per_s": round(self.prompt_tokens_per_s, 2),
             "finish_reason": self.finish_reason,
+            "threads": self.threads,
+            "threads_batch": self.threads_batch,
             **(
                 {
                     "draft": self.draft,
@@ -187,3 +191,6 @@ class LoadReport:
     path: Path | None = None
     file_size: int = 0
     settings: dict[str, object] = field(default_factory=dict)
+    # The thread counts chosen at load (n_threads, n_threads_batch, threads_forced): recorded with
+    # the load, apart from ``settings``, which say what the memory and a saved KV cache depend on.
+    threads: dict[str, object] = field(default_factory=dict)

@@ -76,6 +76,14 @@ def test_stats_go_to_stderr(cli, installed_starter):
     assert "tok/s" not in result.stdout
 
 
+def test_threads_forces_the_count_the_stats_show(cli, installed_starter):
+    result = cli("run", "--stats", "--threads", "1", "-t", "0", "-n", "10", QUESTION)
+    assert result.returncode == 0
+    assert result.stderr.rstrip().endswith(", threads 1")
+    stats = json.loads(cli("run", "--json", "--threads", "1", "-t", "0", "-n", "5", QUESTION).stdout)["stats"]
+    assert (stats["threads"], stats["threads_batch"]) == (1, 1)
+
+
 def test_system_prompt_changes_the_prompt(cli, installed_starter):
     plain = json.loads(cli("run", "--json", "-n", "1", "Hi").stdout)
     system = json.loads(cli("run", "--json", "-n", "1", "--system", "You are a pirate. Answer like one.", "Hi").stdout)
