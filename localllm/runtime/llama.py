@@ -864,9 +864,9 @@ def _ggml_dev_lib():
         from llama_cpp import llama_cpp as bindings
 
         lib = bindings._lib
-        try:
-            lib.ggml_backend_dev_count
-        except AttributeError:  # a loader whose lookup by handle skips dependencies (Windows)
+        # ctypes raises AttributeError for a symbol the handle does not reach: a loader whose
+        # lookup by handle skips dependencies (Windows, where the names are not duplicated).
+        if getattr(lib, "ggml_backend_dev_count", None) is None:
             from llama_cpp import _ggml
 
             lib = _ggml.libggml
