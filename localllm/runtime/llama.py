@@ -850,11 +850,26 @@ _dev_lib = None
 
 
 def _ggml_dev_lib():
+    """The ggml that libllama itself calls, for binding ggml_backend_* functions.
+
+    Not ``llama_cpp._ggml.libggml``: the wheel ships ``libggml.so`` and ``libggml.so.0`` as two
+    copies of one file (not symlinks); libllama links ``libggml.so.0`` while ``_ggml`` dlopens
+    ``libggml.so``, so the dynamic loader maps ggml twice, each copy with its own backend
+    registry. A device registered through ``_ggml`` (an RPC worker) is then in a registry that
+    ``llama_model_load`` never reads: it offloads "31/31 layers" to no device and keeps every
+    weight in a CPU buffer. Symbols looked up through libllama's own handle resolve in libllama's
+    dependencies, i.e. in the very libggml it uses."""
     global _dev_lib
     if _dev_lib is None:
-        from llama_cpp import _ggml
+        from llama_cpp import llama_cpp as bindings
 
-        lib = _ggml.libggml
+        lib = bindings._lib
+        # ctypes raises AttributeError for a symbol the handle does not reach: a loader whose
+        # lookup by handle skips dependencies (Windows, where the names are not duplicated).
+        if getattr(lib, "ggml_backend_dev_count", None) is None:
+            from llama_cpp import _ggml
+
+            lib = _ggml.libggml
         lib.ggml_backend_dev_count.restype = ctypes.c_size_t
         lib.ggml_backend_dev_count.argtypes = []
         lib.ggml_backend_dev_get.restype = ctypes.c_void_p
