@@ -230,10 +230,14 @@ class ChatScreen(Screen):
     def _load(self, target: ChatTarget, lora: tuple[tuple[str, float], ...] = ()) -> None:
         app = self.app
         n_ctx, n_gpu_layers = app.defaults.n_ctx, app.defaults.n_gpu_layers
+        # the collection the chat answers from: its embedding model loads beside the chat model
+        docs = self.session.docs or app.defaults.settings.get("docs")
         try:
             app.holder.switch(
                 target,
-                lambda t: app.services.load_model(t, n_ctx, n_gpu_layers, lora=lora, draft=app.defaults.draft),
+                lambda t: app.services.load_model(
+                    t, n_ctx, n_gpu_layers, lora=lora, draft=app.defaults.draft, docs=docs
+                ),
                 lora,
             )
         except LocalLLMError as exc:

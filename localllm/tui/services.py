@@ -98,14 +98,27 @@ class Services:
         n_gpu_layers: int | None = None,
         lora: Sequence[tuple[str, float]] = (),
         draft: str | None = None,
+        docs: str | None = None,
     ):
         """Load a model with the planner's context and GPU layers for what is not given, the LoRA
         adapters ``lora`` ((installed name or file, scale), as ``--lora NAME:SCALE``) and the
-        ``draft`` of speculative decoding, if any. Runs in a worker thread; returns the opened
-        model (closing it records the load)."""
+        ``draft`` of speculative decoding, if any; the planner leaves room for the embedding model
+        of the collection ``docs`` (loaded beside it when the chat answers from it). Runs in a
+        worker thread; returns the opened model (closing it records the load)."""
+        from localllm.errors import DocumentsError
+
         adapters = app.lora_specs(app.adapters.references(lora))
+        try:
+            beside = app.documents.embedder_bytes(docs) if docs else 0
+        except DocumentsError:  # a collection gone since: /docs says so when the chat uses it
+            beside = 0
         return app.open_model(
-            resolved=target.resolved(), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, adapters=adapters, draft=draft
+            resolved=target.resolved(),
+            n_ctx=n_ctx,
+            n_gpu_layers=n_gpu_layers,
+            adapters=adapters,
+            draft=draft,
+            beside=beside,
         )
 
     def adapters_for(self, target: ChatTarget) -> list[str]:

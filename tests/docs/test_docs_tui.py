@@ -59,13 +59,21 @@ async def test_a_tui_chat_with_docs_lists_openable_sources_under_each_answer(tmp
         assert app.history.info(conversation).settings["docs"] == "notes"
         stored = app.history.get(conversation).messages[-1]
         assert stored.stats["sources"][0]["cite"] == "[kitchen/sourdough.md:7-9]"
+    planned: list = []
+
+    class Planned(Services):  # what the reopened chat's model is loaded beside
+        def load_model(self, *args, **kwargs):
+            planned.append(kwargs.get("docs"))
+            return super().load_model(*args, **kwargs)
+
     reopened = make_app(
-        services=Services(), chat=services.resolve(None), conversation_id=conversation, defaults=defaults,
+        services=Planned(), chat=services.resolve(None), conversation_id=conversation, defaults=defaults,
         history_path=app.history.path,
     )  # fmt: skip
     async with reopened.run_test(size=(100, 40)) as pilot:
         await wait_for(pilot, lambda: bool(views(reopened)), timeout=30)
         assert views(reopened)[-1].query(SourcesList)  # the saved answer keeps its sources
+        assert planned == ["notes"]  # the planner left room for the collection's embedding model
         await send(pilot, "When was the tax return filed?")
         await reply_done(pilot, timeout=120)  # the chat's collection is attached again for it
         last = reopened.history.get(conversation).messages[-1]

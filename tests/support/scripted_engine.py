@@ -183,7 +183,7 @@ class FakeServices(Services):
     def quick_hardware(self) -> Hardware:
         return FIXED_HARDWARE
 
-    def load_model(self, target, n_ctx=None, n_gpu_layers=0, lora=(), draft=None):
+    def load_model(self, target, n_ctx=None, n_gpu_layers=0, lora=(), draft=None, docs=None):
         self.loaded.append(target)
         self.loaded_lora.append(tuple(lora))
         self.model.closed = False
