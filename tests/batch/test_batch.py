@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.signals import default_sigint
 
 from localllm.batch import jobs as batch
 from localllm.gguf import header as ggufmeta
@@ -243,6 +244,7 @@ def test_ctrl_c_keeps_what_is_written_and_exits_130(smollm2_path, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # Ctrl-C reaches it even when the suite ignores SIGINT
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out.exists() and out.read_bytes().count(b"\n") >= 1):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.hubfixtures import FILE, REPO, SPLIT_REPO, hub, online, resolve_gets, sha256  # noqa: F401 - fixtures
+from support.signals import default_sigint
 
 from localllm.models import store
 
@@ -150,6 +151,7 @@ def test_ctrl_c_keeps_the_partial_and_says_the_next_pull_resumes(hub, online, is
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # Ctrl-C reaches it even when the suite ignores SIGINT
     )
     part_dir = isolated_home / "models" / ".partial"
     deadline = time.monotonic() + 60

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from support.files import damaged_copy
+from support.signals import default_sigint
 
 QUESTION = "What is the capital city of France? Answer in one sentence."
 
@@ -109,6 +110,7 @@ def test_ctrl_c_keeps_partial_reply_and_exits_130(installed_starter):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=os.environ.copy(),
+        preexec_fn=default_sigint,  # Ctrl-C reaches it even when the suite ignores SIGINT
     )
     received = b""
     deadline = time.monotonic() + 120

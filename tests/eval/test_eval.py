@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.signals import default_sigint
 
 from localllm import app
 from localllm.eval import metrics, perplexity, store
@@ -152,6 +153,7 @@ def test_cli_json_and_sigint(smollm2_path: Path, cli, isolated_home: Path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "localllm", "eval", str(smollm2_path), "--ctx", "64", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        preexec_fn=default_sigint,  # Ctrl-C reaches it even when the suite ignores SIGINT
     )  # fmt: skip
     try:
         # Away from a terminal, progress is a line when the pass starts and then every 10 s.

@@ -299,3 +299,39 @@ def test_errors_name_the_download_and_its_repository(tiny, hub):
             meta={"repo": SPLIT_REPO},
         )
     assert str(err.value).startswith(f"repository {SPLIT_REPO} not found on ")
+
+
+class CdnMirror(http.server.BaseHTTPRequestHandler):
+    """A CDN or mirror as the Hub's redirect reaches it: its own ``ETag``, and ``X-Linked-Etag``
+    (the file's hash on the Hub) only when ``linked`` is set."""
+
+    data = b""
+    linked: str | None = None
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("ETag", '"cdn-etag"')
+        if self.linked:
+            self.send_header("X-Linked-Etag", self.linked)
+        self.send_header("Content-Length", str(len(self.data)))
+        self.end_headers()
+        self.wfile.write(self.data)
+
+
+@pytest.mark.parametrize("linked", [None, '"hub-sha"'])
+def test_the_record_keeps_the_hub_etag_and_else_the_servers_own(tiny, online, linked):
+    """After the Hub's redirect the CDN's answer carries its own ETag only; a mirror may pass the
+    Hub's X-Linked-Etag on beside a different ETag: the partial's record keeps the Hub's when sent."""
+    CdnMirror.data, CdnMirror.linked = tiny["bytes"], linked
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CdnMirror)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        fetch(dict(tiny, url=f"http://127.0.0.1:{server.server_address[1]}/tiny.gguf"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    [info] = download.partials()
+    assert info["etag"] == (linked or '"cdn-etag"')

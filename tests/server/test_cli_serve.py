@@ -12,6 +12,7 @@ import sys
 
 import httpx
 from support.serving import MODEL, QUESTION
+from support.signals import default_sigint
 
 
 def test_ctrl_c_lets_the_stream_in_flight_finish_then_exits_0(installed_starter):
@@ -37,6 +38,7 @@ def test_ctrl_c_lets_the_stream_in_flight_finish_then_exits_0(installed_starter)
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "LOCALLLM_API_KEY": "k"},
+        preexec_fn=default_sigint,  # Ctrl-C reaches it even when the suite ignores SIGINT
     )
     try:
         banner = ""
