@@ -179,8 +179,14 @@ async def test_a_long_conversation_opens_with_its_latest_messages(tmp_path):
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: len(views(app)) > 0)
         assert views(app)[-1].content == "answer 249"
-        chat_screen(app).query_one("#transcript").scroll_home(animate=False)  # as a person scrolls up
-        await pilot.pause()
+        transcript, button = chat_screen(app).query_one("#transcript"), app.screen.query_one("#show-earlier")
+
+        def on_screen() -> bool:
+            # as a person scrolls up; again while the view is still following the end on a busy machine
+            transcript.scroll_home(animate=False)
+            return button.region.area > 0 and app.screen.region.contains_region(button.region)
+
+        await wait_for(pilot, on_screen)
         await pilot.click("#show-earlier")
         await wait_for(pilot, lambda: len(views(app)) == 500)
         assert views(app)[0].content == "question 0"
