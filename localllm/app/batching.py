@@ -58,6 +58,7 @@ def complete_jsonl(
             lines=len(lines),
             notice=notice,
             adapters=adapters,
+            beside=_embedders_bytes(lines),  # the lines' collections load their embedding models beside it
         ) as job,
         documents.Retrievers() as retrievers,
     ):
@@ -91,6 +92,8 @@ def _embedders_bytes(lines: list[tuple[int, str]]) -> int:
 
     names: set[str] = set()
     for _, text in lines:
+        if '"docs"' not in text:  # most batches name none: no line is parsed twice for them
+            continue
         try:
             obj = jobs.load_line(text)
         except (jobs.LineError, ValueError):

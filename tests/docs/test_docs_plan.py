@@ -27,3 +27,19 @@ def test_fit_leaves_the_embedding_models_memory_out(tmp_path, minilm_path, smoll
     assert "documents notes: its embedding model takes" in shown.stdout
     as_json = json.loads(cli("fit", str(smollm2_path), "--docs", "notes", "--json").stdout)
     assert as_json["models"][0]["docs"]["embedder_bytes"] == embedder
+
+
+def test_batch_plans_with_the_embedding_models_of_the_collections_its_lines_name(tmp_path, minilm_path):
+    from localllm.app.batching import _embedders_bytes
+
+    documents.add("notes", [make_corpus(tmp_path / "corpus")], str(minilm_path))
+    embedder = documents.embedder_bytes("notes")
+    lines = [
+        (1, json.dumps({"id": 1, "prompt": "hi"})),
+        (2, json.dumps({"id": 2, "prompt": "bake?", "docs": "notes"})),
+        (3, json.dumps({"id": 3, "prompt": "tax?", "docs": "notes"})),  # one model per collection
+        (4, json.dumps({"id": 4, "prompt": "x", "docs": "nosuch"})),  # fails on its own line
+        (5, '{"docs": '),  # malformed: its own error record
+    ]
+    assert _embedders_bytes(lines) == embedder
+    assert _embedders_bytes(lines[:1]) == 0
