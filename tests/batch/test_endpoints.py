@@ -198,12 +198,13 @@ def test_lines_a_server_refuses_are_error_records_and_the_rest_run(server, cli, 
             {"id": "wat", "prompt": "Say no.", "json_schema": {"type": "wat"}},  # no grammar for it
             "broken",
             {"id": "json", "prompt": "Is the sky blue? Answer in JSON.", "json_schema": schema, "max_tokens": 16},
+            {"id": "docs", "prompt": "When do I bake?", "docs": "notes"},  # a collection of this machine
         )
     )
     # No -m: each line goes to the first model the server lists.
     result = cli("batch", str(src), "-o", str(out), "--endpoint", server.url + "/v1")
     assert result.returncode == 3, result.stderr
-    assert "3 of 5 lines failed" in result.stderr
+    assert "4 of 6 lines failed" in result.stderr
     records = {r["id"]: r for r in read_records(out) if r["id"] is not None}
     assert "text" in records["fine"]
     label = server.url.removeprefix("http://")
@@ -211,6 +212,7 @@ def test_lines_a_server_refuses_are_error_records_and_the_rest_run(server, cli, 
     assert "context" in records["long"]["error"]
     assert records["wat"]["line"] == 3 and "400" in records["wat"]["error"]
     assert json.loads(records["json"]["text"])["ok"] in (True, False)  # the schema went as response_format
+    assert records["docs"]["line"] == 6 and "local batch only" in records["docs"]["error"]  # never sent
     requests = [line for line in server.log_lines() if "POST /v1/chat/completions" in line]
     assert len(requests) == 4  # a refused line is not retried
 
