@@ -2,9 +2,10 @@
 (:mod:`.status_line`), the saved chats (:mod:`.sidebar`) and the chat turn
 (:class:`localllm.chat.session.ChatSession`), which it drives from a thread worker.
 
-The worker hands each piece of the reply to a buffer; a 50 ms timer on the UI side moves whatever
-has arrived into the Markdown widget in one append. The UI therefore re-renders at most 20 times a
-second however fast the model is, and the worker never waits for it.
+The worker hands each piece of the reply to a buffer; on the UI side, whatever has arrived moves into
+the Markdown widget in one append, at most 10 times a second and less often when drawing the reply
+costs the UI thread more than its budget (:mod:`.pacing`). The UI's work therefore does not grow
+with the model's speed, and the worker never waits for it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from localllm.errors import LocalLLMError
 from .app import LocalLLMApp
 from .errors import notify_error
 from .messages import ContextTrimmed, ModelLoaded, ReplyFinished
+from .pacing import Pacer
 from .prompt_area import PromptArea
 from .services import ChatTarget
 from .sidebar import ConversationItem, Sidebar
@@ -39,7 +41,6 @@ from .transcript import SHOWN_MESSAGES, MessageView, Transcript, reply_parser
 
 __all__ = ["ChatScreen", "ConversationItem", "MessageView", "SHOWN_MESSAGES", "fit_line", "reply_parser"]
 
-FLUSH_INTERVAL = 0.1  # seconds between transcript updates while streaming
 READING_NOTE_AFTER = 0.5  # seconds without a first token before the label says the prompt is being read
 
 
@@ -83,6 +84,7 @@ class ChatScreen(Screen):
         self._stream_view: MessageView | None = None
         self._reply: Reply | None = None  # the reply being written, for its prompt progress
         self._reply_started = 0.0
+        self.pacer = Pacer()  # how often the streaming reply is drawn
         self.docs = DocsAttachment(lambda name: self.app.services.open_retriever(name))
         self.lora: tuple[tuple[str, float], ...] = ()  # LoRA adapters (name or file, scale) for the model
 
@@ -157,7 +159,7 @@ class ChatScreen(Screen):
         self.lora = tuple(self.app.defaults.lora)
         self.session = self._new_session()
         self.sidebar.display = self.app.size.width >= 100
-        self.set_interval(FLUSH_INTERVAL, self.flush, name="flush")
+        self.set_interval(self.pacer.fastest, self._tick, name="flush")
         self.refresh_sidebar()
         target, conversation_id = self._initial
         self.open(target, conversation_id)
@@ -336,6 +338,7 @@ class ChatScreen(Screen):
         view = MessageView("assistant", "", reply.message_id, hist.PARTIAL, writing=True)
         self._stream_view, self._reply = view, reply
         self._reply_started = time.monotonic()
+        self.pacer.reset()
         await self.transcript.add(view)
         self.generating = True
         self.cancel.clear()
@@ -398,8 +401,14 @@ class ChatScreen(Screen):
         with self._pending_lock:
             self._pending_reasoning.append(piece)
 
+    async def _tick(self) -> None:
+        """The draw timer: the reply is drawn when the pacer says it is due."""
+        if self._stream_view is not None and self.pacer.due(time.monotonic()):
+            await self.flush()
+            self.pacer.drew(time.monotonic(), time.thread_time())
+
     async def flush(self) -> None:
-        """Move text that arrived since the last tick into the transcript (the 50 ms timer)."""
+        """Move text that arrived since the last draw into the transcript."""
         view = self._stream_view
         if view is None or not view.is_mounted:
             return

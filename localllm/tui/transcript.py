@@ -3,19 +3,26 @@ them, and a long conversation shown from its last messages with the rest on dema
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from markdown_it import MarkdownIt
 from markdown_it.rules_core import StateCore
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.geometry import Region
 from textual.widget import Widget
 from textual.widgets import Button, Collapsible, Markdown, Static
+from textual.widgets._markdown import MarkdownParagraph  # not re-exported; the block type Markdown.BLOCKS names
 
 from localllm.chat import history as hist
 
 from .sources import SourcesList
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 SHOWN_MESSAGES = 24  # a long conversation opens with its last messages; the rest on demand
 
@@ -36,11 +43,50 @@ def _soft_breaks_are_hard(state: StateCore) -> None:
                 child.type = "hardbreak"
 
 
+@functools.cache
 def reply_parser() -> MarkdownIt:
-    """Markdown as models write it: a single newline is a line break (a poem keeps its lines)."""
+    """Markdown as models write it: a single newline is a line break (a poem keeps its lines).
+    One parser for the app: Markdown asks for it on every append while a reply streams, and
+    building one costs more than parsing the piece."""
     parser = MarkdownIt("gfm-like", {"breaks": True})
     parser.core.ruler.push("soft_breaks_are_hard", _soft_breaks_are_hard)
     return parser
+
+
+class ReplyParagraph(MarkdownParagraph):
+    """A paragraph that grows as a reply streams in. Most pieces only lengthen its last line: then
+    that line alone is drawn again, without a layout of the whole screen (before, most of the UI's
+    CPU while streaming). A piece that wraps onto a new line, or restyles earlier text (a closing
+    ``**``), lays out and draws the paragraph as usual."""
+
+    _only_line: Region | None = None  # the line to draw at the next refresh, if only it changed
+
+    def set_content(self, content: Content) -> None:
+        old, size = self._content, self.content_size
+        self._content = content
+        if not size.width or self._height_of(content, size.width) != size.height:
+            self.update(content)
+            return
+        if content.plain.startswith(old.plain) and content.spans[: len(old.spans)] == old.spans:
+            # text added at the end, nothing before it restyled: wrapping is greedy, so with the
+            # same height only the last line can differ
+            self._only_line = Region(0, size.height - 1, size.width, 1)
+        self.update(content, layout=False)
+
+    def _height_of(self, content: Content, width: int) -> int:
+        return content.get_height(self.styles, width)  # type: ignore[arg-type]  # as Widget.get_content_height does
+
+    def refresh(self, *regions: Region, **kwargs: Any) -> Self:
+        line, self._only_line = self._only_line, None
+        if line is not None and not regions and not kwargs.get("layout"):
+            regions = (line,)
+        return super().refresh(*regions, **kwargs)
+
+
+class ReplyMarkdown(Markdown):
+    """A message's Markdown, whose paragraphs grow without relayouts (:class:`ReplyParagraph`)."""
+
+    BLOCKS = {**Markdown.BLOCKS, "paragraph_open": ReplyParagraph}
 
 
 def speed_text(stats: dict[str, Any] | None) -> str | None:
@@ -109,7 +155,7 @@ class MessageView(Vertical):
         yield label
         if self.reasoning:
             yield ThinkingView(self.reasoning)
-        yield Markdown(self.content, parser_factory=reply_parser)
+        yield ReplyMarkdown(self.content, parser_factory=reply_parser)
         if self.stats and isinstance(self.stats.get("sources"), list):
             yield SourcesList(self.stats["sources"])
 
