@@ -472,7 +472,11 @@ def stream_rows(args) -> list[tuple[str, str, str]]:
             f"{med([s['max_stall_ms'] for s in stream]):.0f} ms",
             f"max {max(s['max_stall_ms'] for s in stream):.0f} ms, p99 {med([s['p99_stall_ms'] for s in stream]):.0f} ms; target < 50 ms",
         ),
-        ("transcript updates per reply", f"{med([s['updates'] for s in stream]):.0f}", "paced: at most 10 a second, fewer when drawing is costly"),
+        (
+            "transcript updates per reply",
+            f"{med([s['updates'] for s in stream]):.0f}",
+            "paced: at most 10 a second, fewer when drawing is costly",
+        ),
         (
             "follow: most lines the view was above the end",
             f"{med([s['max_lines_behind'] for s in stream]):.0f}",
