@@ -57,8 +57,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prompts(n: int) -> list[str]:
-    return [f"Write a short story about a robot named Unit {i} who learns to paint." for i in range(n)]
+def prompts(n: int, tag: int = 0) -> list[str]:
+    """``n`` prompts that no earlier run sent (``tag`` differs per run, at the start of each): both
+    servers keep a prompt cache, so a prompt sent twice would be mostly read from it."""
+    return [f"Story {tag}.{i}: write a short story about a robot named Unit {i} who learns to paint." for i in range(n)]
 
 
 # -- the two servers -------------------------------------------------------------------------------
@@ -77,7 +79,8 @@ class Server:
         while True:
             assert self.process.poll() is None, f"{name} exited (see its log)"
             try:
-                if httpx.get(self.url + "/v1/models", timeout=2).status_code == 200:
+                # /health: llama-server answers /v1/models while its model still loads
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -166,7 +169,6 @@ async def stream_one(client: httpx.AsyncClient, url: str, prompt: str, ntg: int)
         "ignore_eos": True,
         "stream": True,
         "stream_options": {"include_usage": True},
-        "cache_prompt": False,
     }
     sent = time.perf_counter()
     first = None
@@ -184,10 +186,10 @@ async def stream_one(client: httpx.AsyncClient, url: str, prompt: str, ntg: int)
     return first or 0.0, tokens
 
 
-async def concurrent(url: str, n: int, ntg: int) -> dict:
+async def concurrent(url: str, n: int, ntg: int, tag: int = 0) -> dict:
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=n + 4)) as client:
         started = time.perf_counter()
-        results = await asyncio.gather(*(stream_one(client, url, p, ntg) for p in prompts(n)))
+        results = await asyncio.gather(*(stream_one(client, url, p, ntg) for p in prompts(n, tag)))
         wall = time.perf_counter() - started
     tokens = sum(t for _, t in results)
     return {
@@ -200,7 +202,7 @@ async def concurrent(url: str, n: int, ntg: int) -> dict:
 
 
 def one_token_ms(url: str, reps: int) -> float:
-    body = {"model": "", "prompt": "Hello", "max_tokens": 1, "temperature": 0, "cache_prompt": False}
+    body = {"model": "", "prompt": "Hello", "max_tokens": 1, "temperature": 0}
     times = []
     with httpx.Client(timeout=120) as client:
         for i in range(reps + 2):
@@ -279,10 +281,11 @@ def main() -> None:
         try:
             for server in servers:
                 asyncio.run(concurrent(server.url, 2, 4))  # warm-up
-            for _ in range(args.rounds):
+            for round_ in range(args.rounds):
                 for n in counts:
                     for server in servers:
-                        runs[server.name][n].append(asyncio.run(concurrent(server.url, n, args.ntg)))
+                        tag = round_ * 1000 + n  # the same new prompts for both servers
+                        runs[server.name][n].append(asyncio.run(concurrent(server.url, n, args.ntg, tag)))
                 for server in servers:
                     latency[server.name].append(one_token_ms(server.url, args.overhead_reps))
         finally:

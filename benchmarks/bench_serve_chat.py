@@ -13,6 +13,11 @@ to the first content chunk.
 answers) to a server started from the sources in --baseline-src (a tree without the prompt cache, e.g.
 `git archive df3ad6b localllm models.toml | tar -x -C .bench/base`); with a cold server each prompt is read whole,
 so only the measured turns are sent. --llama-server also runs llama.cpp's server (cache_prompt on).
+
+--agent: an agent loop instead: 10 calls that share a system prompt of about 2,500 tokens (the
+agent's instructions and its tool list, as JSON text so that both servers render the same prompt),
+each adding the last call's answer and a tool result of about 60 tokens, as an agent framework
+resends them. Reported: each call's prompt and cached tokens, and the total time of the 10 calls.
 """
 
 from __future__ import annotations
@@ -46,6 +51,70 @@ def user_message(turn: int) -> str:
     )
 
 
+def tool_list() -> str:
+    """An agent's instructions and 12 tools as JSON schemas: 2,541 tokens of system prompt (SmolLM2)."""
+    tools = []
+    for n, topic in enumerate(TOPICS + ["tides", "kilns"]):
+        tools.append(
+            {
+                "type": "function",
+                "function": {
+                    "name": f"search_{topic}_archive",
+                    "description": f"Search the museum's archive of {topic}: catalogue entries, photographs, "
+                    f"letters and maps about {topic}, newest first. Use it before answering any question about "
+                    f"{topic}, and quote the catalogue number of each item you use.",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "query": {"type": "string", "description": f"words to look for in the {topic} archive"},
+                            "decade": {"type": "integer", "description": "only items from this decade, e.g. 1890"},
+                            "limit": {"type": "integer", "description": f"at most this many items (default {n + 3})"},
+                        },
+                        "required": ["query"],
+                    },
+                },
+            }
+        )
+    return (
+        "You are the museum's research agent. Answer visitors' questions from the archives only. To call a "
+        'tool, reply with one line of JSON: {"tool": NAME, "arguments": {...}}. After each tool result, '
+        "either call another tool or answer in plain sentences. Never invent a catalogue number.\n\n"
+        "Tools:\n" + json.dumps(tools, indent=1)
+    )
+
+
+def agent_loop(url: str, calls: int, ntg: int) -> tuple[float, list[dict]]:
+    """(total seconds, a row per call) of an agent loop of ``calls`` requests sharing the system prompt."""
+    messages: list[dict] = [
+        {"role": "system", "content": tool_list()},
+        {"role": "user", "content": "Which inventions changed the harbours most, and is there a photograph of one?"},
+    ]
+    rows = []
+    with httpx.Client(timeout=600) as client:
+        ask(client, url, [{"role": "user", "content": "Hello."}], 4)  # warm-up: the model loads on demand
+        started = time.perf_counter()
+        for call in range(1, calls + 1):
+            ttft, answer, usage = ask(client, url, messages, ntg)
+            rows.append(row(ttft, usage))
+            messages.append({"role": "assistant", "content": answer})
+            topic = TOPICS[call % len(TOPICS)]
+            messages.append(
+                {
+                    "role": "user",
+                    "content": f"Tool result (search_{topic}_archive): 3 items. HA-{call}01: a steam crane on the "
+                    f"north quay, photograph, 1894. HA-{call}02: a letter from the harbour master about the new "
+                    f"lighthouse lamp, 1902. HA-{call}03: a map of the dredged channel with depths in fathoms, 1911.",
+                }
+            )
+        total = time.perf_counter() - started
+    return total, rows
+
+
+def show_agent(name: str, total: float, rows: list[dict]) -> None:
+    prompts = ", ".join(f"{r['prompt']}/{r['cached']}" for r in rows)
+    print(f"{name:<22} agent loop: {len(rows)} calls in {total:.2f} s; prompt/cached tokens per call: {prompts}")
+
+
 def ask(client: httpx.Client, url: str, messages: list[dict], ntg: int) -> tuple[float, str, dict]:
     """(seconds to the first content chunk, the answer, usage) of one streamed chat completion."""
     body = {
@@ -60,7 +129,9 @@ def ask(client: httpx.Client, url: str, messages: list[dict], ntg: int) -> tuple
     }
     sent = time.perf_counter()
     first, text, usage = None, [], {}
-    with client.stream("POST", url + "/v1/chat/completions", json=body) as answer:
+    # a connection per request: llama-server drops a kept-alive connection between streamed requests
+    # now and then ("Server disconnected without sending a response"); both servers get the same
+    with client.stream("POST", url + "/v1/chat/completions", json=body, headers={"Connection": "close"}) as answer:
         answer.raise_for_status()
         for line in answer.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -143,8 +214,27 @@ def main() -> None:
     parser.add_argument("--ntg", type=int, default=48)
     parser.add_argument("--baseline-src", type=Path, help="a localllm source tree without the prompt cache")
     parser.add_argument("--llama-server", action="store_true")
+    parser.add_argument("--agent", action="store_true", help="an agent loop of 10 calls instead of a chat")
+    parser.add_argument("--rounds", type=int, default=1, help="--agent: alternating rounds of both servers")
     args = parser.parse_args()
     model = args.model or smollm2()
+    if args.agent:
+        with tempfile.TemporaryDirectory() as home:
+            for _ in range(args.rounds):
+                for name, start in [("localllm serve", lambda: localllm(model, args.threads, home))] + (
+                    [("llama-server", lambda: llama_server(model, args.threads))] if args.llama_server else []
+                ):
+                    server = start()
+                    try:
+                        show_agent(name, *agent_loop(server.url, 10, args.ntg))
+                    except httpx.HTTPError:
+                        server.log.seek(0)
+                        print(server.log.read()[-4000:], f"exit code {server.process.poll()}", file=sys.stderr)
+                        raise
+                    finally:
+                        server.stop()
+        print(f"model {model.name}, threads {args.threads}, ctx {CTX}, {os.cpu_count()} CPUs")
+        return
     with tempfile.TemporaryDirectory() as home:
         server = localllm(model, args.threads, home)
         try:

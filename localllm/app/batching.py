@@ -82,6 +82,7 @@ def complete_jsonl(
             cancel=cancel,
             ground=ground,
             draft=draft,
+            share_prefix=jobs.SHARE_PREFIX,
         )
 
 

@@ -44,10 +44,10 @@ from localllm.options import SAMPLING, OptionError
 # Defaults and the memory budget
 
 DEFAULT_MAX_TOKENS = 512
-# Lines whose prompts share this many leading tokens can evaluate them once (run_batch's
-# share_prefix). Off by default for now: llama.cpp logs a line for every copy between KV streams,
-# and a Ctrl-C that arrives while Python runs that log callback is swallowed by ctypes
-# (tests/batch/test_batch.py::test_ctrl_c_keeps_what_is_written_and_exits_130 fails with it on).
+# Lines whose prompts share this many leading tokens evaluate them once (run_batch's share_prefix;
+# `localllm batch` passes it). llama.cpp logs a line for every copy between KV streams, and ctypes
+# swallows a KeyboardInterrupt raised while Python runs that log callback: the CLI's Ctrl-C
+# therefore sets the batch's cancel event instead of raising (cli.batch.ctrl_c_sets).
 SHARE_PREFIX = 32
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from localllm.app.options import SAMPLING
 from localllm.format import format_clock
@@ -155,6 +159,28 @@ def summary_line(p, interrupted: bool = False) -> str:
     )
 
 
+@contextlib.contextmanager
+def ctrl_c_sets(cancel: threading.Event) -> Iterator[None]:
+    """While the block runs, a first Ctrl-C sets ``cancel`` (the batch ends after the step in
+    progress, everything written kept) and a second one interrupts at once. A flag rather than
+    KeyboardInterrupt: llama.cpp logs through a Python callback (a line per prompt copied between
+    sequences, for one), and ctypes swallows an exception raised while that callback runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run(args: argparse.Namespace) -> int:
     _validate(args)
     use_rpc_workers(args.rpc)
@@ -180,24 +206,28 @@ def run(args: argparse.Namespace) -> int:
         return _run_on_endpoints(args, text, writer, bar, track, lambda: progress)
 
     interrupted = False
+    cancel = threading.Event()
     try:
-        app.complete_jsonl(
-            args.model,
-            text,
-            writer,
-            n_ctx_seq=args.ctx,
-            n_parallel=args.parallel,
-            n_gpu_layers=args.gpu_layers,
-            n_threads=args.threads,
-            adapters=app.lora_specs(args.lora),
-            draft=draft.ngram_only(args.draft, "batch"),
-            max_tokens=args.max_tokens,
-            temperature=args.temperature,
-            seed=args.seed,
-            notice=say,
-            started=started,
-            progress=track,
-        )
+        with ctrl_c_sets(cancel):
+            app.complete_jsonl(
+                args.model,
+                text,
+                writer,
+                n_ctx_seq=args.ctx,
+                n_parallel=args.parallel,
+                n_gpu_layers=args.gpu_layers,
+                n_threads=args.threads,
+                adapters=app.lora_specs(args.lora),
+                draft=draft.ngram_only(args.draft, "batch"),
+                max_tokens=args.max_tokens,
+                temperature=args.temperature,
+                seed=args.seed,
+                notice=say,
+                started=started,
+                progress=track,
+                cancel=cancel,
+            )
+        interrupted = cancel.is_set()
     except KeyboardInterrupt:
         interrupted = True
     finally:

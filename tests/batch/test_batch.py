@@ -257,6 +257,44 @@ def test_ctrl_c_keeps_what_is_written_and_exits_130(smollm2_path, tmp_path):
     assert "batch interrupted" in err and "run the same command to go on" in err
 
 
+def test_a_batch_shares_its_lines_prefix_by_default_and_ctrl_c_still_stops_it(smollm2_path, tmp_path):
+    """Lines sharing a long system prompt evaluate it once (the summary says how many tokens that
+    saved). Each copy between sequences is logged by llama.cpp through a Python callback, where a
+    KeyboardInterrupt is swallowed: test_ctrl_c_keeps_what_is_written_and_exits_130 fails when Ctrl-C
+    raises instead of setting the batch's cancel event."""
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    system = "You answer questions about the harbour town's archive of maps, letters and photographs. " * 8
+    src.write_text(
+        lines_of(
+            *(
+                {"id": i, "messages": [{"role": "system", "content": system}, {"role": "user", "content": f"Item {i}?"}]}
+                | {"max_tokens": 40, "seed": i}
+                for i in range(30)
+            )
+        )
+    )
+    command = [sys.executable, "-m", "localllm", "batch", "-m", str(smollm2_path), str(src), "-o", str(out)]
+    command += ["--threads", THREADS, "--ctx", "512", "--parallel", "3"]
+    proc = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.exists() and out.read_bytes().count(b"\n") >= 2):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    records = read_records(out)
+    assert 2 <= len(records) < 30
+    assert "prompt tokens saved by shared prefixes" in err  # the prefix was shared
+    assert "batch interrupted" in err and "run the same command to go on" in err
+
+
 def test_stdin_and_stdout(cli, smollm2_path):
     result = batch_cli(
         cli,
