@@ -147,10 +147,10 @@ def main() -> None:
     args = parser.parse_args()
     if not (BIN / "llama-batched-bench").exists():
         subprocess.run(["bash", str(ROOT / "benchmarks" / "build_llama_bench.sh")], check=True)
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import smollm2_path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_serve import smollm2
 
-    model = args.model or smollm2_path()
+    model = args.model or smollm2()
     quiet, native_quiet, npp = measure(model, args.threads, args.reps, 0)
     loaded, native_loaded, _ = measure(model, args.threads, args.reps, 2)
     print(f"model {model.name}, threads {args.threads}, prompt {npp} tokens, {NTG} generated, {os.cpu_count()} CPUs")
