@@ -267,7 +267,10 @@ def test_a_batch_shares_its_lines_prefix_by_default_and_ctrl_c_still_stops_it(sm
     src.write_text(
         lines_of(
             *(
-                {"id": i, "messages": [{"role": "system", "content": system}, {"role": "user", "content": f"Item {i}?"}]}
+                {
+                    "id": i,
+                    "messages": [{"role": "system", "content": system}, {"role": "user", "content": f"Item {i}?"}],
+                }
                 | {"max_tokens": 40, "seed": i}
                 for i in range(30)
             )
