@@ -121,6 +121,7 @@ class CatalogEntry:
     description: str
     pypi: PypiSource | None = None
     adapters: tuple[CatalogAdapter, ...] = ()  # LoRA adapters made for this model
+    draft: str | None = None  # a smaller catalog model of the same vocabulary that drafts for it
 
     def filename(self, quant: str) -> str | None:
         """The file for ``quant`` from the pattern, or None when it must come from the file list."""
@@ -227,7 +228,7 @@ _REQUIRED = (
     "tags",
     "description",
 )
-_OPTIONAL = ("active_params", "file", "pypi", "adapters")
+_OPTIONAL = ("active_params", "file", "pypi", "adapters", "draft")
 _PYPI_FIELDS = ("package", "version", "path", "sha256", "size", "quant")
 _ADAPTER_FIELDS = ("name", "repo", "file", "description")
 
@@ -340,10 +341,11 @@ def _parse_entry(source: str, index: int, table: Any) -> CatalogEntry:
         raise ctx.error("description", f"must be one line under {_MAX_DESCRIPTION} characters")
     pypi = _parse_pypi(ctx, table["pypi"]) if "pypi" in table else None
     adapters = _parse_adapters(ctx, table["adapters"], name) if "adapters" in table else ()
+    draft = ctx.matching("draft", _NAME_RE, _LOWERCASE) if "draft" in table else None
     return CatalogEntry(
         name=name, display=display, family=family, params=params, active_params=active_params, moe=moe,
         architecture=architecture, context_length=context_length, license=license_, repo=repo, file=file,
-        quants=offered, tags=tags, description=description, pypi=pypi, adapters=adapters,
+        quants=offered, tags=tags, description=description, pypi=pypi, adapters=adapters, draft=draft,
     )  # fmt: skip
 
 
@@ -456,6 +458,7 @@ def parse_catalog(data: Mapping[str, Any], source: str = "models.toml") -> Catal
         seen[entry.name] = index
         entries.append(entry)
     _check_adapter_names(source, tables, entries)
+    _check_drafts(source, tables, entries)
     return Catalog(entries)
 
 
@@ -471,6 +474,28 @@ def _check_adapter_names(source: str, tables: list[Any], entries: list[CatalogEn
                     f"adapters[{i}].name", f"{adapter.name!r} is already the name of {other}"
                 )
             seen[adapter.name] = f"an adapter of {entry.name}"
+
+
+def _check_drafts(source: str, tables: list[Any], entries: list[CatalogEntry]) -> None:
+    """A model's ``draft`` is another catalog model, smaller in every way that costs a token: fewer
+    parameters (active ones for a mixture of experts) and no embedding model. That it shares the
+    vocabulary is checked when both are loaded (DraftMismatchError)."""
+    by_name = {entry.name: entry for entry in entries}
+    for index, (table, entry) in enumerate(zip(tables, entries), start=1):
+        if entry.draft is None:
+            continue
+        draft = by_name.get(entry.draft)
+        problem = None
+        if draft is None:
+            problem = f"{entry.draft!r} is not a model of this catalog"
+        elif draft is entry:
+            problem = "a model cannot draft for itself"
+        elif "embedding" in draft.tags:
+            problem = f"{draft.name!r} is an embedding model: it cannot draft tokens"
+        elif (draft.active_params or draft.params) >= (entry.active_params or entry.params):
+            problem = f"{draft.name!r} is not smaller than this model: a draft must cost less per token"
+        if problem is not None:
+            raise _Entry(source, index, table).error("draft", problem)
 
 
 def _toml():

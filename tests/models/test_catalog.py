@@ -471,3 +471,43 @@ def test_a_malformed_adapter_is_one_line_naming_entry_and_field(tmp_path: Path, 
     message = str(info.value)
     assert message.startswith(f"models.toml: model 'test-model' (entry 2): field '{field}': "), message
     assert problem in message and "\n" not in message
+
+
+# --- draft pairings (speculative decoding) -------------------------------------------------------
+
+SMALL = {**VALID, "name": "test-model-small", "params": "0.5B"}
+
+
+def test_an_entry_names_a_smaller_model_that_drafts_for_it(tmp_path: Path):
+    cat = catalog.load_catalog(_write(tmp_path, [{**VALID, "draft": "test-model-small"}, SMALL]))
+    assert cat.get("test-model").draft == "test-model-small" and cat.get("test-model-small").draft is None
+
+
+def test_the_real_catalog_pairs_families_with_their_smallest_model():
+    cat = catalog.load_catalog()
+    pairs = {e.name: e.draft for e in cat if e.draft}
+    assert pairs["qwen3-8b"] == "qwen3-0.6b" and pairs["llama-3.1-8b-instruct"] == "llama-3.2-1b-instruct"
+    assert pairs["smollm2-1.7b-instruct"] == "smollm2-135m-instruct"
+    for name, draft in pairs.items():  # each draft is a chat model of the same tokenizer's family
+        assert cat.get(draft).draft is None and cat.get(draft).architecture.startswith(cat.get(name).architecture[:4])
+
+
+@pytest.mark.parametrize(
+    ("draft", "problem"),
+    [
+        ("no-such-model", "'no-such-model' is not a model of this catalog"),
+        ("test-model", "a model cannot draft for itself"),
+        ("test-model-big", "'test-model-big' is not smaller than this model"),
+        ("test-model-embed", "'test-model-embed' is an embedding model"),
+        ("Test Small", "lowercase"),
+    ],
+)
+def test_a_bad_draft_is_one_line_naming_entry_and_field(tmp_path: Path, draft: str, problem: str):
+    big = {**VALID, "name": "test-model-big", "params": "70B"}
+    embed = {**VALID, "name": "test-model-embed", "params": "0.1B", "tags": ["embedding"]}
+    path = _write(tmp_path, [SMALL, {**VALID, "draft": draft}, big, embed])
+    with pytest.raises(CatalogError) as info:
+        catalog.load_catalog(path)
+    message = str(info.value)
+    assert message.startswith("models.toml: model 'test-model' (entry 2): field 'draft': "), message
+    assert problem in message and "\n" not in message
