@@ -96,6 +96,14 @@ class Server:
         self.log.close()
 
 
+def repack_flags() -> list[str]:
+    """llama-server's weight repacking as localllm sets it: off where the build uses AMX (whose
+    matmul segfaults on some CPUs, llama.cpp #20824; llama-server itself crashes there without it)."""
+    from localllm import runtime
+
+    return ["--no-repack"] if runtime.build_has_amx() else []
+
+
 def llama_server(model: Path, threads: int, slots: int) -> Server:
     port = free_port()
     return Server(
@@ -124,6 +132,7 @@ def llama_server(model: Path, threads: int, slots: int) -> Server:
             "--no-kv-unified",
             "-fa",
             "auto",
+            *repack_flags(),
         ],
         port,
     )

@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import BIN, Server, free_port, smollm2
+from bench_serve import BIN, Server, free_port, repack_flags, smollm2
 
 CTX = 4096
 MEASURED = (1, 5, 10, 20)
@@ -193,7 +193,7 @@ def localllm(model: Path, threads: int, home: str, src: Path | None = None) -> S
 def llama_server(model: Path, threads: int) -> Server:
     port = free_port()
     command = [str(BIN / "llama-server"), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
-    command += ["-t", str(threads), "-tb", str(threads), "-np", "1", "-c", str(CTX), "--no-webui"]
+    command += ["-t", str(threads), "-tb", str(threads), "-np", "1", "-c", str(CTX), "--no-webui", *repack_flags()]
     return Server("llama-server", command, port)
 
 

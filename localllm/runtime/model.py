@@ -137,8 +137,9 @@ class Model:
         if o.draft is not None:
             try:
                 self.drafter = open_drafter(
-                    o.draft, self.llama, n_ctx=self.n_ctx, n_threads=self.n_threads, n_gpu_layers=o.n_gpu_layers
-                )
+                    o.draft, self.llama, n_ctx=self.n_ctx, n_threads=self.n_threads, n_gpu_layers=o.n_gpu_layers,
+                    repack=repack,
+                )  # fmt: skip
                 self._draft_batch = LlamaBatch(o.n_draft + 1, 1)
             except BaseException:
                 if self.drafter is not None:

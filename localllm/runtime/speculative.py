@@ -82,10 +82,14 @@ class DraftModel:
     next :meth:`propose`, which then evaluates only the tokens it has not seen.
     """
 
-    def __init__(self, path: Path, target: LlamaModel, *, n_ctx: int, n_threads: int, n_gpu_layers: int = 0) -> None:
+    def __init__(
+        self, path: Path, target: LlamaModel, *, n_ctx: int, n_threads: int, n_gpu_layers: int = 0, repack: bool = True
+    ) -> None:
         self.path = Path(path)
         self.name = self.path.name
-        self.llama = LlamaModel(self.path, n_gpu_layers=n_gpu_layers)
+        # ``repack``: the target's choice of extra buffer types, which AMX builds turn off (llama.cpp
+        # #20824: AMX's matmul segfaults on some CPUs); a draft loaded with them crashed there.
+        self.llama = LlamaModel(self.path, n_gpu_layers=n_gpu_layers, use_extra_bufts=repack)
         try:
             check_same_vocab(target, self.llama, self.path.name)
             self._ctx = LlamaContext(
@@ -237,7 +241,13 @@ class Speculation:
 
 
 def open_drafter(
-    draft: str | Path | None, target: LlamaModel, *, n_ctx: int, n_threads: int, n_gpu_layers: int = 0
+    draft: str | Path | None,
+    target: LlamaModel,
+    *,
+    n_ctx: int,
+    n_threads: int,
+    n_gpu_layers: int = 0,
+    repack: bool = True,
 ) -> Drafter | None:
     """The drafter ``draft`` names: None, ``"ngram"``, or a GGUF path for a draft model."""
     if draft is None:
@@ -247,4 +257,4 @@ def open_drafter(
     path = Path(draft)
     if not path.is_file():
         raise ModelFileError(f"the draft model {path} does not exist", hint="give a GGUF file, or --draft ngram")
-    return DraftModel(path, target, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)
+    return DraftModel(path, target, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, repack=repack)

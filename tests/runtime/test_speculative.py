@@ -216,3 +216,24 @@ def test_batch_session_takes_no_draft_model(plain, smollm2_path):
 
     with pytest.raises(UsageError, match="n-gram lookup only"):
         runtime.BatchSession(plain, 2, 256, draft=str(smollm2_path))
+
+
+@pytest.mark.parametrize("repack", [False, True])
+def test_the_draft_model_is_loaded_with_the_targets_weight_repacking(smollm2_path, monkeypatch, repack):
+    """AMX builds load without extra buffer types (llama.cpp #20824: AMX's matmul segfaults on
+    some CPUs); a draft loaded with them crashed `run --draft MODEL` on such a CPU."""
+    from localllm.runtime import llama, speculative
+
+    seen = []
+    real_init = llama.LlamaModel.__init__
+
+    def spy(self, path, *args, **kwargs):
+        seen.append(kwargs.get("use_extra_bufts", True))
+        real_init(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(llama.LlamaModel, "__init__", spy)
+    assert speculative.LlamaModel is llama.LlamaModel
+    options = runtime.LoadOptions(n_ctx=256, n_threads=1, draft=smollm2_path, repack=repack)
+    with runtime.Model(smollm2_path, options) as model:
+        assert model.drafter is not None
+    assert seen == [repack, repack]  # the target, then its draft
