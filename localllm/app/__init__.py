@@ -30,6 +30,7 @@ _SUBMODULES = frozenset(
         "conversation_state",
         "evaluating",
         "documents",
+        "drafting",
         "fitting",
         "library",
         "loading",

@@ -166,6 +166,7 @@ def fit_model(
     left for it: ``docs`` in each result)."""
     from localllm.fit.plan import adapter_bytes, with_adapters
 
+    from . import drafting
     from .adapters import adapter_infos, adapter_specs
 
     infos = adapter_infos(adapter_specs(adapters or ()))
@@ -201,6 +202,9 @@ def fit_model(
         if measured is not None:
             result["last_load"] = measured
         result["quality"] = _quality(row)
+        speculative = drafting.propose(entry, row.header, row.path, row.sha256, hw, n_ctx)
+        if speculative is not None:
+            result["speculative"] = speculative
         results.append(result)
     choice = None
     if len(rows) > 1:

@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="layers to offload to the GPU (-1 = all, 0 = CPU only; default: planned, as for run)",
     )
+    parser.add_argument(
+        "--draft",
+        metavar="MODEL|ngram",
+        help="instead of the speed tests: greedy replies with and without this draft (speculative decoding), "
+        "one repeating its prompt and one not; the speed-up is kept for `localllm fit` to propose the draft",
+    )
     lora.add_argument(parser)
     add_rpc_option(parser)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
@@ -54,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     parallel = _parallel_list(args.parallel)
     use_rpc_workers(args.rpc)
     app.show_llama_log(args.verbose)
+    if args.draft is not None:
+        return _bench_draft(args)
 
     def started(info: dict) -> None:
         if not args.json:
@@ -85,4 +93,35 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+def _bench_draft(args: argparse.Namespace) -> int:
+    """``bench --draft``: tokens/s plain and drafted per task, the speed-up and the acceptance."""
+    from localllm import app
+    from localllm.errors import UsageError
+
+    if args.lora:
+        raise UsageError("bench --draft measures the model alone: leave out --lora")
+    if not args.json:
+        print(f"{'test':<40} {'tokens/s':>10} {'speed-up':>9} {'accepted':>9}  same reply", flush=True)
+
+    def emit(row: dict) -> None:
+        if args.json:
+            return
+        extra = ""
+        if row["mode"] == "draft":
+            same = "yes" if row["same_reply"] else f"first {row['agreement']:.0%} (batch numerics)"
+            extra = f" {row['speedup']:>8.2f}x {row['acceptance']:>9.0%}  {same}"
+        print(terminal_safe(f"{row['test']:<40} {row['tokens_per_s']:>10.2f}{extra}"), flush=True)
+
+    result = app.drafting.bench_draft(
+        args.model, args.draft, reps=args.reps, n_gen=args.n_gen, n_threads=args.threads,
+        n_gpu_layers=args.gpu_layers, notice=say, emit=emit,
+    )  # fmt: skip
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        verdict = "helps" if app.drafting.helps(result["speedup"]) else "does not help"
+        print(terminal_safe(f"the draft {verdict} here ({result['threads']} threads); `localllm fit` shows it"))
     return 0

@@ -82,6 +82,8 @@ def _print_table(results: list[dict]) -> None:
                     "of RAM beside it (left out of the RAM planned here)"
                 )
             )
+        for line in _speculative(r.get("speculative"), str(r["model"])):
+            print(terminal_safe(f"  {line}"))
         m = r.get("last_load")
         if m and m["error"] is not None:
             rss = (
@@ -93,6 +95,36 @@ def _print_table(results: list[dict]) -> None:
                 f"  last load (ctx {m['n_ctx']}, gpu layers {m['n_gpu_layers']}): llama.cpp allocated "
                 f"{format_bytes(m['allocated'])}, estimate {format_bytes(m['estimated'])} ({m['error']:+.1%}){rss}"
             )
+
+
+def _speculative(spec: dict | None, model: str) -> list[str]:
+    """What the planner says of speculative decoding for one file: the catalog's draft, n-gram drafts."""
+    if not spec:
+        return []
+
+    def gain(found: dict) -> str:
+        s = found["speedup"]
+        return f"bench measured {s['repeat']:.2f}x on a repeating reply, {s['free']:.2f}x on free text"
+
+    lines = []
+    d = spec.get("model")
+    if d is not None:
+        name, status = d["name"], d["status"]
+        text = {
+            "proposed": f"proposed: --draft {name} ({gain(d)})" if "speedup" in d else "",
+            "slower": f"not proposed: {name} does not help here ({gain(d)})" if "speedup" in d else "",
+            "not measured": f"{name} fits beside it ({format_bytes(d.get('bytes', 0))} more); "
+            f"`localllm bench {model} --draft {name}` measures whether it helps here",
+            "does not fit": f"{name} does not fit beside it",
+            "not installed": f"{name} drafts for it (`localllm pull {name}`, then "
+            f"`localllm bench {model} --draft {name}`)",
+        }[status]
+        lines.append(f"draft model: {text}")
+    n = spec.get("ngram")
+    if n is not None:
+        verdict = "proposed: --draft ngram" if n["status"] == "proposed" else "not proposed"
+        lines.append(f"n-gram drafts: {verdict} ({gain(n)})")
+    return lines
 
 
 def _quality(cost: dict | None) -> str:

@@ -4,7 +4,9 @@
   (numpy arrays only, read with ``allow_pickle=False``), so comparing five quantizations with one
   reference costs one reference pass, as llama-perplexity's ``--kl-divergence-base`` file does.
 - ``results/SHA.json``: every eval of one model file (by its sha256), the latest per text,
-  context and reference, read by ``fit`` and the planner to show a measured quality cost.
+  context and reference, read by ``fit`` and the planner to show a measured quality cost; and
+  ``bench --draft``'s speed-ups with each draft (``kind: speculative``), read by ``fit`` to propose
+  a draft (localllm.app.drafting).
 - ``hashes.json``: the sha256 of local files by path, size and modification time.
 
 Each file is written atomically (localllm.fs): a crash leaves the old file or the new one.
@@ -136,7 +138,9 @@ def record(sha: str, file: dict[str, Any], run: dict[str, Any]) -> None:
 
 def _key(run: dict[str, Any]) -> tuple:
     ref = run.get("reference") or {}
-    return (run.get("text", {}).get("sha256"), run.get("n_ctx"), ref.get("sha256"), run.get("kind", "perplexity"))
+    draft = run.get("draft") or {}  # bench --draft: one result per draft
+    return (run.get("text", {}).get("sha256"), run.get("n_ctx"), ref.get("sha256"), run.get("kind", "perplexity"),
+            draft.get("sha256"))  # fmt: skip
 
 
 def all_results() -> list[dict[str, Any]]:

@@ -34,3 +34,20 @@ def test_an_unknown_draft_model_is_one_line(cli, installed_starter):
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1 and "no-such-draft-model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_draft_prints_the_speed_up_and_fit_proposes_from_it(cli, smollm2_path):
+    bench = cli("bench", str(smollm2_path), "--draft", "ngram", "-r", "1", "-n", "32", "--threads", "1")
+    assert bench.returncode == 0, bench.stderr
+    lines = bench.stdout.splitlines()
+    assert lines[0].split() == ["test", "tokens/s", "speed-up", "accepted", "same", "reply"]
+    assert [line.split()[:3] for line in lines[1:5]] == [
+        ["repeat", "plain", lines[1].split()[2]], ["repeat", "draft", "ngram"],
+        ["free", "plain", lines[3].split()[2]], ["free", "draft", "ngram"],
+    ]  # fmt: skip
+    assert "`localllm fit` shows it" in lines[-1]
+    fit = cli("fit", str(smollm2_path))
+    assert fit.returncode == 0, fit.stderr
+    assert "n-gram drafts: " in fit.stdout and "on a repeating reply" in fit.stdout
+    refused = cli("bench", str(smollm2_path), "--draft", "ngram", "--lora", "x.gguf")
+    assert refused.returncode != 0 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
