@@ -446,8 +446,8 @@ class Model:
         with self._embed_lock:
             embedder = self._embedding_context(n_ctx or min(EMBED_CTX, self.n_ctx_train or EMBED_CTX))
             for tokens in token_lists:
-                if not tokens:
-                    raise GenerationError("cannot embed an empty text")
+                if not tokens:  # "" or only characters the tokenizer drops (control characters)
+                    raise UsageError("cannot embed a text with no tokens", hint="send a text with some words in it")
                 if len(tokens) > embedder.n_ctx:
                     raise ContextOverflowError(
                         f"the text to embed is {len(tokens)} tokens but the embedding context holds {embedder.n_ctx}",

@@ -41,6 +41,11 @@ def test_empty_prompts_and_inputs_are_a_400_naming_the_field(serve):
     for path, field in (("/api/embed", "input"), ("/api/embeddings", "prompt")):
         answer = post(server, path, {"model": MODEL, field: ""})
         assert answer.status_code == 400 and field in answer.json()["error"]
+    # A text of characters the tokenizer drops has no tokens: the client's mistake, not a 500
+    # (found by the HTTP fuzz test with "\x16").
+    for value in ("\x16", ["ok", "\x16"]):
+        answer = post(server, EMBEDDINGS, {"model": MODEL, "input": value})
+        assert answer.status_code == 400 and "no tokens" in answer.json()["error"]["message"], answer.text
 
 
 def test_a_lone_surrogate_escape_is_a_400_on_every_api(serve):
