@@ -152,15 +152,16 @@ def measured(model_sha: str | None, path: Path | None, draft_sha: str) -> dict[s
         if not ((model_sha and data.get("sha256") == model_sha) or
                 (resolved and data.get("path") == resolved and data.get("size") == size)):  # fmt: skip
             continue
-        for run in data["runs"]:
-            speedup = run.get("speedup")
-            if run.get("kind") != KIND or (run.get("draft") or {}).get("sha256") != draft_sha:
+        for run in data["runs"]:  # a file edited by hand or damaged holds anything: skip what is not a run
+            if not isinstance(run, dict) or run.get("kind") != KIND:
+                continue
+            draft, speedup, when = run.get("draft"), run.get("speedup"), run.get("time", 0)
+            if not isinstance(draft, dict) or draft.get("sha256") != draft_sha or not isinstance(when, (int, float)):
                 continue
             if not isinstance(speedup, dict) or not all(isinstance(speedup.get(t), (int, float)) for t in TASKS):
                 continue
-            if best is None or run.get("time", 0) > best.get("time", 0):
-                best = {"speedup": {t: float(speedup[t]) for t in TASKS}, "time": run.get("time", 0),
-                        "threads": run.get("threads")}  # fmt: skip
+            if best is None or when > best["time"]:
+                best = {"speedup": {t: float(speedup[t]) for t in TASKS}, "time": when, "threads": run.get("threads")}
     return best
 
 

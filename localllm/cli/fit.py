@@ -111,14 +111,17 @@ def _speculative(spec: dict | None, model: str) -> list[str]:
     if d is not None:
         name, status = d["name"], d["status"]
         text = {
-            "proposed": f"proposed: --draft {name} ({gain(d)})" if "speedup" in d else "",
-            "slower": f"not proposed: {name} does not help here ({gain(d)})" if "speedup" in d else "",
-            "not measured": f"{name} fits beside it ({format_bytes(d.get('bytes', 0))} more); "
-            f"`localllm bench {model} --draft {name}` measures whether it helps here",
-            "does not fit": f"{name} does not fit beside it",
-            "not installed": f"{name} drafts for it (`localllm pull {name}`, then "
-            f"`localllm bench {model} --draft {name}`)",
-        }[status]
+            "proposed": lambda: f"proposed: --draft {name} ({gain(d)})",
+            "slower": lambda: f"not proposed: {name} does not help here ({gain(d)})",
+            "not measured": lambda: (
+                f"{name} fits beside it ({format_bytes(d.get('bytes', 0))} more); "
+                f"`localllm bench {model} --draft {name}` measures whether it helps here"
+            ),
+            "does not fit": lambda: f"{name} does not fit beside it",
+            "not installed": lambda: (
+                f"{name} drafts for it (`localllm pull {name}`, then `localllm bench {model} --draft {name}`)"
+            ),
+        }[status]()
         lines.append(f"draft model: {text}")
     n = spec.get("ngram")
     if n is not None:

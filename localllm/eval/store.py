@@ -138,9 +138,10 @@ def record(sha: str, file: dict[str, Any], run: dict[str, Any]) -> None:
 
 def _key(run: dict[str, Any]) -> tuple:
     ref = run.get("reference") or {}
-    draft = run.get("draft") or {}  # bench --draft: one result per draft
+    draft = run.get("draft")  # bench --draft: one result per draft
+    draft_sha = draft.get("sha256") if isinstance(draft, dict) else None
     return (run.get("text", {}).get("sha256"), run.get("n_ctx"), ref.get("sha256"), run.get("kind", "perplexity"),
-            draft.get("sha256"))  # fmt: skip
+            draft_sha)  # fmt: skip
 
 
 def all_results() -> list[dict[str, Any]]:

@@ -45,8 +45,13 @@ def test_bench_draft_measures_both_tasks_and_fit_reads_it(isolated_home: Path, s
     drafting.bench_draft(str(smollm2_path), "ngram", reps=1, n_gen=8, n_threads=1)
     assert len(store.all_results()[0]["runs"]) == 1
     for path in (store.eval_dir() / "results").glob("*.json"):
-        path.write_text('{"runs": [{"kind": "speculative", "draft": {"sha256": "ngram"}, "speedup": "fast"}]}')
+        path.write_text('{"runs": [{"kind": "speculative", "draft": {"sha256": "ngram"}, "speedup": "fast"}, '
+                        '"a run", {"kind": "speculative", "draft": "ngram", "speedup": {"repeat": 2, "free": 1}}, '
+                        '{"kind": "speculative", "draft": {"sha256": "ngram"}, "time": "now", '
+                        '"speedup": {"repeat": 2, "free": 1}}]}')  # fmt: skip
     assert drafting.measured(None, smollm2_path, "ngram") is None
+    drafting.bench_draft(str(smollm2_path), "ngram", reps=1, n_gen=8, n_threads=1)  # records over the damage
+    assert drafting.measured(None, smollm2_path, "ngram") is not None
 
 
 def test_the_catalog_draft_is_proposed_only_when_installed_fitting_and_measured(
