@@ -45,7 +45,7 @@ from localllm.errors import (
     ServerBusyError,
     UsageError,
 )
-from localllm.fit.hardware import Hardware
+from localllm.fit.hardware import Hardware, parse_bytes
 from localllm.models import catalog, store
 from localllm.models.refs import parse_ref
 from localllm.models.resolve import ResolvedModel, from_installed
@@ -55,10 +55,19 @@ from . import documents, loading
 
 DEFAULT_KEEP_ALIVE_S = 300.0  # Ollama's default: five minutes
 DEFAULT_QUEUE_SIZE = 64  # requests waiting for a sequence, per model
+DEFAULT_CACHE_RAM = 1 << 30  # KV cells of evicted prompts kept in RAM, per model (--cache-ram)
 DOCS_SUFFIX = "@docs:"  # ``model@docs:NAME``: the model, answering from the collection NAME
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_cache_ram(text: str) -> int:
+    """Bytes from ``--cache-ram`` ("1G", "512M", "0"); UsageError for anything else."""
+    try:
+        return parse_bytes(text)
+    except UsageError as exc:
+        raise UsageError(f"--cache-ram: {exc}", hint=exc.hint) from None
 
 
 def parse_keep_alive(value: object) -> float:
@@ -107,6 +116,8 @@ class ServeOptions:
     # LoRA adapters (--lora) loaded once with every model they fit; requests choose them (and scales).
     adapters: tuple[AdapterSpec, ...] = ()
     draft: str | None = None  # speculative decoding (--draft ngram) in every model's sequences
+    # Bytes of KV cells kept in RAM per model for prompts no sequence holds any more (--cache-ram).
+    cache_ram: int = DEFAULT_CACHE_RAM
 
 
 @dataclass(frozen=True)
@@ -577,6 +588,7 @@ class ModelManager:
                 batch.n_ctx_seq,
                 queue_size=o.queue_size,
                 n_threads=o.n_threads,
+                cache_ram=o.cache_ram,
                 draft=o.draft,
             )
         except BaseException:

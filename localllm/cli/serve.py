@@ -47,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grace", type=float, default=5.0, help="seconds streams in flight get to finish after Ctrl-C (default 5)"
     )
+    parser.add_argument(
+        "--cache-ram",
+        default="1G",
+        metavar="SIZE",
+        help="RAM per model for the KV cells of prompts no sequence holds any more, so that a "
+        "conversation that lost its sequence is not read again (default 1G; 0: off)",
+    )
     add_option(parser, "gpu_layers", shown="planned")
     add_option(parser, "threads", shown="the free physical cores, followed while generating")
     lora.add_argument(parser)
@@ -56,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace):
     from localllm import app
-    from localllm.app.serving import ServeOptions, parse_keep_alive
+    from localllm.app.serving import ServeOptions, parse_cache_ram, parse_keep_alive
     from localllm.errors import UsageError
 
     app.options.check(ctx=args.ctx, parallel=args.parallel, threads=args.threads, gpu_layers=args.gpu_layers)
@@ -70,6 +77,7 @@ def _options(args: argparse.Namespace):
         keep_alive = parse_keep_alive(args.keep_alive)
     except ValueError as exc:
         raise UsageError(f"--keep-alive: {exc}") from None
+    cache_ram = parse_cache_ram(args.cache_ram)  # UsageError
     return ServeOptions(
         model=args.model,
         n_parallel=args.parallel,
@@ -80,6 +88,7 @@ def _options(args: argparse.Namespace):
         n_threads=args.threads,
         adapters=app.lora_specs(args.lora),
         draft=draft.ngram_only(args.draft, "serve"),
+        cache_ram=cache_ram,
     )
 
 

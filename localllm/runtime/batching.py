@@ -8,12 +8,14 @@ sequences.
 from __future__ import annotations
 
 import codecs
+import ctypes
 import json
 import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from localllm.errors import ContextOverflowError, GenerationError, GrammarError, UsageError
 
@@ -21,9 +23,11 @@ from .budget import BudgetTracker
 from .llama import LlamaBatch, LlamaSampler, greedy_token, json_schema_to_gbnf, token_logprobs, token_piece
 from .model import Model, budget_tracker, find_stop, stop_prefix_len
 from .options import AdapterSet, SamplingOptions, default_ctx
+from .promptcache import PromptStore, common_prefix
 from .speculative import NGRAM, NgramDrafter, Speculation
 from .threads import ThreadTuner
 
+RAM_CACHE_MIN_TOKENS = 32  # fewer tokens than this are evaluated again rather than kept in RAM
 MAX_SCHEMA_CHARS = 64 << 10  # a JSON schema's text
 MAX_SCHEMA_DEPTH = 32  # objects and arrays inside one another
 MAX_SCHEMA_REPEAT = 1000  # minLength, maxItems...: llama.cpp's grammar spells repetitions out
@@ -232,6 +236,7 @@ class BatchSession:
         n_ubatch: int = 512,
         n_threads: int | None = None,
         prompt_cache: bool = False,
+        cache_ram: int = 0,
         draft: str | None = None,
         n_draft: int = 8,
     ) -> None:
@@ -271,6 +276,9 @@ class BatchSession:
         self._kept: list[list[int]] = [[] for _ in range(n_parallel)]
         self._kept_key: list[object] = [None] * n_parallel
         self._kept_used: list[int] = [0] * n_parallel  # admission counter when last used (LRU)
+        # ... and cells a request is about to overwrite are copied to RAM first (up to cache_ram
+        # bytes), to be put back into whichever slot a later prompt they begin is given.
+        self.ram_cache = PromptStore(cache_ram) if prompt_cache and cache_ram > 0 else None
         self._admissions = 0
         self.saved_tokens = 0  # prompt tokens copied from a shared prefix in the last run()
         self._copied: set[int] = set()  # slots given a copy of cells since the last decode
@@ -303,6 +311,8 @@ class BatchSession:
 
     def close(self) -> None:
         self.drop_all()
+        if self.ram_cache is not None:
+            self.ram_cache.clear()
         self._batch.close()
         self._ctx.close()
 
@@ -812,13 +822,23 @@ class BatchSession:
         slot, prompt = s.seq_id, s.request.tokens
         self._admissions += 1
         self._kept_used[slot] = self._admissions
-        kept = self._kept[slot]
+        kept, key = self._kept[slot], s.request.adapters_key
         n = 0
-        if kept and self._kept_key[slot] == s.request.adapters_key:
+        if kept and self._kept_key[slot] == key:
             n = min(common_prefix(kept, prompt), len(prompt) - 1)
         # A sliding-window cache may have pruned early positions: reuse only a sequence whose
         # cells start at position 0, and only if llama.cpp accepts cutting it at n.
-        if n > 0 and (self._ctx.memory_seq_pos_min(slot) != 0 or not self._ctx.memory_seq_rm(slot, n, -1)):
+        whole = bool(kept) and self._ctx.memory_seq_pos_min(slot) == 0
+        store = self.ram_cache
+        if store is not None:
+            handle, shared = store.best(key, prompt)
+            shared = min(shared, len(prompt) - 1)
+            if whole and len(kept) - n >= RAM_CACHE_MIN_TOKENS:  # cells about to be lost
+                self._save_cells(slot, kept)
+            if handle is not None and shared >= n + RAM_CACHE_MIN_TOKENS:
+                s.fed = s.pos = s.cached = self._restore_cells(slot, handle, shared)
+                return
+        if n > 0 and (not whole or not self._ctx.memory_seq_rm(slot, n, -1)):
             n = 0
         if n == 0:
             self._forget(slot)
@@ -826,11 +846,32 @@ class BatchSession:
             self._kept[slot] = []
         s.fed = s.pos = s.cached = n
 
+    def _save_cells(self, slot: int, tokens: list[int]) -> None:
+        """Copy ``slot``'s cells (holding ``tokens``) to the RAM cache, unless it has them."""
+        store, key = self.ram_cache, self._kept_key[slot]
+        assert store is not None
+        if store.covers(key, tokens):
+            return
+        data = self._ctx.state_seq_get(slot)
+        if data is not None:
+            store.put(key, tokens, data)
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens ``a`` and ``b`` share."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    def _restore_cells(self, slot: int, handle: int, n: int) -> int:
+        """Put the RAM cache's entry ``handle`` into ``slot``, cut after ``n`` tokens; how many
+        tokens the slot now holds (0 if llama.cpp refused the cells: the entry is dropped)."""
+        store = self.ram_cache
+        assert store is not None
+        entry = store.take(handle)
+        self._kept[slot] = []
+        self._kept_key[slot] = None
+        if (
+            not self._ctx.state_seq_set(cast("ctypes.Array[ctypes.c_uint8]", entry.data), slot)
+            or self._ctx.memory_seq_pos_min(slot) != 0
+            or not self._ctx.memory_seq_rm(slot, n, -1)
+        ):
+            store.discard(handle)
+            self._forget(slot)
+            return 0
+        store.hits += 1
+        store.tokens_restored += n
+        return n

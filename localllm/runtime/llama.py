@@ -456,6 +456,25 @@ class LlamaContext(_Owner):
         """Copy positions [p0, p1) of sequence ``src`` to ``dst`` (-1: open ends)."""
         L.llama_memory_seq_cp(self._memory, src, dst, p0, p1)
 
+    def state_seq_get(self, seq_id: int) -> ctypes.Array[ctypes.c_uint8] | None:
+        """A copy of ``seq_id``'s KV cells in memory (for :meth:`state_seq_set`); None if it
+        holds none or llama.cpp could not write them."""
+        size = int(L.llama_state_seq_get_size(self._ptr, seq_id))
+        if size <= 0:
+            return None
+        data = (ctypes.c_uint8 * size)()
+        written = int(L.llama_state_seq_get_data(self._ptr, data, size, seq_id))
+        return data if written == size else None
+
+    def state_seq_set(self, data: ctypes.Array[ctypes.c_uint8], seq_id: int) -> bool:
+        """Put cells copied by :meth:`state_seq_get` into ``seq_id`` (its cells are replaced).
+        False if llama.cpp refused them (``seq_id`` then holds nothing)."""
+        read = int(L.llama_state_seq_set_data(self._ptr, data, len(data), seq_id))
+        if read != len(data):
+            L.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+            return False
+        return True
+
     def state_seq_save_file(self, path: Path, seq_id: int, tokens: Sequence[int]) -> bool:
         """Write ``seq_id``'s KV cells and the ``tokens`` they hold to ``path``. False if it failed."""
         array = (L.llama_token * max(len(tokens), 1))(*tokens)

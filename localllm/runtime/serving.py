@@ -180,6 +180,7 @@ class BatchEngine:
         n_ubatch: int = 512,
         n_threads: int | None = None,
         prompt_cache: bool = True,
+        cache_ram: int = 0,
         draft: str | None = None,
     ) -> None:
         if queue_size < 0:
@@ -193,6 +194,7 @@ class BatchEngine:
             n_ubatch=n_ubatch,
             n_threads=n_threads,
             prompt_cache=prompt_cache,
+            cache_ram=cache_ram,
             draft=draft,
         )
         self.n_parallel = n_parallel

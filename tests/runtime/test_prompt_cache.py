@@ -130,3 +130,68 @@ def test_a_cancelled_sequence_leaves_a_usable_cache(model):
         got = result_of(engine, question)
     assert got.cached_tokens > 60
     assert got.text == cold(model, question)
+
+
+# -- the RAM cache: cells of a prompt whose slot another request took --------------------------
+
+
+def other_story(model, sampling):
+    text = "Once upon a time, in a land far away, there lived a baker who never slept. " * 2
+    return runtime.BatchRequest(key="o", tokens=model.tokenize(text, add_special=True), sampling=sampling)
+
+
+def test_a_conversation_that_lost_its_slot_is_put_back_from_ram(model):
+    bakery = chat(model, "When do you open?", max_tokens=8)
+    story = other_story(model, bakery.sampling)
+    follow = chat(model, "Is there spelt?", max_tokens=8)
+    shared = next(i for i, (x, y) in enumerate(zip(bakery.tokens, follow.tokens, strict=False)) if x != y)
+    with runtime.BatchEngine(model, 1, 512, n_threads=1, cache_ram=64 << 20) as engine:
+        result_of(engine, bakery)
+        assert result_of(engine, story).cached_tokens == 0  # the one slot now holds the story
+        got = result_of(engine, follow)
+        store = engine._session.ram_cache
+        assert store is not None and store.hits == 1 and store.tokens_restored == shared
+        back_again = result_of(engine, story)  # the story was saved in turn when the bakery came back
+    assert got.cached_tokens == shared
+    assert got.text == cold(model, follow)
+    assert back_again.cached_tokens == len(story.tokens) - 1
+    assert back_again.text == cold(model, story)
+
+
+def test_without_ram_cache_the_lost_prefix_is_evaluated_again(model):
+    bakery = chat(model, "When do you open?", max_tokens=8)
+    story = other_story(model, bakery.sampling)
+    with runtime.BatchEngine(model, 1, 512, n_threads=1) as engine:
+        result_of(engine, bakery)
+        result_of(engine, story)
+        assert engine._session.ram_cache is None
+        assert result_of(engine, chat(model, "Is there spelt?", max_tokens=8)).cached_tokens == 0
+
+
+def test_the_ram_cache_holds_no_more_than_its_limit(model):
+    bakery = chat(model, "When do you open?", max_tokens=8)
+    story = other_story(model, bakery.sampling)
+    with runtime.BatchEngine(model, 1, 512, n_threads=1, cache_ram=1 << 20) as engine:  # < one prompt's cells
+        result_of(engine, bakery)
+        result_of(engine, story)
+        store = engine._session.ram_cache
+        assert store is not None and len(store) == 0 and store.size == 0
+        assert result_of(engine, chat(model, "Is there spelt?", max_tokens=8)).cached_tokens == 0
+
+
+def test_an_adapter_set_never_restores_another_sets_cells(smollm2_path, tmp_path):
+    from tests.support.lora import write_lora
+
+    alpha = write_lora(tmp_path / "alpha.gguf", smollm2_path, seed=1)
+    options = runtime.LoadOptions(
+        n_ctx=64, n_batch=64, n_ubatch=64, n_threads=1, adapters=(runtime.AdapterSpec(alpha, 0.0),)
+    )
+    with runtime.Model(smollm2_path, options) as model:
+        base = chat(model, "When do you open?", max_tokens=4)
+        story = other_story(model, base.sampling)
+        tuned = dataclasses.replace(chat(model, "Is there spelt?", max_tokens=4), adapters=[("alpha", 1.0)])
+        with runtime.BatchEngine(model, 1, 512, n_threads=1, cache_ram=64 << 20) as engine:
+            result_of(engine, base)
+            result_of(engine, story)
+            assert result_of(engine, tuned).cached_tokens == 0  # the saved bakery prefix is the base model's
+            assert result_of(engine, chat(model, "Is there spelt?", max_tokens=4)).cached_tokens > 60

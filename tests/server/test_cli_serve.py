@@ -100,3 +100,12 @@ def test_serve_refuses_a_model_that_is_not_installed(installed_starter):
     )
     assert result.returncode == 1
     assert "localllm pull qwen3-0.6b" in result.stderr
+
+
+def test_a_bad_cache_ram_size_is_one_clear_error(installed_starter):
+    result = subprocess.run(
+        [sys.executable, "-m", "localllm", "serve", "--cache-ram", "lots"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "--cache-ram: not a memory size: 'lots'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -54,6 +54,30 @@ def test_streamed_chat_gives_the_same_text_and_usage_in_a_last_chunk(serve):
     assert chunks[-1].usage.prompt_tokens_details.cached_tokens == whole.usage.prompt_tokens - 1
 
 
+def test_two_conversations_on_one_sequence_take_turns_without_reading_again(serve):
+    # Two chats on one sequence: each turn overwrites the other's cells; the RAM cache keeps them.
+    # (SmolLM2's own system prompt begins both: the cells kept in the slot hold only that much.)
+    chats = {
+        name: [{"role": "user", "content": f"{opening} " * 6 + "Tell me more."}]
+        for name, opening in (("sea", "The sea was calm that morning."), ("city", "Traffic filled every street."))
+    }
+
+    def turn(api, name):
+        reply = api.chat.completions.create(model=MODEL, messages=chats[name], temperature=0, max_tokens=8)
+        chats[name] += [{"role": "assistant", "content": reply.choices[0].message.content}]
+        chats[name] += [{"role": "user", "content": "Go on."}]
+        return reply.usage
+
+    for cache_ram, reused in ((0, False), (64 << 20, True)):
+        server = serve(ServeOptions(n_parallel=1, cache_ram=cache_ram))
+        api = client(server)
+        first = {name: turn(api, name) for name in ("sea", "city")}
+        second = {name: turn(api, name) for name in ("sea", "city")}
+        for name in chats:
+            cached = second[name].prompt_tokens_details.cached_tokens
+            assert (cached >= first[name].prompt_tokens) is reused, (cache_ram, name, cached)
+
+
 def test_max_tokens_and_stop_are_honoured(serve):
     server = serve()
     api = client(server)

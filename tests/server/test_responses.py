@@ -108,6 +108,9 @@ def test_previous_response_id_goes_on_from_a_kept_response(serve):
         model=MODEL, input="And of Italy?", previous_response_id=first.id, temperature=0, max_output_tokens=40
     )
     assert second.previous_response_id == first.id
+    # the first turn's cells were kept: its prompt is not read again
+    assert first.usage.input_tokens_details.cached_tokens == 0
+    assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens
     # the whole conversation was read: the first question, its answer, the new question
     spelled_out = api.responses.create(
         model=MODEL,
