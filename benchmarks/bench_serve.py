@@ -292,9 +292,16 @@ def main() -> None:
                 asyncio.run(concurrent(server.url, 2, 4))  # warm-up
             for round_ in range(args.rounds):
                 for n in counts:
-                    for server in servers:
+                    # Each round the other server goes first, so that neither always follows the other.
+                    for server in servers if round_ % 2 == 0 else servers[::-1]:
                         tag = round_ * 1000 + n  # the same new prompts for both servers
-                        runs[server.name][n].append(asyncio.run(concurrent(server.url, n, args.ntg, tag)))
+                        run = asyncio.run(concurrent(server.url, n, args.ntg, tag))
+                        runs[server.name][n].append(run)
+                        print(
+                            f"  round {round_ + 1}, {n} clients, {server.name}: {run['tok_s']:.1f} tok/s,"
+                            f" TTFT {run['ttft_s'] * 1000:.0f} ms",
+                            flush=True,
+                        )
                 for server in servers:
                     latency[server.name].append(one_token_ms(server.url, args.overhead_reps))
         finally:
