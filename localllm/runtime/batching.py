@@ -27,7 +27,10 @@ from .promptcache import PromptStore, common_prefix
 from .speculative import NGRAM, NgramDrafter, Speculation
 from .threads import ThreadTuner
 
-RAM_CACHE_MIN_TOKENS = 32  # fewer tokens than this are evaluated again rather than kept in RAM
+RAM_CACHE_MIN_TOKENS = 32  # cells of fewer tokens than this are not kept in RAM
+RAM_CACHE_MIN_GAIN = 8  # nor put back to save fewer tokens than this
+PREFIX_COPY_MIN_TOKENS = 16  # serve copies another sequence's cells for a prefix this long
+PREFIX_COPY_RATIO = 256  # ... and at least 1/256 of a sequence's context (a whole stream is copied)
 MAX_SCHEMA_CHARS = 64 << 10  # a JSON schema's text
 MAX_SCHEMA_DEPTH = 32  # objects and arrays inside one another
 MAX_SCHEMA_REPEAT = 1000  # minLength, maxItems...: llama.cpp's grammar spells repetitions out
@@ -282,6 +285,8 @@ class BatchSession:
         self._admissions = 0
         self.saved_tokens = 0  # prompt tokens copied from a shared prefix in the last run()
         self._copied: set[int] = set()  # slots given a copy of cells since the last decode
+        self._copy_sources: set[int] = set()  # ... and the slots copied from (their cells must stay)
+        self.copied_tokens = 0  # prompt tokens a request got from another sequence's cells (serve)
         # Speculative decoding: n-gram drafts for every sequence, one draft length for the session,
         # timed on the steps that only generate (see runtime.speculative.Speculation).
         self.draft = NGRAM if draft is not None else None
@@ -500,6 +505,7 @@ class BatchSession:
         n = self._fill_batch(active)
         rc = self._ctx.decode(self._batch)
         self._copied.clear()
+        self._copy_sources.clear()
         if rc != 0:
             self.drop_all()
             raise GenerationError(f"llama_decode failed in a batch of {n} tokens (code {rc})")
@@ -817,27 +823,42 @@ class BatchSession:
         return best
 
     def _reuse_prefix(self, s: _Sequence) -> None:
-        """Start ``s`` after the prefix its slot's cells already hold; drop the cells after it.
-        At least one prompt token is left to evaluate, so the sequence has logits to sample."""
+        """Start ``s`` after the longest prefix of its prompt whose cells it can have: those its
+        slot holds, a copy of a running sequence's (``llama_memory_seq_cp``), or the RAM cache's; drop the slot's cells after it. At least one prompt token is left to
+        evaluate, so the sequence has logits to sample."""
         slot, prompt = s.seq_id, s.request.tokens
         self._admissions += 1
         self._kept_used[slot] = self._admissions
         kept, key = self._kept[slot], s.request.adapters_key
+        cap = len(prompt) - 1
         n = 0
         if kept and self._kept_key[slot] == key:
-            n = min(common_prefix(kept, prompt), len(prompt) - 1)
+            n = min(common_prefix(kept, prompt), cap)
         # A sliding-window cache may have pruned early positions: reuse only a sequence whose
         # cells start at position 0, and only if llama.cpp accepts cutting it at n.
         whole = bool(kept) and self._ctx.memory_seq_pos_min(slot) == 0
+        donor, shared = self._prefix_donor(slot, s.request)
         store = self.ram_cache
-        if store is not None:
-            handle, shared = store.best(key, prompt)
-            shared = min(shared, len(prompt) - 1)
-            if whole and len(kept) - n >= RAM_CACHE_MIN_TOKENS:  # cells about to be lost
-                self._save_cells(slot, kept)
-            if handle is not None and shared >= n + RAM_CACHE_MIN_TOKENS:
-                s.fed = s.pos = s.cached = self._restore_cells(slot, handle, shared)
-                return
+        handle, in_ram = store.best(key, prompt) if store is not None else (None, 0)
+        in_ram = min(in_ram, cap)
+        if store is not None and whole and len(kept) - n >= RAM_CACHE_MIN_TOKENS and slot not in self._copied:
+            self._save_cells(slot, kept)  # cells about to be lost
+        if donor is not None and shared >= n + PREFIX_COPY_MIN_TOKENS and shared >= in_ram:
+            # Across KV streams llama.cpp copies a whole stream (at the next decode): copy, then cut.
+            self._ctx.memory_seq_rm(slot, -1, -1)
+            self._ctx.memory_seq_cp(donor, slot, -1, -1)
+            self._ctx.memory_seq_rm(slot, shared, -1)
+            self._kept[slot], self._kept_key[slot] = [], None
+            self._copied.add(slot)
+            self._copy_sources.add(donor)
+            self.copied_tokens += shared
+            s.fed = s.pos = s.cached = shared
+            return
+        # Cells put back are written at once, a copy at the next decode: never both in one slot.
+        pending = slot in self._copy_sources or slot in self._copied
+        if handle is not None and in_ram >= n + RAM_CACHE_MIN_GAIN and not pending:
+            s.fed = s.pos = s.cached = self._restore_cells(slot, handle, in_ram)
+            return
         if n > 0 and (not whole or not self._ctx.memory_seq_rm(slot, n, -1)):
             n = 0
         if n == 0:
@@ -845,6 +866,20 @@ class BatchSession:
         else:
             self._kept[slot] = []
         s.fed = s.pos = s.cached = n
+
+    def _prefix_donor(self, slot: int, request: BatchRequest) -> tuple[int | None, int]:
+        """(slot, tokens) of the running sequence whose evaluated cells hold the longest prefix of
+        ``request``'s prompt under its adapter set (a free slot holding more would have been given
+        the request); (None, 0) when copying would not pay: a copy moves the whole stream of
+        ``n_ctx_seq`` cells, so the prefix must be at least 1/PREFIX_COPY_RATIO of that (moving a
+        cell costs far less than computing one)."""
+        best, best_n = None, 0
+        for d, _, ready in self._donors(request, exclude=slot):
+            if ready > best_n:
+                best, best_n = d.seq_id, ready
+        if best_n * PREFIX_COPY_RATIO < self.n_ctx_seq:
+            return None, 0
+        return best, best_n
 
     def _save_cells(self, slot: int, tokens: list[int]) -> None:
         """Copy ``slot``'s cells (holding ``tokens``) to the RAM cache, unless it has them."""

@@ -135,6 +135,9 @@ def test_a_cancelled_sequence_leaves_a_usable_cache(model):
 # -- the RAM cache: cells of a prompt whose slot another request took --------------------------
 
 
+SAMPLING = runtime.SamplingOptions(temperature=0, max_tokens=4)
+
+
 def other_story(model, sampling):
     text = "Once upon a time, in a land far away, there lived a baker who never slept. " * 2
     return runtime.BatchRequest(key="o", tokens=model.tokenize(text, add_special=True), sampling=sampling)
@@ -195,3 +198,44 @@ def test_an_adapter_set_never_restores_another_sets_cells(smollm2_path, tmp_path
             result_of(engine, story)
             assert result_of(engine, tuned).cached_tokens == 0  # the saved bakery prefix is the base model's
             assert result_of(engine, chat(model, "Is there spelt?", max_tokens=4)).cached_tokens > 60
+
+
+# -- a prefix copied from a running sequence: requests sharing a system prompt at the same time --
+
+
+def test_a_request_copies_the_prefix_a_running_sequence_evaluated(model):
+    first, second = chat(model, "When do you open?"), chat(model, "Do you sell rye bread?")
+    shared = next(i for i, (x, y) in enumerate(zip(first.tokens, second.tokens, strict=False)) if x != y)
+    with runtime.BatchSession(model, 2, 512, n_threads=1, prompt_cache=True) as session:
+        session.admit(first)
+        session.step()  # the first prompt is evaluated; its sequence generates
+        slot = session.admit(second)
+        assert slot == 1 and session.copied_tokens == shared
+        results = {}
+        while session.active():
+            for i, item in session.step():
+                if isinstance(item, runtime.BatchResult):
+                    results[i] = item
+    assert results[1].cached_tokens == shared
+    assert results[1].text == cold(model, second)
+    assert results[0].text == cold(model, first)  # the source's own cells were left as they were
+
+
+def test_a_short_prefix_is_copied_only_when_the_stream_it_moves_is_small(model):
+    def story(ending):
+        text = f"Once upon a time, in a land far away, there lived a baker who {ending}"
+        return runtime.BatchRequest(key=ending, tokens=model.tokenize(text, add_special=True), sampling=SAMPLING)
+
+    first, second = story("never slept."), story("sang all day.")
+    shared = next(i for i, (x, y) in enumerate(zip(first.tokens, second.tokens, strict=False)) if x != y)
+    assert 16 <= shared < 8192 // 256
+    copied = {}
+    for n_ctx_seq in (512, 8192):
+        with runtime.BatchSession(model, 2, n_ctx_seq, n_threads=1, prompt_cache=True) as session:
+            assert session.n_ctx_seq == n_ctx_seq
+            session.admit(first)
+            session.step()
+            session.admit(second)
+            copied[n_ctx_seq] = session.copied_tokens
+            session.drop_all()
+    assert copied == {512: shared, 8192: 0}  # 8,192 cells moved to save ~20 tokens: not worth it
