@@ -824,8 +824,9 @@ class BatchSession:
 
     def _reuse_prefix(self, s: _Sequence) -> None:
         """Start ``s`` after the longest prefix of its prompt whose cells it can have: those its
-        slot holds, a copy of a running sequence's (``llama_memory_seq_cp``), or the RAM cache's; drop the slot's cells after it. At least one prompt token is left to
-        evaluate, so the sequence has logits to sample."""
+        slot holds, a copy of a running sequence's (``llama_memory_seq_cp``), or the RAM cache's;
+        drop the slot's cells after it. At least one prompt token is left to evaluate, so the
+        sequence has logits to sample."""
         slot, prompt = s.seq_id, s.request.tokens
         self._admissions += 1
         self._kept_used[slot] = self._admissions
@@ -847,10 +848,13 @@ class BatchSession:
             # Across KV streams llama.cpp copies a whole stream (at the next decode): copy, then cut.
             self._ctx.memory_seq_rm(slot, -1, -1)
             self._ctx.memory_seq_cp(donor, slot, -1, -1)
-            self._ctx.memory_seq_rm(slot, shared, -1)
-            self._kept[slot], self._kept_key[slot] = [], None
             self._copied.add(slot)
             self._copy_sources.add(donor)
+            if not self._ctx.memory_seq_rm(slot, shared, -1):  # a memory that cannot be cut
+                self._forget(slot)
+                s.fed = s.pos = s.cached = 0
+                return
+            self._kept[slot], self._kept_key[slot] = [], None
             self.copied_tokens += shared
             s.fed = s.pos = s.cached = shared
             return
