@@ -39,11 +39,13 @@ async def test_a_long_reply_is_followed_to_its_end():
     app = scripted_app(ScriptedModel([LONG], tokens_per_s=1000, hold=hold))
     async with app.run_test(size=(80, 24)) as pilot:
         await send(pilot, "Write a lot")
+        # Sampled once everything but the held last piece is shown: the reply is still generating,
+        # and no piece lands between a sample and the scroll that follows it (a race on 2 busy cores).
+        await wait_for(pilot, lambda: len(views(app)[-1].content) >= len(LONG) - 12)
         samples = []
         while chat_screen(app).generating and len(samples) < 5:
             await pilot.pause(0.2)
-            if len(views(app)[-1].content) > 2000:
-                samples.append(at_bottom(app))
+            samples.append(at_bottom(app))
         hold.set()
         await wait_for(pilot, lambda: not chat_screen(app).generating)
         await pilot.pause(0.3)
