@@ -283,10 +283,11 @@ class BatchSession:
         # bytes), to be put back into whichever slot a later prompt they begin is given.
         self.ram_cache = PromptStore(cache_ram) if prompt_cache and cache_ram > 0 else None
         self._admissions = 0
-        self.saved_tokens = 0  # prompt tokens copied from a shared prefix in the last run()
+        # Prompt tokens copied from another sequence's cells: in the last run() (batch), or since
+        # the session began (serve, a request admitted beside one with the same prefix).
+        self.saved_tokens = 0
         self._copied: set[int] = set()  # slots given a copy of cells since the last decode
         self._copy_sources: set[int] = set()  # ... and the slots copied from (their cells must stay)
-        self.copied_tokens = 0  # prompt tokens a request got from another sequence's cells (serve)
         # Speculative decoding: n-gram drafts for every sequence, one draft length for the session,
         # timed on the steps that only generate (see runtime.speculative.Speculation).
         self.draft = NGRAM if draft is not None else None
@@ -784,13 +785,8 @@ class BatchSession:
                 best, n = d, ready
         if best is None or n < at_least:
             return
-        # Across KV streams llama.cpp copies a whole stream: copy it, then cut it at the prefix.
-        self._ctx.memory_seq_rm(slot, -1, -1)
-        self._ctx.memory_seq_cp(best.seq_id, slot, -1, -1)
-        self._ctx.memory_seq_rm(slot, n, -1)
-        s.fed = s.pos = s.cached = n
-        self.saved_tokens += n
-        self._copied.add(slot)
+        if self._copy_cells(best.seq_id, slot, n):
+            s.fed = s.pos = s.cached = n
 
     # -- the prompt cache -----------------------------------------------------------------------
 
@@ -845,18 +841,7 @@ class BatchSession:
         if store is not None and whole and len(kept) - n >= RAM_CACHE_MIN_TOKENS and slot not in self._copied:
             self._save_cells(slot, kept)  # cells about to be lost
         if donor is not None and shared >= n + PREFIX_COPY_MIN_TOKENS and shared >= in_ram:
-            # Across KV streams llama.cpp copies a whole stream (at the next decode): copy, then cut.
-            self._ctx.memory_seq_rm(slot, -1, -1)
-            self._ctx.memory_seq_cp(donor, slot, -1, -1)
-            self._copied.add(slot)
-            self._copy_sources.add(donor)
-            if not self._ctx.memory_seq_rm(slot, shared, -1):  # a memory that cannot be cut
-                self._forget(slot)
-                s.fed = s.pos = s.cached = 0
-                return
-            self._kept[slot], self._kept_key[slot] = [], None
-            self.copied_tokens += shared
-            s.fed = s.pos = s.cached = shared
+            s.fed = s.pos = s.cached = shared if self._copy_cells(donor, slot, shared) else 0
             return
         # Cells put back are written at once, a copy at the next decode: never both in one slot.
         pending = slot in self._copy_sources or slot in self._copied
@@ -870,6 +855,21 @@ class BatchSession:
         else:
             self._kept[slot] = []
         s.fed = s.pos = s.cached = n
+
+    def _copy_cells(self, src: int, dst: int, n: int) -> bool:
+        """Give ``dst`` the cells of ``src``'s first ``n`` positions (counted in :attr:`saved_tokens`);
+        False if llama.cpp cannot cut the copy at ``n`` (``dst`` then holds nothing)."""
+        # Across KV streams llama.cpp copies a whole stream (at the next decode): copy, then cut.
+        self._ctx.memory_seq_rm(dst, -1, -1)
+        self._ctx.memory_seq_cp(src, dst, -1, -1)
+        self._copied.add(dst)
+        self._copy_sources.add(src)
+        self._kept[dst], self._kept_key[dst] = [], None
+        if not self._ctx.memory_seq_rm(dst, n, -1):
+            self._forget(dst)
+            return False
+        self.saved_tokens += n
+        return True
 
     def _prefix_donor(self, slot: int, request: BatchRequest) -> tuple[int | None, int]:
         """(slot, tokens) of the running sequence whose evaluated cells hold the longest prefix of

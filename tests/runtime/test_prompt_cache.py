@@ -210,7 +210,7 @@ def test_a_request_copies_the_prefix_a_running_sequence_evaluated(model):
         session.admit(first)
         session.step()  # the first prompt is evaluated; its sequence generates
         slot = session.admit(second)
-        assert slot == 1 and session.copied_tokens == shared
+        assert slot == 1 and session.saved_tokens == shared
         results = {}
         while session.active():
             for i, item in session.step():
@@ -236,6 +236,6 @@ def test_a_short_prefix_is_copied_only_when_the_stream_it_moves_is_small(model):
             session.admit(first)
             session.step()
             session.admit(second)
-            copied[n_ctx_seq] = session.copied_tokens
+            copied[n_ctx_seq] = session.saved_tokens
             session.drop_all()
     assert copied == {512: shared, 8192: 0}  # 8,192 cells moved to save ~20 tokens: not worth it
